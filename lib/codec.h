@@ -1,0 +1,106 @@
+/* lib/codec.h -- JSON <-> lib types (spec, parameters, graphs, batches, train requests) and CSV
+ * rows. All input validation of untrusted data happens here; every error carries a field path:
+ * "hidden[1].units", "x[3][2]", "graph.nodes[4].inputs[1]", "line 17".
+ *
+ * This is the only lib file that includes cJSON.h. Decoders take a parsed cJSON item and fill a
+ * plain C struct; encoders return a new cJSON item the caller adds to a reply.
+ *
+ *     cJSON *root = NULL;
+ *     if (codec_parse(body, len, &root, &err) < 0) return reply_error(&err);  // ERR_JSON
+ *     model_spec_t spec;
+ *     if (codec_spec_decode(root, &spec, &err) < 0) ...                       // ERR_INVAL
+ *     cJSON_Delete(root);
+ */
+#ifndef ND_CODEC_H
+#define ND_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "graph.h"
+#include "model.h"
+#include "train.h"
+
+#define CODEC_MAX_DEPTH_DEFAULT 64
+
+/* Parse JSON text (not necessarily NUL-terminated). ERR_JSON with the byte offset (and line)
+ * in the message when it is not JSON, or nests deeper than max_depth; ERR_INVAL when the body
+ * is empty. *out is new: cJSON_Delete(). */
+int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t *err);
+
+/* Spec: every field of API.md's model specification, unknown fields rejected (field = name).
+ * Numbers must be finite; integers must be integral and in range. The spec is NOT resolved
+ * (see model_spec_resolve). On failure the spec is freed. */
+int codec_spec_decode(const cJSON *json, model_spec_t *spec, err_t *err);
+
+/* The spec as JSON, without initial parameter values (the "spec" field of a model object and
+ * what the store keeps). Round-trips through codec_spec_decode. New item. */
+cJSON *codec_spec_encode(const model_spec_t *spec);
+
+/* Graph: {"nodes":[...], "output": id}. field paths "graph.nodes[i].<name>" with the given
+ * prefix ("graph" for specs, "graph" for /v1/graphs/eval). */
+int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *graph,
+                       err_t *err);
+cJSON *codec_graph_encode(const ad_graph_spec_t *graph);
+
+/* {"W1": [[...]], ...} checked against the model's tensors: every name known, shapes exactly
+ * equal, numbers finite. require_all: every tensor must be present (PUT /parameters). Writes into
+ * a copy of model_params(m) given as `dst` only when everything is valid (all-or-nothing). */
+int codec_params_decode(const cJSON *json, const model_t *m, int require_all, double *dst,
+                        err_t *err);
+/* The model's parameters as {"W1": [[...]], ...}. New item. */
+cJSON *codec_params_encode(const model_t *m, const double *params);
+
+/* Parameter values for a spec ("parameters" inside a spec) before the model exists: decoded as
+ * named matrices, shapes checked later by model_new. */
+int codec_param_values_decode(const cJSON *json, model_spec_t *spec, err_t *err);
+
+/* A decoded batch owning its arrays. */
+typedef struct codec_batch {
+    int32_t rows, n_x, n_y;
+    double *x;   /* rows * n_x */
+    double *y;   /* rows * n_y, NULL when labels were not given */
+} codec_batch_t;
+
+void codec_batch_free(codec_batch_t *b);
+
+/* {"x": [[...]], "y": [...]} for a model with n_x inputs and n_y label columns (n_y == 1: y is a
+ * number per row, or [v] per row; n_y > 1: an array of n_y per row). require_y: y must be
+ * present. Ragged rows, wrong types, NaN/Inf, more than max_rows rows: ERR_INVAL naming "x[3]",
+ * "x[3][2]", "y[5]". */
+int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_y,
+                       int64_t max_rows, codec_batch_t *out, err_t *err);
+
+typedef struct codec_csv_opts {
+    int32_t n_x;             /* features per row the model expects */
+    int32_t label_columns;   /* trailing label columns (default 1) */
+    int32_t header;          /* -1 auto, 0 never, 1 always */
+    int64_t max_rows;
+} codec_csv_opts_t;
+
+/* CSV text -> batch. Lines are 1-based physical lines, header included; errors name
+ * "line 17". Blank trailing lines are ignored; CRLF accepted. */
+int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
+                     codec_batch_t *out, err_t *err);
+
+/* Train request fields of API.md, unknown fields rejected; null means "unset". */
+int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err);
+
+/* Train result as API.md's object (model_id added by the caller). New item. */
+cJSON *codec_train_result_encode(const train_result_t *res);
+
+/* A tensor of the given shape as JSON: scalar -> number, [n] -> array, [r,c] -> nested. */
+cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x);
+
+/* A JSON value as a tensor of an expected shape (AD_ROWS in d[0] accepts any row count; *rows
+ * gets it). Values are written to a new array *out. field names the value for errors. */
+int codec_tensor_decode(const cJSON *json, const tensor_shape_t *shape, const char *field,
+                        double **out, int32_t *rows, err_t *err);
+
+/* A finite double as a JSON number that round-trips exactly (cJSON prints %1.15g then %1.17g). */
+cJSON *codec_number(double v);
+
+#endif /* ND_CODEC_H */

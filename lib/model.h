@@ -1,0 +1,206 @@
+/* lib/model.h -- model kinds compiled to one computation graph each; parameter layout; loss,
+ * gradients, predictions and the decision boundary.
+ *
+ * Every dense layer is one matrix W of shape [units_out, 1 + units_in] with the bias in column 0,
+ * named W1..WL from input to output (API.md "Parameter layout"). A graph model's parameters are
+ * its param nodes, named by node id. All parameters live in one flat array (model_params()), in
+ * layer order, each row major.
+ *
+ *     model_t *m = NULL;
+ *     if (model_new(&spec, &m, &err) < 0) return err.code;
+ *     batch_t b = {.rows = 3, .n_x = 2, .n_y = 1, .x = x, .y = y};
+ *     double loss;
+ *     model_loss_grad(m, &b, &loss, model_grads(m), &err);
+ */
+#ifndef ND_MODEL_H
+#define ND_MODEL_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "graph.h"
+#include "optim.h"
+
+#define MODEL_MAX_LAYERS 64      /* hidden layers */
+#define MODEL_NAME_MAX 128
+#define MODEL_MAX_UNITS 1000000  /* inputs, outputs, classes, units per layer */
+#define MODEL_MAX_PARAMS_DEFAULT 50000000LL
+
+/* Persisted (in the stored spec through their names, and in memory): append only. */
+enum model_kind {
+    MODEL_KIND_LINEAR = 1,
+    MODEL_KIND_LOGISTIC = 2,
+    MODEL_KIND_PERCEPTRON = 3,
+    MODEL_KIND_SOFTMAX = 4,
+    MODEL_KIND_OVA = 5,
+    MODEL_KIND_OVO = 6,
+    MODEL_KIND_MLP = 7,
+    MODEL_KIND_GRAPH = 8,
+};
+
+enum model_act {
+    MODEL_ACT_LINEAR = 1,
+    MODEL_ACT_SIGMOID = 2,
+    MODEL_ACT_TANH = 3,
+    MODEL_ACT_RELU = 4,
+    MODEL_ACT_SOFTMAX = 5,   /* output layer only */
+};
+
+enum model_loss {
+    MODEL_LOSS_DEFAULT = 0,  /* resolved by model_spec_resolve() */
+    MODEL_LOSS_L2 = 1,
+    MODEL_LOSS_BCE = 2,
+    MODEL_LOSS_CCE = 3,
+    MODEL_LOSS_ZERO_ONE = 4, /* perceptron: misclassified rows */
+};
+
+enum model_init {
+    MODEL_INIT_UNIFORM = 1,  /* uniform[-scale, scale] */
+    MODEL_INIT_NORMAL = 2,   /* normal(0, scale) */
+    MODEL_INIT_XAVIER = 3,   /* uniform ±sqrt(6 / (fan_in + fan_out)), bias column 0 */
+    MODEL_INIT_ZEROS = 4,
+};
+
+typedef struct model_layer {
+    int32_t units;
+    int32_t activation;      /* enum model_act */
+} model_layer_t;
+
+/* An initial value for one parameter tensor, given by name ("W1" or a graph param id). */
+typedef struct model_param_value {
+    char name[AD_ID_MAX];
+    int32_t rows, cols;
+    double *x;               /* rows*cols, row major, owned by the spec */
+} model_param_value_t;
+
+typedef struct model_spec {
+    char name[MODEL_NAME_MAX];   /* "" = no name */
+    int32_t kind;                /* enum model_kind */
+    int32_t inputs;              /* features per row before the bias */
+    int32_t outputs;             /* linear & mlp; default 1 */
+    int32_t classes;             /* softmax | ova | ovo; mlp softmax: equals outputs; 0 = unset */
+    int32_t n_hidden;
+    model_layer_t hidden[MODEL_MAX_LAYERS];
+    int32_t output_activation;   /* mlp; enum model_act; default linear */
+    int32_t loss;                /* enum model_loss */
+    int32_t reduction;           /* enum ad_reduction; default mean */
+    int32_t init_method;         /* enum model_init; default uniform */
+    double init_scale;           /* default 0.01 */
+    uint64_t init_seed;          /* default 1 */
+    int32_t n_param_value;
+    model_param_value_t *param_value;  /* optional exact initial values; owned */
+    optim_cfg_t optimizer;
+    ad_graph_spec_t graph;       /* graph kind only; owned */
+} model_spec_t;
+
+/* A batch: rows of x (n_x numbers each) and y (n_y numbers each), row major. A view: the
+ * batch never owns x or y. */
+typedef struct batch {
+    int32_t rows, n_x, n_y;
+    const double *x;
+    const double *y;
+} batch_t;
+
+typedef struct model model_t;
+
+/* Kind, activation, loss, init names <-> enums; from_name returns 0 when unknown. */
+int32_t model_kind_from_name(const char *s);
+const char *model_kind_name(int32_t kind);
+int32_t model_act_from_name(const char *s);
+const char *model_act_name(int32_t act);
+int32_t model_loss_from_name(const char *s);
+const char *model_loss_name(int32_t loss);
+int32_t model_init_from_name(const char *s);
+const char *model_init_name(int32_t init);
+
+/* Fill a spec with every default (kind unset). */
+void model_spec_default(model_spec_t *spec);
+
+/* Free what a spec owns (param values, graph) and zero those fields. NULL is a no-op. */
+void model_spec_free(model_spec_t *spec);
+
+/* Deep copy. */
+int model_spec_copy(const model_spec_t *src, model_spec_t *dst, err_t *err);
+
+/*
+ * Fill derived defaults and check the spec as a whole: loss default by kind / output activation,
+ * allowed loss per kind, classes vs outputs, sizes in range, parameter count <= max_params,
+ * optimizer ranges. err->field names the offending field ("hidden[1].units", "loss", ...).
+ */
+int model_spec_resolve(model_spec_t *spec, int64_t max_params, err_t *err);
+
+/* Build the model's graph and initial parameters (from spec->param_value where given, else the
+ * init method). The spec must be resolved. Shape errors in param_value name the parameter
+ * ("parameters.W2"). *out is new; free with model_free(). The model keeps a copy of the spec. */
+int model_new(const model_spec_t *spec, model_t **out, err_t *err);
+void model_free(model_t *m);
+
+/* Borrowed: the model's resolved spec. */
+const model_spec_t *model_spec(const model_t *m);
+
+/* Number of input features and label columns per row that batches must have. */
+int32_t model_n_x(const model_t *m);
+int32_t model_n_y(const model_t *m);
+
+/* Check labels of a batch: 0/1 for binary kinds, integer 0..k-1 for class kinds, finite
+ * numbers for regression. err->field is "y[i]" (or "y[i][j]"). */
+int model_check_labels(const model_t *m, const batch_t *b, err_t *err);
+
+/* Flat parameters and gradients (borrowed, model_n_params() doubles each). */
+int64_t model_n_params(const model_t *m);
+double *model_params(model_t *m);
+double *model_grads(model_t *m);
+
+/* 1 where weight decay applies, 0 on every bias column (borrowed, n_params bytes). */
+const uint8_t *model_decay_mask(const model_t *m);
+
+/* Parameter tensors: count, name, shape, offset into model_params(). */
+int32_t model_n_tensors(const model_t *m);
+const char *model_tensor_name(const model_t *m, int32_t k);
+void model_tensor_shape(const model_t *m, int32_t k, int32_t *rows, int32_t *cols);
+int64_t model_tensor_offset(const model_t *m, int32_t k);
+int32_t model_tensor_find(const model_t *m, const char *name);
+
+/* 1 when the model has gradients (every kind but perceptron). */
+int model_has_gradients(const model_t *m);
+
+/*
+ * Loss at the current parameters on batch b (reduced per the spec); when grad is non-NULL also
+ * the gradient of that loss, model_n_params() doubles (for the perceptron the "gradient" is
+ * Σ (ŷ−y) x*, so a sgd step is the perceptron rule). Allocates nothing when b->rows does not
+ * exceed the largest batch seen before.
+ */
+int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err);
+
+/* Classification accuracy and misclassified count on b, for classifier kinds (logistic,
+ * perceptron, softmax, ova, ovo, mlp with sigmoid/softmax output). ERR_INVAL otherwise. */
+int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *errors,
+                   err_t *err);
+
+/* 1 for the classifier kinds listed above. */
+int model_is_classifier(const model_t *m);
+
+typedef struct model_prediction {
+    int32_t rows;
+    int32_t n_out;          /* numbers per row in outputs */
+    int32_t per_row_scalar; /* 1: outputs is one number per row (API.md /predict table) */
+    double *outputs;        /* rows * n_out */
+    int32_t *classes;       /* rows, or NULL for non-classifiers */
+    double *margins;        /* rows, or NULL (logistic, perceptron, linear with 1 output) */
+} model_prediction_t;
+
+/* Predict for rows of x (n_x each). *out's arrays are new; free with model_prediction_free. */
+int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t *out,
+                  err_t *err);
+void model_prediction_free(model_prediction_t *p);
+
+/* Decision boundary of a 1-output linear / logistic / perceptron model: normal = θ1..n (n_x
+ * doubles), unit_normal = normal / ‖normal‖, offset = −θ0 / ‖normal‖. ERR_INVAL for other kinds
+ * or a zero normal. */
+int model_boundary(const model_t *m, double *normal, double *unit_normal, double *offset,
+                   err_t *err);
+
+/* Borrowed: the model's graph (graph kind: the user's graph; others: the compiled kind). */
+ad_graph_t *model_graph(model_t *m);
+
+#endif /* ND_MODEL_H */

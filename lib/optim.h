@@ -1,0 +1,78 @@
+/* lib/optim.h -- optimizers as pure functions over flat parameter arrays.
+ *
+ * The update for step t (API.md "Step semantics"), with g the loss gradient, λ the weight decay
+ * and θ̃ = θ masked by `decay_mask` (0 on bias columns, so biases never decay):
+ *   sgd:      θ ← θ − η (g + λθ̃)
+ *   momentum: v ← μ v + (g + λθ̃);  θ ← θ − η v              (v starts at 0)
+ *   adam:     PyTorch Adam with bias correction on d = g + λθ̃:
+ *             m ← β1 m + (1−β1) d;  v ← β2 v + (1−β2) d²;  t ← t + 1
+ *             θ ← θ − η (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)
+ *
+ *     optim_t *o = NULL;
+ *     optim_new(&cfg, n, &o, &err);
+ *     optim_update(o, cfg.learning_rate, grad, mask, theta);
+ *
+ * The state (v, or m and v and t) is a flat array of optim_state_len() doubles so the store can
+ * save it as one blob and restore it bit for bit.
+ */
+#ifndef ND_OPTIM_H
+#define ND_OPTIM_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+/* Persisted: append only. */
+enum optim_method {
+    OPTIM_METHOD_SGD = 1,
+    OPTIM_METHOD_MOMENTUM = 2,
+    OPTIM_METHOD_ADAM = 3,
+    OPTIM_METHOD_LBFGS = 4,
+};
+
+typedef struct optim_cfg {
+    int32_t method;          /* enum optim_method */
+    double learning_rate;    /* default 0.1 */
+    double momentum;         /* momentum only; default 0.9 for momentum, must be 0 for sgd */
+    double beta1, beta2;     /* adam; defaults 0.9, 0.999 */
+    double epsilon;          /* adam; default 1e-8 */
+    double weight_decay;     /* λ >= 0; default 0 */
+    int32_t history;         /* lbfgs memory; default 10 */
+    int32_t max_line_search; /* lbfgs; default 20 */
+} optim_cfg_t;
+
+typedef struct optim optim_t;
+
+/* Fill cfg with the defaults above for `method`. */
+void optim_cfg_default(optim_cfg_t *cfg, int32_t method);
+
+/* Check ranges (learning_rate > 0 and finite, 0 <= momentum < 1, 0 <= beta < 1, epsilon > 0,
+ * weight_decay >= 0, sgd with momentum != 0 rejected). err->field is "optimizer.<name>". */
+int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err);
+
+/* Method name <-> enum ("adam"); from_name returns 0 for unknown names. */
+int32_t optim_method_from_name(const char *name);
+const char *optim_method_name(int32_t method);
+
+/* New optimizer for n parameters, state zeroed. Free with optim_free(). */
+int optim_new(const optim_cfg_t *cfg, int64_t n, optim_t **out, err_t *err);
+void optim_free(optim_t *o);
+
+/* Borrowed: the configuration the optimizer was made with. */
+const optim_cfg_t *optim_cfg(const optim_t *o);
+
+/* One update of theta[0..n-1] in place with learning rate lr (the caller passes the cfg's or a
+ * per-call override). decay_mask[i] is 1 where weight decay applies, 0 for bias entries; NULL
+ * means decay everywhere. Allocates nothing. */
+void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
+                  double *theta);
+
+/* The optimizer state as a flat array: length, and borrowed pointer (read or overwrite). For
+ * sgd the length is 0; momentum n; adam 2n + 1 (m, v, then t as a double). */
+int64_t optim_state_len(const optim_t *o);
+double *optim_state(optim_t *o);
+
+/* Zero the state (a fresh start, as after a parameter overwrite). */
+void optim_reset(optim_t *o);
+
+#endif /* ND_OPTIM_H */

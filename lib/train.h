@@ -1,0 +1,106 @@
+/* lib/train.h -- the training loop: full batch or shuffled mini-batches, stop rules, divergence
+ * rollback, a per-step progress callback and a cancellation flag.
+ *
+ * Semantics are API.md's "Step semantics" and "Precise semantics", exactly:
+ *  - step t evaluates loss_t and the gradient at θ_t, then checks the stop rules (target_loss;
+ *    tolerance on |loss_t − loss_{t−1}| when t is not the call's first step), then updates;
+ *  - if loss_t, or any parameter after the update, is not finite, the model goes back to θ_s,
+ *    s being the last step whose loss was finite, with the optimizer state it had there, and
+ *    stops with TRAIN_STOP_DIVERGED.
+ *
+ * The callback sees a history row only once it is final: the row for step t is reported when
+ * loss_{t+1} has been found finite (or at the end of the call), at which moment the model's
+ * parameters and optimizer state are exactly those of global step t+1. So a caller that commits
+ * parameters, optimizer state, step and the reported rows together always commits a consistent
+ * state.
+ *
+ *     train_req_t req;
+ *     train_req_default(&req);
+ *     req.steps = 100;
+ *     train_ctx_t *t = NULL;
+ *     train_ctx_new(m, o, &data, &t, &err);     // buffers for the largest batch: one allocation
+ *     train_run(t, &req, &global_step, &hooks, &res, &err);
+ */
+#ifndef ND_TRAIN_H
+#define ND_TRAIN_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+#include "optim.h"
+
+/* Persisted in job results by name: append only. */
+enum train_stop {
+    TRAIN_STOP_MAX_STEPS = 1,
+    TRAIN_STOP_TOLERANCE = 2,
+    TRAIN_STOP_TARGET_LOSS = 3,
+    TRAIN_STOP_CONVERGED = 4,
+    TRAIN_STOP_DIVERGED = 5,
+    TRAIN_STOP_CANCELLED = 6,
+};
+
+typedef struct train_req {
+    int64_t steps;          /* max updates; default 1; used when epochs == 0 */
+    int64_t epochs;         /* > 0: passes over all rows instead of steps */
+    int32_t batch_size;     /* 0 = full batch */
+    double learning_rate;   /* NAN = the optimizer's */
+    double tolerance;       /* >= 0; 0 disables */
+    double target_loss;     /* NAN = none */
+    int64_t history_every;  /* >= 0; 0 records no rows */
+    uint64_t seed;          /* mini-batch shuffling */
+} train_req_t;
+
+/* One history row (the update θ_t → θ_{t+1}). */
+typedef struct train_row {
+    int64_t step;           /* global step index t */
+    double loss;            /* loss_t */
+    double grad_norm;       /* ‖g_t‖₂ over all parameters, without the weight-decay term */
+    double learning_rate;
+    int32_t recorded;       /* 1 when history_every selects this row (or it is the call's last) */
+} train_row_t;
+
+/* Called once per update with its final row; the model is then at global step row->step + 1.
+ * Return 0 to go on, or a negative err code to abort the run (the run stops with that code,
+ * the model stays at row->step + 1). */
+typedef int (*train_row_cb)(void *ctx, const train_row_t *row);
+
+typedef struct train_hooks {
+    train_row_cb on_row;          /* may be NULL */
+    void *ctx;
+    const volatile int *cancel;   /* checked between steps; non-zero stops with CANCELLED */
+} train_hooks_t;
+
+typedef struct train_result {
+    int64_t steps_run;      /* updates made (after any rollback) */
+    int64_t step;           /* global step after the call */
+    double loss_before;     /* loss on all rows at the starting θ */
+    double loss_after;      /* loss on all rows at the final θ */
+    int32_t stopped;        /* enum train_stop */
+    double elapsed_ms;
+} train_result_t;
+
+typedef struct train_ctx train_ctx_t;
+
+/* Defaults of API.md's train request. */
+void train_req_default(train_req_t *req);
+
+/* Range checks (steps >= 0, epochs >= 0, batch_size >= 0, learning_rate > 0 when set,
+ * tolerance >= 0, history_every >= 0); err->field names the request field. */
+int train_req_validate(const train_req_t *req, err_t *err);
+
+/* Stop reason <-> name ("max_steps", "tolerance", "target_loss", "converged", "diverged",
+ * "cancelled"). */
+const char *train_stop_name(int32_t stop);
+
+/* A training context over model m, optimizer o and the data (borrowed, must outlive the ctx).
+ * Allocates every buffer the loop needs (snapshots, shuffled indices, gather buffers). */
+int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out, err_t *err);
+void train_ctx_free(train_ctx_t *t);
+
+/* Run one train call. *global_step is the model's step before and is advanced (or rolled back).
+ * Allocates nothing. */
+int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
+              const train_hooks_t *hooks, train_result_t *res, err_t *err);
+
+#endif /* ND_TRAIN_H */

@@ -1,0 +1,33 @@
+/* tests/unit/testutil.c -- see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "rng.h"
+
+int testutil_close(double got, double want, double rel_tol, double abs_tol)
+{
+    if (isnan(want))
+        return isnan(got);
+    if (isinf(want))
+        return got == want;
+    return fabs(got - want) <= abs_tol + rel_tol * fabs(want);
+}
+
+int testutil_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void testutil_fill(double *x, int64_t n, double lo, double hi, uint64_t seed)
+{
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; ++i)
+        x[i] = lo + (hi - lo) * rng_uniform(&r);
+}
