@@ -167,6 +167,9 @@ int ad_bind_input_view(ad_graph_t *g, int32_t node, const double *data, err_t *e
  * data the shapes cannot catch: a class index out of range or not an integer. */
 int ad_forward(ad_graph_t *g, err_t *err);
 
+/* Run forward only for `node` and its ancestors (what predicting needs: no labels required). */
+int ad_forward_to(ad_graph_t *g, int32_t node, err_t *err);
+
 /* Zero all gradients, seed d(node)/d(node) = 1 (node must be a scalar) and run backward;
  * afterwards ad_grad(g, i) is d node / d i for every i, and ad_param_grads() holds the param
  * gradients. Requires a preceding ad_forward. */

@@ -1,5 +1,5 @@
 /* server/embedded.h -- files compiled into the binary by cmake/embed.cmake: schema migrations
- * (schema/NNN_*.sql, in name order), the dashboard (server/web/*) and docs/openapi.json. */
+ * (schema/NNN_name.sql, in name order), the dashboard (server/web/) and docs/openapi.json. */
 #ifndef ND_EMBEDDED_H
 #define ND_EMBEDDED_H
 

@@ -1,0 +1,1718 @@
+/* lib/codec.c -- JSON <-> lib types and CSV rows; every check of untrusted input, with a field
+ * path in each error. The only lib file that includes cJSON.h (through codec.h). */
+#include "codec.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CODEC_PATH_MAX 256
+#define CODEC_INT_EXACT_MAX 9007199254740992LL  /* 2^53: larger integers are not exact doubles */
+#define CODEC_MAX_ENTRIES 1000000               /* graph nodes or parameter tensors in one body */
+#define CODEC_CSV_FIELD_MAX 128                 /* longest CSV number text */
+#define CODEC_MAX_HISTORY 1000                  /* lbfgs memory and line-search iterations */
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers: JSON types, numbers, strings, field paths.
+ */
+
+static const char *json_type(const cJSON *j)
+{
+    if (j == NULL)
+        return "nothing";
+    switch (j->type & 0xFF) {
+    case cJSON_False:
+    case cJSON_True:
+        return "a boolean";
+    case cJSON_NULL:
+        return "null";
+    case cJSON_Number:
+    case cJSON_Raw:
+        return "a number";
+    case cJSON_String:
+        return "a string";
+    case cJSON_Array:
+        return "an array";
+    case cJSON_Object:
+        return "an object";
+    default:
+        return "an invalid value";
+    }
+}
+
+/* 1 when j is a number: a parsed JSON number, or a raw item made by codec_number() (our encoders
+ * emit raw numbers so they print exactly; decoding an encoded tree in memory must still work). */
+static int json_number(const cJSON *j, double *v)
+{
+    if (cJSON_IsNumber(j)) {
+        *v = j->valuedouble;
+        return 1;
+    }
+    if (cJSON_IsRaw(j) && j->valuestring != NULL && j->valuestring[0] != '\0') {
+        char *end = NULL;
+        double d = strtod(j->valuestring, &end);
+        if (*end == '\0') {
+            *v = d;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A member of an object, or NULL when it is absent or null (null means "use the default"). */
+static const cJSON *member(const cJSON *obj, const char *key)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNull(j) ? NULL : j;
+}
+
+/* Field paths live in char[CODEC_PATH_MAX] buffers; a longer path is cut (err_t keeps only
+ * ERR_FIELD_MAX bytes of it anyway). Appends s at dst + used; returns the new length. */
+static size_t path_append(char *dst, size_t used, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > CODEC_PATH_MAX - 1 - used)
+        n = CODEC_PATH_MAX - 1 - used;
+    memmove(dst + used, s, n);
+    dst[used + n] = '\0';
+    return used + n;
+}
+
+/* dst = "<prefix>.<key>", or "<key>" when prefix is empty. dst may not alias key. */
+static void path_key(char *dst, const char *prefix, const char *key)
+{
+    size_t used = 0;
+    if (prefix != NULL && prefix[0] != '\0')
+        used = path_append(dst, path_append(dst, 0, prefix), ".");
+    path_append(dst, used, key);
+}
+
+/* dst = "<prefix>[i]". */
+static void path_index(char *dst, const char *prefix, int64_t i)
+{
+    char idx[32];
+    snprintf(idx, sizeof idx, "[%lld]", (long long)i);
+    path_append(dst, path_append(dst, 0, prefix), idx);
+}
+
+static int get_finite(const cJSON *j, const char *path, double *out, err_t *err)
+{
+    double v;
+    if (!json_number(j, &v))
+        return err_set_field(err, ERR_INVAL, path, "%s must be a number, got %s", path,
+                             json_type(j));
+    if (!isfinite(v))
+        return err_set_field(err, ERR_INVAL, path, "%s must be a finite number", path);
+    *out = v;
+    return 0;
+}
+
+static int get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int64_t *out,
+                   err_t *err)
+{
+    double v;
+    if (!json_number(j, &v))
+        return err_set_field(err, ERR_INVAL, path, "%s must be an integer, got %s", path,
+                             json_type(j));
+    if (!isfinite(v))
+        return err_set_field(err, ERR_INVAL, path, "%s must be a finite integer", path);
+    if (v != floor(v))
+        return err_set_field(err, ERR_INVAL, path, "%s must be an integer, got %.15g", path, v);
+    if (v < (double)lo || v > (double)hi)
+        return err_set_field(err, ERR_INVAL, path, "%s = %.15g is out of range [%lld, %lld]",
+                             path, v, (long long)lo, (long long)hi);
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int get_int32(const cJSON *j, const char *path, int64_t lo, int64_t hi, int32_t *out,
+                     err_t *err)
+{
+    int64_t v = 0;
+    int rc = get_int(j, path, lo, hi, &v, err);
+    if (rc == 0)
+        *out = (int32_t)v;
+    return rc;
+}
+
+static int get_bool(const cJSON *j, const char *path, int32_t *out, err_t *err)
+{
+    if (!cJSON_IsBool(j))
+        return err_set_field(err, ERR_INVAL, path, "%s must be true or false, got %s", path,
+                             json_type(j));
+    *out = cJSON_IsTrue(j) ? 1 : 0;
+    return 0;
+}
+
+/* 1 when s is valid UTF-8 without control characters. */
+static int text_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        unsigned char c = *p;
+        int n;
+        uint32_t cp;
+        if (c < 0x20 || c == 0x7F)
+            return 0;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        for (int k = 1; k <= n; ++k) {
+            if ((p[k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[k] & 0x3F);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
+/* A string field that names something (model name, node id, parameter name): non-empty, shorter
+ * than size bytes, UTF-8 without control characters. */
+static int check_name(const char *s, const char *path, size_t size, err_t *err)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return err_set_field(err, ERR_INVAL, path, "%s must not be empty", path);
+    if (n >= size)
+        return err_set_field(err, ERR_INVAL, path, "%s is %zu bytes long, at most %zu", path, n,
+                             size - 1);
+    if (!text_ok(s))
+        return err_set_field(err, ERR_INVAL, path,
+                             "%s must be UTF-8 text without control characters", path);
+    return 0;
+}
+
+static int get_name(const cJSON *j, const char *path, char *out, size_t size, err_t *err)
+{
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return err_set_field(err, ERR_INVAL, path, "%s must be a string, got %s", path,
+                             json_type(j));
+    int rc = check_name(j->valuestring, path, size, err);
+    if (rc < 0)
+        return rc;
+    memcpy(out, j->valuestring, strlen(j->valuestring) + 1);
+    return 0;
+}
+
+/* A string among names mapped by from_name (0 = unknown); `allowed` lists them for the message. */
+static int get_enum(const cJSON *j, const char *path, int32_t (*from_name)(const char *),
+                    const char *allowed, int32_t *out, err_t *err)
+{
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return err_set_field(err, ERR_INVAL, path, "%s must be a string (%s), got %s", path,
+                             allowed, json_type(j));
+    int32_t v = from_name(j->valuestring);
+    if (v <= 0)
+        return err_set_field(err, ERR_INVAL, path, "%s: unknown value \"%.40s\" (expected %s)",
+                             path, j->valuestring, allowed);
+    *out = v;
+    return 0;
+}
+
+/* Reduction names; returns enum ad_reduction + 1, 0 when unknown (get_enum's convention). */
+static int32_t reduction_code(const char *s)
+{
+    if (strcmp(s, "mean") == 0)
+        return AD_REDUCTION_MEAN + 1;
+    if (strcmp(s, "sum") == 0)
+        return AD_REDUCTION_SUM + 1;
+    return 0;
+}
+
+static const char *reduction_name(int32_t r)
+{
+    return r == AD_REDUCTION_SUM ? "sum" : "mean";
+}
+
+static int get_reduction(const cJSON *j, const char *path, int32_t *out, err_t *err)
+{
+    int32_t v = 0;
+    int rc = get_enum(j, path, reduction_code, "mean | sum", &v, err);
+    if (rc == 0)
+        *out = v - 1;
+    return rc;
+}
+
+/* Reject members not in `allowed` (NULL-terminated) and members given twice. */
+static int check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
+                        err_t *err)
+{
+    char path[CODEC_PATH_MAX];
+    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+        const char *key = c->string != NULL ? c->string : "";
+        int known = 0;
+        for (const char *const *a = allowed; *a != NULL && !known; ++a)
+            known = strcmp(*a, key) == 0;
+        path_key(path, prefix, key);
+        if (!known) {
+            char list[160];
+            size_t used = 0;
+            list[0] = '\0';
+            for (const char *const *a = allowed; *a != NULL && used < sizeof list; ++a)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                         a == allowed ? "" : ", ", *a);
+            return err_set_field(err, ERR_INVAL, path, "unknown field \"%.60s\" (expected %s)",
+                                 path, list);
+        }
+        for (const cJSON *d = obj->child; d != c; d = d->next)
+            if (d->string != NULL && strcmp(d->string, key) == 0)
+                return err_set_field(err, ERR_INVAL, path, "%s is given twice", path);
+    }
+    return 0;
+}
+
+static int require_object(const cJSON *j, const char *path, const char *what, err_t *err)
+{
+    if (!cJSON_IsObject(j))
+        return err_set_field(err, ERR_INVAL, path, "%s must be %s, got %s",
+                             path[0] != '\0' ? path : "the body", what, json_type(j));
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Numbers out.
+ */
+
+/* Shortest of %.15g, %.16g, %.17g that reads back as exactly v. */
+static void format_double(double v, char *buf, size_t size)
+{
+    for (int prec = 15; prec <= 17; ++prec) {
+        snprintf(buf, size, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
+/* cJSON 1.7.15 prints %1.15g whenever it reads back within ~2 ulp (an approximate compare), so
+ * about one double in six would not round-trip; we print the text ourselves as a raw item. */
+cJSON *codec_number(double v)
+{
+    if (!isfinite(v))
+        return cJSON_CreateNull();
+    char buf[40];
+    format_double(v, buf, sizeof buf);
+    cJSON *j = cJSON_CreateRaw(buf);
+    if (j != NULL) {
+        j->valuedouble = v;
+        j->valueint = v >= (double)INT32_MAX ? INT32_MAX
+                      : v <= (double)INT32_MIN ? INT32_MIN
+                                               : (int)v;
+    }
+    return j;
+}
+
+/* An integer; cJSON prints integers below 10^15 exactly, so those stay plain number items. */
+static cJSON *codec_int(int64_t v)
+{
+    if (v > -1000000000000000LL && v < 1000000000000000LL)
+        return cJSON_CreateNumber((double)v);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    cJSON *j = cJSON_CreateRaw(buf);
+    if (j != NULL) {
+        j->valuedouble = (double)v;
+        j->valueint = v > 0 ? INT32_MAX : INT32_MIN;
+    }
+    return j;
+}
+
+/* Add `item` to obj (NULL obj or item: failure). Frees item when it cannot be added. */
+static int add(cJSON *obj, const char *key, cJSON *item)
+{
+    if (item == NULL)
+        return -1;
+    if (obj == NULL || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return -1;
+    }
+    return 0;
+}
+
+static int push(cJSON *arr, cJSON *item)
+{
+    if (item == NULL)
+        return -1;
+    if (!cJSON_AddItemToArray(arr, item)) {
+        cJSON_Delete(item);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Parsing.
+ */
+
+static int is_json_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int json_error(err_t *err, const char *text, size_t len, size_t off, const char *what)
+{
+    size_t line = 1, col = 1;
+    for (size_t i = 0; i < off && i < len; ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            col = 1;
+        } else {
+            ++col;
+        }
+    }
+    return err_set(err, ERR_JSON, "%s at byte offset %zu (line %zu, column %zu)", what, off,
+                   line, col);
+}
+
+int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t *err)
+{
+    *out = NULL;
+    if (max_depth <= 0)
+        max_depth = CODEC_MAX_DEPTH_DEFAULT;
+    size_t first = 0;
+    while (text != NULL && first < len && is_json_space((unsigned char)text[first]))
+        ++first;
+    if (text == NULL || first == len)
+        return err_set(err, ERR_INVAL, "body is empty");
+    if ((unsigned char)text[first] < 0x20)
+        return json_error(err, text, len, first, "invalid JSON: control character");
+
+    /* One pass over the bytes before cJSON sees them, for the nesting depth: cJSON recurses
+     * once per level and its own limit is 1000. Brackets inside strings do not count, so the
+     * scan tracks strings, and reports an unterminated one with its start offset (cJSON would
+     * point at the end of the body). */
+    int depth = 0, in_string = 0;
+    size_t string_start = 0;
+    for (size_t p = first; p < len; ++p) {
+        char c = text[p];
+        if (in_string) {
+            if (c == '\\')
+                ++p;
+            else if (c == '"')
+                in_string = 0;
+            continue;
+        }
+        if (c == '"') {
+            in_string = 1;
+            string_start = p;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) {
+                char what[64];
+                snprintf(what, sizeof what, "JSON nests deeper than %d levels", max_depth);
+                return json_error(err, text, len, p, what);
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    if (in_string)
+        return json_error(err, text, len, string_start, "invalid JSON: unterminated string");
+
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (root == NULL) {
+        size_t off = end != NULL && end >= text ? (size_t)(end - text) : 0;
+        return json_error(err, text, len, off, "invalid JSON");
+    }
+    size_t off = (size_t)(end - text);
+    while (off < len && is_json_space((unsigned char)text[off]))
+        ++off;
+    if (off < len) {
+        cJSON_Delete(root);
+        return json_error(err, text, len, off, "invalid JSON: unexpected data after the value");
+    }
+    *out = root;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors: nested arrays of a shape.
+ */
+
+/*
+ * Check json against shape (d[0] == AD_ROWS: any row count >= 1) and, when dst is non-NULL,
+ * write the values row major. *rows (may be NULL) gets the row count.
+ */
+static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const char *field,
+                       double *dst, int32_t *rows, err_t *err)
+{
+    char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
+    if (shape->n_d == 0) {
+        double v;
+        int rc = get_finite(json, field, &v, err);
+        if (rc < 0)
+            return rc;
+        if (dst != NULL)
+            dst[0] = v;
+        if (rows != NULL)
+            *rows = 1;
+        return 0;
+    }
+    int32_t want = shape->d[0];
+    int32_t cols = shape->n_d == 2 ? shape->d[1] : 1;
+    if (!cJSON_IsArray(json)) {
+        if (shape->n_d == 1)
+            return err_set_field(err, ERR_INVAL, field, "%s must be an array of numbers, got %s",
+                                 field, json_type(json));
+        return err_set_field(err, ERR_INVAL, field, "%s must be an array of rows, got %s",
+                             field, json_type(json));
+    }
+    int64_t n = cJSON_GetArraySize(json);
+    if (want == AD_ROWS) {
+        if (n < 1)
+            return err_set_field(err, ERR_INVAL, field, "%s has no rows", field);
+        int64_t elems;
+        if (n > INT32_MAX || tensor_checked_elems(n, cols, field, &elems, NULL) < 0)
+            return err_set_field(err, ERR_INVAL, field, "%s has too many rows (%lld)", field,
+                                 (long long)n);
+    } else if (n != want) {
+        return err_set_field(err, ERR_INVAL, field, "%s has %lld %s, expected %d", field,
+                             (long long)n, shape->n_d == 1 ? "values" : "rows", want);
+    }
+    int64_t i = 0;
+    for (const cJSON *r = json->child; r != NULL; r = r->next, ++i) {
+        path_index(path, field, i);
+        if (shape->n_d == 1) {
+            double v;
+            int rc = get_finite(r, path, &v, err);
+            if (rc < 0)
+                return rc;
+            if (dst != NULL)
+                dst[i] = v;
+            continue;
+        }
+        if (!cJSON_IsArray(r))
+            return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d numbers, got %s",
+                                 path, cols, json_type(r));
+        int64_t m = cJSON_GetArraySize(r);
+        if (m != cols)
+            return err_set_field(err, ERR_INVAL, path, "%s has %lld values, expected %d", path,
+                                 (long long)m, cols);
+        int64_t j = 0;
+        for (const cJSON *e = r->child; e != NULL; e = e->next, ++j) {
+            double v;
+            if (!json_number(e, &v) || !isfinite(v)) {
+                path_index(sub, path, j);
+                return get_finite(e, sub, &v, err);
+            }
+            if (dst != NULL)
+                dst[i * cols + j] = v;
+        }
+    }
+    if (rows != NULL)
+        *rows = (int32_t)n;
+    return 0;
+}
+
+cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x)
+{
+    if (shape->n_d == 0)
+        return codec_number(x[0]);
+    cJSON *arr = cJSON_CreateArray();
+    if (arr == NULL)
+        return NULL;
+    int32_t rows = shape->d[0];
+    for (int32_t i = 0; i < rows; ++i) {
+        if (shape->n_d == 1) {
+            if (push(arr, codec_number(x[i])) < 0)
+                goto fail;
+            continue;
+        }
+        int32_t cols = shape->d[1];
+        cJSON *row = cJSON_CreateArray();
+        if (push(arr, row) < 0)
+            goto fail;
+        for (int32_t j = 0; j < cols; ++j)
+            if (push(row, codec_number(x[(int64_t)i * cols + j])) < 0)
+                goto fail;
+    }
+    return arr;
+fail:
+    cJSON_Delete(arr);
+    return NULL;
+}
+
+int codec_tensor_decode(const cJSON *json, const tensor_shape_t *shape, const char *field,
+                        double **out, int32_t *rows, err_t *err)
+{
+    *out = NULL;
+    int32_t n_rows = 0;
+    int rc = tensor_walk(json, shape, field, NULL, &n_rows, err);
+    if (rc < 0)
+        return rc;
+    tensor_shape_t bound = *shape;
+    if (bound.n_d > 0 && bound.d[0] == AD_ROWS)
+        bound.d[0] = n_rows;
+    int64_t n = tensor_shape_elems(&bound);
+    double *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
+    if (x == NULL)
+        return err_set_field(err, ERR_NOMEM, field, "%s: out of memory for %lld values", field,
+                             (long long)n);
+    tensor_walk(json, shape, field, x, NULL, NULL);
+    *out = x;
+    if (rows != NULL)
+        *rows = n_rows;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Graphs.
+ */
+
+static int op_is_leaf(int32_t op)
+{
+    return op == AD_OP_INPUT || op == AD_OP_PARAM || op == AD_OP_CONST;
+}
+
+static int op_is_loss(int32_t op)
+{
+    return op == AD_OP_L2_LOSS || op == AD_OP_BCE_LOSS || op == AD_OP_CCE_LOSS;
+}
+
+static int32_t public_op_from_name(const char *s)
+{
+    int32_t op = ad_op_from_name(s);
+    return op > AD_OP_NONE && op < AD_OP_PUBLIC_END ? op : 0;
+}
+
+static int shape_decode(const cJSON *j, const char *path, int rows_ok, tensor_shape_t *shape,
+                        err_t *err)
+{
+    char sub[CODEC_PATH_MAX];
+    if (!cJSON_IsArray(j))
+        return err_set_field(err, ERR_INVAL, path,
+                             "%s must be an array of at most 2 dimensions, got %s", path,
+                             json_type(j));
+    int n = cJSON_GetArraySize(j);
+    if (n > TENSOR_MAX_DIM)
+        return err_set_field(err, ERR_INVAL, path, "%s has %d dimensions, at most %d", path, n,
+                             TENSOR_MAX_DIM);
+    shape->n_d = n;
+    shape->d[0] = shape->d[1] = 1;
+    int32_t k = 0;
+    for (const cJSON *e = j->child; e != NULL; e = e->next, ++k) {
+        path_index(sub, path, k);
+        if (cJSON_IsNull(e) && k == 0) {
+            if (!rows_ok)
+                return err_set_field(err, ERR_INVAL, sub,
+                                     "%s: null (any number of rows) is only for input nodes", sub);
+            shape->d[0] = AD_ROWS;
+            continue;
+        }
+        int rc = get_int32(e, sub, 0, INT32_MAX, &shape->d[k], err);
+        if (rc < 0)
+            return rc;
+    }
+    int64_t elems;
+    int64_t r = shape->n_d > 0 && shape->d[0] != AD_ROWS ? shape->d[0] : 1;
+    int64_t c = shape->n_d == 2 ? shape->d[1] : 1;
+    if (tensor_checked_elems(r, c, path, &elems, NULL) < 0)
+        return err_set_field(err, ERR_INVAL, path, "%s: %lld x %lld is more than %lld elements",
+                             path, (long long)r, (long long)c, (long long)TENSOR_MAX_ELEMS);
+    return 0;
+}
+
+static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_t *err)
+{
+    static const char *const fields[] = {
+        "id", "op", "inputs", "shape", "value", "reduction", "transpose_b", NULL};
+    char sub[CODEC_PATH_MAX], item[CODEC_PATH_MAX];
+    int rc = require_object(j, path, "an object", err);
+    if (rc == 0)
+        rc = check_fields(j, path, fields, err);
+    if (rc < 0)
+        return rc;
+
+    path_key(sub, path, "id");
+    const cJSON *v = member(j, "id");
+    if (v == NULL)
+        return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
+    if ((rc = get_name(v, sub, n->id, sizeof n->id, err)) < 0)
+        return rc;
+
+    path_key(sub, path, "op");
+    if ((v = member(j, "op")) == NULL)
+        return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
+    if (cJSON_IsString(v) && public_op_from_name(v->valuestring) == 0) {
+        char ops[200];
+        size_t used = 0;
+        ops[0] = '\0';
+        for (int32_t op = AD_OP_NONE + 1; op < AD_OP_PUBLIC_END && used < sizeof ops; ++op)
+            used += (size_t)snprintf(ops + used, sizeof ops - used, "%s%s", used ? " " : "",
+                                     ad_op_name(op));
+        return err_set_field(err, ERR_INVAL, sub, "%s: unknown op \"%.30s\" (ops: %s)", sub,
+                             v->valuestring, ops);
+    }
+    if ((rc = get_enum(v, sub, public_op_from_name, "a graph op", &n->op, err)) < 0)
+        return rc;
+
+    path_key(sub, path, "inputs");
+    if ((v = member(j, "inputs")) != NULL) {
+        if (!cJSON_IsArray(v))
+            return err_set_field(err, ERR_INVAL, sub, "%s must be an array of node ids, got %s",
+                                 sub, json_type(v));
+        int cnt = cJSON_GetArraySize(v);
+        if (cnt > AD_MAX_CHILD)
+            return err_set_field(err, ERR_INVAL, sub, "%s has %d entries, at most %d", sub, cnt,
+                                 AD_MAX_CHILD);
+        for (const cJSON *e = v->child; e != NULL; e = e->next, ++n->n_in) {
+            path_index(item, sub, n->n_in);
+            if ((rc = get_name(e, item, n->in[n->n_in], AD_ID_MAX, err)) < 0)
+                return rc;
+        }
+    }
+
+    n->shape.n_d = 0;
+    n->shape.d[0] = n->shape.d[1] = 1;
+    path_key(sub, path, "shape");
+    v = member(j, "shape");
+    if (op_is_leaf(n->op)) {
+        if (v == NULL)
+            return err_set_field(err, ERR_INVAL, sub, "%s is required for %s nodes", sub,
+                                 ad_op_name(n->op));
+        if ((rc = shape_decode(v, sub, n->op == AD_OP_INPUT, &n->shape, err)) < 0)
+            return rc;
+    } else if (v != NULL) {
+        return err_set_field(err, ERR_INVAL, sub,
+                             "%s: only input, param and const nodes take a shape", sub);
+    }
+
+    path_key(sub, path, "value");
+    v = member(j, "value");
+    if (v != NULL) {
+        if (n->op != AD_OP_PARAM && n->op != AD_OP_CONST)
+            return err_set_field(err, ERR_INVAL, sub,
+                                 "%s: only param and const nodes take a value", sub);
+        if ((rc = codec_tensor_decode(v, &n->shape, sub, &n->value, NULL, err)) < 0)
+            return rc;
+    } else if (n->op == AD_OP_CONST) {
+        return err_set_field(err, ERR_INVAL, sub, "%s is required for const nodes", sub);
+    }
+
+    n->reduction = AD_REDUCTION_MEAN;
+    path_key(sub, path, "reduction");
+    if ((v = member(j, "reduction")) != NULL) {
+        if (!op_is_loss(n->op))
+            return err_set_field(err, ERR_INVAL, sub,
+                                 "%s: only l2_loss, bce_loss and cce_loss take a reduction", sub);
+        if ((rc = get_reduction(v, sub, &n->reduction, err)) < 0)
+            return rc;
+    }
+
+    path_key(sub, path, "transpose_b");
+    if ((v = member(j, "transpose_b")) != NULL) {
+        if (n->op != AD_OP_MATMUL)
+            return err_set_field(err, ERR_INVAL, sub, "%s: only matmul nodes take transpose_b",
+                                 sub);
+        if ((rc = get_bool(v, sub, &n->transpose_b, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *graph,
+                       err_t *err)
+{
+    static const char *const fields[] = {"nodes", "output", NULL};
+    char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
+    const char *pre = prefix != NULL ? prefix : "";
+    memset(graph, 0, sizeof *graph);
+    int rc = require_object(json, pre, "an object with \"nodes\" and \"output\"", err);
+    if (rc == 0)
+        rc = check_fields(json, pre, fields, err);
+    if (rc < 0)
+        return rc;
+
+    path_key(path, pre, "nodes");
+    const cJSON *nodes = member(json, "nodes");
+    if (nodes == NULL)
+        return err_set_field(err, ERR_INVAL, path, "%s is required", path);
+    if (!cJSON_IsArray(nodes))
+        return err_set_field(err, ERR_INVAL, path, "%s must be an array of nodes, got %s", path,
+                             json_type(nodes));
+    int n = cJSON_GetArraySize(nodes);
+    if (n == 0)
+        return err_set_field(err, ERR_INVAL, path, "%s is empty", path);
+    if (n > CODEC_MAX_ENTRIES)
+        return err_set_field(err, ERR_INVAL, path, "%s has %d nodes, at most %d", path, n,
+                             CODEC_MAX_ENTRIES);
+
+    path_key(sub, pre, "output");
+    const cJSON *output = member(json, "output");
+    if (output == NULL)
+        return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
+    if ((rc = get_name(output, sub, graph->output, sizeof graph->output, err)) < 0)
+        return rc;
+
+    graph->node = calloc((size_t)n, sizeof *graph->node);
+    if (graph->node == NULL)
+        return err_set_field(err, ERR_NOMEM, path, "%s: out of memory for %d nodes", path, n);
+    for (const cJSON *e = nodes->child; e != NULL; e = e->next) {
+        path_index(sub, path, graph->n_node);
+        /* Counted before decoding so a failure frees the node's value too. */
+        ad_node_spec_t *node = &graph->node[graph->n_node++];
+        if ((rc = node_decode(e, sub, node, err)) < 0) {
+            ad_graph_spec_free(graph);
+            memset(graph, 0, sizeof *graph);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+cJSON *codec_graph_encode(const ad_graph_spec_t *graph)
+{
+    cJSON *obj = cJSON_CreateObject();
+    cJSON *nodes = cJSON_CreateArray();
+    if (add(obj, "nodes", nodes) < 0)
+        goto fail;
+    for (int32_t i = 0; i < graph->n_node; ++i) {
+        const ad_node_spec_t *n = &graph->node[i];
+        const char *op = ad_op_name(n->op);
+        cJSON *node = cJSON_CreateObject();
+        if (push(nodes, node) < 0 || add(node, "id", cJSON_CreateString(n->id)) < 0 ||
+            add(node, "op", cJSON_CreateString(op != NULL ? op : "")) < 0)
+            goto fail;
+        if (n->n_in > 0) {
+            cJSON *in = cJSON_CreateArray();
+            if (add(node, "inputs", in) < 0)
+                goto fail;
+            for (int32_t k = 0; k < n->n_in; ++k)
+                if (push(in, cJSON_CreateString(n->in[k])) < 0)
+                    goto fail;
+        }
+        if (op_is_leaf(n->op)) {
+            cJSON *shape = cJSON_CreateArray();
+            if (add(node, "shape", shape) < 0)
+                goto fail;
+            for (int32_t k = 0; k < n->shape.n_d; ++k)
+                if (push(shape, n->shape.d[k] == AD_ROWS ? cJSON_CreateNull()
+                                                         : codec_int(n->shape.d[k])) < 0)
+                    goto fail;
+        }
+        if (n->value != NULL && add(node, "value", codec_tensor_encode(&n->shape, n->value)) < 0)
+            goto fail;
+        if (op_is_loss(n->op) &&
+            add(node, "reduction", cJSON_CreateString(reduction_name(n->reduction))) < 0)
+            goto fail;
+        if (n->op == AD_OP_MATMUL && n->transpose_b &&
+            add(node, "transpose_b", cJSON_CreateTrue()) < 0)
+            goto fail;
+    }
+    if (add(obj, "output", cJSON_CreateString(graph->output)) < 0)
+        goto fail;
+    return obj;
+fail:
+    cJSON_Delete(obj);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Parameters.
+ */
+
+/* The JSON shape of parameter tensor k: a graph model's param node shape, else [rows, cols]. */
+static void param_shape(const model_t *m, int32_t k, tensor_shape_t *shape)
+{
+    const model_spec_t *spec = model_spec(m);
+    const char *name = model_tensor_name(m, k);
+    if (spec != NULL && spec->kind == MODEL_KIND_GRAPH && name != NULL) {
+        for (int32_t i = 0; i < spec->graph.n_node; ++i) {
+            const ad_node_spec_t *n = &spec->graph.node[i];
+            if (n->op == AD_OP_PARAM && strcmp(n->id, name) == 0) {
+                *shape = n->shape;
+                return;
+            }
+        }
+    }
+    int32_t rows = 0, cols = 0;
+    model_tensor_shape(m, k, &rows, &cols);
+    shape->n_d = 2;
+    shape->d[0] = rows;
+    shape->d[1] = cols;
+}
+
+static int unknown_param(const model_t *m, const char *path, const char *name, err_t *err)
+{
+    char list[120];
+    size_t used = 0;
+    list[0] = '\0';
+    int32_t nt = model_n_tensors(m);
+    for (int32_t k = 0; k < nt && used < sizeof list; ++k)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k == 0 ? "" : ", ",
+                                 model_tensor_name(m, k));
+    return err_set_field(err, ERR_INVAL, path, "unknown parameter \"%.40s\" (the model has %s)",
+                         name, list);
+}
+
+int codec_params_decode(const cJSON *json, const model_t *m, int require_all, double *dst,
+                        err_t *err)
+{
+    char path[CODEC_PATH_MAX];
+    int rc = require_object(json, "parameters", "an object of named nested arrays", err);
+    if (rc < 0)
+        return rc;
+    int32_t nt = model_n_tensors(m);
+    uint8_t *seen = calloc((size_t)(nt > 0 ? nt : 1), 1);
+    if (seen == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory");
+
+    /* Pass 1 validates everything; pass 2 writes, so a bad tensor leaves dst untouched. */
+    for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
+        const char *name = c->string != NULL ? c->string : "";
+        path_key(path, "parameters", name);
+        int32_t k = model_tensor_find(m, name);
+        if (k < 0) {
+            rc = unknown_param(m, path, name, err);
+        } else if (seen[k]) {
+            rc = err_set_field(err, ERR_INVAL, path, "%s is given twice", path);
+        } else {
+            seen[k] = 1;
+            tensor_shape_t shape;
+            param_shape(m, k, &shape);
+            rc = tensor_walk(c, &shape, path, NULL, NULL, err);
+        }
+    }
+    for (int32_t k = 0; k < nt && rc == 0 && require_all; ++k) {
+        if (!seen[k]) {
+            path_key(path, "parameters", model_tensor_name(m, k));
+            rc = err_set_field(err, ERR_INVAL, path, "%s is missing (every parameter is required)",
+                               path);
+        }
+    }
+    for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
+        int32_t k = model_tensor_find(m, c->string);
+        tensor_shape_t shape;
+        param_shape(m, k, &shape);
+        tensor_walk(c, &shape, "parameters", dst + model_tensor_offset(m, k), NULL, NULL);
+    }
+    free(seen);
+    return rc;
+}
+
+cJSON *codec_params_encode(const model_t *m, const double *params)
+{
+    cJSON *obj = cJSON_CreateObject();
+    if (obj == NULL)
+        return NULL;
+    int32_t nt = model_n_tensors(m);
+    for (int32_t k = 0; k < nt; ++k) {
+        tensor_shape_t shape;
+        param_shape(m, k, &shape);
+        cJSON *t = codec_tensor_encode(&shape, params + model_tensor_offset(m, k));
+        if (add(obj, model_tensor_name(m, k), t) < 0) {
+            cJSON_Delete(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+/* Shape of a parameter value given without a model: number [], [a,b] [n], [[..],..] [r,c]. */
+static int infer_shape(const cJSON *j, const char *path, tensor_shape_t *shape, err_t *err)
+{
+    char sub[CODEC_PATH_MAX];
+    shape->n_d = 0;
+    shape->d[0] = shape->d[1] = 1;
+    double v;
+    if (json_number(j, &v))
+        return 0;
+    if (!cJSON_IsArray(j))
+        return err_set_field(err, ERR_INVAL, path,
+                             "%s must be a number or nested arrays of numbers, got %s", path,
+                             json_type(j));
+    int n = cJSON_GetArraySize(j);
+    if (n == 0)
+        return err_set_field(err, ERR_INVAL, path, "%s is empty", path);
+    shape->n_d = 1;
+    shape->d[0] = n;
+    if (cJSON_IsArray(j->child)) {
+        int cols = cJSON_GetArraySize(j->child);
+        if (cols == 0) {
+            path_index(sub, path, 0);
+            return err_set_field(err, ERR_INVAL, sub, "%s is empty", sub);
+        }
+        shape->n_d = 2;
+        shape->d[1] = cols;
+    }
+    int64_t elems;
+    if (tensor_checked_elems(shape->d[0], shape->d[1], path, &elems, NULL) < 0)
+        return err_set_field(err, ERR_INVAL, path, "%s has too many values", path);
+    return 0;
+}
+
+static void param_values_free(model_param_value_t *pv, int32_t n)
+{
+    for (int32_t i = 0; i < n; ++i)
+        free(pv[i].x);
+    free(pv);
+}
+
+int codec_param_values_decode(const cJSON *json, model_spec_t *spec, err_t *err)
+{
+    char path[CODEC_PATH_MAX];
+    int rc = require_object(json, "parameters", "an object of named nested arrays", err);
+    if (rc < 0)
+        return rc;
+    int n = cJSON_GetArraySize(json);
+    if (n > CODEC_MAX_ENTRIES)
+        return err_set_field(err, ERR_INVAL, "parameters", "parameters has %d entries, at most %d",
+                             n, CODEC_MAX_ENTRIES);
+    model_param_value_t *pv = calloc((size_t)(n > 0 ? n : 1), sizeof *pv);
+    if (pv == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    int32_t k = 0;
+    for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
+        const char *name = c->string != NULL ? c->string : "";
+        path_key(path, "parameters", name);
+        rc = check_name(name, path, AD_ID_MAX, err);
+        for (int32_t i = 0; i < k && rc == 0; ++i)
+            if (strcmp(pv[i].name, name) == 0)
+                rc = err_set_field(err, ERR_INVAL, path, "%s is given twice", path);
+        tensor_shape_t shape;
+        if (rc == 0)
+            rc = infer_shape(c, path, &shape, err);
+        if (rc == 0)
+            rc = codec_tensor_decode(c, &shape, path, &pv[k].x, NULL, err);
+        if (rc == 0) {
+            memcpy(pv[k].name, name, strlen(name) + 1);
+            pv[k].rows = tensor_shape_rows(&shape);
+            pv[k].cols = tensor_shape_cols(&shape);
+            ++k;
+        }
+    }
+    if (rc < 0) {
+        param_values_free(pv, k);
+        return rc;
+    }
+    param_values_free(spec->param_value, spec->n_param_value);
+    spec->param_value = pv;
+    spec->n_param_value = k;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Model spec.
+ */
+
+static int32_t output_act_from_name(const char *s)
+{
+    int32_t a = model_act_from_name(s);
+    return a == MODEL_ACT_LINEAR || a == MODEL_ACT_SIGMOID || a == MODEL_ACT_SOFTMAX ? a : 0;
+}
+
+static int32_t hidden_act_from_name(const char *s)
+{
+    int32_t a = model_act_from_name(s);
+    return a == MODEL_ACT_SOFTMAX ? 0 : a;
+}
+
+static int hidden_decode(const cJSON *j, model_spec_t *spec, err_t *err)
+{
+    static const char *const fields[] = {"units", "activation", NULL};
+    char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
+    if (!cJSON_IsArray(j))
+        return err_set_field(err, ERR_INVAL, "hidden",
+                             "hidden must be an array of {\"units\", \"activation\"}, got %s",
+                             json_type(j));
+    int n = cJSON_GetArraySize(j);
+    if (n > MODEL_MAX_LAYERS)
+        return err_set_field(err, ERR_INVAL, "hidden", "hidden has %d layers, at most %d", n,
+                             MODEL_MAX_LAYERS);
+    spec->n_hidden = 0;
+    for (const cJSON *e = j->child; e != NULL; e = e->next) {
+        model_layer_t *layer = &spec->hidden[spec->n_hidden];
+        path_index(path, "hidden", spec->n_hidden++);
+        int rc = require_object(e, path, "an object {\"units\", \"activation\"}", err);
+        if (rc == 0)
+            rc = check_fields(e, path, fields, err);
+        if (rc < 0)
+            return rc;
+        path_key(sub, path, "units");
+        const cJSON *v = member(e, "units");
+        if (v == NULL)
+            return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
+        if ((rc = get_int32(v, sub, 1, MODEL_MAX_UNITS, &layer->units, err)) < 0)
+            return rc;
+        /* Absent: 0, which model_spec_resolve() turns into the default (sigmoid). */
+        layer->activation = 0;
+        path_key(sub, path, "activation");
+        if ((v = member(e, "activation")) != NULL &&
+            (rc = get_enum(v, sub, hidden_act_from_name, "sigmoid | tanh | relu | linear",
+                           &layer->activation, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int init_decode(const cJSON *j, model_spec_t *spec, err_t *err)
+{
+    static const char *const fields[] = {"method", "scale", "seed", NULL};
+    int rc = require_object(j, "init", "an object {\"method\", \"scale\", \"seed\"}", err);
+    if (rc == 0)
+        rc = check_fields(j, "init", fields, err);
+    const cJSON *v;
+    if (rc == 0 && (v = member(j, "method")) != NULL)
+        rc = get_enum(v, "init.method", model_init_from_name, "uniform | normal | xavier | zeros",
+                      &spec->init_method, err);
+    if (rc == 0 && (v = member(j, "scale")) != NULL) {
+        rc = get_finite(v, "init.scale", &spec->init_scale, err);
+        if (rc == 0 && spec->init_scale < 0)
+            rc = err_set_field(err, ERR_INVAL, "init.scale", "init.scale = %g must be >= 0",
+                               spec->init_scale);
+    }
+    int64_t seed;
+    if (rc == 0 && (v = member(j, "seed")) != NULL &&
+        (rc = get_int(v, "init.seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) == 0)
+        spec->init_seed = (uint64_t)seed;
+    return rc;
+}
+
+static int optimizer_decode(const cJSON *j, optim_cfg_t *cfg, err_t *err)
+{
+    static const char *const fields[] = {
+        "method", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "weight_decay",
+        "history", "max_line_search", NULL};
+    static const struct {
+        const char *name;
+        size_t off;
+    } reals[] = {
+        {"learning_rate", offsetof(optim_cfg_t, learning_rate)},
+        {"momentum", offsetof(optim_cfg_t, momentum)},
+        {"beta1", offsetof(optim_cfg_t, beta1)},
+        {"beta2", offsetof(optim_cfg_t, beta2)},
+        {"epsilon", offsetof(optim_cfg_t, epsilon)},
+        {"weight_decay", offsetof(optim_cfg_t, weight_decay)},
+    };
+    char path[CODEC_PATH_MAX];
+    int rc = require_object(j, "optimizer", "an object", err);
+    if (rc == 0)
+        rc = check_fields(j, "optimizer", fields, err);
+    if (rc < 0)
+        return rc;
+    /* The method picks the defaults of every other field. */
+    const cJSON *v = member(j, "method");
+    if (v != NULL) {
+        int32_t method;
+        if ((rc = get_enum(v, "optimizer.method", optim_method_from_name,
+                           "sgd | momentum | adam | lbfgs", &method, err)) < 0)
+            return rc;
+        optim_cfg_default(cfg, method);
+    }
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; ++i) {
+        if ((v = member(j, reals[i].name)) == NULL)
+            continue;
+        path_key(path, "optimizer", reals[i].name);
+        if ((rc = get_finite(v, path, (double *)((char *)cfg + reals[i].off), err)) < 0)
+            return rc;
+    }
+    if ((v = member(j, "history")) != NULL &&
+        (rc = get_int32(v, "optimizer.history", 1, CODEC_MAX_HISTORY, &cfg->history, err)) < 0)
+        return rc;
+    if ((v = member(j, "max_line_search")) != NULL &&
+        (rc = get_int32(v, "optimizer.max_line_search", 1, CODEC_MAX_HISTORY,
+                        &cfg->max_line_search, err)) < 0)
+        return rc;
+    return 0;
+}
+
+static int spec_decode(const cJSON *json, model_spec_t *spec, err_t *err)
+{
+    static const char *const fields[] = {
+        "name", "kind", "inputs", "outputs", "classes", "hidden", "output_activation", "loss",
+        "reduction", "init", "parameters", "optimizer", "graph", NULL};
+    int rc = require_object(json, "", "a JSON object (a model spec)", err);
+    if (rc == 0)
+        rc = check_fields(json, "", fields, err);
+    if (rc < 0)
+        return rc;
+    const cJSON *v;
+    if ((v = member(json, "name")) != NULL &&
+        (rc = get_name(v, "name", spec->name, sizeof spec->name, err)) < 0)
+        return rc;
+    if ((v = member(json, "kind")) == NULL)
+        return err_set_field(err, ERR_INVAL, "kind",
+                             "kind is required (linear | logistic | softmax | perceptron | mlp | "
+                             "ova | ovo | graph)");
+    if ((rc = get_enum(v, "kind", model_kind_from_name,
+                       "linear | logistic | softmax | perceptron | mlp | ova | ovo | graph",
+                       &spec->kind, err)) < 0)
+        return rc;
+    if ((v = member(json, "inputs")) != NULL) {
+        if ((rc = get_int32(v, "inputs", 1, MODEL_MAX_UNITS, &spec->inputs, err)) < 0)
+            return rc;
+    } else if (spec->kind != MODEL_KIND_GRAPH) {
+        return err_set_field(err, ERR_INVAL, "inputs",
+                             "inputs is required: the number of features per row");
+    }
+    if ((v = member(json, "outputs")) != NULL &&
+        (rc = get_int32(v, "outputs", 1, MODEL_MAX_UNITS, &spec->outputs, err)) < 0)
+        return rc;
+    if ((v = member(json, "classes")) != NULL &&
+        (rc = get_int32(v, "classes", 2, MODEL_MAX_UNITS, &spec->classes, err)) < 0)
+        return rc;
+    if ((v = member(json, "hidden")) != NULL && (rc = hidden_decode(v, spec, err)) < 0)
+        return rc;
+    if ((v = member(json, "output_activation")) != NULL &&
+        (rc = get_enum(v, "output_activation", output_act_from_name,
+                       "linear | sigmoid | softmax", &spec->output_activation, err)) < 0)
+        return rc;
+    if ((v = member(json, "loss")) != NULL &&
+        (rc = get_enum(v, "loss", model_loss_from_name, "l2 | bce | cce", &spec->loss, err)) < 0)
+        return rc;
+    if ((v = member(json, "reduction")) != NULL &&
+        (rc = get_reduction(v, "reduction", &spec->reduction, err)) < 0)
+        return rc;
+    if ((v = member(json, "init")) != NULL && (rc = init_decode(v, spec, err)) < 0)
+        return rc;
+    if ((v = member(json, "parameters")) != NULL &&
+        (rc = codec_param_values_decode(v, spec, err)) < 0)
+        return rc;
+    if ((v = member(json, "optimizer")) != NULL &&
+        (rc = optimizer_decode(v, &spec->optimizer, err)) < 0)
+        return rc;
+    if ((v = member(json, "graph")) != NULL &&
+        (rc = codec_graph_decode(v, "graph", &spec->graph, err)) < 0)
+        return rc;
+    return 0;
+}
+
+int codec_spec_decode(const cJSON *json, model_spec_t *spec, err_t *err)
+{
+    memset(spec, 0, sizeof *spec);
+    model_spec_default(spec);
+    int rc = spec_decode(json, spec, err);
+    if (rc < 0)
+        model_spec_free(spec);
+    return rc;
+}
+
+static int add_name(cJSON *obj, const char *key, const char *name)
+{
+    return add(obj, key, cJSON_CreateString(name != NULL ? name : "unknown"));
+}
+
+/* An enum field by name, only when it has a name that decodes back to the same value (unset
+ * values, 0, are left out so they stay unset). Returns 0 or -1 (out of memory). */
+static int add_enum(cJSON *obj, const char *key, int32_t v, const char *(*name_of)(int32_t),
+                    int32_t (*from_name)(const char *))
+{
+    const char *name = v != 0 ? name_of(v) : NULL;
+    if (name == NULL || from_name(name) != v)
+        return 0;
+    return add(obj, key, cJSON_CreateString(name));
+}
+
+static cJSON *optimizer_encode(const optim_cfg_t *cfg)
+{
+    optim_cfg_t def;
+    optim_cfg_default(&def, cfg->method);
+    cJSON *o = cJSON_CreateObject();
+    if (add_name(o, "method", optim_method_name(cfg->method)) < 0 ||
+        add(o, "learning_rate", codec_number(cfg->learning_rate)) < 0 ||
+        add(o, "momentum", codec_number(cfg->momentum)) < 0 ||
+        add(o, "beta1", codec_number(cfg->beta1)) < 0 ||
+        add(o, "beta2", codec_number(cfg->beta2)) < 0 ||
+        add(o, "epsilon", codec_number(cfg->epsilon)) < 0 ||
+        add(o, "weight_decay", codec_number(cfg->weight_decay)) < 0)
+        goto fail;
+    /* lbfgs options only where they mean something (or differ from the default). */
+    int lbfgs = cfg->method == OPTIM_METHOD_LBFGS;
+    if ((lbfgs || cfg->history != def.history) && add(o, "history", codec_int(cfg->history)) < 0)
+        goto fail;
+    if ((lbfgs || cfg->max_line_search != def.max_line_search) &&
+        add(o, "max_line_search", codec_int(cfg->max_line_search)) < 0)
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/*
+ * Kind-appropriate fields, plus any field that differs from its default, so that the encoding
+ * of any decodable spec decodes to the identical spec.
+ */
+cJSON *codec_spec_encode(const model_spec_t *spec)
+{
+    int32_t kind = spec->kind;
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        goto fail;
+    if (spec->name[0] != '\0' && add(o, "name", cJSON_CreateString(spec->name)) < 0)
+        goto fail;
+    if (add_name(o, "kind", model_kind_name(kind)) < 0)
+        goto fail;
+    if (spec->inputs > 0 && add(o, "inputs", codec_int(spec->inputs)) < 0)
+        goto fail;
+    /* 0 is "unset" for outputs and classes; model_spec_resolve() fills in what the kind uses
+     * (and rejects the rest), so a resolved spec shows its real sizes. */
+    if (spec->outputs != 0 && add(o, "outputs", codec_int(spec->outputs)) < 0)
+        goto fail;
+    if (spec->classes != 0 && add(o, "classes", codec_int(spec->classes)) < 0)
+        goto fail;
+    if (kind == MODEL_KIND_MLP || spec->n_hidden > 0) {
+        cJSON *hidden = cJSON_CreateArray();
+        if (add(o, "hidden", hidden) < 0)
+            goto fail;
+        for (int32_t i = 0; i < spec->n_hidden; ++i) {
+            cJSON *layer = cJSON_CreateObject();
+            if (push(hidden, layer) < 0 ||
+                add(layer, "units", codec_int(spec->hidden[i].units)) < 0 ||
+                add_enum(layer, "activation", spec->hidden[i].activation, model_act_name,
+                         model_act_from_name) < 0)
+                goto fail;
+        }
+    }
+    if (add_enum(o, "output_activation", spec->output_activation, model_act_name,
+                 model_act_from_name) < 0 ||
+        add_enum(o, "loss", spec->loss, model_loss_name, model_loss_from_name) < 0)
+        goto fail;
+    if (add(o, "reduction", cJSON_CreateString(reduction_name(spec->reduction))) < 0)
+        goto fail;
+    cJSON *init = cJSON_CreateObject();
+    if (add(o, "init", init) < 0 ||
+        add_name(init, "method", model_init_name(spec->init_method)) < 0 ||
+        add(init, "scale", codec_number(spec->init_scale)) < 0 ||
+        add(init, "seed", codec_int((int64_t)spec->init_seed)) < 0)
+        goto fail;
+    if (add(o, "optimizer", optimizer_encode(&spec->optimizer)) < 0)
+        goto fail;
+    if (spec->graph.n_node > 0 &&
+        add(o, "graph", codec_graph_encode(&spec->graph)) < 0)
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Batches.
+ */
+
+void codec_batch_free(codec_batch_t *b)
+{
+    if (b == NULL)
+        return;
+    free(b->x);
+    free(b->y);
+    memset(b, 0, sizeof *b);
+}
+
+static const char *plural(int64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+/* Row i of x or y: an array of exactly `want` numbers written to dst. `what` names the values
+ * in the count message ("input", "label"). */
+static int row_decode(const cJSON *row, const char *path, int32_t want, const char *what,
+                      double *dst, err_t *err)
+{
+    char sub[CODEC_PATH_MAX];
+    if (!cJSON_IsArray(row))
+        return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d number%s, got %s",
+                             path, want, plural(want), json_type(row));
+    int64_t count = 0, bad = -1;
+    const cJSON *bad_item = NULL;
+    for (const cJSON *e = row->child; e != NULL; e = e->next, ++count) {
+        double v;
+        if (count >= want)
+            continue;
+        if (!json_number(e, &v) || !isfinite(v)) {
+            if (bad < 0) {
+                bad = count;
+                bad_item = e;
+            }
+            continue;
+        }
+        dst[count] = v;
+    }
+    if (count != want)
+        return err_set_field(err, ERR_INVAL, path, "%s has %lld value%s, model expects %d %s%s",
+                             path, (long long)count, plural(count), want, what, plural(want));
+    if (bad >= 0) {
+        double v;
+        path_index(sub, path, bad);
+        return get_finite(bad_item, sub, &v, err);
+    }
+    return 0;
+}
+
+int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_y,
+                       int64_t max_rows, codec_batch_t *out, err_t *err)
+{
+    char path[CODEC_PATH_MAX];
+    memset(out, 0, sizeof *out);
+    int rc = require_object(json, "", "a JSON object with \"x\" and \"y\"", err);
+    if (rc < 0)
+        return rc;
+    const cJSON *jx = member(json, "x"), *jy = member(json, "y");
+    if (jx == NULL)
+        return err_set_field(err, ERR_INVAL, "x", "x is required: an array of rows of %d number%s",
+                             n_x, plural(n_x));
+    if (!cJSON_IsArray(jx))
+        return err_set_field(err, ERR_INVAL, "x", "x must be an array of rows, got %s",
+                             json_type(jx));
+    int64_t rows = cJSON_GetArraySize(jx);
+    if (rows == 0)
+        return err_set_field(err, ERR_INVAL, "x", "x has no rows");
+    if (max_rows > 0 && rows > max_rows)
+        return err_set_field(err, ERR_INVAL, "x", "x has %lld rows, more than the limit of %lld",
+                             (long long)rows, (long long)max_rows);
+    int64_t nx = 0, ny = 0;
+    if (rows > INT32_MAX || tensor_checked_elems(rows, n_x, "x", &nx, NULL) < 0)
+        return err_set_field(err, ERR_INVAL, "x", "x: %lld rows of %d values is too many",
+                             (long long)rows, n_x);
+    if (jy != NULL) {
+        if (!cJSON_IsArray(jy))
+            return err_set_field(err, ERR_INVAL, "y",
+                                 "y must be an array with one label per row, got %s",
+                                 json_type(jy));
+        int64_t ylen = cJSON_GetArraySize(jy);
+        if (ylen != rows)
+            return err_set_field(err, ERR_INVAL, "y", "y has %lld value%s for %lld row%s of x",
+                                 (long long)ylen, plural(ylen), (long long)rows, plural(rows));
+        if (tensor_checked_elems(rows, n_y, "y", &ny, NULL) < 0)
+            return err_set_field(err, ERR_INVAL, "y", "y: %lld rows of %d labels is too many",
+                                 (long long)rows, n_y);
+    } else if (require_y) {
+        return err_set_field(err, ERR_INVAL, "y", "y is required: one label per row of x");
+    }
+
+    out->x = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *out->x);
+    if (jy != NULL)
+        out->y = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *out->y);
+    if (out->x == NULL || (jy != NULL && out->y == NULL)) {
+        codec_batch_free(out);
+        return err_set(err, ERR_NOMEM, "out of memory for a batch of %lld rows", (long long)rows);
+    }
+    int64_t i = 0;
+    for (const cJSON *r = jx->child; r != NULL; r = r->next, ++i) {
+        path_index(path, "x", i);
+        if ((rc = row_decode(r, path, n_x, "input", out->x + i * n_x, err)) < 0)
+            goto fail;
+    }
+    i = 0;
+    for (const cJSON *r = jy != NULL ? jy->child : NULL; r != NULL; r = r->next, ++i) {
+        path_index(path, "y", i);
+        double v;
+        if (n_y == 1 && json_number(r, &v)) {
+            if ((rc = get_finite(r, path, &out->y[i], err)) < 0)
+                goto fail;
+        } else if (n_y == 1 && !cJSON_IsArray(r)) {
+            rc = err_set_field(err, ERR_INVAL, path, "%s must be a number, got %s", path,
+                               json_type(r));
+            goto fail;
+        } else if ((rc = row_decode(r, path, n_y, "label", out->y + i * n_y, err)) < 0) {
+            goto fail;
+        }
+    }
+    out->rows = (int32_t)rows;
+    out->n_x = n_x;
+    out->n_y = n_y;
+    return 0;
+fail:
+    codec_batch_free(out);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * CSV.
+ */
+
+static int is_csv_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* 1 when [s, s+n) is a decimal number: [+-] digits [. digits] [(e|E) [+-] digits]. */
+static int is_decimal(const char *s, size_t n)
+{
+    size_t i = 0, digits = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        ++i;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
+        ++digits;
+    if (i < n && s[i] == '.')
+        for (++i; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
+            ++digits;
+    if (digits == 0)
+        return 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        size_t exp_digits = 0;
+        ++i;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            ++i;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
+            ++exp_digits;
+        if (exp_digits == 0)
+            return 0;
+    }
+    return i == n;
+}
+
+/* Trim spaces, tabs and CRs around [*s, *e). */
+static void trim(const char **s, const char **e)
+{
+    while (*s < *e && is_csv_space(**s))
+        ++*s;
+    while (*e > *s && is_csv_space((*e)[-1]))
+        --*e;
+}
+
+/* 1 when a line looks like a header: some field is not a decimal number. */
+static int csv_is_header(const char *p, const char *end)
+{
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *fs = p, *fe = comma != NULL ? comma : end;
+        trim(&fs, &fe);
+        if (!is_decimal(fs, (size_t)(fe - fs)))
+            return 1;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+/* Parse one field [fs, fe) (trimmed) of line `line`, column `col` (1-based). */
+static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col, double *out,
+                      err_t *err)
+{
+    char field[32], buf[CODEC_CSV_FIELD_MAX];
+    size_t n = (size_t)(fe - fs);
+    snprintf(field, sizeof field, "line %lld", (long long)line);
+    if (n == 0)
+        return err_set_field(err, ERR_INVAL, field, "line %lld: column %lld is empty",
+                             (long long)line, (long long)col);
+    if (n >= sizeof buf)
+        return err_set_field(err, ERR_INVAL, field,
+                             "line %lld: column %lld is not a number (%zu characters long)",
+                             (long long)line, (long long)col, n);
+    memcpy(buf, fs, n);
+    buf[n] = '\0';
+    if (!is_decimal(buf, n)) {
+        /* Name the overflow/NaN cases apart from plain garbage. */
+        char *end = NULL;
+        double v = strtod(buf, &end);
+        if (*end == '\0' && !isfinite(v))
+            return err_set_field(err, ERR_INVAL, field,
+                                 "line %lld: column %lld (\"%.40s\") is not a finite number",
+                                 (long long)line, (long long)col, buf);
+        return err_set_field(err, ERR_INVAL, field,
+                             "line %lld: column %lld (\"%.40s\") is not a number",
+                             (long long)line, (long long)col, buf);
+    }
+    double v = strtod(buf, NULL);
+    if (!isfinite(v))
+        return err_set_field(err, ERR_INVAL, field,
+                             "line %lld: column %lld (\"%.40s\") is not a finite number",
+                             (long long)line, (long long)col, buf);
+    *out = v;
+    return 0;
+}
+
+int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
+                     codec_batch_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    int64_t n_x = opts->n_x, n_l = opts->label_columns, cols = n_x + n_l;
+    if (n_x < 0 || n_l < 0 || cols < 1)
+        return err_set(err, ERR_INVAL, "CSV: %lld inputs and %lld label columns", (long long)n_x,
+                       (long long)n_l);
+    if (text == NULL || len == 0)
+        return err_set(err, ERR_INVAL, "CSV body is empty");
+    const char *p = text, *end = text + len;
+    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    /* Blank trailing lines (and trailing blanks) are not rows. */
+    while (end > p && (is_csv_space(end[-1]) || end[-1] == '\n'))
+        --end;
+    if (end == p)
+        return err_set(err, ERR_INVAL, "CSV body is empty");
+
+    /* Room for every row at once: at most one per line, and a row takes at least 2*cols bytes
+     * with its separator (so a body of blank lines cannot make us allocate much). */
+    int64_t lines = 1;
+    for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; ++q)
+        ++lines;
+    int64_t cap = lines;
+    if ((int64_t)(end - p) / (2 * cols) + 1 < cap)
+        cap = (int64_t)(end - p) / (2 * cols) + 1;
+    if (opts->max_rows > 0 && opts->max_rows < cap)
+        cap = opts->max_rows;
+    int64_t nx, ny;
+    if (cap > INT32_MAX || tensor_checked_elems(cap, n_x, "x", &nx, NULL) < 0 ||
+        tensor_checked_elems(cap, n_l, "y", &ny, NULL) < 0)
+        return err_set(err, ERR_INVAL, "CSV: too many values");
+    out->x = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *out->x);
+    if (n_l > 0)
+        out->y = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *out->y);
+    if (out->x == NULL || (n_l > 0 && out->y == NULL)) {
+        codec_batch_free(out);
+        return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    }
+
+    int64_t line = 0, rows = 0;
+    int rc = 0;
+    char field[32];
+    while (p < end && rc == 0) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+        const char *ls = p;
+        p = nl != NULL ? nl + 1 : end;
+        ++line;
+        if (line == 1 && (opts->header == 1 || (opts->header < 0 && csv_is_header(ls, le))))
+            continue;
+        snprintf(field, sizeof field, "line %lld", (long long)line);
+        const char *ts = ls, *te = le;
+        trim(&ts, &te);
+        if (ts == te) {
+            rc = err_set_field(err, ERR_INVAL, field, "line %lld: is empty, expected %lld fields",
+                               (long long)line, (long long)cols);
+            break;
+        }
+        if (opts->max_rows > 0 && rows >= opts->max_rows) {
+            rc = err_set_field(err, ERR_INVAL, field,
+                               "line %lld: more than the limit of %lld rows", (long long)line,
+                               (long long)opts->max_rows);
+            break;
+        }
+        double *xr = out->x + rows * n_x, *yr = out->y != NULL ? out->y + rows * n_l : NULL;
+        int64_t nf = 0;
+        for (const char *f = ls;; ++nf) {
+            const char *comma = memchr(f, ',', (size_t)(le - f));
+            const char *fs = f, *fe = comma != NULL ? comma : le;
+            if (nf < cols && rc == 0) {
+                trim(&fs, &fe);
+                double v = 0.0;
+                rc = csv_number(fs, fe, line, nf + 1, &v, err);
+                if (nf < n_x)
+                    xr[nf] = v;
+                else
+                    yr[nf - n_x] = v;
+            }
+            if (comma == NULL)
+                break;
+            f = comma + 1;
+        }
+        /* A wrong field count is the clearer message, so it wins over a bad value. */
+        if (nf + 1 != cols)
+            rc = err_set_field(err, ERR_INVAL, field, "line %lld: has %lld fields, expected %lld",
+                               (long long)line, (long long)(nf + 1), (long long)cols);
+        ++rows;
+    }
+    if (rc == 0 && rows == 0)
+        rc = err_set(err, ERR_INVAL, "CSV has no data rows");
+    if (rc < 0) {
+        codec_batch_free(out);
+        return rc;
+    }
+    out->rows = (int32_t)rows;
+    out->n_x = (int32_t)n_x;
+    out->n_y = (int32_t)n_l;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Train requests and results.
+ */
+
+int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err)
+{
+    static const char *const fields[] = {
+        "steps", "epochs", "batch_size", "learning_rate", "tolerance", "target_loss",
+        "history_every", "seed", "async", NULL};
+    train_req_default(req);
+    if (async != NULL)
+        *async = 0;
+    if (json == NULL || cJSON_IsNull(json))
+        return 0;
+    int rc = require_object(json, "", "a JSON object (a train request)", err);
+    if (rc == 0)
+        rc = check_fields(json, "", fields, err);
+    if (rc < 0)
+        return rc;
+    const cJSON *v, *steps = member(json, "steps"), *epochs = member(json, "epochs");
+    if (steps != NULL && epochs != NULL)
+        return err_set_field(err, ERR_INVAL, "epochs", "give either steps or epochs, not both");
+    if (steps != NULL &&
+        (rc = get_int(steps, "steps", 0, CODEC_INT_EXACT_MAX, &req->steps, err)) < 0)
+        return rc;
+    if (epochs != NULL &&
+        (rc = get_int(epochs, "epochs", 0, CODEC_INT_EXACT_MAX, &req->epochs, err)) < 0)
+        return rc;
+    if ((v = member(json, "batch_size")) != NULL &&
+        (rc = get_int32(v, "batch_size", 0, INT32_MAX, &req->batch_size, err)) < 0)
+        return rc;
+    if ((v = member(json, "learning_rate")) != NULL) {
+        if ((rc = get_finite(v, "learning_rate", &req->learning_rate, err)) < 0)
+            return rc;
+        if (req->learning_rate <= 0)
+            return err_set_field(err, ERR_INVAL, "learning_rate", "learning_rate = %g must be > 0",
+                                 req->learning_rate);
+    }
+    if ((v = member(json, "tolerance")) != NULL) {
+        if ((rc = get_finite(v, "tolerance", &req->tolerance, err)) < 0)
+            return rc;
+        if (req->tolerance < 0)
+            return err_set_field(err, ERR_INVAL, "tolerance", "tolerance = %g must be >= 0",
+                                 req->tolerance);
+    }
+    if ((v = member(json, "target_loss")) != NULL &&
+        (rc = get_finite(v, "target_loss", &req->target_loss, err)) < 0)
+        return rc;
+    if ((v = member(json, "history_every")) != NULL &&
+        (rc = get_int(v, "history_every", 0, CODEC_INT_EXACT_MAX, &req->history_every, err)) < 0)
+        return rc;
+    int64_t seed;
+    if ((v = member(json, "seed")) != NULL) {
+        if ((rc = get_int(v, "seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) < 0)
+            return rc;
+        req->seed = (uint64_t)seed;
+    }
+    if ((v = member(json, "async")) != NULL) {
+        int32_t a;
+        if ((rc = get_bool(v, "async", &a, err)) < 0)
+            return rc;
+        if (async != NULL)
+            *async = a;
+    }
+    return 0;
+}
+
+cJSON *codec_train_result_encode(const train_result_t *res)
+{
+    const char *stopped = train_stop_name(res->stopped);
+    cJSON *o = cJSON_CreateObject();
+    if (add(o, "steps_run", codec_int(res->steps_run)) < 0 ||
+        add(o, "step", codec_int(res->step)) < 0 ||
+        add(o, "loss_before", codec_number(res->loss_before)) < 0 ||
+        add(o, "loss_after", codec_number(res->loss_after)) < 0 ||
+        add(o, "stopped", cJSON_CreateString(stopped != NULL ? stopped : "unknown")) < 0 ||
+        add(o, "elapsed_ms", codec_number(res->elapsed_ms)) < 0) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}

@@ -1,0 +1,1070 @@
+/* lib/model.c -- every model kind compiled to one graph; parameter layout, init, predictions.
+ *
+ * Node names used by the builders (a graph model uses the user's own names):
+ *   x [rows, inputs] -> xb = bias(x) -> z1 = xb W1^T -> h1 = act(z1) -> hb1 -> z2 ... -> zL
+ *   out = output activation of zL (what /predict returns), loss = loss node on zL or out.
+ * ova and ovo train each row of W1 as a logistic "j vs rest" / "a vs b" classifier through one
+ * weighted-bce node whose per-entry targets t and weights w the model fills for each batch.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "tensor.h"
+
+struct model {
+    model_spec_t spec;
+    ad_graph_t *g;
+    int32_t n_x, n_y;
+    int32_t node_x, node_y;       /* inputs written from batches */
+    int32_t node_t, node_w;       /* ova/ovo targets and weights, or -1 */
+    int32_t node_score;           /* the pre-activation / logits node */
+    int32_t node_out;             /* what /predict returns */
+    int32_t node_loss;
+    int32_t n_tensor;
+    char (*tensor_name)[AD_ID_MAX];
+    int32_t *tensor_rows, *tensor_cols;
+    int64_t *tensor_offset;
+    uint8_t *decay_mask;
+    int32_t *ovo_a, *ovo_b;       /* class pair of each ovo row */
+    int32_t capacity_rows;        /* largest batch bound so far */
+};
+
+/* ---- names ------------------------------------------------------------------------------ */
+
+typedef struct name_entry {
+    const char *name;
+    int32_t value;
+} name_entry_t;
+
+static const name_entry_t kind_names[] = {
+    {"linear", MODEL_KIND_LINEAR}, {"logistic", MODEL_KIND_LOGISTIC},
+    {"perceptron", MODEL_KIND_PERCEPTRON}, {"softmax", MODEL_KIND_SOFTMAX},
+    {"ova", MODEL_KIND_OVA}, {"ovo", MODEL_KIND_OVO}, {"mlp", MODEL_KIND_MLP},
+    {"graph", MODEL_KIND_GRAPH}, {NULL, 0},
+};
+static const name_entry_t act_names[] = {
+    {"linear", MODEL_ACT_LINEAR}, {"sigmoid", MODEL_ACT_SIGMOID}, {"tanh", MODEL_ACT_TANH},
+    {"relu", MODEL_ACT_RELU}, {"softmax", MODEL_ACT_SOFTMAX}, {NULL, 0},
+};
+static const name_entry_t loss_names[] = {
+    {"l2", MODEL_LOSS_L2}, {"bce", MODEL_LOSS_BCE}, {"cce", MODEL_LOSS_CCE},
+    {"zero_one", MODEL_LOSS_ZERO_ONE}, {NULL, 0},
+};
+static const name_entry_t init_names[] = {
+    {"uniform", MODEL_INIT_UNIFORM}, {"normal", MODEL_INIT_NORMAL},
+    {"xavier", MODEL_INIT_XAVIER}, {"zeros", MODEL_INIT_ZEROS}, {NULL, 0},
+};
+
+static int32_t name_lookup(const name_entry_t *t, const char *s)
+{
+    if (s == NULL)
+        return 0;
+    for (; t->name != NULL; ++t)
+        if (strcmp(t->name, s) == 0)
+            return t->value;
+    return 0;
+}
+
+static const char *name_of(const name_entry_t *t, int32_t v)
+{
+    for (; t->name != NULL; ++t)
+        if (t->value == v)
+            return t->name;
+    return "unknown";
+}
+
+int32_t model_kind_from_name(const char *s) { return name_lookup(kind_names, s); }
+const char *model_kind_name(int32_t kind) { return name_of(kind_names, kind); }
+int32_t model_act_from_name(const char *s) { return name_lookup(act_names, s); }
+const char *model_act_name(int32_t act) { return name_of(act_names, act); }
+int32_t model_loss_from_name(const char *s) { return name_lookup(loss_names, s); }
+const char *model_loss_name(int32_t loss) { return name_of(loss_names, loss); }
+int32_t model_init_from_name(const char *s) { return name_lookup(init_names, s); }
+const char *model_init_name(int32_t init) { return name_of(init_names, init); }
+
+/* ---- spec lifecycle --------------------------------------------------------------------- */
+
+void model_spec_default(model_spec_t *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->reduction = AD_REDUCTION_MEAN;
+    spec->init_method = MODEL_INIT_UNIFORM;
+    spec->init_scale = 0.01;
+    spec->init_seed = 1;
+    optim_cfg_default(&spec->optimizer, OPTIM_METHOD_SGD);
+}
+
+void model_spec_free(model_spec_t *spec)
+{
+    if (spec == NULL)
+        return;
+    for (int32_t i = 0; i < spec->n_param_value; ++i)
+        free(spec->param_value[i].x);
+    free(spec->param_value);
+    spec->param_value = NULL;
+    spec->n_param_value = 0;
+    ad_graph_spec_free(&spec->graph);
+}
+
+int model_spec_copy(const model_spec_t *src, model_spec_t *dst, err_t *err)
+{
+    *dst = *src;
+    dst->param_value = NULL;
+    dst->n_param_value = 0;
+    memset(&dst->graph, 0, sizeof dst->graph);
+    if (src->n_param_value > 0) {
+        dst->param_value = calloc((size_t)src->n_param_value, sizeof *dst->param_value);
+        if (dst->param_value == NULL)
+            return err_set(err, ERR_NOMEM, "out of memory copying a spec");
+        for (int32_t i = 0; i < src->n_param_value; ++i) {
+            const model_param_value_t *p = &src->param_value[i];
+            size_t bytes = (size_t)p->rows * (size_t)p->cols * sizeof(double);
+            dst->param_value[i] = *p;
+            dst->param_value[i].x = malloc(bytes > 0 ? bytes : 1);
+            if (dst->param_value[i].x == NULL) {
+                dst->n_param_value = i;
+                model_spec_free(dst);
+                return err_set(err, ERR_NOMEM, "out of memory copying a spec");
+            }
+            memcpy(dst->param_value[i].x, p->x, bytes);
+            dst->n_param_value = i + 1;
+        }
+    }
+    if (src->graph.n_node > 0) {
+        int rc = ad_graph_spec_copy(&src->graph, &dst->graph, err);
+        if (rc < 0) {
+            model_spec_free(dst);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- spec validation -------------------------------------------------------------------- */
+
+static int is_class_kind(int32_t kind)
+{
+    return kind == MODEL_KIND_SOFTMAX || kind == MODEL_KIND_OVA || kind == MODEL_KIND_OVO;
+}
+
+/* Rows of W1 for a class kind: one per class, or one per pair for ovo. */
+static int64_t class_rows(const model_spec_t *s)
+{
+    if (s->kind == MODEL_KIND_OVO)
+        return (int64_t)s->classes * (s->classes - 1) / 2;
+    return s->classes;
+}
+
+static int check_units(int64_t v, const char *field, err_t *err)
+{
+    if (v < 1 || v > MODEL_MAX_UNITS)
+        return err_set_field(err, ERR_INVAL, field, "%s=%lld is not in [1, %d]", field,
+                             (long long)v, MODEL_MAX_UNITS);
+    return 0;
+}
+
+/* Parameter count of a dense stack, with overflow checks: Σ out * (1 + in). */
+static int dense_param_count(const model_spec_t *s, int64_t max_params, int64_t *total,
+                             err_t *err)
+{
+    int64_t sum = 0, in = s->inputs;
+    int32_t n_layer = s->kind == MODEL_KIND_MLP ? s->n_hidden + 1 : 1;
+    for (int32_t l = 0; l < n_layer; ++l) {
+        int64_t out;
+        if (s->kind == MODEL_KIND_MLP)
+            out = l < s->n_hidden ? s->hidden[l].units : s->outputs;
+        else if (is_class_kind(s->kind))
+            out = class_rows(s);
+        else
+            out = s->outputs;
+        /* Sizes are at most MODEL_MAX_UNITS, so the product fits int64 comfortably. */
+        sum += out * (1 + in);
+        if (sum > max_params)
+            return err_set_field(err, ERR_INVAL, "inputs",
+                                 "the model would have more than %lld parameters",
+                                 (long long)max_params);
+        in = out;
+    }
+    *total = sum;
+    return 0;
+}
+
+static int resolve_loss(model_spec_t *s, err_t *err)
+{
+    int32_t want = 0;   /* the default */
+    int ok = 0;
+    switch (s->kind) {
+    case MODEL_KIND_LINEAR:
+        want = MODEL_LOSS_L2;
+        ok = s->loss == MODEL_LOSS_L2;
+        break;
+    case MODEL_KIND_LOGISTIC:
+        want = MODEL_LOSS_BCE;
+        ok = s->loss == MODEL_LOSS_BCE || s->loss == MODEL_LOSS_L2;
+        break;
+    case MODEL_KIND_PERCEPTRON:
+        want = MODEL_LOSS_ZERO_ONE;
+        ok = s->loss == MODEL_LOSS_ZERO_ONE;
+        break;
+    case MODEL_KIND_SOFTMAX:
+        want = MODEL_LOSS_CCE;
+        ok = s->loss == MODEL_LOSS_CCE;
+        break;
+    case MODEL_KIND_OVA:
+    case MODEL_KIND_OVO:
+        want = MODEL_LOSS_BCE;
+        ok = s->loss == MODEL_LOSS_BCE;
+        break;
+    case MODEL_KIND_MLP:
+        if (s->output_activation == MODEL_ACT_SIGMOID) {
+            want = MODEL_LOSS_BCE;
+            ok = s->loss == MODEL_LOSS_BCE || s->loss == MODEL_LOSS_L2;
+        } else if (s->output_activation == MODEL_ACT_SOFTMAX) {
+            want = MODEL_LOSS_CCE;
+            ok = s->loss == MODEL_LOSS_CCE;
+        } else {
+            want = MODEL_LOSS_L2;
+            ok = s->loss == MODEL_LOSS_L2;
+        }
+        break;
+    case MODEL_KIND_GRAPH:
+        /* The graph's own output node is the loss. */
+        if (s->loss != MODEL_LOSS_DEFAULT)
+            return err_set_field(err, ERR_INVAL, "loss",
+                                 "loss is not used by graph models: the graph's output node "
+                                 "is the loss");
+        return 0;
+    default:
+        break;
+    }
+    if (s->loss == MODEL_LOSS_DEFAULT) {
+        s->loss = want;
+        return 0;
+    }
+    if (!ok)
+        return err_set_field(err, ERR_INVAL, "loss", "loss \"%s\" does not fit kind \"%s\"%s%s",
+                             model_loss_name(s->loss), model_kind_name(s->kind),
+                             s->kind == MODEL_KIND_MLP ? " with output_activation " : "",
+                             s->kind == MODEL_KIND_MLP ? model_act_name(s->output_activation)
+                                                       : "");
+    return 0;
+}
+
+/* Graph models: the x and y inputs fix the feature and label counts. */
+static int resolve_graph(model_spec_t *s, err_t *err)
+{
+    if (s->graph.n_node == 0)
+        return err_set_field(err, ERR_INVAL, "graph", "kind \"graph\" needs a graph");
+    const ad_node_spec_t *x = NULL, *y = NULL;
+    for (int32_t i = 0; i < s->graph.n_node; ++i) {
+        const ad_node_spec_t *n = &s->graph.node[i];
+        if (n->op != AD_OP_INPUT)
+            continue;
+        if (strcmp(n->id, "x") == 0)
+            x = n;
+        else if (strcmp(n->id, "y") == 0)
+            y = n;
+    }
+    if (x == NULL || x->shape.n_d != 2)
+        return err_set_field(err, ERR_INVAL, "graph.nodes",
+                             "a graph model needs an input node \"x\" of shape [null, inputs]");
+    if (y == NULL || y->shape.n_d < 1)
+        return err_set_field(err, ERR_INVAL, "graph.nodes",
+                             "a graph model needs an input node \"y\" of shape [null, outputs]");
+    if (x->shape.d[0] != AD_ROWS || y->shape.d[0] != AD_ROWS)
+        return err_set_field(err, ERR_INVAL, "graph.nodes",
+                             "a graph model's x and y inputs take null as their first "
+                             "dimension (rows come from batches)");
+    if (s->inputs != 0 && s->inputs != x->shape.d[1])
+        return err_set_field(err, ERR_INVAL, "inputs",
+                             "inputs=%d but the graph's x has %d columns", s->inputs,
+                             x->shape.d[1]);
+    s->inputs = x->shape.d[1];
+    int32_t n_y = y->shape.n_d == 2 ? y->shape.d[1] : 1;
+    if (s->outputs != 0 && s->outputs != n_y)
+        return err_set_field(err, ERR_INVAL, "outputs",
+                             "outputs=%d but the graph's y has %d columns", s->outputs, n_y);
+    s->outputs = n_y;
+    return 0;
+}
+
+int model_spec_resolve(model_spec_t *s, int64_t max_params, err_t *err)
+{
+    int rc;
+    if (s->kind < MODEL_KIND_LINEAR || s->kind > MODEL_KIND_GRAPH)
+        return err_set_field(err, ERR_INVAL, "kind", "kind is required: one of linear, "
+                             "logistic, softmax, perceptron, mlp, ova, ovo, graph");
+    if (s->kind == MODEL_KIND_GRAPH) {
+        if ((rc = resolve_graph(s, err)) < 0)
+            return rc;
+    } else if (s->graph.n_node > 0) {
+        return err_set_field(err, ERR_INVAL, "graph", "graph is only for kind \"graph\"");
+    }
+    if ((rc = check_units(s->inputs, "inputs", err)) < 0)
+        return rc;
+    if (s->kind != MODEL_KIND_MLP) {
+        if (s->n_hidden > 0)
+            return err_set_field(err, ERR_INVAL, "hidden", "hidden is only for kind \"mlp\"");
+        if (s->output_activation != 0)
+            return err_set_field(err, ERR_INVAL, "output_activation",
+                                 "output_activation is only for kind \"mlp\"");
+    }
+
+    switch (s->kind) {
+    case MODEL_KIND_LINEAR:
+        if (s->outputs == 0)
+            s->outputs = 1;
+        if ((rc = check_units(s->outputs, "outputs", err)) < 0)
+            return rc;
+        if (s->classes != 0)
+            return err_set_field(err, ERR_INVAL, "classes", "classes is not used by kind "
+                                 "\"linear\"");
+        break;
+    case MODEL_KIND_LOGISTIC:
+    case MODEL_KIND_PERCEPTRON:
+        if (s->outputs != 0 && s->outputs != 1)
+            return err_set_field(err, ERR_INVAL, "outputs", "kind \"%s\" has exactly 1 output",
+                                 model_kind_name(s->kind));
+        if (s->classes != 0 && s->classes != 2)
+            return err_set_field(err, ERR_INVAL, "classes", "kind \"%s\" is binary (2 classes)",
+                                 model_kind_name(s->kind));
+        s->outputs = 1;
+        s->classes = 0;
+        break;
+    case MODEL_KIND_SOFTMAX:
+    case MODEL_KIND_OVA:
+    case MODEL_KIND_OVO:
+        if (s->classes == 0)
+            return err_set_field(err, ERR_INVAL, "classes", "kind \"%s\" needs classes >= 2",
+                                 model_kind_name(s->kind));
+        if (s->classes < 2 || s->classes > MODEL_MAX_UNITS)
+            return err_set_field(err, ERR_INVAL, "classes", "classes=%d is not in [2, %d]",
+                                 s->classes, MODEL_MAX_UNITS);
+        if (s->outputs != 0 && s->outputs != s->classes)
+            return err_set_field(err, ERR_INVAL, "outputs",
+                                 "outputs=%d must equal classes=%d for kind \"%s\"", s->outputs,
+                                 s->classes, model_kind_name(s->kind));
+        s->outputs = s->classes;
+        break;
+    case MODEL_KIND_MLP:
+        if (s->outputs == 0)
+            s->outputs = 1;
+        if ((rc = check_units(s->outputs, "outputs", err)) < 0)
+            return rc;
+        if (s->output_activation == 0)
+            s->output_activation = MODEL_ACT_LINEAR;
+        if (s->output_activation != MODEL_ACT_LINEAR && s->output_activation != MODEL_ACT_SIGMOID
+            && s->output_activation != MODEL_ACT_SOFTMAX)
+            return err_set_field(err, ERR_INVAL, "output_activation",
+                                 "output_activation must be linear, sigmoid or softmax");
+        if (s->output_activation == MODEL_ACT_SOFTMAX) {
+            if (s->outputs < 2)
+                return err_set_field(err, ERR_INVAL, "outputs",
+                                     "a softmax output needs outputs >= 2 (one per class)");
+            if (s->classes != 0 && s->classes != s->outputs)
+                return err_set_field(err, ERR_INVAL, "classes",
+                                     "classes=%d must equal outputs=%d", s->classes,
+                                     s->outputs);
+            s->classes = s->outputs;
+        } else if (s->classes != 0) {
+            return err_set_field(err, ERR_INVAL, "classes",
+                                 "classes is only used with output_activation \"softmax\"");
+        }
+        for (int32_t l = 0; l < s->n_hidden; ++l) {
+            char field[48];
+            snprintf(field, sizeof field, "hidden[%d].units", l);
+            if ((rc = check_units(s->hidden[l].units, field, err)) < 0)
+                return rc;
+            int32_t a = s->hidden[l].activation;
+            if (a == 0)
+                s->hidden[l].activation = a = MODEL_ACT_SIGMOID;
+            if (a != MODEL_ACT_SIGMOID && a != MODEL_ACT_TANH && a != MODEL_ACT_RELU
+                && a != MODEL_ACT_LINEAR) {
+                snprintf(field, sizeof field, "hidden[%d].activation", l);
+                return err_set_field(err, ERR_INVAL, field,
+                                     "%s must be sigmoid, tanh, relu or linear", field);
+            }
+        }
+        break;
+    case MODEL_KIND_GRAPH:
+        if (s->classes != 0)
+            return err_set_field(err, ERR_INVAL, "classes", "classes is not used by kind "
+                                 "\"graph\"");
+        break;
+    }
+
+    if ((rc = resolve_loss(s, err)) < 0)
+        return rc;
+    if (s->reduction != AD_REDUCTION_MEAN && s->reduction != AD_REDUCTION_SUM)
+        return err_set_field(err, ERR_INVAL, "reduction", "reduction must be mean or sum");
+    if (s->init_method < MODEL_INIT_UNIFORM || s->init_method > MODEL_INIT_ZEROS)
+        return err_set_field(err, ERR_INVAL, "init.method",
+                             "init.method must be uniform, normal, xavier or zeros");
+    if (!isfinite(s->init_scale) || s->init_scale < 0 || s->init_scale > 1e6)
+        return err_set_field(err, ERR_INVAL, "init.scale", "init.scale must be in [0, 1e6]");
+    if (s->kind != MODEL_KIND_GRAPH) {
+        int64_t total;
+        if ((rc = dense_param_count(s, max_params, &total, err)) < 0)
+            return rc;
+    }
+    return optim_cfg_validate(&s->optimizer, err);
+}
+
+/* ---- graph builders --------------------------------------------------------------------- */
+
+typedef struct builder {
+    ad_graph_spec_t *gs;
+    err_t *err;
+    int rc;
+} builder_t;
+
+static void b_node(builder_t *b, const char *id, int32_t op, const char *in0, const char *in1,
+                   const char *in2, const tensor_shape_t *shape, int32_t reduction, int32_t tb)
+{
+    if (b->rc < 0)
+        return;
+    const char *in[3] = {in0, in1, in2};
+    int32_t n_in = in2 ? 3 : in1 ? 2 : in0 ? 1 : 0;
+    b->rc = ad_graph_spec_add(b->gs, id, op, n_in, in, shape, NULL, reduction, tb, b->err);
+}
+
+static tensor_shape_t shape2(int32_t r, int32_t c)
+{
+    tensor_shape_t s = {2, {r, c}};
+    return s;
+}
+
+static int32_t act_op(int32_t act)
+{
+    switch (act) {
+    case MODEL_ACT_SIGMOID:
+        return AD_OP_SIGMOID;
+    case MODEL_ACT_TANH:
+        return AD_OP_TANH;
+    case MODEL_ACT_RELU:
+        return AD_OP_RELU;
+    case MODEL_ACT_SOFTMAX:
+        return AD_OP_SOFTMAX;
+    default:
+        return AD_OP_NONE;
+    }
+}
+
+/* Dense stack: x -> ... -> "z<L>" (logits of the last layer). */
+static void build_dense(builder_t *b, const model_spec_t *s)
+{
+    tensor_shape_t sx = shape2(AD_ROWS, s->inputs);
+    b_node(b, "x", AD_OP_INPUT, NULL, NULL, NULL, &sx, 0, 0);
+    int32_t n_layer = s->kind == MODEL_KIND_MLP ? s->n_hidden + 1 : 1;
+    int32_t in = s->inputs;
+    char h[24] = "x";
+    for (int32_t l = 1; l <= n_layer; ++l) {
+        int32_t out;
+        if (s->kind == MODEL_KIND_MLP)
+            out = l <= s->n_hidden ? s->hidden[l - 1].units : s->outputs;
+        else
+            out = (int32_t)(is_class_kind(s->kind) ? class_rows(s) : s->outputs);
+        char hb[32], w[24], z[24];
+        snprintf(hb, sizeof hb, "%s_b", h);
+        snprintf(w, sizeof w, "W%d", l);
+        snprintf(z, sizeof z, "z%d", l);
+        tensor_shape_t sw = shape2(out, 1 + in);
+        b_node(b, hb, AD_OP_BIAS, h, NULL, NULL, NULL, 0, 0);
+        b_node(b, w, AD_OP_PARAM, NULL, NULL, NULL, &sw, 0, 0);
+        b_node(b, z, AD_OP_MATMUL, hb, w, NULL, NULL, 0, 1);
+        if (l <= (s->kind == MODEL_KIND_MLP ? s->n_hidden : 0)) {
+            int32_t act = s->hidden[l - 1].activation;
+            snprintf(h, sizeof h, "h%d", l);
+            if (act == MODEL_ACT_LINEAR)
+                b_node(b, h, AD_OP_MUL, z, "one", NULL, NULL, 0, 0);
+            else
+                b_node(b, h, act_op(act), z, NULL, NULL, NULL, 0, 0);
+        } else {
+            snprintf(h, sizeof h, "%s", z);
+        }
+        in = out;
+    }
+}
+
+static int build_kind_graph(const model_spec_t *s, ad_graph_spec_t *gs, err_t *err)
+{
+    builder_t b = {gs, err, 0};
+    tensor_shape_t scalar = {0, {1, 1}};
+    static const double one = 1.0;
+    int32_t n_layer = s->kind == MODEL_KIND_MLP ? s->n_hidden + 1 : 1;
+    char zl[AD_ID_MAX];
+    snprintf(zl, sizeof zl, "z%d", n_layer);
+
+    /* A constant 1 lets a linear hidden activation be an identity node with a real id. */
+    if (b.rc == 0)
+        b.rc = ad_graph_spec_add(gs, "one", AD_OP_CONST, 0, NULL, &scalar, &one, 0, 0, err);
+    build_dense(&b, s);
+
+    int32_t n_y = s->outputs, k = (int32_t)class_rows(s);
+    tensor_shape_t sy = shape2(AD_ROWS, 1), syo = shape2(AD_ROWS, n_y), stk = shape2(AD_ROWS, k);
+    switch (s->kind) {
+    case MODEL_KIND_LINEAR:
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &syo, 0, 0);
+        b_node(&b, "out", AD_OP_MUL, zl, "one", NULL, NULL, 0, 0);
+        b_node(&b, "loss", AD_OP_L2_LOSS, "out", "y", NULL, NULL, s->reduction, 0);
+        break;
+    case MODEL_KIND_LOGISTIC:
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &sy, 0, 0);
+        b_node(&b, "out", AD_OP_SIGMOID, zl, NULL, NULL, NULL, 0, 0);
+        if (s->loss == MODEL_LOSS_L2)
+            b_node(&b, "loss", AD_OP_L2_LOSS, "out", "y", NULL, NULL, s->reduction, 0);
+        else
+            b_node(&b, "loss", AD_OP_BCE_LOSS, zl, "y", NULL, NULL, s->reduction, 0);
+        break;
+    case MODEL_KIND_PERCEPTRON:
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &sy, 0, 0);
+        b_node(&b, "out", AD_OP_STEP, zl, NULL, NULL, NULL, 0, 0);
+        b_node(&b, "loss", AD_OP_PERCEPTRON_LOSS, zl, "y", NULL, NULL, s->reduction, 0);
+        break;
+    case MODEL_KIND_SOFTMAX:
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &sy, 0, 0);
+        b_node(&b, "out", AD_OP_SOFTMAX, zl, NULL, NULL, NULL, 0, 0);
+        b_node(&b, "loss", AD_OP_CCE_LOSS, zl, "y", NULL, NULL, s->reduction, 0);
+        break;
+    case MODEL_KIND_OVA:
+    case MODEL_KIND_OVO:
+        /* y is kept as an input so batches bind the same way; the loss reads t and w. */
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &sy, 0, 0);
+        b_node(&b, "t", AD_OP_INPUT, NULL, NULL, NULL, &stk, 0, 0);
+        b_node(&b, "w", AD_OP_INPUT, NULL, NULL, NULL, &stk, 0, 0);
+        b_node(&b, "out", AD_OP_SIGMOID, zl, NULL, NULL, NULL, 0, 0);
+        b_node(&b, "loss", AD_OP_WBCE_LOSS, zl, "t", "w", NULL, AD_REDUCTION_SUM, 0);
+        break;
+    case MODEL_KIND_MLP: {
+        tensor_shape_t sym = s->output_activation == MODEL_ACT_SOFTMAX ? sy : syo;
+        b_node(&b, "y", AD_OP_INPUT, NULL, NULL, NULL, &sym, 0, 0);
+        if (s->output_activation == MODEL_ACT_LINEAR)
+            b_node(&b, "out", AD_OP_MUL, zl, "one", NULL, NULL, 0, 0);
+        else
+            b_node(&b, "out", act_op(s->output_activation), zl, NULL, NULL, NULL, 0, 0);
+        if (s->loss == MODEL_LOSS_L2)
+            b_node(&b, "loss", AD_OP_L2_LOSS, "out", "y", NULL, NULL, s->reduction, 0);
+        else if (s->loss == MODEL_LOSS_BCE)
+            b_node(&b, "loss", AD_OP_BCE_LOSS, zl, "y", NULL, NULL, s->reduction, 0);
+        else
+            b_node(&b, "loss", AD_OP_CCE_LOSS, zl, "y", NULL, NULL, s->reduction, 0);
+        break;
+    }
+    default:
+        return err_set(err, ERR_INTERNAL, "no graph builder for kind %d", s->kind);
+    }
+    if (b.rc == 0)
+        snprintf(gs->output, sizeof gs->output, "loss");
+    return b.rc;
+}
+
+/* ---- construction ----------------------------------------------------------------------- */
+
+static int is_loss_op(int32_t op)
+{
+    return op == AD_OP_L2_LOSS || op == AD_OP_BCE_LOSS || op == AD_OP_CCE_LOSS;
+}
+
+static void init_params(model_t *m)
+{
+    const model_spec_t *s = &m->spec;
+    rng_t r;
+    rng_seed(&r, s->init_seed);
+    double *theta = ad_params(m->g);
+    for (int32_t k = 0; k < m->n_tensor; ++k) {
+        int32_t rows = m->tensor_rows[k], cols = m->tensor_cols[k];
+        double *w = theta + m->tensor_offset[k];
+        int dense = s->kind != MODEL_KIND_GRAPH;
+        /* Graph params with a value in the graph keep it. */
+        if (!dense) {
+            const ad_node_spec_t *ns = NULL;
+            for (int32_t i = 0; i < s->graph.n_node; ++i)
+                if (strcmp(s->graph.node[i].id, m->tensor_name[k]) == 0)
+                    ns = &s->graph.node[i];
+            if (ns != NULL && ns->value != NULL)
+                continue;
+        }
+        double xavier = sqrt(6.0 / (double)(dense ? (cols - 1) + rows : rows + cols));
+        for (int32_t i = 0; i < rows; ++i) {
+            for (int32_t j = 0; j < cols; ++j) {
+                double v = 0.0;
+                switch (s->init_method) {
+                case MODEL_INIT_UNIFORM:
+                    v = s->init_scale * (2.0 * rng_uniform(&r) - 1.0);
+                    break;
+                case MODEL_INIT_NORMAL:
+                    v = s->init_scale * rng_normal(&r);
+                    break;
+                case MODEL_INIT_XAVIER:
+                    /* Biases start at zero; weights uniform in ±sqrt(6/(fan_in+fan_out)). */
+                    v = (dense && j == 0) ? 0.0 : xavier * (2.0 * rng_uniform(&r) - 1.0);
+                    break;
+                default:
+                    v = 0.0;
+                    break;
+                }
+                w[(int64_t)i * cols + j] = v;
+            }
+        }
+    }
+}
+
+static int apply_param_values(model_t *m, err_t *err)
+{
+    const model_spec_t *s = &m->spec;
+    double *theta = ad_params(m->g);
+    for (int32_t i = 0; i < s->n_param_value; ++i) {
+        const model_param_value_t *p = &s->param_value[i];
+        char field[AD_ID_MAX + 16];
+        snprintf(field, sizeof field, "parameters.%s", p->name);
+        int32_t k = model_tensor_find(m, p->name);
+        if (k < 0)
+            return err_set_field(err, ERR_INVAL, field, "the model has no parameter \"%s\"",
+                                 p->name);
+        if (p->rows != m->tensor_rows[k] || p->cols != m->tensor_cols[k])
+            return err_set_field(err, ERR_INVAL, field, "%s is [%d,%d], the model expects [%d,%d]",
+                                 p->name, p->rows, p->cols, m->tensor_rows[k],
+                                 m->tensor_cols[k]);
+        memcpy(theta + m->tensor_offset[k], p->x,
+               (size_t)p->rows * (size_t)p->cols * sizeof(double));
+    }
+    return 0;
+}
+
+static int index_tensors(model_t *m, err_t *err)
+{
+    ad_graph_t *g = m->g;
+    int32_t n = ad_n_param_node(g);
+    m->n_tensor = n;
+    m->tensor_name = calloc((size_t)n + 1, sizeof *m->tensor_name);
+    m->tensor_rows = calloc((size_t)n + 1, sizeof *m->tensor_rows);
+    m->tensor_cols = calloc((size_t)n + 1, sizeof *m->tensor_cols);
+    m->tensor_offset = calloc((size_t)n + 1, sizeof *m->tensor_offset);
+    int64_t n_param = ad_n_param(g);
+    m->decay_mask = malloc((size_t)n_param + 1);
+    if (!m->tensor_name || !m->tensor_rows || !m->tensor_cols || !m->tensor_offset
+        || !m->decay_mask)
+        return err_set(err, ERR_NOMEM, "out of memory building a model");
+    for (int32_t k = 0; k < n; ++k) {
+        int32_t node = ad_param_node(g, k);
+        const tensor_shape_t *sh = ad_shape(g, node);
+        snprintf(m->tensor_name[k], AD_ID_MAX, "%s", ad_id(g, node));
+        m->tensor_rows[k] = sh->n_d == 0 ? 1 : sh->d[0];
+        m->tensor_cols[k] = sh->n_d == 2 ? sh->d[1] : 1;
+        m->tensor_offset[k] = ad_param_offset(g, k);
+        /* Weight decay never touches a dense layer's bias column; a user graph has no bias
+         * convention, so all of its params decay. */
+        uint8_t *mask = m->decay_mask + m->tensor_offset[k];
+        for (int32_t i = 0; i < m->tensor_rows[k]; ++i)
+            for (int32_t j = 0; j < m->tensor_cols[k]; ++j)
+                mask[(int64_t)i * m->tensor_cols[k] + j] =
+                    (m->spec.kind != MODEL_KIND_GRAPH && j == 0) ? 0 : 1;
+    }
+    return 0;
+}
+
+int model_new(const model_spec_t *spec, model_t **out, err_t *err)
+{
+    *out = NULL;
+    int rc;
+    ad_graph_spec_t built = {0};
+    model_t *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory building a model");
+    if ((rc = model_spec_copy(spec, &m->spec, err)) < 0) {
+        free(m);
+        return rc;
+    }
+    const ad_graph_spec_t *gs = &m->spec.graph;
+    if (spec->kind != MODEL_KIND_GRAPH) {
+        if ((rc = build_kind_graph(&m->spec, &built, err)) < 0)
+            goto fail;
+        gs = &built;
+    }
+    rc = ad_graph_build(gs, AD_MAX_NODES_DEFAULT, &m->g, err);
+    if (rc < 0) {
+        if (spec->kind == MODEL_KIND_GRAPH)
+            err_prefix_field(err, "graph.");
+        goto fail;
+    }
+    m->n_x = m->spec.inputs;
+    m->n_y = (spec->kind == MODEL_KIND_MLP && spec->output_activation != MODEL_ACT_SOFTMAX)
+                     || spec->kind == MODEL_KIND_LINEAR || spec->kind == MODEL_KIND_GRAPH
+                 ? m->spec.outputs
+                 : 1;
+    m->node_x = ad_find(m->g, "x");
+    m->node_y = ad_find(m->g, "y");
+    m->node_t = ad_find(m->g, "t");
+    m->node_w = ad_find(m->g, "w");
+    m->node_loss = ad_output(m->g);
+    if (spec->kind == MODEL_KIND_GRAPH) {
+        m->node_t = m->node_w = -1;
+        if (ad_shape(m->g, m->node_loss)->n_d != 0 || tensor_shape_elems(ad_shape(m->g, m->node_loss)) != 1) {
+            rc = err_set_field(err, ERR_INVAL, "graph.output",
+                               "a graph model's output must be a scalar loss");
+            goto fail;
+        }
+        /* Predictions are what the loss compares with the labels: its first input. */
+        int32_t op = ad_op(m->g, m->node_loss);
+        m->node_out = is_loss_op(op) ? ad_child(m->g, m->node_loss, 0) : m->node_loss;
+        m->node_score = m->node_out;
+    } else {
+        char zl[AD_ID_MAX];
+        snprintf(zl, sizeof zl, "z%d", spec->kind == MODEL_KIND_MLP ? spec->n_hidden + 1 : 1);
+        m->node_out = ad_find(m->g, "out");
+        m->node_score = ad_find(m->g, zl);
+    }
+    if ((rc = index_tensors(m, err)) < 0)
+        goto fail;
+    if (spec->kind == MODEL_KIND_OVO) {
+        int32_t k = spec->classes, p = 0, n_pair = (int32_t)class_rows(spec);
+        m->ovo_a = malloc((size_t)n_pair * sizeof *m->ovo_a);
+        m->ovo_b = malloc((size_t)n_pair * sizeof *m->ovo_b);
+        if (m->ovo_a == NULL || m->ovo_b == NULL) {
+            rc = err_set(err, ERR_NOMEM, "out of memory building a model");
+            goto fail;
+        }
+        for (int32_t a = 0; a < k; ++a)
+            for (int32_t b2 = a + 1; b2 < k; ++b2, ++p) {
+                m->ovo_a[p] = a;
+                m->ovo_b[p] = b2;
+            }
+    }
+    init_params(m);
+    if ((rc = apply_param_values(m, err)) < 0)
+        goto fail;
+    /* The spec's initial values have done their job; the live values are in the graph. */
+    for (int32_t i = 0; i < m->spec.n_param_value; ++i)
+        free(m->spec.param_value[i].x);
+    free(m->spec.param_value);
+    m->spec.param_value = NULL;
+    m->spec.n_param_value = 0;
+    ad_graph_spec_free(&built);
+    *out = m;
+    return 0;
+fail:
+    ad_graph_spec_free(&built);
+    model_free(m);
+    return rc;
+}
+
+void model_free(model_t *m)
+{
+    if (m == NULL)
+        return;
+    ad_graph_free(m->g);
+    model_spec_free(&m->spec);
+    free(m->tensor_name);
+    free(m->tensor_rows);
+    free(m->tensor_cols);
+    free(m->tensor_offset);
+    free(m->decay_mask);
+    free(m->ovo_a);
+    free(m->ovo_b);
+    free(m);
+}
+
+/* ---- accessors -------------------------------------------------------------------------- */
+
+const model_spec_t *model_spec(const model_t *m) { return &m->spec; }
+int32_t model_n_x(const model_t *m) { return m->n_x; }
+int32_t model_n_y(const model_t *m) { return m->n_y; }
+int64_t model_n_params(const model_t *m) { return ad_n_param(m->g); }
+double *model_params(model_t *m) { return ad_params(m->g); }
+double *model_grads(model_t *m) { return ad_param_grads(m->g); }
+const uint8_t *model_decay_mask(const model_t *m) { return m->decay_mask; }
+int32_t model_n_tensors(const model_t *m) { return m->n_tensor; }
+const char *model_tensor_name(const model_t *m, int32_t k) { return m->tensor_name[k]; }
+int64_t model_tensor_offset(const model_t *m, int32_t k) { return m->tensor_offset[k]; }
+ad_graph_t *model_graph(model_t *m) { return m->g; }
+
+void model_tensor_shape(const model_t *m, int32_t k, int32_t *rows, int32_t *cols)
+{
+    *rows = m->tensor_rows[k];
+    *cols = m->tensor_cols[k];
+}
+
+int32_t model_tensor_find(const model_t *m, const char *name)
+{
+    for (int32_t k = 0; k < m->n_tensor; ++k)
+        if (strcmp(m->tensor_name[k], name) == 0)
+            return k;
+    return -1;
+}
+
+int model_has_gradients(const model_t *m)
+{
+    return m->spec.kind != MODEL_KIND_PERCEPTRON;
+}
+
+int model_is_classifier(const model_t *m)
+{
+    switch (m->spec.kind) {
+    case MODEL_KIND_LOGISTIC:
+    case MODEL_KIND_PERCEPTRON:
+    case MODEL_KIND_SOFTMAX:
+    case MODEL_KIND_OVA:
+    case MODEL_KIND_OVO:
+        return 1;
+    case MODEL_KIND_MLP:
+        return m->spec.output_activation == MODEL_ACT_SOFTMAX
+               || (m->spec.output_activation == MODEL_ACT_SIGMOID && m->spec.outputs == 1);
+    default:
+        return 0;
+    }
+}
+
+/* Binary classifiers: labels are 0 or 1, and the decision is z > 0. */
+static int is_binary(const model_t *m)
+{
+    return m->spec.kind == MODEL_KIND_LOGISTIC || m->spec.kind == MODEL_KIND_PERCEPTRON
+           || (m->spec.kind == MODEL_KIND_MLP && m->spec.output_activation == MODEL_ACT_SIGMOID);
+}
+
+int model_check_labels(const model_t *m, const batch_t *b, err_t *err)
+{
+    int binary = is_binary(m);
+    int32_t k = m->spec.classes;
+    int classes = is_class_kind(m->spec.kind)
+                  || (m->spec.kind == MODEL_KIND_MLP
+                      && m->spec.output_activation == MODEL_ACT_SOFTMAX);
+    for (int32_t i = 0; i < b->rows; ++i) {
+        for (int32_t j = 0; j < b->n_y; ++j) {
+            double v = b->y[(int64_t)i * b->n_y + j];
+            char field[48];
+            if (b->n_y == 1)
+                snprintf(field, sizeof field, "y[%d]", i);
+            else
+                snprintf(field, sizeof field, "y[%d][%d]", i, j);
+            if (!isfinite(v))
+                return err_set_field(err, ERR_INVAL, field, "%s is not a finite number", field);
+            if (binary && v != 0.0 && v != 1.0)
+                return err_set_field(err, ERR_INVAL, field, "%s=%g: labels must be 0 or 1",
+                                     field, v);
+            if (classes && (v != floor(v) || v < 0 || v >= k))
+                return err_set_field(err, ERR_INVAL, field,
+                                     "%s=%g: labels must be class indices 0..%d", field, v,
+                                     k - 1);
+        }
+    }
+    return 0;
+}
+
+/* ---- evaluation ------------------------------------------------------------------------- */
+
+static int bind_rows(model_t *m, int32_t rows, err_t *err)
+{
+    if (rows < 1)
+        return err_set_field(err, ERR_INVAL, "x", "no rows to evaluate");
+    return ad_graph_bind(m->g, rows, err);
+}
+
+/* Targets and weights of the per-row logistic classifiers of ova / ovo for this batch. The
+ * weights fold in the reduction: ova rows are reduced over all m rows, ovo pair rows over only
+ * the rows labelled a or b (a pair with none of them gets weight 0: it adds 0 and no gradient). */
+static void fill_ova_ovo_targets(model_t *m, const batch_t *b)
+{
+    int32_t rows = b->rows, k = (int32_t)class_rows(&m->spec);
+    double *t = ad_value(m->g, m->node_t), *w = ad_value(m->g, m->node_w);
+    int mean = m->spec.reduction == AD_REDUCTION_MEAN;
+    if (m->spec.kind == MODEL_KIND_OVA) {
+        double wt = mean ? 1.0 / rows : 1.0;
+        for (int32_t i = 0; i < rows; ++i)
+            for (int32_t j = 0; j < k; ++j) {
+                t[(int64_t)i * k + j] = (int32_t)b->y[i] == j ? 1.0 : 0.0;
+                w[(int64_t)i * k + j] = wt;
+            }
+        return;
+    }
+    for (int32_t p = 0; p < k; ++p) {
+        int32_t count = 0;
+        for (int32_t i = 0; i < rows; ++i) {
+            int32_t y = (int32_t)b->y[i];
+            count += (y == m->ovo_a[p] || y == m->ovo_b[p]);
+        }
+        double wt = count == 0 ? 0.0 : mean ? 1.0 / count : 1.0;
+        for (int32_t i = 0; i < rows; ++i) {
+            int32_t y = (int32_t)b->y[i];
+            int in_pair = y == m->ovo_a[p] || y == m->ovo_b[p];
+            t[(int64_t)i * k + p] = y == m->ovo_a[p] ? 1.0 : 0.0;
+            w[(int64_t)i * k + p] = in_pair ? wt : 0.0;
+        }
+    }
+}
+
+int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err)
+{
+    int rc;
+    if (b->n_x != m->n_x || b->n_y != m->n_y || b->y == NULL)
+        return err_set(err, ERR_SHAPE, "batch has %d inputs and %d label columns, the model "
+                       "expects %d and %d", b->n_x, b->n_y, m->n_x, m->n_y);
+    if ((rc = bind_rows(m, b->rows, err)) < 0)
+        return rc;
+    if ((rc = ad_bind_input_view(m->g, m->node_x, b->x, err)) < 0
+        || (rc = ad_bind_input_view(m->g, m->node_y, b->y, err)) < 0)
+        return rc;
+    if (m->node_t >= 0)
+        fill_ova_ovo_targets(m, b);
+    if ((rc = ad_forward(m->g, err)) < 0)
+        return rc;
+    *loss = ad_value(m->g, m->node_loss)[0];
+    if (grad == NULL)
+        return 0;
+    if ((rc = ad_backward(m->g, m->node_loss, err)) < 0)
+        return rc;
+    double *pg = ad_param_grads(m->g);
+    if (grad != pg)
+        memcpy(grad, pg, (size_t)ad_n_param(m->g) * sizeof *grad);
+    return 0;
+}
+
+/* Forward to the prediction nodes only: no labels needed. */
+static int forward_predict(model_t *m, const double *x, int32_t rows, err_t *err)
+{
+    int rc;
+    if ((rc = bind_rows(m, rows, err)) < 0)
+        return rc;
+    if ((rc = ad_bind_input_view(m->g, m->node_x, x, err)) < 0)
+        return rc;
+    if ((rc = ad_forward_to(m->g, m->node_out, err)) < 0)
+        return rc;
+    if (m->node_score != m->node_out)
+        rc = ad_forward_to(m->g, m->node_score, err);
+    return rc;
+}
+
+/* Predicted class of row i from the forward values (classifier kinds only). */
+static int32_t class_of_row(model_t *m, int32_t i)
+{
+    const double *z = ad_value(m->g, m->node_score);
+    int32_t width = tensor_shape_cols(ad_shape(m->g, m->node_score));
+    const double *zi = z + (int64_t)i * width;
+    if (is_binary(m))
+        return zi[0] > 0.0 ? 1 : 0;
+    if (m->spec.kind == MODEL_KIND_OVO) {
+        int32_t k = m->spec.classes, best = 0;
+        int32_t votes_small[64];
+        int32_t *votes = votes_small;
+        int32_t *heap = NULL;
+        if (k > 64) {
+            heap = calloc((size_t)k, sizeof *heap);
+            if (heap == NULL)
+                return 0;
+            votes = heap;
+        } else {
+            memset(votes_small, 0, sizeof votes_small);
+        }
+        for (int32_t p = 0; p < width; ++p)
+            ++votes[zi[p] > 0.0 ? m->ovo_a[p] : m->ovo_b[p]];
+        for (int32_t c = 1; c < k; ++c)
+            if (votes[c] > votes[best])
+                best = c;   /* strict: a tie stays with the lower class */
+        free(heap);
+        return best;
+    }
+    int32_t best = 0;
+    for (int32_t j = 1; j < width; ++j)
+        if (zi[j] > zi[best])
+            best = j;   /* first on ties */
+    return best;
+}
+
+int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *errors, err_t *err)
+{
+    int rc;
+    if (!model_is_classifier(m))
+        return err_set(err, ERR_INVAL, "kind \"%s\" is not a classifier",
+                       model_kind_name(m->spec.kind));
+    if ((rc = forward_predict(m, b->x, b->rows, err)) < 0)
+        return rc;
+    int64_t wrong = 0;
+    for (int32_t i = 0; i < b->rows; ++i)
+        wrong += class_of_row(m, i) != (int32_t)b->y[(int64_t)i * b->n_y];
+    *errors = wrong;
+    *accuracy = b->rows > 0 ? 1.0 - (double)wrong / b->rows : 0.0;
+    return 0;
+}
+
+/* ‖θ1..n‖ of the single row of W1, or 0. */
+static double normal_norm(const model_t *m)
+{
+    const double *w = ad_params(m->g) + m->tensor_offset[0];
+    return tensor_norm2(w + 1, m->n_x);
+}
+
+static int has_boundary(const model_t *m)
+{
+    return m->spec.kind == MODEL_KIND_LOGISTIC || m->spec.kind == MODEL_KIND_PERCEPTRON
+           || (m->spec.kind == MODEL_KIND_LINEAR && m->spec.outputs == 1);
+}
+
+int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = forward_predict(m, x, rows, err);
+    if (rc < 0)
+        return rc;
+    const tensor_shape_t *so = ad_shape(m->g, m->node_out);
+    int64_t n_elem = tensor_shape_elems(so);
+    out->rows = rows;
+    out->n_out = (int32_t)(n_elem / rows);
+    out->per_row_scalar = out->n_out == 1 && m->spec.kind != MODEL_KIND_SOFTMAX
+                          && m->spec.kind != MODEL_KIND_OVA && m->spec.kind != MODEL_KIND_OVO;
+    out->outputs = malloc((size_t)n_elem * sizeof *out->outputs);
+    if (out->outputs == NULL)
+        goto nomem;
+    memcpy(out->outputs, ad_value(m->g, m->node_out), (size_t)n_elem * sizeof *out->outputs);
+    if (model_is_classifier(m)) {
+        out->classes = malloc((size_t)rows * sizeof *out->classes);
+        if (out->classes == NULL)
+            goto nomem;
+        for (int32_t i = 0; i < rows; ++i)
+            out->classes[i] = class_of_row(m, i);
+    }
+    double norm = has_boundary(m) ? normal_norm(m) : 0.0;
+    if (has_boundary(m) && norm > 0.0) {
+        const double *z = ad_value(m->g, m->node_score);
+        out->margins = malloc((size_t)rows * sizeof *out->margins);
+        if (out->margins == NULL)
+            goto nomem;
+        for (int32_t i = 0; i < rows; ++i)
+            out->margins[i] = z[i] / norm;
+    }
+    return 0;
+nomem:
+    model_prediction_free(out);
+    return err_set(err, ERR_NOMEM, "out of memory for %d predictions", rows);
+}
+
+void model_prediction_free(model_prediction_t *p)
+{
+    if (p == NULL)
+        return;
+    free(p->outputs);
+    free(p->classes);
+    free(p->margins);
+    memset(p, 0, sizeof *p);
+}
+
+int model_boundary(const model_t *m, double *normal, double *unit_normal, double *offset,
+                   err_t *err)
+{
+    if (!has_boundary(m))
+        return err_set(err, ERR_INVAL, "a decision boundary exists only for 1-output linear, "
+                       "logistic and perceptron models");
+    const double *w = ad_params(m->g) + m->tensor_offset[0];
+    double norm = normal_norm(m);
+    if (!(norm > 0.0))
+        return err_set(err, ERR_INVAL, "the weights θ1..n are all zero: there is no boundary");
+    for (int32_t j = 0; j < m->n_x; ++j) {
+        normal[j] = w[1 + j];
+        unit_normal[j] = w[1 + j] / norm;
+    }
+    *offset = -w[0] / norm;
+    return 0;
+}

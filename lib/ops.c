@@ -1,0 +1,837 @@
+/* lib/ops.c -- every graph op: shape pass, forward and backward in one function each, and the
+ * table graph.c dispatches through (see ops.h). Backward passes ADD into the children's
+ * gradients, so a node used twice collects both contributions. */
+#include "ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SHAPE_STR_MAX 48
+
+/* ---- shape helpers (symbolic: AD_ROWS only equals AD_ROWS) ---------------------------------- */
+
+int ad_shape_symbolic(const tensor_shape_t *s)
+{
+    for (int32_t i = 0; i < s->n_d; ++i)
+        if (s->d[i] == AD_ROWS)
+            return 1;
+    return 0;
+}
+
+const char *ad_shape_str(const tensor_shape_t *s, char *buf, size_t size)
+{
+    size_t used = 0;
+    if (size == 0)
+        return buf;
+    buf[0] = '\0';
+    used += (size_t)snprintf(buf, size, "[");
+    for (int32_t i = 0; i < s->n_d && used < size; ++i) {
+        const char *sep = i > 0 ? "," : "";
+        if (s->d[i] == AD_ROWS)
+            used += (size_t)snprintf(buf + used, size - used, "%snull", sep);
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%d", sep, (int)s->d[i]);
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+static void set_shape(tensor_shape_t *s, int32_t n_d, int32_t d0, int32_t d1)
+{
+    s->n_d = n_d;
+    s->d[0] = n_d > 0 ? d0 : 1;
+    s->d[1] = n_d > 1 ? d1 : 1;
+}
+
+static int sym_equal(const tensor_shape_t *a, const tensor_shape_t *b)
+{
+    if (a->n_d != b->n_d)
+        return 0;
+    for (int32_t i = 0; i < a->n_d; ++i)
+        if (a->d[i] != b->d[i])
+            return 0;
+    return 1;
+}
+
+/* Exactly one element whatever the binding: [], [1], [1,1]. */
+static int sym_one(const tensor_shape_t *s)
+{
+    for (int32_t i = 0; i < s->n_d; ++i)
+        if (s->d[i] != 1)
+            return 0;
+    return 1;
+}
+
+/* A loss's target may be [m] against [m,1] (or the reverse): same rows, same element count. */
+static int sym_loss_pair(const tensor_shape_t *a, const tensor_shape_t *b)
+{
+    if (sym_equal(a, b))
+        return 1;
+    if (a->n_d == 1 && b->n_d == 2)
+        return b->d[1] == 1 && a->d[0] == b->d[0];
+    if (a->n_d == 2 && b->n_d == 1)
+        return a->d[1] == 1 && a->d[0] == b->d[0];
+    return 0;
+}
+
+static int shape_error(ad_node_t *p, err_t *err, const char *rule)
+{
+    char s0[SHAPE_STR_MAX], s1[SHAPE_STR_MAX], s2[SHAPE_STR_MAX];
+    const char *name = ad_op_table[p->op].name;
+    if (p->n_child == 1)
+        return err_set_field(err, ERR_SHAPE, p->id, "node '%s': %s of %s: %s", p->id, name,
+                             ad_shape_str(&p->child[0]->sym, s0, sizeof s0), rule);
+    if (p->n_child == 2)
+        return err_set_field(err, ERR_SHAPE, p->id, "node '%s': %s of %s and %s: %s", p->id,
+                             name, ad_shape_str(&p->child[0]->sym, s0, sizeof s0),
+                             ad_shape_str(&p->child[1]->sym, s1, sizeof s1), rule);
+    return err_set_field(err, ERR_SHAPE, p->id, "node '%s': %s of %s, %s and %s: %s", p->id, name,
+                         ad_shape_str(&p->child[0]->sym, s0, sizeof s0),
+                         ad_shape_str(&p->child[1]->sym, s1, sizeof s1),
+                         ad_shape_str(&p->child[2]->sym, s2, sizeof s2), rule);
+}
+
+/* Element-wise binary: same shape, or one side has exactly one element and broadcasts. When
+ * both have one element the higher rank wins, so [] * [1,1] is [1,1]. */
+static int shape_binary(ad_node_t *p, err_t *err)
+{
+    const tensor_shape_t *a = &p->child[0]->sym, *b = &p->child[1]->sym;
+    if (sym_equal(a, b))
+        p->sym = *a;
+    else if (sym_one(a) && sym_one(b))
+        p->sym = a->n_d >= b->n_d ? *a : *b;
+    else if (sym_one(b))
+        p->sym = *a;
+    else if (sym_one(a))
+        p->sym = *b;
+    else
+        return shape_error(p, err, "shapes differ and neither is a single element");
+    return 0;
+}
+
+static int shape_unary(ad_node_t *p)
+{
+    p->sym = p->child[0]->sym;
+    return 0;
+}
+
+static int shape_loss(ad_node_t *p, err_t *err)
+{
+    if (!sym_loss_pair(&p->child[0]->sym, &p->child[1]->sym))
+        return shape_error(p, err, "target must have the prediction's shape");
+    set_shape(&p->sym, 0, 1, 1);
+    return 0;
+}
+
+/* Rows and columns for per-row ops: a 1-D value (or a scalar) is one row. */
+static void row_layout(const tensor_shape_t *s, int64_t *rows, int64_t *cols)
+{
+    if (s->n_d == 2) {
+        *rows = s->d[0];
+        *cols = s->d[1];
+    } else {
+        *rows = 1;
+        *cols = tensor_shape_elems(s);
+    }
+}
+
+/* What a "mean" loss divides by: the rows of its first input (1 for a scalar). */
+static double loss_scale(const ad_node_t *p)
+{
+    if (p->reduction == AD_REDUCTION_SUM)
+        return 1.0;
+    return 1.0 / (double)tensor_shape_rows(&p->child[0]->shape);
+}
+
+/* ---- numerics ------------------------------------------------------------------------------ */
+
+/* Never forms exp of a large positive number: exact 0/1 far out, no NaN at +-1000. */
+static double sigmoid(double z)
+{
+    if (z >= 0.0)
+        return 1.0 / (1.0 + exp(-z));
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+/* softplus(z) - t z. Subtracting t z from max(z,0) first keeps z=50, t=1 at log1p(e^-50) instead
+ * of cancelling it away. */
+static double bce_term(double z, double t)
+{
+    return (fmax(z, 0.0) - t * z) + log1p(exp(-fabs(z)));
+}
+
+/* sigmoid(z) - t written as (1-t) sigmoid(z) - t sigmoid(-z): both terms stay exact when the
+ * difference is tiny (z=50, t=1 gives -sigmoid(-50), not 1.0 - 1 = 0). */
+static double bce_grad(double z, double t)
+{
+    return (1.0 - t) * sigmoid(z) - t * sigmoid(-z);
+}
+
+/* Row log-sum-exp split as max + log1p(rest): `rest` is the sum of exp(z_j - max) over every j
+ * but the first argmax, so a dominant logit leaves its tiny partners visible. */
+static void row_lse(const double *z, int64_t k, double *mx, int64_t *arg, double *rest)
+{
+    int64_t a = 0;
+    for (int64_t j = 1; j < k; ++j)
+        if (z[j] > z[a])
+            a = j;
+    double s = 0.0;
+    for (int64_t j = 0; j < k; ++j)
+        if (j != a)
+            s += exp(z[j] - z[a]);
+    *mx = z[a];
+    *arg = a;
+    *rest = s;
+}
+
+/* ---- leaves -------------------------------------------------------------------------------- */
+
+/* input, param, const: graph.c sets their shape and value from the spec. */
+static int op_leaf(ad_node_t *p, int pass, err_t *err)
+{
+    (void)p;
+    (void)pass;
+    (void)err;
+    return 0;
+}
+
+/* ---- element-wise binary ------------------------------------------------------------------- */
+
+/* A side with one element has stride 0 in the loops below, so its gradient sums naturally. */
+#define BINARY_SETUP(p)                                                                        \
+    const ad_node_t *a_ = (p)->child[0], *b_ = (p)->child[1];                                  \
+    const double *a = a_->x, *b = b_->x;                                                       \
+    double *ga = a_->g, *gb = b_->g;                                                           \
+    const int64_t sa = a_->n == 1 ? 0 : 1, sb = b_->n == 1 ? 0 : 1, n = (p)->n;                \
+    double *y = (p)->x;                                                                        \
+    const double *gy = (p)->g;                                                                 \
+    (void)a; (void)b; (void)ga; (void)gb; (void)y; (void)gy; (void)err
+
+static int op_add(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] + b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            ga[i * sa] += gy[i];
+            gb[i * sb] += gy[i];
+        }
+    }
+    return 0;
+}
+
+static int op_sub(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] - b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            ga[i * sa] += gy[i];
+            gb[i * sb] -= gy[i];
+        }
+    }
+    return 0;
+}
+
+static int op_mul(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] * b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            ga[i * sa] += gy[i] * b[i * sb];
+            gb[i * sb] += gy[i] * a[i * sa];
+        }
+    }
+    return 0;
+}
+
+static int op_div(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] / b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            double bi = b[i * sb];
+            ga[i * sa] += gy[i] / bi;
+            gb[i * sb] -= gy[i] * a[i * sa] / (bi * bi);
+        }
+    }
+    return 0;
+}
+
+static int op_max(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] >= b[i * sb] ? a[i * sa] : b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            if (a[i * sa] >= b[i * sb])
+                ga[i * sa] += gy[i];
+            else
+                gb[i * sb] += gy[i];
+        }
+    }
+    return 0;
+}
+
+static int op_min(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_binary(p, err);
+    BINARY_SETUP(p);
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = a[i * sa] <= b[i * sb] ? a[i * sa] : b[i * sb];
+    } else {
+        for (int64_t i = 0; i < n; ++i) {
+            if (a[i * sa] <= b[i * sb])
+                ga[i * sa] += gy[i];
+            else
+                gb[i * sb] += gy[i];
+        }
+    }
+    return 0;
+}
+
+/* ---- element-wise unary -------------------------------------------------------------------- */
+
+#define UNARY_SETUP(p)                                                                         \
+    const double *x = (p)->child[0]->x;                                                        \
+    double *gx = (p)->child[0]->g, *y = (p)->x;                                                \
+    const double *gy = (p)->g;                                                                 \
+    const int64_t n = (p)->n;                                                                  \
+    (void)x; (void)gx; (void)y; (void)gy; (void)err
+
+static int op_neg(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = -x[i];
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] -= gy[i];
+    return 0;
+}
+
+static int op_exp(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = exp(x[i]);
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] += gy[i] * y[i];
+    return 0;
+}
+
+static int op_log(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = log(x[i]);
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] += gy[i] / x[i];
+    return 0;
+}
+
+static int op_sigmoid(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = sigmoid(x[i]);
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] += gy[i] * y[i] * (1.0 - y[i]);
+    return 0;
+}
+
+static int op_tanh(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = tanh(x[i]);
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] += gy[i] * (1.0 - y[i] * y[i]);
+    return 0;
+}
+
+static int op_relu(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = x[i] > 0.0 ? x[i] : 0.0;
+    else
+        for (int64_t i = 0; i < n; ++i)
+            if (x[i] > 0.0)
+                gx[i] += gy[i];
+    return 0;
+}
+
+/* Piecewise constant: its gradient is zero everywhere it exists, so backward adds nothing. */
+static int op_step(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = x[i] > 0.0 ? 1.0 : 0.0;
+    return 0;
+}
+
+static int op_square(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    UNARY_SETUP(p);
+    if (pass == AD_PASS_FWD)
+        for (int64_t i = 0; i < n; ++i)
+            y[i] = x[i] * x[i];
+    else
+        for (int64_t i = 0; i < n; ++i)
+            gx[i] += 2.0 * x[i] * gy[i];
+    return 0;
+}
+
+/* ---- reductions ---------------------------------------------------------------------------- */
+
+static int op_sum(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    (void)err;
+    if (pass == AD_PASS_SHAPE) {
+        set_shape(&p->sym, 0, 1, 1);
+        return 0;
+    }
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < c->n; ++i)
+            s += c->x[i];
+        p->x[0] = s;
+    } else {
+        for (int64_t i = 0; i < c->n; ++i)
+            c->g[i] += p->g[0];
+    }
+    return 0;
+}
+
+static int op_mean(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    (void)err;
+    if (pass == AD_PASS_SHAPE) {
+        set_shape(&p->sym, 0, 1, 1);
+        return 0;
+    }
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < c->n; ++i)
+            s += c->x[i];
+        p->x[0] = s / (double)c->n;
+    } else {
+        double g = p->g[0] / (double)c->n;
+        for (int64_t i = 0; i < c->n; ++i)
+            c->g[i] += g;
+    }
+    return 0;
+}
+
+/* ---- matrix ops ---------------------------------------------------------------------------- */
+
+/* C[m,n] = A[m,k] op(B), op(B) = B[k,n] or, with transpose_b, B[n,k]^T. Backward uses the trans
+ * flags of tensor_gemm instead of materialising any transpose:
+ *   dA += dC op(B)^T,   dB += A^T dC (or dC^T A when B is transposed). */
+static int op_matmul(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *A = p->child[0], *B = p->child[1];
+    if (pass == AD_PASS_SHAPE) {
+        if (A->sym.n_d != 2 || B->sym.n_d != 2)
+            return shape_error(p, err, "both sides must be 2-D");
+        int32_t kb = p->transpose_b ? B->sym.d[1] : B->sym.d[0];
+        int32_t nb = p->transpose_b ? B->sym.d[0] : B->sym.d[1];
+        if (A->sym.d[1] != kb)
+            return shape_error(p, err, p->transpose_b
+                                           ? "inner dimensions differ (B is transposed)"
+                                           : "inner dimensions differ");
+        set_shape(&p->sym, 2, A->sym.d[0], nb);
+        return 0;
+    }
+    const int tb = p->transpose_b != 0;
+    const int32_t m = A->shape.d[0], k = A->shape.d[1];
+    const int32_t n = tb ? B->shape.d[0] : B->shape.d[1];
+    const int32_t ldb = B->shape.d[1];
+    if (pass == AD_PASS_FWD) {
+        tensor_gemm(0, tb, m, n, k, 1.0, A->x, k, B->x, ldb, 0.0, p->x, n);
+        return 0;
+    }
+    /* dA[m,k] += dC[m,n] op(B)^T: op(B)^T is B^T when B is plain [k,n], B itself when B is [n,k]. */
+    tensor_gemm(0, !tb, m, k, n, 1.0, p->g, n, B->x, ldb, 1.0, A->g, k);
+    if (tb) /* dB[n,k] += dC^T[n,m] A[m,k] */
+        tensor_gemm(1, 0, n, k, m, 1.0, p->g, n, A->x, k, 1.0, B->g, k);
+    else    /* dB[k,n] += A^T[k,m] dC[m,n] */
+        tensor_gemm(1, 0, k, n, m, 1.0, A->x, k, p->g, n, 1.0, B->g, n);
+    return 0;
+}
+
+/* [m,n] -> [m,1+n] with column 0 all ones: the bias trick of API.md. */
+static int op_bias(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    if (pass == AD_PASS_SHAPE) {
+        if (c->sym.n_d != 2)
+            return shape_error(p, err, "must be 2-D");
+        if (c->sym.d[1] == AD_ROWS)
+            return shape_error(p, err, "the column count must not depend on the rows");
+        set_shape(&p->sym, 2, c->sym.d[0], c->sym.d[1] + 1);
+        return 0;
+    }
+    const int64_t m = c->shape.d[0], n = c->shape.d[1];
+    for (int64_t i = 0; i < m; ++i) {
+        double *yr = p->x + i * (n + 1);
+        if (pass == AD_PASS_FWD) {
+            yr[0] = 1.0;
+            memcpy(yr + 1, c->x + i * n, (size_t)n * sizeof *yr);
+        } else {
+            const double *gr = p->g + i * (n + 1) + 1;
+            double *gx = c->g + i * n;
+            for (int64_t j = 0; j < n; ++j)
+                gx[j] += gr[j];
+        }
+    }
+    return 0;
+}
+
+static int op_transpose(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    if (pass == AD_PASS_SHAPE) {
+        if (c->sym.n_d != 2)
+            return shape_error(p, err, "must be 2-D");
+        set_shape(&p->sym, 2, c->sym.d[1], c->sym.d[0]);
+        return 0;
+    }
+    const int64_t m = c->shape.d[0], n = c->shape.d[1];
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            if (pass == AD_PASS_FWD)
+                p->x[j * m + i] = c->x[i * n + j];
+            else
+                c->g[i * n + j] += p->g[j * m + i];
+        }
+    return 0;
+}
+
+/* ---- per-row ops --------------------------------------------------------------------------- */
+
+static int op_softmax(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    (void)err;
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    int64_t rows, k;
+    row_layout(&c->shape, &rows, &k);
+    for (int64_t r = 0; r < rows; ++r) {
+        const double *z = c->x + r * k;
+        double *y = p->x + r * k;
+        if (pass == AD_PASS_FWD) {
+            double mx, rest;
+            int64_t arg;
+            row_lse(z, k, &mx, &arg, &rest);
+            double denom = 1.0 + rest;
+            for (int64_t j = 0; j < k; ++j)
+                y[j] = (j == arg ? 1.0 : exp(z[j] - mx)) / denom;
+        } else {
+            /* dz_j = y_j (g_j - sum_i g_i y_i) */
+            const double *gy = p->g + r * k;
+            double *gz = c->g + r * k, dot = 0.0;
+            for (int64_t j = 0; j < k; ++j)
+                dot += gy[j] * y[j];
+            for (int64_t j = 0; j < k; ++j)
+                gz[j] += y[j] * (gy[j] - dot);
+        }
+    }
+    return 0;
+}
+
+static int op_log_softmax(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *c = p->child[0];
+    (void)err;
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    int64_t rows, k;
+    row_layout(&c->shape, &rows, &k);
+    for (int64_t r = 0; r < rows; ++r) {
+        const double *z = c->x + r * k;
+        double *y = p->x + r * k;
+        if (pass == AD_PASS_FWD) {
+            double mx, rest;
+            int64_t arg;
+            row_lse(z, k, &mx, &arg, &rest);
+            double l1p = log1p(rest);
+            for (int64_t j = 0; j < k; ++j)
+                y[j] = (z[j] - mx) - l1p;
+        } else {
+            /* dz_j = g_j - softmax_j sum_i g_i, softmax_j = exp(y_j) */
+            const double *gy = p->g + r * k;
+            double *gz = c->g + r * k, s = 0.0;
+            for (int64_t j = 0; j < k; ++j)
+                s += gy[j];
+            for (int64_t j = 0; j < k; ++j)
+                gz[j] += gy[j] - exp(y[j]) * s;
+        }
+    }
+    return 0;
+}
+
+/* ---- losses -------------------------------------------------------------------------------- */
+
+static int op_l2_loss(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_loss(p, err);
+    ad_node_t *o = p->child[0], *t = p->child[1];
+    const double scale = loss_scale(p);
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < o->n; ++i) {
+            double d = o->x[i] - t->x[i];
+            s += d * d;
+        }
+        p->x[0] = s * scale;
+    } else {
+        const double g = 2.0 * scale * p->g[0];
+        for (int64_t i = 0; i < o->n; ++i) {
+            double d = g * (o->x[i] - t->x[i]);
+            o->g[i] += d;
+            t->g[i] -= d;
+        }
+    }
+    return 0;
+}
+
+static int op_bce_loss(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_loss(p, err);
+    ad_node_t *z = p->child[0], *t = p->child[1];
+    const double scale = loss_scale(p);
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < z->n; ++i)
+            s += bce_term(z->x[i], t->x[i]);
+        p->x[0] = s * scale;
+    } else {
+        const double g = scale * p->g[0];
+        for (int64_t i = 0; i < z->n; ++i) {
+            z->g[i] += g * bce_grad(z->x[i], t->x[i]);
+            t->g[i] -= g * z->x[i];
+        }
+    }
+    return 0;
+}
+
+static int op_cce_loss(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *z = p->child[0], *t = p->child[1];
+    if (pass == AD_PASS_SHAPE) {
+        const tensor_shape_t *zs = &z->sym, *ts = &t->sym;
+        if (zs->n_d != 2)
+            return shape_error(p, err, "logits must be 2-D [rows,classes]");
+        if (zs->d[1] == AD_ROWS)
+            return shape_error(p, err, "the class count must not depend on the rows");
+        int ok = (ts->n_d == 1 && ts->d[0] == zs->d[0]) ||
+                 (ts->n_d == 2 && ts->d[1] == 1 && ts->d[0] == zs->d[0]);
+        if (!ok)
+            return shape_error(p, err, "class ids must be [rows] or [rows,1]");
+        set_shape(&p->sym, 0, 1, 1);
+        return 0;
+    }
+    const int64_t m = z->shape.d[0], k = z->shape.d[1];
+    const double scale = loss_scale(p);
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t r = 0; r < m; ++r) {
+            double c = t->x[r];
+            if (!(c >= 0.0 && c < (double)k && c == floor(c)))
+                return err_set_field(err, ERR_INVAL, t->id,
+                                     "node '%s': cce_loss: row %lld: class %g is not an integer "
+                                     "in [0,%lld)",
+                                     p->id, (long long)r, c, (long long)k);
+            const double *zr = z->x + r * k;
+            double mx, rest;
+            int64_t arg;
+            row_lse(zr, k, &mx, &arg, &rest);
+            s += (mx - zr[(int64_t)c]) + log1p(rest);
+        }
+        p->x[0] = s * scale;
+        return 0;
+    }
+    /* dz_j = softmax_j - [j == y]; for y the argmax that is -rest/(1+rest), exact when tiny. */
+    const double g = scale * p->g[0];
+    for (int64_t r = 0; r < m; ++r) {
+        const double *zr = z->x + r * k;
+        double *gz = z->g + r * k, mx, rest;
+        int64_t arg, c = (int64_t)t->x[r];
+        row_lse(zr, k, &mx, &arg, &rest);
+        double denom = 1.0 + rest;
+        for (int64_t j = 0; j < k; ++j) {
+            double pj = (j == arg ? 1.0 : exp(zr[j] - mx)) / denom;
+            if (j == c)
+                pj = j == arg ? -rest / denom : pj - 1.0;
+            gz[j] += g * pj;
+        }
+    }
+    return 0;
+}
+
+/* sum_i w_i (softplus(z_i) - t_i z_i); the caller folds any reduction into w. */
+static int op_wbce_loss(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *z = p->child[0], *t = p->child[1], *w = p->child[2];
+    if (pass == AD_PASS_SHAPE) {
+        if (!sym_loss_pair(&z->sym, &t->sym) || !sym_loss_pair(&z->sym, &w->sym))
+            return shape_error(p, err, "targets and weights must have the logits' shape");
+        set_shape(&p->sym, 0, 1, 1);
+        return 0;
+    }
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < z->n; ++i)
+            s += w->x[i] * bce_term(z->x[i], t->x[i]);
+        p->x[0] = s;
+    } else {
+        const double g = p->g[0];
+        for (int64_t i = 0; i < z->n; ++i) {
+            z->g[i] += g * w->x[i] * bce_grad(z->x[i], t->x[i]);
+            t->g[i] -= g * w->x[i] * z->x[i];
+            w->g[i] += g * bce_term(z->x[i], t->x[i]);
+        }
+    }
+    return 0;
+}
+
+/* Forward counts rows where step(z) != y (a fraction when mean). Backward sends step(z) - y to z
+ * whatever the reduction: then sgd on it is exactly the perceptron rule theta += eta (y - yhat) x*,
+ * summed over the rows. */
+static int op_perceptron_loss(ad_node_t *p, int pass, err_t *err)
+{
+    if (pass == AD_PASS_SHAPE)
+        return shape_loss(p, err);
+    ad_node_t *z = p->child[0], *t = p->child[1];
+    if (pass == AD_PASS_FWD) {
+        double s = 0.0;
+        for (int64_t i = 0; i < z->n; ++i)
+            s += (z->x[i] > 0.0 ? 1.0 : 0.0) != t->x[i] ? 1.0 : 0.0;
+        p->x[0] = s * loss_scale(p);
+    } else {
+        for (int64_t i = 0; i < z->n; ++i)
+            z->g[i] += p->g[0] * ((z->x[i] > 0.0 ? 1.0 : 0.0) - t->x[i]);
+    }
+    return 0;
+}
+
+/* ---- the table ----------------------------------------------------------------------------- */
+
+const ad_op_info_t ad_op_table[AD_OP_COUNT] = {
+    [AD_OP_NONE] = {NULL, -1, NULL},
+    [AD_OP_INPUT] = {"input", 0, op_leaf},
+    [AD_OP_PARAM] = {"param", 0, op_leaf},
+    [AD_OP_CONST] = {"const", 0, op_leaf},
+    [AD_OP_ADD] = {"add", 2, op_add},
+    [AD_OP_SUB] = {"sub", 2, op_sub},
+    [AD_OP_MUL] = {"mul", 2, op_mul},
+    [AD_OP_DIV] = {"div", 2, op_div},
+    [AD_OP_NEG] = {"neg", 1, op_neg},
+    [AD_OP_MATMUL] = {"matmul", 2, op_matmul},
+    [AD_OP_BIAS] = {"bias", 1, op_bias},
+    [AD_OP_TRANSPOSE] = {"transpose", 1, op_transpose},
+    [AD_OP_EXP] = {"exp", 1, op_exp},
+    [AD_OP_LOG] = {"log", 1, op_log},
+    [AD_OP_SIGMOID] = {"sigmoid", 1, op_sigmoid},
+    [AD_OP_TANH] = {"tanh", 1, op_tanh},
+    [AD_OP_RELU] = {"relu", 1, op_relu},
+    [AD_OP_STEP] = {"step", 1, op_step},
+    [AD_OP_MAX] = {"max", 2, op_max},
+    [AD_OP_MIN] = {"min", 2, op_min},
+    [AD_OP_SQUARE] = {"square", 1, op_square},
+    [AD_OP_SUM] = {"sum", 1, op_sum},
+    [AD_OP_MEAN] = {"mean", 1, op_mean},
+    [AD_OP_SOFTMAX] = {"softmax", 1, op_softmax},
+    [AD_OP_LOG_SOFTMAX] = {"log_softmax", 1, op_log_softmax},
+    [AD_OP_L2_LOSS] = {"l2_loss", 2, op_l2_loss},
+    [AD_OP_BCE_LOSS] = {"bce_loss", 2, op_bce_loss},
+    [AD_OP_CCE_LOSS] = {"cce_loss", 2, op_cce_loss},
+    [AD_OP_PUBLIC_END] = {NULL, -1, NULL},
+    [AD_OP_WBCE_LOSS] = {"wbce_loss", 3, op_wbce_loss},
+    [AD_OP_PERCEPTRON_LOSS] = {"perceptron_loss", 2, op_perceptron_loss},
+};
+
+int32_t ad_op_from_name(const char *name)
+{
+    if (name == NULL)
+        return AD_OP_NONE;
+    for (int32_t op = AD_OP_NONE + 1; op < AD_OP_PUBLIC_END; ++op)
+        if (strcmp(ad_op_table[op].name, name) == 0)
+            return op;
+    return AD_OP_NONE;
+}
+
+const char *ad_op_name(int32_t op)
+{
+    if (op <= AD_OP_NONE || op >= AD_OP_COUNT)
+        return NULL;
+    return ad_op_table[op].name;
+}
+
+int32_t ad_op_arity(int32_t op)
+{
+    if (op <= AD_OP_NONE || op >= AD_OP_COUNT)
+        return -1;
+    return ad_op_table[op].arity;
+}

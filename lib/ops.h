@@ -1,0 +1,57 @@
+/* lib/ops.h -- private to lib/graph.c and lib/ops.c: the node struct and the op table.
+ *
+ * Nothing outside lib/graph.c and lib/ops.c includes this; everyone else sees the opaque
+ * ad_graph_t of graph.h. Every op is one function that handles its shape pass (at build, on
+ * symbolic shapes), its forward pass and its backward pass:
+ *
+ *     const ad_op_info_t *info = &ad_op_table[p->op];
+ *     info->fn(p, AD_PASS_SHAPE, err);    // p->sym from the children's sym; ERR_SHAPE names p
+ *     info->fn(p, AD_PASS_FWD, err);      // p->x from the children's x (concrete shapes)
+ *     info->fn(p, AD_PASS_BWD, err);      // ADDS into each child's g, from p->g
+ */
+#ifndef ND_OPS_H
+#define ND_OPS_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "graph.h"
+#include "tensor.h"
+
+typedef struct ad_node {
+    char id[AD_ID_MAX];
+    int32_t op;                          /* enum ad_op */
+    int32_t n_child;
+    struct ad_node *child[AD_MAX_CHILD];
+    tensor_shape_t sym;                  /* build-time shape; any dimension may be AD_ROWS */
+    tensor_shape_t shape;                /* sym at the bound row count */
+    int64_t n;                           /* tensor_shape_elems(&shape) */
+    int32_t reduction;                   /* enum ad_reduction, losses only */
+    int32_t transpose_b;                 /* matmul only */
+    double *x;                           /* value: own_x, or a caller's view for an input */
+    double *g;                           /* gradient, n doubles */
+    double *own_x;                       /* the node's own value buffer */
+} ad_node_t;
+
+enum ad_pass { AD_PASS_SHAPE = 0, AD_PASS_FWD = 1, AD_PASS_BWD = 2 };
+
+/* Returns 0 or a negative err code; only the shape pass (ERR_SHAPE) and the forward pass of
+ * data-checking ops (ERR_INVAL) can fail. */
+typedef int (*ad_op_fn)(ad_node_t *p, int pass, err_t *err);
+
+typedef struct ad_op_info {
+    const char *name;    /* JSON name; NULL for AD_OP_NONE and AD_OP_PUBLIC_END */
+    int32_t arity;       /* -1 for the two non-ops */
+    ad_op_fn fn;         /* NULL for the two non-ops */
+} ad_op_info_t;
+
+/* Indexed by enum ad_op. */
+extern const ad_op_info_t ad_op_table[AD_OP_COUNT];
+
+/* 1 when a dimension of s is AD_ROWS. */
+int ad_shape_symbolic(const tensor_shape_t *s);
+
+/* Write a symbolic shape as JSON would show it ("[null,3]", "[]") into buf. Returns buf. */
+const char *ad_shape_str(const tensor_shape_t *s, char *buf, size_t size);
+
+#endif /* ND_OPS_H */

@@ -1,0 +1,372 @@
+/* lib/train.c -- the training loop; see train.h and API.md "Precise semantics".
+ *
+ * One snapshot (θ and optimizer state as they were before the most recent update) is enough for
+ * every rollback: whether the update itself produced a non-finite value or the loss evaluated
+ * after it is non-finite, the last step whose loss was finite is the one just before that update.
+ * The same snapshot is why a history row is held back until the next loss is known finite: the
+ * row for an update that gets rolled back is never reported, so nothing is ever un-reported.
+ */
+#include "train.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rng.h"
+#include "tensor.h"
+
+/* Upper bound on the updates of one call, whether given as steps or as epochs. */
+#define TRAIN_MAX_STEPS 1000000000LL
+
+struct train_ctx {
+    model_t *m;
+    optim_t *o;
+    batch_t data;          /* borrowed view of all rows */
+    int64_t n;             /* parameters */
+    int64_t state_len;     /* optimizer state doubles */
+    double *snap_theta;    /* θ before the most recent update */
+    double *snap_state;    /* optimizer state before the most recent update */
+    int32_t *idx;          /* row order of epoch `epoch` */
+    int64_t epoch;         /* epoch whose order idx holds; -1 = none yet in this call */
+    double *bx, *by;       /* gathered mini-batch rows */
+};
+
+void train_req_default(train_req_t *req)
+{
+    memset(req, 0, sizeof *req);
+    req->steps = 1;
+    req->epochs = 0;
+    req->batch_size = 0;
+    req->learning_rate = NAN;
+    req->tolerance = 0.0;
+    req->target_loss = NAN;
+    req->history_every = 1;
+    req->seed = 0;
+}
+
+int train_req_validate(const train_req_t *req, err_t *err)
+{
+    if (req->steps < 0 || req->steps > TRAIN_MAX_STEPS)
+        return err_set_field(err, ERR_INVAL, "steps", "steps must be in [0, %lld], got %lld",
+                             TRAIN_MAX_STEPS, (long long)req->steps);
+    if (req->epochs < 0 || req->epochs > TRAIN_MAX_STEPS)
+        return err_set_field(err, ERR_INVAL, "epochs", "epochs must be in [0, %lld], got %lld",
+                             TRAIN_MAX_STEPS, (long long)req->epochs);
+    if (req->batch_size < 0)
+        return err_set_field(err, ERR_INVAL, "batch_size",
+                             "batch_size must be >= 1 (or null for full batch), got %d",
+                             (int)req->batch_size);
+    if (!isnan(req->learning_rate) && (!isfinite(req->learning_rate) || req->learning_rate <= 0.0))
+        return err_set_field(err, ERR_INVAL, "learning_rate",
+                             "learning_rate must be a finite number > 0, got %g",
+                             req->learning_rate);
+    if (!isfinite(req->tolerance) || req->tolerance < 0.0)
+        return err_set_field(err, ERR_INVAL, "tolerance",
+                             "tolerance must be a finite number >= 0, got %g", req->tolerance);
+    if (!isnan(req->target_loss) && !isfinite(req->target_loss))
+        return err_set_field(err, ERR_INVAL, "target_loss",
+                             "target_loss must be a finite number, got %g", req->target_loss);
+    if (req->history_every < 0)
+        return err_set_field(err, ERR_INVAL, "history_every",
+                             "history_every must be >= 0, got %lld",
+                             (long long)req->history_every);
+    return 0;
+}
+
+const char *train_stop_name(int32_t stop)
+{
+    switch (stop) {
+    case TRAIN_STOP_MAX_STEPS:
+        return "max_steps";
+    case TRAIN_STOP_TOLERANCE:
+        return "tolerance";
+    case TRAIN_STOP_TARGET_LOSS:
+        return "target_loss";
+    case TRAIN_STOP_CONVERGED:
+        return "converged";
+    case TRAIN_STOP_DIVERGED:
+        return "diverged";
+    case TRAIN_STOP_CANCELLED:
+        return "cancelled";
+    default:
+        return "unknown";
+    }
+}
+
+int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out, err_t *err)
+{
+    *out = NULL;
+    if (data->rows < 1 || data->x == NULL || data->y == NULL)
+        return err_set(err, ERR_INVAL, "no rows to train on");
+    if (data->n_x != model_n_x(m) || data->n_y != model_n_y(m))
+        return err_set(err, ERR_SHAPE, "data has %d inputs and %d labels per row, model expects "
+                       "%d and %d", (int)data->n_x, (int)data->n_y, (int)model_n_x(m),
+                       (int)model_n_y(m));
+    int64_t n = model_n_params(m), state_len = optim_state_len(o);
+    assert(state_len == 0 || state_len == n || state_len == 2 * n + 1);
+
+    int rc = ERR_NOMEM;
+    train_ctx_t *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        goto out;
+    t->m = m;
+    t->o = o;
+    t->data = *data;
+    t->n = n;
+    t->state_len = state_len;
+    t->epoch = -1;
+    /* +1 keeps every request non-zero, so NULL always means failure. */
+    size_t rows = (size_t)data->rows;
+    t->snap_theta = malloc(((size_t)n + 1) * sizeof(double));
+    t->snap_state = malloc(((size_t)state_len + 1) * sizeof(double));
+    t->idx = malloc(rows * sizeof(int32_t));
+    /* A mini-batch has at most all the rows; sized here so train_run() never allocates. */
+    t->bx = malloc((rows * (size_t)data->n_x + 1) * sizeof(double));
+    t->by = malloc((rows * (size_t)data->n_y + 1) * sizeof(double));
+    if (t->snap_theta == NULL || t->snap_state == NULL || t->idx == NULL || t->bx == NULL ||
+        t->by == NULL)
+        goto out;
+    rc = 0;
+out:
+    if (rc < 0) {
+        train_ctx_free(t);
+        return err_set(err, rc, "training buffers for %d rows and %lld parameters: no memory",
+                       (int)data->rows, (long long)n);
+    }
+    *out = t;
+    return 0;
+}
+
+void train_ctx_free(train_ctx_t *t)
+{
+    if (t == NULL)
+        return;
+    free(t->snap_theta);
+    free(t->snap_state);
+    free(t->idx);
+    free(t->bx);
+    free(t->by);
+    free(t);
+}
+
+/* Per-epoch shuffle seed: depends on (seed, epoch) only, so a call is reproducible. rng_seed()
+ * runs splitmix64 over it, which spreads the small differences between epochs. */
+static uint64_t epoch_seed(uint64_t seed, int64_t epoch)
+{
+    return seed ^ (0x9e3779b97f4a7c15ULL * ((uint64_t)epoch + 1));
+}
+
+/* The mini-batch of local step k: rows idx[j*bs .. min(rows, (j+1)*bs)) of epoch k / nb, where
+ * j = k mod nb and nb = ceil(rows / bs); the last batch of an epoch may be smaller. */
+static void minibatch(train_ctx_t *t, int64_t k, int32_t bs, uint64_t seed, batch_t *b)
+{
+    const int32_t rows = t->data.rows, n_x = t->data.n_x, n_y = t->data.n_y;
+    const int64_t nb = ((int64_t)rows + bs - 1) / bs;
+    const int64_t epoch = k / nb;
+    const int32_t lo = (int32_t)((k % nb) * bs);
+    const int32_t hi = rows - lo < bs ? rows : lo + bs;
+
+    if (epoch != t->epoch) {
+        rng_t r;
+        for (int32_t i = 0; i < rows; ++i)
+            t->idx[i] = i;
+        rng_seed(&r, epoch_seed(seed, epoch));
+        rng_shuffle(&r, t->idx, rows);
+        t->epoch = epoch;
+    }
+    for (int32_t i = lo; i < hi; ++i) {
+        const int64_t src = t->idx[i], dst = i - lo;
+        memcpy(t->bx + dst * n_x, t->data.x + src * n_x, (size_t)n_x * sizeof(double));
+        memcpy(t->by + dst * n_y, t->data.y + src * n_y, (size_t)n_y * sizeof(double));
+    }
+    *b = (batch_t){.rows = hi - lo, .n_x = n_x, .n_y = n_y, .x = t->bx, .y = t->by};
+}
+
+static void snapshot_save(train_ctx_t *t)
+{
+    memcpy(t->snap_theta, model_params(t->m), (size_t)t->n * sizeof(double));
+    if (t->state_len > 0)
+        memcpy(t->snap_state, optim_state(t->o), (size_t)t->state_len * sizeof(double));
+}
+
+static void snapshot_restore(train_ctx_t *t)
+{
+    memcpy(model_params(t->m), t->snap_theta, (size_t)t->n * sizeof(double));
+    if (t->state_len > 0)
+        memcpy(optim_state(t->o), t->snap_state, (size_t)t->state_len * sizeof(double));
+}
+
+/* Hand a final row to the callback; `last` marks the call's last update as far as it is known
+ * when the row is final. A later rollback can make an earlier row the call's last kept update
+ * after it was reported as not last: with history_every > 1 that row may then be unrecorded,
+ * and a caller that wants it (its step is res->step − 1) still has it from this callback. */
+static int report(const train_hooks_t *hooks, train_row_t *row, int64_t every, int last)
+{
+    row->recorded = every > 0 && (row->step % every == 0 || last);
+    if (hooks == NULL || hooks->on_row == NULL)
+        return 0;
+    int rc = hooks->on_row(hooks->ctx, row);
+    return rc < 0 ? rc : 0;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
+              const train_hooks_t *hooks, train_result_t *res, err_t *err)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(res, 0, sizeof *res);
+    res->loss_before = res->loss_after = NAN;
+    res->step = *global_step;
+    res->stopped = TRAIN_STOP_MAX_STEPS;
+
+    int rc = train_req_validate(req, err);
+    if (rc < 0)
+        return rc;
+
+    const int32_t rows = t->data.rows;
+    const int full = req->batch_size == 0 || req->batch_size >= rows;
+    const int32_t bs = full ? rows : req->batch_size;
+    const int64_t per_epoch = full ? 1 : ((int64_t)rows + bs - 1) / bs;
+    int64_t steps = req->steps;
+    if (req->epochs > 0) {
+        if (req->epochs > TRAIN_MAX_STEPS / per_epoch)
+            return err_set_field(err, ERR_INVAL, "epochs",
+                                 "epochs=%lld at %lld steps each is more than %lld steps",
+                                 (long long)req->epochs, (long long)per_epoch,
+                                 TRAIN_MAX_STEPS);
+        steps = req->epochs * per_epoch;
+    }
+    const double lr =
+        isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;
+    const int64_t s0 = *global_step;
+    const volatile int *cancel = hooks != NULL ? hooks->cancel : NULL;
+    double *theta = model_params(t->m), *grad = model_grads(t->m);
+    const uint8_t *mask = model_decay_mask(t->m);
+
+    int64_t k = 0;             /* local step: the model is at global step s0 + k */
+    int pending = 0;           /* row for step k-1 computed, not yet reported */
+    int all_rows = 0;          /* `loss` was evaluated on every row */
+    train_row_t row = {0};
+    double loss = NAN, loss_prev = NAN;
+    int32_t stop = 0;
+    batch_t b;
+
+    t->epoch = -1;
+    if (!full && steps > 0) {
+        rc = model_loss_grad(t->m, &t->data, &res->loss_before, NULL, err);
+        if (rc < 0)
+            goto fail;
+    }
+
+    for (;;) {
+        all_rows = full || k == steps;
+        if (all_rows)
+            b = t->data;
+        else
+            minibatch(t, k, bs, req->seed, &b);
+        rc = model_loss_grad(t->m, &b, &loss, k < steps ? grad : NULL, err);
+        if (rc < 0)
+            goto fail;
+        if (k == 0 && all_rows)
+            res->loss_before = loss;
+
+        if (!isfinite(loss) && steps > 0)
+            stop = TRAIN_STOP_DIVERGED;
+        else if (k == steps)
+            stop = TRAIN_STOP_MAX_STEPS;
+        else if (loss <= req->target_loss)
+            stop = TRAIN_STOP_TARGET_LOSS;
+        else if (k > 0 && fabs(loss - loss_prev) < req->tolerance)
+            stop = TRAIN_STOP_TOLERANCE;
+        else if (cancel != NULL && *cancel != 0)
+            stop = TRAIN_STOP_CANCELLED;
+        if (stop != 0)
+            break;
+
+        /* Update k happens, so row k-1 is final and not the call's last. */
+        if (pending) {
+            pending = 0;
+            rc = report(hooks, &row, req->history_every, 0);
+            if (rc < 0)
+                goto aborted;
+        }
+        row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = tensor_norm2(grad, t->n),
+                            .learning_rate = lr};
+        snapshot_save(t);
+        optim_update(t->o, lr, grad, mask, theta);
+        /* The optimizer state counts too: it is exported and must stay representable. */
+        if (!tensor_all_finite(theta, t->n) ||
+            !tensor_all_finite(optim_state(t->o), optim_state_len(t->o))) {
+            snapshot_restore(t);
+            stop = TRAIN_STOP_DIVERGED;
+            break;
+        }
+        pending = 1;
+        ++k;
+        loss_prev = loss;
+    }
+
+    /* A mini-batch loss is not the loss on all rows that loss_after reports. */
+    if (!all_rows && !(stop == TRAIN_STOP_DIVERGED && pending)) {
+        rc = model_loss_grad(t->m, &t->data, &loss, NULL, err);
+        if (rc < 0)
+            goto fail;
+        all_rows = 1;
+    }
+    /* The loss at the final θ is not finite after an update of this call: undo that update. */
+    if (!isfinite(loss) && pending) {
+        snapshot_restore(t);
+        pending = 0;
+        --k;
+        stop = TRAIN_STOP_DIVERGED;
+        if (full) {
+            loss = loss_prev;
+        } else {
+            rc = model_loss_grad(t->m, &t->data, &loss, NULL, err);
+            if (rc < 0)
+                goto fail;
+        }
+    }
+    res->loss_after = loss;
+    if (pending) {
+        pending = 0;
+        rc = report(hooks, &row, req->history_every, 1);
+        if (rc < 0)
+            goto aborted;
+    }
+    res->stopped = stop;
+    res->steps_run = k;
+    res->step = *global_step = s0 + k;
+    res->elapsed_ms = ms_since(&t0);
+    return 0;
+
+aborted:
+    /* The callback refused row k-1: the model stays at s0 + k, as train.h promises. */
+    err_set(err, rc, "training stopped by the progress callback (%s)", err_str(rc));
+    res->loss_after = all_rows ? loss : NAN;
+    if (stop == 0)
+        stop = TRAIN_STOP_CANCELLED;
+    goto done;
+fail:
+    /* An evaluation failed: go back to the last reported state so θ, step and rows agree. */
+    if (pending) {
+        snapshot_restore(t);
+        --k;
+    }
+    res->loss_after = NAN;
+done:
+    res->stopped = stop;
+    res->steps_run = k;
+    res->step = *global_step = s0 + k;
+    res->elapsed_ms = ms_since(&t0);
+    return rc;
+}

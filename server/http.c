@@ -1,0 +1,1093 @@
+/* server/http.c -- libmicrohttpd glue: request state, body limits, routing, replies, streams.
+ *
+ * Request life cycle (STYLE rule 19): the first access-handler call creates the http_req_t and
+ * returns without answering -- libmicrohttpd 0.9.75 closes the connection after any request
+ * answered on its first call, so answering later is what keeps connections alive. Body chunks
+ * are appended on the following calls; the final call (no more data) dispatches to the route
+ * and queues the answer. The completed callback logs the request, counts it and frees it.
+ *
+ * Streams park their connection with MHD_suspend_connection() when the producer has nothing to
+ * say, so an idle SSE client costs no thread; http_stream_wake() resumes it. libmicrohttpd
+ * forbids stopping a daemon with suspended connections, so http_server_stop() ends every stream
+ * first.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define HTTP_MAX_SEGMENTS 16
+#define HTTP_STOP_WAIT_MS 30000          /* longest wait for running handlers at shutdown */
+#define HTTP_STREAM_BLOCK 4096
+#define HTTP_JSON_TYPE "application/json; charset=utf-8"
+
+typedef struct segment {
+    const char *s;
+    size_t len;
+    int param;                           /* "{...}": a positive int64 */
+} segment_t;
+
+typedef struct route_ent {
+    const http_route_t *route;
+    int n_seg;
+    int n_param;
+    segment_t seg[HTTP_MAX_SEGMENTS];
+} route_ent_t;
+
+typedef struct header {
+    char *name, *value;
+    struct header *next;
+} header_t;
+
+enum reply_kind { REPLY_NONE = 0, REPLY_BUF, REPLY_STATIC, REPLY_EMPTY, REPLY_STREAM };
+
+struct http_stream {
+    pthread_mutex_t mu;
+    int refs;                            /* request + queued response + producer */
+    http_server_t *srv;
+    struct MHD_Connection *conn;
+    http_stream_read_fn read;
+    void *ctx;
+    http_stream_free_fn free_fn;
+    int has_producer;
+    int suspended, woken, closed;
+    uint64_t bytes;
+    struct http_stream *prev, *next;     /* srv->streams, while a response holds it */
+    int listed;
+};
+
+struct http_server {
+    struct MHD_Daemon *d;
+    http_config_t cfg;
+    route_ent_t *routes;
+    int n_routes;
+    uint16_t port;
+    atomic_int stopping;
+    atomic_int active;                   /* requests begun and not completed */
+    uint64_t rid_seed;
+    atomic_uint_fast64_t rid_counter;
+    pthread_mutex_t streams_mu;
+    http_stream_t *streams;
+    int n_streams;
+};
+
+struct http_req {
+    http_server_t *srv;
+    struct MHD_Connection *conn;
+    char method[8];                      /* HEAD is served as GET */
+    char method_log[16];
+    char *path;
+    const route_ent_t *route;
+    const char *route_label;             /* for metrics: a pattern or NULL */
+    int64_t params[HTTP_MAX_PARAMS];
+    char rid[HTTP_REQUEST_ID_MAX];
+    int64_t t0_ns;
+
+    char *body;
+    size_t len, cap;
+    int too_big;
+
+    int queued;
+    int status;
+    enum reply_kind kind;
+    char *buf;                           /* REPLY_BUF: owned */
+    const void *sbuf;                    /* REPLY_STATIC: borrowed */
+    size_t buf_len;
+    char ctype[128];
+    http_stream_t *stream;               /* REPLY_STREAM, and kept after queueing for bytes */
+    header_t *headers;
+    uint64_t bytes;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* A fresh id: splitmix64 is a bijection, so distinct counters give distinct ids; the random seed
+ * keeps ids from different processes (restarts) apart. */
+static void request_id_new(http_server_t *srv, char out[HTTP_REQUEST_ID_MAX])
+{
+    uint64_t n = atomic_fetch_add(&srv->rid_counter, 1);
+    snprintf(out, HTTP_REQUEST_ID_MAX, "%016" PRIx64, splitmix64(srv->rid_seed + n * 0x9E3779B97F4A7C15ULL));
+}
+
+static int request_id_safe(const char *v)
+{
+    size_t n = 0;
+    for (; v[n] != '\0'; ++n) {
+        char c = v[n];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || c == '.' || c == ':';
+        if (!ok || n >= HTTP_REQUEST_ID_MAX - 1)
+            return 0;
+    }
+    return n > 0;
+}
+
+/* Parse a path segment as a positive decimal int64; 0 on any failure. */
+static int64_t parse_id(const char *s, size_t len)
+{
+    if (len == 0 || len > 19)
+        return 0;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; ++i) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    return v;
+}
+
+/* Split "/a/b/c" into segments; -1 when there are too many or the path is not absolute. */
+static int split_path(const char *path, segment_t *seg, int max)
+{
+    if (path[0] != '/')
+        return -1;
+    int n = 0;
+    const char *p = path + 1;
+    if (*p == '\0')
+        return 0;                          /* "/" */
+    for (;;) {
+        const char *e = strchr(p, '/');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        if (n == max)
+            return -1;
+        seg[n].s = p;
+        seg[n].len = len;
+        seg[n].param = len >= 2 && p[0] == '{' && p[len - 1] == '}';
+        n++;
+        if (e == NULL)
+            return n;
+        p = e + 1;
+    }
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void headers_free(header_t *h)
+{
+    while (h != NULL) {
+        header_t *next = h->next;
+        free(h->name);
+        free(h->value);
+        free(h);
+        h = next;
+    }
+}
+
+static void stream_unref(http_stream_t *s);
+static void stream_close(http_stream_t *s);
+
+/* Drop whatever reply was set (not the headers). */
+static void reply_clear(http_req_t *req)
+{
+    free(req->buf);
+    req->buf = NULL;
+    req->sbuf = NULL;
+    req->buf_len = 0;
+    req->ctype[0] = '\0';
+    if (req->kind == REPLY_STREAM && req->stream != NULL) {
+        stream_close(req->stream);
+        stream_unref(req->stream);
+        req->stream = NULL;
+    }
+    req->kind = REPLY_NONE;
+    req->status = 0;
+}
+
+static void req_free(http_req_t *req)
+{
+    if (req == NULL)
+        return;
+    if (req->queued && req->stream != NULL) {
+        stream_close(req->stream);
+        stream_unref(req->stream);
+        req->stream = NULL;
+    }
+    reply_clear(req);
+    headers_free(req->headers);
+    free(req->body);
+    free(req->path);
+    free(req);
+}
+
+static http_req_t *req_new(http_server_t *srv, struct MHD_Connection *conn, const char *url,
+                           const char *method)
+{
+    http_req_t *req = calloc(1, sizeof *req);
+    if (req == NULL)
+        return NULL;
+    req->srv = srv;
+    req->conn = conn;
+    req->t0_ns = mono_ns();
+    if ((req->path = strdup(url != NULL ? url : "/")) == NULL) {
+        free(req);
+        return NULL;
+    }
+    snprintf(req->method_log, sizeof req->method_log, "%s", method);
+    snprintf(req->method, sizeof req->method, "%s", strcmp(method, "HEAD") == 0 ? "GET" : method);
+    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid != NULL && request_id_safe(rid))
+        snprintf(req->rid, sizeof req->rid, "%s", rid);
+    else
+        request_id_new(srv, req->rid);
+    return req;
+}
+
+/* Append an upload chunk, or remember that the body is over the limit (and drop it). */
+static void req_append(http_req_t *req, const char *data, size_t n)
+{
+    if (req->too_big)
+        return;
+    size_t max = req->srv->cfg.max_body;
+    if (n > max || req->len > max - n) {
+        req->too_big = 1;
+        free(req->body);
+        req->body = NULL;
+        req->len = req->cap = 0;
+        return;
+    }
+    if (req->len + n + 1 > req->cap) {
+        size_t cap = req->cap != 0 ? req->cap : 4096;
+        while (cap < req->len + n + 1)
+            cap = cap > SIZE_MAX / 2 ? req->len + n + 1 : cap * 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        char *b = realloc(req->body, cap);
+        if (b == NULL) {
+            /* Treat as too big: the client is told to send less, nothing half-done remains. */
+            req->too_big = 1;
+            free(req->body);
+            req->body = NULL;
+            req->len = req->cap = 0;
+            return;
+        }
+        req->body = b;
+        req->cap = cap;
+    }
+    memcpy(req->body + req->len, data, n);
+    req->len += n;
+    req->body[req->len] = '\0';
+}
+
+/* ---- accessors ------------------------------------------------------------------------------- */
+
+const char *http_method(const http_req_t *req) { return req->method; }
+const char *http_path(const http_req_t *req) { return req->path; }
+const char *http_route(const http_req_t *req) { return req->route_label; }
+const char *http_request_id(const http_req_t *req) { return req->rid; }
+void *http_ctx(const http_req_t *req) { return req->srv->cfg.ctx; }
+
+const char *http_query(const http_req_t *req, const char *key)
+{
+    const char *value = NULL;
+    size_t value_len = 0;
+    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &value,
+                                      &value_len) != MHD_YES)
+        return NULL;
+    return value != NULL ? value : "";
+}
+
+const char *http_header(const http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_body(const http_req_t *req, size_t *len)
+{
+    if (len != NULL)
+        *len = req->len;
+    return req->body != NULL ? req->body : "";
+}
+
+int64_t http_param(const http_req_t *req, int i)
+{
+    if (req->route == NULL || i < 0 || i >= req->route->n_param)
+        return 0;
+    return req->params[i];
+}
+
+int http_query_int64(const http_req_t *req, const char *key, int64_t dflt, int64_t min,
+                     int64_t max, int64_t *out, err_t *err)
+{
+    *out = dflt;
+    const char *v = http_query(req, key);
+    if (v == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (v[0] == '\0' || *end != '\0' || errno != 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')))
+        return err_set_field(err, ERR_INVAL, key, "%s must be an integer, got '%.40s'", key, v);
+    if (x < min || x > max)
+        return err_set_field(err, ERR_INVAL, key, "%s=%lld not in [%" PRId64 ",%" PRId64 "]",
+                             key, x, min, max);
+    *out = x;
+    return 0;
+}
+
+int http_content_type_is(const http_req_t *req, const char *type)
+{
+    const char *ct = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ++ct;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        --n;
+    return n == strlen(type) && strncasecmp(ct, type, n) == 0;
+}
+
+int http_require_json(const http_req_t *req, err_t *err)
+{
+    if (http_content_type_is(req, "application/json"))
+        return 0;
+    const char *ct = http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct == NULL)
+        return err_set(err, ERR_MEDIA, "Content-Type must be application/json (none was sent)");
+    return err_set(err, ERR_MEDIA, "Content-Type must be application/json, not '%.80s'", ct);
+}
+
+/* ---- replies ------------------------------------------------------------------------------- */
+
+int http_set_header(http_req_t *req, const char *name, const char *value)
+{
+    if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+        return ERR_INVAL;
+    header_t *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->name = strdup(name)) == NULL || (h->value = strdup(value)) == NULL) {
+        headers_free(h);
+        return ERR_NOMEM;
+    }
+    h->next = req->headers;
+    req->headers = h;
+    return 0;
+}
+
+static int reply_buf(http_req_t *req, int status, const char *ctype, char *buf, size_t len)
+{
+    reply_clear(req);
+    req->kind = REPLY_BUF;
+    req->status = status;
+    req->buf = buf;
+    req->buf_len = len;
+    snprintf(req->ctype, sizeof req->ctype, "%s", ctype);
+    return 0;
+}
+
+int http_reply_json(http_req_t *req, int status, cJSON *body)
+{
+    if (body == NULL)
+        return ERR_NOMEM;
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (text == NULL)
+        return ERR_NOMEM;
+    return reply_buf(req, status, HTTP_JSON_TYPE, text, strlen(text));
+}
+
+int http_reply_text(http_req_t *req, int status, const char *content_type, const void *buf,
+                    size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return ERR_NOMEM;
+    if (len > 0)
+        memcpy(copy, buf, len);
+    copy[len] = '\0';
+    return reply_buf(req, status, content_type, copy, len);
+}
+
+int http_reply_static(http_req_t *req, int status, const char *content_type, const void *buf,
+                      size_t len)
+{
+    reply_clear(req);
+    req->kind = REPLY_STATIC;
+    req->status = status;
+    req->sbuf = buf;
+    req->buf_len = len;
+    snprintf(req->ctype, sizeof req->ctype, "%s", content_type);
+    return 0;
+}
+
+int http_reply_empty(http_req_t *req, int status)
+{
+    reply_clear(req);
+    req->kind = REPLY_EMPTY;
+    req->status = status;
+    return 0;
+}
+
+int http_status_for(int code)
+{
+    switch (code) {
+    case ERR_INVAL:
+    case ERR_SHAPE:
+    case ERR_RANGE:
+    case ERR_JSON:
+        return 400;
+    case ERR_NOTFOUND:
+        return 404;
+    case ERR_CONFLICT:
+        return 409;
+    case ERR_TOOBIG:
+        return 413;
+    case ERR_MEDIA:
+        return 415;
+    case ERR_BUSY:
+        return 429;
+    case ERR_UNAVAILABLE:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+static const char *api_code_for(int status, int code)
+{
+    if (code == ERR_JSON)
+        return "invalid_json";
+    switch (status) {
+    case 400: return "invalid_argument";
+    case 401: return "unauthenticated";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 409: return "conflict";
+    case 413: return "payload_too_large";
+    case 415: return "unsupported_media_type";
+    case 429: return "too_many_requests";
+    case 503: return "unavailable";
+    default: return "internal";
+    }
+}
+
+/* Error body for any status; used by http_reply_error and for the statuses that have no err
+ * code (401, 405). */
+static int reply_error_status(http_req_t *req, int status, int code, const char *msg,
+                              const char *field)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(root, "error");
+    if (e == NULL || cJSON_AddStringToObject(e, "code", api_code_for(status, code)) == NULL ||
+        cJSON_AddStringToObject(e, "message", msg) == NULL ||
+        (field != NULL && field[0] != '\0' && cJSON_AddStringToObject(e, "field", field) == NULL)) {
+        cJSON_Delete(root);
+        return ERR_NOMEM;
+    }
+    return http_reply_json(req, status, root);
+}
+
+int http_reply_error(http_req_t *req, const err_t *err)
+{
+    int code = err != NULL && err->code != 0 ? err->code : ERR_INTERNAL;
+    int status = http_status_for(code);
+    const char *msg = err != NULL && err->msg[0] != '\0' ? err->msg : err_str(code);
+    if (status == 500)
+        log_msg(LOG_LEVEL_ERROR, "internal error id=%s %s %s: %s (%s)", req->rid, req->method,
+                req->route_label != NULL ? req->route_label : "-", msg, err_name(code));
+    int rc = reply_error_status(req, status, code, msg, err != NULL ? err->field : NULL);
+    if (rc < 0) {
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        return http_reply_static(req, 500, HTTP_JSON_TYPE, fallback, sizeof fallback - 1);
+    }
+    return 0;
+}
+
+/* ---- streams ----------------------------------------------------------------------------------- */
+
+static void stream_unref(http_stream_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int left = --s->refs;
+    pthread_mutex_unlock(&s->mu);
+    if (left > 0)
+        return;
+    if (s->free_fn != NULL)
+        s->free_fn(s->ctx);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* The connection side is finished with the stream: no more reads, no more resumes. */
+static void stream_close(http_stream_t *s)
+{
+    http_server_t *srv = s->srv;
+    pthread_mutex_lock(&srv->streams_mu);
+    if (s->listed) {
+        if (s->prev != NULL)
+            s->prev->next = s->next;
+        else
+            srv->streams = s->next;
+        if (s->next != NULL)
+            s->next->prev = s->prev;
+        s->listed = 0;
+        srv->n_streams--;
+    }
+    pthread_mutex_unlock(&srv->streams_mu);
+    pthread_mutex_lock(&s->mu);
+    s->closed = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int http_reply_stream(http_req_t *req, int status, const char *content_type,
+                      http_stream_read_fn read, void *ctx, http_stream_free_fn free_fn,
+                      http_stream_t **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    http_stream_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ERR_NOMEM;
+    pthread_mutex_init(&s->mu, NULL);
+    s->srv = req->srv;
+    s->conn = req->conn;
+    s->read = read;
+    s->ctx = ctx;
+    s->free_fn = free_fn;
+    s->refs = 1 + (out != NULL);
+    s->has_producer = out != NULL;
+    reply_clear(req);
+    req->kind = REPLY_STREAM;
+    req->status = status;
+    req->stream = s;
+    snprintf(req->ctype, sizeof req->ctype, "%s", content_type);
+    if (out != NULL)
+        *out = s;
+    return 0;
+}
+
+void http_stream_wake(http_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (!s->closed) {
+        s->woken = 1;
+        if (s->suspended) {
+            s->suspended = 0;
+            MHD_resume_connection(s->conn);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int http_stream_closed(http_stream_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int closed = s->closed;
+    pthread_mutex_unlock(&s->mu);
+    return closed || atomic_load(&s->srv->stopping);
+}
+
+void http_stream_release(http_stream_t *s)
+{
+    if (s != NULL)
+        stream_unref(s);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_stream_t *s = cls;
+    (void)pos;
+    if (atomic_load(&s->srv->stopping))
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    pthread_mutex_lock(&s->mu);
+    s->woken = 0;
+    pthread_mutex_unlock(&s->mu);
+    ssize_t n = s->read(s->ctx, buf, max);
+    if (n > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->bytes += (uint64_t)n;
+        pthread_mutex_unlock(&s->mu);
+        return n;
+    }
+    if (n == HTTP_STREAM_END)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    /* Nothing yet. Park the connection unless data arrived while we were reading (woken), in
+     * which case returning 0 makes libmicrohttpd ask again at once. */
+    pthread_mutex_lock(&s->mu);
+    if (s->has_producer && !s->woken && !atomic_load(&s->srv->stopping)) {
+        s->suspended = 1;
+        MHD_suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void stream_response_free(void *cls)
+{
+    http_stream_t *s = cls;
+    stream_close(s);
+    stream_unref(s);
+}
+
+/* ---- queueing the answer ------------------------------------------------------------------- */
+
+static enum MHD_Result queue_reply(http_req_t *req)
+{
+    struct MHD_Response *resp = NULL;
+    switch (req->kind) {
+    case REPLY_BUF:
+        resp = MHD_create_response_from_buffer(req->buf_len, req->buf, MHD_RESPMEM_MUST_FREE);
+        if (resp != NULL)
+            req->buf = NULL;               /* libmicrohttpd frees it now */
+        req->bytes = req->buf_len;
+        break;
+    case REPLY_STATIC:
+        resp = MHD_create_response_from_buffer(req->buf_len, (void *)req->sbuf,
+                                               MHD_RESPMEM_PERSISTENT);
+        req->bytes = req->buf_len;
+        break;
+    case REPLY_EMPTY:
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        break;
+    case REPLY_STREAM: {
+        http_stream_t *s = req->stream;
+        pthread_mutex_lock(&s->mu);
+        s->refs++;                         /* the response's reference */
+        pthread_mutex_unlock(&s->mu);
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK,
+                                                 stream_reader, s, stream_response_free);
+        if (resp == NULL) {
+            stream_unref(s);
+            break;
+        }
+        http_server_t *srv = req->srv;
+        pthread_mutex_lock(&srv->streams_mu);
+        s->next = srv->streams;
+        s->prev = NULL;
+        if (srv->streams != NULL)
+            srv->streams->prev = s;
+        srv->streams = s;
+        s->listed = 1;
+        srv->n_streams++;
+        pthread_mutex_unlock(&srv->streams_mu);
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+        break;
+    }
+    case REPLY_NONE:
+        break;
+    }
+    if (resp == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "id=%s: cannot create a response", req->rid);
+        return MHD_NO;
+    }
+    if (req->ctype[0] != '\0')
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->ctype);
+    MHD_add_response_header(resp, "X-Request-Id", req->rid);
+    for (const header_t *h = req->headers; h != NULL; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
+    enum MHD_Result r = MHD_queue_response(req->conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    req->queued = 1;
+    return r;
+}
+
+/* ---- routing and dispatch ------------------------------------------------------------------ */
+
+static int tokens_match(const char *const *tokens, const char *given)
+{
+    int ok = 0;
+    size_t glen = strlen(given);
+    for (; *tokens != NULL; ++tokens) {
+        size_t tlen = strlen(*tokens);
+        unsigned char diff = (unsigned char)(tlen != glen);
+        for (size_t i = 0; i < tlen; ++i)  /* no early exit: timing says nothing of the token */
+            diff |= (unsigned char)((*tokens)[i] ^ (i < glen ? given[i] : 0));
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+/* 0 when the request may proceed; else an answer (401) has been set. */
+static int check_auth(http_req_t *req)
+{
+    const char *const *tokens = req->srv->cfg.tokens;
+    if (tokens == NULL || strncmp(req->path, "/v1/", 4) != 0)
+        return 0;
+    const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
+        const char *tok = h + 7;
+        while (*tok == ' ')
+            ++tok;
+        if (tokens_match(tokens, tok))
+            return 0;
+    }
+    http_set_header(req, "WWW-Authenticate", "Bearer");
+    reply_error_status(req, 401, 0,
+                       h == NULL ? "missing Authorization: Bearer token" : "invalid token", NULL);
+    return -1;
+}
+
+/* Find the route for req->path and method: 0 with req->route set, or an answer (404/405) set. */
+static int route_match(http_req_t *req)
+{
+    http_server_t *srv = req->srv;
+    segment_t seg[HTTP_MAX_SEGMENTS];
+    int n = split_path(req->path, seg, HTTP_MAX_SEGMENTS);
+    const route_ent_t *best = NULL, *any = NULL;
+    char allow[128] = "";
+    for (int i = 0; n >= 0 && i < srv->n_routes; ++i) {
+        const route_ent_t *r = &srv->routes[i];
+        if (r->n_seg != n)
+            continue;
+        int ok = 1;
+        for (int k = 0; k < n && ok; ++k) {
+            if (r->seg[k].param)
+                ok = parse_id(seg[k].s, seg[k].len) > 0;
+            else
+                ok = r->seg[k].len == seg[k].len && memcmp(r->seg[k].s, seg[k].s, seg[k].len) == 0;
+        }
+        if (!ok)
+            continue;
+        if (any == NULL)
+            any = r;
+        if (strcmp(r->route->method, req->method) == 0) {
+            if (best == NULL || r->n_param < best->n_param)  /* literal segments win */
+                best = r;
+        } else if (strstr(allow, r->route->method) == NULL) {
+            size_t used = strlen(allow);
+            snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "",
+                     r->route->method);
+            if (strcmp(r->route->method, "GET") == 0 && strstr(allow, "HEAD") == NULL) {
+                used = strlen(allow);
+                snprintf(allow + used, sizeof allow - used, ", HEAD");
+            }
+        }
+    }
+    if (best != NULL) {
+        req->route = best;
+        req->route_label = best->route->pattern;
+        for (int k = 0, p = 0; k < n; ++k)
+            if (best->seg[k].param)
+                req->params[p++] = parse_id(seg[k].s, seg[k].len);
+        return 0;
+    }
+    if (any != NULL) {
+        req->route_label = any->route->pattern;
+        http_set_header(req, MHD_HTTP_HEADER_ALLOW, allow);
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s is not allowed on %s (allowed: %s)", req->method,
+                 any->route->pattern, allow);
+        reply_error_status(req, 405, 0, msg, NULL);
+        return -1;
+    }
+    err_t err;
+    err_set(&err, ERR_NOTFOUND, "no such path: %.120s", req->path);
+    http_reply_error(req, &err);
+    return -1;
+}
+
+static void dispatch(http_req_t *req)
+{
+    err_t err = {0};
+    if (req->too_big) {
+        err_set(&err, ERR_TOOBIG, "request body is larger than --max-body (%zu bytes)",
+                req->srv->cfg.max_body);
+        http_reply_error(req, &err);
+        return;
+    }
+    if (atomic_load(&req->srv->stopping)) {
+        err_set(&err, ERR_UNAVAILABLE, "the server is shutting down");
+        http_reply_error(req, &err);
+        http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+        return;
+    }
+    if (check_auth(req) < 0 || route_match(req) < 0)
+        return;
+    int rc = req->route->route->handler(req, &err);
+    if (rc < 0) {
+        if (err.code == 0)
+            err_set(&err, rc, "%s", err_str(rc));
+        http_reply_error(req, &err);
+    } else if (req->kind == REPLY_NONE) {
+        err_set(&err, ERR_INTERNAL, "handler for %s %s produced no answer", req->method,
+                req->route->route->pattern);
+        http_reply_error(req, &err);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    http_server_t *srv = cls;
+    http_req_t *req = *con_cls;
+    (void)version;
+    if (req == NULL) {
+        if ((req = req_new(srv, conn, url, method)) == NULL)
+            return MHD_NO;
+        *con_cls = req;
+        atomic_fetch_add(&srv->active, 1);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno == ERANGE || (end != cl && n > srv->cfg.max_body)) {
+                /* Answer at once: the body is never read and the connection closes. */
+                req->too_big = 1;
+                dispatch(req);
+                http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+                return queue_reply(req);
+            }
+        }
+        return MHD_YES;                      /* answer on a later call: keeps keep-alive */
+    }
+    if (*upload_data_size > 0) {
+        if (!req->queued)
+            req_append(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->queued)
+        return MHD_YES;
+    dispatch(req);
+    return queue_reply(req);
+}
+
+static void log_path(char *dst, size_t size, const char *path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)path; *p != '\0' && o + 4 < size; ++p) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || *p == '%') {
+            dst[o++] = '%';
+            dst[o++] = hex[*p >> 4];
+            dst[o++] = hex[*p & 15];
+        } else {
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = '\0';
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_server_t *srv = cls;
+    http_req_t *req = *con_cls;
+    (void)conn;
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    double secs = (double)(mono_ns() - req->t0_ns) / 1e9;
+    uint64_t bytes = req->bytes;
+    if (req->stream != NULL) {
+        pthread_mutex_lock(&req->stream->mu);
+        bytes = req->stream->bytes;
+        pthread_mutex_unlock(&req->stream->mu);
+    }
+    int status = req->queued ? req->status : 0;
+    if (req->queued)
+        metrics_http_observe(req->route_label, req->method_log, status, secs);
+    if (log_enabled(LOG_LEVEL_INFO)) {
+        char path[300];
+        log_path(path, sizeof path, req->path);
+        log_msg(LOG_LEVEL_INFO, "http method=%s path=%s status=%d bytes=%" PRIu64
+                " ms=%.3f id=%s%s", req->method_log, path, status, bytes, secs * 1e3, req->rid,
+                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+    }
+    req_free(req);
+    atomic_fetch_sub(&srv->active, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    log_msg(LOG_LEVEL_DEBUG, "libmicrohttpd: %s", line);
+}
+
+/* ---- server ---------------------------------------------------------------------------------- */
+
+static int routes_build(http_server_t *srv, err_t *err)
+{
+    int n = 0;
+    for (const http_route_t *const *t = srv->cfg.tables; t != NULL && *t != NULL; ++t)
+        for (const http_route_t *r = *t; r->method != NULL; ++r)
+            n++;
+    srv->routes = calloc((size_t)(n > 0 ? n : 1), sizeof *srv->routes);
+    if (srv->routes == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory building routes");
+    for (const http_route_t *const *t = srv->cfg.tables; t != NULL && *t != NULL; ++t) {
+        for (const http_route_t *r = *t; r->method != NULL; ++r) {
+            route_ent_t *e = &srv->routes[srv->n_routes++];
+            e->route = r;
+            e->n_seg = split_path(r->pattern, e->seg, HTTP_MAX_SEGMENTS);
+            if (e->n_seg < 0 || r->handler == NULL)
+                return err_set(err, ERR_INTERNAL, "bad route %s %s", r->method, r->pattern);
+            for (int k = 0; k < e->n_seg; ++k)
+                e->n_param += e->seg[k].param;
+            if (e->n_param > HTTP_MAX_PARAMS)
+                return err_set(err, ERR_INTERNAL, "route %s has more than %d parameters",
+                               r->pattern, HTTP_MAX_PARAMS);
+        }
+    }
+    return 0;
+}
+
+static void server_free(http_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    pthread_mutex_destroy(&srv->streams_mu);
+    free(srv->routes);
+    free(srv);
+}
+
+int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
+{
+    *out = NULL;
+    http_server_t *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory starting the server");
+    srv->cfg = *cfg;
+    pthread_mutex_init(&srv->streams_mu, NULL);
+    if (getrandom(&srv->rid_seed, sizeof srv->rid_seed, 0) != (ssize_t)sizeof srv->rid_seed)
+        srv->rid_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)mono_ns();
+    int rc = routes_build(srv, err);
+    if (rc < 0) {
+        server_free(srv);
+        return rc;
+    }
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned int ipv6 = 0;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(cfg->port);
+    } else if (inet_pton(AF_INET6, cfg->bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(cfg->port);
+        ipv6 = MHD_USE_IPv6;
+    } else {
+        server_free(srv);
+        return err_set(err, ERR_INVAL, "bind address '%s' is not an IPv4 or IPv6 address",
+                       cfg->bind);
+    }
+
+    unsigned int base = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                        MHD_USE_ERROR_LOG | ipv6;
+    unsigned int pollers[] = {MHD_USE_EPOLL, MHD_USE_POLL, 0};
+    for (int i = 0; i < 3 && srv->d == NULL; ++i) {
+        srv->d = MHD_start_daemon(
+            base | pollers[i], cfg->port, NULL, NULL, on_request, srv,
+            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+            MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads > 1 ? cfg->threads : 1),
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->conn_limit,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
+            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+            MHD_OPTION_END);
+        if (srv->d == NULL && pollers[i] != 0)
+            log_msg(LOG_LEVEL_DEBUG, "http: start with poller %u failed, trying the next",
+                    pollers[i]);
+    }
+    if (srv->d == NULL) {
+        server_free(srv);
+        return err_set(err, ERR_UNAVAILABLE, "cannot listen on %s:%u (address in use or not "
+                       "available?)", cfg->bind, (unsigned)cfg->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    srv->port = cfg->port;
+    if (info != NULL && getsockname(info->listen_fd, (struct sockaddr *)&bound, &blen) == 0)
+        srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                      : ((struct sockaddr_in *)&bound)->sin_port);
+    *out = srv;
+    return 0;
+}
+
+uint16_t http_server_port(const http_server_t *s)
+{
+    return s->port;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+void http_server_stop(http_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    atomic_store(&srv->stopping, 1);
+    MHD_socket lfd = MHD_quiesce_daemon(srv->d);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    /* Resume every parked stream so it can see `stopping` and end; repeat, since a stream may
+     * park again between our pass and its read. */
+    for (int waited = 0; waited < 2000; waited += 10) {
+        pthread_mutex_lock(&srv->streams_mu);
+        int n = srv->n_streams;
+        for (http_stream_t *s = srv->streams; s != NULL; s = s->next) {
+            pthread_mutex_lock(&s->mu);
+            if (s->suspended) {
+                s->suspended = 0;
+                MHD_resume_connection(s->conn);
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_mutex_unlock(&srv->streams_mu);
+        if (n == 0)
+            break;
+        sleep_ms(10);
+    }
+    /* Let running handlers finish and their answers go out. */
+    for (int waited = 0; waited < HTTP_STOP_WAIT_MS && atomic_load(&srv->active) > 0;
+         waited += 10)
+        sleep_ms(10);
+    MHD_stop_daemon(srv->d);
+    server_free(srv);
+}

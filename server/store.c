@@ -1,0 +1,1275 @@
+/* server/store.c -- SQLite persistence: connections, migrations, transactions, every SQL text.
+ *
+ * Each thread gets its own connection (SQLite connections must not be shared across threads
+ * without serialising them, and WAL lets readers run beside the one writer). The connection is
+ * found through a thread-local slot tagged with the store's unique id, so a stale slot from an
+ * earlier store can never be mistaken for a live one; the store owns the list of connections and
+ * closes them all in store_close(). Statements are prepared once per connection and cached by
+ * the address of their SQL literal.
+ */
+#include "store.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "embedded.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "BLOBs hold little-endian float64 written by memcpy");
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_STMT_CACHE 128       /* distinct SQL texts in this file, with room to grow */
+#define STORE_PING_TTL_NS 1000000000LL
+
+typedef struct conn {
+    sqlite3 *db;
+    int n_cache;
+    struct {
+        const char *sql;           /* the literal's address is the key */
+        sqlite3_stmt *st;
+    } cache[STORE_STMT_CACHE];
+    struct conn *next;
+} conn_t;
+
+struct store {
+    char *path;
+    uint64_t uid;
+    int schema_version;
+    pthread_mutex_t mu;            /* guards conns */
+    conn_t *conns;
+    pthread_mutex_t ping_mu;       /* guards the ping cache; held during the probe itself */
+    int ping_valid;
+    int64_t ping_at_ns;
+    err_t ping_err;
+};
+
+static atomic_uint_fast64_t store_next_uid = 1;
+static _Thread_local struct {
+    uint64_t uid;
+    conn_t *conn;
+} tl_conn;
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+void store_now(char buf[STORE_TIME_MAX])
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, STORE_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, STORE_TIME_MAX - n, ".%03dZ", (int)((ts.tv_nsec / 1000000L) % 1000));
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * The one place SQLite result codes become err codes. Storage trouble (full, read-only, I/O,
+ * locked past the busy timeout, corrupt) is ERR_UNAVAILABLE: the request was fine, retrying
+ * later may work, and the HTTP layer answers 503. `what` names the operation for the message.
+ */
+static int db_fail(sqlite3 *db, int rc, const char *what, err_t *err)
+{
+    const char *detail = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return err_set(err, ERR_UNAVAILABLE, "storage full while %s: %s", what, detail);
+    case SQLITE_READONLY:
+        return err_set(err, ERR_UNAVAILABLE, "storage is read-only while %s: %s", what, detail);
+    case SQLITE_IOERR:
+        return err_set(err, ERR_UNAVAILABLE, "storage I/O error while %s: %s", what, detail);
+    case SQLITE_CANTOPEN:
+        return err_set(err, ERR_UNAVAILABLE, "cannot open the database while %s: %s", what,
+                       detail);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return err_set(err, ERR_UNAVAILABLE, "storage busy while %s: %s", what, detail);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return err_set(err, ERR_UNAVAILABLE, "database file is damaged or not a database "
+                       "while %s: %s", what, detail);
+    case SQLITE_NOMEM:
+        return err_set(err, ERR_NOMEM, "out of memory while %s", what);
+    case SQLITE_TOOBIG:
+        return err_set(err, ERR_TOOBIG, "value too large to store while %s", what);
+    case SQLITE_CONSTRAINT:
+        if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            return err_set(err, ERR_CONFLICT, "conflict while %s: %s", what, detail);
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            return err_set(err, ERR_NOTFOUND, "referenced row not found while %s", what);
+        return err_set(err, ERR_DB, "constraint failed while %s: %s", what, detail);
+    default:
+        return err_set(err, ERR_DB, "storage error while %s: %s", what, detail);
+    }
+}
+
+static int conn_exec(conn_t *c, const char *sql, const char *what, err_t *err)
+{
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : db_fail(c->db, rc, what, err);
+}
+
+static void conn_free(conn_t *c)
+{
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->n_cache; ++i)
+        sqlite3_finalize(c->cache[i].st);
+    sqlite3_close_v2(c->db);
+    free(c);
+}
+
+static int conn_open(store_t *s, conn_t **out, err_t *err)
+{
+    *out = NULL;
+    conn_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory opening the database");
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(s->path, &c->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        err_set(err, ERR_UNAVAILABLE, "cannot open database '%s': %s", s->path,
+                c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        conn_free(c);
+        return ERR_UNAVAILABLE;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
+    /* journal_mode first: it must run outside a transaction, and reading the header is also the
+     * first point where a file that is not a database is detected. */
+    rc = conn_exec(c, "PRAGMA journal_mode=WAL", "setting WAL mode", err);
+    if (rc == 0)
+        rc = conn_exec(c, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                       "configuring the connection", err);
+    if (rc < 0) {
+        char msg[ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err != NULL ? err->msg : "");
+        err_set(err, rc, "cannot use database '%s': %s", s->path, msg);
+        conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* The calling thread's connection to `s`, opened on first use. Borrowed: owned by `s`. */
+static int conn_get(store_t *s, conn_t **out, err_t *err)
+{
+    if (tl_conn.uid == s->uid && tl_conn.conn != NULL) {
+        *out = tl_conn.conn;
+        return 0;
+    }
+    *out = NULL;
+    conn_t *c = NULL;
+    int rc = conn_open(s, &c, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    c->next = s->conns;
+    s->conns = c;
+    pthread_mutex_unlock(&s->mu);
+    tl_conn.uid = s->uid;
+    tl_conn.conn = c;
+    *out = c;
+    return 0;
+}
+
+/* A prepared statement for the literal `sql`, reset and unbound. Borrowed: release it with
+ * stmt_done() before returning, so no read transaction lingers. */
+static int stmt_get(conn_t *c, const char *sql, sqlite3_stmt **out, err_t *err)
+{
+    *out = NULL;
+    for (int i = 0; i < c->n_cache; ++i) {
+        if (c->cache[i].sql == sql) {
+            *out = c->cache[i].st;
+            return 0;
+        }
+    }
+    if (c->n_cache == STORE_STMT_CACHE)
+        return err_set(err, ERR_DB, "statement cache full: raise STORE_STMT_CACHE");
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(c->db, rc, "preparing a statement", err);
+    c->cache[c->n_cache].sql = sql;
+    c->cache[c->n_cache].st = st;
+    c->n_cache++;
+    *out = st;
+    return 0;
+}
+
+static void stmt_done(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Bind n doubles as a BLOB; an empty array is a zero-length BLOB, not NULL. */
+static int bind_doubles(sqlite3_stmt *st, int i, const double *x, int64_t n)
+{
+    if (n <= 0 || x == NULL)
+        return sqlite3_bind_zeroblob(st, i, 0);
+    return sqlite3_bind_blob64(st, i, x, (sqlite3_uint64)n * sizeof(double), SQLITE_STATIC);
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s == NULL)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+}
+
+/* Copy BLOB column `col` into a new double array. NULL and *n = 0 when empty. */
+static int column_doubles(sqlite3_stmt *st, int col, double **out, int64_t *n, err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    const void *p = sqlite3_column_blob(st, col);
+    int64_t bytes = sqlite3_column_bytes(st, col);
+    if (bytes % (int64_t)sizeof(double) != 0)
+        return err_set(err, ERR_DB, "stored array has %" PRId64 " bytes, not a multiple of 8",
+                       bytes);
+    if (bytes == 0)
+        return 0;
+    double *x = malloc((size_t)bytes);
+    if (x == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory reading %" PRId64 " bytes", bytes);
+    memcpy(x, p, (size_t)bytes);
+    *out = x;
+    *n = bytes / (int64_t)sizeof(double);
+    return 0;
+}
+
+static double column_double_or_nan(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
+}
+
+static void column_text_copy(sqlite3_stmt *st, int col, char *dst, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(dst, size, "%s", t != NULL ? (const char *)t : "");
+}
+
+/*
+ * Join the caller's transaction, or start one: `write` takes the write lock at once (BEGIN
+ * IMMEDIATE), otherwise a deferred BEGIN gives a consistent read snapshot. `*own` says whether
+ * tx_leave() must end it.
+ */
+static int tx_enter(conn_t *c, int write, int *own, err_t *err)
+{
+    *own = 0;
+    if (!sqlite3_get_autocommit(c->db))
+        return 0;
+    int rc = conn_exec(c, write ? "BEGIN IMMEDIATE" : "BEGIN", "starting a transaction", err);
+    if (rc < 0)
+        return rc;
+    *own = 1;
+    return 0;
+}
+
+/* End a transaction started by tx_enter(): commit when rc == 0, else roll back. Returns rc, or
+ * the commit's error. */
+static int tx_leave(conn_t *c, int own, int rc, err_t *err)
+{
+    if (!own)
+        return rc;
+    if (rc < 0) {
+        if (!sqlite3_get_autocommit(c->db))
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    rc = conn_exec(c, "COMMIT", "committing", err);
+    if (rc < 0 && !sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Step a statement expected to finish without rows. */
+static int step_done(conn_t *c, sqlite3_stmt *st, const char *what, err_t *err)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+        return 0;
+    return db_fail(c->db, rc, what, err);
+}
+
+static int model_exists(conn_t *c, int64_t id, err_t *err)
+{
+    static const char sql[] = "SELECT 1 FROM models WHERE id = ?1";
+    sqlite3_stmt *st = NULL;
+    int rc = stmt_get(c, sql, &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = 0;
+    else if (src == SQLITE_DONE)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    else
+        rc = db_fail(c->db, src, "reading a model", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+/* Parse "schema/NNN_name.sql" -> NNN; -1 when the path is not a migration. */
+static int migration_version(const char *path)
+{
+    static const char prefix[] = "schema/";
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return -1;
+    const char *p = path + sizeof prefix - 1;
+    size_t len = strlen(p);
+    if (len < 5 || strcmp(p + len - 4, ".sql") != 0)
+        return -1;
+    int v = 0, digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 6; ++p, ++digits)
+        v = v * 10 + (*p - '0');
+    if (digits == 0 || *p != '_' || v == 0)
+        return -1;
+    return v;
+}
+
+static int migrate_one(store_t *s, conn_t *c, int version, const embedded_file_t *f,
+                       err_t *err)
+{
+    static const char sql_has[] = "SELECT 1 FROM schema_version WHERE version = ?1";
+    static const char sql_add[] =
+        "INSERT INTO schema_version(version, name, applied_at) VALUES (?1, ?2, ?3)";
+    sqlite3_stmt *st = NULL;
+    int rc = conn_exec(c, "BEGIN IMMEDIATE", "starting a migration", err);
+    if (rc < 0)
+        return rc;
+    /* Re-check inside the write lock: another process may have migrated meanwhile. */
+    if ((rc = stmt_get(c, sql_has, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int(st, 1, version);
+    int src = sqlite3_step(st);
+    stmt_done(st);
+    if (src == SQLITE_ROW)
+        goto out;
+    if (src != SQLITE_DONE) {
+        rc = db_fail(c->db, src, "reading schema_version", err);
+        goto out;
+    }
+    char *msg = NULL;
+    src = sqlite3_exec(c->db, (const char *)f->data, NULL, NULL, &msg);
+    if (src != SQLITE_OK) {
+        rc = err_set(err, (src & 0xff) == SQLITE_FULL || (src & 0xff) == SQLITE_READONLY ||
+                                  (src & 0xff) == SQLITE_IOERR
+                              ? ERR_UNAVAILABLE
+                              : ERR_DB,
+                     "migration %s failed: %s", f->path, msg != NULL ? msg : sqlite3_errstr(src));
+        sqlite3_free(msg);
+        goto out;
+    }
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_add, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int(st, 1, version);
+    sqlite3_bind_text(st, 2, f->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "recording a migration", err);
+    stmt_done(st);
+out:
+    (void)s;
+    return tx_leave(c, 1, rc, err);
+}
+
+static int migrate(store_t *s, conn_t *c, err_t *err)
+{
+    static const char sql_max[] = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
+    int rc = conn_exec(c,
+                       "CREATE TABLE IF NOT EXISTS schema_version ("
+                       " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                       " applied_at TEXT NOT NULL)",
+                       "creating schema_version", err);
+    if (rc < 0)
+        return rc;
+    int known = 0;
+    for (const embedded_file_t *f = embedded_files; f->path != NULL; ++f) {
+        int v = migration_version(f->path);
+        if (v < 0)
+            continue;
+        if (v <= known)
+            return err_set(err, ERR_INTERNAL, "migration %s is out of order", f->path);
+        known = v;
+        if ((rc = migrate_one(s, c, v, f, err)) < 0)
+            return rc;
+    }
+    sqlite3_stmt *st = NULL;
+    if ((rc = stmt_get(c, sql_max, &st, err)) < 0)
+        return rc;
+    int src = sqlite3_step(st);
+    int have = src == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    stmt_done(st);
+    if (src != SQLITE_ROW)
+        return db_fail(c->db, src, "reading schema_version", err);
+    if (have > known)
+        return err_set(err, ERR_UNAVAILABLE,
+                       "database schema version %d is newer than this neurond knows (%d): "
+                       "upgrade neurond", have, known);
+    s->schema_version = have;
+    return 0;
+}
+
+int store_open(const char *path, store_t **out, err_t *err)
+{
+    *out = NULL;
+    if (path == NULL || path[0] == '\0')
+        return err_set(err, ERR_INVAL, "database path is empty");
+    store_t *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        free(s);
+        return err_set(err, ERR_NOMEM, "out of memory opening the database");
+    }
+    s->uid = atomic_fetch_add(&store_next_uid, 1);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->ping_mu, NULL);
+    conn_t *c = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc == 0)
+        rc = migrate(s, c, err);
+    if (rc < 0) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_close(store_t *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    conn_t *c = s->conns;
+    s->conns = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (c != NULL) {
+        conn_t *next = c->next;
+        conn_free(c);
+        c = next;
+    }
+    if (tl_conn.uid == s->uid)
+        tl_conn.conn = NULL;
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->ping_mu);
+    free(s->path);
+    free(s);
+}
+
+int store_schema_version(store_t *s)
+{
+    return s->schema_version;
+}
+
+int store_ping(store_t *s, err_t *err)
+{
+    static const char sql[] =
+        "INSERT INTO meta(key, value) VALUES ('healthz', ?1)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+    pthread_mutex_lock(&s->ping_mu);
+    int64_t now = mono_ns();
+    if (!s->ping_valid || now - s->ping_at_ns >= STORE_PING_TTL_NS) {
+        err_t e = {0};
+        conn_t *c = NULL;
+        sqlite3_stmt *st = NULL;
+        int rc = conn_get(s, &c, &e);
+        if (rc == 0)
+            rc = stmt_get(c, sql, &st, &e);
+        if (rc == 0) {
+            char ts[STORE_TIME_MAX];
+            store_now(ts);
+            sqlite3_bind_text(st, 1, ts, -1, SQLITE_TRANSIENT);
+            rc = step_done(c, st, "probing the database", &e);
+            stmt_done(st);
+        }
+        if (rc < 0 && e.code != ERR_UNAVAILABLE) {
+            /* Whatever failed, the answer to "can we write?" is no. */
+            char msg[ERR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s", e.msg);
+            err_set(&e, ERR_UNAVAILABLE, "%s", msg);
+        }
+        s->ping_err = e;
+        s->ping_at_ns = mono_ns();
+        s->ping_valid = 1;
+    }
+    err_t result = s->ping_err;
+    pthread_mutex_unlock(&s->ping_mu);
+    if (result.code == 0)
+        return 0;
+    if (err != NULL)
+        *err = result;
+    return result.code;
+}
+
+/* ---- transactions ----------------------------------------------------------------------------- */
+
+int store_begin(store_t *s, err_t *err)
+{
+    conn_t *c = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0)
+        return rc;
+    if (!sqlite3_get_autocommit(c->db))
+        return err_set(err, ERR_INTERNAL, "store_begin: a transaction is already open");
+    return conn_exec(c, "BEGIN IMMEDIATE", "starting a transaction", err);
+}
+
+int store_commit(store_t *s, err_t *err)
+{
+    conn_t *c = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0)
+        return rc;
+    return tx_leave(c, 1, 0, err);
+}
+
+void store_rollback(store_t *s)
+{
+    conn_t *c = NULL;
+    if (conn_get(s, &c, NULL) < 0)
+        return;
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* ---- models ------------------------------------------------------------------------------- */
+
+#define MODEL_COLUMNS \
+    "id, name, kind, spec_json, step, status, rows, loss, version, created_at, updated_at"
+
+void store_model_clear(store_model_t *m)
+{
+    if (m == NULL)
+        return;
+    free(m->name);
+    free(m->spec_json);
+    memset(m, 0, sizeof *m);
+}
+
+static int model_read_row(sqlite3_stmt *st, store_model_t *m, err_t *err)
+{
+    memset(m, 0, sizeof *m);
+    m->id = sqlite3_column_int64(st, 0);
+    const unsigned char *name = sqlite3_column_text(st, 1);
+    const unsigned char *spec = sqlite3_column_text(st, 3);
+    if (name != NULL && (m->name = strdup((const char *)name)) == NULL)
+        goto nomem;
+    if ((m->spec_json = strdup(spec != NULL ? (const char *)spec : "{}")) == NULL)
+        goto nomem;
+    column_text_copy(st, 2, m->kind, sizeof m->kind);
+    m->step = sqlite3_column_int64(st, 4);
+    column_text_copy(st, 5, m->status, sizeof m->status);
+    m->rows = sqlite3_column_int64(st, 6);
+    m->has_loss = sqlite3_column_type(st, 7) != SQLITE_NULL;
+    m->loss = m->has_loss ? sqlite3_column_double(st, 7) : 0.0;
+    m->version = sqlite3_column_int64(st, 8);
+    column_text_copy(st, 9, m->created_at, sizeof m->created_at);
+    column_text_copy(st, 10, m->updated_at, sizeof m->updated_at);
+    return 0;
+nomem:
+    store_model_clear(m);
+    return err_set(err, ERR_NOMEM, "out of memory reading a model");
+}
+
+int store_model_insert(store_t *s, const char *name, const char *kind, const char *spec_json,
+                       const double *params, int64_t n_params, const double *optim,
+                       int64_t n_optim, int64_t *id, err_t *err)
+{
+    static const char sql_model[] =
+        "INSERT INTO models(name, kind, spec_json, created_at, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?4)";
+    static const char sql_params[] = "INSERT INTO parameters(model_id, data) VALUES (?1, ?2)";
+    static const char sql_optim[] = "INSERT INTO optim_state(model_id, data) VALUES (?1, ?2)";
+    *id = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    bind_text_or_null(st, 1, name != NULL && name[0] != '\0' ? name : NULL);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, spec_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "inserting a model", err);
+    stmt_done(st);
+    if (rc == ERR_CONFLICT) {
+        rc = err_set_field(err, ERR_CONFLICT, "name", "a model named '%.100s' already exists",
+                           name);
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+    int64_t new_id = sqlite3_last_insert_rowid(c->db);
+    if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, new_id);
+    bind_doubles(st, 2, params, n_params);
+    rc = step_done(c, st, "storing parameters", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, new_id);
+    bind_doubles(st, 2, optim, n_optim);
+    rc = step_done(c, st, "storing optimizer state", err);
+    stmt_done(st);
+    if (rc == 0)
+        *id = new_id;
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0)
+        *id = 0;
+    return rc;
+}
+
+int store_model_get(store_t *s, int64_t id, store_model_t *out, err_t *err)
+{
+    static const char sql[] = "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1";
+    memset(out, 0, sizeof *out);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = model_read_row(st, out, err);
+    else if (src == SQLITE_DONE)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    else
+        rc = db_fail(c->db, src, "reading a model", err);
+    stmt_done(st);
+    return rc;
+}
+
+void store_model_list_free(store_model_t *rows, int64_t n)
+{
+    if (rows == NULL)
+        return;
+    for (int64_t i = 0; i < n; ++i)
+        store_model_clear(&rows[i]);
+    free(rows);
+}
+
+int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **out, int64_t *n,
+                     int64_t *next, err_t *err)
+{
+    static const char sql[] =
+        "SELECT " MODEL_COLUMNS " FROM models WHERE id > ?1 ORDER BY id LIMIT ?2";
+    *out = NULL;
+    *n = 0;
+    *next = 0;
+    if (limit < 1 || limit > 1000)
+        return err_set_field(err, ERR_INVAL, "limit", "limit=%" PRId64 " not in [1,1000]", limit);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_model_t *rows = NULL;
+    int64_t count = 0;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    if ((rows = calloc((size_t)limit, sizeof *rows)) == NULL) {
+        rc = err_set(err, ERR_NOMEM, "out of memory listing models");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, limit + 1);   /* one more row says whether a next page exists */
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == limit) {
+            *next = rows[count - 1].id;
+            break;
+        }
+        if ((rc = model_read_row(st, &rows[count], err)) < 0)
+            goto out;
+        count++;
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "listing models", err);
+out:
+    stmt_done(st);
+    if (rc < 0) {
+        store_model_list_free(rows, count);
+        *next = 0;
+        return rc;
+    }
+    if (count == 0) {
+        free(rows);
+        rows = NULL;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+int store_model_delete(store_t *s, int64_t id, err_t *err)
+{
+    static const char sql[] = "DELETE FROM models WHERE id = ?1";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = step_done(c, st, "deleting a model", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    return rc;
+}
+
+int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err)
+{
+    static const char sql[] = "UPDATE models SET status = ?2 WHERE id = ?1";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "updating a model's status", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    return rc;
+}
+
+/* ---- parameters ------------------------------------------------------------------------------- */
+
+void store_state_clear(store_state_t *st)
+{
+    if (st == NULL)
+        return;
+    free(st->params);
+    free(st->optim);
+    memset(st, 0, sizeof *st);
+}
+
+int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err)
+{
+    static const char sql_model[] = "SELECT step, version FROM models WHERE id = ?1";
+    static const char sql_params[] = "SELECT data FROM parameters WHERE model_id = ?1";
+    static const char sql_optim[] = "SELECT data FROM optim_state WHERE model_id = ?1";
+    memset(out, 0, sizeof *out);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        out->step = sqlite3_column_int64(st, 0);
+        out->version = sqlite3_column_int64(st, 1);
+    } else {
+        rc = src == SQLITE_DONE ? err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id)
+                                : db_fail(c->db, src, "reading a model", err);
+    }
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = column_doubles(st, 0, &out->params, &out->n_params, err);
+    else if (src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "reading parameters", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = column_doubles(st, 0, &out->optim, &out->n_optim, err);
+    else if (src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "reading optimizer state", err);
+    stmt_done(st);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0)
+        store_state_clear(out);
+    return rc;
+}
+
+int store_params_put(store_t *s, int64_t id, const double *params, int64_t n_params,
+                     const double *optim, int64_t n_optim, int64_t step, const double *loss,
+                     err_t *err)
+{
+    static const char sql_model[] =
+        "UPDATE models SET version = version + 1, updated_at = ?2,"
+        " step = CASE WHEN ?3 >= 0 THEN ?3 ELSE step END,"
+        " loss = CASE WHEN ?4 THEN ?5 ELSE loss END"
+        " WHERE id = ?1";
+    static const char sql_params[] =
+        "INSERT INTO parameters(model_id, data) VALUES (?1, ?2)"
+        " ON CONFLICT(model_id) DO UPDATE SET data = excluded.data";
+    static const char sql_optim[] =
+        "INSERT INTO optim_state(model_id, data) VALUES (?1, ?2)"
+        " ON CONFLICT(model_id) DO UPDATE SET data = excluded.data";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, step);
+    sqlite3_bind_int(st, 4, loss != NULL);
+    if (loss != NULL && isfinite(*loss))
+        sqlite3_bind_double(st, 5, *loss);
+    else
+        sqlite3_bind_null(st, 5);
+    rc = step_done(c, st, "updating a model", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    bind_doubles(st, 2, params, n_params);
+    rc = step_done(c, st, "storing parameters", err);
+    stmt_done(st);
+    if (rc < 0 || optim == NULL)
+        goto out;
+    if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    bind_doubles(st, 2, optim, n_optim);
+    rc = step_done(c, st, "storing optimizer state", err);
+    stmt_done(st);
+out:
+    return tx_leave(c, own, rc, err);
+}
+
+/* ---- history ---------------------------------------------------------------------------------- */
+
+int store_history_append(store_t *s, int64_t id, const store_history_row_t *rows, int64_t n,
+                         err_t *err)
+{
+    /* REPLACE: after a divergence rollback or a restore, a step is run again and its newest
+     * row describes the trajectory the model is actually on. */
+    static const char sql[] =
+        "INSERT OR REPLACE INTO history(model_id, step, loss, grad_norm, learning_rate, at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    if (n <= 0)
+        return 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    for (int64_t i = 0; i < n && rc == 0; ++i) {
+        const store_history_row_t *r = &rows[i];
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, r->step);
+        sqlite3_bind_double(st, 3, r->loss);     /* NaN binds as NULL */
+        sqlite3_bind_double(st, 4, r->grad_norm);
+        sqlite3_bind_double(st, 5, r->learning_rate);
+        sqlite3_bind_text(st, 6, r->at[0] != '\0' ? r->at : now, -1, SQLITE_TRANSIENT);
+        rc = step_done(c, st, "appending history", err);
+        sqlite3_reset(st);
+    }
+    stmt_done(st);
+    if (rc == ERR_NOTFOUND)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+out:
+    return tx_leave(c, own, rc, err);
+}
+
+int store_history_list(store_t *s, int64_t id, int64_t after_step, int64_t limit,
+                       store_history_row_t **out, int64_t *n, int64_t *next, err_t *err)
+{
+    static const char sql[] =
+        "SELECT step, loss, grad_norm, learning_rate, at FROM history"
+        " WHERE model_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3";
+    *out = NULL;
+    *n = 0;
+    *next = -1;
+    if (limit < 1)
+        return err_set_field(err, ERR_INVAL, "limit", "limit=%" PRId64 " < 1", limit);
+    if (limit > INT64_MAX / 2)
+        limit = INT64_MAX / 2;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_history_row_t *rows = NULL;
+    int64_t count = 0, cap = 0;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, after_step);
+    sqlite3_bind_int64(st, 3, limit + 1);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == limit) {
+            *next = rows[count - 1].step;
+            break;
+        }
+        if (count == cap) {
+            int64_t ncap = cap == 0 ? 64 : cap * 2;
+            store_history_row_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
+            if (nr == NULL) {
+                rc = err_set(err, ERR_NOMEM, "out of memory listing history");
+                goto out;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        store_history_row_t *r = &rows[count++];
+        r->step = sqlite3_column_int64(st, 0);
+        r->loss = column_double_or_nan(st, 1);
+        r->grad_norm = column_double_or_nan(st, 2);
+        r->learning_rate = column_double_or_nan(st, 3);
+        column_text_copy(st, 4, r->at, sizeof r->at);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "listing history", err);
+out:
+    stmt_done(st);
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0) {
+        free(rows);
+        *next = -1;
+        return rc;
+    }
+    if (count == 0) {
+        free(rows);
+        rows = NULL;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+/* ---- batches ---------------------------------------------------------------------------------- */
+
+int store_batch_insert(store_t *s, int64_t id, int64_t rows, int32_t n_x, int32_t n_y,
+                       const double *x, const double *y, int64_t *batch_id, int64_t *total_rows,
+                       err_t *err)
+{
+    static const char sql_model[] =
+        "UPDATE models SET rows = rows + ?2, version = version + 1, updated_at = ?3"
+        " WHERE id = ?1 RETURNING rows";
+    static const char sql_batch[] =
+        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    *batch_id = 0;
+    if (rows < 1 || n_x < 1 || n_y < 0)
+        return err_set(err, ERR_INVAL, "batch of %" PRId64 " rows x (%d, %d) columns", rows,
+                       (int)n_x, (int)n_y);
+    if (rows > INT64_MAX / 8 / (n_x + n_y))
+        return err_set(err, ERR_TOOBIG, "batch of %" PRId64 " rows is too large", rows);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t total = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, rows);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        total = sqlite3_column_int64(st, 0);
+    else if (src == SQLITE_DONE)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    else
+        rc = db_fail(c->db, src, "updating a model", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_batch, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, rows);
+    sqlite3_bind_int(st, 3, n_x);
+    sqlite3_bind_int(st, 4, n_y);
+    bind_doubles(st, 5, x, rows * n_x);
+    bind_doubles(st, 6, y, rows * n_y);
+    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "storing a batch", err);
+    stmt_done(st);
+    if (rc == 0)
+        *batch_id = sqlite3_last_insert_rowid(c->db);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0) {
+        *batch_id = 0;
+        return rc;
+    }
+    if (total_rows != NULL)
+        *total_rows = total;
+    return 0;
+}
+
+int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *n, err_t *err)
+{
+    static const char sql[] =
+        "SELECT id, rows, n_x, n_y, created_at FROM batches WHERE model_id = ?1 ORDER BY id";
+    *out = NULL;
+    *n = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_batch_info_t *rows = NULL;
+    int64_t count = 0, cap = 0;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            int64_t ncap = cap == 0 ? 16 : cap * 2;
+            store_batch_info_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
+            if (nr == NULL) {
+                rc = err_set(err, ERR_NOMEM, "out of memory listing batches");
+                goto out;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        store_batch_info_t *b = &rows[count++];
+        b->id = sqlite3_column_int64(st, 0);
+        b->rows = sqlite3_column_int64(st, 1);
+        b->n_x = sqlite3_column_int(st, 2);
+        b->n_y = sqlite3_column_int(st, 3);
+        column_text_copy(st, 4, b->created_at, sizeof b->created_at);
+    }
+    if (src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "listing batches", err);
+out:
+    stmt_done(st);
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0 || count == 0) {
+        free(rows);
+        return rc;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
+{
+    static const char sql_del[] =
+        "DELETE FROM batches WHERE id = ?2 AND model_id = ?1 RETURNING rows";
+    static const char sql_model[] =
+        "UPDATE models SET rows = rows - ?2, version = version + 1, updated_at = ?3"
+        " WHERE id = ?1";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t rows = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_del, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, batch_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        rows = sqlite3_column_int64(st, 0);
+        src = sqlite3_step(st);    /* finish the statement so the delete is complete */
+    } else if (src == SQLITE_DONE) {
+        rc = err_set(err, ERR_NOTFOUND, "batch %" PRId64 " of model %" PRId64 " not found",
+                     batch_id, id);
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "deleting a batch", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, rows);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "updating a model", err);
+    stmt_done(st);
+out:
+    return tx_leave(c, own, rc, err);
+}
+
+int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
+                         double **x, double **y, err_t *err)
+{
+    static const char sql_sum[] =
+        "SELECT COALESCE(SUM(rows), 0) FROM batches WHERE model_id = ?1";
+    static const char sql_all[] =
+        "SELECT id, rows, n_x, n_y, x, y FROM batches WHERE model_id = ?1 ORDER BY id";
+    *rows = 0;
+    *x = NULL;
+    *y = NULL;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    double *bx = NULL, *by = NULL;
+    int64_t total = 0, at = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_sum, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        total = sqlite3_column_int64(st, 0);
+    else
+        rc = db_fail(c->db, src, "counting rows", err);
+    stmt_done(st);
+    if (rc < 0 || total == 0)
+        goto out;
+    if (total < 0 || n_x < 1 || n_y < 0 || total > INT64_MAX / 8 / (n_x + n_y) ||
+        (uint64_t)total * (uint64_t)(n_x + n_y) * 8u > SIZE_MAX / 2) {
+        rc = err_set(err, ERR_TOOBIG, "%" PRId64 " stored rows do not fit in memory", total);
+        goto out;
+    }
+    bx = malloc((size_t)(total * n_x) * sizeof *bx);
+    by = n_y > 0 ? malloc((size_t)(total * n_y) * sizeof *by) : NULL;
+    if (bx == NULL || (n_y > 0 && by == NULL)) {
+        rc = err_set(err, ERR_NOMEM, "out of memory loading %" PRId64 " rows", total);
+        goto out;
+    }
+    if ((rc = stmt_get(c, sql_all, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t bid = sqlite3_column_int64(st, 0), r = sqlite3_column_int64(st, 1);
+        int bnx = sqlite3_column_int(st, 2), bny = sqlite3_column_int(st, 3);
+        if (bnx != n_x || bny != n_y) {
+            rc = err_set(err, ERR_SHAPE, "batch %" PRId64 " has %d+%d columns, expected %d+%d",
+                         bid, bnx, bny, (int)n_x, (int)n_y);
+            break;
+        }
+        if (r < 0 || r > total - at ||
+            sqlite3_column_bytes(st, 4) != (int64_t)(r * n_x * 8) ||
+            sqlite3_column_bytes(st, 5) != (int64_t)(r * n_y * 8)) {
+            rc = err_set(err, ERR_DB, "batch %" PRId64 " is damaged (sizes disagree)", bid);
+            break;
+        }
+        if (r * n_x > 0)
+            memcpy(bx + at * n_x, sqlite3_column_blob(st, 4), (size_t)(r * n_x) * 8u);
+        if (r * n_y > 0)
+            memcpy(by + at * n_y, sqlite3_column_blob(st, 5), (size_t)(r * n_y) * 8u);
+        at += r;
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "loading batches", err);
+    if (rc == 0 && at != total)
+        rc = err_set(err, ERR_DB, "stored rows changed while loading");
+    stmt_done(st);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0 || total == 0) {
+        free(bx);
+        free(by);
+        return rc;
+    }
+    *rows = total;
+    *x = bx;
+    *y = by;
+    return 0;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------------- */
+
+int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
+{
+    static const char sql_jobs[] =
+        "UPDATE jobs SET status = 'failed', error = 'interrupted', updated_at = ?1"
+        " WHERE status IN ('queued', 'running')";
+    /* A model left 'training' by a process that died is idle now: nothing runs on it. */
+    static const char sql_models[] =
+        "UPDATE models SET status = 'idle' WHERE status = 'training'";
+    if (n != NULL)
+        *n = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t marked = 0;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_jobs, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "marking interrupted jobs", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    marked = sqlite3_changes(c->db);
+    if ((rc = stmt_get(c, sql_models, &st, err)) < 0)
+        goto out;
+    rc = step_done(c, st, "resetting model status", err);
+    stmt_done(st);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc == 0 && n != NULL)
+        *n = marked;
+    return rc;
+}

@@ -1,0 +1,218 @@
+/* server/store.h -- persistence: the only module that speaks SQL (SQLite underneath).
+ *
+ * One store_t per process. Every thread that calls a store_ function gets its own SQLite
+ * connection, opened lazily on first use and closed by store_close(); a thread's transaction
+ * (store_begin .. store_commit/store_rollback) therefore covers exactly the calls that thread
+ * makes in between. Functions that write several rows open their own transaction when the
+ * calling thread has none, and join the caller's when it has one, so a handler can group them:
+ *
+ *     store_t *st = NULL;
+ *     if (store_open("neurond.db", &st, &err) < 0) die(err.msg);   // migrates the schema
+ *     if (store_begin(st, &err) < 0) return err.code;
+ *     if (store_params_put(st, id, theta, n, adam, n_adam, step + k, &loss, &err) < 0 ||
+ *         store_history_append(st, id, rows, k, &err) < 0 ||
+ *         store_commit(st, &err) < 0) {
+ *         store_rollback(st);
+ *         return err.code;
+ *     }
+ *
+ * Errors: ERR_NOTFOUND (no such row), ERR_CONFLICT (duplicate model name), ERR_UNAVAILABLE
+ * (disk full, read-only, I/O error, locked for longer than the busy timeout: the storage, not
+ * the request, is at fault), ERR_NOMEM, ERR_DB (anything else; a bug). Messages never contain
+ * SQL values. Float64 arrays are stored as little-endian BLOBs; timestamps are RFC 3339 UTC
+ * with milliseconds ("2026-11-28T04:36:37.123Z").
+ */
+#ifndef ND_STORE_H
+#define ND_STORE_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+#define STORE_TIME_MAX 32   /* "2026-11-28T04:36:37.123Z" + NUL, with room */
+
+typedef struct store store_t;
+
+/* A row of `models`. Strings `name` (NULL when unnamed) and `spec_json` are new: release them
+ * with store_model_clear(). */
+typedef struct store_model {
+    int64_t id;
+    char *name;
+    char kind[32];
+    char *spec_json;
+    int64_t step;
+    char status[16];             /* "idle" | "training" */
+    int64_t rows;                /* stored training rows */
+    int has_loss;                /* 0: loss is null (never trained) */
+    double loss;
+    int64_t version;             /* bumped by every change to the model or its state */
+    char created_at[STORE_TIME_MAX];
+    char updated_at[STORE_TIME_MAX];
+} store_model_t;
+
+/* Parameters, optimizer state and step of one model, read together (one snapshot). Arrays are
+ * new: release with store_state_clear(). `optim` is NULL when n_optim == 0. */
+typedef struct store_state {
+    int64_t step;
+    int64_t version;
+    double *params;
+    int64_t n_params;
+    double *optim;
+    int64_t n_optim;
+} store_state_t;
+
+typedef struct store_history_row {
+    int64_t step;
+    double loss;
+    double grad_norm;
+    double learning_rate;
+    char at[STORE_TIME_MAX];     /* "" on append = now */
+} store_history_row_t;
+
+typedef struct store_batch_info {
+    int64_t id;
+    int64_t rows;
+    int32_t n_x, n_y;
+    char created_at[STORE_TIME_MAX];
+} store_batch_info_t;
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+/*
+ * Open (creating if needed) the database at `path`, set WAL, synchronous=FULL, foreign keys and
+ * a 5 s busy timeout, and apply every embedded migration schema/NNN_*.sql not yet recorded in
+ * schema_version, each in its own transaction. `*out` is new (free with store_close()), NULL on
+ * failure. A database written by a newer neurond (unknown higher version) is refused.
+ */
+int store_open(const char *path, store_t **out, err_t *err);
+
+/* Close every connection opened by any thread. Call only when no other thread uses the store
+ * any more. NULL is a no-op. */
+void store_close(store_t *s);
+
+/* Schema version after migration (highest applied NNN). */
+int store_schema_version(store_t *s);
+
+/*
+ * Can the database be written? Performs a tiny write (meta table) at most once a second and
+ * returns the cached answer otherwise: 0, or ERR_UNAVAILABLE with the reason in err.
+ */
+int store_ping(store_t *s, err_t *err);
+
+/* ---- transactions (per calling thread) ------------------------------------------------------ */
+
+/* BEGIN IMMEDIATE on the calling thread's connection: takes the write lock now (waiting up to
+ * the busy timeout) so the transaction cannot fail later for lock upgrade. No nesting. */
+int store_begin(store_t *s, err_t *err);
+int store_commit(store_t *s, err_t *err);
+/* Roll back the calling thread's transaction, if any. Never fails. */
+void store_rollback(store_t *s);
+
+/* ---- models ------------------------------------------------------------------------------- */
+
+/*
+ * Insert a model with its initial parameters and optimizer state (step 0, idle, no rows, loss
+ * null, version 1). `name` may be NULL. `optim` may be NULL when n_optim == 0. `*id` is the
+ * new id. A duplicate name is ERR_CONFLICT.
+ */
+int store_model_insert(store_t *s, const char *name, const char *kind, const char *spec_json,
+                       const double *params, int64_t n_params, const double *optim,
+                       int64_t n_optim, int64_t *id, err_t *err);
+
+/* Read one model row into `*out` (zeroed first; strings new). ERR_NOTFOUND when absent. */
+int store_model_get(store_t *s, int64_t id, store_model_t *out, err_t *err);
+
+/* Free the strings of `m` and zero it. NULL-safe. */
+void store_model_clear(store_model_t *m);
+
+/*
+ * Models with id > after, ascending, at most `limit` (1..1000). `*out` is a new array of `*n`
+ * rows (NULL when 0); free with store_model_list_free(). `*next` is the id to pass as `after`
+ * for the next page, or 0 when this page is the last.
+ */
+int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **out, int64_t *n,
+                     int64_t *next, err_t *err);
+void store_model_list_free(store_model_t *rows, int64_t n);
+
+/* Delete a model; its parameters, batches, history, checkpoints and jobs go with it (cascade).
+ * ERR_NOTFOUND when absent. */
+int store_model_delete(store_t *s, int64_t id, err_t *err);
+
+/* Set the model's status ("idle" | "training"); bumps nothing else. ERR_NOTFOUND when absent. */
+int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err);
+
+/* ---- parameters and optimizer state -------------------------------------------------------- */
+
+/* Read parameters, optimizer state, step and version of model `id` as one snapshot. `*out` is
+ * filled (arrays new, see store_state_clear). ERR_NOTFOUND when the model is absent. */
+int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err);
+
+/* Free the arrays of `st` and zero it. NULL-safe. */
+void store_state_clear(store_state_t *st);
+
+/*
+ * Replace the parameters of model `id` (n_params float64). `optim`: the new optimizer state
+ * (n_optim float64), or NULL to leave it unchanged. `step` >= 0 sets the step, -1 keeps it.
+ * `loss` not NULL sets the model's last loss. Bumps version and updated_at. Joins the caller's
+ * transaction, else uses its own. ERR_NOTFOUND when the model is absent.
+ */
+int store_params_put(store_t *s, int64_t id, const double *params, int64_t n_params,
+                     const double *optim, int64_t n_optim, int64_t step, const double *loss,
+                     err_t *err);
+
+/* ---- training history ---------------------------------------------------------------------- */
+
+/* Append (or replace, by step) `n` history rows of model `id`. Rows whose `at` is "" get the
+ * current time. Joins the caller's transaction, else uses its own. */
+int store_history_append(store_t *s, int64_t id, const store_history_row_t *rows, int64_t n,
+                         err_t *err);
+
+/*
+ * History rows of model `id` with step > after_step (pass -1 for the start), ascending, at most
+ * `limit` (>= 1). `*out` is a new array of `*n` rows (NULL when 0; free()). `*next` is the step
+ * to pass as after_step for the next page, or -1 when this page is the last. A missing model
+ * is ERR_NOTFOUND.
+ */
+int store_history_list(store_t *s, int64_t id, int64_t after_step, int64_t limit,
+                       store_history_row_t **out, int64_t *n, int64_t *next, err_t *err);
+
+/* ---- training batches ---------------------------------------------------------------------- */
+
+/*
+ * Store a batch of `rows` rows (x: rows*n_x, y: rows*n_y float64, row major) for model `id`
+ * and add `rows` to models.rows, in one transaction. `*batch_id` is the new id and
+ * `*total_rows` (may be NULL) the model's stored rows after the insert. ERR_NOTFOUND when the
+ * model is absent.
+ */
+int store_batch_insert(store_t *s, int64_t id, int64_t rows, int32_t n_x, int32_t n_y,
+                       const double *x, const double *y, int64_t *batch_id, int64_t *total_rows,
+                       err_t *err);
+
+/* The batches of model `id`, by id. `*out` new (free()), NULL when n == 0. ERR_NOTFOUND when the
+ * model is absent. */
+int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *n, err_t *err);
+
+/* Delete batch `batch_id` of model `id` and subtract its rows. ERR_NOTFOUND when either is
+ * absent (or the batch belongs to another model). */
+int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err);
+
+/*
+ * All stored rows of model `id`, batches concatenated in id order, as one snapshot: `*x`
+ * (rows*n_x) and `*y` (rows*n_y) are new (free()), NULL when there are no rows (`*rows` = 0).
+ * Every batch must have n_x/n_y equal to the given ones (ERR_SHAPE otherwise).
+ */
+int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
+                         double **x, double **y, err_t *err);
+
+/* ---- jobs ------------------------------------------------------------------------------------ */
+
+/* At start-up: every job still queued or running belonged to a process that died; mark them
+ * failed with error "interrupted". `*n` (may be NULL) is how many were marked. */
+int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err);
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+/* Format the current UTC time as RFC 3339 with milliseconds into buf (STORE_TIME_MAX bytes). */
+void store_now(char buf[STORE_TIME_MAX]);
+
+#endif /* ND_STORE_H */

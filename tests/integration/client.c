@@ -1,0 +1,391 @@
+/* tests/integration/client.c -- spawn neurond, talk to it with libcurl. */
+#define _GNU_SOURCE   /* nftw, strndup, mkdtemp */
+#include "client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *it_exe;
+const char *it_golden;
+
+static CURL *it_curl;
+static char it_base[64];
+
+void it_init(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <path to neurond> [golden dir]\n", argv[0]);
+        exit(2);
+    }
+    it_exe = argv[1];
+    it_golden = argc > 2 ? argv[2] : ".";
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read the daemon's stdout until the "listening on" line; returns the port or -1. */
+static int read_port(it_daemon_t *d)
+{
+    static const char marker[] = "neurond listening on ";
+    char buf[4096];
+    size_t used = 0;
+    int64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline && used < sizeof buf - 1) {
+        struct pollfd p = {.fd = d->out_fd, .events = POLLIN};
+        int r = poll(&p, 1, 100);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (r > 0) {
+            ssize_t n = read(d->out_fd, buf + used, sizeof buf - 1 - used);
+            if (n <= 0)
+                return -1;             /* the daemon closed stdout: it exited */
+            used += (size_t)n;
+            buf[used] = '\0';
+            char *m = strstr(buf, marker);
+            char *nl = m != NULL ? strchr(m, '\n') : NULL;
+            if (nl != NULL) {
+                *nl = '\0';
+                char *colon = strrchr(m, ':');
+                return colon != NULL ? atoi(colon + 1) : -1;
+            }
+        }
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            d->pid = 0;
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int spawn(it_daemon_t *d)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -1;
+    const char *argv[IT_MAX_ARGS + 8];
+    int n = 0;
+    argv[n++] = d->exe;
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    argv[n++] = "--db";
+    argv[n++] = d->db;
+    for (int i = 0; i < d->n_extra; ++i)
+        argv[n++] = d->extra[i];
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execv(d->exe, (char *const *)argv);
+        fprintf(stderr, "it: cannot exec %s: %s\n", d->exe, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    d->pid = pid;
+    d->out_fd = fds[0];
+    d->port = read_port(d);
+    if (d->port <= 0) {
+        fprintf(stderr, "it: %s did not report a listening port\n", d->exe);
+        if (d->pid > 0)
+            it_kill9(d);
+        close(d->out_fd);
+        d->out_fd = -1;
+        return -1;
+    }
+    snprintf(it_base, sizeof it_base, "http://127.0.0.1:%d", d->port);
+    return 0;
+}
+
+int it_start(it_daemon_t *d, const char *exe, const char *const *extra)
+{
+    memset(d, 0, sizeof *d);
+    d->out_fd = -1;
+    snprintf(d->exe, sizeof d->exe, "%s", exe);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(d->dir, sizeof d->dir, "%s/neurond-it-XXXXXX", tmp != NULL ? tmp : "/tmp");
+    if (mkdtemp(d->dir) == NULL) {
+        fprintf(stderr, "it: mkdtemp: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(d->db, sizeof d->db, "%s/t.db", d->dir);
+    for (; extra != NULL && extra[d->n_extra] != NULL && d->n_extra < IT_MAX_ARGS; d->n_extra++)
+        d->extra[d->n_extra] = strdup(extra[d->n_extra]);
+    return spawn(d);
+}
+
+int it_start_again(it_daemon_t *d)
+{
+    if (d->pid > 0)
+        return -1;
+    if (d->out_fd >= 0) {
+        close(d->out_fd);
+        d->out_fd = -1;
+    }
+    return spawn(d);
+}
+
+int it_restart(it_daemon_t *d)
+{
+    if (it_stop(d) != 0)
+        return -1;
+    return it_start_again(d);
+}
+
+static int reap(it_daemon_t *d, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        if (r == d->pid)
+            break;
+        if (r < 0 || now_ms() > deadline)
+            return -1;
+        usleep(5000);
+    }
+    d->pid = 0;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+int it_stop(it_daemon_t *d)
+{
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    int rc = reap(d, 10000);
+    if (rc < 0) {
+        it_kill9(d);
+        return -1;
+    }
+    return rc;
+}
+
+void it_kill9(it_daemon_t *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    int status;
+    waitpid(d->pid, &status, 0);
+    d->pid = 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void it_cleanup(it_daemon_t *d)
+{
+    it_kill9(d);
+    if (d->out_fd >= 0) {
+        close(d->out_fd);
+        d->out_fd = -1;
+    }
+    if (d->dir[0] != '\0')
+        nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i < d->n_extra; ++i)
+        free(d->extra[i]);
+    d->n_extra = 0;
+    d->dir[0] = '\0';
+}
+
+/* ---- HTTP ----------------------------------------------------------------------------------- */
+
+typedef struct grow {
+    char *p;
+    size_t len;
+} grow_t;
+
+static size_t on_data(char *ptr, size_t size, size_t n, void *ud)
+{
+    grow_t *g = ud;
+    size_t add = size * n;
+    char *p = realloc(g->p, g->len + add + 1);
+    if (p == NULL)
+        return 0;
+    memcpy(p + g->len, ptr, add);
+    g->p = p;
+    g->len += add;
+    g->p[g->len] = '\0';
+    return add;
+}
+
+typedef struct upload {
+    const char *p;
+    size_t left;
+} upload_t;
+
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    upload_t *u = ud;
+    size_t k = size * n < u->left ? size * n : u->left;
+    memcpy(buf, u->p, k);
+    u->p += k;
+    u->left -= k;
+    return k;
+}
+
+const char *it_base_url(void)
+{
+    return it_base;
+}
+
+void it_resp_free(it_resp_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->body);
+    free(r->headers);
+    memset(r, 0, sizeof *r);
+}
+
+int it_do(const it_call_t *call, it_resp_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (it_curl == NULL) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        if ((it_curl = curl_easy_init()) == NULL)
+            return -1;
+    }
+    CURL *c = it_curl;
+    curl_easy_reset(c);            /* keeps the connection cache: keep-alive across calls */
+    char url[4096];
+    snprintf(url, sizeof url, "%s%s", it_base, call->path);
+    grow_t body = {0}, hdrs = {0};
+    upload_t up = {0};
+    struct curl_slist *h = NULL;
+    char line[512];
+    if (call->content_type != NULL) {
+        snprintf(line, sizeof line, "Content-Type: %s", call->content_type);
+        h = curl_slist_append(h, line);
+    }
+    for (const char *const *x = call->headers; x != NULL && *x != NULL; ++x)
+        h = curl_slist_append(h, *x);
+    h = curl_slist_append(h, "Expect:");   /* no 100-continue round trip */
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, call->method);
+    if (strcmp(call->method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (call->body != NULL) {
+        size_t len = call->len != 0 ? call->len : strlen(call->body);
+        if (call->chunked) {
+            up.p = call->body;
+            up.left = len;
+            h = curl_slist_append(h, "Transfer-Encoding: chunked");
+            curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(c, CURLOPT_READDATA, &up);
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, call->method);
+        } else {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, call->body);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        }
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &hdrs);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(h);
+    out->body = body.p != NULL ? body.p : strdup("");
+    out->len = body.len;
+    out->headers = hdrs.p != NULL ? hdrs.p : strdup("");
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &out->connects);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "it: %s %s: %s\n", call->method, call->path, curl_easy_strerror(rc));
+        return out->status != 0 ? 0 : -1;
+    }
+    return 0;
+}
+
+int it_request(const char *method, const char *path, const char *content_type, const char *body,
+               long *status, char **resp_body, char **headers)
+{
+    it_call_t call = {.method = method, .path = path, .content_type = content_type, .body = body};
+    it_resp_t r;
+    int rc = it_do(&call, &r);
+    if (status != NULL)
+        *status = r.status;
+    if (resp_body != NULL) {
+        *resp_body = r.body;
+        r.body = NULL;
+    }
+    if (headers != NULL) {
+        *headers = r.headers;
+        r.headers = NULL;
+    }
+    it_resp_free(&r);
+    return rc;
+}
+
+cJSON *it_json(const char *method, const char *path, const char *body, long *status)
+{
+    char *text = NULL;
+    if (it_request(method, path, body != NULL ? "application/json" : NULL, body, status, &text,
+                   NULL) < 0) {
+        free(text);
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    return j;
+}
+
+char *it_header(const char *headers, const char *name)
+{
+    /* Only the last block counts (a 100 Continue may come first). */
+    const char *block = headers, *p;
+    while ((p = strstr(block, "\r\n\r\n")) != NULL && p[4] != '\0')
+        block = p + 4;
+    size_t nlen = strlen(name);
+    char *found = NULL;
+    for (const char *line = block; *line != '\0';) {
+        const char *eol = strstr(line, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - line) : strlen(line);
+        if (len > nlen && line[nlen] == ':' && strncasecmp(line, name, nlen) == 0) {
+            const char *v = line + nlen + 1;
+            while (*v == ' ')
+                ++v;
+            free(found);
+            found = strndup(v, len - (size_t)(v - line));
+        }
+        if (eol == NULL)
+            break;
+        line = eol + 2;
+    }
+    return found;
+}

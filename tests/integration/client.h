@@ -1,0 +1,104 @@
+/* tests/integration/client.h -- drive a real neurond over HTTP from Check tests.
+ *
+ *     static it_daemon_t d;
+ *     static void setup(void) { ck_assert_int_eq(it_start(&d, it_exe, NULL), 0); }
+ *     static void teardown(void) { it_cleanup(&d); }
+ *
+ *     long status;
+ *     cJSON *j = it_json("POST", "/v1/models", "{\"kind\":\"linear\",\"inputs\":2}", &status);
+ *     ck_assert_int_eq(status, 201);
+ *     cJSON_Delete(j);
+ *
+ * it_start() runs `<exe> --port 0 --db <fresh temp dir>/t.db [extra args]`, reads the port from
+ * the "neurond listening on HOST:PORT" line and makes that daemon the target of it_request()
+ * and friends. Requests reuse one libcurl handle, so they share a keep-alive connection.
+ * main() of each test gets the daemon path as argv[1] and the golden directory as argv[2]:
+ * store them in it_exe / it_golden with it_init(argc, argv).
+ */
+#ifndef ND_IT_CLIENT_H
+#define ND_IT_CLIENT_H
+
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define IT_MAX_ARGS 32
+
+typedef struct it_daemon {
+    pid_t pid;                 /* 0 when not running */
+    int port;
+    int out_fd;                /* read end of the daemon's stdout */
+    char exe[PATH_MAX];
+    char dir[PATH_MAX];        /* temporary directory holding the database */
+    char db[PATH_MAX];
+    int n_extra;
+    char *extra[IT_MAX_ARGS];  /* extra arguments, kept for it_restart() */
+} it_daemon_t;
+
+extern const char *it_exe;     /* argv[1]: path to neurond */
+extern const char *it_golden;  /* argv[2]: tests/golden directory */
+
+/* Record argv[1] and argv[2]; exits 2 with a usage line when they are missing. */
+void it_init(int argc, char **argv);
+
+/* Start a daemon on a fresh database. `extra` is a NULL-terminated list of more arguments (or
+ * NULL). Returns 0, or -1 (message on stderr) when it did not come up within 10 s. */
+int it_start(it_daemon_t *d, const char *exe, const char *const *extra);
+
+/* Stop with SIGTERM and start again on the same database and arguments. Returns 0 or -1. */
+int it_restart(it_daemon_t *d);
+
+/* Start again after it_stop()/it_kill9() on the same database. Returns 0 or -1. */
+int it_start_again(it_daemon_t *d);
+
+/* SIGTERM, then wait up to 10 s. Returns the exit status (0..255), 128+signal when it died of a
+ * signal, or -1 when it had to be killed after the timeout. */
+int it_stop(it_daemon_t *d);
+
+/* SIGKILL and reap (simulates a crash). */
+void it_kill9(it_daemon_t *d);
+
+/* Kill the daemon if still running and delete its temporary directory. */
+void it_cleanup(it_daemon_t *d);
+
+/* One HTTP answer. All pointers new; free with it_resp_free(). */
+typedef struct it_resp {
+    long status;               /* 0 when the request failed at the transport level */
+    char *body;                /* NUL-terminated */
+    size_t len;
+    char *headers;             /* raw header block(s) of the answer */
+    long connects;             /* new connections made for this request (0 = reused) */
+} it_resp_t;
+
+void it_resp_free(it_resp_t *r);
+
+typedef struct it_call {
+    const char *method;        /* "GET", ... */
+    const char *path;          /* "/v1/models?limit=2" */
+    const char *content_type;  /* NULL = none */
+    const char *body;          /* NULL = none */
+    size_t len;                /* body length; 0 = strlen(body) */
+    int chunked;               /* send the body with Transfer-Encoding: chunked */
+    const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
+} it_call_t;
+
+/* Perform a call against the current daemon. Returns 0, or -1 on a transport error. */
+int it_do(const it_call_t *call, it_resp_t *out);
+
+/* The simple form: `*resp_body` and `*headers` (either may be NULL to ignore) are new. */
+int it_request(const char *method, const char *path, const char *content_type, const char *body,
+               long *status, char **resp_body, char **headers);
+
+/* Request with an application/json body (or none when body is NULL) and parse the answer.
+ * Returns the parsed JSON (new; cJSON_Delete it) or NULL when the answer is not JSON. */
+cJSON *it_json(const char *method, const char *path, const char *body, long *status);
+
+/* Value of header `name` (case-insensitive) in the last answer block of `headers`, new, or
+ * NULL when absent. */
+char *it_header(const char *headers, const char *name);
+
+/* Base URL of the current daemon, e.g. "http://127.0.0.1:41234". Borrowed. */
+const char *it_base_url(void);
+
+#endif /* ND_IT_CLIENT_H */

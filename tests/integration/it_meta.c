@@ -1,0 +1,308 @@
+/* tests/integration/it_meta.c -- the daemon's foundation end to end: health, errors, limits,
+ * metrics, the OpenAPI document, request ids, keep-alive, shutdown and restart. */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "client.h"
+
+static it_daemon_t d;
+
+static void setup(void)
+{
+    static const char *const extra[] = {"--max-body", "1000", "--threads", "2", NULL};
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
+}
+
+static void teardown(void)
+{
+    it_cleanup(&d);
+}
+
+static void assert_error(const char *body, const char *code)
+{
+    cJSON *j = cJSON_Parse(body);
+    ck_assert_msg(j != NULL, "error body is not JSON: %s", body);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    ck_assert_msg(cJSON_IsObject(e), "no error object: %s", body);
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+    ck_assert_msg(cJSON_IsString(c), "no error.code: %s", body);
+    ck_assert_str_eq(c->valuestring, code);
+    ck_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "message")));
+    cJSON_Delete(j);
+}
+
+START_TEST(healthz_ok)
+{
+    long status = 0;
+    cJSON *j = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "ok");
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "db")->valuestring, "ok");
+    ck_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "version")));
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(request_id)
+{
+    it_resp_t r;
+    it_call_t call = {.method = "GET", .path = "/healthz"};
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    char *id1 = it_header(r.headers, "X-Request-Id");
+    ck_assert_ptr_nonnull(id1);
+    ck_assert_int_eq((int)strlen(id1), 16);
+    it_resp_free(&r);
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    char *id2 = it_header(r.headers, "X-Request-Id");
+    ck_assert_ptr_nonnull(id2);
+    ck_assert_str_ne(id1, id2);
+    it_resp_free(&r);
+
+    /* A safe client id is echoed; an unsafe one is replaced. Errors carry one too. */
+    const char *const mine[] = {"X-Request-Id: trace-42.abc", NULL};
+    it_call_t echo = {.method = "GET", .path = "/nope", .headers = mine};
+    ck_assert_int_eq(it_do(&echo, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    char *id3 = it_header(r.headers, "X-Request-Id");
+    ck_assert_str_eq(id3, "trace-42.abc");
+    it_resp_free(&r);
+    const char *const bad[] = {"X-Request-Id: has space", NULL};
+    it_call_t unsafe = {.method = "GET", .path = "/healthz", .headers = bad};
+    ck_assert_int_eq(it_do(&unsafe, &r), 0);
+    char *id4 = it_header(r.headers, "X-Request-Id");
+    ck_assert_ptr_nonnull(id4);
+    ck_assert_str_ne(id4, "has space");
+    it_resp_free(&r);
+    free(id1);
+    free(id2);
+    free(id3);
+    free(id4);
+}
+END_TEST
+
+START_TEST(unknown_path_404)
+{
+    const char *paths[] = {"/nope", "/v1/nothing/here", "/healthz/extra", "/v1/models/abc"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; ++i) {
+        long status = 0;
+        char *body = NULL, *headers = NULL;
+        ck_assert_int_eq(it_request("GET", paths[i], NULL, NULL, &status, &body, &headers), 0);
+        ck_assert_msg(status == 404, "%s: status %ld", paths[i], status);
+        assert_error(body, "not_found");
+        char *ct = it_header(headers, "Content-Type");
+        ck_assert_ptr_nonnull(ct);
+        ck_assert(strncmp(ct, "application/json", 16) == 0);
+        free(ct);
+        free(body);
+        free(headers);
+    }
+}
+END_TEST
+
+START_TEST(wrong_method_405)
+{
+    long status = 0;
+    char *body = NULL, *headers = NULL;
+    ck_assert_int_eq(it_request("DELETE", "/healthz", NULL, NULL, &status, &body, &headers), 0);
+    ck_assert_int_eq(status, 405);
+    assert_error(body, "method_not_allowed");
+    char *allow = it_header(headers, "Allow");
+    ck_assert_ptr_nonnull(allow);
+    ck_assert_ptr_nonnull(strstr(allow, "GET"));
+    free(allow);
+    free(body);
+    free(headers);
+}
+END_TEST
+
+START_TEST(body_too_large_413)
+{
+    char *big = malloc(5001);
+    memset(big, 'x', 5000);
+    big[5000] = '\0';
+    /* Content-Length over the limit: answered at once. */
+    it_call_t call = {.method = "POST", .path = "/healthz", .content_type = "application/json",
+                      .body = big};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    assert_error(r.body, "payload_too_large");
+    it_resp_free(&r);
+    /* Chunked: the body grows past the limit. */
+    call.chunked = 1;
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    assert_error(r.body, "payload_too_large");
+    it_resp_free(&r);
+    /* Under the limit it is routed normally (405 here, not 413). */
+    big[500] = '\0';
+    call.chunked = 0;
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 405);
+    it_resp_free(&r);
+    free(big);
+}
+END_TEST
+
+START_TEST(metrics_text)
+{
+    long status = 0;
+    char *body = NULL, *headers = NULL;
+    it_request("GET", "/healthz", NULL, NULL, &status, NULL, NULL);
+    it_request("GET", "/nope", NULL, NULL, &status, NULL, NULL);
+    ck_assert_int_eq(it_request("GET", "/metrics", NULL, NULL, &status, &body, &headers), 0);
+    ck_assert_int_eq(status, 200);
+    char *ct = it_header(headers, "Content-Type");
+    ck_assert_ptr_nonnull(strstr(ct, "text/plain"));
+    ck_assert_ptr_nonnull(strstr(ct, "version=0.0.4"));
+    const char *want[] = {
+        "# HELP neurond_http_requests_total ",
+        "# TYPE neurond_http_requests_total counter",
+        "neurond_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
+        "neurond_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "# TYPE neurond_http_request_duration_seconds histogram",
+        "neurond_http_request_duration_seconds_bucket{route=\"/healthz\",method=\"GET\",le=\"+Inf\"} 1",
+        "neurond_http_request_duration_seconds_count{route=\"/healthz\",method=\"GET\"} 1",
+        "# TYPE neurond_training_steps_total counter",
+        "# HELP neurond_active_jobs ",
+        "# TYPE neurond_active_jobs gauge",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; ++i)
+        ck_assert_msg(strstr(body, want[i]) != NULL, "metrics lack '%s':\n%s", want[i], body);
+    free(ct);
+    free(body);
+    free(headers);
+}
+END_TEST
+
+START_TEST(openapi_and_index)
+{
+    long status = 0;
+    cJSON *j = it_json("GET", "/openapi.json", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_ptr_nonnull(j);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "openapi");
+    ck_assert(cJSON_IsString(v) && strncmp(v->valuestring, "3.0", 3) == 0);
+    ck_assert(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "paths")));
+    ck_assert(cJSON_IsObject(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "paths"), "/healthz")));
+    cJSON_Delete(j);
+
+    char *body = NULL, *headers = NULL;
+    ck_assert_int_eq(it_request("GET", "/", NULL, NULL, &status, &body, &headers), 0);
+    ck_assert_int_eq(status, 200);
+    char *ct = it_header(headers, "Content-Type");
+    ck_assert_ptr_nonnull(strstr(ct, "text/html"));
+    ck_assert_ptr_nonnull(strstr(body, "<html"));
+    free(ct);
+    free(body);
+    free(headers);
+}
+END_TEST
+
+START_TEST(keep_alive)
+{
+    it_resp_t r;
+    it_call_t call = {.method = "GET", .path = "/healthz"};
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(r.connects, 1);
+    it_resp_free(&r);
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(r.connects == 0, "second request opened %ld new connection(s)", r.connects);
+    it_resp_free(&r);
+    /* Error answers keep the connection too. */
+    call.path = "/nope";
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_int_eq(r.connects, 0);
+    it_resp_free(&r);
+}
+END_TEST
+
+START_TEST(head_request)
+{
+    it_resp_t r;
+    it_call_t call = {.method = "HEAD", .path = "/healthz"};
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq((int)r.len, 0);
+    it_resp_free(&r);
+}
+END_TEST
+
+START_TEST(sigterm_exits_zero_and_restart)
+{
+    long status = 0;
+    ck_assert_int_eq(it_request("GET", "/healthz", NULL, NULL, &status, NULL, NULL), 0);
+    ck_assert_int_eq(status, 200);
+    ck_assert_int_eq(it_stop(&d), 0);
+    ck_assert_int_eq(it_start_again(&d), 0);   /* same database, migrations already applied */
+    cJSON *j = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "db")->valuestring, "ok");
+    cJSON_Delete(j);
+    /* A crash (SIGKILL) leaves a database the next start opens too. */
+    it_kill9(&d);
+    ck_assert_int_eq(it_start_again(&d), 0);
+    ck_assert_int_eq(it_request("GET", "/healthz", NULL, NULL, &status, NULL, NULL), 0);
+    ck_assert_int_eq(status, 200);
+}
+END_TEST
+
+START_TEST(bad_flags_exit_2)
+{
+    const char *cases[][3] = {{"--port", "99999", NULL},
+                              {"--log-level", "loud", NULL},
+                              {"--threads", "0", NULL},
+                              {"--bind", "not-an-ip", NULL},
+                              {"--no-such-flag", "1", NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        char cmd[PATH_MAX + 200];
+        snprintf(cmd, sizeof cmd, "'%s' %s %s --db /nonexistent/x.db >/dev/null 2>&1", it_exe,
+                 cases[i][0], cases[i][1]);
+        int rc = system(cmd);
+        ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "%s %s: exit %d", cases[i][0],
+                      cases[i][1], WEXITSTATUS(rc));
+    }
+    char cmd[PATH_MAX + 200];
+    snprintf(cmd, sizeof cmd, "'%s' --port 0 --db /nonexistent/dir/x.db >/dev/null 2>&1", it_exe);
+    int rc = system(cmd);
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "unopenable db: exit %d",
+                  WEXITSTATUS(rc));
+    snprintf(cmd, sizeof cmd, "'%s' --help | grep -q NEUROND_MAX_BODY", it_exe);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    Suite *s = suite_create("meta");
+    TCase *tc = tcase_create("meta");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, healthz_ok);
+    tcase_add_test(tc, request_id);
+    tcase_add_test(tc, unknown_path_404);
+    tcase_add_test(tc, wrong_method_405);
+    tcase_add_test(tc, body_too_large_413);
+    tcase_add_test(tc, metrics_text);
+    tcase_add_test(tc, openapi_and_index);
+    tcase_add_test(tc, keep_alive);
+    tcase_add_test(tc, head_request);
+    tcase_add_test(tc, sigterm_exits_zero_and_restart);
+    tcase_add_test(tc, bad_flags_exit_2);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,410 @@
+/* tests/unit/test_model.c -- every model kind: gradients against central finite differences,
+ * spec validation with field paths, initialisation, predictions and the boundary. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "rng.h"
+#include "testutil.h"
+
+#define ROWS 7
+
+static model_t *make(model_spec_t *s)
+{
+    err_t err = {0};
+    model_t *m = NULL;
+    ck_assert_msg(model_spec_resolve(s, MODEL_MAX_PARAMS_DEFAULT, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_new(s, &m, &err) == 0, "%s", err.msg);
+    return m;
+}
+
+/* Labels that fit the model: class ids, 0/1, or real targets. */
+static void fill_labels(const model_t *m, double *y, int32_t rows, uint64_t seed)
+{
+    const model_spec_t *s = model_spec(m);
+    rng_t r;
+    rng_seed(&r, seed);
+    int32_t n_y = model_n_y(m);
+    for (int32_t i = 0; i < rows * n_y; ++i) {
+        if (s->classes > 0)
+            y[i] = (double)rng_below(&r, (uint64_t)s->classes);
+        else if (model_is_classifier(m) || s->output_activation == MODEL_ACT_SIGMOID)
+            y[i] = (double)rng_below(&r, 2);
+        else
+            y[i] = 4.0 * rng_uniform(&r) - 2.0;
+    }
+}
+
+/* Central differences of the loss against model_loss_grad for every parameter. */
+static void check_gradients(model_spec_t *s)
+{
+    model_t *m = make(s);
+    err_t err = {0};
+    int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    double *x = malloc(sizeof(double) * ROWS * n_x), *y = malloc(sizeof(double) * ROWS * n_y);
+    testutil_fill(x, ROWS * n_x, -1.5, 1.5, 17);
+    fill_labels(m, y, ROWS, 23);
+    batch_t b = {ROWS, n_x, n_y, x, y};
+    int64_t n = model_n_params(m);
+    double *theta = model_params(m);
+    testutil_fill(theta, n, -0.8, 0.8, 5);
+    double *g = malloc(sizeof(double) * (size_t)n), loss;
+    ck_assert_int_eq(model_loss_grad(m, &b, &loss, g, &err), 0);
+    ck_assert(isfinite(loss));
+    const double h = 1e-6;
+    for (int64_t i = 0; i < n; ++i) {
+        double t0 = theta[i], fp, fm;
+        theta[i] = t0 + h;
+        ck_assert_int_eq(model_loss_grad(m, &b, &fp, NULL, &err), 0);
+        theta[i] = t0 - h;
+        ck_assert_int_eq(model_loss_grad(m, &b, &fm, NULL, &err), 0);
+        theta[i] = t0;
+        double fd = (fp - fm) / (2 * h);
+        ck_assert_msg(fabs(g[i] - fd) <= 1e-6 + 1e-5 * fabs(fd),
+                      "kind %s param %lld: analytic %.12g vs numeric %.12g",
+                      model_kind_name(s->kind), (long long)i, g[i], fd);
+    }
+    free(g);
+    free(x);
+    free(y);
+    model_free(m);
+}
+
+START_TEST(test_grad_linear_multi_output_sum)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 3;
+    s.outputs = 2;
+    s.reduction = AD_REDUCTION_SUM;
+    check_gradients(&s);
+}
+END_TEST
+
+START_TEST(test_grad_logistic_bce_and_l2)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 4;
+    check_gradients(&s);
+    s.loss = MODEL_LOSS_L2;
+    check_gradients(&s);
+}
+END_TEST
+
+START_TEST(test_grad_softmax_ova_ovo)
+{
+    int32_t kinds[3] = {MODEL_KIND_SOFTMAX, MODEL_KIND_OVA, MODEL_KIND_OVO};
+    for (int r = 0; r < 2; ++r) {
+        for (int i = 0; i < 3; ++i) {
+            model_spec_t s;
+            model_spec_default(&s);
+            s.kind = kinds[i];
+            s.inputs = 3;
+            s.classes = 4;
+            s.reduction = r ? AD_REDUCTION_SUM : AD_REDUCTION_MEAN;
+            check_gradients(&s);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_grad_mlp_every_activation)
+{
+    int32_t acts[4] = {MODEL_ACT_SIGMOID, MODEL_ACT_TANH, MODEL_ACT_RELU, MODEL_ACT_LINEAR};
+    int32_t outs[3] = {MODEL_ACT_LINEAR, MODEL_ACT_SIGMOID, MODEL_ACT_SOFTMAX};
+    for (int o = 0; o < 3; ++o) {
+        model_spec_t s;
+        model_spec_default(&s);
+        s.kind = MODEL_KIND_MLP;
+        s.inputs = 3;
+        s.outputs = o == 1 ? 1 : 3;
+        s.n_hidden = 4;
+        for (int l = 0; l < 4; ++l) {
+            s.hidden[l].units = 3 + l;
+            s.hidden[l].activation = acts[(l + o) % 4];
+        }
+        s.output_activation = outs[o];
+        check_gradients(&s);
+    }
+}
+END_TEST
+
+START_TEST(test_perceptron_update_is_the_rule)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_PERCEPTRON;
+    s.inputs = 2;
+    s.reduction = AD_REDUCTION_SUM;
+    model_t *m = make(&s);
+    double theta[3] = {0.05, 0.4, -0.4};
+    memcpy(model_params(m), theta, sizeof theta);
+    double x[8] = {1, 0, 0, 1, 1, 1, -1, 1}, y[4] = {0, 1, 0, 1};
+    batch_t b = {4, 2, 1, x, y};
+    double g[3], loss;
+    err_t err = {0};
+    ck_assert_int_eq(model_loss_grad(m, &b, &loss, g, &err), 0);
+    double want[3] = {0, 0, 0};
+    int wrong = 0;
+    for (int i = 0; i < 4; ++i) {
+        double z = theta[0] + theta[1] * x[2 * i] + theta[2] * x[2 * i + 1];
+        double yhat = z > 0 ? 1 : 0;
+        wrong += yhat != y[i];
+        want[0] += yhat - y[i];
+        want[1] += (yhat - y[i]) * x[2 * i];
+        want[2] += (yhat - y[i]) * x[2 * i + 1];
+    }
+    ck_assert_double_eq(loss, wrong);
+    for (int j = 0; j < 3; ++j)
+        ck_assert_double_eq(g[j], want[j]);
+    ck_assert(!model_has_gradients(m));
+    model_free(m);
+}
+END_TEST
+
+static void expect_spec_error(model_spec_t *s, const char *field)
+{
+    err_t err = {0};
+    ck_assert_int_eq(model_spec_resolve(s, MODEL_MAX_PARAMS_DEFAULT, &err), ERR_INVAL);
+    ck_assert_msg(strcmp(err.field, field) == 0, "field \"%s\", expected \"%s\" (%s)", err.field,
+                  field, err.msg);
+}
+
+START_TEST(test_spec_errors_name_the_field)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    expect_spec_error(&s, "kind");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    expect_spec_error(&s, "inputs");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_SOFTMAX;
+    s.inputs = 2;
+    expect_spec_error(&s, "classes");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 2;
+    s.n_hidden = 2;
+    s.hidden[0].units = 3;
+    s.hidden[1].units = 0;
+    expect_spec_error(&s, "hidden[1].units");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 2;
+    s.outputs = 3;
+    s.output_activation = MODEL_ACT_SOFTMAX;
+    s.classes = 4;
+    expect_spec_error(&s, "classes");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 2;
+    s.loss = MODEL_LOSS_CCE;
+    expect_spec_error(&s, "loss");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 2;
+    s.n_hidden = 1;
+    s.hidden[0].units = 2;
+    expect_spec_error(&s, "hidden");
+
+    /* 100000 x 100000 weights: over the default parameter limit, caught before allocating. */
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 100000;
+    s.outputs = 100000;
+    expect_spec_error(&s, "inputs");
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 2;
+    s.optimizer.momentum = 0.5;   /* sgd with momentum is rejected */
+    expect_spec_error(&s, "optimizer.momentum");
+}
+END_TEST
+
+START_TEST(test_param_values_shape_checked)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 2;
+    s.n_param_value = 1;
+    s.param_value = calloc(1, sizeof *s.param_value);
+    strcpy(s.param_value[0].name, "W1");
+    s.param_value[0].rows = 1;
+    s.param_value[0].cols = 2;
+    s.param_value[0].x = calloc(2, sizeof(double));
+    err_t err = {0};
+    model_t *m = NULL;
+    ck_assert_int_eq(model_spec_resolve(&s, MODEL_MAX_PARAMS_DEFAULT, &err), 0);
+    ck_assert_int_eq(model_new(&s, &m, &err), ERR_INVAL);
+    ck_assert_ptr_null(m);
+    ck_assert_str_eq(err.field, "parameters.W1");
+    strcpy(s.param_value[0].name, "W7");
+    ck_assert_int_eq(model_new(&s, &m, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "parameters.W7");
+    model_spec_free(&s);
+}
+END_TEST
+
+START_TEST(test_init_is_deterministic)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 4;
+    s.n_hidden = 1;
+    s.hidden[0].units = 5;
+    s.init_method = MODEL_INIT_UNIFORM;
+    s.init_scale = 0.5;
+    s.init_seed = 9;
+    model_t *a = make(&s), *b = make(&s);
+    int64_t n = model_n_params(a);
+    ck_assert_int_eq(n, 5 * 5 + 1 * 6);
+    for (int64_t i = 0; i < n; ++i) {
+        ck_assert_double_eq(model_params(a)[i], model_params(b)[i]);
+        ck_assert(fabs(model_params(a)[i]) <= 0.5);
+    }
+    /* The first weight is the first uniform draw of seed 9 scaled to [-0.5, 0.5]. */
+    rng_t r;
+    rng_seed(&r, 9);
+    ck_assert_double_eq(model_params(a)[0], 0.5 * (2.0 * rng_uniform(&r) - 1.0));
+    model_free(b);
+    s.init_seed = 10;
+    b = make(&s);
+    ck_assert(model_params(a)[0] != model_params(b)[0]);
+    model_free(a);
+    model_free(b);
+
+    s.init_method = MODEL_INIT_XAVIER;
+    a = make(&s);
+    double bound = sqrt(6.0 / (4 + 5));
+    for (int32_t i = 0; i < 5; ++i) {
+        ck_assert_double_eq(model_params(a)[i * 5], 0.0);   /* bias column */
+        for (int32_t j = 1; j < 5; ++j)
+            ck_assert(fabs(model_params(a)[i * 5 + j]) <= bound);
+    }
+    /* decay mask: bias columns excluded in every layer */
+    const uint8_t *mask = model_decay_mask(a);
+    ck_assert_int_eq(mask[0], 0);
+    ck_assert_int_eq(mask[1], 1);
+    ck_assert_int_eq(mask[25], 0);
+    ck_assert_int_eq(mask[26], 1);
+    model_free(a);
+
+    s.init_method = MODEL_INIT_ZEROS;
+    a = make(&s);
+    for (int64_t i = 0; i < n; ++i)
+        ck_assert_double_eq(model_params(a)[i], 0.0);
+    model_free(a);
+}
+END_TEST
+
+START_TEST(test_predict_shapes_and_classes)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_SOFTMAX;
+    s.inputs = 2;
+    s.classes = 3;
+    model_t *m = make(&s);
+    double w[9] = {0, 1, 0, 0, 0, 1, 0, -1, -1};
+    memcpy(model_params(m), w, sizeof w);
+    double x[4] = {2, 0, 0, 2};
+    model_prediction_t p;
+    err_t err = {0};
+    ck_assert_int_eq(model_predict(m, x, 2, &p, &err), 0);
+    ck_assert_int_eq(p.n_out, 3);
+    ck_assert_int_eq(p.per_row_scalar, 0);
+    ck_assert_int_eq(p.classes[0], 0);
+    ck_assert_int_eq(p.classes[1], 1);
+    ck_assert_ptr_null(p.margins);
+    ck_assert_close(p.outputs[0] + p.outputs[1] + p.outputs[2], 1.0, 1e-15, 0);
+    model_prediction_free(&p);
+    double normal[2], unit[2], off;
+    ck_assert_int_eq(model_boundary(m, normal, unit, &off, &err), ERR_INVAL);
+    model_free(m);
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 2;
+    m = make(&s);
+    double t[3] = {1, 3, 4};
+    memcpy(model_params(m), t, sizeof t);
+    ck_assert_int_eq(model_predict(m, x, 2, &p, &err), 0);
+    ck_assert_int_eq(p.per_row_scalar, 1);
+    ck_assert_close(p.margins[0], 7.0 / 5.0, 1e-15, 0);
+    ck_assert_close(p.outputs[1], 1.0 / (1.0 + exp(-9.0)), 1e-15, 0);
+    model_prediction_free(&p);
+    ck_assert_int_eq(model_boundary(m, normal, unit, &off, &err), 0);
+    ck_assert_double_eq(normal[1], 4.0);
+    ck_assert_close(unit[0], 0.6, 1e-15, 0);
+    ck_assert_close(off, -0.2, 1e-15, 0);
+    model_free(m);
+}
+END_TEST
+
+START_TEST(test_labels_checked)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_OVO;
+    s.inputs = 1;
+    s.classes = 3;
+    model_t *m = make(&s);
+    double x[3] = {0, 1, 2}, y[3] = {0, 2, 3};
+    batch_t b = {3, 1, 1, x, y};
+    err_t err = {0};
+    ck_assert_int_eq(model_check_labels(m, &b, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "y[2]");
+    y[2] = 1.5;
+    ck_assert_int_eq(model_check_labels(m, &b, &err), ERR_INVAL);
+    y[2] = 1;
+    ck_assert_int_eq(model_check_labels(m, &b, &err), 0);
+    model_free(m);
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 1;
+    m = make(&s);
+    y[1] = 2;
+    ck_assert_int_eq(model_check_labels(m, &b, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "y[1]");
+    model_free(m);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_grad_linear_multi_output_sum);
+    tcase_add_test(tc, test_grad_logistic_bce_and_l2);
+    tcase_add_test(tc, test_grad_softmax_ova_ovo);
+    tcase_add_test(tc, test_grad_mlp_every_activation);
+    tcase_add_test(tc, test_perceptron_update_is_the_rule);
+    tcase_add_test(tc, test_spec_errors_name_the_field);
+    tcase_add_test(tc, test_param_values_shape_checked);
+    tcase_add_test(tc, test_init_is_deterministic);
+    tcase_add_test(tc, test_predict_shapes_and_classes);
+    tcase_add_test(tc, test_labels_checked);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return testutil_run(suite());
+}

@@ -1,0 +1,285 @@
+/* tests/unit/test_optim.c -- single optimizer steps against hand-computed values, state layout,
+ * configuration checks. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim.h"
+#include "testutil.h"
+
+#define REL 1e-14
+#define ABS 1e-15
+
+static optim_t *make(int32_t method, double wd, int64_t n)
+{
+    optim_cfg_t cfg;
+    optim_cfg_default(&cfg, method);
+    cfg.weight_decay = wd;
+    optim_t *o = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(optim_new(&cfg, n, &o, &err), 0);
+    ck_assert_ptr_nonnull(o);
+    return o;
+}
+
+START_TEST(defaults)
+{
+    optim_cfg_t c;
+    optim_cfg_default(&c, OPTIM_METHOD_MOMENTUM);
+    ck_assert_int_eq(c.method, OPTIM_METHOD_MOMENTUM);
+    ck_assert_double_eq(c.learning_rate, 0.1);
+    ck_assert_double_eq(c.momentum, 0.9);
+    ck_assert_double_eq(c.beta1, 0.9);
+    ck_assert_double_eq(c.beta2, 0.999);
+    ck_assert_double_eq(c.epsilon, 1e-8);
+    ck_assert_double_eq(c.weight_decay, 0.0);
+    ck_assert_int_eq(c.history, 10);
+    ck_assert_int_eq(c.max_line_search, 20);
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    ck_assert_double_eq(c.momentum, 0.0);
+    ck_assert_int_eq(optim_cfg_validate(&c, NULL), 0);
+    optim_cfg_default(&c, OPTIM_METHOD_ADAM);
+    ck_assert_double_eq(c.momentum, 0.0);
+    ck_assert_int_eq(optim_cfg_validate(&c, NULL), 0);
+}
+END_TEST
+
+START_TEST(method_names)
+{
+    const char *names[] = {"sgd", "momentum", "adam", "lbfgs"};
+    for (int32_t k = 1; k <= 4; ++k) {
+        ck_assert_str_eq(optim_method_name(k), names[k - 1]);
+        ck_assert_int_eq(optim_method_from_name(names[k - 1]), k);
+    }
+    ck_assert_int_eq(optim_method_from_name("rmsprop"), 0);
+    ck_assert_int_eq(optim_method_from_name(""), 0);
+    ck_assert_int_eq(optim_method_from_name(NULL), 0);
+    ck_assert_str_eq(optim_method_name(0), "unknown");
+    ck_assert_str_eq(optim_method_name(99), "unknown");
+}
+END_TEST
+
+START_TEST(sgd_step)
+{
+    optim_t *o = make(OPTIM_METHOD_SGD, 0.0, 3);
+    double theta[3] = {1.0, 2.0, -1.0}, g[3] = {0.5, -1.0, 2.0};
+    optim_update(o, 0.1, g, NULL, theta);
+    ck_assert_close(theta[0], 0.95, REL, ABS);
+    ck_assert_close(theta[1], 2.1, REL, ABS);
+    ck_assert_close(theta[2], -1.2, REL, ABS);
+    ck_assert_int_eq(optim_state_len(o), 0);
+    ck_assert_ptr_null(optim_state(o));
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(sgd_weight_decay_mask)
+{
+    /* d = g + 0.1 θ on entries 1 and 2 only (entry 0 is a bias). */
+    optim_t *o = make(OPTIM_METHOD_SGD, 0.1, 3);
+    double theta[3] = {1.0, 2.0, -1.0}, g[3] = {0.5, -1.0, 2.0};
+    const uint8_t mask[3] = {0, 1, 1};
+    optim_update(o, 0.1, g, mask, theta);
+    ck_assert_close(theta[0], 1.0 - 0.1 * 0.5, REL, ABS);
+    ck_assert_close(theta[1], 2.0 - 0.1 * (-1.0 + 0.2), REL, ABS);
+    ck_assert_close(theta[2], -1.0 - 0.1 * (2.0 - 0.1), REL, ABS);
+
+    /* NULL mask: decay everywhere. */
+    double t2[3] = {1.0, 2.0, -1.0};
+    optim_update(o, 0.1, g, NULL, t2);
+    ck_assert_close(t2[0], 1.0 - 0.1 * (0.5 + 0.1), REL, ABS);
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(momentum_two_steps)
+{
+    optim_t *o = make(OPTIM_METHOD_MOMENTUM, 0.0, 2);
+    double theta[2] = {1.0, -1.0};
+    double g1[2] = {1.0, 0.0}, g2[2] = {2.0, 0.5};
+    optim_update(o, 0.1, g1, NULL, theta);         /* v = g1 */
+    ck_assert_close(theta[0], 0.9, REL, ABS);
+    ck_assert_close(theta[1], -1.0, REL, ABS);
+    optim_update(o, 0.1, g2, NULL, theta);         /* v = 0.9 v + g2 = [2.9, 0.5] */
+    ck_assert_close(theta[0], 0.9 - 0.29, REL, ABS);
+    ck_assert_close(theta[1], -1.05, REL, ABS);
+    ck_assert_int_eq(optim_state_len(o), 2);
+    ck_assert_close(optim_state(o)[0], 2.9, REL, ABS);
+    ck_assert_close(optim_state(o)[1], 0.5, REL, ABS);
+    optim_reset(o);
+    ck_assert_double_eq(optim_state(o)[0], 0.0);
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(momentum_weight_decay)
+{
+    /* λ = 0.01 on the weight, none on the bias; two steps with the same gradient. */
+    optim_t *o = make(OPTIM_METHOD_MOMENTUM, 0.01, 2);
+    double theta[2] = {3.0, 2.0}, g[2] = {1.0, 1.0};
+    const uint8_t mask[2] = {0, 1};
+    optim_update(o, 0.5, g, mask, theta);
+    double v0 = 1.0, v1 = 1.0 + 0.01 * 2.0;
+    double w1 = 2.0 - 0.5 * v1;
+    ck_assert_close(theta[0], 3.0 - 0.5 * v0, REL, ABS);
+    ck_assert_close(theta[1], w1, REL, ABS);
+    optim_update(o, 0.5, g, mask, theta);
+    v0 = 0.9 * v0 + 1.0;
+    v1 = 0.9 * v1 + 1.0 + 0.01 * w1;
+    ck_assert_close(theta[0], 3.0 - 0.5 - 0.5 * v0, REL, ABS);
+    ck_assert_close(theta[1], w1 - 0.5 * v1, REL, ABS);
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(adam_two_steps)
+{
+    optim_t *o = make(OPTIM_METHOD_ADAM, 0.0, 1);
+    double theta = 1.0, g1 = 2.0, g2 = -1.0;
+    optim_update(o, 0.1, &g1, NULL, &theta);
+    /* m = 0.2, v = 0.004; mhat = 2, vhat = 4: θ = 1 − 0.1·2/(2 + 1e-8). */
+    double want1 = 1.0 - 0.1 * 2.0 / (2.0 + 1e-8);
+    ck_assert_close(theta, want1, REL, ABS);
+    optim_update(o, 0.1, &g2, NULL, &theta);
+    /* m = 0.9·0.2 − 0.1 = 0.08, v = 0.999·0.004 + 0.001 = 0.004996. */
+    double mhat = 0.08 / (1.0 - 0.81), vhat = 0.004996 / (1.0 - 0.998001);
+    double want2 = want1 - 0.1 * mhat / (sqrt(vhat) + 1e-8);
+    ck_assert_close(theta, want2, 1e-12, ABS);
+    ck_assert_int_eq(optim_state_len(o), 3);
+    const double *st = optim_state(o);
+    ck_assert_close(st[0], 0.08, 1e-12, ABS);
+    ck_assert_close(st[1], 0.004996, 1e-12, ABS);
+    ck_assert_double_eq(st[2], 2.0);    /* t */
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(adam_weight_decay_mask)
+{
+    /* d = g + λθ̃ feeds both moments; the bias (mask 0) sees g alone. */
+    optim_t *o = make(OPTIM_METHOD_ADAM, 0.5, 2);
+    double theta[2] = {1.0, 1.0}, g[2] = {0.0, 0.0};
+    const uint8_t mask[2] = {0, 1};
+    optim_update(o, 0.01, g, mask, theta);
+    ck_assert_double_eq(theta[0], 1.0);    /* d = 0: m = v = 0, no move */
+    /* d = 0.5: mhat = 0.5, vhat = 0.25, θ = 1 − 0.01·0.5/(0.5 + 1e-8). */
+    ck_assert_close(theta[1], 1.0 - 0.01 * 0.5 / (0.5 + 1e-8), REL, ABS);
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(state_restore_replays)
+{
+    /* Saving and writing back the state reproduces the next update bit for bit. */
+    optim_t *o = make(OPTIM_METHOD_ADAM, 0.0, 4);
+    double theta[4] = {0.1, -0.2, 0.3, 0.4}, g[4] = {1.0, -2.0, 0.5, 0.0};
+    optim_update(o, 0.05, g, NULL, theta);
+    int64_t len = optim_state_len(o);
+    ck_assert_int_eq(len, 9);
+    double saved[9], theta_saved[4];
+    memcpy(saved, optim_state(o), sizeof saved);
+    memcpy(theta_saved, theta, sizeof theta);
+    optim_update(o, 0.05, g, NULL, theta);
+    double after[4];
+    memcpy(after, theta, sizeof after);
+    memcpy(optim_state(o), saved, sizeof saved);
+    memcpy(theta, theta_saved, sizeof theta);
+    optim_update(o, 0.05, g, NULL, theta);
+    ck_assert_mem_eq(theta, after, sizeof after);
+    optim_reset(o);
+    for (int64_t i = 0; i < len; ++i)
+        ck_assert_double_eq(optim_state(o)[i], 0.0);
+    ck_assert_int_eq(optim_cfg(o)->method, OPTIM_METHOD_ADAM);
+    optim_free(o);
+}
+END_TEST
+
+static void expect_invalid(const optim_cfg_t *c, const char *field)
+{
+    err_t err = {0};
+    ck_assert_int_eq(optim_cfg_validate(c, &err), ERR_INVAL);
+    ck_assert_int_eq(err.code, ERR_INVAL);
+    ck_assert_str_eq(err.field, field);
+    ck_assert(strlen(err.msg) > 0);
+    optim_t *o = NULL;
+    ck_assert_int_eq(optim_new(c, 3, &o, &err), ERR_INVAL);
+    ck_assert_ptr_null(o);
+}
+
+START_TEST(validation)
+{
+    optim_cfg_t c;
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    c.learning_rate = 0.0;
+    expect_invalid(&c, "optimizer.learning_rate");
+    c.learning_rate = -1.0;
+    expect_invalid(&c, "optimizer.learning_rate");
+    c.learning_rate = INFINITY;
+    expect_invalid(&c, "optimizer.learning_rate");
+    c.learning_rate = NAN;
+    expect_invalid(&c, "optimizer.learning_rate");
+
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    c.momentum = 0.5;
+    expect_invalid(&c, "optimizer.momentum");
+    err_t err = {0};
+    optim_cfg_validate(&c, &err);
+    ck_assert_ptr_nonnull(strstr(err.msg, "\"method\":\"momentum\""));
+
+    optim_cfg_default(&c, OPTIM_METHOD_MOMENTUM);
+    c.momentum = 1.0;
+    expect_invalid(&c, "optimizer.momentum");
+    c.momentum = -0.1;
+    expect_invalid(&c, "optimizer.momentum");
+
+    optim_cfg_default(&c, OPTIM_METHOD_ADAM);
+    c.beta1 = 1.0;
+    expect_invalid(&c, "optimizer.beta1");
+    optim_cfg_default(&c, OPTIM_METHOD_ADAM);
+    c.beta2 = -0.5;
+    expect_invalid(&c, "optimizer.beta2");
+    optim_cfg_default(&c, OPTIM_METHOD_ADAM);
+    c.epsilon = 0.0;
+    expect_invalid(&c, "optimizer.epsilon");
+    optim_cfg_default(&c, OPTIM_METHOD_ADAM);
+    c.weight_decay = -1e-3;
+    expect_invalid(&c, "optimizer.weight_decay");
+    c.weight_decay = NAN;
+    expect_invalid(&c, "optimizer.weight_decay");
+
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    c.method = 0;
+    expect_invalid(&c, "optimizer.method");
+    c.method = 9;
+    expect_invalid(&c, "optimizer.method");
+    /* L-BFGS is a later feature: rejected with a clear message until then. */
+    optim_cfg_default(&c, OPTIM_METHOD_LBFGS);
+    expect_invalid(&c, "optimizer.method");
+    optim_cfg_validate(&c, &err);
+    ck_assert_ptr_nonnull(strstr(err.msg, "lbfgs is not available yet"));
+
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    optim_t *o = NULL;
+    ck_assert_int_eq(optim_new(&c, -1, &o, &err), ERR_RANGE);
+    ck_assert_ptr_null(o);
+    optim_free(NULL);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("optim");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, method_names);
+    tcase_add_test(tc, sgd_step);
+    tcase_add_test(tc, sgd_weight_decay_mask);
+    tcase_add_test(tc, momentum_two_steps);
+    tcase_add_test(tc, momentum_weight_decay);
+    tcase_add_test(tc, adam_two_steps);
+    tcase_add_test(tc, adam_weight_decay_mask);
+    tcase_add_test(tc, state_restore_replays);
+    tcase_add_test(tc, validation);
+    suite_add_tcase(s, tc);
+    return testutil_run(s);
+}
