@@ -1323,12 +1323,23 @@ static const char *plural(int64_t n)
     return n == 1 ? "" : "s";
 }
 
-/* Row i of x or y: an array of exactly `want` numbers written to dst. `what` names the values
- * in the count message ("input", "label"). */
-static int row_decode(const cJSON *row, const char *path, int32_t want, const char *what,
-                      double *dst, err_t *err)
+/* Row i of x or y (name "x" or "y"): an array of exactly `want` numbers written to dst. `what`
+ * names the values in the count message ("input", "label"). */
+static int row_decode(const cJSON *row, const char *name, int64_t i, int32_t want,
+                      const char *what, double *dst, err_t *err)
 {
-    char sub[CODEC_PATH_MAX];
+    char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
+    if (cJSON_IsArray(row)) {
+        /* The common case, without formatting any path. */
+        int64_t count = 0;
+        const cJSON *e = row->child;
+        for (; e != NULL && count < want && cJSON_IsNumber(e) && isfinite(e->valuedouble);
+             e = e->next)
+            dst[count++] = e->valuedouble;
+        if (e == NULL && count == want)
+            return 0;
+    }
+    path_index(path, name, i);
     if (!cJSON_IsArray(row))
         return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d number%s, got %s",
                              path, want, plural(want), json_type(row));
@@ -1407,25 +1418,23 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
         return err_set(err, ERR_NOMEM, "out of memory for a batch of %lld rows", (long long)rows);
     }
     int64_t i = 0;
-    for (const cJSON *r = jx->child; r != NULL; r = r->next, ++i) {
-        path_index(path, "x", i);
-        if ((rc = row_decode(r, path, n_x, "input", out->x + i * n_x, err)) < 0)
+    for (const cJSON *r = jx->child; r != NULL; r = r->next, ++i)
+        if ((rc = row_decode(r, "x", i, n_x, "input", out->x + i * n_x, err)) < 0)
             goto fail;
-    }
     i = 0;
     for (const cJSON *r = jy != NULL ? jy->child : NULL; r != NULL; r = r->next, ++i) {
-        path_index(path, "y", i);
         double v;
-        if (n_y == 1 && json_number(r, &v)) {
-            if ((rc = get_finite(r, path, &out->y[i], err)) < 0)
-                goto fail;
-        } else if (n_y == 1 && !cJSON_IsArray(r)) {
-            rc = err_set_field(err, ERR_INVAL, path, "%s must be a number, got %s", path,
-                               json_type(r));
-            goto fail;
-        } else if ((rc = row_decode(r, path, n_y, "label", out->y + i * n_y, err)) < 0) {
+        if (n_y == 1 && json_number(r, &v) && isfinite(v)) {
+            out->y[i] = v;
+            continue;
+        }
+        if (n_y == 1 && !cJSON_IsArray(r)) {
+            path_index(path, "y", i);
+            rc = get_finite(r, path, &v, err);
             goto fail;
         }
+        if ((rc = row_decode(r, "y", i, n_y, "label", out->y + i * n_y, err)) < 0)
+            goto fail;
     }
     out->rows = (int32_t)rows;
     out->n_x = n_x;
@@ -1471,6 +1480,49 @@ static int is_decimal(const char *s, size_t n)
     return i == n;
 }
 
+/*
+ * Clinger's fast path: a decimal whose digits fit in an integer m <= 2^53 and whose power of ten
+ * |e| <= 22 is m * 10^e (or m / 10^-e) in one correctly rounded IEEE operation, since both
+ * operands are exact. Returns 1 with *out set, or 0 when s is not such a number (the caller
+ * then validates it and uses strtod).
+ */
+static int fast_decimal(const char *s, size_t n, double *out)
+{
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    size_t i = 0;
+    int neg = 0, digits = 0;
+    uint64_t m = 0;
+    int64_t e = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i, ++digits)
+        m = m * 10 + (uint64_t)(s[i] - '0');
+    if (i < n && s[i] == '.')
+        for (++i; i < n && s[i] >= '0' && s[i] <= '9'; ++i, ++digits, --e)
+            m = m * 10 + (uint64_t)(s[i] - '0');
+    if (digits == 0 || digits > 19)
+        return 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        int eneg = 0, edigits = 0;
+        int64_t x = 0;
+        ++i;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            eneg = s[i++] == '-';
+        for (; i < n && s[i] >= '0' && s[i] <= '9' && edigits < 6; ++i, ++edigits)
+            x = x * 10 + (s[i] - '0');
+        if (edigits == 0)
+            return 0;
+        e += eneg ? -x : x;
+    }
+    if (i != n || m > (1ULL << 53) || e < -22 || e > 22)
+        return 0;
+    double v = e >= 0 ? (double)m * pow10[e] : (double)m / pow10[-e];
+    *out = neg ? -v : v;
+    return 1;
+}
+
 /* Trim spaces, tabs and CRs around [*s, *e). */
 static void trim(const char **s, const char **e)
 {
@@ -1501,6 +1553,20 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
 {
     char field[32], buf[CODEC_CSV_FIELD_MAX];
     size_t n = (size_t)(fe - fs);
+    if (fast_decimal(fs, n, out))
+        return 0;
+    if (n > 0 && n < sizeof buf) {
+        memcpy(buf, fs, n);
+        buf[n] = '\0';
+        if (is_decimal(buf, n)) {
+            double v = strtod(buf, NULL);
+            if (isfinite(v)) {
+                *out = v;
+                return 0;
+            }
+        }
+    }
+    /* Errors only from here on. */
     snprintf(field, sizeof field, "line %lld", (long long)line);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, field, "line %lld: column %lld is empty",
@@ -1509,27 +1575,16 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
         return err_set_field(err, ERR_INVAL, field,
                              "line %lld: column %lld is not a number (%zu characters long)",
                              (long long)line, (long long)col, n);
-    memcpy(buf, fs, n);
-    buf[n] = '\0';
-    if (!is_decimal(buf, n)) {
-        /* Name the overflow/NaN cases apart from plain garbage. */
-        char *end = NULL;
-        double v = strtod(buf, &end);
-        if (*end == '\0' && !isfinite(v))
-            return err_set_field(err, ERR_INVAL, field,
-                                 "line %lld: column %lld (\"%.40s\") is not a finite number",
-                                 (long long)line, (long long)col, buf);
-        return err_set_field(err, ERR_INVAL, field,
-                             "line %lld: column %lld (\"%.40s\") is not a number",
-                             (long long)line, (long long)col, buf);
-    }
-    double v = strtod(buf, NULL);
-    if (!isfinite(v))
+    /* Name overflow, nan and inf apart from plain garbage. */
+    char *end = NULL;
+    double v = strtod(buf, &end);
+    if (*end == '\0' && !isfinite(v))
         return err_set_field(err, ERR_INVAL, field,
                              "line %lld: column %lld (\"%.40s\") is not a finite number",
                              (long long)line, (long long)col, buf);
-    *out = v;
-    return 0;
+    return err_set_field(err, ERR_INVAL, field,
+                         "line %lld: column %lld (\"%.40s\") is not a number", (long long)line,
+                         (long long)col, buf);
 }
 
 int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
@@ -1576,6 +1631,7 @@ int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
     int64_t line = 0, rows = 0;
     int rc = 0;
     char field[32];
+    field[0] = '\0';
     while (p < end && rc == 0) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl != NULL ? nl : end;
@@ -1584,15 +1640,16 @@ int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
         ++line;
         if (line == 1 && (opts->header == 1 || (opts->header < 0 && csv_is_header(ls, le))))
             continue;
-        snprintf(field, sizeof field, "line %lld", (long long)line);
         const char *ts = ls, *te = le;
         trim(&ts, &te);
         if (ts == te) {
+            snprintf(field, sizeof field, "line %lld", (long long)line);
             rc = err_set_field(err, ERR_INVAL, field, "line %lld: is empty, expected %lld fields",
                                (long long)line, (long long)cols);
             break;
         }
         if (opts->max_rows > 0 && rows >= opts->max_rows) {
+            snprintf(field, sizeof field, "line %lld", (long long)line);
             rc = err_set_field(err, ERR_INVAL, field,
                                "line %lld: more than the limit of %lld rows", (long long)line,
                                (long long)opts->max_rows);
@@ -1617,9 +1674,11 @@ int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
             f = comma + 1;
         }
         /* A wrong field count is the clearer message, so it wins over a bad value. */
-        if (nf + 1 != cols)
+        if (nf + 1 != cols) {
+            snprintf(field, sizeof field, "line %lld", (long long)line);
             rc = err_set_field(err, ERR_INVAL, field, "line %lld: has %lld fields, expected %lld",
                                (long long)line, (long long)(nf + 1), (long long)cols);
+        }
         ++rows;
     }
     if (rc == 0 && rows == 0)

@@ -1044,6 +1044,43 @@ START_TEST(test_csv_large_and_blank_heavy)
 }
 END_TEST
 
+START_TEST(test_csv_numbers_match_strtod)
+{
+    /* The parser's fast path must give strtod's correctly rounded value bit for bit. */
+    static const char *const fmts[] = {"%.1f", "%.3f", "%.6f", "%.9g", "%.15g", "%.17g",
+                                       "%.4e", "%.12e", "%.0f"};
+    size_t n = 60000;
+    char *text = malloc(n * 40), *p = text;
+    double *want = malloc(n * sizeof *want);
+    rng_t r;
+    rng_seed(&r, 99);
+    for (size_t i = 0; i < n; ++i) {
+        double mag = pow(10.0, (double)(int)rng_below(&r, 50) - 25);
+        double v = (rng_uniform(&r) - 0.5) * mag;
+        char num[64];
+        snprintf(num, sizeof num, fmts[i % (sizeof fmts / sizeof fmts[0])], v);
+        want[i] = strtod(num, NULL);
+        p += sprintf(p, "%s\n", num);
+    }
+    p += sprintf(p, "-0\n00012.50\n.5\n7.\n1e22\n1e23\n9007199254740993\n");
+    codec_batch_t b;
+    err_t err = {0};
+    codec_csv_opts_t o = {.n_x = 1, .label_columns = 0, .header = 0, .max_rows = 0};
+    ck_assert_msg(codec_csv_decode(text, (size_t)(p - text), &o, &b, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(b.rows, (int32_t)n + 7);
+    for (size_t i = 0; i < n; ++i)
+        ck_assert_msg(memcmp(&b.x[i], &want[i], sizeof(double)) == 0, "row %zu: %.17g vs %.17g",
+                      i, b.x[i], want[i]);
+    ck_assert(b.x[n] == 0.0 && signbit(b.x[n]));
+    ck_assert(b.x[n + 1] == 12.5 && b.x[n + 2] == 0.5 && b.x[n + 3] == 7.0);
+    ck_assert(b.x[n + 4] == 1e22 && b.x[n + 5] == 1e23);
+    ck_assert(b.x[n + 6] == 9007199254740992.0);
+    codec_batch_free(&b);
+    free(text);
+    free(want);
+}
+END_TEST
+
 /* ---- train requests and results ----------------------------------------------------------- */
 
 static int train_str(const char *json, train_req_t *req, int *async, err_t *err)
@@ -1196,6 +1233,7 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_csv_decode);
     tcase_add_test(tc, test_csv_errors);
     tcase_add_test(tc, test_csv_large_and_blank_heavy);
+    tcase_add_test(tc, test_csv_numbers_match_strtod);
     tcase_add_test(tc, test_train_req_decode);
     tcase_add_test(tc, test_train_result_and_tensor);
     suite_add_tcase(s, tc);
