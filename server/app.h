@@ -15,14 +15,17 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "registry.h"
 #include "store.h"
 
 typedef struct app {
     store_t *store;          /* borrowed by handlers; thread-safe (one connection per thread) */
+    registry_t *registry;    /* live models: read cache and per-model write locks */
     const char *version;     /* NEUROND_VERSION */
     size_t max_body;         /* --max-body, bytes */
     int64_t max_jobs;        /* --max-jobs */
     int64_t threads;         /* --threads */
+    struct jobs *jobs;       /* async training jobs and the per-model event hub (jobs.h) */
 } app_t;
 
 /* The app_t of the server handling `req`. Borrowed. */

@@ -114,6 +114,9 @@ struct http_req {
     http_stream_t *stream;               /* REPLY_STREAM, and kept after queueing for bytes */
     header_t *headers;
     uint64_t bytes;
+
+    pthread_mutex_t defer_mu;            /* deferred answers: see http_defer() */
+    int deferred, defer_suspended, defer_done;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -241,6 +244,7 @@ static void req_free(http_req_t *req)
     headers_free(req->headers);
     free(req->body);
     free(req->path);
+    pthread_mutex_destroy(&req->defer_mu);
     free(req);
 }
 
@@ -257,6 +261,7 @@ static http_req_t *req_new(http_server_t *srv, struct MHD_Connection *conn, cons
         free(req);
         return NULL;
     }
+    pthread_mutex_init(&req->defer_mu, NULL);
     snprintf(req->method_log, sizeof req->method_log, "%s", method);
     snprintf(req->method, sizeof req->method, "%s", strcmp(method, "HEAD") == 0 ? "GET" : method);
     const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
@@ -526,6 +531,41 @@ int http_reply_error(http_req_t *req, const err_t *err)
         return http_reply_static(req, 500, HTTP_JSON_TYPE, fallback, sizeof fallback - 1);
     }
     return 0;
+}
+
+/* ---- deferred answers ------------------------------------------------------------------------ */
+
+int http_defer(http_req_t *req)
+{
+    pthread_mutex_lock(&req->defer_mu);
+    req->deferred = 1;
+    pthread_mutex_unlock(&req->defer_mu);
+    return 0;
+}
+
+void http_resume(http_req_t *req)
+{
+    pthread_mutex_lock(&req->defer_mu);
+    req->defer_done = 1;
+    if (req->defer_suspended) {
+        req->defer_suspended = 0;
+        MHD_resume_connection(req->conn);   /* libmicrohttpd calls on_request() again */
+    }
+    pthread_mutex_unlock(&req->defer_mu);
+}
+
+/* After dispatch: park a deferred request unless its worker already finished. Returns 1 when
+ * parked (nothing to queue now). */
+static int defer_park(http_req_t *req)
+{
+    pthread_mutex_lock(&req->defer_mu);
+    int park = req->deferred && !req->defer_done;
+    if (park) {
+        req->defer_suspended = 1;
+        MHD_suspend_connection(req->conn);
+    }
+    pthread_mutex_unlock(&req->defer_mu);
+    return park;
 }
 
 /* ---- streams ----------------------------------------------------------------------------------- */
@@ -834,9 +874,14 @@ static void dispatch(http_req_t *req)
         return;
     int rc = req->route->route->handler(req, &err);
     if (rc < 0) {
+        pthread_mutex_lock(&req->defer_mu);
+        req->deferred = 0;
+        pthread_mutex_unlock(&req->defer_mu);
         if (err.code == 0)
             err_set(&err, rc, "%s", err_str(rc));
         http_reply_error(req, &err);
+    } else if (req->deferred) {
+        return;                              /* the worker answers; see defer_park() */
     } else if (req->kind == REPLY_NONE) {
         err_set(&err, ERR_INTERNAL, "handler for %s %s produced no answer", req->method,
                 req->route->route->pattern);
@@ -881,7 +926,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->queued)
         return MHD_YES;
+    if (req->deferred) {                     /* called again after http_resume() */
+        pthread_mutex_lock(&req->defer_mu);  /* also orders the worker's reply before us */
+        int done = req->defer_done;
+        pthread_mutex_unlock(&req->defer_mu);
+        if (!done)
+            return MHD_YES;
+        if (req->kind == REPLY_NONE) {
+            err_t err;
+            err_set(&err, ERR_INTERNAL, "deferred handler for %s produced no answer",
+                    req->route_label != NULL ? req->route_label : "?");
+            http_reply_error(req, &err);
+        }
+        return queue_reply(req);
+    }
     dispatch(req);
+    if (defer_park(req))
+        return MHD_YES;
     return queue_reply(req);
 }
 
@@ -1016,17 +1077,21 @@ int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
     unsigned int base = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                         MHD_USE_ERROR_LOG | ipv6;
     unsigned int pollers[] = {MHD_USE_EPOLL, MHD_USE_POLL, 0};
+    /* A pool size of 1 draws a warning from libmicrohttpd: one internal thread is the same. */
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->conn_limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL},
+        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
+        {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+         (intptr_t)cfg->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     for (int i = 0; i < 3 && srv->d == NULL; ++i) {
-        srv->d = MHD_start_daemon(
-            base | pollers[i], cfg->port, NULL, NULL, on_request, srv,
-            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-            MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cfg->threads > 1 ? cfg->threads : 1),
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->conn_limit,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
-            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-            MHD_OPTION_END);
+        srv->d = MHD_start_daemon(base | pollers[i], cfg->port, NULL, NULL, on_request, srv,
+                                  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (srv->d == NULL && pollers[i] != 0)
             log_msg(LOG_LEVEL_DEBUG, "http: start with poller %u failed, trying the next",
                     pollers[i]);

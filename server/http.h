@@ -162,6 +162,28 @@ int http_status_for(int code);
  * (ERR_INVAL). Headers survive a later reply call on the same request. */
 int http_set_header(http_req_t *req, const char *name, const char *value);
 
+/* ---- answering later, from another thread ---------------------------------------------------- */
+
+/*
+ * A handler that would block for long (a synchronous training run) calls http_defer(req), hands
+ * `req` to a worker thread and returns 0 without a reply. The connection is parked and holds no
+ * server thread. The worker sets the answer with http_reply_*() (or http_reply_error()) and then
+ * calls http_resume(req); after that it must not touch `req`. Every deferred request must be
+ * resumed, also at shutdown (http_server_stop() waits up to 30 s for it). Returns 0.
+ *
+ *     static int train(http_req_t *req, err_t *err) {
+ *         http_defer(req);
+ *         return trainer_submit(app_of(req)->trainer, req, err);  // worker: reply + resume
+ *     }
+ *
+ * If the handler returns an error after http_defer(), the error is answered at once and the
+ * request is no longer deferred: the worker must then never receive it.
+ */
+int http_defer(http_req_t *req);
+
+/* The deferred answer is set: send it. Any thread; exactly once per http_defer(). */
+void http_resume(http_req_t *req);
+
 /* ---- streamed answers (Server-Sent Events) -------------------------------------------------- */
 
 #define HTTP_STREAM_END ((ssize_t)-1)      /* the stream is finished: close it cleanly */

@@ -17,6 +17,7 @@
 
 #include "app.h"
 #include "http.h"
+#include "jobs.h"
 #include "log.h"
 #include "routes.h"
 #include "store.h"
@@ -82,8 +83,8 @@ static void usage(FILE *f)
         fprintf(f, "  --%-11s %-19s %s (default: %s)\n", flags[i].name, env, flags[i].help,
                 flags[i].dflt);
     }
-    fprintf(f, "  --help                          show this text\n"
-               "  --version                       print the version\n");
+    fprintf(f, "  --help                            show this text\n"
+               "  --version                         print the version\n");
 }
 
 static _Noreturn void bad_value(const flag_t *fl, const char *value, const char *source,
@@ -156,13 +157,9 @@ static void config_parse(config_t *cfg, int argc, char **argv)
     *cfg = (config_t){.bind = "127.0.0.1", .port = 8080, .db = "./neurond.db",
                       .threads = cores, .max_body = 67108864, .max_jobs = cores,
                       .token_file = NULL, .log_level = LOG_LEVEL_INFO};
-    for (size_t i = 0; i < N_FLAGS; ++i) {
-        char env[64];
-        env_name(flags[i].name, env, sizeof env);
-        const char *v = getenv(env);
-        if (v != NULL)
-            flag_set(cfg, &flags[i], v, env);
-    }
+    /* Command line first, so a flag given there makes its environment variable irrelevant
+     * (even an invalid one). */
+    const char *given[N_FLAGS] = {0};
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -191,7 +188,16 @@ static void config_parse(config_t *cfg, int argc, char **argv)
             }
             value = argv[++i];
         }
-        flag_set(cfg, fl, value, "the command line");
+        given[fl - flags] = value;     /* the last one wins, as usual */
+    }
+    for (size_t i = 0; i < N_FLAGS; ++i) {
+        char env[64];
+        env_name(flags[i].name, env, sizeof env);
+        const char *v = getenv(env);
+        if (given[i] != NULL)
+            flag_set(cfg, &flags[i], given[i], "the command line");
+        else if (v != NULL)
+            flag_set(cfg, &flags[i], v, env);
     }
 }
 
@@ -315,9 +321,26 @@ int main(int argc, char **argv)
     if (interrupted > 0)
         log_msg(LOG_LEVEL_WARN, "marked %" PRId64 " job(s) of a previous run as interrupted",
                 interrupted);
+    registry_t *registry = NULL;
+    if (registry_new(store, &registry, &err) < 0) {
+        fprintf(stderr, "neurond: %s\n", err.msg);
+        store_close(store);
+        tokens_free(tokens);
+        return 1;
+    }
 
     app_t app = {.store = store, .version = NEUROND_VERSION, .max_body = (size_t)cfg.max_body,
                  .max_jobs = cfg.max_jobs, .threads = cfg.threads};
+    app.registry = registry;
+    jobs_t *jobs = NULL;
+    if (jobs_new(&app, &jobs, &err) < 0) {
+        fprintf(stderr, "neurond: %s\n", err.msg);
+        registry_free(registry);
+        store_close(store);
+        tokens_free(tokens);
+        return 1;
+    }
+    app.jobs = jobs;
 #define ROUTE_ENTRY(name) name,
     static const http_route_t *const tables[] = {ROUTE_TABLES(ROUTE_ENTRY) NULL};
 #undef ROUTE_ENTRY
@@ -328,6 +351,8 @@ int main(int argc, char **argv)
     http_server_t *srv = NULL;
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
+        jobs_free(jobs);
+        registry_free(registry);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -342,7 +367,10 @@ int main(int argc, char **argv)
 
     int sig = signal_wait();
     log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
+    jobs_shutdown(jobs);       /* runs stop at a step boundary, committed; job threads end */
     http_server_stop(srv);     /* stop accepting, finish running requests */
+    jobs_free(jobs);           /* drop the event streams' references */
+    registry_free(registry);   /* after every user of the models has stopped */
     store_close(store);
     tokens_free(tokens);
     log_msg(LOG_LEVEL_INFO, "stopped");

@@ -12,6 +12,12 @@
 
 #define ROUTE_TABLES(X) \
     X(routes_meta)      \
+    X(routes_models)    \
+    X(routes_data)      \
+    X(routes_graphs)    \
+    X(routes_train)     \
+    X(routes_jobs)      \
+    X(routes_query)     \
     /* X(routes_models) X(routes_data) X(routes_train) ... one line per routes_*.c */
 
 #define ROUTE_DECLARE(name) extern const http_route_t name[];

@@ -1235,6 +1235,254 @@ out:
     return 0;
 }
 
+/* ---- checkpoints and forks ------------------------------------------------------------------ */
+
+int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *checkpoint_id,
+                            int64_t *step, err_t *err)
+{
+    /* One statement reads the model's state and writes the copy: a consistent snapshot. */
+    static const char sql[] =
+        "INSERT INTO checkpoints(model_id, step, label, params, optim, created_at)"
+        " SELECT m.id, m.step, ?2, p.data, o.data, ?3 FROM models m"
+        " JOIN parameters p ON p.model_id = m.id"
+        " LEFT JOIN optim_state o ON o.model_id = m.id WHERE m.id = ?1"
+        " RETURNING id, step";
+    *checkpoint_id = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t cid = 0, cstep = 0;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    sqlite3_bind_int64(st, 1, id);
+    bind_text_or_null(st, 2, label);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        cid = sqlite3_column_int64(st, 0);
+        cstep = sqlite3_column_int64(st, 1);
+        src = sqlite3_step(st);    /* finish the statement so the insert is complete */
+        if (src != SQLITE_DONE)
+            rc = db_fail(c->db, src, "saving a checkpoint", err);
+    } else if (src == SQLITE_DONE) {
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    } else {
+        rc = db_fail(c->db, src, "saving a checkpoint", err);
+    }
+    stmt_done(st);
+    if (rc < 0)
+        return rc;
+    *checkpoint_id = cid;
+    if (step != NULL)
+        *step = cstep;
+    return 0;
+}
+
+void store_checkpoint_list_free(store_checkpoint_t *rows, int64_t n)
+{
+    if (rows == NULL)
+        return;
+    for (int64_t i = 0; i < n; ++i)
+        free(rows[i].label);
+    free(rows);
+}
+
+int store_checkpoint_list(store_t *s, int64_t id, store_checkpoint_t **out, int64_t *n,
+                          err_t *err)
+{
+    static const char sql[] =
+        "SELECT id, step, label, created_at FROM checkpoints WHERE model_id = ?1 ORDER BY id";
+    *out = NULL;
+    *n = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_checkpoint_t *rows = NULL;
+    int64_t count = 0, cap = 0;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            int64_t ncap = cap == 0 ? 16 : cap * 2;
+            store_checkpoint_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
+            if (nr == NULL) {
+                rc = err_set(err, ERR_NOMEM, "out of memory listing checkpoints");
+                goto out;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        store_checkpoint_t *k = &rows[count];
+        memset(k, 0, sizeof *k);
+        k->id = sqlite3_column_int64(st, 0);
+        k->step = sqlite3_column_int64(st, 1);
+        const unsigned char *label = sqlite3_column_text(st, 2);
+        if (label != NULL && (k->label = strdup((const char *)label)) == NULL) {
+            rc = err_set(err, ERR_NOMEM, "out of memory listing checkpoints");
+            goto out;
+        }
+        column_text_copy(st, 3, k->created_at, sizeof k->created_at);
+        count++;
+    }
+    if (src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "listing checkpoints", err);
+out:
+    stmt_done(st);
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0 || count == 0) {
+        store_checkpoint_list_free(rows, count);
+        return rc;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int64_t *step,
+                             err_t *err)
+{
+    static const char sql_find[] =
+        "SELECT step FROM checkpoints WHERE id = ?2 AND model_id = ?1";
+    static const char sql_params[] =
+        "UPDATE parameters SET data = (SELECT params FROM checkpoints WHERE id = ?2)"
+        " WHERE model_id = ?1";
+    static const char sql_optim[] =
+        "INSERT INTO optim_state(model_id, data)"
+        " SELECT ?1, COALESCE(optim, X'') FROM checkpoints WHERE id = ?2"
+        " ON CONFLICT(model_id) DO UPDATE SET data = excluded.data";
+    static const char sql_model[] =
+        "UPDATE models SET step = ?2, loss = NULL, version = version + 1, updated_at = ?3"
+        " WHERE id = ?1";
+    static const char sql_history[] = "DELETE FROM history WHERE model_id = ?1 AND step >= ?2";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t cstep = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_find, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, checkpoint_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        cstep = sqlite3_column_int64(st, 0);
+    else if (src == SQLITE_DONE)
+        rc = err_set_field(err, ERR_NOTFOUND, "checkpoint_id",
+                           "checkpoint %" PRId64 " of model %" PRId64 " not found",
+                           checkpoint_id, id);
+    else
+        rc = db_fail(c->db, src, "reading a checkpoint", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    const char *const two[] = {sql_params, sql_optim};
+    for (int i = 0; i < 2 && rc == 0; ++i) {
+        if ((rc = stmt_get(c, two[i], &st, err)) < 0)
+            goto out;
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, checkpoint_id);
+        rc = step_done(c, st, "restoring a checkpoint", err);
+        stmt_done(st);
+    }
+    if (rc < 0)
+        goto out;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, cstep);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "restoring a checkpoint", err);
+    stmt_done(st);
+    if (rc < 0)
+        goto out;
+    if ((rc = stmt_get(c, sql_history, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, cstep);
+    rc = step_done(c, st, "trimming history", err);
+    stmt_done(st);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc == 0 && step != NULL)
+        *step = cstep;
+    return rc;
+}
+
+int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, err_t *err)
+{
+    static const char sql_model[] =
+        "INSERT INTO models(name, kind, spec_json, step, status, rows, loss, created_at,"
+        " updated_at) SELECT ?2, kind, spec_json, step, 'idle', rows, loss, ?3, ?3"
+        " FROM models WHERE id = ?1";
+    static const char sql_params[] =
+        "INSERT INTO parameters(model_id, data) SELECT ?2, data FROM parameters"
+        " WHERE model_id = ?1";
+    static const char sql_optim[] =
+        "INSERT INTO optim_state(model_id, data) SELECT ?2, data FROM optim_state"
+        " WHERE model_id = ?1";
+    static const char sql_batches[] =
+        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at)"
+        " SELECT ?2, rows, n_x, n_y, x, y, created_at FROM batches WHERE model_id = ?1"
+        " ORDER BY id";
+    static const char sql_history[] =
+        "INSERT INTO history(model_id, step, loss, grad_norm, learning_rate, at)"
+        " SELECT ?2, h.step, h.loss, h.grad_norm, h.learning_rate, h.at FROM history h"
+        " WHERE h.model_id = ?1 AND h.step < (SELECT step FROM models WHERE id = ?1)";
+    *new_id = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t nid = 0;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0)
+        goto out;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    bind_text_or_null(st, 2, name != NULL && name[0] != '\0' ? name : NULL);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "forking a model", err);
+    stmt_done(st);
+    if (rc == ERR_CONFLICT) {
+        rc = err_set_field(err, ERR_CONFLICT, "name", "a model named '%.100s' already exists",
+                           name);
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+    nid = sqlite3_last_insert_rowid(c->db);
+    const char *const copies[] = {sql_params, sql_optim, sql_batches, sql_history};
+    for (int i = 0; i < 4 && rc == 0; ++i) {
+        if ((rc = stmt_get(c, copies[i], &st, err)) < 0)
+            goto out;
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, nid);
+        rc = step_done(c, st, "copying a model", err);
+        stmt_done(st);
+    }
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc == 0)
+        *new_id = nid;
+    return rc;
+}
+
 /* ---- jobs ------------------------------------------------------------------------------------- */
 
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
@@ -1271,5 +1519,292 @@ out:
     rc = tx_leave(c, own, rc, err);
     if (rc == 0 && n != NULL)
         *n = marked;
+    return rc;
+}
+
+int store_history_sample(store_t *s, int64_t id, int64_t max_points, store_history_row_t **out,
+                         int64_t *n, err_t *err)
+{
+    static const char sql_count[] = "SELECT count(*) FROM history WHERE model_id = ?1";
+    static const char sql_rows[] =
+        "SELECT step, loss, grad_norm, learning_rate, at FROM history"
+        " WHERE model_id = ?1 ORDER BY step";
+    *out = NULL;
+    *n = 0;
+    if (max_points < 2)
+        return err_set_field(err, ERR_INVAL, "max_points", "max_points=%" PRId64 " < 2",
+                             max_points);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_history_row_t *rows = NULL;
+    int64_t total = 0, want = 0, count = 0, i = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql_count, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        total = sqlite3_column_int64(st, 0);
+    else
+        rc = db_fail(c->db, src, "counting history", err);
+    stmt_done(st);
+    st = NULL;
+    if (rc < 0 || total == 0)
+        goto out;
+    want = total < max_points ? total : max_points;
+    if ((rows = calloc((size_t)want, sizeof *rows)) == NULL) {
+        rc = err_set(err, ERR_NOMEM, "out of memory sampling history");
+        goto out;
+    }
+    if ((rc = stmt_get(c, sql_rows, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    /* Row index of sample k: round(k (total−1) / (want−1)); strictly increasing because
+     * want <= total, so each row is taken at most once. */
+    while (count < want && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t pick = want == 1 ? 0
+                       : (int64_t)((double)count * (double)(total - 1) / (double)(want - 1) + 0.5);
+        if (i++ != pick)
+            continue;
+        store_history_row_t *r = &rows[count++];
+        r->step = sqlite3_column_int64(st, 0);
+        r->loss = column_double_or_nan(st, 1);
+        r->grad_norm = column_double_or_nan(st, 2);
+        r->learning_rate = column_double_or_nan(st, 3);
+        column_text_copy(st, 4, r->at, sizeof r->at);
+    }
+    if (count < want && src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "sampling history", err);
+out:
+    stmt_done(st);
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0 || count == 0) {
+        free(rows);
+        return rc;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+#define JOB_COLUMNS                                                                      \
+    "id, model_id, status, progress_step, progress_steps, progress_loss, request_json," \
+    " result_json, error, created_at, updated_at"
+
+void store_job_clear(store_job_t *j)
+{
+    if (j == NULL)
+        return;
+    free(j->request_json);
+    free(j->result_json);
+    free(j->error);
+    memset(j, 0, sizeof *j);
+}
+
+static int column_strdup(sqlite3_stmt *st, int col, char **out)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    *out = NULL;
+    if (t == NULL)
+        return 0;
+    return (*out = strdup((const char *)t)) != NULL ? 0 : -1;
+}
+
+static int job_read_row(sqlite3_stmt *st, store_job_t *j, err_t *err)
+{
+    memset(j, 0, sizeof *j);
+    j->id = sqlite3_column_int64(st, 0);
+    j->model_id = sqlite3_column_int64(st, 1);
+    column_text_copy(st, 2, j->status, sizeof j->status);
+    j->progress_step = sqlite3_column_int64(st, 3);
+    j->progress_steps = sqlite3_column_int64(st, 4);
+    j->has_loss = sqlite3_column_type(st, 5) != SQLITE_NULL;
+    j->progress_loss = j->has_loss ? sqlite3_column_double(st, 5) : 0.0;
+    if (column_strdup(st, 6, &j->request_json) < 0 || column_strdup(st, 7, &j->result_json) < 0 ||
+        column_strdup(st, 8, &j->error) < 0) {
+        store_job_clear(j);
+        return err_set(err, ERR_NOMEM, "out of memory reading a job");
+    }
+    column_text_copy(st, 9, j->created_at, sizeof j->created_at);
+    column_text_copy(st, 10, j->updated_at, sizeof j->updated_at);
+    return 0;
+}
+
+int store_job_insert(store_t *s, int64_t id, const char *request_json, int64_t steps,
+                     int64_t *job_id, err_t *err)
+{
+    static const char sql[] =
+        "INSERT INTO jobs(model_id, status, request_json, progress_steps, created_at, updated_at)"
+        " VALUES (?1, 'queued', ?2, ?3, ?4, ?4)";
+    *job_id = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, request_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, steps);
+    sqlite3_bind_text(st, 4, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "inserting a job", err);
+    stmt_done(st);
+    if (rc == 0)
+        *job_id = sqlite3_last_insert_rowid(c->db);
+out:
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0)
+        *job_id = 0;
+    return rc;
+}
+
+int store_job_get(store_t *s, int64_t job_id, store_job_t *out, err_t *err)
+{
+    static const char sql[] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1";
+    memset(out, 0, sizeof *out);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, job_id);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        rc = job_read_row(st, out, err);
+    else if (src == SQLITE_DONE)
+        rc = err_set(err, ERR_NOTFOUND, "job %" PRId64 " not found", job_id);
+    else
+        rc = db_fail(c->db, src, "reading a job", err);
+    stmt_done(st);
+    return rc;
+}
+
+void store_job_list_free(store_job_t *rows, int64_t n)
+{
+    if (rows == NULL)
+        return;
+    for (int64_t i = 0; i < n; ++i)
+        store_job_clear(&rows[i]);
+    free(rows);
+}
+
+int store_job_list(store_t *s, int64_t model_id, const char *status, int64_t limit,
+                   int64_t after, store_job_t **out, int64_t *n, int64_t *next, err_t *err)
+{
+    static const char sql[] =
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE id > ?1 AND (?2 = 0 OR model_id = ?2)"
+        " AND (?3 IS NULL OR status = ?3) ORDER BY id LIMIT ?4";
+    *out = NULL;
+    *n = 0;
+    *next = 0;
+    if (limit < 1 || limit > 100000)
+        return err_set_field(err, ERR_INVAL, "limit", "limit=%" PRId64 " not in [1,100000]",
+                             limit);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    store_job_t *rows = NULL;
+    int64_t count = 0, cap = 0;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, model_id);
+    bind_text_or_null(st, 3, status);
+    sqlite3_bind_int64(st, 4, limit + 1);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == limit) {
+            *next = rows[count - 1].id;
+            break;
+        }
+        if (count == cap) {
+            int64_t ncap = cap == 0 ? 16 : cap * 2;
+            store_job_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
+            if (nr == NULL) {
+                rc = err_set(err, ERR_NOMEM, "out of memory listing jobs");
+                goto out;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        if ((rc = job_read_row(st, &rows[count], err)) < 0)
+            goto out;
+        count++;
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "listing jobs", err);
+out:
+    stmt_done(st);
+    if (rc < 0) {
+        store_job_list_free(rows, count);
+        *next = 0;
+        return rc;
+    }
+    if (count == 0) {
+        free(rows);
+        rows = NULL;
+    }
+    *out = rows;
+    *n = count;
+    return 0;
+}
+
+int store_job_progress(store_t *s, int64_t job_id, int64_t step, int64_t steps,
+                       const double *loss, err_t *err)
+{
+    static const char sql[] =
+        "UPDATE jobs SET progress_step = ?2, progress_steps = ?3,"
+        " progress_loss = CASE WHEN ?4 THEN ?5 ELSE progress_loss END, updated_at = ?6"
+        " WHERE id = ?1";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, step);
+    sqlite3_bind_int64(st, 3, steps);
+    sqlite3_bind_int(st, 4, loss != NULL);
+    if (loss != NULL && isfinite(*loss))
+        sqlite3_bind_double(st, 5, *loss);
+    else
+        sqlite3_bind_null(st, 5);
+    sqlite3_bind_text(st, 6, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "updating a job's progress", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "job %" PRId64 " not found", job_id);
+    return rc;
+}
+
+int store_job_set_status(store_t *s, int64_t job_id, const char *status,
+                         const char *result_json, const char *error, err_t *err)
+{
+    static const char sql[] =
+        "UPDATE jobs SET status = ?2, result_json = coalesce(?3, result_json),"
+        " error = coalesce(?4, error), updated_at = ?5 WHERE id = ?1";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(st, 3, result_json);
+    bind_text_or_null(st, 4, error);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    rc = step_done(c, st, "updating a job's status", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "job %" PRId64 " not found", job_id);
     return rc;
 }

@@ -176,6 +176,14 @@ int store_history_append(store_t *s, int64_t id, const store_history_row_t *rows
 int store_history_list(store_t *s, int64_t id, int64_t after_step, int64_t limit,
                        store_history_row_t **out, int64_t *n, int64_t *next, err_t *err);
 
+/*
+ * At most `max_points` (>= 2) history rows of model `id` spread evenly over all its rows, always
+ * including the first and the last: row indices round(k (N−1) / (max_points−1)). All rows when
+ * N <= max_points. Read as one snapshot. `*out` is new (free()), NULL when there are none.
+ */
+int store_history_sample(store_t *s, int64_t id, int64_t max_points, store_history_row_t **out,
+                         int64_t *n, err_t *err);
+
 /* ---- training batches ---------------------------------------------------------------------- */
 
 /*
@@ -204,11 +212,103 @@ int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err);
 int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
                          double **x, double **y, err_t *err);
 
+/* ---- checkpoints and forks ------------------------------------------------------------------ */
+
+/* A row of `checkpoints` without its arrays. `label` is new (NULL when none): release a list
+ * with store_checkpoint_list_free(). */
+typedef struct store_checkpoint {
+    int64_t id;
+    int64_t step;
+    char *label;
+    char created_at[STORE_TIME_MAX];
+} store_checkpoint_t;
+
+/*
+ * Save the current parameters, optimizer state and step of model `id` as a checkpoint labelled
+ * `label` (NULL: none), read and written by one statement, so it is one committed state even
+ * while a training run commits. `*checkpoint_id` is the new id, `*step` (may be NULL) its step.
+ * ERR_NOTFOUND when the model is absent.
+ */
+int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *checkpoint_id,
+                            int64_t *step, err_t *err);
+
+/* The checkpoints of model `id`, by id. `*out` is new (free with store_checkpoint_list_free()),
+ * NULL when `*n` is 0. ERR_NOTFOUND when the model is absent. */
+int store_checkpoint_list(store_t *s, int64_t id, store_checkpoint_t **out, int64_t *n,
+                          err_t *err);
+void store_checkpoint_list_free(store_checkpoint_t *rows, int64_t n);
+
+/*
+ * Bring model `id` back to checkpoint `checkpoint_id`: parameters, optimizer state and step;
+ * its last loss becomes null (it described parameters that are gone); history rows with step >=
+ * the checkpoint's step are deleted; version and updated_at bumped. One transaction (joins the
+ * caller's). `*step` (may be NULL) is the restored step. ERR_NOTFOUND when the model is absent,
+ * or (field "checkpoint_id") when it has no such checkpoint.
+ */
+int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int64_t *step,
+                             err_t *err);
+
+/*
+ * A new model copied from model `id` in one transaction: kind, spec, step, last loss, rows,
+ * parameters, optimizer state, every batch (copied, not shared, so either model can be deleted)
+ * and the history rows before its step. The copy is idle and named `name` (NULL: unnamed).
+ * `*new_id` is its id. ERR_NOTFOUND when `id` is absent; ERR_CONFLICT (field "name") when the
+ * name is taken.
+ */
+int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, err_t *err);
+
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
 /* At start-up: every job still queued or running belonged to a process that died; mark them
  * failed with error "interrupted". `*n` (may be NULL) is how many were marked. */
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err);
+
+/* A row of `jobs`. `request_json`, `result_json` and `error` are new (NULL when absent):
+ * release with store_job_clear(). */
+typedef struct store_job {
+    int64_t id;
+    int64_t model_id;
+    char status[16];             /* queued | running | succeeded | failed | cancelled */
+    int64_t progress_step;
+    int64_t progress_steps;
+    int has_loss;                /* 0: progress_loss is null */
+    double progress_loss;
+    char *request_json;
+    char *result_json;
+    char *error;
+    char created_at[STORE_TIME_MAX];
+    char updated_at[STORE_TIME_MAX];
+} store_job_t;
+
+/* Insert a queued job for model `id` (progress 0 of `steps`). `*job_id` is the new id.
+ * ERR_NOTFOUND when the model is absent. Joins the caller's transaction, else uses its own. */
+int store_job_insert(store_t *s, int64_t id, const char *request_json, int64_t steps,
+                     int64_t *job_id, err_t *err);
+
+/* Read job `job_id` into `*out` (zeroed first; strings new). ERR_NOTFOUND when absent. */
+int store_job_get(store_t *s, int64_t job_id, store_job_t *out, err_t *err);
+
+/* Free the strings of `j` and zero it. NULL-safe. */
+void store_job_clear(store_job_t *j);
+
+/*
+ * Jobs with id > after, ascending, at most `limit` (>= 1), optionally only of model `model_id`
+ * (0 = any) and with status `status` (NULL = any). `*next` is the id to pass as `after` for the
+ * next page, or 0 at the end. `*out` is new; free with store_job_list_free().
+ */
+int store_job_list(store_t *s, int64_t model_id, const char *status, int64_t limit,
+                   int64_t after, store_job_t **out, int64_t *n, int64_t *next, err_t *err);
+void store_job_list_free(store_job_t *rows, int64_t n);
+
+/* Record progress: `step` of `steps` done, last loss `loss` (NULL keeps it). Joins the
+ * caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
+int store_job_progress(store_t *s, int64_t job_id, int64_t step, int64_t steps,
+                       const double *loss, err_t *err);
+
+/* Set the job's status, and its result JSON and error text (each NULL leaves it unchanged).
+ * Joins the caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
+int store_job_set_status(store_t *s, int64_t job_id, const char *status,
+                         const char *result_json, const char *error, err_t *err);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 

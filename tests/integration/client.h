@@ -31,7 +31,7 @@ typedef struct it_daemon {
     int out_fd;                /* read end of the daemon's stdout */
     char exe[PATH_MAX];
     char dir[PATH_MAX];        /* temporary directory holding the database */
-    char db[PATH_MAX];
+    char db[PATH_MAX + 16];
     int n_extra;
     char *extra[IT_MAX_ARGS];  /* extra arguments, kept for it_restart() */
 } it_daemon_t;

@@ -1,0 +1,182 @@
+/* server/present.c -- the model object and request-body helpers shared by the route files. */
+#include "present.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "codec.h"
+
+static const char *json_type(const cJSON *j)
+{
+    if (j == NULL)
+        return "nothing";
+    if (cJSON_IsNull(j))
+        return "null";
+    if (cJSON_IsBool(j))
+        return "a boolean";
+    if (cJSON_IsNumber(j))
+        return "a number";
+    if (cJSON_IsString(j))
+        return "a string";
+    if (cJSON_IsArray(j))
+        return "an array";
+    return "an object";
+}
+
+cJSON *present_id(int64_t id)
+{
+    return cJSON_CreateNumber((double)id);
+}
+
+cJSON *present_model(const store_model_t *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    cJSON *loss = m->has_loss ? codec_number(m->loss) : cJSON_CreateNull();
+    if (!cJSON_AddItemToObject(o, "id", present_id(m->id)) ||
+        !cJSON_AddItemToObject(o, "name", m->name != NULL ? cJSON_CreateString(m->name)
+                                                          : cJSON_CreateNull()) ||
+        cJSON_AddStringToObject(o, "kind", m->kind) == NULL ||
+        cJSON_AddRawToObject(o, "spec", m->spec_json) == NULL ||
+        !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)m->step)) ||
+        cJSON_AddStringToObject(o, "status", m->status) == NULL ||
+        !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)m->rows)) ||
+        !cJSON_AddItemToObject(o, "loss", loss) ||
+        cJSON_AddStringToObject(o, "created_at", m->created_at) == NULL ||
+        cJSON_AddStringToObject(o, "updated_at", m->updated_at) == NULL) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err)
+{
+    *out = NULL;
+    size_t len = 0;
+    const char *body = http_body(req, &len);
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        ++i;
+    if (i == len && empty_ok) {
+        *out = cJSON_CreateObject();
+        return *out != NULL ? 0 : err_set(err, ERR_NOMEM, "out of memory");
+    }
+    /* No Content-Type at all is read as JSON (what a bare client sends); a different type, such
+     * as curl -d's default form encoding, is refused. */
+    if (http_header(req, "Content-Type") != NULL) {
+        int rc = http_require_json(req, err);
+        if (rc < 0)
+            return rc;
+    }
+    return codec_parse(body, len, 0, out, err);
+}
+
+int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err)
+{
+    if (!cJSON_IsObject(obj))
+        return err_set(err, ERR_INVAL, "the body must be a JSON object, got %s", json_type(obj));
+    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+        const char *key = c->string != NULL ? c->string : "";
+        int known = 0;
+        for (const char *const *a = allowed; *a != NULL && !known; ++a)
+            known = strcmp(*a, key) == 0;
+        if (!known) {
+            char list[160];
+            size_t used = 0;
+            list[0] = '\0';
+            for (const char *const *a = allowed; *a != NULL && used < sizeof list; ++a)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                         a == allowed ? "" : ", ", *a);
+            return err_set_field(err, ERR_INVAL, key, "unknown field \"%.60s\" (expected %s)",
+                                 key, allowed[0] != NULL ? list : "no fields");
+        }
+        for (const cJSON *d = obj->child; d != c; d = d->next)
+            if (d->string != NULL && strcmp(d->string, key) == 0)
+                return err_set_field(err, ERR_INVAL, key, "%.60s is given twice", key);
+    }
+    return 0;
+}
+
+/* 1 when s is valid UTF-8 without control characters. */
+static int text_ok(const unsigned char *p)
+{
+    while (*p != '\0') {
+        unsigned char c = *p;
+        if (c < 0x20 || c == 0x7F)
+            return 0;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
+        int n;
+        uint32_t cp, min;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1, cp = c & 0x1Fu, min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2, cp = c & 0x0Fu, min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3, cp = c & 0x07u, min = 0x10000;
+        } else {
+            return 0;
+        }
+        for (int k = 1; k <= n; ++k) {
+            if ((p[k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
+int present_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
+                     err_t *err)
+{
+    *out = NULL;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (j == NULL || cJSON_IsNull(j))
+        return 0;
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return err_set_field(err, ERR_INVAL, key, "%s must be a string, got %s", key,
+                             json_type(j));
+    size_t n = strlen(j->valuestring);
+    if (n == 0)
+        return err_set_field(err, ERR_INVAL, key, "%s must not be empty", key);
+    if (n >= size)
+        return err_set_field(err, ERR_INVAL, key, "%s is %zu bytes long, at most %zu", key, n,
+                             size - 1);
+    if (!text_ok((const unsigned char *)j->valuestring))
+        return err_set_field(err, ERR_INVAL, key,
+                             "%s must be UTF-8 text without control characters", key);
+    *out = j->valuestring;
+    return 0;
+}
+
+int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
+                    int64_t dflt, int64_t *out, err_t *err)
+{
+    *out = dflt;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (j == NULL) {
+        if (required)
+            return err_set_field(err, ERR_INVAL, key, "%s is required", key);
+        return 0;
+    }
+    if (!cJSON_IsNumber(j))
+        return err_set_field(err, ERR_INVAL, key, "%s must be an integer, got %s", key,
+                             json_type(j));
+    double v = j->valuedouble;
+    if (!isfinite(v) || v != floor(v))
+        return err_set_field(err, ERR_INVAL, key, "%s must be an integer", key);
+    if (v < (double)lo || v > (double)hi)
+        return err_set_field(err, ERR_INVAL, key,
+                             "%s=%.17g not in [%" PRId64 ", %" PRId64 "]", key, v, lo, hi);
+    *out = (int64_t)v;
+    return 0;
+}

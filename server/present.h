@@ -1,0 +1,60 @@
+/* server/present.h -- what several route files share: the model object of API.md, JSON request
+ * bodies, and small field checks for request objects decoded outside lib/codec.
+ *
+ *     cJSON *body = NULL;
+ *     if (present_body_json(req, 1, &body, err) < 0)     // 415 / 400 invalid_json
+ *         return err->code;
+ *     static const char *const fields[] = {"label", NULL};
+ *     if (present_check_fields(body, fields, err) < 0) ...   // 400 naming the unknown field
+ *     ...
+ *     return http_reply_json(req, 200, present_model(&row));
+ */
+#ifndef ND_PRESENT_H
+#define ND_PRESENT_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "http.h"
+#include "store.h"
+
+/* Longest checkpoint label, bytes. */
+#define PRESENT_LABEL_MAX 200
+
+/*
+ * The model object: {"id","name" (null when unnamed),"kind","spec","step","status","rows",
+ * "loss" (null before training),"created_at","updated_at"}. "spec" is m->spec_json embedded
+ * verbatim (it was printed by codec_spec_encode, so its numbers round-trip). New item, NULL when
+ * out of memory.
+ */
+cJSON *present_model(const store_model_t *m);
+
+/*
+ * The request body as JSON. Content-Type must be application/json (parameters allowed); a
+ * request without a Content-Type is read as JSON too, any other type is ERR_MEDIA (415). An
+ * empty body is `{}` when empty_ok, else ERR_INVAL. Unparseable text is ERR_JSON with the
+ * offset. `*out` is new (cJSON_Delete).
+ */
+int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
+
+/* ERR_INVAL naming the first member of `obj` not in `allowed` (NULL-terminated), or given
+ * twice; ERR_INVAL when obj is not an object. */
+int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err);
+
+/* Optional string member `key` of obj: *out = NULL when absent or null; else it must be a
+ * non-empty UTF-8 string without control characters, shorter than `size` bytes. Borrowed
+ * (points into obj). */
+int present_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
+                     err_t *err);
+
+/* Integer member `key` in [lo, hi]; when absent, ERR_INVAL if `required`, else `*out` = dflt.
+ * null, another type, a fraction or a value out of range: ERR_INVAL naming key. */
+int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
+                    int64_t dflt, int64_t *out, err_t *err);
+
+/* The id of `m` as a cJSON number (ids are below 2^53). */
+cJSON *present_id(int64_t id);
+
+#endif /* ND_PRESENT_H */

@@ -1,0 +1,363 @@
+/* server/registry.c -- live models: the read cache and the per-model write locks.
+ *
+ * One small table of entries, one per model somebody is using or has cached. The table, every
+ * entry's reference count, generation and write-lock state are guarded by the registry mutex,
+ * which is never held across SQLite I/O or model building: readers take it only to find their
+ * entry, then work under the entry's own mutex.
+ *
+ * Cache validity is a generation counter: registry_committed() bumps it (after the writer's
+ * commit), and a reader reloads when the generation it saw before reading the store differs
+ * from the one its cached copy was loaded at. A commit racing with a reload can only make the
+ * next read reload once more, never serve older parameters than the last committed ones.
+ */
+#include "registry.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+
+#define REGISTRY_BUCKETS 256
+
+typedef struct entry {
+    int64_t id;
+    int refs;                  /* users holding this entry (registry mutex) */
+    uint64_t gen;              /* bumped by registry_committed / forget (registry mutex) */
+    int writing;               /* a writer holds the model (registry mutex) */
+    int training;              /* ... and it is a training run */
+    int forgotten;             /* deleted: free the cached model when the last user leaves */
+    int64_t job_id;            /* the training run's job, 0 when none or synchronous */
+    pthread_cond_t cv;         /* signalled when the write lock is released */
+    pthread_mutex_t mu;        /* held by the one reader using `model` */
+    model_t *model;            /* cached read copy, NULL when not loaded (entry mutex) */
+    uint64_t loaded_gen;       /* generation `model`'s parameters were loaded at */
+    struct entry *next;
+} entry_t;
+
+struct registry {
+    store_t *store;
+    pthread_mutex_t mu;
+    entry_t *bucket[REGISTRY_BUCKETS];
+};
+
+static entry_t **slot_of(registry_t *r, int64_t id)
+{
+    return &r->bucket[(uint64_t)id % REGISTRY_BUCKETS];
+}
+
+static entry_t *entry_find(registry_t *r, int64_t id)
+{
+    for (entry_t *e = *slot_of(r, id); e != NULL; e = e->next)
+        if (e->id == id)
+            return e;
+    return NULL;
+}
+
+static void entry_free(entry_t *e)
+{
+    if (e == NULL)
+        return;
+    model_free(e->model);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+/* The entry of `id`, created when absent, with one more reference. Registry mutex held. */
+static int entry_get(registry_t *r, int64_t id, entry_t **out, err_t *err)
+{
+    entry_t *e = entry_find(r, id);
+    if (e == NULL) {
+        if ((e = calloc(1, sizeof *e)) == NULL)
+            return err_set(err, ERR_NOMEM, "out of memory");
+        e->id = id;
+        pthread_mutex_init(&e->mu, NULL);
+        pthread_cond_init(&e->cv, NULL);
+        entry_t **slot = slot_of(r, id);
+        e->next = *slot;
+        *slot = e;
+    }
+    e->refs++;
+    *out = e;
+    return 0;
+}
+
+/* Drop one reference; unlink and free the entry when nobody uses it and it caches nothing worth
+ * keeping. Registry mutex held. With refs == 0 no reader holds e->mu, so e->model is stable. */
+static void entry_put(registry_t *r, entry_t *e)
+{
+    if (--e->refs > 0 || e->writing || (e->model != NULL && !e->forgotten))
+        return;
+    for (entry_t **p = slot_of(r, e->id); *p != NULL; p = &(*p)->next) {
+        if (*p == e) {
+            *p = e->next;
+            break;
+        }
+    }
+    entry_free(e);
+}
+
+int registry_new(store_t *store, registry_t **out, err_t *err)
+{
+    *out = NULL;
+    registry_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    r->store = store;
+    pthread_mutex_init(&r->mu, NULL);
+    *out = r;
+    return 0;
+}
+
+void registry_free(registry_t *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < REGISTRY_BUCKETS; ++i) {
+        entry_t *e = r->bucket[i];
+        while (e != NULL) {
+            entry_t *next = e->next;
+            entry_free(e);
+            e = next;
+        }
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* Build model `id` from its stored spec: resolved, compiled, with the default initial values
+ * (the caller overwrites them with the stored ones). */
+static int model_from_store(store_t *st, int64_t id, model_t **out, err_t *err)
+{
+    *out = NULL;
+    store_model_t row;
+    int rc = store_model_get(st, id, &row, err);
+    if (rc < 0)
+        return rc;
+    cJSON *json = NULL;
+    model_spec_t spec;
+    int have_spec = 0;
+    err_t inner = {0};
+    rc = codec_parse(row.spec_json, strlen(row.spec_json), 0, &json, &inner);
+    if (rc == 0 && (rc = codec_spec_decode(json, &spec, &inner)) == 0) {
+        have_spec = 1;
+        /* The spec passed the size limit when it was created; a later, lower limit must not
+         * lock a stored model out. */
+        rc = model_spec_resolve(&spec, INT64_MAX, &inner);
+    }
+    if (rc == 0)
+        rc = model_new(&spec, out, &inner);
+    if (rc < 0 && rc != ERR_NOMEM)
+        rc = err_set(err, ERR_DB, "stored spec of model %" PRId64 " is unusable: %s", id,
+                     inner.msg);
+    else if (rc < 0)
+        rc = err_set(err, ERR_NOMEM, "%s", inner.msg);
+    if (have_spec)
+        model_spec_free(&spec);
+    cJSON_Delete(json);
+    store_model_clear(&row);
+    return rc;
+}
+
+/* Copy the stored parameters of a snapshot into m, checking the count. */
+static int params_apply(model_t *m, int64_t id, const store_state_t *state, err_t *err)
+{
+    int64_t n = model_n_params(m);
+    if (state->n_params != n)
+        return err_set(err, ERR_DB, "model %" PRId64 " has %" PRId64 " stored parameters, its "
+                       "spec needs %" PRId64, id, state->n_params, n);
+    if (n > 0)
+        memcpy(model_params(m), state->params, (size_t)n * sizeof(double));
+    return 0;
+}
+
+/* (Re)load e->model at the store's current state. Entry mutex held, registry mutex not. */
+static int entry_load(registry_t *r, entry_t *e, err_t *err)
+{
+    store_state_t state;
+    int rc = store_params_get(r->store, e->id, &state, err);
+    if (rc < 0)
+        return rc;
+    if (e->model == NULL && (rc = model_from_store(r->store, e->id, &e->model, err)) < 0) {
+        store_state_clear(&state);
+        return rc;
+    }
+    rc = params_apply(e->model, e->id, &state, err);
+    store_state_clear(&state);
+    return rc;
+}
+
+int registry_read_begin(registry_t *r, int64_t id, model_t **out, err_t *err)
+{
+    *out = NULL;
+    entry_t *e = NULL;
+    pthread_mutex_lock(&r->mu);
+    int rc = entry_get(r, id, &e, err);
+    uint64_t gen = e != NULL ? e->gen : 0;
+    pthread_mutex_unlock(&r->mu);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&e->mu);
+    if (e->model == NULL || e->loaded_gen != gen) {
+        rc = entry_load(r, e, err);
+        if (rc < 0) {
+            /* Never serve a copy we could not refresh (the model may be gone). */
+            model_free(e->model);
+            e->model = NULL;
+            pthread_mutex_unlock(&e->mu);
+            pthread_mutex_lock(&r->mu);
+            entry_put(r, e);
+            pthread_mutex_unlock(&r->mu);
+            return rc;
+        }
+        e->loaded_gen = gen;
+    }
+    *out = e->model;
+    return 0;
+}
+
+void registry_read_end(registry_t *r, int64_t id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    if (e != NULL) {
+        pthread_mutex_unlock(&e->mu);
+        entry_put(r, e);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int busy(err_t *err, const entry_t *e)
+{
+    if (e->job_id > 0)
+        return err_set(err, ERR_CONFLICT,
+                       "model %" PRId64 " is training (job %" PRId64 "): wait for it or "
+                       "cancel it", e->id, e->job_id);
+    return err_set(err, ERR_CONFLICT, "model %" PRId64 " is training: wait for the run to end",
+                   e->id);
+}
+
+int registry_write_begin(registry_t *r, int64_t id, int mode, err_t *err)
+{
+    entry_t *e = NULL;
+    pthread_mutex_lock(&r->mu);
+    int rc = entry_get(r, id, &e, err);
+    while (rc == 0 && e->writing) {
+        if (e->training) {
+            rc = busy(err, e);
+            entry_put(r, e);
+            break;
+        }
+        pthread_cond_wait(&e->cv, &r->mu);
+    }
+    if (rc == 0) {
+        e->writing = 1;
+        e->training = mode == REGISTRY_TRAINING;
+        e->job_id = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void registry_write_end(registry_t *r, int64_t id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    if (e != NULL && e->writing) {
+        e->writing = 0;
+        e->training = 0;
+        e->job_id = 0;
+        pthread_cond_broadcast(&e->cv);
+        entry_put(r, e);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_set_job(registry_t *r, int64_t id, int64_t job_id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    if (e != NULL && e->training)
+        e->job_id = job_id;
+    pthread_mutex_unlock(&r->mu);
+}
+
+int registry_is_training(registry_t *r, int64_t id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    int training = e != NULL && e->training;
+    pthread_mutex_unlock(&r->mu);
+    return training;
+}
+
+int registry_load(registry_t *r, int64_t id, registry_copy_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    store_state_t state;
+    int rc = store_params_get(r->store, id, &state, err);
+    if (rc < 0)
+        return rc;
+    model_t *m = NULL;
+    optim_t *o = NULL;
+    if ((rc = model_from_store(r->store, id, &m, err)) < 0 ||
+        (rc = params_apply(m, id, &state, err)) < 0 ||
+        (rc = optim_new(&model_spec(m)->optimizer, model_n_params(m), &o, err)) < 0)
+        goto fail;
+    int64_t len = optim_state_len(o);
+    if (state.n_optim == len) {
+        if (len > 0)
+            memcpy(optim_state(o), state.optim, (size_t)len * sizeof(double));
+    } else if (state.n_optim != 0) {
+        /* An empty stored state is a fresh optimizer (zeros); any other length is damage. */
+        rc = err_set(err, ERR_DB, "model %" PRId64 " has %" PRId64 " stored optimizer values, "
+                     "its optimizer needs %" PRId64, id, state.n_optim, len);
+        goto fail;
+    }
+    out->model = m;
+    out->optim = o;
+    out->step = state.step;
+    out->version = state.version;
+    store_state_clear(&state);
+    return 0;
+fail:
+    optim_free(o);
+    model_free(m);
+    store_state_clear(&state);
+    return rc;
+}
+
+void registry_copy_free(registry_copy_t *c)
+{
+    if (c == NULL)
+        return;
+    optim_free(c->optim);
+    model_free(c->model);
+    memset(c, 0, sizeof *c);
+}
+
+void registry_committed(registry_t *r, int64_t id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    if (e != NULL)
+        e->gen++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_forget(registry_t *r, int64_t id)
+{
+    pthread_mutex_lock(&r->mu);
+    entry_t *e = entry_find(r, id);
+    if (e != NULL) {
+        e->gen++;
+        e->forgotten = 1;
+        if (e->refs == 0) {
+            e->refs = 1;    /* entry_put frees it */
+            entry_put(r, e);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}

@@ -1,0 +1,586 @@
+/* server/routes_models.c -- models as a resource: create, list, read, delete, parameters, fork,
+ * checkpoints and restore, export and import.
+ *
+ * Choices where API.md is silent (documented in docs/api.md):
+ *  - the stored "spec" is the resolved spec without "name" (the name is the model's, and fork
+ *    and import may change it) and without initial "parameters" (they are the parameters);
+ *  - PUT /parameters keeps the step, zeroes the optimizer state (its moments belonged to the
+ *    old parameters) and sets the model's loss to null; it answers like GET /parameters;
+ *  - restore sets loss to null as well (a checkpoint does not record one);
+ *  - fork copies batches and history instead of sharing them, so either model can be deleted.
+ */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "codec.h"
+#include "http.h"
+#include "model.h"
+#include "optim.h"
+#include "present.h"
+#include "registry.h"
+#include "routes.h"
+#include "store.h"
+
+#define MODELS_MAX_PARAMS MODEL_MAX_PARAMS_DEFAULT
+#define MODELS_LIST_DEFAULT 50
+#define MODELS_LIST_MAX 1000
+#define EXPORT_FORMAT "neurond-model"
+#define EXPORT_VERSION 1
+#define ID_MAX 9007199254740991LL   /* 2^53 - 1: every integer a JSON number holds exactly */
+
+static int nomem(err_t *err)
+{
+    return err_set(err, ERR_NOMEM, "out of memory");
+}
+
+/* Answer `status` with the model object of `id` as stored now (and a Location when 201). */
+static int reply_model(http_req_t *req, int64_t id, int status, err_t *err)
+{
+    store_model_t row;
+    int rc = store_model_get(app_of(req)->store, id, &row, err);
+    if (rc < 0)
+        return rc;
+    cJSON *body = present_model(&row);
+    store_model_clear(&row);
+    if (body == NULL)
+        return nomem(err);
+    if (status == 201) {
+        char loc[64];
+        snprintf(loc, sizeof loc, "/v1/models/%" PRId64, id);
+        if (http_set_header(req, "Location", loc) < 0) {
+            cJSON_Delete(body);
+            return nomem(err);
+        }
+    }
+    return http_reply_json(req, status, body);
+}
+
+/* Resolve a decoded spec and build its model (checks initial parameter values). */
+static int model_build(model_spec_t *spec, model_t **out, err_t *err)
+{
+    int rc = model_spec_resolve(spec, MODELS_MAX_PARAMS, err);
+    if (rc < 0)
+        return rc;
+    return model_new(spec, out, err);
+}
+
+/* The spec to store: the model's resolved spec, without name (and, by codec_spec_encode,
+ * without initial parameter values). New string. */
+static char *spec_text(const model_t *m)
+{
+    cJSON *j = codec_spec_encode(model_spec(m));
+    if (j == NULL)
+        return NULL;
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "name");
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/*
+ * Store a new model built as `m`, named `name` (NULL or "": unnamed), with its current
+ * parameters and optimizer state `optim` (NULL: zeros), then move it to `step` with last loss
+ * `loss` (NULL: null) -- all in one transaction. `*id` is the new id.
+ */
+static int model_store(app_t *app, model_t *m, const char *name, const double *optim,
+                       int64_t step, const double *loss, int64_t *id, err_t *err)
+{
+    *id = 0;
+    optim_t *o = NULL;
+    char *spec = NULL;
+    int rc = optim_new(&model_spec(m)->optimizer, model_n_params(m), &o, err);
+    if (rc < 0)
+        return rc;
+    int64_t n_optim = optim_state_len(o);
+    if (optim != NULL && n_optim > 0)
+        memcpy(optim_state(o), optim, (size_t)n_optim * sizeof(double));
+    if ((spec = spec_text(m)) == NULL) {
+        rc = nomem(err);
+        goto out;
+    }
+    int extra = step > 0 || loss != NULL;
+    if (extra && (rc = store_begin(app->store, err)) < 0)
+        goto out;
+    rc = store_model_insert(app->store, name, model_kind_name(model_spec(m)->kind), spec,
+                            model_params(m), model_n_params(m), optim_state(o), n_optim, id, err);
+    if (rc == 0 && extra)
+        rc = store_params_put(app->store, *id, model_params(m), model_n_params(m), NULL, 0,
+                              step, loss, err);
+    if (extra) {
+        if (rc == 0)
+            rc = store_commit(app->store, err);
+        if (rc < 0)
+            store_rollback(app->store);
+    }
+    if (rc < 0)
+        *id = 0;
+out:
+    free(spec);
+    optim_free(o);
+    return rc;
+}
+
+/* ---- POST /v1/models, GET /v1/models ------------------------------------------------------ */
+
+static int models_create(http_req_t *req, err_t *err)
+{
+    cJSON *body = NULL;
+    model_spec_t spec;
+    model_t *m = NULL;
+    int64_t id = 0;
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    rc = codec_spec_decode(body, &spec, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    if ((rc = model_build(&spec, &m, err)) == 0)
+        rc = model_store(app_of(req), m, spec.name, NULL, 0, NULL, &id, err);
+    model_free(m);
+    model_spec_free(&spec);
+    if (rc < 0)
+        return rc;
+    return reply_model(req, id, 201, err);
+}
+
+static int models_list(http_req_t *req, err_t *err)
+{
+    int64_t limit, after, n = 0, next = 0;
+    int rc = http_query_int64(req, "limit", MODELS_LIST_DEFAULT, 1, MODELS_LIST_MAX, &limit, err);
+    if (rc < 0 || (rc = http_query_int64(req, "after", 0, 0, INT64_MAX, &after, err)) < 0)
+        return rc;
+    store_model_t *rows = NULL;
+    if ((rc = store_model_list(app_of(req)->store, limit, after, &rows, &n, &next, err)) < 0)
+        return rc;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(body, "models");
+    for (int64_t i = 0; i < n && list != NULL; ++i) {
+        cJSON *o = present_model(&rows[i]);
+        if (o == NULL || !cJSON_AddItemToArray(list, o)) {
+            cJSON_Delete(o);
+            list = NULL;
+        }
+    }
+    store_model_list_free(rows, n);
+    if (list == NULL ||
+        !cJSON_AddItemToObject(body, "next", next > 0 ? present_id(next) : cJSON_CreateNull())) {
+        cJSON_Delete(body);
+        return nomem(err);
+    }
+    return http_reply_json(req, 200, body);
+}
+
+/* ---- GET/DELETE /v1/models/{id} ---------------------------------------------------------- */
+
+static int model_get(http_req_t *req, err_t *err)
+{
+    return reply_model(req, http_param(req, 0), 200, err);
+}
+
+static int model_delete(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    int rc = registry_write_begin(app->registry, id, REGISTRY_SHORT, err);
+    if (rc < 0)
+        return rc;
+    rc = store_model_delete(app->store, id, err);
+    if (rc == 0)
+        registry_forget(app->registry, id);
+    registry_write_end(app->registry, id);
+    if (rc < 0)
+        return rc;
+    return http_reply_empty(req, 204);
+}
+
+/* ---- parameters --------------------------------------------------------------------------- */
+
+/* 200 {"step", "parameters"} of model `id`, one committed snapshot. */
+static int reply_params(http_req_t *req, int64_t id, err_t *err)
+{
+    app_t *app = app_of(req);
+    model_t *m = NULL;
+    store_state_t state;
+    int rc = registry_read_begin(app->registry, id, &m, err);
+    if (rc < 0)
+        return rc;
+    /* The cached model gives the layout; the values come from one store snapshot with the
+     * step, so they always belong together. */
+    if ((rc = store_params_get(app->store, id, &state, err)) < 0) {
+        registry_read_end(app->registry, id);
+        return rc;
+    }
+    cJSON *body = NULL;
+    if (state.n_params != model_n_params(m)) {
+        rc = err_set(err, ERR_DB, "model %" PRId64 " has %" PRId64 " stored parameters, its "
+                     "spec needs %" PRId64, id, state.n_params, model_n_params(m));
+    } else {
+        body = cJSON_CreateObject();
+        cJSON *p = codec_params_encode(m, state.params);
+        if (body == NULL || p == NULL ||
+            !cJSON_AddItemToObject(body, "step", cJSON_CreateNumber((double)state.step))) {
+            cJSON_Delete(p);
+            p = NULL;
+        }
+        if (p == NULL || !cJSON_AddItemToObject(body, "parameters", p)) {
+            cJSON_Delete(p);
+            cJSON_Delete(body);
+            body = NULL;
+            rc = nomem(err);
+        }
+    }
+    registry_read_end(app->registry, id);
+    store_state_clear(&state);
+    if (rc < 0)
+        return rc;
+    return http_reply_json(req, 200, body);
+}
+
+static int params_get(http_req_t *req, err_t *err)
+{
+    return reply_params(req, http_param(req, 0), err);
+}
+
+static int params_put(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"parameters", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    model_t *m = NULL;
+    optim_t *o = NULL;
+    double *theta = NULL;
+    int64_t n = 0;
+    int locked = 0, reading = 0;
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) < 0)
+        goto out;
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(body, "parameters");
+    if (jp == NULL) {
+        rc = err_set_field(err, ERR_INVAL, "parameters",
+                           "parameters is required: {\"W1\": [[...]], ...} with every tensor");
+        goto out;
+    }
+    if ((rc = registry_write_begin(app->registry, id, REGISTRY_SHORT, err)) < 0)
+        goto out;
+    locked = 1;
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    reading = 1;
+    n = model_n_params(m);
+    if ((theta = malloc((size_t)(n > 0 ? n : 1) * sizeof *theta)) == NULL) {
+        rc = nomem(err);
+        goto out;
+    }
+    if (n > 0)
+        memcpy(theta, model_params(m), (size_t)n * sizeof *theta);
+    if ((rc = codec_params_decode(jp, m, 1, theta, err)) < 0 ||
+        (rc = optim_new(&model_spec(m)->optimizer, n, &o, err)) < 0)
+        goto out;
+    registry_read_end(app->registry, id);
+    reading = 0;
+    /* New parameters: the optimizer's moments and the last loss described the old ones. */
+    double no_loss = NAN;
+    rc = store_params_put(app->store, id, theta, n, optim_state(o), optim_state_len(o), -1,
+                          &no_loss, err);
+    if (rc == 0)
+        registry_committed(app->registry, id);
+out:
+    if (reading)
+        registry_read_end(app->registry, id);
+    if (locked)
+        registry_write_end(app->registry, id);
+    optim_free(o);
+    free(theta);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    return reply_params(req, id, err);
+}
+
+/* ---- fork --------------------------------------------------------------------------------- */
+
+static int model_fork(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"name", NULL};
+    app_t *app = app_of(req);
+    cJSON *body = NULL;
+    const char *name = NULL;
+    int64_t new_id = 0;
+    int rc = present_body_json(req, 1, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+        (rc = present_get_text(body, "name", MODEL_NAME_MAX, &name, err)) == 0)
+        rc = store_model_fork(app->store, http_param(req, 0), name, &new_id, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    return reply_model(req, new_id, 201, err);
+}
+
+/* ---- checkpoints and restore -------------------------------------------------------------- */
+
+static int checkpoint_create(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"label", NULL};
+    cJSON *body = NULL;
+    const char *label = NULL;
+    int64_t cid = 0, step = 0;
+    int rc = present_body_json(req, 1, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+        (rc = present_get_text(body, "label", PRESENT_LABEL_MAX, &label, err)) == 0)
+        rc = store_checkpoint_insert(app_of(req)->store, http_param(req, 0), label, &cid, &step,
+                                     err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    cJSON *out = cJSON_CreateObject();
+    if (out == NULL || !cJSON_AddItemToObject(out, "checkpoint_id", present_id(cid)) ||
+        !cJSON_AddItemToObject(out, "step", cJSON_CreateNumber((double)step))) {
+        cJSON_Delete(out);
+        return nomem(err);
+    }
+    return http_reply_json(req, 201, out);
+}
+
+static int checkpoint_list(http_req_t *req, err_t *err)
+{
+    store_checkpoint_t *rows = NULL;
+    int64_t n = 0;
+    int rc = store_checkpoint_list(app_of(req)->store, http_param(req, 0), &rows, &n, err);
+    if (rc < 0)
+        return rc;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(body, "checkpoints");
+    for (int64_t i = 0; i < n && list != NULL; ++i) {
+        cJSON *o = cJSON_CreateObject();
+        if (o == NULL || !cJSON_AddItemToArray(list, o) ||
+            !cJSON_AddItemToObject(o, "checkpoint_id", present_id(rows[i].id)) ||
+            !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)rows[i].step)) ||
+            !cJSON_AddItemToObject(o, "label", rows[i].label != NULL
+                                                   ? cJSON_CreateString(rows[i].label)
+                                                   : cJSON_CreateNull()) ||
+            cJSON_AddStringToObject(o, "created_at", rows[i].created_at) == NULL)
+            list = NULL;
+    }
+    store_checkpoint_list_free(rows, n);
+    if (list == NULL) {
+        cJSON_Delete(body);
+        return nomem(err);
+    }
+    return http_reply_json(req, 200, body);
+}
+
+static int model_restore(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"checkpoint_id", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0), cid = 0;
+    cJSON *body = NULL;
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) == 0)
+        rc = present_get_int(body, "checkpoint_id", 1, 1, ID_MAX, 0, &cid, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    if ((rc = registry_write_begin(app->registry, id, REGISTRY_SHORT, err)) < 0)
+        return rc;
+    rc = store_checkpoint_restore(app->store, id, cid, NULL, err);
+    if (rc == 0)
+        registry_committed(app->registry, id);
+    registry_write_end(app->registry, id);
+    if (rc < 0)
+        return rc;
+    return reply_model(req, id, 200, err);
+}
+
+/* ---- export and import -------------------------------------------------------------------- */
+
+static int model_export(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    store_model_t row;
+    registry_copy_t copy;
+    int rc = store_model_get(app->store, id, &row, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = registry_load(app->registry, id, &copy, err)) < 0) {
+        store_model_clear(&row);
+        return rc;
+    }
+    cJSON *body = cJSON_CreateObject();
+    cJSON *state = cJSON_CreateArray();
+    int ok = body != NULL && state != NULL;
+    int64_t n_state = optim_state_len(copy.optim);
+    const double *sv = optim_state(copy.optim);
+    for (int64_t i = 0; i < n_state && ok; ++i) {
+        cJSON *v = codec_number(sv[i]);
+        ok = v != NULL && cJSON_AddItemToArray(state, v);
+        if (!ok)
+            cJSON_Delete(v);
+    }
+    ok = ok && cJSON_AddStringToObject(body, "format", EXPORT_FORMAT) != NULL &&
+         cJSON_AddNumberToObject(body, "version", EXPORT_VERSION) != NULL &&
+         cJSON_AddItemToObject(body, "name", row.name != NULL ? cJSON_CreateString(row.name)
+                                                             : cJSON_CreateNull()) &&
+         cJSON_AddRawToObject(body, "spec", row.spec_json) != NULL &&
+         cJSON_AddItemToObject(body, "step", cJSON_CreateNumber((double)copy.step)) &&
+         cJSON_AddItemToObject(body, "loss", row.has_loss ? codec_number(row.loss)
+                                                          : cJSON_CreateNull()) &&
+         cJSON_AddItemToObject(body, "parameters",
+                               codec_params_encode(copy.model, model_params(copy.model)));
+    if (ok) {
+        ok = cJSON_AddItemToObject(body, "optimizer_state", state);
+        state = NULL;
+    }
+    cJSON_Delete(state);
+    store_model_clear(&row);
+    registry_copy_free(&copy);
+    if (!ok) {
+        cJSON_Delete(body);
+        return nomem(err);
+    }
+    return http_reply_json(req, 200, body);
+}
+
+/* "optimizer_state": exactly the optimizer's state length of finite numbers, into dst. */
+static int optim_state_decode(const cJSON *j, int64_t len, double *dst, err_t *err)
+{
+    if (!cJSON_IsArray(j))
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state must be an array of %" PRId64 " numbers", len);
+    int64_t count = cJSON_GetArraySize(j);
+    if (count != len)
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state has %" PRId64 " values, the optimizer keeps %"
+                             PRId64, count, len);
+    int64_t i = 0;
+    for (const cJSON *e = j->child; e != NULL; e = e->next, ++i) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble)) {
+            char field[48];
+            snprintf(field, sizeof field, "optimizer_state[%" PRId64 "]", i);
+            return err_set_field(err, ERR_INVAL, field, "%s must be a finite number", field);
+        }
+        dst[i] = e->valuedouble;
+    }
+    return 0;
+}
+
+static int model_import(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"format", "version", "name", "spec", "step", "loss",
+                                         "parameters", "optimizer_state", NULL};
+    cJSON *body = NULL;
+    model_spec_t spec;
+    int have_spec = 0;
+    model_t *m = NULL;
+    optim_t *o = NULL;
+    const char *name = NULL;
+    int64_t version = 0, step = 0, id = 0;
+    double loss = 0.0;
+    int has_loss = 0;
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) < 0)
+        goto out;
+    const cJSON *jf = cJSON_GetObjectItemCaseSensitive(body, "format");
+    if (!cJSON_IsString(jf) || strcmp(jf->valuestring, EXPORT_FORMAT) != 0) {
+        rc = err_set_field(err, ERR_INVAL, "format", "format must be \"" EXPORT_FORMAT
+                           "\" (the body of GET /v1/models/{id}/export)");
+        goto out;
+    }
+    if ((rc = present_get_int(body, "version", 1, 1, ID_MAX, 0, &version, err)) < 0)
+        goto out;
+    if (version != EXPORT_VERSION) {
+        rc = err_set_field(err, ERR_INVAL, "version", "export version %" PRId64 " is not "
+                           "supported (this neurond reads version %d)", version, EXPORT_VERSION);
+        goto out;
+    }
+    if ((rc = present_get_text(body, "name", MODEL_NAME_MAX, &name, err)) < 0 ||
+        (rc = present_get_int(body, "step", 0, 0, ID_MAX, 0, &step, err)) < 0)
+        goto out;
+    const cJSON *jl = cJSON_GetObjectItemCaseSensitive(body, "loss");
+    if (jl != NULL && !cJSON_IsNull(jl)) {
+        if (!cJSON_IsNumber(jl) || !isfinite(jl->valuedouble)) {
+            rc = err_set_field(err, ERR_INVAL, "loss", "loss must be a finite number or null");
+            goto out;
+        }
+        loss = jl->valuedouble;
+        has_loss = 1;
+    }
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(body, "spec");
+    if (js == NULL) {
+        rc = err_set_field(err, ERR_INVAL, "spec", "spec is required");
+        goto out;
+    }
+    if ((rc = codec_spec_decode(js, &spec, err)) < 0) {
+        if (err != NULL && err->field[0] == '\0')
+            snprintf(err->field, sizeof err->field, "spec");
+        else
+            err_prefix_field(err, "spec.");
+        goto out;
+    }
+    have_spec = 1;
+    if ((rc = model_build(&spec, &m, err)) < 0) {
+        if (err != NULL && err->field[0] != '\0')
+            err_prefix_field(err, "spec.");
+        goto out;
+    }
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(body, "parameters");
+    if (jp == NULL) {
+        rc = err_set_field(err, ERR_INVAL, "parameters", "parameters is required");
+        goto out;
+    }
+    if ((rc = codec_params_decode(jp, m, 1, model_params(m), err)) < 0 ||
+        (rc = optim_new(&model_spec(m)->optimizer, model_n_params(m), &o, err)) < 0)
+        goto out;
+    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(body, "optimizer_state");
+    if (jo != NULL && !cJSON_IsNull(jo) &&
+        (rc = optim_state_decode(jo, optim_state_len(o), optim_state(o), err)) < 0)
+        goto out;
+    /* The top-level name wins; an export edited to carry the name inside its spec works too. */
+    if (name == NULL && spec.name[0] != '\0')
+        name = spec.name;
+    rc = model_store(app_of(req), m, name, optim_state(o), step, has_loss ? &loss : NULL, &id,
+                     err);
+out:
+    optim_free(o);
+    model_free(m);
+    if (have_spec)
+        model_spec_free(&spec);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    return reply_model(req, id, 201, err);
+}
+
+const http_route_t routes_models[] = {
+    {"POST", "/v1/models", models_create},
+    {"GET", "/v1/models", models_list},
+    {"POST", "/v1/models/import", model_import},
+    {"GET", "/v1/models/{id}", model_get},
+    {"DELETE", "/v1/models/{id}", model_delete},
+    {"GET", "/v1/models/{id}/parameters", params_get},
+    {"PUT", "/v1/models/{id}/parameters", params_put},
+    {"POST", "/v1/models/{id}/fork", model_fork},
+    {"POST", "/v1/models/{id}/checkpoints", checkpoint_create},
+    {"GET", "/v1/models/{id}/checkpoints", checkpoint_list},
+    {"POST", "/v1/models/{id}/restore", model_restore},
+    {"GET", "/v1/models/{id}/export", model_export},
+    HTTP_ROUTE_END,
+};

@@ -1,0 +1,453 @@
+/* server/routes_query.c -- questions about a model at its last committed state: loss,
+ * gradients, predictions, decision boundary, history, gradient check.
+ *
+ * Everything here reads: the cached model (registry_read_begin) answers at once, even while a
+ * training run holds the model, and nothing changes the model (gradcheck perturbs a private
+ * copy). Data is an inline {"x","y"} or, when both are absent, every stored row.
+ */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "codec.h"
+#include "http.h"
+#include "model.h"
+#include "present.h"
+#include "registry.h"
+#include "routes.h"
+#include "store.h"
+#include "tensor.h"
+
+#define HISTORY_LIMIT_DEFAULT 1000
+#define HISTORY_LIMIT_MAX 10000
+#define HISTORY_POINTS_MAX 100000
+#define GRADCHECK_EPSILON_DEFAULT 1e-6
+#define GRADCHECK_MAX_PARAMS 100000
+#define GRADCHECK_TOLERANCE 1e-5
+
+/* Rows to evaluate on: inline (owned by `cb`) or all stored rows (owned by `x`, `y`). */
+typedef struct query_data {
+    codec_batch_t cb;
+    double *x, *y;
+    batch_t b;
+} query_data_t;
+
+static void query_data_free(query_data_t *d)
+{
+    codec_batch_free(&d->cb);
+    free(d->x);
+    free(d->y);
+    memset(d, 0, sizeof *d);
+}
+
+static int has_member(const cJSON *body, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, key);
+    return v != NULL && !cJSON_IsNull(v);
+}
+
+/* The model's row shape, from the cached copy. */
+static int model_dims(app_t *app, int64_t id, int32_t *n_x, int32_t *n_y, err_t *err)
+{
+    model_t *m = NULL;
+    int rc = registry_read_begin(app->registry, id, &m, err);
+    if (rc < 0)
+        return rc;
+    *n_x = model_n_x(m);
+    *n_y = model_n_y(m);
+    registry_read_end(app->registry, id);
+    return 0;
+}
+
+/* {"x","y"} from the body, or all stored rows when neither is given. Labels are checked later,
+ * against the model. */
+static int query_data_get(app_t *app, int64_t id, const cJSON *body, query_data_t *d,
+                          err_t *err)
+{
+    memset(d, 0, sizeof *d);
+    int32_t n_x = 0, n_y = 0;
+    int rc = model_dims(app, id, &n_x, &n_y, err);
+    if (rc < 0)
+        return rc;
+    if (has_member(body, "x") || has_member(body, "y")) {
+        if ((rc = codec_batch_decode(body, n_x, n_y, 1, 0, &d->cb, err)) < 0)
+            return rc;
+        d->b = (batch_t){.rows = d->cb.rows, .n_x = d->cb.n_x, .n_y = d->cb.n_y, .x = d->cb.x,
+                         .y = d->cb.y};
+        return 0;
+    }
+    int64_t rows = 0;
+    if ((rc = store_batch_load_all(app->store, id, n_x, n_y, &rows, &d->x, &d->y, err)) < 0)
+        return rc;
+    if (rows == 0)
+        return err_set_field(err, ERR_INVAL, "x",
+                             "model has no stored rows: POST batches first, or send x and y");
+    if (rows > INT32_MAX) {
+        query_data_free(d);
+        return err_set(err, ERR_INVAL, "model %" PRId64 " has %" PRId64 " stored rows; at most "
+                       "%d can be evaluated at once", id, rows, INT32_MAX);
+    }
+    d->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y, .x = d->x, .y = d->y};
+    return 0;
+}
+
+static cJSON *number_array(const double *v, int64_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int64_t i = 0; a != NULL && i < n; ++i) {
+        cJSON *x = codec_number(v[i]);
+        if (x == NULL || !cJSON_AddItemToArray(a, x)) {
+            cJSON_Delete(x);
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static int add_item(cJSON *obj, const char *key, cJSON *item)
+{
+    if (obj == NULL || item == NULL || !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return ERR_NOMEM;
+    }
+    return 0;
+}
+
+static int reply_nomem(cJSON *body, err_t *err)
+{
+    cJSON_Delete(body);
+    return err_set(err, ERR_NOMEM, "out of memory");
+}
+
+/* Body for loss / gradients / gradcheck: an object with only the allowed fields. */
+static int query_body(http_req_t *req, const char *const *fields, cJSON **out, err_t *err)
+{
+    int rc = present_body_json(req, 1, out, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(*out, fields, err)) < 0) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* POST /v1/models/{id}/loss -> {"loss","rows","accuracy"?,"errors"?}. */
+static int loss_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", "y", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    query_data_t d;
+    int rc = query_body(req, fields, &body, err);
+    if (rc < 0)
+        return rc;
+    rc = query_data_get(app, id, body, &d, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    model_t *m = NULL;
+    double loss = NAN, acc = NAN;
+    int64_t errors = 0;
+    int classifier = 0;
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    classifier = model_is_classifier(m);
+    if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
+        (rc = model_loss_grad(m, &d.b, &loss, NULL, err)) == 0 && classifier)
+        rc = model_accuracy(m, &d.b, &acc, &errors, err);
+    registry_read_end(app->registry, id);
+    if (rc < 0)
+        goto out;
+    cJSON *o = cJSON_CreateObject();
+    if (add_item(o, "loss", codec_number(loss)) < 0 ||
+        add_item(o, "rows", cJSON_CreateNumber(d.b.rows)) < 0 ||
+        (classifier && (add_item(o, "accuracy", codec_number(acc)) < 0 ||
+                        add_item(o, "errors", cJSON_CreateNumber((double)errors)) < 0))) {
+        rc = reply_nomem(o, err);
+        goto out;
+    }
+    rc = http_reply_json(req, 200, o);
+out:
+    query_data_free(&d);
+    return rc;
+}
+
+/* POST /v1/models/{id}/gradients -> {"loss","gradients":{"W1":[[...]]},"norm"}. */
+static int gradients_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", "y", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    query_data_t d;
+    int rc = query_body(req, fields, &body, err);
+    if (rc < 0)
+        return rc;
+    rc = query_data_get(app, id, body, &d, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    model_t *m = NULL;
+    double loss = NAN;
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    cJSON *o = NULL;
+    if (!model_has_gradients(m))
+        rc = err_set(err, ERR_INVAL, "a perceptron has no gradients: its update is the "
+                     "perceptron rule (POST /step or /train)");
+    else if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
+             (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) == 0) {
+        const double *g = model_grads(m);
+        o = cJSON_CreateObject();
+        if (add_item(o, "loss", codec_number(loss)) < 0 ||
+            add_item(o, "gradients", codec_params_encode(m, g)) < 0 ||
+            add_item(o, "norm", codec_number(tensor_norm2(g, model_n_params(m)))) < 0)
+            rc = reply_nomem(o, err), o = NULL;
+    }
+    registry_read_end(app->registry, id);
+    if (rc == 0)
+        rc = http_reply_json(req, 200, o);
+out:
+    query_data_free(&d);
+    return rc;
+}
+
+/* POST /v1/models/{id}/predict {"x"} -> {"outputs", "classes"?, "margins"?}. */
+static int predict_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    codec_batch_t b = {0};
+    model_prediction_t p = {0};
+    int32_t n_x = 0, n_y = 0;
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) < 0 ||
+        (rc = model_dims(app, id, &n_x, &n_y, err)) < 0 ||
+        (rc = codec_batch_decode(body, n_x, n_y, 0, 0, &b, err)) < 0)
+        goto out;
+    model_t *m = NULL;
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    rc = model_predict(m, b.x, b.rows, &p, err);
+    registry_read_end(app->registry, id);
+    if (rc < 0)
+        goto out;
+    cJSON *o = cJSON_CreateObject(), *outs = cJSON_CreateArray();
+    for (int32_t i = 0; outs != NULL && i < p.rows; ++i) {
+        const double *row = p.outputs + (int64_t)i * p.n_out;
+        cJSON *v = p.per_row_scalar ? codec_number(row[0]) : number_array(row, p.n_out);
+        if (v == NULL || !cJSON_AddItemToArray(outs, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(outs);
+            outs = NULL;
+        }
+    }
+    if (add_item(o, "outputs", outs) < 0) {
+        rc = reply_nomem(o, err);
+        goto out;
+    }
+    if (p.classes != NULL) {
+        cJSON *c = cJSON_CreateArray();
+        for (int32_t i = 0; c != NULL && i < p.rows; ++i)
+            if (!cJSON_AddItemToArray(c, cJSON_CreateNumber(p.classes[i]))) {
+                cJSON_Delete(c);
+                c = NULL;
+            }
+        if (add_item(o, "classes", c) < 0) {
+            rc = reply_nomem(o, err);
+            goto out;
+        }
+    }
+    if (p.margins != NULL && add_item(o, "margins", number_array(p.margins, p.rows)) < 0) {
+        rc = reply_nomem(o, err);
+        goto out;
+    }
+    rc = http_reply_json(req, 200, o);
+out:
+    model_prediction_free(&p);
+    codec_batch_free(&b);
+    cJSON_Delete(body);
+    return rc;
+}
+
+/* GET /v1/models/{id}/boundary -> {"normal","unit_normal","offset"}; 400 for other kinds. */
+static int boundary_get(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    model_t *m = NULL;
+    int rc = registry_read_begin(app->registry, id, &m, err);
+    if (rc < 0)
+        return rc;
+    int32_t n = model_n_x(m);
+    double *normal = malloc(2 * ((size_t)n + 1) * sizeof *normal), offset = NAN;
+    if (normal == NULL)
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+    else
+        rc = model_boundary(m, normal, normal + n, &offset, err);
+    registry_read_end(app->registry, id);
+    if (rc < 0) {
+        free(normal);
+        return rc;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (add_item(o, "normal", number_array(normal, n)) < 0 ||
+        add_item(o, "unit_normal", number_array(normal + n, n)) < 0 ||
+        add_item(o, "offset", codec_number(offset)) < 0) {
+        free(normal);
+        return reply_nomem(o, err);
+    }
+    free(normal);
+    return http_reply_json(req, 200, o);
+}
+
+/* GET /v1/models/{id}/history?after_step=&limit= | ?max_points=n. */
+static int history_get(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    int64_t after = -1, limit = 0, points = 0, n = 0, next = -1;
+    store_history_row_t *rows = NULL;
+    int rc;
+    if ((rc = http_query_int64(req, "max_points", 0, 2, HISTORY_POINTS_MAX, &points, err)) < 0 ||
+        (rc = http_query_int64(req, "after_step", -1, -1, INT64_MAX, &after, err)) < 0 ||
+        (rc = http_query_int64(req, "limit", HISTORY_LIMIT_DEFAULT, 1, HISTORY_LIMIT_MAX, &limit,
+                               err)) < 0)
+        return rc;
+    if (points > 0) {
+        if (http_query(req, "after_step") != NULL || http_query(req, "limit") != NULL)
+            return err_set_field(err, ERR_INVAL, "max_points",
+                                 "max_points samples the whole run: it cannot be combined with "
+                                 "after_step or limit");
+        rc = store_history_sample(app->store, id, points, &rows, &n, err);
+    } else {
+        rc = store_history_list(app->store, id, after, limit, &rows, &n, &next, err);
+    }
+    if (rc < 0)
+        return rc;
+    cJSON *o = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(o, "history");
+    for (int64_t i = 0; list != NULL && i < n; ++i) {
+        const store_history_row_t *r = &rows[i];
+        cJSON *h = cJSON_CreateObject();
+        if (add_item(h, "step", cJSON_CreateNumber((double)r->step)) < 0 ||
+            add_item(h, "loss", codec_number(r->loss)) < 0 ||
+            add_item(h, "grad_norm", codec_number(r->grad_norm)) < 0 ||
+            add_item(h, "learning_rate", codec_number(r->learning_rate)) < 0 ||
+            add_item(h, "at", cJSON_CreateString(r->at)) < 0 || !cJSON_AddItemToArray(list, h)) {
+            cJSON_Delete(h);
+            list = NULL;
+        }
+    }
+    free(rows);
+    if (list == NULL ||
+        add_item(o, "next", next >= 0 ? cJSON_CreateNumber((double)next) : cJSON_CreateNull()) < 0)
+        return reply_nomem(o, err);
+    return http_reply_json(req, 200, o);
+}
+
+/* POST /v1/models/{id}/gradcheck {"x"?,"y"?,"epsilon"?} -> {"max_abs_error","max_rel_error",
+ * "ok"}: analytic gradients against central differences (L(θ+ε) − L(θ−ε)) / 2ε, parameter by
+ * parameter, on a private copy. rel error of one parameter = |a − n| / max(|a|, |n|, 1); ok when
+ * the largest is at most 1e-5. */
+static int gradcheck_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", "y", "epsilon", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    query_data_t d = {0};
+    registry_copy_t copy = {0};
+    double *analytic = NULL;
+    int rc = query_body(req, fields, &body, err);
+    if (rc < 0)
+        return rc;
+    double eps = GRADCHECK_EPSILON_DEFAULT;
+    const cJSON *je = cJSON_GetObjectItemCaseSensitive(body, "epsilon");
+    if (je != NULL && !cJSON_IsNull(je)) {
+        if (!cJSON_IsNumber(je) || !isfinite(je->valuedouble) || je->valuedouble <= 0 ||
+            je->valuedouble > 1) {
+            cJSON_Delete(body);
+            return err_set_field(err, ERR_INVAL, "epsilon", "epsilon must be a number in (0, 1]");
+        }
+        eps = je->valuedouble;
+    }
+    rc = query_data_get(app, id, body, &d, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    if ((rc = registry_load(app->registry, id, &copy, err)) < 0)
+        goto out;
+    model_t *m = copy.model;
+    int64_t n = model_n_params(m);
+    if (!model_has_gradients(m)) {
+        rc = err_set(err, ERR_INVAL, "a perceptron has no gradients to check");
+        goto out;
+    }
+    if (n > GRADCHECK_MAX_PARAMS) {
+        rc = err_set(err, ERR_INVAL, "gradcheck is limited to %d parameters; this model has %"
+                     PRId64, GRADCHECK_MAX_PARAMS, n);
+        goto out;
+    }
+    double loss = NAN, lp = NAN, lm = NAN;
+    if ((rc = model_check_labels(m, &d.b, err)) < 0 ||
+        (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) < 0)
+        goto out;
+    if ((analytic = malloc(((size_t)n + 1) * sizeof *analytic)) == NULL) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(analytic, model_grads(m), (size_t)n * sizeof *analytic);
+    double *theta = model_params(m), max_abs = 0.0, max_rel = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        double t0 = theta[i];
+        theta[i] = t0 + eps;
+        rc = model_loss_grad(m, &d.b, &lp, NULL, err);
+        theta[i] = t0 - eps;
+        if (rc == 0)
+            rc = model_loss_grad(m, &d.b, &lm, NULL, err);
+        theta[i] = t0;
+        if (rc < 0)
+            goto out;
+        double num = (lp - lm) / (2.0 * eps), a = analytic[i], diff = fabs(a - num);
+        double scale = fmax(1.0, fmax(fabs(a), fabs(num)));
+        if (!(diff <= max_abs))
+            max_abs = diff;   /* NaN sticks */
+        if (!(diff / scale <= max_rel))
+            max_rel = diff / scale;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (add_item(o, "max_abs_error", codec_number(max_abs)) < 0 ||
+        add_item(o, "max_rel_error", codec_number(max_rel)) < 0 ||
+        add_item(o, "ok", cJSON_CreateBool(max_rel <= GRADCHECK_TOLERANCE)) < 0 ||
+        add_item(o, "parameters", cJSON_CreateNumber((double)n)) < 0 ||
+        add_item(o, "epsilon", codec_number(eps)) < 0) {
+        rc = reply_nomem(o, err);
+        goto out;
+    }
+    rc = http_reply_json(req, 200, o);
+out:
+    free(analytic);
+    registry_copy_free(&copy);
+    query_data_free(&d);
+    return rc;
+}
+
+const http_route_t routes_query[] = {
+    {"POST", "/v1/models/{id}/loss", loss_post},
+    {"POST", "/v1/models/{id}/gradients", gradients_post},
+    {"POST", "/v1/models/{id}/predict", predict_post},
+    {"GET", "/v1/models/{id}/boundary", boundary_get},
+    {"GET", "/v1/models/{id}/history", history_get},
+    {"POST", "/v1/models/{id}/gradcheck", gradcheck_post},
+    HTTP_ROUTE_END,
+};

@@ -1,0 +1,138 @@
+/* server/routes_train.c -- training: POST /v1/models/{id}/train (sync or async) and
+ * POST /v1/models/{id}/step (one update on an inline batch). Both go through trainer_run(). */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "app.h"
+#include "codec.h"
+#include "http.h"
+#include "jobs.h"
+#include "present.h"
+#include "registry.h"
+#include "routes.h"
+#include "store.h"
+#include "trainer.h"
+
+static int reply_job(http_req_t *req, int64_t job_id, err_t *err)
+{
+    store_job_t job;
+    int rc = store_job_get(app_of(req)->store, job_id, &job, err);
+    if (rc < 0)
+        return rc;
+    cJSON *body = jobs_job_json(&job);
+    store_job_clear(&job);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/jobs/%" PRId64, job_id);
+    http_set_header(req, "Location", loc);
+    return http_reply_json(req, 202, body);
+}
+
+static int reply_result(http_req_t *req, int64_t id, const train_result_t *res)
+{
+    return http_reply_json(req, 200, trainer_result_json(id, res));
+}
+
+/* POST /v1/models/{id}/train: a train request (API.md); an empty body is the defaults. */
+static int train_post(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    int rc = present_body_json(req, 1, &body, err);
+    if (rc < 0)
+        return rc;
+    trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_TRAINING, .set_status = 1,
+                        .cancel = jobs_stopping(app->jobs)};
+    int async = 0;
+    rc = codec_train_req_decode(body, &o.req, &async, err);
+    if (rc == 0)
+        rc = train_req_validate(&o.req, err);
+    if (rc < 0) {
+        cJSON_Delete(body);
+        return rc;
+    }
+    if (async) {
+        char *text = cJSON_PrintUnformatted(body);
+        cJSON_Delete(body);
+        if (text == NULL)
+            return err_set(err, ERR_NOMEM, "out of memory");
+        int64_t job_id = 0;
+        rc = jobs_submit(app->jobs, id, &o.req, text, &job_id, err);
+        free(text);
+        if (rc < 0)
+            return rc;
+        return reply_job(req, job_id, err);
+    }
+    cJSON_Delete(body);
+    train_result_t res;
+    rc = trainer_run(app, &o, &res, err);
+    if (rc < 0) {
+        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL)
+            jobs_events_done(app->jobs, id, &res, err);
+        return rc;
+    }
+    jobs_events_done(app->jobs, id, &res, NULL);
+    return reply_result(req, id, &res);
+}
+
+/* POST /v1/models/{id}/step: {"x","y","learning_rate"?}: one update on this batch, which is
+ * not stored. The model's history gets the row and its "loss" becomes the batch's loss. */
+static int step_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", "y", "learning_rate", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    codec_batch_t b = {0};
+    int rc = present_body_json(req, 0, &body, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = present_check_fields(body, fields, err)) < 0)
+        goto out;
+    trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_SHORT,
+                        .cancel = jobs_stopping(app->jobs)};
+    train_req_default(&o.req);
+    o.req.steps = 1;
+    o.req.history_every = 1;
+    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(body, "learning_rate");
+    if (lr != NULL && !cJSON_IsNull(lr)) {
+        if (!cJSON_IsNumber(lr) || !isfinite(lr->valuedouble) || lr->valuedouble <= 0) {
+            rc = err_set_field(err, ERR_INVAL, "learning_rate",
+                               "learning_rate must be a finite number > 0");
+            goto out;
+        }
+        o.req.learning_rate = lr->valuedouble;
+    }
+    /* The model's shape decides how x and y are read. */
+    model_t *m = NULL;
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    registry_read_end(app->registry, id);
+    if ((rc = codec_batch_decode(body, n_x, n_y, 1, 0, &b, err)) < 0)
+        goto out;
+    batch_t batch = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
+    o.batch = &batch;
+    train_result_t res;
+    rc = trainer_run(app, &o, &res, err);
+    if (rc < 0) {
+        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL && rc != ERR_SHAPE)
+            jobs_events_done(app->jobs, id, &res, err);
+        goto out;
+    }
+    jobs_events_done(app->jobs, id, &res, NULL);
+    rc = reply_result(req, id, &res);
+out:
+    codec_batch_free(&b);
+    cJSON_Delete(body);
+    return rc;
+}
+
+const http_route_t routes_train[] = {
+    {"POST", "/v1/models/{id}/train", train_post},
+    {"POST", "/v1/models/{id}/step", step_post},
+    HTTP_ROUTE_END,
+};

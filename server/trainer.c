@@ -1,0 +1,267 @@
+/* server/trainer.c -- one training run: lock, private copy, chunked commits, events.
+ *
+ * train_run() reports a history row only when it is final, and the model is then exactly at
+ * step row.step + 1 (train.h). So the on_row callback may commit at any row: parameters,
+ * optimizer state, step = row.step + 1 and the recorded rows buffered so far go into one
+ * transaction and the store always holds a state the model really passed through. Chunks keep
+ * the cost of a commit (an fsync) small against the steps: at most ~1 s or 1000 updates each.
+ */
+#include "trainer.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec.h"
+#include "jobs.h"
+#include "log.h"
+#include "metrics.h"
+#include "optim.h"
+#include "registry.h"
+#include "store.h"
+
+#define TRAINER_CHUNK_STEPS 1000
+#define TRAINER_CHUNK_NS 1000000000LL
+
+typedef struct run {
+    app_t *app;
+    const trainer_opts_t *o;
+    model_t *m;
+    optim_t *optim;
+    int64_t s0;                  /* global step at the start */
+    int64_t planned;             /* job progress: updates planned */
+    store_history_row_t *rows;   /* recorded rows not yet committed */
+    int64_t n_rows, cap_rows;
+    int64_t uncommitted;         /* updates since the last commit */
+    int64_t counted;             /* updates added to the metrics counter */
+    int64_t last_ns;             /* time of the last commit */
+    train_row_t last;            /* the last row reported, recorded or not */
+    int have_last;
+    err_t commit_err;
+} run_t;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t trainer_planned_steps(const train_req_t *req, int64_t rows)
+{
+    if (req->epochs <= 0)
+        return req->steps;
+    if (rows <= 0)
+        return 0;
+    int64_t per_epoch = req->batch_size <= 0 || req->batch_size >= rows
+                            ? 1
+                            : (rows + req->batch_size - 1) / req->batch_size;
+    return req->epochs > INT64_MAX / per_epoch ? INT64_MAX : req->epochs * per_epoch;
+}
+
+cJSON *trainer_result_json(int64_t model_id, const train_result_t *res)
+{
+    cJSON *o = codec_train_result_encode(res);
+    cJSON *id = cJSON_CreateNumber((double)model_id);
+    if (o == NULL || id == NULL) {
+        cJSON_Delete(o);
+        cJSON_Delete(id);
+        return NULL;
+    }
+    /* model_id first, as API.md lists it. */
+    cJSON_InsertItemInArray(o, 0, id);
+    id->string = strdup("model_id");
+    if (id->string == NULL) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int rows_push(run_t *r, const train_row_t *row)
+{
+    if (r->n_rows == r->cap_rows) {
+        int64_t cap = r->cap_rows == 0 ? 64 : r->cap_rows * 2;
+        store_history_row_t *nr = realloc(r->rows, (size_t)cap * sizeof *nr);
+        if (nr == NULL)
+            return err_set(&r->commit_err, ERR_NOMEM, "out of memory buffering history");
+        r->rows = nr;
+        r->cap_rows = cap;
+    }
+    r->rows[r->n_rows++] = (store_history_row_t){.step = row->step, .loss = row->loss,
+                                                 .grad_norm = row->grad_norm,
+                                                 .learning_rate = row->learning_rate};
+    return 0;
+}
+
+/* One transaction: parameters, optimizer state and `step`, the buffered rows, the job's
+ * progress; `loss` (may be NULL) is the model's new last loss. */
+static int commit(run_t *r, int64_t step, const double *loss, double progress_loss, err_t *err)
+{
+    store_t *st = r->app->store;
+    const trainer_opts_t *o = r->o;
+    int rc = store_begin(st, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = store_params_put(st, o->model_id, model_params(r->m), model_n_params(r->m),
+                               optim_state(r->optim), optim_state_len(r->optim), step, loss,
+                               err)) < 0 ||
+        (rc = store_history_append(st, o->model_id, r->rows, r->n_rows, err)) < 0 ||
+        (o->job_id > 0 &&
+         (rc = store_job_progress(st, o->job_id, step - r->s0, r->planned,
+                                  isfinite(progress_loss) ? &progress_loss : NULL, err)) < 0) ||
+        (rc = store_commit(st, err)) < 0) {
+        store_rollback(st);
+        return rc;
+    }
+    registry_committed(r->app->registry, o->model_id);
+    r->n_rows = 0;
+    r->uncommitted = 0;
+    r->last_ns = now_ns();
+    int64_t done = step - r->s0;
+    if (done > r->counted) {
+        metrics_training_steps_add(done - r->counted);
+        r->counted = done;
+    }
+    return 0;
+}
+
+static int on_row(void *ctx, const train_row_t *row)
+{
+    run_t *r = ctx;
+    r->last = *row;
+    r->have_last = 1;
+    if (row->recorded) {
+        if (rows_push(r, row) < 0)
+            return r->commit_err.code;
+        jobs_events_progress(r->app->jobs, r->o->model_id, row->step, row->loss);
+    }
+    ++r->uncommitted;
+    if (r->uncommitted >= TRAINER_CHUNK_STEPS || now_ns() - r->last_ns >= TRAINER_CHUNK_NS) {
+        int rc = commit(r, row->step + 1, NULL, row->loss, &r->commit_err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int lock_take(app_t *app, const trainer_opts_t *o, err_t *err)
+{
+    if (o->lock == TRAINER_LOCK_HELD)
+        return 0;
+    return registry_write_begin(app->registry, o->model_id,
+                                o->lock == TRAINER_LOCK_SHORT ? REGISTRY_SHORT
+                                                              : REGISTRY_TRAINING,
+                                err);
+}
+
+int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err)
+{
+    memset(res, 0, sizeof *res);
+    res->loss_before = res->loss_after = NAN;
+    res->stopped = TRAIN_STOP_MAX_STEPS;
+
+    run_t r = {.app = app, .o = o};
+    registry_copy_t copy = {0};
+    double *x = NULL, *y = NULL;
+    train_ctx_t *tc = NULL;
+    int status_set = 0;
+    int rc = train_req_validate(&o->req, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = lock_take(app, o, err)) < 0)
+        return rc;
+    if ((rc = registry_load(app->registry, o->model_id, &copy, err)) < 0)
+        goto out;
+    r.m = copy.model;
+    r.optim = copy.optim;
+    r.s0 = copy.step;
+    res->step = copy.step;
+
+    batch_t data;
+    if (o->batch != NULL) {
+        data = *o->batch;
+    } else {
+        int64_t rows = 0;
+        if ((rc = store_batch_load_all(app->store, o->model_id, model_n_x(r.m), model_n_y(r.m),
+                                       &rows, &x, &y, err)) < 0)
+            goto out;
+        if (rows > INT32_MAX) {
+            rc = err_set(err, ERR_INVAL, "model %" PRId64 " has %" PRId64
+                         " stored rows; training takes at most %d", o->model_id, rows, INT32_MAX);
+            goto out;
+        }
+        data = (batch_t){.rows = (int32_t)rows, .n_x = model_n_x(r.m), .n_y = model_n_y(r.m),
+                         .x = x, .y = y};
+    }
+    r.planned = trainer_planned_steps(&o->req, data.rows);
+    if (data.rows == 0) {
+        if (o->req.steps > 0 || o->req.epochs > 0) {
+            rc = err_set_field(err, ERR_INVAL, o->req.epochs > 0 ? "epochs" : "steps",
+                               "model has no stored rows: POST batches first");
+            goto out;
+        }
+        /* steps 0 on no data evaluates nothing: the losses stay null. */
+        goto out;
+    }
+    if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
+        goto out;
+    if ((rc = train_ctx_new(r.m, r.optim, &data, &tc, err)) < 0)
+        goto out;
+
+    if (o->set_status) {
+        err_t serr = {0};
+        if (store_model_set_status(app->store, o->model_id, "training", &serr) == 0)
+            status_set = 1;
+    }
+    const int64_t t0 = now_ns();
+    r.last_ns = t0;
+    int64_t step = r.s0;
+    train_hooks_t hooks = {.on_row = on_row, .ctx = &r, .cancel = o->cancel};
+    rc = train_run(tc, &o->req, &step, &hooks, res, err);
+    if (rc < 0) {
+        /* A failed chunk commit carries the real reason; the store holds the last good chunk. */
+        if (r.commit_err.code < 0)
+            *err = r.commit_err;
+        goto out;
+    }
+    /* With history_every > 1 a rollback can make an unrecorded row the call's last update;
+     * the last step of every call is recorded (API.md "History"). */
+    if (o->req.history_every > 0 && r.have_last && !r.last.recorded &&
+        r.last.step == res->step - 1) {
+        r.last.recorded = 1;
+        if ((rc = rows_push(&r, &r.last)) < 0) {
+            *err = r.commit_err;
+            goto out;
+        }
+        jobs_events_progress(app->jobs, o->model_id, r.last.step, r.last.loss);
+    }
+    double loss = res->loss_after;
+    rc = commit(&r, res->step, &loss, loss, err);
+    if (rc < 0)
+        goto out;
+    res->elapsed_ms = (double)(now_ns() - t0) / 1e6;   /* the steps and their commits */
+
+out:
+    if (status_set) {
+        err_t serr = {0};
+        if (store_model_set_status(app->store, o->model_id, "idle", &serr) < 0)
+            log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot reset status: %s", o->model_id,
+                    serr.msg);
+    }
+    if (rc < 0 && r.s0 + r.counted < res->step) {
+        /* Updates made but never committed do not count. */
+        res->step = r.s0 + r.counted;
+    }
+    train_ctx_free(tc);
+    free(x);
+    free(y);
+    free(r.rows);
+    registry_copy_free(&copy);
+    if (o->lock != TRAINER_LOCK_HELD)
+        registry_write_end(app->registry, o->model_id);
+    return rc;
+}

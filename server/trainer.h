@@ -1,0 +1,62 @@
+/* server/trainer.h -- one training run against the store: the runner shared by POST /train
+ * (sync), async jobs (jobs.c) and POST /step.
+ *
+ * A run takes the model's write lock (REGISTRY_TRAINING for train, REGISTRY_SHORT for step;
+ * 409 when a training run holds it), trains a private copy (registry_load) on all stored rows or
+ * on an inline batch, and commits in chunks of at most ~1 s or 1000 updates: parameters,
+ * optimizer state, step, the recorded history rows and the job's progress go into ONE
+ * transaction each, so after a crash the model is exactly at some committed step with its
+ * history up to that step. Progress events are published to the model's event hub as rows
+ * become final (see jobs.h).
+ *
+ *     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_TRAINING};
+ *     train_req_default(&o.req);
+ *     o.req.steps = 100;
+ *     train_result_t res;
+ *     if (trainer_run(app, &o, &res, &err) < 0) return err.code;
+ *     jobs_events_done(app->jobs, id, &res, NULL);    // after the lock is gone
+ */
+#ifndef ND_TRAINER_H
+#define ND_TRAINER_H
+
+#include <stdint.h>
+
+#include "app.h"
+#include "err.h"
+#include "model.h"
+#include "train.h"
+
+enum trainer_lock {
+    TRAINER_LOCK_HELD = 0,      /* the caller holds the TRAINING lock and releases it */
+    TRAINER_LOCK_TRAINING = 1,  /* take REGISTRY_TRAINING for the run (POST /train) */
+    TRAINER_LOCK_SHORT = 2,     /* take REGISTRY_SHORT for the run (POST /step) */
+};
+
+typedef struct trainer_opts {
+    int64_t model_id;
+    train_req_t req;
+    const batch_t *batch;          /* borrowed inline batch; NULL = all stored rows */
+    int64_t job_id;                /* > 0: also record progress in this job's row */
+    const volatile int *cancel;    /* checked between steps; may be NULL */
+    int lock;                      /* enum trainer_lock */
+    int set_status;                /* 1: model status 'training' during the run */
+} trainer_opts_t;
+
+/*
+ * Run one training call. On success `*res` is the train result (also for a divergence, a
+ * cancellation, or steps 0) and the final state is committed. Errors: ERR_NOTFOUND (model),
+ * ERR_CONFLICT (locked), ERR_INVAL ("model has no stored rows", field "steps"/"epochs"; label
+ * errors of an inline batch), storage errors (the model then stays at its last committed chunk).
+ * `*res` is filled as far as it is known even on failure.
+ */
+int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err);
+
+/* The train result JSON of API.md: {"model_id", "steps_run", "step", "loss_before",
+ * "loss_after", "stopped", "elapsed_ms"}. New item, NULL when out of memory. */
+cJSON *trainer_result_json(int64_t model_id, const train_result_t *res);
+
+/* Updates the run will make at most, for the job's progress: steps, or epochs × batches per
+ * epoch over `rows` stored rows. */
+int64_t trainer_planned_steps(const train_req_t *req, int64_t rows);
+
+#endif /* ND_TRAINER_H */
