@@ -668,6 +668,26 @@ static int index_tensors(model_t *m, err_t *err)
     return 0;
 }
 
+/* The graph builder names the node by id; requests name it by position, as the codec and
+ * /v1/graphs/eval do: "graph.nodes[3]", or "graph.output". */
+static void graph_error_field(const ad_graph_spec_t *gs, err_t *err)
+{
+    if (err == NULL)
+        return;
+    char field[ERR_FIELD_MAX];
+    if (strcmp(err->field, "output") == 0) {
+        snprintf(field, sizeof field, "graph.output");
+    } else {
+        snprintf(field, sizeof field, "graph");
+        for (int32_t i = 0; i < gs->n_node; ++i)
+            if (strcmp(gs->node[i].id, err->field) == 0) {
+                snprintf(field, sizeof field, "graph.nodes[%d]", i);
+                break;
+            }
+    }
+    memcpy(err->field, field, sizeof field);
+}
+
 int model_new(const model_spec_t *spec, model_t **out, err_t *err)
 {
     *out = NULL;
@@ -689,7 +709,7 @@ int model_new(const model_spec_t *spec, model_t **out, err_t *err)
     rc = ad_graph_build(gs, AD_MAX_NODES_DEFAULT, &m->g, err);
     if (rc < 0) {
         if (spec->kind == MODEL_KIND_GRAPH)
-            err_prefix_field(err, "graph.");
+            graph_error_field(&m->spec.graph, err);
         goto fail;
     }
     m->n_x = m->spec.inputs;
@@ -1011,6 +1031,13 @@ int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t 
         return rc;
     const tensor_shape_t *so = ad_shape(m->g, m->node_out);
     int64_t n_elem = tensor_shape_elems(so);
+    /* Only a graph model can predict with a node that is not [rows, k] (its loss's first input or
+     * a scalar output): without the same count of values for every row there is no prediction. */
+    if (n_elem < rows || n_elem % rows != 0)
+        return err_set_field(err, ERR_INVAL, "graph.output",
+                             "node '%s' has %lld value%s for %d rows: no prediction per row",
+                             ad_id(m->g, m->node_out), (long long)n_elem, n_elem == 1 ? "" : "s",
+                             rows);
     out->rows = rows;
     out->n_out = (int32_t)(n_elem / rows);
     out->per_row_scalar = out->n_out == 1 && m->spec.kind != MODEL_KIND_SOFTMAX

@@ -35,7 +35,7 @@
 typedef struct jobs jobs_t;
 
 #define JOBS_KEEPALIVE_S 15
-#define JOBS_STREAM_MAX_BUFFER (4u << 20)   /* a client this far behind is dropped */
+#define JOBS_STREAM_MAX_BUFFER (16u << 20)  /* a client this far behind is dropped */
 
 /* New job pool and event hub for `app` (borrowed; app->store, app->registry, app->max_jobs
  * are read). Starts the keep-alive thread. */
@@ -70,7 +70,7 @@ int jobs_cancel(jobs_t *j, int64_t job_id, err_t *err);
 /* The job object of API.md for a stored job row. New item. */
 cJSON *jobs_job_json(const store_job_t *job);
 
-/* ---- events ----------------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 /* Answer `req` with an event stream of model `model_id` (which the caller checked exists). */
 int jobs_events_subscribe(jobs_t *j, http_req_t *req, int64_t model_id, err_t *err);

@@ -30,8 +30,10 @@ cJSON *present_id(int64_t id)
     return cJSON_CreateNumber((double)id);
 }
 
-cJSON *present_model(const store_model_t *m)
+cJSON *present_model(const store_model_t *m, registry_t *reg)
 {
+    int training = strcmp(m->status, "training") == 0 ||
+                   (reg != NULL && registry_is_training(reg, m->id));
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
         return NULL;
@@ -42,7 +44,7 @@ cJSON *present_model(const store_model_t *m)
         cJSON_AddStringToObject(o, "kind", m->kind) == NULL ||
         cJSON_AddRawToObject(o, "spec", m->spec_json) == NULL ||
         !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)m->step)) ||
-        cJSON_AddStringToObject(o, "status", m->status) == NULL ||
+        cJSON_AddStringToObject(o, "status", training ? "training" : "idle") == NULL ||
         !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)m->rows)) ||
         !cJSON_AddItemToObject(o, "loss", loss) ||
         cJSON_AddStringToObject(o, "created_at", m->created_at) == NULL ||

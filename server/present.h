@@ -7,7 +7,7 @@
  *     static const char *const fields[] = {"label", NULL};
  *     if (present_check_fields(body, fields, err) < 0) ...   // 400 naming the unknown field
  *     ...
- *     return http_reply_json(req, 200, present_model(&row));
+ *     return http_reply_json(req, 200, present_model(&row, app->registry));
  */
 #ifndef ND_PRESENT_H
 #define ND_PRESENT_H
@@ -18,6 +18,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "registry.h"
 #include "store.h"
 
 /* Longest checkpoint label, bytes. */
@@ -26,10 +27,12 @@
 /*
  * The model object: {"id","name" (null when unnamed),"kind","spec","step","status","rows",
  * "loss" (null before training),"created_at","updated_at"}. "spec" is m->spec_json embedded
- * verbatim (it was printed by codec_spec_encode, so its numbers round-trip). New item, NULL when
- * out of memory.
+ * verbatim (it was printed by codec_spec_encode, so its numbers round-trip). "status" is
+ * "training" while a training run holds the model in `reg` (an async job from the moment it is
+ * queued), or while the stored status says so; `reg` may be NULL (stored status only). New item,
+ * NULL when out of memory.
  */
-cJSON *present_model(const store_model_t *m);
+cJSON *present_model(const store_model_t *m, registry_t *reg);
 
 /*
  * The request body as JSON. Content-Type must be application/json (parameters allowed); a

@@ -9,6 +9,10 @@
  * commit), and a reader reloads when the generation it saw before reading the store differs
  * from the one its cached copy was loaded at. A commit racing with a reload can only make the
  * next read reload once more, never serve older parameters than the last committed ones.
+ *
+ * Lock order for callers: take the write lock before borrowing the read copy, never the other
+ * way round (a short writer waiting for another one while holding the read copy could wait for
+ * a writer that needs that copy).
  */
 #include "registry.h"
 

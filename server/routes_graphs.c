@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "graph.h"
 #include "http.h"
+#include "present.h"
 #include "routes.h"
 
 #define GRAPHS_MAX_NODES 10000              /* nodes in one graph */
@@ -287,11 +288,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     int32_t *wrt = NULL, n_wrt = 0, jac_of = -1, jac_wrt = -1;
     double *jac = NULL;
     char *grad_done = NULL;
-    size_t len = 0;
-    const char *body = http_body(req, &len);
-    int rc = http_require_json(req, err);
-    if (rc == 0)
-        rc = codec_parse(body, len, CODEC_MAX_DEPTH_DEFAULT, &root, err);
+    int rc = present_body_json(req, 0, &root, err);
     if (rc < 0)
         goto out;
     if (!cJSON_IsObject(root)) {

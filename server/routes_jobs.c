@@ -80,8 +80,9 @@ static int jobs_list(http_req_t *req, err_t *err)
         cJSON_AddItemToArray(list, o);
     }
     store_job_list_free(rows, n);
-    if (list == NULL ||
-        cJSON_AddItemToObject(body, "next", next > 0 ? present_id(next) : cJSON_CreateNull()) == 0) {
+    cJSON *jnext = next > 0 ? present_id(next) : cJSON_CreateNull();
+    if (list == NULL || !cJSON_AddItemToObject(body, "next", jnext)) {
+        cJSON_Delete(jnext);
         cJSON_Delete(body);
         return err_set(err, ERR_NOMEM, "out of memory");
     }

@@ -45,7 +45,7 @@ static int reply_model(http_req_t *req, int64_t id, int status, err_t *err)
     int rc = store_model_get(app_of(req)->store, id, &row, err);
     if (rc < 0)
         return rc;
-    cJSON *body = present_model(&row);
+    cJSON *body = present_model(&row, app_of(req)->registry);
     store_model_clear(&row);
     if (body == NULL)
         return nomem(err);
@@ -161,7 +161,7 @@ static int models_list(http_req_t *req, err_t *err)
     cJSON *body = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(body, "models");
     for (int64_t i = 0; i < n && list != NULL; ++i) {
-        cJSON *o = present_model(&rows[i]);
+        cJSON *o = present_model(&rows[i], app_of(req)->registry);
         if (o == NULL || !cJSON_AddItemToArray(list, o)) {
             cJSON_Delete(o);
             list = NULL;

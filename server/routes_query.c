@@ -356,8 +356,8 @@ static int history_get(http_req_t *req, err_t *err)
 }
 
 /* POST /v1/models/{id}/gradcheck {"x"?,"y"?,"epsilon"?} -> {"max_abs_error","max_rel_error",
- * "ok"}: analytic gradients against central differences (L(θ+ε) − L(θ−ε)) / 2ε, parameter by
- * parameter, on a private copy. rel error of one parameter = |a − n| / max(|a|, |n|, 1); ok when
+ * "ok"}: analytic gradients against central differences (L(θ+ε) − L(θ−ε)) / 2ε, one
+ * parameter at a time, on a private copy. rel error of one parameter = |a − n| / max(|a|, |n|, 1); ok when
  * the largest is at most 1e-5. */
 static int gradcheck_post(http_req_t *req, err_t *err)
 {

@@ -1,0 +1,460 @@
+/* tests/integration/it_data.c -- training batches end to end: JSON, CSV and raw float64 bodies,
+ * listing and deleting, exact errors for every bad input (nothing of a bad batch is stored), and
+ * batches surviving a restart. */
+#include <check.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+
+#define JSON "application/json"
+#define CSV "text/csv"
+#define RAW "application/octet-stream"
+
+static it_daemon_t d;
+
+static void setup(void)
+{
+    ck_assert_msg(it_start(&d, it_exe, NULL) == 0, "daemon did not start");
+}
+
+static void teardown(void)
+{
+    it_cleanup(&d);
+}
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static cJSON *call(const char *method, const char *path, const char *ctype, const char *body,
+                   size_t len, long *status, char **headers)
+{
+    it_resp_t r;
+    it_call_t c = {.method = method, .path = path, .content_type = ctype, .body = body,
+                   .len = len};
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    *status = r.status;
+    cJSON *j = cJSON_Parse(r.body);
+    if (headers != NULL) {
+        *headers = r.headers;
+        r.headers = NULL;
+    }
+    it_resp_free(&r);
+    return j;
+}
+
+static char *get_text(const char *path)
+{
+    long status = 0;
+    char *body = NULL;
+    ck_assert_int_eq(it_request("GET", path, NULL, NULL, &status, &body, NULL), 0);
+    ck_assert_msg(status == 200, "GET %s: %ld %s", path, status, body);
+    return body;
+}
+
+static void check_error_len(const char *method, const char *path, const char *ctype,
+                            const char *body, size_t len, long want_status,
+                            const char *want_code, const char *want_field)
+{
+    long status = 0;
+    cJSON *j = call(method, path, ctype, body, len, &status, NULL);
+    char *text = j != NULL ? cJSON_PrintUnformatted(j) : strdup("(not JSON)");
+    const char *shown = body != NULL && len == 0 ? body : "";
+    ck_assert_msg(status == want_status, "%s %s %.200s: status %ld, want %ld: %s", method, path,
+                  shown, status, want_status, text);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    ck_assert_msg(cJSON_IsObject(e), "no error object: %s", text);
+    cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+    ck_assert_msg(cJSON_IsString(code) && strcmp(code->valuestring, want_code) == 0,
+                  "%s %s %.200s: want code %s: %s", method, path, shown, want_code, text);
+    cJSON *field = cJSON_GetObjectItemCaseSensitive(e, "field");
+    if (want_field != NULL && want_field[0] == '\0')
+        ck_assert_msg(field == NULL, "unexpected field: %s", text);
+    else if (want_field != NULL)
+        ck_assert_msg(cJSON_IsString(field) && strcmp(field->valuestring, want_field) == 0,
+                      "%s %s %.200s: want field '%s': %s", method, path, shown, want_field, text);
+    free(text);
+    cJSON_Delete(j);
+}
+
+static void check_error(const char *method, const char *path, const char *ctype,
+                        const char *body, long want_status, const char *want_code,
+                        const char *want_field)
+{
+    check_error_len(method, path, ctype, body, 0, want_status, want_code, want_field);
+}
+
+static int64_t create_model(const char *spec)
+{
+    long status = 0;
+    cJSON *j = it_json("POST", "/v1/models", spec, &status);
+    ck_assert_int_eq(status, 201);
+    int64_t id = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "id")->valuedouble;
+    cJSON_Delete(j);
+    return id;
+}
+
+static char *pathf(const char *fmt, int64_t id)
+{
+    static char buf[8][256];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, sizeof buf[0], fmt, id);
+    return p;
+}
+
+/* POST a batch that must be accepted: returns the answer (new); checks rows. */
+static cJSON *post_ok(int64_t id, const char *query, const char *ctype, const char *body,
+                      size_t len, int64_t rows)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", id, query);
+    long status = 0;
+    cJSON *j = call("POST", path, ctype, body, len, &status, NULL);
+    char *text = j != NULL ? cJSON_PrintUnformatted(j) : strdup("(not JSON)");
+    ck_assert_msg(status == 201, "POST %s: %ld %s", path, status, text);
+    free(text);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 3);
+    ck_assert_int_eq((int64_t)cJSON_GetObjectItemCaseSensitive(j, "rows")->valuedouble, rows);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(j, "batch_id")->valuedouble >= 1);
+    return j;
+}
+
+static int64_t model_rows(int64_t id)
+{
+    long status = 0;
+    cJSON *j = it_json("GET", pathf("/v1/models/%" PRId64, id), NULL, &status);
+    ck_assert_int_eq(status, 200);
+    int64_t rows = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "rows")->valuedouble;
+    cJSON_Delete(j);
+    return rows;
+}
+
+static const char *const LINEAR = "{\"kind\":\"linear\",\"inputs\":2}";
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+START_TEST(json_batches)
+{
+    int64_t id = create_model(LINEAR);
+    cJSON *j = post_ok(id, "", JSON, "{\"x\":[[1,2],[3,4],[5,6]],\"y\":[1,2,3]}", 0, 3);
+    int64_t b1 = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "batch_id")->valuedouble;
+    ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(j, "total_rows")->valuedouble, 3);
+    cJSON_Delete(j);
+    j = post_ok(id, "", JSON, "{\"y\":[[7]],\"x\":[[0.5,-1e-300]]}", 0, 1);
+    int64_t b2 = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "batch_id")->valuedouble;
+    ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(j, "total_rows")->valuedouble, 4);
+    cJSON_Delete(j);
+    ck_assert_int_eq(model_rows(id), 4);
+
+    long status = 0;
+    j = it_json("GET", pathf("/v1/models/%" PRId64 "/batches", id), NULL, &status);
+    ck_assert_int_eq(status, 200);
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "batches");
+    ck_assert_int_eq(cJSON_GetArraySize(list), 2);
+    cJSON *first = cJSON_GetArrayItem(list, 0);
+    ck_assert_int_eq(cJSON_GetArraySize(first), 3);
+    ck_assert_int_eq((int64_t)cJSON_GetObjectItemCaseSensitive(first, "batch_id")->valuedouble,
+                     b1);
+    ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(first, "rows")->valuedouble, 3);
+    ck_assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(first, "created_at")));
+    cJSON_Delete(j);
+
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/%" PRId64, id, b1);
+    ck_assert_int_eq(it_request("DELETE", path, NULL, NULL, &status, NULL, NULL), 0);
+    ck_assert_int_eq(status, 204);
+    check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
+    ck_assert_int_eq(model_rows(id), 1);
+    j = it_json("GET", pathf("/v1/models/%" PRId64 "/batches", id), NULL, &status);
+    list = cJSON_GetObjectItemCaseSensitive(j, "batches");
+    ck_assert_int_eq(cJSON_GetArraySize(list), 1);
+    ck_assert_int_eq((int64_t)cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(list, 0),
+                                                               "batch_id")->valuedouble, b2);
+    cJSON_Delete(j);
+
+    /* No Content-Type is read as JSON. */
+    it_resp_t r;
+    static const char *const no_ct[] = {"Content-Type:", NULL};
+    it_call_t c = {.method = "POST", .path = pathf("/v1/models/%" PRId64 "/batches", id),
+                   .body = "{\"x\":[[1,1]],\"y\":[0]}", .headers = no_ct};
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_msg(r.status == 201, "no Content-Type: %ld %s", r.status, r.body);
+    it_resp_free(&r);
+
+    /* Multi-output regression and classifiers. */
+    int64_t multi = create_model("{\"kind\":\"linear\",\"inputs\":1,\"outputs\":2}");
+    cJSON_Delete(post_ok(multi, "", JSON, "{\"x\":[[1],[2]],\"y\":[[1,2],[3,4]]}", 0, 2));
+    int64_t soft = create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
+    cJSON_Delete(post_ok(soft, "", JSON, "{\"x\":[[1,2],[3,4]],\"y\":[0,2]}", 0, 2));
+}
+END_TEST
+
+START_TEST(json_bad_input)
+{
+    int64_t id = create_model(LINEAR);
+    int64_t logi = create_model("{\"kind\":\"logistic\",\"inputs\":2}");
+    int64_t multi = create_model("{\"kind\":\"linear\",\"inputs\":1,\"outputs\":2}");
+    cJSON_Delete(post_ok(id, "", JSON, "{\"x\":[[1,2]],\"y\":[1]}", 0, 1));
+    static const struct {
+        int which;                 /* 0 linear, 1 logistic, 2 two-output linear */
+        const char *ctype, *body;
+        long status;
+        const char *code, *field;
+    } bad[] = {
+        {0, JSON, "{\"x\":[[1,2],[3]],\"y\":[1,2]}", 400, "invalid_argument", "x[1]"},
+        {0, JSON, "{\"x\":[[1,2],[3,4,5]],\"y\":[1,2]}", 400, "invalid_argument", "x[1]"},
+        {0, JSON, "{\"x\":[[1,2],[3,4]],\"y\":[1]}", 400, "invalid_argument", "y"},
+        {0, JSON, "{\"x\":[[1,2],[3,1e999]],\"y\":[1,2]}", 400, "invalid_argument", "x[1][1]"},
+        {0, JSON, "{\"x\":[[1,2]],\"y\":[-1e999]}", 400, "invalid_argument", "y[0]"},
+        {0, JSON, "{\"x\":[[1,\"2\"]],\"y\":[1]}", 400, "invalid_argument", "x[0][1]"},
+        {0, JSON, "{\"x\":[[1,null]],\"y\":[1]}", 400, "invalid_argument", "x[0][1]"},
+        {0, JSON, "{\"x\":\"rows\",\"y\":[1]}", 400, "invalid_argument", "x"},
+        {0, JSON, "{\"x\":[[1,2]],\"y\":\"a\"}", 400, "invalid_argument", "y"},
+        {0, JSON, "{\"x\":[[1,2]],\"y\":[\"a\"]}", 400, "invalid_argument", "y[0]"},
+        {0, JSON, "{\"x\":[[1,2]]}", 400, "invalid_argument", "y"},
+        {0, JSON, "{\"y\":[1]}", 400, "invalid_argument", "x"},
+        {0, JSON, "{\"x\":[],\"y\":[]}", 400, "invalid_argument", "x"},
+        {0, JSON, "{\"x\":[[1,2]],\"y\":[1],\"z\":0}", 400, "invalid_argument", "z"},
+        {0, JSON, "[[1,2]]", 400, "invalid_argument", NULL},
+        {0, JSON, "{\"x\":[[1,2]],", 400, "invalid_json", ""},
+        {0, JSON, "", 400, "invalid_argument", NULL},
+        {0, "text/plain", "{\"x\":[[1,2]],\"y\":[1]}", 415, "unsupported_media_type", ""},
+        {0, "application/x-www-form-urlencoded", "{\"x\":[[1,2]],\"y\":[1]}", 415,
+         "unsupported_media_type", ""},
+        {1, JSON, "{\"x\":[[1,2],[3,4]],\"y\":[1,2]}", 400, "invalid_argument", "y[1]"},
+        {1, JSON, "{\"x\":[[1,2]],\"y\":[0.5]}", 400, "invalid_argument", "y[0]"},
+        {2, JSON, "{\"x\":[[1]],\"y\":[1]}", 400, "invalid_argument", "y[0]"},
+        {2, JSON, "{\"x\":[[1]],\"y\":[[1,2,3]]}", 400, "invalid_argument", "y[0]"},
+    };
+    const int64_t ids[3] = {id, logi, multi};
+    char *before[3];
+    for (int k = 0; k < 3; ++k)
+        before[k] = get_text(pathf("/v1/models/%" PRId64, ids[k]));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        check_error("POST", pathf("/v1/models/%" PRId64 "/batches", ids[bad[i].which]),
+                    bad[i].ctype, bad[i].body, bad[i].status, bad[i].code, bad[i].field);
+        char *after = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        ck_assert_str_eq(before[bad[i].which], after);
+        free(after);
+    }
+    for (int k = 0; k < 3; ++k)
+        free(before[k]);
+    char *list = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    cJSON *j = cJSON_Parse(list);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "batches")), 1);
+    cJSON_Delete(j);
+    free(list);
+}
+END_TEST
+
+/* ---- CSV ------------------------------------------------------------------------------------- */
+
+START_TEST(csv_batches)
+{
+    int64_t id = create_model(LINEAR);
+    cJSON_Delete(post_ok(id, "", CSV, "x1,x2,y\n1,2,3\n4,5,6\n", 0, 2));           /* header */
+    cJSON_Delete(post_ok(id, "", CSV, "1,2,3\r\n4,5,6\r\n7,8,9\r\n\r\n", 0, 3));   /* CRLF */
+    cJSON_Delete(post_ok(id, "?header=true", CSV, "1,2,3\n4,5,6\n", 0, 1));
+    cJSON_Delete(post_ok(id, "?header=false", CSV, " 1 , 2.5e-1 ,-3\n", 0, 1));
+    cJSON_Delete(post_ok(id, "?header=auto&label_columns=1", CSV, "a,b,c\r\n1,2,3", 0, 1));
+    cJSON_Delete(post_ok(id, "", "text/csv; charset=utf-8", "1,2,3\n", 0, 1));
+    ck_assert_int_eq(model_rows(id), 9);
+
+    int64_t multi = create_model("{\"kind\":\"linear\",\"inputs\":1,\"outputs\":2}");
+    cJSON_Delete(post_ok(multi, "?label_columns=2", CSV, "x,y1,y2\n1,2,3\n", 0, 1));
+}
+END_TEST
+
+START_TEST(csv_bad_input)
+{
+    int64_t id = create_model(LINEAR);
+    int64_t logi = create_model("{\"kind\":\"logistic\",\"inputs\":2}");
+    cJSON_Delete(post_ok(id, "", CSV, "1,2,3\n", 0, 1));
+    static const struct {
+        int which;
+        const char *query, *body;
+        const char *field;
+    } bad[] = {
+        {0, "", "x1,x2,y\n1,2,3\n4,oops,6\n", "line 3"},
+        {0, "", "x1,x2,y\r\n1,2,3\r\n4,5\r\n", "line 3"},
+        {0, "", "1,2,3\n4,5,6,7\n", "line 2"},
+        {0, "", "1,2,3\n\n4,5,6\n", "line 2"},
+        {0, "", "1,2,3\n4,,6\n", "line 2"},
+        {0, "", "1,2,3\n4,5,1e999\n", "line 2"},
+        {0, "", "1,2,3\n4,5,nan\n", "line 2"},
+        {0, "?header=false", "x1,x2,y\n1,2,3\n", "line 1"},
+        {0, "?header=maybe", "1,2,3\n", "header"},
+        {0, "?label_columns=2", "1,2,3\n", "label_columns"},
+        {0, "?label_columns=x", "1,2,3\n", "label_columns"},
+        {0, "", "", NULL},
+        {0, "", "x1,x2,y\n", NULL},
+        {1, "", "1,2,0\n3,4,2\n", "y[1]"},
+    };
+    const int64_t ids[2] = {id, logi};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        char path[256];
+        snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", ids[bad[i].which],
+                 bad[i].query);
+        char *before = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        check_error("POST", path, CSV, bad[i].body, 400, "invalid_argument", bad[i].field);
+        char *after = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        ck_assert_str_eq(before, after);
+        free(before);
+        free(after);
+    }
+    ck_assert_int_eq(model_rows(id), 1);
+}
+END_TEST
+
+/* ---- raw float64 ----------------------------------------------------------------------------- */
+
+/* rows*cols little-endian doubles (new). */
+static char *le_doubles(const double *v, int n)
+{
+    unsigned char *out = malloc((size_t)n * 8u);
+    ck_assert_ptr_nonnull(out);
+    for (int i = 0; i < n; ++i) {
+        uint64_t u;
+        memcpy(&u, &v[i], sizeof u);
+        for (int k = 0; k < 8; ++k)
+            out[i * 8 + k] = (unsigned char)(u >> (8 * k));
+    }
+    return (char *)out;
+}
+
+START_TEST(raw_batches)
+{
+    int64_t id = create_model(LINEAR);
+    const double v[6] = {1, 2, 3, 4.5, -0.1, 1e-310};
+    char *buf = le_doubles(v, 6);
+    cJSON *j = post_ok(id, "?rows=2&cols=3", RAW, buf, 48, 2);
+    ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(j, "total_rows")->valuedouble, 2);
+    cJSON_Delete(j);
+    cJSON_Delete(post_ok(id, "?rows=1&cols=3&label_columns=1", RAW, buf, 24, 1));
+
+    char path[256];
+    const char *base = pathf("/v1/models/%" PRId64 "/batches", id);
+    static const struct {
+        const char *query;
+        size_t len;
+        const char *field;
+    } bad[] = {
+        {"?rows=2&cols=3", 40, "body"},
+        {"?rows=1&cols=3", 48, "body"},
+        {"?rows=2&cols=2", 32, "cols"},
+        {"?cols=3", 48, "rows"},
+        {"?rows=2", 48, "cols"},
+        {"?rows=0&cols=3", 0, "rows"},
+        {"?rows=x&cols=3", 48, "rows"},
+        {"?rows=2&cols=3&label_columns=2", 48, "label_columns"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        snprintf(path, sizeof path, "%s%s", base, bad[i].query);
+        check_error_len("POST", path, RAW, bad[i].len > 0 ? buf : "", bad[i].len, 400,
+                        "invalid_argument", bad[i].field);
+    }
+    free(buf);
+
+    /* Non-finite values are named by element. */
+    const double nan_x[6] = {1, 2, 3, 4, NAN, 6};
+    const double inf_y[6] = {1, 2, 3, 4, 5, -INFINITY};
+    buf = le_doubles(nan_x, 6);
+    snprintf(path, sizeof path, "%s?rows=2&cols=3", base);
+    check_error_len("POST", path, RAW, buf, 48, 400, "invalid_argument", "x[1][1]");
+    free(buf);
+    buf = le_doubles(inf_y, 6);
+    check_error_len("POST", path, RAW, buf, 48, 400, "invalid_argument", "y[1]");
+    free(buf);
+    ck_assert_int_eq(model_rows(id), 3);
+}
+END_TEST
+
+/* ---- unknown ids, methods, restart ----------------------------------------------------------- */
+
+START_TEST(unknown_and_methods)
+{
+    int64_t id = create_model(LINEAR);
+    int64_t other = create_model(LINEAR);
+    cJSON *j = post_ok(other, "", JSON, "{\"x\":[[1,2]],\"y\":[1]}", 0, 1);
+    int64_t bid = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "batch_id")->valuedouble;
+    cJSON_Delete(j);
+    check_error("POST", "/v1/models/999/batches", JSON, "{\"x\":[[1,2]],\"y\":[1]}", 404,
+                "not_found", NULL);
+    check_error("POST", "/v1/models/999/batches", CSV, "1,2,3\n", 404, "not_found", NULL);
+    check_error("GET", "/v1/models/999/batches", NULL, NULL, 404, "not_found", NULL);
+    check_error("DELETE", "/v1/models/999/batches/1", NULL, NULL, 404, "not_found", NULL);
+    char path[128];
+    /* Another model's batch is not this model's. */
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/%" PRId64, id, bid);
+    check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/abc", id);
+    check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
+    ck_assert_int_eq(model_rows(other), 1);
+
+    static const struct {
+        const char *method, *path, *allow;
+    } wrong[] = {
+        {"PUT", "/v1/models/%" PRId64 "/batches", "POST"},
+        {"DELETE", "/v1/models/%" PRId64 "/batches", "GET"},
+        {"GET", "/v1/models/%" PRId64 "/batches/1", "DELETE"},
+    };
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; ++i) {
+        long status = 0;
+        char *headers = NULL;
+        j = call(wrong[i].method, pathf(wrong[i].path, id), NULL, NULL, 0, &status, &headers);
+        ck_assert_msg(status == 405, "%s %s: %ld", wrong[i].method, wrong[i].path, status);
+        char *allow = it_header(headers, "Allow");
+        ck_assert_msg(allow != NULL && strstr(allow, wrong[i].allow) != NULL, "Allow: %s",
+                      allow != NULL ? allow : "(none)");
+        free(allow);
+        free(headers);
+        cJSON_Delete(j);
+    }
+}
+END_TEST
+
+START_TEST(restart_keeps_batches)
+{
+    int64_t id = create_model(LINEAR);
+    cJSON_Delete(post_ok(id, "", JSON, "{\"x\":[[1,2],[3,4]],\"y\":[1,2]}", 0, 2));
+    cJSON_Delete(post_ok(id, "", CSV, "5,6,7\n", 0, 1));
+    char *list = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    char *model = get_text(pathf("/v1/models/%" PRId64, id));
+    ck_assert_int_eq(it_restart(&d), 0);
+    char *list2 = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    char *model2 = get_text(pathf("/v1/models/%" PRId64, id));
+    ck_assert_str_eq(list, list2);
+    ck_assert_str_eq(model, model2);
+    free(list);
+    free(list2);
+    free(model);
+    free(model2);
+    ck_assert_int_eq(model_rows(id), 3);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    Suite *s = suite_create("data");
+    TCase *tc = tcase_create("data");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, json_batches);
+    tcase_add_test(tc, json_bad_input);
+    tcase_add_test(tc, csv_batches);
+    tcase_add_test(tc, csv_bad_input);
+    tcase_add_test(tc, raw_batches);
+    tcase_add_test(tc, unknown_and_methods);
+    tcase_add_test(tc, restart_keeps_batches);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,856 @@
+/* tests/integration/it_train.c -- training end to end: async jobs (lifecycle, progress, cancel,
+ * 409 while running, 429 over --max-jobs), SSE events, history paging and sampling, divergence,
+ * a crash (kill -9) and a clean restart in the middle of a job, and 16 concurrent clients. */
+#include <check.h>
+#include <curl/curl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static it_daemon_t d;
+
+static void start_with(const char *max_jobs)
+{
+    const char *extra[] = {"--log-level", "warn", "--max-jobs", max_jobs, "--threads", "8",
+                           NULL};
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
+}
+
+static void setup(void)
+{
+    start_with("4");
+}
+
+static void setup_two_jobs(void)
+{
+    start_with("2");
+}
+
+/* A clean stop must exit 0: under -DNEUROND_SANITIZE=ON that includes no leak report. */
+static void teardown(void)
+{
+    int rc = d.pid > 0 ? it_stop(&d) : 0;
+    it_cleanup(&d);
+    ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static cJSON *get(const cJSON *o, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = get(o, key);
+    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
+    return v->valuedouble;
+}
+
+static cJSON *call(const char *method, const char *path, const char *body, long want)
+{
+    long status = 0;
+    cJSON *j = it_json(method, path, body, &status);
+    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld", method, path, status, want);
+    return j;
+}
+
+static void call_free(const char *method, const char *path, const char *body, long want)
+{
+    cJSON_Delete(call(method, path, body, want));
+}
+
+static void expect_error(const char *method, const char *path, const char *body, long want,
+                         const char *code)
+{
+    cJSON *j = call(method, path, body, want);
+    ck_assert_msg(j != NULL, "%s %s: no JSON", method, path);
+    ck_assert_str_eq(get(get(j, "error"), "code")->valuestring, code);
+    cJSON_Delete(j);
+}
+
+/* A JSON batch of `rows` rows of `n_x` features: y = 0.3 x0 − 0.2 x1 + 0.1. */
+static char *batch_json(int rows, int n_x, unsigned seed)
+{
+    size_t cap = (size_t)rows * ((size_t)n_x + 2) * 24 + 64;
+    char *s = malloc(cap);
+    size_t o = (size_t)snprintf(s, cap, "{\"x\":[");
+    double *y = malloc((size_t)rows * sizeof *y);
+    for (int i = 0; i < rows; ++i) {
+        o += (size_t)snprintf(s + o, cap - o, "%s[", i ? "," : "");
+        double acc = 0.1;
+        for (int k = 0; k < n_x; ++k) {
+            seed = seed * 1103515245u + 12345u;
+            double v = ((double)(seed >> 8 & 0xffff) / 65535.0) * 2.0 - 1.0;
+            if (k == 0)
+                acc += 0.3 * v;
+            if (k == 1)
+                acc -= 0.2 * v;
+            o += (size_t)snprintf(s + o, cap - o, "%s%.6f", k ? "," : "", v);
+        }
+        y[i] = acc;
+        o += (size_t)snprintf(s + o, cap - o, "]");
+    }
+    o += (size_t)snprintf(s + o, cap - o, "],\"y\":[");
+    for (int i = 0; i < rows; ++i)
+        o += (size_t)snprintf(s + o, cap - o, "%s%.6f", i ? "," : "", y[i]);
+    snprintf(s + o, cap - o, "]}");
+    free(y);
+    return s;
+}
+
+static int64_t create_model(const char *spec)
+{
+    cJSON *m = call("POST", "/v1/models", spec, 201);
+    int64_t id = (int64_t)num(m, "id");
+    cJSON_Delete(m);
+    return id;
+}
+
+static void add_rows(int64_t id, int rows, int n_x)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    char *b = batch_json(rows, n_x, (unsigned)id * 7919u);
+    call_free("POST", path, b, 201);
+    free(b);
+}
+
+/* A small linear model with 32 stored rows: training it is fast. */
+static int64_t small_model(void)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":3,"
+                              "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.05}}");
+    add_rows(id, 32, 3);
+    return id;
+}
+
+/* An mlp with enough rows that a long run takes many seconds: jobs stay running. */
+static int64_t slow_model(void)
+{
+    int64_t id = create_model(
+        "{\"kind\":\"mlp\",\"inputs\":8,\"hidden\":[{\"units\":64,\"activation\":\"tanh\"},"
+        "{\"units\":64,\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":3},"
+        "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.001}}");
+    add_rows(id, 3000, 8);
+    return id;
+}
+
+static int64_t submit(int64_t id, const char *req, long want)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    char *text = NULL, *hdrs = NULL;
+    long status = 0;
+    it_request("POST", path, "application/json", req, &status, &text, &hdrs);
+    ck_assert_msg(status == want, "submit: status %ld: %s", status, text);
+    int64_t job = 0;
+    if (status == 202) {
+        cJSON *j = cJSON_Parse(text);
+        job = (int64_t)num(j, "id");
+        ck_assert_int_eq((int64_t)num(j, "model_id"), id);
+        ck_assert(cJSON_IsObject(get(j, "progress")));
+        char *loc = it_header(hdrs, "Location");
+        char want_loc[64];
+        snprintf(want_loc, sizeof want_loc, "/v1/jobs/%lld", (long long)job);
+        ck_assert_ptr_nonnull(loc);
+        ck_assert_str_eq(loc, want_loc);
+        free(loc);
+        cJSON_Delete(j);
+    }
+    free(text);
+    free(hdrs);
+    return job;
+}
+
+static cJSON *job_get(int64_t job)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    return call("GET", path, NULL, 200);
+}
+
+/* Poll until the job's status is `status` (or any final one when NULL); returns the job. */
+static cJSON *job_wait(int64_t job, const char *status, int timeout_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        cJSON *j = job_get(job);
+        const char *s = get(j, "status")->valuestring;
+        int final = strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 ||
+                    strcmp(s, "cancelled") == 0;
+        if (status != NULL ? strcmp(s, status) == 0 : final)
+            return j;
+        ck_assert_msg(waited < timeout_ms, "job %lld still %s after %d ms", (long long)job, s,
+                      timeout_ms);
+        ck_assert_msg(!final || status == NULL, "job %lld ended %s, waiting for %s",
+                      (long long)job, s, status);
+        cJSON_Delete(j);
+        sleep_ms(20);
+    }
+}
+
+/* Poll until the job has committed at least one chunk (progress.step > 0). */
+static void job_wait_progress(int64_t job)
+{
+    for (int waited = 0;; waited += 50) {
+        cJSON *j = job_get(job);
+        double step = num(get(j, "progress"), "step");
+        const char *s = get(j, "status")->valuestring;
+        ck_assert_msg(strcmp(s, "queued") == 0 || strcmp(s, "running") == 0, "job ended: %s", s);
+        cJSON_Delete(j);
+        if (step > 0)
+            return;
+        ck_assert_msg(waited < 30000, "no progress after 30 s");
+        sleep_ms(50);
+    }
+}
+
+static cJSON *model_get(int64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    return call("GET", path, NULL, 200);
+}
+
+/* The last history row's step, -1 when there is none (pages through everything). */
+static int64_t last_history_step(int64_t id, int64_t *count)
+{
+    char path[128];
+    int64_t after = -1, last = -1, n = 0;
+    for (;;) {
+        snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10000",
+                 (long long)id, (long long)after);
+        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *rows = get(h, "history"), *r;
+        cJSON_ArrayForEach(r, rows)
+        {
+            int64_t s = (int64_t)num(r, "step");
+            ck_assert_msg(s > last, "history not ascending");
+            last = s;
+            ++n;
+        }
+        cJSON *next = get(h, "next");
+        int more = cJSON_IsNumber(next);
+        if (more)
+            after = (int64_t)next->valuedouble;
+        cJSON_Delete(h);
+        if (!more)
+            break;
+    }
+    if (count != NULL)
+        *count = n;
+    return last;
+}
+
+/* The model is at a committed step: step = last history row + 1, finite parameters, idle. */
+static int64_t check_consistent(int64_t id)
+{
+    cJSON *m = model_get(id);
+    int64_t step = (int64_t)num(m, "step");
+    ck_assert_str_eq(get(m, "status")->valuestring, "idle");
+    cJSON_Delete(m);
+    int64_t last = last_history_step(id, NULL);
+    ck_assert_msg(step == last + 1, "model step %lld, last history row %lld", (long long)step,
+                  (long long)last);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    cJSON *p = call("GET", path, NULL, 200);
+    ck_assert_int_eq((int64_t)num(p, "step"), step);
+    char *text = cJSON_PrintUnformatted(get(p, "parameters"));
+    ck_assert_msg(strstr(text, "null") == NULL, "non-finite parameters: %s", text);
+    free(text);
+    cJSON_Delete(p);
+    return step;
+}
+
+START_TEST(async_lifecycle)
+{
+    int64_t id = small_model();
+    int64_t job = submit(id, "{\"steps\":200,\"async\":true}", 202);
+    cJSON *j = job_wait(job, "succeeded", 30000);
+    cJSON *res = get(j, "result"), *prog = get(j, "progress");
+    ck_assert_int_eq((int64_t)num(res, "model_id"), id);
+    ck_assert_int_eq((int64_t)num(res, "steps_run"), 200);
+    ck_assert_int_eq((int64_t)num(res, "step"), 200);
+    ck_assert_str_eq(get(res, "stopped")->valuestring, "max_steps");
+    ck_assert(num(res, "loss_after") < num(res, "loss_before"));
+    ck_assert_int_eq((int64_t)num(prog, "step"), 200);
+    ck_assert_int_eq((int64_t)num(prog, "steps"), 200);
+    ck_assert(fabs(num(prog, "loss") - num(res, "loss_after")) < 1e-3);
+    ck_assert_ptr_null(get(j, "error"));
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(id), 200);
+
+    /* Listing and filters. */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/jobs?model_id=%lld", (long long)id);
+    j = call("GET", path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
+    ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(get(j, "jobs"), 0), "id"), job);
+    cJSON_Delete(j);
+    j = call("GET", "/v1/jobs?status=succeeded", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
+    cJSON_Delete(j);
+    j = call("GET", "/v1/jobs?status=running", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 0);
+    cJSON_Delete(j);
+    expect_error("GET", "/v1/jobs?status=bogus", NULL, 400, "invalid_argument");
+    expect_error("GET", "/v1/jobs/999", NULL, 404, "not_found");
+    expect_error("DELETE", "/v1/jobs/999", NULL, 404, "not_found");
+    /* Cancelling a finished job is a no-op. */
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    j = call("DELETE", path, NULL, 202);
+    ck_assert_str_eq(get(j, "status")->valuestring, "succeeded");
+    cJSON_Delete(j);
+
+    /* Requests checked before a job exists. */
+    int64_t empty = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)empty);
+    expect_error("POST", path, "{\"steps\":3,\"async\":true}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"steps\":3}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"stpes\":3}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"steps\":-1}", 400, "invalid_argument");
+    expect_error("POST", "/v1/models/999/train", "{\"async\":true}", 404, "not_found");
+    expect_error("POST", "/v1/models/999/train", "{}", 404, "not_found");
+    j = call("POST", path, "{\"steps\":0}", 200);   /* steps 0 only evaluates */
+    ck_assert_int_eq((int64_t)num(j, "steps_run"), 0);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(cancel_and_conflicts)
+{
+    int64_t id = slow_model();
+    int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
+    job_wait_progress(job);
+    cJSON *m = model_get(id);
+    ck_assert_str_eq(get(m, "status")->valuestring, "training");
+    cJSON_Delete(m);
+
+    /* Writes get 409, reads answer at once from the last committed state. */
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    expect_error("POST", path, "{\"steps\":1}", 409, "conflict");
+    expect_error("POST", path, "{\"steps\":1,\"async\":true}", 409, "conflict");
+    char *b = batch_json(4, 8, 1);
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    expect_error("POST", path, b, 409, "conflict");
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
+    expect_error("POST", path, b, 409, "conflict");
+    snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
+    call_free("POST", path, "{\"x\":[[1,2,3,4,5,6,7,8]]}", 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+    call_free("POST", path, b, 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/history?limit=5", (long long)id);
+    call_free("GET", path, NULL, 200);
+    free(b);
+
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    cJSON *j = call("DELETE", path, NULL, 202);
+    ck_assert_int_eq((int64_t)num(j, "id"), job);
+    cJSON_Delete(j);
+    j = job_wait(job, "cancelled", 30000);
+    cJSON *res = get(j, "result");
+    ck_assert_str_eq(get(res, "stopped")->valuestring, "cancelled");
+    int64_t step = (int64_t)num(res, "step");
+    ck_assert(step > 0);
+    ck_assert_int_eq((int64_t)num(res, "steps_run"), step);
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(id), step);
+
+    /* The lock is gone: training goes on from there. */
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    j = call("POST", path, "{\"steps\":2}", 200);
+    ck_assert_int_eq((int64_t)num(j, "step"), step + 2);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(too_many_jobs)
+{
+    int64_t a = slow_model(), b = slow_model(), c = small_model();
+    int64_t ja = submit(a, "{\"steps\":100000000,\"async\":true}", 202);
+    int64_t jb = submit(b, "{\"steps\":100000000,\"async\":true}", 202);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)c);
+    expect_error("POST", path, "{\"steps\":5,\"async\":true}", 429, "too_many_requests");
+    /* --max-jobs counts async jobs only. */
+    call_free("POST", path, "{\"steps\":5}", 200);
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)ja);
+    call_free("DELETE", path, NULL, 202);
+    cJSON_Delete(job_wait(ja, "cancelled", 30000));
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)c);
+    int64_t jc = submit(c, "{\"steps\":5,\"async\":true}", 202);
+    cJSON_Delete(job_wait(jc, "succeeded", 30000));
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)jb);
+    call_free("DELETE", path, NULL, 202);
+    cJSON_Delete(job_wait(jb, "cancelled", 30000));
+    cJSON *j = call("GET", "/v1/jobs?status=cancelled", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 2);
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* ---- SSE ------------------------------------------------------------------------------------- */
+
+typedef struct sse {
+    pthread_mutex_t mu;
+    char *buf;
+    size_t len;
+    int want_done;          /* stop after this many `event: done` */
+    int want_keepalive;     /* ... and a keep-alive comment */
+    int connected;
+    CURLcode rc;
+    long status;
+    char url[256];
+} sse_t;
+
+static int count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        ++n;
+    return n;
+}
+
+static size_t sse_write(char *ptr, size_t size, size_t n, void *ud)
+{
+    sse_t *s = ud;
+    size_t add = size * n;
+    pthread_mutex_lock(&s->mu);
+    s->buf = realloc(s->buf, s->len + add + 1);
+    memcpy(s->buf + s->len, ptr, add);
+    s->len += add;
+    s->buf[s->len] = '\0';
+    s->connected = strstr(s->buf, ": connected") != NULL;
+    int stop = count_str(s->buf, "event: done") >= s->want_done &&
+               (!s->want_keepalive || strstr(s->buf, ": keep-alive\n") != NULL);
+    pthread_mutex_unlock(&s->mu);
+    return stop ? 0 : add;    /* 0 ends the transfer: the client leaves */
+}
+
+static void *sse_main(void *arg)
+{
+    sse_t *s = arg;
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, s->url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    s->rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static void sse_start(sse_t *s, pthread_t *t, int64_t id, int want_done, int want_keepalive)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    s->want_done = want_done;
+    s->want_keepalive = want_keepalive;
+    snprintf(s->url, sizeof s->url, "%s/v1/models/%lld/events", it_base_url(), (long long)id);
+    ck_assert_int_eq(pthread_create(t, NULL, sse_main, s), 0);
+    for (int waited = 0;; waited += 10) {
+        pthread_mutex_lock(&s->mu);
+        int ok = s->connected;
+        pthread_mutex_unlock(&s->mu);
+        if (ok)
+            break;
+        ck_assert_msg(waited < 10000, "event stream did not connect");
+        sleep_ms(10);
+    }
+}
+
+START_TEST(sse_events)
+{
+    int64_t id = small_model();
+    sse_t s;
+    pthread_t t;
+    sse_start(&s, &t, id, 3, 1);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *r1 = call("POST", path, "{\"steps\":5}", 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
+    cJSON_Delete(call("POST", path, "{\"x\":[[1,2,3]],\"y\":[1]}", 200));
+    int64_t job = submit(id, "{\"steps\":20,\"history_every\":10,\"async\":true}", 202);
+    cJSON_Delete(job_wait(job, "succeeded", 30000));
+    pthread_join(t, NULL);
+    ck_assert_int_eq(s.status, 200);
+    ck_assert_int_eq(s.rc, CURLE_WRITE_ERROR);   /* we left after the keep-alive */
+
+    /* 5 (sync) + 1 (step) + 3 (job over steps 6..25: 10, 20 and its last, 25). */
+    ck_assert_int_eq(count_str(s.buf, "event: progress\n"), 5 + 1 + 3);
+    ck_assert_int_eq(count_str(s.buf, "event: done\n"), 3);
+    for (int k = 0; k < 5; ++k) {
+        char line[64];
+        snprintf(line, sizeof line, "data: {\"step\":%d,\"loss\":", k);
+        ck_assert_msg(strstr(s.buf, line) != NULL, "no progress for step %d:\n%s", k, s.buf);
+    }
+    ck_assert_ptr_nonnull(strstr(s.buf, "data: {\"step\":5,\"loss\":"));
+    ck_assert_ptr_nonnull(strstr(s.buf, "data: {\"step\":10,\"loss\":"));
+    ck_assert_ptr_nonnull(strstr(s.buf, "data: {\"step\":20,\"loss\":"));
+    ck_assert_ptr_nonnull(strstr(s.buf, "data: {\"step\":25,\"loss\":"));
+    ck_assert_ptr_null(strstr(s.buf, "data: {\"step\":11,"));
+    /* The first done carries the sync call's result. */
+    const char *done = strstr(s.buf, "event: done\ndata: ");
+    ck_assert_ptr_nonnull(done);
+    cJSON *res = cJSON_Parse(done + strlen("event: done\ndata: "));
+    ck_assert_ptr_nonnull(res);
+    ck_assert_int_eq((int64_t)num(res, "model_id"), id);
+    ck_assert_int_eq((int64_t)num(res, "step"), 5);
+    ck_assert(num(res, "loss_after") == num(r1, "loss_after"));
+    cJSON_Delete(res);
+    cJSON_Delete(r1);
+    ck_assert_ptr_nonnull(strstr(s.buf, ": keep-alive\n\n"));
+    free(s.buf);
+
+    /* History of that run: every 10th step plus the last of each call. */
+    snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=5", (long long)id);
+    cJSON *h = call("GET", path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 3);
+    cJSON_Delete(h);
+
+    expect_error("GET", "/v1/models/999/events", NULL, 404, "not_found");
+}
+END_TEST
+
+START_TEST(history_paging)
+{
+    int64_t id = small_model();
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    call_free("POST", path, "{\"steps\":25}", 200);
+    int64_t after = -1, total = 0;
+    int pages = 0;
+    for (;;) {
+        snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10",
+                 (long long)id, (long long)after);
+        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *rows = get(h, "history"), *next = get(h, "next");
+        int n = cJSON_GetArraySize(rows);
+        ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(rows, 0), "step"), after + 1);
+        total += n;
+        ++pages;
+        if (cJSON_IsNull(next)) {
+            ck_assert_int_eq(n, 5);
+            cJSON_Delete(h);
+            break;
+        }
+        ck_assert_int_eq(n, 10);
+        after = (int64_t)next->valuedouble;
+        ck_assert_int_eq(after, (int64_t)num(cJSON_GetArrayItem(rows, 9), "step"));
+        cJSON_Delete(h);
+    }
+    ck_assert_int_eq(total, 25);
+    ck_assert_int_eq(pages, 3);
+
+    /* max_points: evenly over the whole run, first and last kept. */
+    snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=5", (long long)id);
+    cJSON *h = call("GET", path, NULL, 200);
+    static const int want[] = {0, 6, 12, 18, 24};
+    ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 5);
+    for (int i = 0; i < 5; ++i)
+        ck_assert_int_eq((int)num(cJSON_GetArrayItem(get(h, "history"), i), "step"), want[i]);
+    ck_assert(cJSON_IsNull(get(h, "next")));
+    cJSON_Delete(h);
+    snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=1000", (long long)id);
+    h = call("GET", path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 25);
+    cJSON_Delete(h);
+
+    snprintf(path, sizeof path, "/v1/models/%lld/history?limit=0", (long long)id);
+    expect_error("GET", path, NULL, 400, "invalid_argument");
+    snprintf(path, sizeof path, "/v1/models/%lld/history?limit=10001", (long long)id);
+    expect_error("GET", path, NULL, 400, "invalid_argument");
+    snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=1", (long long)id);
+    expect_error("GET", path, NULL, 400, "invalid_argument");
+    snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=4&limit=3", (long long)id);
+    expect_error("GET", path, NULL, 400, "invalid_argument");
+    expect_error("GET", "/v1/models/999/history", NULL, 404, "not_found");
+
+    /* history_every 0 records nothing; the step still advances. */
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *r = call("POST", path, "{\"steps\":4,\"history_every\":0}", 200);
+    ck_assert_int_eq((int64_t)num(r, "step"), 29);
+    cJSON_Delete(r);
+    int64_t count = 0;
+    ck_assert_int_eq(last_history_step(id, &count), 24);
+    ck_assert_int_eq(count, 25);
+}
+END_TEST
+
+START_TEST(divergence)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2,"
+                              "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":1e6}}");
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    call_free("POST", path, "{\"x\":[[100,200],[-300,50],[20,-70]],\"y\":[1,2,3]}", 201);
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *r = call("POST", path, "{\"steps\":1000}", 200);
+    ck_assert_str_eq(get(r, "stopped")->valuestring, "diverged");
+    int64_t step = (int64_t)num(r, "step");
+    ck_assert(step < 1000);
+    ck_assert(isfinite(num(r, "loss_after")));
+    cJSON_Delete(r);
+    ck_assert_int_eq(check_consistent(id), step);
+}
+END_TEST
+
+START_TEST(queries)
+{
+    int64_t id = small_model();
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+    cJSON *l = call("POST", path, "{}", 200);
+    ck_assert_int_eq((int64_t)num(l, "rows"), 32);
+    ck_assert_ptr_null(get(l, "accuracy"));
+    cJSON_Delete(l);
+    expect_error("POST", path, "{\"x\":[[1,2,3]]}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"x\":[[1,2]],\"y\":[1]}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"x\":[[1,2,3]],\"y\":[1],\"z\":1}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"x\":", 400, "invalid_json");
+    snprintf(path, sizeof path, "/v1/models/%lld/gradcheck", (long long)id);
+    cJSON *g = call("POST", path, "{\"epsilon\":1e-5}", 200);
+    ck_assert(cJSON_IsTrue(get(g, "ok")));
+    cJSON_Delete(g);
+    snprintf(path, sizeof path, "/v1/models/%lld/gradients", (long long)id);
+    cJSON *before = call("POST", path, "{}", 200);
+    cJSON *after = call("POST", path, "{}", 200);
+    ck_assert(num(before, "norm") == num(after, "norm"));   /* gradcheck left it unchanged */
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+
+    /* A classifier's loss adds accuracy and errors. */
+    int64_t c = create_model("{\"kind\":\"logistic\",\"inputs\":1,"
+                             "\"parameters\":{\"W1\":[[0,1]]}}");
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)c);
+    l = call("POST", path, "{\"x\":[[1],[-1],[2],[3]],\"y\":[1,0,0,1]}", 200);
+    ck_assert(num(l, "accuracy") == 0.75);
+    ck_assert_int_eq((int64_t)num(l, "errors"), 1);
+    cJSON_Delete(l);
+    expect_error("POST", path, "{\"x\":[[1]],\"y\":[2]}", 400, "invalid_argument");
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)c);
+    expect_error("POST", path, "{\"x\":[[1]],\"y\":[0.5]}", 400, "invalid_argument");
+    expect_error("POST", path, "{\"x\":[[1]],\"y\":[1],\"learning_rate\":-1}", 400,
+                 "invalid_argument");
+    cJSON *m = model_get(c);
+    ck_assert_int_eq((int64_t)num(m, "step"), 0);
+    cJSON_Delete(m);
+    snprintf(path, sizeof path, "/v1/models/%lld/boundary", (long long)c);
+    call_free("GET", path, NULL, 200);
+    int64_t s = create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
+    snprintf(path, sizeof path, "/v1/models/%lld/boundary", (long long)s);
+    expect_error("GET", path, NULL, 400, "invalid_argument");
+    snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)s);
+    cJSON *p = call("POST", path, "{\"x\":[[1,2],[3,4]]}", 200);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetArrayItem(get(p, "outputs"), 0)), 3);
+    ck_assert_int_eq(cJSON_GetArraySize(get(p, "classes")), 2);
+    ck_assert_ptr_null(get(p, "margins"));
+    cJSON_Delete(p);
+    expect_error("POST", "/v1/models/999/predict", "{\"x\":[[1]]}", 404, "not_found");
+}
+END_TEST
+
+/* ---- crash and restart ----------------------------------------------------------------------- */
+
+START_TEST(crash_during_job)
+{
+    int64_t id = slow_model();
+    int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
+    job_wait_progress(job);
+    sleep_ms(300);
+    it_kill9(&d);
+    ck_assert_int_eq(it_start_again(&d), 0);
+
+    cJSON *j = job_get(job);
+    ck_assert_str_eq(get(j, "status")->valuestring, "failed");
+    ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
+    cJSON_Delete(j);
+    j = call("GET", "/v1/jobs?status=failed", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
+    cJSON_Delete(j);
+    int64_t step = check_consistent(id);
+    ck_assert(step > 0);
+
+    /* Training continues from the committed step. */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *r = call("POST", path, "{\"steps\":3}", 200);
+    ck_assert_int_eq((int64_t)num(r, "step"), step + 3);
+    cJSON_Delete(r);
+    ck_assert_int_eq(check_consistent(id), step + 3);
+
+    /* A clean restart keeps everything. */
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    cJSON *p1 = call("GET", path, NULL, 200);
+    int64_t n1 = 0, n2 = 0;
+    int64_t last1 = last_history_step(id, &n1);
+    ck_assert_int_eq(it_restart(&d), 0);
+    cJSON *p2 = call("GET", path, NULL, 200);
+    ck_assert_int_eq(last_history_step(id, &n2), last1);
+    ck_assert_int_eq(n1, n2);
+    char *t1 = cJSON_PrintUnformatted(p1), *t2 = cJSON_PrintUnformatted(p2);
+    ck_assert_str_eq(t1, t2);
+    free(t1);
+    free(t2);
+    cJSON_Delete(p1);
+    cJSON_Delete(p2);
+    ck_assert_int_eq(check_consistent(id), step + 3);
+}
+END_TEST
+
+START_TEST(sigterm_during_job)
+{
+    int64_t id = slow_model();
+    int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
+    job_wait_progress(job);
+    ck_assert_int_eq(it_stop(&d), 0);          /* the job stops at a step boundary */
+    ck_assert_int_eq(it_start_again(&d), 0);
+    cJSON *j = job_get(job);
+    ck_assert_str_eq(get(j, "status")->valuestring, "failed");
+    ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
+    int64_t step = (int64_t)num(get(j, "result"), "step");
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(id), step);
+}
+END_TEST
+
+/* ---- concurrency ----------------------------------------------------------------------------- */
+
+#define N_CLIENTS 16
+
+typedef struct client {
+    int idx;
+    int64_t model;
+    int failures;
+    int server_errors;
+    char msg[256];
+} client_t;
+
+static size_t sink(char *ptr, size_t size, size_t n, void *ud)
+{
+    (void)ptr;
+    (void)ud;
+    return size * n;
+}
+
+static long http(CURL *c, const char *method, const char *path, const char *body)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s%s", it_base_url(), path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    return status;
+}
+
+static client_t clients[N_CLIENTS];
+
+static void *client_main(void *arg)
+{
+    client_t *cl = arg;
+    CURL *c = curl_easy_init();
+    char path[128];
+    for (int round = 0; round < 10; ++round) {
+        snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)cl->model);
+        long st = http(c, "POST", path, "{\"steps\":20}");
+        if (st != 200) {
+            cl->failures++;
+            snprintf(cl->msg, sizeof cl->msg, "train: %ld", st);
+        }
+        if (st >= 500)
+            cl->server_errors++;
+        /* Read someone else's model while it trains. */
+        int64_t other = clients[(cl->idx + 1 + round) % N_CLIENTS].model;
+        snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)other);
+        st = http(c, "POST", path, "{\"x\":[[0.1,0.2,0.3]]}");
+        if (st != 200) {
+            cl->failures++;
+            snprintf(cl->msg, sizeof cl->msg, "predict: %ld", st);
+        }
+        snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=10", (long long)other);
+        st = http(c, "GET", path, NULL);
+        if (st != 200) {
+            cl->failures++;
+            snprintf(cl->msg, sizeof cl->msg, "history: %ld", st);
+        }
+        if (st >= 500)
+            cl->server_errors++;
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+START_TEST(concurrent_clients)
+{
+    for (int i = 0; i < N_CLIENTS; ++i) {
+        clients[i] = (client_t){.idx = i};
+        clients[i].model = small_model();
+    }
+    pthread_t t[N_CLIENTS];
+    for (int i = 0; i < N_CLIENTS; ++i)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, client_main, &clients[i]), 0);
+    for (int i = 0; i < N_CLIENTS; ++i)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N_CLIENTS; ++i) {
+        ck_assert_msg(clients[i].failures == 0, "client %d: %d failures (%s)", i,
+                      clients[i].failures, clients[i].msg);
+        ck_assert_int_eq(check_consistent(clients[i].model), 200);
+    }
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, async_lifecycle);
+    tcase_add_test(tc, cancel_and_conflicts);
+    tcase_add_test(tc, sse_events);
+    tcase_add_test(tc, history_paging);
+    tcase_add_test(tc, divergence);
+    tcase_add_test(tc, queries);
+    tcase_add_test(tc, crash_during_job);
+    tcase_add_test(tc, sigterm_during_job);
+    tcase_add_test(tc, concurrent_clients);
+    suite_add_tcase(s, tc);
+    TCase *tj = tcase_create("max_jobs");
+    tcase_add_checked_fixture(tj, setup_two_jobs, teardown);
+    tcase_set_timeout(tj, 180);
+    tcase_add_test(tj, too_many_jobs);
+    suite_add_tcase(s, tj);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
