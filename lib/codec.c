@@ -293,7 +293,7 @@ static int require_object(const cJSON *j, const char *path, const char *what, er
  */
 
 /* Shortest of %.15g, %.16g, %.17g that reads back as exactly v. */
-static void format_double(double v, char *buf, size_t size)
+void codec_format_double(double v, char *buf, size_t size)
 {
     for (int prec = 15; prec <= 17; ++prec) {
         snprintf(buf, size, "%.*g", prec, v);
@@ -309,7 +309,7 @@ cJSON *codec_number(double v)
     if (!isfinite(v))
         return cJSON_CreateNull();
     char buf[40];
-    format_double(v, buf, sizeof buf);
+    codec_format_double(v, buf, sizeof buf);
     cJSON *j = cJSON_CreateRaw(buf);
     if (j != NULL) {
         j->valuedouble = v;

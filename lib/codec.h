@@ -100,6 +100,9 @@ cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x);
 int codec_tensor_decode(const cJSON *json, const tensor_shape_t *shape, const char *field,
                         double **out, int32_t *rows, err_t *err);
 
+/* The shortest of %.15g, %.16g, %.17g that reads back as exactly v (v finite); buf >= 32. */
+void codec_format_double(double v, char *buf, size_t size);
+
 /* A finite double as a JSON number that round-trips exactly (cJSON prints %1.15g then %1.17g). */
 cJSON *codec_number(double v);
 

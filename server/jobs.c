@@ -202,7 +202,7 @@ void jobs_events_progress(jobs_t *j, int64_t model_id, int64_t step, double loss
     char text[160];
     char num[40] = "null";
     if (isfinite(loss))
-        snprintf(num, sizeof num, "%.17g", loss);
+        codec_format_double(loss, num, sizeof num);
     int n = snprintf(text, sizeof text,
                      "event: progress\ndata: {\"step\":%" PRId64 ",\"loss\":%s}\n\n", step, num);
     if (n > 0 && (size_t)n < sizeof text)
