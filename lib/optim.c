@@ -16,7 +16,8 @@ struct optim {
     optim_cfg_t cfg;
     int64_t n;
     int64_t state_len;
-    double state[];       /* momentum: v[n]; adam: m[n], v[n], t */
+    double *work;         /* lbfgs scratch: θ0, g0, d, g_trial (4n) and α (m); else NULL */
+    double state[];       /* momentum: v[n]; adam: m[n], v[n], t; lbfgs: see optim.h */
 };
 
 static const char *const method_names[] = {
@@ -34,7 +35,8 @@ void optim_cfg_default(optim_cfg_t *cfg, int32_t method)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->method = method;
-    cfg->learning_rate = 0.1;
+    /* The line search adapts lbfgs's step, so its rate only scales the first trial. */
+    cfg->learning_rate = method == OPTIM_METHOD_LBFGS ? 1.0 : 0.1;
     cfg->momentum = method == OPTIM_METHOD_MOMENTUM ? 0.9 : 0.0;
     cfg->beta1 = 0.9;
     cfg->beta2 = 0.999;
@@ -50,10 +52,6 @@ int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err)
         return err_set_field(err, ERR_INVAL, "optimizer.method",
                              "optimizer.method: unknown method %d (sgd, momentum, adam, lbfgs)",
                              (int)cfg->method);
-    if (cfg->method == OPTIM_METHOD_LBFGS)
-        return err_set_field(err, ERR_INVAL, "optimizer.method",
-                             "optimizer.method: lbfgs is not available yet "
-                             "(use sgd, momentum or adam)");
     if (!isfinite(cfg->learning_rate) || cfg->learning_rate <= 0.0)
         return err_set_field(err, ERR_INVAL, "optimizer.learning_rate",
                              "optimizer.learning_rate must be a finite number > 0, got %g",
@@ -108,13 +106,15 @@ const char *optim_method_name(int32_t method)
     return method_names[method];
 }
 
-static int64_t state_len_for(int32_t method, int64_t n)
+static int64_t state_len_for(int32_t method, int64_t m, int64_t n)
 {
     switch (method) {
     case OPTIM_METHOD_MOMENTUM:
         return n;
     case OPTIM_METHOD_ADAM:
         return 2 * n + 1;
+    case OPTIM_METHOD_LBFGS:
+        return 3 + m + 2 * m * n;
     default:
         return 0;
     }
@@ -126,14 +126,22 @@ int optim_new(const optim_cfg_t *cfg, int64_t n, optim_t **out, err_t *err)
     int rc = optim_cfg_validate(cfg, err);
     if (rc < 0)
         return rc;
-    /* 2n + 1 state doubles must fit in a size_t with the header. */
-    if (n < 0 || n > (int64_t)((SIZE_MAX / sizeof(double) - 64) / 2))
+    int64_t m = cfg->method == OPTIM_METHOD_LBFGS ? cfg->history : 0;
+    /* (2m + 4) n + m + 3 doubles must fit in a size_t with the header. */
+    if (n < 0 || n > (int64_t)((SIZE_MAX / sizeof(double) - 4096) / (2 * (uint64_t)m + 4)))
         return err_set(err, ERR_RANGE, "optimizer: %lld parameters out of range", (long long)n);
-    int64_t len = state_len_for(cfg->method, n);
+    int64_t len = state_len_for(cfg->method, m, n);
     optim_t *o = calloc(1, sizeof *o + (size_t)len * sizeof(double));
     if (o == NULL)
         return err_set(err, ERR_NOMEM, "optimizer: no memory for %lld state values",
                        (long long)len);
+    if (cfg->method == OPTIM_METHOD_LBFGS) {
+        o->work = malloc((size_t)(4 * n + m + 1) * sizeof(double));
+        if (o->work == NULL) {
+            free(o);
+            return err_set(err, ERR_NOMEM, "optimizer: no memory for lbfgs scratch");
+        }
+    }
     o->cfg = *cfg;
     o->n = n;
     o->state_len = len;
@@ -143,6 +151,9 @@ int optim_new(const optim_cfg_t *cfg, int64_t n, optim_t **out, err_t *err)
 
 void optim_free(optim_t *o)
 {
+    if (o == NULL)
+        return;
+    free(o->work);
     free(o);
 }
 
@@ -198,9 +209,289 @@ void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *deca
         break;
     }
     default:
-        assert(!"optim_new() accepts no other method");
+        assert(!"optim_update() is not for lbfgs; optim_new() accepts no other method");
         break;
     }
+}
+
+/* ---- L-BFGS -------------------------------------------------------------------------------- */
+
+/* The line search's view of the objective along d from θ0: φ(t) and φ'(t). */
+typedef struct lbfgs_line {
+    optim_t *o;
+    const uint8_t *mask;
+    optim_eval_fn eval;
+    void *ctx;
+    double *theta;        /* the model's parameters: θ0 + t d while evaluating */
+    double *grad;         /* eval's loss gradient */
+    const double *theta0, *d;
+    double *g_obj;        /* objective gradient at the last trial */
+    double loss;          /* loss (without decay) at the last trial */
+    double t_last;        /* step of the last evaluation, NAN before any */
+    int evals;
+} lbfgs_line_t;
+
+/* f(θ) = loss + (λ/2)‖θ̃‖² and its gradient at theta, from one evaluation. */
+static int lbfgs_objective(lbfgs_line_t *ls, double *f, double *g_obj, err_t *err)
+{
+    optim_t *o = ls->o;
+    double loss = 0.0;
+    int rc = ls->eval(ls->ctx, &loss, ls->grad, err);
+    if (rc < 0)
+        return rc;
+    ++ls->evals;
+    ls->loss = loss;
+    const double lambda = o->cfg.weight_decay;
+    double decay = 0.0;
+    for (int64_t i = 0; i < o->n; ++i) {
+        g_obj[i] = decayed(ls->grad[i], lambda, ls->mask, ls->theta, i);
+        if (lambda != 0.0 && (ls->mask == NULL || ls->mask[i]))
+            decay += ls->theta[i] * ls->theta[i];
+    }
+    *f = loss + 0.5 * lambda * decay;
+    return 0;
+}
+
+static double dot(const double *a, const double *b, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* φ(t), φ'(t) = g(θ0 + t d)ᵀd. A non-finite value reads as +∞ so the search backs off. */
+static int lbfgs_phi(lbfgs_line_t *ls, double t, double *f, double *gtd, err_t *err)
+{
+    const int64_t n = ls->o->n;
+    for (int64_t i = 0; i < n; ++i)
+        ls->theta[i] = ls->theta0[i] + t * ls->d[i];
+    int rc = lbfgs_objective(ls, f, ls->g_obj, err);
+    if (rc < 0)
+        return rc;
+    ls->t_last = t;
+    *gtd = dot(ls->g_obj, ls->d, n);
+    if (!isfinite(*f) || !isfinite(*gtd)) {
+        *f = INFINITY;
+        *gtd = NAN;
+    }
+    return 0;
+}
+
+/* Minimiser of the cubic through (x1, f1, g1), (x2, f2, g2), clamped to [lo, hi]; the midpoint
+ * when the cubic has none. PyTorch's _cubic_interpolate. */
+static double cubic_min(double x1, double f1, double g1, double x2, double f2, double g2,
+                        double lo, double hi)
+{
+    double d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    double d2_sq = d1 * d1 - g1 * g2;
+    if (!(d2_sq >= 0.0) || !isfinite(d1))
+        return 0.5 * (lo + hi);
+    double d2 = sqrt(d2_sq), pos;
+    if (x1 <= x2)
+        pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2));
+    else
+        pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2));
+    if (!isfinite(pos))
+        return 0.5 * (lo + hi);
+    return fmin(fmax(pos, lo), hi);
+}
+
+/*
+ * Strong-Wolfe line search along d from t0 (Nocedal & Wright, Alg. 3.5 with zoom; PyTorch's
+ * _strong_wolfe step for step). f0 and gtd0 are φ(0) and φ'(0) < 0. On return *t_out is the
+ * chosen step (0 = none) and *f_out its objective.
+ */
+static int lbfgs_search(lbfgs_line_t *ls, double f0, double gtd0, double t, int max_ls,
+                        double *t_out, double *f_out, err_t *err)
+{
+    const double c1 = 1e-4, c2 = 0.9, tolerance_change = 1e-9;
+    double d_norm = 0.0;
+    for (int64_t i = 0; i < ls->o->n; ++i)
+        d_norm = fmax(d_norm, fabs(ls->d[i]));
+
+    double f_new, gtd_new;
+    int rc = lbfgs_phi(ls, t, &f_new, &gtd_new, err);
+    if (rc < 0)
+        return rc;
+    double t_prev = 0.0, f_prev = f0, gtd_prev = gtd0;
+    double br[2], br_f[2], br_gtd[2];
+    int n_br = 0, done = 0, ls_iter = 0;
+
+    while (ls_iter < max_ls) {
+        if (f_new > f0 + c1 * t * gtd0 || (ls_iter > 1 && f_new >= f_prev) || isnan(gtd_new)) {
+            br[0] = t_prev, br_f[0] = f_prev, br_gtd[0] = gtd_prev;
+            br[1] = t, br_f[1] = f_new, br_gtd[1] = gtd_new;
+            n_br = 2;
+            break;
+        }
+        if (fabs(gtd_new) <= -c2 * gtd0) {
+            br[0] = t, br_f[0] = f_new, br_gtd[0] = gtd_new;
+            n_br = 1;
+            done = 1;
+            break;
+        }
+        if (gtd_new >= 0.0) {
+            br[0] = t_prev, br_f[0] = f_prev, br_gtd[0] = gtd_prev;
+            br[1] = t, br_f[1] = f_new, br_gtd[1] = gtd_new;
+            n_br = 2;
+            break;
+        }
+        /* Still descending: extrapolate, at least 1% further and at most 10x. */
+        double lo = t + 0.01 * (t - t_prev), hi = t * 10.0;
+        double t_next = cubic_min(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, lo, hi);
+        t_prev = t, f_prev = f_new, gtd_prev = gtd_new;
+        t = t_next;
+        if ((rc = lbfgs_phi(ls, t, &f_new, &gtd_new, err)) < 0)
+            return rc;
+        ++ls_iter;
+    }
+    if (ls_iter == max_ls) {
+        br[0] = 0.0, br_f[0] = f0, br_gtd[0] = gtd0;
+        br[1] = t, br_f[1] = f_new, br_gtd[1] = gtd_new;
+        n_br = 2;
+    }
+
+    int low = 0, high = 1, insufficient = 0;
+    if (n_br == 2 && br_f[1] < br_f[0])
+        low = 1, high = 0;
+    while (!done && n_br == 2 && ls_iter < max_ls) {
+        if (fabs(br[1] - br[0]) * d_norm < tolerance_change)
+            break;
+        double bmin = fmin(br[0], br[1]), bmax = fmax(br[0], br[1]);
+        double tz;
+        if (isnan(br_gtd[0]) || isnan(br_gtd[1]))
+            tz = 0.5 * (bmin + bmax);   /* a non-finite end has no slope: bisect */
+        else
+            tz = cubic_min(br[0], br_f[0], br_gtd[0], br[1], br_f[1], br_gtd[1], bmin, bmax);
+        /* Keep away from the ends of the bracket, or the search crawls. */
+        double eps = 0.1 * (bmax - bmin);
+        if (fmin(bmax - tz, tz - bmin) < eps) {
+            if (insufficient || tz >= bmax || tz <= bmin) {
+                tz = fabs(tz - bmax) < fabs(tz - bmin) ? bmax - eps : bmin + eps;
+                insufficient = 0;
+            } else {
+                insufficient = 1;
+            }
+        } else {
+            insufficient = 0;
+        }
+        if ((rc = lbfgs_phi(ls, tz, &f_new, &gtd_new, err)) < 0)
+            return rc;
+        ++ls_iter;
+        if (f_new > f0 + c1 * tz * gtd0 || f_new >= br_f[low] || isnan(gtd_new)) {
+            br[high] = tz, br_f[high] = f_new, br_gtd[high] = gtd_new;
+            if (br_f[0] <= br_f[1])
+                low = 0, high = 1;
+            else
+                low = 1, high = 0;
+        } else {
+            if (fabs(gtd_new) <= -c2 * gtd0)
+                done = 1;
+            else if (gtd_new * (br[high] - br[low]) >= 0.0)
+                br[high] = br[low], br_f[high] = br_f[low], br_gtd[high] = br_gtd[low];
+            br[low] = tz, br_f[low] = f_new, br_gtd[low] = gtd_new;
+        }
+    }
+    *t_out = br[n_br == 1 ? 0 : low];
+    *f_out = br_f[n_br == 1 ? 0 : low];
+    return 0;
+}
+
+int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eval_fn eval,
+                     void *ctx, double *theta, double *loss, double *grad, int *moved,
+                     err_t *err)
+{
+    assert(o->cfg.method == OPTIM_METHOD_LBFGS);
+    const int64_t n = o->n, m = o->cfg.history;
+    double *meta = o->state, *rho = o->state + 3, *S = rho + m, *Y = S + m * n;
+    double *theta0 = o->work, *g0 = theta0 + n, *d = g0 + n, *g_trial = d + n, *alpha = g_trial + n;
+    *moved = 0;
+
+    /* Objective and its gradient at θ from the caller's loss and loss gradient. */
+    const double lambda = o->cfg.weight_decay;
+    double f0 = *loss, decay = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        theta0[i] = theta[i];
+        g0[i] = decayed(grad[i], lambda, decay_mask, theta, i);
+        if (lambda != 0.0 && (decay_mask == NULL || decay_mask[i]))
+            decay += theta[i] * theta[i];
+    }
+    f0 += 0.5 * lambda * decay;
+    double g_abs_sum = 0.0, g_max = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        g_abs_sum += fabs(g0[i]);
+        g_max = fmax(g_max, fabs(g0[i]));
+    }
+    if (!(g_max > 0.0))
+        return 0;   /* a stationary point: nothing to do */
+
+    /* Two-loop recursion: d = −H g0, newest pair first. */
+    int64_t stored = (int64_t)meta[0], newest = (int64_t)meta[1];
+    for (int64_t i = 0; i < n; ++i)
+        d[i] = -g0[i];
+    for (int64_t j = 0; j < stored; ++j) {
+        int64_t k = (newest - j + m) % m;
+        alpha[k] = rho[k] * dot(S + k * n, d, n);
+        for (int64_t i = 0; i < n; ++i)
+            d[i] -= alpha[k] * Y[k * n + i];
+    }
+    if (stored > 0) {
+        const double *s_new = S + newest * n, *y_new = Y + newest * n;
+        double gamma = dot(s_new, y_new, n) / dot(y_new, y_new, n);
+        for (int64_t i = 0; i < n; ++i)
+            d[i] *= gamma;
+    }
+    for (int64_t j = stored - 1; j >= 0; --j) {
+        int64_t k = (newest - j + m) % m;
+        double beta = rho[k] * dot(Y + k * n, d, n);
+        for (int64_t i = 0; i < n; ++i)
+            d[i] += S[k * n + i] * (alpha[k] - beta);
+    }
+    double gtd = dot(g0, d, n);
+    if (!(gtd < 0.0)) {
+        /* Curvature memory gone stale: start over from steepest descent. */
+        meta[0] = meta[1] = 0.0;
+        for (int64_t i = 0; i < n; ++i)
+            d[i] = -g0[i];
+        gtd = dot(g0, d, n);
+    }
+
+    double t0 = meta[2] == 0.0 ? fmin(1.0, 1.0 / g_abs_sum) * lr : lr;
+    lbfgs_line_t ls = {o, decay_mask, eval, ctx, theta, grad, theta0, d, g_trial, 0.0, NAN, 0};
+    double t = 0.0, f_new = f0;
+    int rc = lbfgs_search(&ls, f0, gtd, t0, o->cfg.max_line_search, &t, &f_new, err);
+    if (rc < 0 || !(t > 0.0) || !(f_new < f0)) {
+        memcpy(theta, theta0, (size_t)n * sizeof *theta);
+        return rc;
+    }
+    /* Make sure θ, the loss and the gradient are those of the chosen step. */
+    if (ls.t_last != t) {
+        double f_chk, gtd_chk;
+        if ((rc = lbfgs_phi(&ls, t, &f_chk, &gtd_chk, err)) < 0) {
+            memcpy(theta, theta0, (size_t)n * sizeof *theta);
+            return rc;
+        }
+    }
+    /* New curvature pair s = t d, y = g_new − g0, kept only when yᵀs > 0 (H stays positive). */
+    double ys = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+        ys += (g_trial[i] - g0[i]) * (t * d[i]);
+    if (ys > 1e-10) {
+        int64_t slot = stored == 0 ? 0 : (newest + 1) % m;
+        double *s_k = S + slot * n, *y_k = Y + slot * n;
+        for (int64_t i = 0; i < n; ++i) {
+            s_k[i] = t * d[i];
+            y_k[i] = g_trial[i] - g0[i];
+        }
+        rho[slot] = 1.0 / ys;
+        meta[1] = (double)slot;
+        meta[0] = (double)(stored < m ? stored + 1 : m);
+    }
+    meta[2] += 1.0;
+    *loss = ls.loss;
+    *moved = 1;
+    return 0;
 }
 
 int64_t optim_state_len(const optim_t *o)

@@ -14,6 +14,13 @@
  *
  * The state (v, or m and v and t) is a flat array of optim_state_len() doubles so the store can
  * save it as one blob and restore it bit for bit.
+ *
+ * L-BFGS is different: one step is one iteration -- a search direction from the stored curvature
+ * pairs (two-loop recursion, H0 = γI with γ = sᵀy / yᵀy of the newest pair) and a strong-Wolfe
+ * line search (c1 = 1e-4, c2 = 0.9, cubic interpolation, as PyTorch's LBFGS) -- so it needs to
+ * evaluate the objective: see optim_lbfgs_step(). The objective it minimises is
+ * f(θ) = loss(θ) + (λ/2)‖θ̃‖², whose gradient g + λθ̃ is what the other methods step along.
+ * Its state is [pairs stored, newest slot, iterations, ρ[m], s[m][n], y[m][n]], m = history.
  */
 #ifndef ND_OPTIM_H
 #define ND_OPTIM_H
@@ -32,7 +39,7 @@ enum optim_method {
 
 typedef struct optim_cfg {
     int32_t method;          /* enum optim_method */
-    double learning_rate;    /* default 0.1 */
+    double learning_rate;    /* default 0.1; 1 for lbfgs (the line search scales it) */
     double momentum;         /* momentum only; default 0.9 for momentum, must be 0 for sgd */
     double beta1, beta2;     /* adam; defaults 0.9, 0.999 */
     double epsilon;          /* adam; default 1e-8 */
@@ -67,8 +74,26 @@ const optim_cfg_t *optim_cfg(const optim_t *o);
 void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
                   double *theta);
 
+/* Evaluate the loss and its gradient (without weight decay) at the parameters as they are now in
+ * the array passed to optim_lbfgs_step() as `theta`. */
+typedef int (*optim_eval_fn)(void *ctx, double *loss, double *grad, err_t *err);
+
+/*
+ * One L-BFGS iteration (method lbfgs only). On entry theta holds θ and *loss, grad the loss and
+ * loss gradient there. First step length: lr · min(1, 1/‖g‖₁) on the first iteration, lr after.
+ * On return *moved is 1 when the line search found a lower objective: theta holds the new θ and
+ * *loss, grad the loss and loss gradient there (no extra evaluation is needed). *moved is 0
+ * when it found no decrease (the optimum, to the line search's resolution): theta, *loss and the
+ * state are as on entry, and grad may hold a trial point's gradient. Uses eval at most
+ * max_line_search + 1 times; allocates nothing.
+ */
+int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eval_fn eval,
+                     void *ctx, double *theta, double *loss, double *grad, int *moved,
+                     err_t *err);
+
 /* The optimizer state as a flat array: length, and borrowed pointer (read or overwrite). For
- * sgd the length is 0; momentum n; adam 2n + 1 (m, v, then t as a double). */
+ * sgd the length is 0; momentum n; adam 2n + 1 (m, v, then t as a double); lbfgs
+ * 3 + m + 2mn. */
 int64_t optim_state_len(const optim_t *o);
 double *optim_state(optim_t *o);
 

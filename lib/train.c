@@ -105,7 +105,6 @@ int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out
                        "%d and %d", (int)data->n_x, (int)data->n_y, (int)model_n_x(m),
                        (int)model_n_y(m));
     int64_t n = model_n_params(m), state_len = optim_state_len(o);
-    assert(state_len == 0 || state_len == n || state_len == 2 * n + 1);
 
     int rc = ERR_NOMEM;
     train_ctx_t *t = calloc(1, sizeof *t);
@@ -211,6 +210,13 @@ static int report(const train_hooks_t *hooks, train_row_t *row, int64_t every, i
     return rc < 0 ? rc : 0;
 }
 
+/* lbfgs's line search evaluates the loss on every row at the θ it is trying. */
+static int eval_all_rows(void *ctx, double *loss, double *grad, err_t *err)
+{
+    train_ctx_t *t = ctx;
+    return model_loss_grad(t->m, &t->data, loss, grad, err);
+}
+
 static double ms_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -245,6 +251,10 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
                                  TRAIN_MAX_STEPS);
         steps = req->epochs * per_epoch;
     }
+    const int lbfgs = optim_cfg(t->o)->method == OPTIM_METHOD_LBFGS;
+    if (lbfgs && !full && steps > 0)
+        return err_set_field(err, ERR_INVAL, "batch_size",
+                             "lbfgs trains on the full batch: leave batch_size null");
     const double lr =
         isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;
     const int64_t s0 = *global_step;
@@ -255,6 +265,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     int64_t k = 0;             /* local step: the model is at global step s0 + k */
     int pending = 0;           /* row for step k-1 computed, not yet reported */
     int all_rows = 0;          /* `loss` was evaluated on every row */
+    int have_next = 0;         /* lbfgs left loss and gradient at the new θ in `loss`, grad */
     train_row_t row = {0};
     double loss = NAN, loss_prev = NAN;
     int32_t stop = 0;
@@ -273,9 +284,13 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             b = t->data;
         else
             minibatch(t, k, bs, req->seed, &b);
-        rc = model_loss_grad(t->m, &b, &loss, k < steps ? grad : NULL, err);
-        if (rc < 0)
-            goto fail;
+        if (have_next) {
+            have_next = 0;     /* the line search's last evaluation was at this θ, all rows */
+        } else {
+            rc = model_loss_grad(t->m, &b, &loss, k < steps ? grad : NULL, err);
+            if (rc < 0)
+                goto fail;
+        }
         if (k == 0 && all_rows)
             res->loss_before = loss;
 
@@ -302,17 +317,41 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
         row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = tensor_norm2(grad, t->n),
                             .learning_rate = lr};
         snapshot_save(t);
-        optim_update(t->o, lr, grad, mask, theta);
+        if (lbfgs) {
+            int moved = 0;
+            double next_loss = loss;
+            rc = optim_lbfgs_step(t->o, lr, mask, eval_all_rows, t, theta, &next_loss, grad,
+                                  &moved, err);
+            if (rc < 0) {
+                snapshot_restore(t);
+                goto fail;
+            }
+            if (!moved) {
+                /* No decrease along the search direction: θ_k is the optimum we can reach. */
+                stop = TRAIN_STOP_CONVERGED;
+                break;
+            }
+            have_next = 1;
+            loss_prev = loss;
+            loss = next_loss;
+        } else {
+            optim_update(t->o, lr, grad, mask, theta);
+        }
         /* The optimizer state counts too: it is exported and must stay representable. */
         if (!tensor_all_finite(theta, t->n) ||
             !tensor_all_finite(optim_state(t->o), optim_state_len(t->o))) {
             snapshot_restore(t);
+            if (have_next) {
+                have_next = 0;
+                loss = loss_prev;   /* back at θ_k, whose loss lbfgs moved into loss_prev */
+            }
             stop = TRAIN_STOP_DIVERGED;
             break;
         }
         pending = 1;
         ++k;
-        loss_prev = loss;
+        if (!have_next)
+            loss_prev = loss;
     }
 
     /* A mini-batch loss is not the loss on all rows that loss_after reports. */

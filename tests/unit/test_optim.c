@@ -252,11 +252,13 @@ START_TEST(validation)
     expect_invalid(&c, "optimizer.method");
     c.method = 9;
     expect_invalid(&c, "optimizer.method");
-    /* L-BFGS is a later feature: rejected with a clear message until then. */
     optim_cfg_default(&c, OPTIM_METHOD_LBFGS);
-    expect_invalid(&c, "optimizer.method");
-    optim_cfg_validate(&c, &err);
-    ck_assert_ptr_nonnull(strstr(err.msg, "lbfgs is not available yet"));
+    ck_assert_int_eq(optim_cfg_validate(&c, &err), 0);
+    c.history = 0;
+    expect_invalid(&c, "optimizer.history");
+    optim_cfg_default(&c, OPTIM_METHOD_LBFGS);
+    c.max_line_search = 1001;
+    expect_invalid(&c, "optimizer.max_line_search");
 
     optim_cfg_default(&c, OPTIM_METHOD_SGD);
     optim_t *o = NULL;
