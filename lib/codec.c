@@ -398,21 +398,34 @@ int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t 
     /* One pass over the bytes before cJSON sees them, for the nesting depth: cJSON recurses
      * once per level and its own limit is 1000. Brackets inside strings do not count, so the
      * scan tracks strings, and reports an unterminated one with its start offset (cJSON would
-     * point at the end of the body). */
+     * point at the end of the body). It also refuses what cJSON lets through: control
+     * characters, raw in a string or anywhere outside one (cJSON skips them as white space),
+     * and \u0000, which would silently cut a C string short. UTF-8 is checked where strings
+     * are used, so the error can name the field. */
     int depth = 0, in_string = 0;
     size_t string_start = 0;
     for (size_t p = first; p < len; ++p) {
         char c = text[p];
         if (in_string) {
-            if (c == '\\')
+            if (c == '\\') {
+                if (len - p >= 6 && memcmp(text + p + 1, "u0000", 5) == 0)
+                    return json_error(err, text, len, p,
+                                      "invalid JSON: \\u0000 (NUL) in a string is not supported");
                 ++p;
-            else if (c == '"')
+            } else if (c == '"') {
                 in_string = 0;
+            } else if ((unsigned char)c < 0x20) {
+                return json_error(err, text, len, p,
+                                  "invalid JSON: unescaped control character in a string");
+            }
             continue;
         }
         if (c == '"') {
             in_string = 1;
             string_start = p;
+        } else if ((unsigned char)c < 0x20 && !is_json_space((unsigned char)c)) {
+            /* cJSON would skip it as white space. */
+            return json_error(err, text, len, p, "invalid JSON: control character");
         } else if (c == '[' || c == '{') {
             if (++depth > max_depth) {
                 char what[64];
@@ -1751,7 +1764,7 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
         req->seed = (uint64_t)seed;
     }
     if ((v = member(json, "async")) != NULL) {
-        int32_t a;
+        int32_t a = 0;   /* -O3 -Wmaybe-uninitialized false positive (Release build) */
         if ((rc = get_bool(v, "async", &a, err)) < 0)
             return rc;
         if (async != NULL)

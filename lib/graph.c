@@ -37,6 +37,7 @@ struct ad_graph {
     int64_t n_rows_cap;       /* doubles in rows_x at cap_rows */
     int32_t fwd_rows;         /* rows of the last successful forward, 0 if none since rebind */
     int32_t fwd_node;         /* that forward covered this node's ancestors; -1: every node */
+    int64_t max_elems;        /* 0, or the most doubles all values may hold (fixed + rows) */
 };
 
 /* ---- specs --------------------------------------------------------------------------------- */
@@ -346,6 +347,11 @@ static int rows_elems(const ad_graph_t *g, int32_t rows, int64_t *total, err_t *
             return ERR_RANGE;
         }
         sum += n;
+        if (g->max_elems > 0 && sum > g->max_elems - g->n_fixed)
+            return err_set_field(err, ERR_RANGE, p->id,
+                                 "node '%s': at rows=%d the graph's values exceed the limit of "
+                                 "%lld values in all", p->id, (int)rows,
+                                 (long long)g->max_elems);
     }
     *total = sum;
     return 0;
@@ -355,7 +361,7 @@ static int rows_elems(const ad_graph_t *g, int32_t rows, int64_t *total, err_t *
  * freed only after the new one exists, so a failure leaves the graph at its old binding. */
 static int alloc_rows(ad_graph_t *g, int32_t rows, err_t *err)
 {
-    int64_t total;
+    int64_t total = 0;
     int rc = rows_elems(g, rows, &total, err);
     if (rc < 0)
         return rc;
@@ -389,6 +395,12 @@ static int alloc_rows(ad_graph_t *g, int32_t rows, err_t *err)
 
 int ad_graph_build(const ad_graph_spec_t *spec, int32_t max_nodes, ad_graph_t **out,
                    err_t *err)
+{
+    return ad_graph_build_capped(spec, max_nodes, 0, out, err);
+}
+
+int ad_graph_build_capped(const ad_graph_spec_t *spec, int32_t max_nodes, int64_t max_elems,
+                          ad_graph_t **out, err_t *err)
 {
     *out = NULL;
     if (max_nodes <= 0)
@@ -554,6 +566,28 @@ int ad_graph_build(const ad_graph_spec_t *spec, int32_t max_nodes, ad_graph_t **
         if (g->node[t].op != AD_OP_PARAM && !ad_shape_symbolic(&g->node[t].sym))
             off += tensor_shape_elems(&g->node[t].sym);
     g->n_fixed = off;
+    g->max_elems = max_elems > 0 ? max_elems : 0;
+    if (g->max_elems > 0 && off > g->max_elems) {
+        /* Name the node that crosses the limit, in the layout order used above. */
+        int64_t sum = 0;
+        const char *id = NULL;
+        for (int32_t k = 0; k < g->n_param_node && id == NULL; ++k) {
+            const ad_node_t *p = &g->node[g->param_node[k]];
+            if ((sum += tensor_shape_elems(&p->sym)) > g->max_elems)
+                id = p->id;
+        }
+        for (int32_t t = 0; t < n && id == NULL; ++t) {
+            const ad_node_t *p = &g->node[t];
+            if (p->op != AD_OP_PARAM && !ad_shape_symbolic(&p->sym) &&
+                (sum += tensor_shape_elems(&p->sym)) > g->max_elems)
+                id = p->id;
+        }
+        rc = err_set_field(err, ERR_RANGE, id != NULL ? id : "nodes",
+                           "node '%s': the graph's values exceed the limit of %lld values in "
+                           "all (%lld)", id != NULL ? id : "?", (long long)g->max_elems,
+                           (long long)off);
+        goto fail;
+    }
     g->fixed_x = calloc((size_t)(off > 0 ? off : 1), sizeof *g->fixed_x);
     g->fixed_g = calloc((size_t)(off > 0 ? off : 1), sizeof *g->fixed_g);
     if (g->fixed_x == NULL || g->fixed_g == NULL)

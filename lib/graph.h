@@ -127,6 +127,17 @@ int32_t ad_op_arity(int32_t op);
 int ad_graph_build(const ad_graph_spec_t *spec, int32_t max_nodes, ad_graph_t **out,
                    err_t *err);
 
+/*
+ * ad_graph_build() that also bounds memory: when max_elems > 0, the values of all nodes together
+ * (parameters, constants, inputs and every intermediate result; the gradients take as much
+ * again) may hold at most max_elems doubles, checked before allocating -- here for the nodes
+ * whose shape is fixed, and by every later ad_graph_bind() for the row-dependent ones. Over it:
+ * ERR_RANGE, err->field = the id of the node that crosses the limit, message "... exceed the
+ * limit of N values in all ...".
+ */
+int ad_graph_build_capped(const ad_graph_spec_t *spec, int32_t max_nodes, int64_t max_elems,
+                          ad_graph_t **out, err_t *err);
+
 /* Free a graph and all its buffers. NULL is a no-op. */
 void ad_graph_free(ad_graph_t *g);
 

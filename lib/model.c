@@ -13,8 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fused.h"
 #include "rng.h"
 #include "tensor.h"
+
+/* Batches with fewer multiply-adds than this (rows * (1+inputs) * outputs) stay on the graph:
+ * the one-pass kernels pay off once X no longer sits in cache. */
+#define MODEL_FUSED_MIN_WORK 4096
+/* The fused kernels keep k outputs per row in registers and cache; wider layers go to dgemm. */
+#define MODEL_FUSED_MAX_K 64
 
 struct model {
     model_spec_t spec;
@@ -32,6 +39,10 @@ struct model {
     uint8_t *decay_mask;
     int32_t *ovo_a, *ovo_b;       /* class pair of each ovo row */
     int32_t capacity_rows;        /* largest batch bound so far */
+    int32_t engine;               /* enum model_engine */
+    int32_t fused_loss;           /* enum fused_loss for the one-pass path, 0 when none fits */
+    int fused_failed;             /* fused_new failed once: stay on the graph */
+    fused_t *fused;               /* made on the first batch that takes the one-pass path */
 };
 
 /* ---- names ------------------------------------------------------------------------------ */
@@ -191,6 +202,31 @@ static int dense_param_count(const model_spec_t *s, int64_t max_params, int64_t 
         in = out;
     }
     *total = sum;
+    return 0;
+}
+
+/* Parameter count of a graph model: the elements of its param nodes. Each node is clamped just
+ * above TENSOR_MAX_ELEMS (ad_graph_build rejects more), so the sum cannot overflow. */
+static int graph_param_count(const model_spec_t *s, int64_t max_params, err_t *err)
+{
+    int64_t sum = 0;
+    for (int32_t i = 0; i < s->graph.n_node; ++i) {
+        const ad_node_spec_t *n = &s->graph.node[i];
+        if (n->op != AD_OP_PARAM)
+            continue;
+        int64_t e = 1;
+        for (int32_t k = 0; k < n->shape.n_d && k < TENSOR_MAX_DIM; ++k)
+            e *= n->shape.d[k] > 0 ? n->shape.d[k] : 0;
+        sum += e <= TENSOR_MAX_ELEMS ? e : TENSOR_MAX_ELEMS + 1;
+        if (sum > max_params) {
+            char field[48];
+            snprintf(field, sizeof field, "graph.nodes[%d].shape", (int)i);
+            return err_set_field(err, ERR_INVAL, field,
+                                 "the model would have more than %lld parameters (param node "
+                                 "'%.*s')",
+                                 (long long)max_params, AD_ID_MAX - 1, n->id);
+        }
+    }
     return 0;
 }
 
@@ -411,6 +447,8 @@ int model_spec_resolve(model_spec_t *s, int64_t max_params, err_t *err)
         int64_t total;
         if ((rc = dense_param_count(s, max_params, &total, err)) < 0)
             return rc;
+    } else if ((rc = graph_param_count(s, max_params, err)) < 0) {
+        return rc;
     }
     return optim_cfg_validate(&s->optimizer, err);
 }
@@ -564,6 +602,32 @@ static int build_kind_graph(const model_spec_t *s, ad_graph_spec_t *gs, err_t *e
 }
 
 /* ---- construction ----------------------------------------------------------------------- */
+
+/* The one-pass loss of fused.c that equals this kind's graph, or 0 when there is none. */
+static int32_t fused_loss_of(const model_spec_t *s)
+{
+    int32_t loss = 0, k = s->outputs;
+    switch (s->kind) {
+    case MODEL_KIND_LINEAR:
+        loss = FUSED_LOSS_L2;
+        break;
+    case MODEL_KIND_LOGISTIC:
+        loss = s->loss == MODEL_LOSS_L2 ? FUSED_LOSS_SIGMOID_L2 : FUSED_LOSS_BCE;
+        k = 1;
+        break;
+    case MODEL_KIND_SOFTMAX:
+        loss = FUSED_LOSS_CCE;
+        k = s->classes;
+        break;
+    case MODEL_KIND_OVA:
+        loss = FUSED_LOSS_OVA;
+        k = s->classes;
+        break;
+    default:
+        return 0;
+    }
+    return k >= 1 && k <= MODEL_FUSED_MAX_K ? loss : 0;
+}
 
 static int is_loss_op(int32_t op)
 {
@@ -755,6 +819,7 @@ int model_new(const model_spec_t *spec, model_t **out, err_t *err)
                 m->ovo_b[p] = b2;
             }
     }
+    m->fused_loss = fused_loss_of(&m->spec);
     init_params(m);
     if ((rc = apply_param_values(m, err)) < 0)
         goto fail;
@@ -777,6 +842,7 @@ void model_free(model_t *m)
 {
     if (m == NULL)
         return;
+    fused_free(m->fused);
     ad_graph_free(m->g);
     model_spec_free(&m->spec);
     free(m->tensor_name);
@@ -917,44 +983,91 @@ static void fill_ova_ovo_targets(model_t *m, const batch_t *b)
     }
 }
 
+/* Point the x and y inputs back at their own buffers. A batch is borrowed for one call only: a
+ * view left behind would be read by the next forward that does not rebind it (a graph model whose
+ * prediction reads y), after the caller has freed the batch. */
+static void unbind_batch(model_t *m)
+{
+    if (m->node_x >= 0)
+        ad_bind_input_view(m->g, m->node_x, NULL, NULL);
+    if (m->node_y >= 0)
+        ad_bind_input_view(m->g, m->node_y, NULL, NULL);
+}
+
+int model_set_engine(model_t *m, int32_t engine, err_t *err)
+{
+    if (engine != MODEL_ENGINE_AUTO && engine != MODEL_ENGINE_GRAPH && engine != MODEL_ENGINE_FUSED)
+        return err_set(err, ERR_INVAL, "engine=%d unknown", (int)engine);
+    if (engine == MODEL_ENGINE_FUSED && m->fused_loss == 0)
+        return err_set(err, ERR_INVAL, "kind \"%s\" has no one-pass engine",
+                       model_kind_name(m->spec.kind));
+    m->engine = engine;
+    return 0;
+}
+
+/* 1 when this batch takes fused.c's one-pass path (making the evaluator on first use). */
+static int take_fused(model_t *m, int32_t rows)
+{
+    if (m->fused_loss == 0 || m->engine == MODEL_ENGINE_GRAPH || rows < 1 || m->fused_failed)
+        return 0;
+    int64_t work = (int64_t)rows * ((int64_t)m->n_x + 1) * m->tensor_rows[0];
+    if (m->engine == MODEL_ENGINE_AUTO && work < MODEL_FUSED_MIN_WORK)
+        return 0;
+    if (m->fused == NULL
+        && fused_new(m->fused_loss, m->n_x, m->tensor_rows[0], m->spec.reduction, 0, &m->fused,
+                     NULL) < 0) {
+        m->fused_failed = 1;   /* out of memory: the graph still answers, only slower */
+        return 0;
+    }
+    return 1;
+}
+
 int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err)
 {
     int rc;
     if (b->n_x != m->n_x || b->n_y != m->n_y || b->y == NULL)
         return err_set(err, ERR_SHAPE, "batch has %d inputs and %d label columns, the model "
                        "expects %d and %d", b->n_x, b->n_y, m->n_x, m->n_y);
+    if (take_fused(m, b->rows))
+        return fused_loss_grad(m->fused, ad_params(m->g) + m->tensor_offset[0], b->x, b->y,
+                               b->rows, loss, grad, err);
     if ((rc = bind_rows(m, b->rows, err)) < 0)
         return rc;
     if ((rc = ad_bind_input_view(m->g, m->node_x, b->x, err)) < 0
         || (rc = ad_bind_input_view(m->g, m->node_y, b->y, err)) < 0)
-        return rc;
+        goto out;
     if (m->node_t >= 0)
         fill_ova_ovo_targets(m, b);
     if ((rc = ad_forward(m->g, err)) < 0)
-        return rc;
+        goto out;
     *loss = ad_value(m->g, m->node_loss)[0];
     if (grad == NULL)
-        return 0;
+        goto out;
     if ((rc = ad_backward(m->g, m->node_loss, err)) < 0)
-        return rc;
+        goto out;
     double *pg = ad_param_grads(m->g);
     if (grad != pg)
         memcpy(grad, pg, (size_t)ad_n_param(m->g) * sizeof *grad);
-    return 0;
+out:
+    unbind_batch(m);
+    return rc;
 }
 
-/* Forward to the prediction nodes only: no labels needed. */
+/* Forward to the prediction nodes only: no labels needed (y, when a graph's prediction reads
+ * it, is the input's own zero buffer, never a view of an earlier caller's batch). */
 static int forward_predict(model_t *m, const double *x, int32_t rows, err_t *err)
 {
     int rc;
     if ((rc = bind_rows(m, rows, err)) < 0)
         return rc;
     if ((rc = ad_bind_input_view(m->g, m->node_x, x, err)) < 0)
-        return rc;
+        goto out;
     if ((rc = ad_forward_to(m->g, m->node_out, err)) < 0)
-        return rc;
+        goto out;
     if (m->node_score != m->node_out)
         rc = ad_forward_to(m->g, m->node_score, err);
+out:
+    unbind_batch(m);
     return rc;
 }
 

@@ -172,6 +172,13 @@ int model_has_gradients(const model_t *m);
  */
 int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err);
 
+/* How model_loss_grad evaluates: AUTO takes fused.c's one-pass kernels for linear, logistic,
+ * softmax and ova batches big enough to gain from them and the graph otherwise; GRAPH and FUSED
+ * force one path (tests compare them; FUSED is ERR_INVAL for kinds without it). Results agree
+ * to rounding. */
+enum model_engine { MODEL_ENGINE_AUTO = 0, MODEL_ENGINE_GRAPH = 1, MODEL_ENGINE_FUSED = 2 };
+int model_set_engine(model_t *m, int32_t engine, err_t *err);
+
 /* Classification accuracy and misclassified count on b, for classifier kinds (logistic,
  * perceptron, softmax, ova, ovo, mlp with sigmoid/softmax output). ERR_INVAL otherwise. */
 int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *errors,

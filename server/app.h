@@ -18,12 +18,26 @@
 #include "registry.h"
 #include "store.h"
 
+/* Resource limits, each set by a flag (docs/security.md lists them with their defaults). A
+ * request over a data limit is 400 invalid_argument naming the field and the flag; over
+ * max_body 413; over max_jobs 429. */
+typedef struct app_limits {
+    size_t max_body;         /* --max-body: request body, bytes */
+    int64_t max_batch_rows;  /* --max-batch-rows: rows in one batch or inline x */
+    int64_t max_model_rows;  /* --max-model-rows: stored rows per model */
+    int64_t max_params;      /* --max-params: parameters per model; graph eval tensor elements */
+    int32_t max_layers;      /* --max-layers: hidden layers (<= MODEL_MAX_LAYERS) */
+    int32_t max_units;       /* --max-units: inputs, outputs, classes, units per layer */
+    int32_t max_graph_nodes; /* --max-graph-nodes: nodes of a graph model or graph eval */
+    int32_t max_depth;       /* --max-depth: JSON nesting depth of request bodies */
+    int64_t max_jobs;        /* --max-jobs: concurrent async training jobs */
+} app_limits_t;
+
 typedef struct app {
     store_t *store;          /* borrowed by handlers; thread-safe (one connection per thread) */
     registry_t *registry;    /* live models: read cache and per-model write locks */
     const char *version;     /* NEUROND_VERSION */
-    size_t max_body;         /* --max-body, bytes */
-    int64_t max_jobs;        /* --max-jobs */
+    app_limits_t limits;     /* read-only after start */
     int64_t threads;         /* --threads */
     struct jobs *jobs;       /* async training jobs and the per-model event hub (jobs.h) */
 } app_t;

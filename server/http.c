@@ -86,6 +86,11 @@ struct http_server {
     pthread_mutex_t streams_mu;
     http_stream_t *streams;
     int n_streams;
+    /* Bearer tokens, copied at start into n_tok zero-padded slots of tok_stride bytes, so every
+     * check reads the same bytes whatever the client sent (see tokens_match()). */
+    unsigned char *tok;
+    size_t *tok_len;
+    size_t n_tok, tok_stride;
 };
 
 struct http_req {
@@ -502,9 +507,52 @@ static const char *api_code_for(int status, int code)
 
 /* Error body for any status; used by http_reply_error and for the statuses that have no err
  * code (401, 405). */
+/* Copy `s` into dst[0..size) with every byte that is not part of well-formed UTF-8 replaced by
+ * '?': messages quote what clients sent, possibly cut mid-character by a "%.60s". */
+static const char *utf8_clean(const char *s, char *dst, size_t size)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0;
+    while (*p != '\0' && o + 5 < size) {
+        size_t k = 1;
+        uint32_t cp = 0, min = 0;
+        if (*p >= 0xC2 && *p <= 0xDF)
+            k = 2, cp = *p & 0x1Fu, min = 0x80;
+        else if (*p >= 0xE0 && *p <= 0xEF)
+            k = 3, cp = *p & 0x0Fu, min = 0x800;
+        else if (*p >= 0xF0 && *p <= 0xF4)
+            k = 4, cp = *p & 0x07u, min = 0x10000;
+        else if (*p >= 0x80)
+            k = 0;
+        for (size_t i = 1; i < k; ++i) {
+            if ((p[i] & 0xC0) != 0x80) {
+                k = 0;
+                break;
+            }
+            cp = (cp << 6) | (p[i] & 0x3Fu);
+        }
+        if (k > 1 && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)))
+            k = 0;
+        if (k == 0) {
+            dst[o++] = '?';
+            ++p;
+        } else {
+            memcpy(dst + o, p, k);
+            o += k;
+            p += k;
+        }
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
 static int reply_error_status(http_req_t *req, int status, int code, const char *msg,
                               const char *field)
 {
+    char msg_buf[2 * ERR_MSG_MAX], field_buf[2 * ERR_MSG_MAX];
+    msg = utf8_clean(msg, msg_buf, sizeof msg_buf);
+    if (field != NULL)
+        field = utf8_clean(field, field_buf, sizeof field_buf);
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     if (e == NULL || cJSON_AddStringToObject(e, "code", api_code_for(status, code)) == NULL ||
@@ -762,37 +810,62 @@ static enum MHD_Result queue_reply(http_req_t *req)
 
 /* ---- routing and dispatch ------------------------------------------------------------------ */
 
-static int tokens_match(const char *const *tokens, const char *given)
+/*
+ * Is `given` one of the configured tokens? Constant time with respect to the secret: every slot
+ * is compared over the full stride (the longest token's length) with no early exit, whichever
+ * token matches and however much of one the client guessed, so timing tells nothing of a token's
+ * bytes or length. The work depends only on the token count and the longest token.
+ */
+static int tokens_match(const http_server_t *srv, const char *given)
 {
-    int ok = 0;
+    unsigned char buf[HTTP_TOKEN_MAX];
     size_t glen = strlen(given);
-    for (; *tokens != NULL; ++tokens) {
-        size_t tlen = strlen(*tokens);
-        unsigned char diff = (unsigned char)(tlen != glen);
-        for (size_t i = 0; i < tlen; ++i)  /* no early exit: timing says nothing of the token */
-            diff |= (unsigned char)((*tokens)[i] ^ (i < glen ? given[i] : 0));
-        ok |= diff == 0;
+    size_t n = glen < srv->tok_stride ? glen : srv->tok_stride;
+    memset(buf, 0, srv->tok_stride);
+    memcpy(buf, given, n);
+    volatile unsigned ok = 0;                /* volatile: keep the loop free of shortcuts */
+    for (size_t k = 0; k < srv->n_tok; ++k) {
+        const unsigned char *t = srv->tok + k * srv->tok_stride;
+        unsigned diff = (unsigned)(srv->tok_len[k] != glen);  /* a flag, not a branch */
+        for (size_t i = 0; i < srv->tok_stride; ++i)
+            diff |= (unsigned)(t[i] ^ buf[i]);
+        ok |= (unsigned)((diff - 1u) >> 31) & 1u;  /* 1 iff diff == 0 (diff < 2^31) */
     }
-    return ok;
+    explicit_bzero(buf, sizeof buf);
+    return ok != 0;
 }
 
-/* 0 when the request may proceed; else an answer (401) has been set. */
+/* Does this request need a token? /v1/ paths do when tokens are set; with protect_all, every
+ * path but /healthz (probes stay open). */
+static int auth_required(const http_req_t *req)
+{
+    const http_server_t *srv = req->srv;
+    if (srv->n_tok == 0)
+        return 0;
+    if (strncmp(req->path, "/v1/", 4) == 0)
+        return 1;
+    return srv->cfg.protect_all && strcmp(req->path, "/healthz") != 0;
+}
+
+/* 0 when the request may proceed; else an answer (401) has been set. Runs on the headers, so a
+ * client without a token never gets to upload a body. The header's value is never logged. */
 static int check_auth(http_req_t *req)
 {
-    const char *const *tokens = req->srv->cfg.tokens;
-    if (tokens == NULL || strncmp(req->path, "/v1/", 4) != 0)
+    if (!auth_required(req))
         return 0;
     const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
     if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
         const char *tok = h + 7;
         while (*tok == ' ')
             ++tok;
-        if (tokens_match(tokens, tok))
+        if (tokens_match(req->srv, tok))
             return 0;
     }
     http_set_header(req, "WWW-Authenticate", "Bearer");
     reply_error_status(req, 401, 0,
-                       h == NULL ? "missing Authorization: Bearer token" : "invalid token", NULL);
+                       h == NULL ? "missing Authorization: Bearer token"
+                                 : "invalid token in Authorization: Bearer",
+                       NULL);
     return -1;
 }
 
@@ -870,8 +943,17 @@ static void dispatch(http_req_t *req)
         http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
         return;
     }
-    if (check_auth(req) < 0 || route_match(req) < 0)
+    if (route_match(req) < 0)
         return;
+    if (req->len > 0 && (strcmp(req->method, "GET") == 0 || strcmp(req->method, "DELETE") == 0)) {
+        /* No route reads a body on these methods: refuse it rather than ignore what the client
+         * may have meant as parameters (docs/api.md). */
+        err_set(&err, ERR_INVAL, "%s %s takes no request body (%zu bytes were sent); put "
+                "parameters in the query string", req->method_log, req->route->route->pattern,
+                req->len);
+        http_reply_error(req, &err);
+        return;
+    }
     int rc = req->route->route->handler(req, &err);
     if (rc < 0) {
         pthread_mutex_lock(&req->defer_mu);
@@ -889,6 +971,40 @@ static void dispatch(http_req_t *req)
     }
 }
 
+typedef struct cl_count {
+    int n, differ;
+    const char *first;
+} cl_count_t;
+
+static enum MHD_Result cl_count_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    cl_count_t *c = cls;
+    (void)kind;
+    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (c->n++ == 0)
+            c->first = value;
+        else if (value == NULL || c->first == NULL || strcmp(value, c->first) != 0)
+            c->differ = 1;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112: an HTTP/1.1 request without Host, or with Content-Length headers that disagree
+ * (libmicrohttpd would take the first: a request-smuggling hazard behind a proxy), is answered
+ * 400. NULL when the request is fine, else the message. */
+static const char *framing_error(struct MHD_Connection *conn, const char *version)
+{
+    if (version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL)
+        return "an HTTP/1.1 request needs a Host header";
+    cl_count_t c = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, cl_count_one, &c);
+    if (c.differ)
+        return "the request has Content-Length headers that disagree";
+    return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -896,12 +1012,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     http_server_t *srv = cls;
     http_req_t *req = *con_cls;
-    (void)version;
     if (req == NULL) {
         if ((req = req_new(srv, conn, url, method)) == NULL)
             return MHD_NO;
         *con_cls = req;
         atomic_fetch_add(&srv->active, 1);
+        const char *framing = framing_error(conn, version);
+        if (framing != NULL) {
+            /* Where this request ends cannot be trusted: answer before reading a body, and
+             * close, so nothing of it is taken for a next request. */
+            err_t ferr;
+            err_set(&ferr, ERR_INVAL, "%s", framing);
+            http_reply_error(req, &ferr);
+            http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+            return queue_reply(req);
+        }
+        if (check_auth(req) < 0) {
+            /* Answer at once: the body is never read and the connection closes. */
+            http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+            return queue_reply(req);
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL) {
@@ -1031,11 +1161,44 @@ static int routes_build(http_server_t *srv, err_t *err)
     return 0;
 }
 
+/* Copy cfg.tokens into the zero-padded table tokens_match() reads. */
+static int tokens_copy(http_server_t *srv, err_t *err)
+{
+    const char *const *t = srv->cfg.tokens;
+    size_t n = 0, stride = 1;
+    for (; t != NULL && t[n] != NULL; ++n) {
+        size_t len = strlen(t[n]);
+        if (len == 0 || len > HTTP_TOKEN_MAX)
+            return err_set(err, ERR_INVAL, "token %zu is empty or longer than %d bytes", n + 1,
+                           HTTP_TOKEN_MAX);
+        if (len > stride)
+            stride = len;
+    }
+    srv->cfg.tokens = NULL;                  /* the caller's copy is not kept */
+    if (n == 0)
+        return 0;
+    srv->tok = calloc(n, stride);
+    srv->tok_len = calloc(n, sizeof *srv->tok_len);
+    if (srv->tok == NULL || srv->tok_len == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory copying tokens");
+    for (size_t k = 0; k < n; ++k) {
+        srv->tok_len[k] = strlen(t[k]);
+        memcpy(srv->tok + k * stride, t[k], srv->tok_len[k]);
+    }
+    srv->n_tok = n;
+    srv->tok_stride = stride;
+    return 0;
+}
+
 static void server_free(http_server_t *srv)
 {
     if (srv == NULL)
         return;
     pthread_mutex_destroy(&srv->streams_mu);
+    if (srv->tok != NULL)
+        explicit_bzero(srv->tok, srv->n_tok * srv->tok_stride);
+    free(srv->tok);
+    free(srv->tok_len);
     free(srv->routes);
     free(srv);
 }
@@ -1051,6 +1214,8 @@ int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
     if (getrandom(&srv->rid_seed, sizeof srv->rid_seed, 0) != (ssize_t)sizeof srv->rid_seed)
         srv->rid_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)mono_ns();
     int rc = routes_build(srv, err);
+    if (rc == 0)
+        rc = tokens_copy(srv, err);
     if (rc < 0) {
         server_free(srv);
         return rc;
@@ -1079,12 +1244,12 @@ int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
     unsigned int pollers[] = {MHD_USE_EPOLL, MHD_USE_POLL, 0};
     /* A pool size of 1 draws a warning from libmicrohttpd: one internal thread is the same. */
     struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},   /* first, to catch all */
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->conn_limit, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
         {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)cfg->threads, NULL},
         {MHD_OPTION_END, 0, NULL},

@@ -46,6 +46,7 @@ typedef struct http_stream http_stream_t;  /* a streamed answer (SSE) */
 
 #define HTTP_MAX_PARAMS 4                  /* {…} segments in one pattern */
 #define HTTP_REQUEST_ID_MAX 65             /* 64 characters + NUL */
+#define HTTP_TOKEN_MAX 1024                /* longest bearer token, bytes */
 
 /*
  * A handler answers through http_reply_*() and returns 0, or returns a negative err code with
@@ -70,9 +71,11 @@ typedef struct http_config {
     unsigned conn_limit;       /* concurrent connections */
     unsigned conn_timeout_s;   /* idle connection timeout */
     const http_route_t *const *tables;  /* NULL-terminated list of route tables; borrowed */
-    const char *const *tokens; /* NULL-terminated bearer tokens for /v1/ paths; NULL = no
-                                  auth.
-                                  Borrowed for the server's life; never logged. */
+    const char *const *tokens; /* NULL-terminated bearer tokens (each at most
+                                  HTTP_TOKEN_MAX bytes); NULL = no auth. With tokens, /v1/
+                                  paths need "Authorization: Bearer <token>" (compared in
+                                  constant time), else 401. Copied at start; never logged. */
+    int protect_all;           /* with tokens: every path but /healthz needs one */
     void *ctx;                 /* handed to handlers by http_ctx(); borrowed */
 } http_config_t;
 

@@ -30,6 +30,8 @@
 #include "store.h"
 #include "trainer.h"
 
+#define JOBS_RECORD_RETRY_MS 200    /* recording a job's end while the storage is unavailable */
+
 typedef struct job {
     jobs_t *owner;
     int64_t id, model_id;
@@ -309,18 +311,35 @@ static void *job_main(void *arg)
         }
     }
     char *result = rc < 0 ? NULL : result_text(jb->model_id, &res);
-    err_t serr = {0};
-    if (store_job_set_status(app->store, jb->id, status, result, error, &serr) < 0)
-        log_msg(LOG_LEVEL_ERROR, "job %" PRId64 ": cannot record its end (%s): %s", jb->id,
-                status, serr.msg);
-    free(result);
+    /* The run is over and committed as far as it could be: free the model first, so a client
+     * that sees the job's end never gets 409 from it. */
+    registry_write_end(app->registry, jb->model_id);
     log_msg(rc < 0 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO,
             "job %" PRId64 " (model %" PRId64 ") %s: %" PRId64 " steps%s%s", jb->id,
             jb->model_id, status, res.steps_run, error != NULL ? ": " : "",
             error != NULL ? error : "");
-    registry_write_end(app->registry, jb->model_id);
+    /* Often the storage trouble that ended the run (disk full, read-only, locked) also stops
+     * the job's end from being recorded: try again until the storage is back, or until
+     * shutdown (the next start then marks the job interrupted). */
+    err_t serr = {0};
+    for (int tries = 0;; ++tries) {
+        if (store_job_set_status(app->store, jb->id, status, result, error, &serr) == 0)
+            break;
+        if (serr.code != ERR_UNAVAILABLE || j->stopping) {
+            log_msg(LOG_LEVEL_ERROR, "job %" PRId64 ": cannot record its end (%s): %s", jb->id,
+                    status, serr.msg);
+            break;
+        }
+        if (tries == 0)
+            log_msg(LOG_LEVEL_WARN, "job %" PRId64 ": cannot record its end (%s) yet, retrying "
+                    "every %d ms: %s", jb->id, status, JOBS_RECORD_RETRY_MS, serr.msg);
+        struct timespec ts = {0, JOBS_RECORD_RETRY_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    free(result);
     jobs_events_done(j, jb->model_id, &res, rc < 0 ? &err : NULL);
     metrics_active_jobs_add(-1);
+    store_thread_end(app->store);           /* this thread's connection: one per job otherwise */
     pthread_mutex_lock(&j->mu);
     j->n_active--;
     pthread_mutex_unlock(&j->mu);
@@ -348,8 +367,8 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
                              "model has no stored rows: POST batches first");
 
     pthread_mutex_lock(&j->mu);
-    if (j->n_active >= j->app->max_jobs) {
-        int64_t max = j->app->max_jobs;
+    if (j->n_active >= j->app->limits.max_jobs) {
+        int64_t max = j->app->limits.max_jobs;
         pthread_mutex_unlock(&j->mu);
         return err_set(err, ERR_BUSY, "%" PRId64 " async job%s already running (--max-jobs): "
                        "wait for one to finish", max, max == 1 ? " is" : "s are");

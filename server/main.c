@@ -10,25 +10,29 @@
 #include <limits.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "app.h"
+#include "graph.h"
 #include "http.h"
 #include "jobs.h"
 #include "log.h"
+#include "model.h"
 #include "routes.h"
 #include "store.h"
+#include "tensor.h"
 
 #ifndef NEUROND_VERSION
 #define NEUROND_VERSION "0.0.0"
 #endif
 
 #define MAX_TOKENS 256
-#define CONN_LIMIT 1024
-#define CONN_TIMEOUT_S 60
+#define TOKEN_SHORT 16           /* shorter tokens draw a warning at start */
 
 typedef struct config {
     const char *bind;
@@ -37,11 +41,22 @@ typedef struct config {
     int64_t threads;
     int64_t max_body;
     int64_t max_jobs;
+    int64_t max_batch_rows;
+    int64_t max_model_rows;
+    int64_t max_params;
+    int64_t max_layers;
+    int64_t max_units;
+    int64_t max_graph_nodes;
+    int64_t max_depth;
+    int64_t max_connections;
+    int64_t idle_timeout;
     const char *token_file;
+    const char *backup;        /* --backup OUT: copy the database and exit (no env var) */
+    int protect_all;
     int log_level;
 } config_t;
 
-enum flag_kind { FLAG_STR, FLAG_INT, FLAG_ADDR, FLAG_LEVEL };
+enum flag_kind { FLAG_STR, FLAG_INT, FLAG_ADDR, FLAG_LEVEL, FLAG_BOOL };
 
 typedef struct flag {
     const char *name;          /* without the leading dashes */
@@ -58,8 +73,22 @@ static const flag_t flags[] = {
     {"threads", FLAG_INT, 1, 1024, "number of cores", "HTTP worker threads"},
     {"max-body", FLAG_INT, 1, (int64_t)1 << 40, "67108864", "largest request body, bytes"},
     {"max-jobs", FLAG_INT, 1, 1024, "number of cores", "concurrent asynchronous training jobs"},
+    {"max-batch-rows", FLAG_INT, 1, INT32_MAX, "1000000", "rows in one batch or inline x"},
+    {"max-model-rows", FLAG_INT, 1, INT32_MAX, "10000000", "stored training rows per model"},
+    {"max-params", FLAG_INT, 1, TENSOR_MAX_ELEMS, "50000000",
+     "parameters per model; elements of a graph evaluation's tensors"},
+    {"max-layers", FLAG_INT, 0, MODEL_MAX_LAYERS, "64", "hidden layers of an mlp"},
+    {"max-units", FLAG_INT, 1, MODEL_MAX_UNITS, "100000",
+     "inputs, outputs, classes, units per layer"},
+    {"max-graph-nodes", FLAG_INT, 1, AD_MAX_NODES_DEFAULT, "10000",
+     "nodes of a graph model or a graph evaluation"},
+    {"max-depth", FLAG_INT, 1, 1000, "64", "JSON nesting depth of a request body"},
+    {"max-connections", FLAG_INT, 1, 1000000, "1024", "concurrent HTTP connections"},
+    {"idle-timeout", FLAG_INT, 1, 86400, "30", "seconds before an idle connection is closed"},
     {"token-file", FLAG_STR, 0, 0, "none (no auth)",
-     "file with bearer tokens, one per line; /v1/* then needs one"},
+     "file with bearer tokens, one per line; /v1/* then needs one (see also NEUROND_TOKENS)"},
+    {"protect-all", FLAG_BOOL, 0, 0, "false",
+     "with tokens: also protect /metrics, / and /openapi.json (not /healthz)"},
     {"log-level", FLAG_LEVEL, 0, 0, "info", "error | warn | info | debug"},
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
@@ -80,11 +109,20 @@ static void usage(FILE *f)
     for (size_t i = 0; i < N_FLAGS; ++i) {
         char env[64];
         env_name(flags[i].name, env, sizeof env);
-        fprintf(f, "  --%-11s %-19s %s (default: %s)\n", flags[i].name, env, flags[i].help,
+        fprintf(f, "  --%-16s %-24s %s (default: %s)\n", flags[i].name, env, flags[i].help,
                 flags[i].dflt);
     }
-    fprintf(f, "  --help                            show this text\n"
-               "  --version                         print the version\n");
+    fprintf(f, "  --help                                            show this text\n"
+               "  --version                                         print the version\n"
+               "  --backup OUT.db                                   write a consistent copy of "
+               "--db to OUT.db\n"
+               "                                                    (safe while a daemon runs; "
+               "OUT.db must not exist) and exit\n\n"
+               "environment only:\n"
+               "  NEUROND_TOKENS  bearer tokens separated by commas or whitespace; combined "
+               "with --token-file\n"
+               "  NEUROND_BUSY_TIMEOUT_MS  how long a write waits for a database lock held by "
+               "another process (default: 5000)\n");
 }
 
 static _Noreturn void bad_value(const flag_t *fl, const char *value, const char *source,
@@ -93,6 +131,33 @@ static _Noreturn void bad_value(const flag_t *fl, const char *value, const char 
     fprintf(stderr, "neurond: invalid value '%s' for --%s (from %s): %s\n", value, fl->name,
             source, why);
     exit(2);
+}
+
+/* The config field of an integer flag. */
+static int64_t *int_field(config_t *cfg, const char *name)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } map[] = {
+        {"port", offsetof(config_t, port)},
+        {"threads", offsetof(config_t, threads)},
+        {"max-body", offsetof(config_t, max_body)},
+        {"max-jobs", offsetof(config_t, max_jobs)},
+        {"max-batch-rows", offsetof(config_t, max_batch_rows)},
+        {"max-model-rows", offsetof(config_t, max_model_rows)},
+        {"max-params", offsetof(config_t, max_params)},
+        {"max-layers", offsetof(config_t, max_layers)},
+        {"max-units", offsetof(config_t, max_units)},
+        {"max-graph-nodes", offsetof(config_t, max_graph_nodes)},
+        {"max-depth", offsetof(config_t, max_depth)},
+        {"max-connections", offsetof(config_t, max_connections)},
+        {"idle-timeout", offsetof(config_t, idle_timeout)},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; ++i)
+        if (strcmp(map[i].name, name) == 0)
+            return (int64_t *)((char *)cfg + map[i].off);
+    abort();   /* a FLAG_INT in flags[] without a field here: our bug */
 }
 
 /* Validate and store one value; exits 2 when it is bad. */
@@ -109,16 +174,19 @@ static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const c
                      fl->min, fl->max);
             bad_value(fl, value, source, why);
         }
-        if (strcmp(fl->name, "port") == 0)
-            cfg->port = v;
-        else if (strcmp(fl->name, "threads") == 0)
-            cfg->threads = v;
-        else if (strcmp(fl->name, "max-body") == 0)
-            cfg->max_body = v;
-        else if (strcmp(fl->name, "max-jobs") == 0)
-            cfg->max_jobs = v;
+        *int_field(cfg, fl->name) = v;
         break;
     }
+    case FLAG_BOOL:
+        if (strcmp(value, "1") == 0 || strcasecmp(value, "true") == 0 ||
+            strcasecmp(value, "yes") == 0)
+            cfg->protect_all = 1;
+        else if (strcmp(value, "0") == 0 || strcasecmp(value, "false") == 0 ||
+                 strcasecmp(value, "no") == 0)
+            cfg->protect_all = 0;
+        else
+            bad_value(fl, value, source, "expected 1, true, yes, 0, false or no");
+        break;
     case FLAG_ADDR: {
         unsigned char buf[sizeof(struct in6_addr)];
         if (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1)
@@ -156,7 +224,11 @@ static void config_parse(config_t *cfg, int argc, char **argv)
         cores = 1;
     *cfg = (config_t){.bind = "127.0.0.1", .port = 8080, .db = "./neurond.db",
                       .threads = cores, .max_body = 67108864, .max_jobs = cores,
-                      .token_file = NULL, .log_level = LOG_LEVEL_INFO};
+                      .max_batch_rows = 1000000, .max_model_rows = 10000000,
+                      .max_params = MODEL_MAX_PARAMS_DEFAULT, .max_layers = MODEL_MAX_LAYERS,
+                      .max_units = 100000, .max_graph_nodes = AD_MAX_NODES_DEFAULT,
+                      .max_depth = 64, .max_connections = 1024, .idle_timeout = 30,
+                      .token_file = NULL, .protect_all = 0, .log_level = LOG_LEVEL_INFO};
     /* Command line first, so a flag given there makes its environment variable irrelevant
      * (even an invalid one). */
     const char *given[N_FLAGS] = {0};
@@ -165,6 +237,17 @@ static void config_parse(config_t *cfg, int argc, char **argv)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(a, "--backup") == 0 || strncmp(a, "--backup=", 9) == 0) {
+            /* A command, not a setting: no environment variable, or a stray NEUROND_BACKUP
+             * would turn every start into a backup. */
+            const char *out = a[8] == '=' ? a + 9 : i + 1 < argc ? argv[++i] : NULL;
+            if (out == NULL || out[0] == '\0') {
+                fprintf(stderr, "neurond: --backup needs a file name (see --help)\n");
+                exit(2);
+            }
+            cfg->backup = out;
+            continue;
         }
         if (strcmp(a, "--version") == 0) {
             printf("neurond %s\n", NEUROND_VERSION);
@@ -181,6 +264,8 @@ static void config_parse(config_t *cfg, int argc, char **argv)
             exit(2);
         }
         const char *value = eq != NULL ? eq + 1 : NULL;
+        if (value == NULL && fl->kind == FLAG_BOOL)
+            value = "true";                  /* --protect-all alone switches it on */
         if (value == NULL) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "neurond: --%s needs a value (see --help)\n", fl->name);
@@ -199,43 +284,117 @@ static void config_parse(config_t *cfg, int argc, char **argv)
         else if (v != NULL)
             flag_set(cfg, &flags[i], v, env);
     }
+    /* libmicrohttpd shares the connection limit among its threads: each needs at least one. */
+    if (cfg->max_connections < cfg->threads) {
+        fprintf(stderr, "neurond: --max-connections (%" PRId64 ") must be at least --threads (%"
+                PRId64 ")\n", cfg->max_connections, cfg->threads);
+        exit(2);
+    }
 }
 
-/* Read bearer tokens: one per line, blank lines and '#' comments ignored, surrounding
- * whitespace trimmed. Exits 2 when the file is unreadable or holds no token. The tokens are
- * never printed. */
-static char **tokens_load(const char *path)
+/* Bearer tokens from --token-file and NEUROND_TOKENS, NULL-terminated. The tokens themselves
+ * are never printed: messages name the source and the line or position only. */
+typedef struct tokens {
+    char **v;
+    int n;
+} tokens_t;
+
+/* Add token text[0..len) from `source` (position `pos`); exits 2 when it is unusable. */
+static void tokens_add(tokens_t *t, const char *text, size_t len, const char *source,
+                       const char *what, int pos)
+{
+    for (size_t i = 0; i < len; ++i) {
+        unsigned char c = (unsigned char)text[i];
+        if (c <= 0x20 || c == 0x7f) {
+            fprintf(stderr, "neurond: %s, %s %d: a token must not contain spaces or control "
+                    "characters\n", source, what, pos);
+            exit(2);
+        }
+    }
+    if (len > HTTP_TOKEN_MAX) {
+        fprintf(stderr, "neurond: %s, %s %d: token longer than %d bytes\n", source, what, pos,
+                HTTP_TOKEN_MAX);
+        exit(2);
+    }
+    if (t->n == MAX_TOKENS) {
+        fprintf(stderr, "neurond: more than %d tokens (%s)\n", MAX_TOKENS, source);
+        exit(2);
+    }
+    if (t->v == NULL && (t->v = calloc(MAX_TOKENS + 1, sizeof *t->v)) == NULL) {
+        fprintf(stderr, "neurond: out of memory reading tokens\n");
+        exit(1);
+    }
+    if ((t->v[t->n] = strndup(text, len)) == NULL) {
+        fprintf(stderr, "neurond: out of memory reading tokens\n");
+        exit(1);
+    }
+    t->n++;
+    if (len < TOKEN_SHORT)
+        log_msg(LOG_LEVEL_WARN, "%s, %s %d: token is shorter than %d characters; use a long "
+                "random one (e.g. openssl rand -hex 32)", source, what, pos, TOKEN_SHORT);
+}
+
+/* One token per line; blank lines and '#' comments ignored, surrounding whitespace trimmed.
+ * Exits 2 when the file is unreadable or holds no token. */
+static void tokens_load_file(tokens_t *t, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         fprintf(stderr, "neurond: cannot read --token-file '%s': %s\n", path, strerror(errno));
         exit(2);
     }
-    char **tokens = calloc(MAX_TOKENS + 1, sizeof *tokens);
-    char line[4096];
-    int n = 0;
-    while (tokens != NULL && fgets(line, sizeof line, f) != NULL) {
-        char *p = line, *e = line + strlen(line);
+    char source[PATH_MAX + 32];
+    snprintf(source, sizeof source, "--token-file '%s'", path);
+    char line[HTTP_TOKEN_MAX + 64];
+    int n_line = 0, before = t->n;
+    while (fgets(line, sizeof line, f) != NULL) {
+        ++n_line;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f)) {
+            fprintf(stderr, "neurond: %s, line %d: token longer than %d bytes\n", source,
+                    n_line, HTTP_TOKEN_MAX);
+            exit(2);
+        }
+        char *p = line, *e = line + len;
         while (*p == ' ' || *p == '\t')
             ++p;
         while (e > p && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
         if (*p == '\0' || *p == '#')
             continue;
-        if (n == MAX_TOKENS) {
-            fprintf(stderr, "neurond: --token-file '%s' has more than %d tokens\n", path,
-                    MAX_TOKENS);
-            exit(2);
-        }
-        if ((tokens[n++] = strdup(p)) == NULL)
-            break;
+        tokens_add(t, p, (size_t)(e - p), source, "line", n_line);
     }
+    int failed = ferror(f);
+    explicit_bzero(line, sizeof line);
     fclose(f);
-    if (tokens == NULL || n == 0) {
+    if (failed) {
+        fprintf(stderr, "neurond: cannot read --token-file '%s': read error\n", path);
+        exit(2);
+    }
+    if (t->n == before) {
         fprintf(stderr, "neurond: --token-file '%s' contains no token\n", path);
         exit(2);
     }
-    return tokens;
+}
+
+/* NEUROND_TOKENS: tokens separated by commas or whitespace. Set but empty exits 2, since
+ * whoever set it meant to turn authentication on. */
+static void tokens_load_env(tokens_t *t, const char *value)
+{
+    static const char seps[] = ", \t\r\n";
+    int before = t->n, pos = 0;
+    for (const char *p = value; *p != '\0';) {
+        p += strspn(p, seps);
+        size_t len = strcspn(p, seps);
+        if (len > 0)
+            tokens_add(t, p, len, "NEUROND_TOKENS", "token", ++pos);
+        p += len;
+    }
+    if (t->n == before) {
+        fprintf(stderr, "neurond: NEUROND_TOKENS is set but contains no token (unset it to run "
+                "without authentication)\n");
+        exit(2);
+    }
 }
 
 static void tokens_free(char **tokens)
@@ -243,7 +402,7 @@ static void tokens_free(char **tokens)
     if (tokens == NULL)
         return;
     for (char **t = tokens; *t != NULL; ++t) {
-        memset(*t, 0, strlen(*t));
+        explicit_bzero(*t, strlen(*t));
         free(*t);
     }
     free(tokens);
@@ -277,6 +436,9 @@ static int signals_install(void)
     if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
+    /* Over a file size limit (ulimit -f) a write must fail with EFBIG, which SQLite reports
+     * and we answer 503, instead of killing the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
     return 0;
 }
 
@@ -293,16 +455,44 @@ static int signal_wait(void)
     }
 }
 
+/* neurond --backup OUT --db FILE: copy FILE as one committed state (a running daemon may keep
+ * writing it), without creating or migrating it, and exit: 0 when OUT is written, else 1. */
+static int backup_run(const config_t *cfg)
+{
+    err_t err = {0};
+    int version = 0;
+    if (store_backup_file(cfg->db, cfg->backup, &version, &err) < 0) {
+        fprintf(stderr, "neurond: backup of '%s' failed: %s\n", cfg->db, err.msg);
+        return 1;
+    }
+    printf("neurond: backed up '%s' (schema v%d) to '%s'\n", cfg->db, version, cfg->backup);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     config_t cfg;
     config_parse(&cfg, argc, argv);
     log_set_level(cfg.log_level);
+    if (cfg.backup != NULL)
+        return backup_run(&cfg);
     if (signals_install() < 0) {
         fprintf(stderr, "neurond: cannot install signal handlers: %s\n", strerror(errno));
         return 1;
     }
-    char **tokens = cfg.token_file != NULL ? tokens_load(cfg.token_file) : NULL;
+    tokens_t tok = {0};
+    if (cfg.token_file != NULL)
+        tokens_load_file(&tok, cfg.token_file);
+    const char *env_tokens = getenv("NEUROND_TOKENS");
+    if (env_tokens != NULL)
+        tokens_load_env(&tok, env_tokens);
+    char **tokens = tok.v;
+    if (tokens == NULL && cfg.protect_all)
+        log_msg(LOG_LEVEL_WARN, "--protect-all has no effect without tokens (--token-file or "
+                "NEUROND_TOKENS)");
+    if (tokens == NULL && strcmp(cfg.bind, "127.0.0.1") != 0 && strcmp(cfg.bind, "::1") != 0)
+        log_msg(LOG_LEVEL_WARN, "listening on %s without tokens: anyone who can reach it can "
+                "read and change every model (see docs/security.md)", cfg.bind);
 
     err_t err = {0};
     store_t *store = NULL;
@@ -329,8 +519,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    app_t app = {.store = store, .version = NEUROND_VERSION, .max_body = (size_t)cfg.max_body,
-                 .max_jobs = cfg.max_jobs, .threads = cfg.threads};
+    app_t app = {.store = store, .version = NEUROND_VERSION, .threads = cfg.threads};
+    app.limits = (app_limits_t){
+        .max_body = (size_t)cfg.max_body, .max_batch_rows = cfg.max_batch_rows,
+        .max_model_rows = cfg.max_model_rows, .max_params = cfg.max_params,
+        .max_layers = (int32_t)cfg.max_layers, .max_units = (int32_t)cfg.max_units,
+        .max_graph_nodes = (int32_t)cfg.max_graph_nodes, .max_depth = (int32_t)cfg.max_depth,
+        .max_jobs = cfg.max_jobs};
     app.registry = registry;
     jobs_t *jobs = NULL;
     if (jobs_new(&app, &jobs, &err) < 0) {
@@ -346,8 +541,10 @@ int main(int argc, char **argv)
 #undef ROUTE_ENTRY
     http_config_t hc = {.bind = cfg.bind, .port = (uint16_t)cfg.port,
                         .threads = (unsigned)cfg.threads, .max_body = (size_t)cfg.max_body,
-                        .conn_limit = CONN_LIMIT, .conn_timeout_s = CONN_TIMEOUT_S,
-                        .tables = tables, .tokens = (const char *const *)tokens, .ctx = &app};
+                        .conn_limit = (unsigned)cfg.max_connections,
+                        .conn_timeout_s = (unsigned)cfg.idle_timeout, .tables = tables,
+                        .tokens = (const char *const *)tokens, .protect_all = cfg.protect_all,
+                        .ctx = &app};
     http_server_t *srv = NULL;
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
@@ -357,13 +554,18 @@ int main(int argc, char **argv)
         tokens_free(tokens);
         return 1;
     }
+    const char *auth = tokens == NULL ? ", no auth"
+                       : cfg.protect_all ? ", auth on every path but /healthz"
+                                         : ", auth on /v1/";
+    tokens_free(tokens);       /* the server keeps its own copy */
+    tokens = NULL;
     int v6 = strchr(cfg.bind, ':') != NULL;
     printf("neurond listening on %s%s%s:%u\n", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
            (unsigned)http_server_port(srv));
     fflush(stdout);
     log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
             " threads, schema v%d%s)", NEUROND_VERSION, cfg.bind, (unsigned)http_server_port(srv),
-            cfg.db, cfg.threads, store_schema_version(store), tokens != NULL ? ", auth on" : "");
+            cfg.db, cfg.threads, store_schema_version(store), auth);
 
     int sig = signal_wait();
     log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
@@ -372,7 +574,6 @@ int main(int argc, char **argv)
     jobs_free(jobs);           /* drop the event streams' references */
     registry_free(registry);   /* after every user of the models has stopped */
     store_close(store);
-    tokens_free(tokens);
     log_msg(LOG_LEVEL_INFO, "stopped");
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app.h"
 #include "codec.h"
 
 static const char *json_type(const cJSON *j)
@@ -32,8 +33,10 @@ cJSON *present_id(int64_t id)
 
 cJSON *present_model(const store_model_t *m, registry_t *reg)
 {
-    int training = strcmp(m->status, "training") == 0 ||
-                   (reg != NULL && registry_is_training(reg, m->id));
+    /* In this process the registry knows for sure whether a run holds the model; the stored
+     * status can be stale (its reset to idle fails while the storage is unavailable). */
+    int training = reg != NULL ? registry_is_training(reg, m->id)
+                               : strcmp(m->status, "training") == 0;
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
         return NULL;
@@ -74,7 +77,59 @@ int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err)
         if (rc < 0)
             return rc;
     }
-    return codec_parse(body, len, 0, out, err);
+    int rc = codec_parse(body, len, app_of(req)->limits.max_depth, out, err);
+    if (rc == ERR_JSON)
+        present_note_flag(err, "nests deeper", "--max-depth");
+    return rc;
+}
+
+void present_note_flag(err_t *err, const char *needle, const char *flag)
+{
+    if (err == NULL || strstr(err->msg, needle) == NULL || strstr(err->msg, flag) != NULL)
+        return;
+    size_t used = strlen(err->msg);
+    snprintf(err->msg + used, sizeof err->msg - used, " (%s)", flag);
+}
+
+int present_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
+                             err_t *err)
+{
+    int64_t sum = 0;
+    for (int32_t i = 0; i < spec->n_node; ++i) {
+        const ad_node_spec_t *n = &spec->node[i];
+        if (n->op != AD_OP_PARAM && n->op != AD_OP_CONST && n->op != AD_OP_INPUT)
+            continue;
+        /* Dimensions are below 2^31, and sum stays <= max < 2^62 before each addition, so
+         * nothing here overflows. */
+        int64_t e = 1;
+        for (int32_t k = 0; k < n->shape.n_d && k < TENSOR_MAX_DIM; ++k) {
+            int64_t d = n->shape.d[k] == AD_ROWS ? 1 : n->shape.d[k];
+            e = d > 0 && e <= (INT64_MAX / 4) / d ? e * d : INT64_MAX / 4;
+        }
+        sum += e < INT64_MAX / 4 ? e : INT64_MAX / 4;
+        if (sum > max) {
+            char field[ERR_FIELD_MAX];
+            snprintf(field, sizeof field, "%s.nodes[%d].shape", prefix, (int)i);
+            return err_set_field(err, ERR_INVAL, field,
+                                 "%s: node '%s' brings the graph's params, consts and inputs "
+                                 "to %lld elements, more than --max-params=%lld", field, n->id,
+                                 (long long)sum, (long long)max);
+        }
+    }
+    return 0;
+}
+
+int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
+                         int require_y, codec_batch_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    int64_t max = app_of(req)->limits.max_batch_rows;
+    const cJSON *x = cJSON_IsObject(body) ? cJSON_GetObjectItemCaseSensitive(body, "x") : NULL;
+    if (cJSON_IsArray(x) && cJSON_GetArraySize(x) > max)
+        return err_set_field(err, ERR_INVAL, "x",
+                             "x has %d rows, more than --max-batch-rows=%" PRId64,
+                             cJSON_GetArraySize(x), max);
+    return codec_batch_decode(body, n_x, n_y, require_y, max, out, err);
 }
 
 int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err)

@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "codec.h"
 #include "err.h"
 #include "http.h"
 #include "registry.h"
@@ -37,8 +38,8 @@ cJSON *present_model(const store_model_t *m, registry_t *reg);
 /*
  * The request body as JSON. Content-Type must be application/json (parameters allowed); a
  * request without a Content-Type is read as JSON too, any other type is ERR_MEDIA (415). An
- * empty body is `{}` when empty_ok, else ERR_INVAL. Unparseable text is ERR_JSON with the
- * offset. `*out` is new (cJSON_Delete).
+ * empty body is `{}` when empty_ok, else ERR_INVAL. Unparseable text, or text nesting deeper
+ * than --max-depth, is ERR_JSON with the offset. `*out` is new (cJSON_Delete).
  */
 int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
 
@@ -59,5 +60,26 @@ int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo,
 
 /* The id of `m` as a cJSON number (ids are below 2^53). */
 cJSON *present_id(int64_t id);
+
+/*
+ * Inline rows {"x": [[...]], "y": [...]} of a request (codec_batch_decode()), with at most
+ * --max-batch-rows rows: more is ERR_INVAL with field "x" and a message naming the flag.
+ * `*out` owns its arrays (codec_batch_free), also zeroed on failure.
+ */
+int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
+                         int require_y, codec_batch_t *out, err_t *err);
+
+/*
+ * The elements of a graph's leaves (param, const and input nodes; a null first dimension counts
+ * one row) must not exceed `max` (--max-params): else ERR_INVAL with field
+ * "<prefix>.nodes[i].shape" for the node that crosses it. Run before building the graph, so a
+ * small request cannot make the daemon allocate gigabytes of zeros.
+ */
+int present_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
+                             err_t *err);
+
+/* When err->msg contains `needle`, append " (<flag>)": lib reports a limit, the server knows
+ * which flag sets it. */
+void present_note_flag(err_t *err, const char *needle, const char *flag);
 
 #endif /* ND_PRESENT_H */

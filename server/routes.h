@@ -18,6 +18,7 @@
     X(routes_train)     \
     X(routes_jobs)      \
     X(routes_query)     \
+    X(routes_admin)     \
     /* X(routes_models) X(routes_data) X(routes_train) ... one line per routes_*.c */
 
 #define ROUTE_DECLARE(name) extern const http_route_t name[];

@@ -19,8 +19,7 @@
 #include "registry.h"
 #include "routes.h"
 #include "store.h"
-
-#define DATA_MAX_ROWS 10000000LL   /* rows per batch */
+#include "tensor.h"
 
 static int nomem(err_t *err)
 {
@@ -49,7 +48,7 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
     if (rc < 0)
         return rc;
     if ((rc = present_check_fields(body, fields, err)) == 0)
-        rc = codec_batch_decode(body, n_x, n_y, 1, DATA_MAX_ROWS, b, err);
+        rc = present_batch_decode(req, body, n_x, n_y, 1, b, err);
     cJSON_Delete(body);
     return rc;
 }
@@ -59,8 +58,8 @@ static int decode_csv(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
     int rc = query_label_columns(req, n_y, err);
     if (rc < 0)
         return rc;
-    codec_csv_opts_t opts = {.n_x = n_x, .label_columns = n_y, .header = -1,
-                             .max_rows = DATA_MAX_ROWS};
+    int64_t max = app_of(req)->limits.max_batch_rows;
+    codec_csv_opts_t opts = {.n_x = n_x, .label_columns = n_y, .header = -1, .max_rows = max};
     const char *h = http_query(req, "header");
     if (h != NULL) {
         if (strcmp(h, "auto") == 0)
@@ -75,7 +74,10 @@ static int decode_csv(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
     }
     size_t len = 0;
     const char *text = http_body(req, &len);
-    return codec_csv_decode(text, len, &opts, b, err);
+    rc = codec_csv_decode(text, len, &opts, b, err);
+    if (rc == ERR_INVAL)
+        present_note_flag(err, "more than the limit of", "--max-batch-rows");
+    return rc;
 }
 
 /* Little-endian float64 at p, whatever the host order and alignment. */
@@ -100,9 +102,13 @@ static int decode_raw(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
         return err_set_field(err, ERR_INVAL, "rows", "rows is required: ?rows=m&cols=c");
     if (http_query(req, "cols") == NULL)
         return err_set_field(err, ERR_INVAL, "cols", "cols is required: ?rows=m&cols=c");
-    if ((rc = http_query_int64(req, "rows", 0, 1, DATA_MAX_ROWS, &rows, err)) < 0 ||
+    int64_t max = app_of(req)->limits.max_batch_rows;
+    if ((rc = http_query_int64(req, "rows", 0, 1, INT64_MAX, &rows, err)) < 0 ||
         (rc = http_query_int64(req, "cols", 0, 1, 2LL * MODEL_MAX_UNITS, &cols, err)) < 0)
         return rc;
+    if (rows > max)
+        return err_set_field(err, ERR_INVAL, "rows",
+                             "rows=%" PRId64 " is more than --max-batch-rows=%" PRId64, rows, max);
     if (cols != (int64_t)n_x + n_y)
         return err_set_field(err, ERR_INVAL, "cols",
                              "cols=%" PRId64 ", but the model takes %d inputs + %d label "
@@ -110,7 +116,7 @@ static int decode_raw(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
                              (int)(n_x + n_y));
     size_t len = 0;
     const unsigned char *p = (const unsigned char *)http_body(req, &len);
-    /* rows <= 1e7 and cols <= 2e6: the product cannot overflow int64. */
+    /* rows < 2^31 and cols <= 2e6: rows * cols * 8 cannot overflow int64. */
     if ((uint64_t)len != (uint64_t)(rows * cols) * 8u)
         return err_set_field(err, ERR_INVAL, "body",
                              "body has %zu bytes; %" PRId64 " rows x %" PRId64 " columns of "
@@ -149,6 +155,33 @@ static int decode_raw(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
     return 0;
 }
 
+/*
+ * Would storing `b` take model `id` over --max-model-rows, or make its stored rows too large to
+ * load as one matrix? Checked under the model's write lock, so no other batch slips in between.
+ */
+static int check_model_rows(app_t *app, int64_t id, const codec_batch_t *b, err_t *err)
+{
+    store_model_t row;
+    int rc = store_model_get(app->store, id, &row, err);
+    if (rc < 0)
+        return rc;
+    int64_t have = row.rows, max = app->limits.max_model_rows;
+    store_model_clear(&row);
+    if (have + b->rows > max)
+        return err_set_field(err, ERR_INVAL, "x",
+                             "the model has %" PRId64 " stored rows; %d more would exceed "
+                             "--max-model-rows=%" PRId64, have, (int)b->rows, max);
+    /* Training and loss load every stored row into one [rows, n_x] matrix (and [rows, n_y]):
+     * each must stay within a tensor's element limit. */
+    int64_t elems, widest = b->n_x > b->n_y ? b->n_x : b->n_y;
+    if (tensor_checked_elems(have + b->rows, widest, "x", &elems, NULL) < 0)
+        return err_set_field(err, ERR_INVAL, "x",
+                             "the model has %" PRId64 " stored rows of %" PRId64 " values; %d "
+                             "more would exceed %lld values in one matrix",
+                             have, widest, (int)b->rows, (long long)TENSOR_MAX_ELEMS);
+    return 0;
+}
+
 static int batch_create(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
@@ -182,7 +215,7 @@ static int batch_create(http_req_t *req, err_t *err)
     batch_t view = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
     rc = model_check_labels(m, &view, err);
     registry_read_end(app->registry, id);
-    if (rc < 0)
+    if (rc < 0 || (rc = check_model_rows(app, id, &b, err)) < 0)
         goto out;
     rc = store_batch_insert(app->store, id, b.rows, b.n_x, b.n_y, b.x, b.y, &batch_id, &total,
                             err);

@@ -20,7 +20,7 @@
 #include "present.h"
 #include "routes.h"
 
-#define GRAPHS_MAX_NODES 10000              /* nodes in one graph */
+#define GRAPHS_MAX_WRT 10000                /* entries of "wrt" (duplicates allowed) */
 #define GRAPHS_MAX_JACOBIAN_ROWS 10000      /* elements of "of": one backward pass each */
 #define GRAPHS_MAX_JACOBIAN 1000000LL       /* entries of the Jacobian */
 
@@ -165,6 +165,7 @@ static int bind_inputs(const cJSON *inputs, const ad_graph_spec_t *spec, ad_grap
         }
     }
     if ((rc = ad_graph_bind(g, rows > 0 ? rows : 1, err)) < 0) {
+        present_note_flag(err, "limit of", "--max-params");
         node_field(spec, err);
         goto out;
     }
@@ -196,9 +197,9 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
         return err_set_field(err, ERR_INVAL, "wrt", "wrt must be an array of node ids, got %s",
                              json_type(wrt));
     int n = cJSON_GetArraySize(wrt);
-    if (n > GRAPHS_MAX_NODES)
+    if (n > GRAPHS_MAX_WRT)
         return err_set_field(err, ERR_INVAL, "wrt", "wrt has %d entries, at most %d", n,
-                             GRAPHS_MAX_NODES);
+                             GRAPHS_MAX_WRT);
     int32_t *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
     if (idx == NULL)
         return err_set(err, ERR_NOMEM, "out of memory for wrt");
@@ -304,15 +305,20 @@ static int graphs_eval(http_req_t *req, err_t *err)
         rc = err_set_field(err, ERR_INVAL, "graph", "graph is required");
         goto out;
     }
+    const app_limits_t *lim = &app_of(req)->limits;
     const cJSON *nodes = cJSON_IsObject(gj) ? cJSON_GetObjectItemCaseSensitive(gj, "nodes") : NULL;
-    if (cJSON_IsArray(nodes) && cJSON_GetArraySize(nodes) > GRAPHS_MAX_NODES) {
-        rc = err_set_field(err, ERR_INVAL, "graph.nodes", "graph.nodes has %d nodes, at most %d",
-                           cJSON_GetArraySize(nodes), GRAPHS_MAX_NODES);
+    if (cJSON_IsArray(nodes) && cJSON_GetArraySize(nodes) > lim->max_graph_nodes) {
+        rc = err_set_field(err, ERR_INVAL, "graph.nodes",
+                           "graph.nodes has %d nodes, more than --max-graph-nodes=%d",
+                           cJSON_GetArraySize(nodes), (int)lim->max_graph_nodes);
         goto out;
     }
-    if ((rc = codec_graph_decode(gj, "graph", &spec, err)) < 0)
+    if ((rc = codec_graph_decode(gj, "graph", &spec, err)) < 0 ||
+        (rc = present_graph_leaf_limit(&spec, "graph", lim->max_params, err)) < 0)
         goto out;
-    if ((rc = ad_graph_build(&spec, GRAPHS_MAX_NODES, &g, err)) < 0) {
+    /* Every value the evaluation holds, intermediate results too, within --max-params. */
+    if ((rc = ad_graph_build_capped(&spec, lim->max_graph_nodes, lim->max_params, &g, err)) < 0) {
+        present_note_flag(err, "limit of", "--max-params");
         node_field(&spec, err);
         goto out;
     }

@@ -1,5 +1,8 @@
 /* server/routes_meta.c -- the daemon about itself: health, metrics, API document, dashboard. */
 #include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,18 +57,79 @@ static int meta_openapi(http_req_t *req, err_t *err)
     return http_reply_static(req, 200, "application/json; charset=utf-8", f->data, f->size);
 }
 
-static int meta_index(http_req_t *req, err_t *err)
+/* ---- the dashboard ------------------------------------------------------------------------ */
+
+/* The dashboard's files (server/web/), compiled into the binary. */
+static const struct web_asset {
+    const char *url;
+    const char *file;
+    const char *type;
+} web_assets[] = {
+    {"/", "server/web/index.html", "text/html; charset=utf-8"},
+    {"/app.js", "server/web/app.js", "text/javascript; charset=utf-8"},
+    {"/style.css", "server/web/style.css", "text/css; charset=utf-8"},
+};
+
+/* The page loads nothing from elsewhere and runs no inline script or style. */
+#define WEB_CSP                                                                                 \
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "          \
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+/* Does an If-None-Match value ("a", W/"b", or *) name `etag`? */
+static int etag_matches(const char *header, const char *etag)
 {
-    const embedded_file_t *f = embedded_find("server/web/index.html");
+    size_t n = strlen(etag);
+    for (const char *p = header; *p != '\0';) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            ++p;
+        if (*p == '*')
+            return 1;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        if (strncmp(p, etag, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+            return 1;
+        while (*p != '\0' && *p != ',')
+            ++p;
+    }
+    return 0;
+}
+
+/*
+ * GET /, /app.js, /style.css. The ETag is a hash of the content, and "no-cache" makes a browser
+ * revalidate every time: a cheap 304 while the binary is the same, the new file after an upgrade.
+ */
+static int meta_web(http_req_t *req, err_t *err)
+{
+    const struct web_asset *a = NULL;
+    for (size_t i = 0; i < sizeof web_assets / sizeof web_assets[0] && a == NULL; ++i)
+        if (strcmp(web_assets[i].url, http_path(req)) == 0)
+            a = &web_assets[i];
+    const embedded_file_t *f = a != NULL ? embedded_find(a->file) : NULL;
     if (f == NULL)
-        return err_set(err, ERR_NOTFOUND, "this build has no dashboard");
-    return http_reply_static(req, 200, "text/html; charset=utf-8", f->data, f->size);
+        return err_set(err, ERR_NOTFOUND, "this build has no dashboard file %s", http_path(req));
+    uint64_t h = UINT64_C(1469598103934665603);     /* FNV-1a */
+    for (size_t i = 0; i < f->size; ++i)
+        h = (h ^ f->data[i]) * UINT64_C(1099511628211);
+    char etag[24];
+    snprintf(etag, sizeof etag, "\"%016" PRIx64 "\"", h);
+    if (http_set_header(req, "ETag", etag) < 0 ||
+        http_set_header(req, "Cache-Control", "no-cache") < 0 ||
+        http_set_header(req, "X-Content-Type-Options", "nosniff") < 0 ||
+        http_set_header(req, "Referrer-Policy", "no-referrer") < 0 ||
+        (strcmp(a->url, "/") == 0 && http_set_header(req, "Content-Security-Policy", WEB_CSP) < 0))
+        return err_set(err, ERR_NOMEM, "out of memory");
+    const char *inm = http_header(req, "If-None-Match");
+    if (inm != NULL && etag_matches(inm, etag))
+        return http_reply_empty(req, 304);
+    return http_reply_static(req, 200, a->type, f->data, f->size);
 }
 
 const http_route_t routes_meta[] = {
     {"GET", "/healthz", meta_healthz},
     {"GET", "/metrics", meta_metrics},
     {"GET", "/openapi.json", meta_openapi},
-    {"GET", "/", meta_index},
+    {"GET", "/", meta_web},
+    {"GET", "/app.js", meta_web},
+    {"GET", "/style.css", meta_web},
     HTTP_ROUTE_END,
 };

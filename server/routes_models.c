@@ -19,6 +19,7 @@
 #include "app.h"
 #include "codec.h"
 #include "http.h"
+#include "graph.h"
 #include "model.h"
 #include "optim.h"
 #include "present.h"
@@ -26,7 +27,6 @@
 #include "routes.h"
 #include "store.h"
 
-#define MODELS_MAX_PARAMS MODEL_MAX_PARAMS_DEFAULT
 #define MODELS_LIST_DEFAULT 50
 #define MODELS_LIST_MAX 1000
 #define EXPORT_FORMAT "neurond-model"
@@ -60,11 +60,82 @@ static int reply_model(http_req_t *req, int64_t id, int status, err_t *err)
     return http_reply_json(req, status, body);
 }
 
-/* Resolve a decoded spec and build its model (checks initial parameter values). */
-static int model_build(model_spec_t *spec, model_t **out, err_t *err)
+/* One size of a spec within --max-units (0 = unset, resolved later). */
+static int check_units(int64_t v, const char *field, int32_t max, err_t *err)
 {
-    int rc = model_spec_resolve(spec, MODELS_MAX_PARAMS, err);
+    if (v > max)
+        return err_set_field(err, ERR_INVAL, field, "%s=%lld is more than --max-units=%d", field,
+                             (long long)v, (int)max);
+    return 0;
+}
+
+/* The spec's sizes against the daemon's limits: hidden layers, units, graph nodes. Run before
+ * and after model_spec_resolve() (which derives a graph model's inputs and outputs). */
+static int check_spec_limits(const app_limits_t *lim, const model_spec_t *spec, err_t *err)
+{
+    int rc;
+    if (spec->n_hidden > lim->max_layers)
+        return err_set_field(err, ERR_INVAL, "hidden",
+                             "hidden has %d layers, more than --max-layers=%d",
+                             (int)spec->n_hidden, (int)lim->max_layers);
+    if (spec->graph.n_node > lim->max_graph_nodes)
+        return err_set_field(err, ERR_INVAL, "graph.nodes",
+                             "graph.nodes has %d nodes, more than --max-graph-nodes=%d",
+                             (int)spec->graph.n_node, (int)lim->max_graph_nodes);
+    if ((rc = check_units(spec->inputs, "inputs", lim->max_units, err)) < 0 ||
+        (rc = check_units(spec->outputs, "outputs", lim->max_units, err)) < 0 ||
+        (rc = check_units(spec->classes, "classes", lim->max_units, err)) < 0)
+        return rc;
+    for (int32_t l = 0; l < spec->n_hidden && l < MODEL_MAX_LAYERS; ++l) {
+        char field[48];
+        snprintf(field, sizeof field, "hidden[%d].units", (int)l);
+        if ((rc = check_units(spec->hidden[l].units, field, lim->max_units, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * A graph model's batch-independent values (params, consts and what is computed from them
+ * alone) may hold at most 2 x --max-params doubles: the parameters themselves and as much
+ * again. Checked by building the graph once with that cap before model_new() builds it without
+ * one; the trial build allocates lazily-zeroed memory only.
+ */
+static int check_graph_size(const app_limits_t *lim, const model_spec_t *spec, err_t *err)
+{
+    ad_graph_t *g = NULL;
+    int rc = ad_graph_build_capped(&spec->graph, lim->max_graph_nodes, 2 * lim->max_params, &g,
+                                   err);
+    ad_graph_free(g);
+    if (rc < 0 && strstr(err->msg, "limit of") != NULL) {
+        /* Name the node by its place in the request, as codec and model.c do. */
+        for (int32_t i = 0; i < spec->graph.n_node; ++i) {
+            if (strcmp(spec->graph.node[i].id, err->field) == 0) {
+                snprintf(err->field, sizeof err->field, "graph.nodes[%d]", (int)i);
+                break;
+            }
+        }
+        present_note_flag(err, "limit of", "2 x --max-params");
+    }
+    return rc;
+}
+
+/* Resolve a decoded spec against the daemon's limits and build its model (checks initial
+ * parameter values). */
+static int model_build(const app_limits_t *lim, model_spec_t *spec, model_t **out, err_t *err)
+{
+    int rc = check_spec_limits(lim, spec, err);
+    if (rc == 0 && spec->kind == MODEL_KIND_GRAPH)
+        rc = present_graph_leaf_limit(&spec->graph, "graph", lim->max_params, err);
     if (rc < 0)
+        return rc;
+    if ((rc = model_spec_resolve(spec, lim->max_params, err)) < 0) {
+        present_note_flag(err, "would have more than", "--max-params");
+        return rc;
+    }
+    if ((rc = check_spec_limits(lim, spec, err)) < 0)
+        return rc;
+    if (spec->kind == MODEL_KIND_GRAPH && (rc = check_graph_size(lim, spec, err)) < 0)
         return rc;
     return model_new(spec, out, err);
 }
@@ -140,7 +211,7 @@ static int models_create(http_req_t *req, err_t *err)
     cJSON_Delete(body);
     if (rc < 0)
         return rc;
-    if ((rc = model_build(&spec, &m, err)) == 0)
+    if ((rc = model_build(&app_of(req)->limits, &spec, &m, err)) == 0)
         rc = model_store(app_of(req), m, spec.name, NULL, 0, NULL, &id, err);
     model_free(m);
     model_spec_free(&spec);
@@ -536,7 +607,7 @@ static int model_import(http_req_t *req, err_t *err)
         goto out;
     }
     have_spec = 1;
-    if ((rc = model_build(&spec, &m, err)) < 0) {
+    if ((rc = model_build(&app_of(req)->limits, &spec, &m, err)) < 0) {
         if (err != NULL && err->field[0] != '\0')
             err_prefix_field(err, "spec.");
         goto out;

@@ -64,16 +64,17 @@ static int model_dims(app_t *app, int64_t id, int32_t *n_x, int32_t *n_y, err_t 
 
 /* {"x","y"} from the body, or all stored rows when neither is given. Labels are checked later,
  * against the model. */
-static int query_data_get(app_t *app, int64_t id, const cJSON *body, query_data_t *d,
+static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_data_t *d,
                           err_t *err)
 {
+    app_t *app = app_of(req);
     memset(d, 0, sizeof *d);
     int32_t n_x = 0, n_y = 0;
     int rc = model_dims(app, id, &n_x, &n_y, err);
     if (rc < 0)
         return rc;
     if (has_member(body, "x") || has_member(body, "y")) {
-        if ((rc = codec_batch_decode(body, n_x, n_y, 1, 0, &d->cb, err)) < 0)
+        if ((rc = present_batch_decode(req, body, n_x, n_y, 1, &d->cb, err)) < 0)
             return rc;
         d->b = (batch_t){.rows = d->cb.rows, .n_x = d->cb.n_x, .n_y = d->cb.n_y, .x = d->cb.x,
                          .y = d->cb.y};
@@ -147,7 +148,7 @@ static int loss_post(http_req_t *req, err_t *err)
     int rc = query_body(req, fields, &body, err);
     if (rc < 0)
         return rc;
-    rc = query_data_get(app, id, body, &d, err);
+    rc = query_data_get(req, id, body, &d, err);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;
@@ -189,7 +190,7 @@ static int gradients_post(http_req_t *req, err_t *err)
     int rc = query_body(req, fields, &body, err);
     if (rc < 0)
         return rc;
-    rc = query_data_get(app, id, body, &d, err);
+    rc = query_data_get(req, id, body, &d, err);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;
@@ -233,7 +234,7 @@ static int predict_post(http_req_t *req, err_t *err)
         return rc;
     if ((rc = present_check_fields(body, fields, err)) < 0 ||
         (rc = model_dims(app, id, &n_x, &n_y, err)) < 0 ||
-        (rc = codec_batch_decode(body, n_x, n_y, 0, 0, &b, err)) < 0)
+        (rc = present_batch_decode(req, body, n_x, n_y, 0, &b, err)) < 0)
         goto out;
     model_t *m = NULL;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
@@ -381,7 +382,7 @@ static int gradcheck_post(http_req_t *req, err_t *err)
         }
         eps = je->valuedouble;
     }
-    rc = query_data_get(app, id, body, &d, err);
+    rc = query_data_get(req, id, body, &d, err);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;

@@ -3,8 +3,10 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "app.h"
 #include "codec.h"
@@ -33,6 +35,37 @@ static int reply_job(http_req_t *req, int64_t job_id, err_t *err)
 static int reply_result(http_req_t *req, int64_t id, const train_result_t *res)
 {
     return http_reply_json(req, 200, trainer_result_json(id, res));
+}
+
+/* A synchronous run on its own thread: a run may take minutes, and a server thread blocked
+ * that long would stall every other connection it serves. */
+typedef struct sync_run {
+    http_req_t *req;
+    app_t *app;
+    trainer_opts_t o;
+} sync_run_t;
+
+static void *sync_run_main(void *arg)
+{
+    sync_run_t *sr = arg;
+    int64_t id = sr->o.model_id;
+    err_t err = {0};
+    train_result_t res;
+    int rc = trainer_run(sr->app, &sr->o, &res, &err);
+    if (rc < 0) {
+        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL)
+            jobs_events_done(sr->app->jobs, id, &res, &err);
+    } else {
+        jobs_events_done(sr->app->jobs, id, &res, NULL);
+        if ((rc = reply_result(sr->req, id, &res)) < 0)
+            err_set(&err, rc, "out of memory encoding the train result");
+    }
+    if (rc < 0)
+        http_reply_error(sr->req, &err);
+    store_thread_end(sr->app->store);      /* this thread's connection: one per run otherwise */
+    http_resume(sr->req);                  /* sr->req belongs to the server from here on */
+    free(sr);
+    return NULL;
 }
 
 /* POST /v1/models/{id}/train: a train request (API.md); an empty body is the defaults. */
@@ -67,15 +100,23 @@ static int train_post(http_req_t *req, err_t *err)
         return reply_job(req, job_id, err);
     }
     cJSON_Delete(body);
-    train_result_t res;
-    rc = trainer_run(app, &o, &res, err);
-    if (rc < 0) {
-        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL)
-            jobs_events_done(app->jobs, id, &res, err);
-        return rc;
+    sync_run_t *sr = malloc(sizeof *sr);
+    if (sr == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    *sr = (sync_run_t){.req = req, .app = app, .o = o};
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    http_defer(req);
+    int prc = pthread_create(&t, &attr, sync_run_main, sr);
+    pthread_attr_destroy(&attr);
+    if (prc != 0) {
+        free(sr);
+        return err_set(err, ERR_UNAVAILABLE, "cannot start a training thread: %s",
+                       strerror(prc));
     }
-    jobs_events_done(app->jobs, id, &res, NULL);
-    return reply_result(req, id, &res);
+    return 0;
 }
 
 /* POST /v1/models/{id}/step: {"x","y","learning_rate"?}: one update on this batch, which is
@@ -112,7 +153,7 @@ static int step_post(http_req_t *req, err_t *err)
         goto out;
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     registry_read_end(app->registry, id);
-    if ((rc = codec_batch_decode(body, n_x, n_y, 1, 0, &b, err)) < 0)
+    if ((rc = present_batch_decode(req, body, n_x, n_y, 1, &b, err)) < 0)
         goto out;
     batch_t batch = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
     o.batch = &batch;

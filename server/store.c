@@ -9,6 +9,7 @@
  */
 #include "store.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -17,7 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "embedded.h"
 
@@ -41,6 +46,7 @@ typedef struct conn {
 struct store {
     char *path;
     uint64_t uid;
+    int busy_ms;                   /* busy timeout of every connection */
     int schema_version;
     pthread_mutex_t mu;            /* guards conns */
     conn_t *conns;
@@ -76,6 +82,49 @@ static int64_t mono_ns(void)
 }
 
 /*
+ * SQLite reports most failed writes as "disk I/O error", and the errno it saw is often gone by
+ * the time the error comes back. Name the usual causes from the outside instead: a read-only
+ * file system or file, a full one, a file size limit (ulimit -f). 1 with `buf` filled when
+ * one applies.
+ */
+static int io_cause(sqlite3 *db, char *buf, size_t size)
+{
+    int sys = sqlite3_system_errno(db);
+    const char *path = sqlite3_db_filename(db, "main");
+    struct statvfs vfs;
+    struct rlimit rl;
+    char wal[4096];
+    if (sys == EROFS || sys == EPERM || sys == EACCES || path == NULL || path[0] == '\0')
+        goto errno_only;
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    if ((statvfs(path, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) || access(path, W_OK) != 0 ||
+        (access(wal, F_OK) == 0 && access(wal, W_OK) != 0)) {
+        snprintf(buf, size, "storage is read-only");
+        return 1;
+    }
+    if (sys == ENOSPC || sys == EDQUOT || (statvfs(path, &vfs) == 0 && vfs.f_bavail == 0)) {
+        snprintf(buf, size, "storage full");
+        return 1;
+    }
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        snprintf(buf, size, "storage full (the file size limit, ulimit -f, is %llu bytes)",
+                 (unsigned long long)rl.rlim_cur);
+        return 1;
+    }
+    if (sys == EFBIG) {
+        snprintf(buf, size, "storage full (%s)", strerror(sys));
+        return 1;
+    }
+    return 0;
+errno_only:
+    if (sys == EROFS || sys == EPERM || sys == EACCES) {
+        snprintf(buf, size, "storage is read-only (%s)", strerror(sys));
+        return 1;
+    }
+    return 0;
+}
+
+/*
  * The one place SQLite result codes become err codes. Storage trouble (full, read-only, I/O,
  * locked past the busy timeout, corrupt) is ERR_UNAVAILABLE: the request was fine, retrying
  * later may work, and the HTTP layer answers 503. `what` names the operation for the message.
@@ -83,12 +132,21 @@ static int64_t mono_ns(void)
 static int db_fail(sqlite3 *db, int rc, const char *what, err_t *err)
 {
     const char *detail = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if ((rc & 0xff) == SQLITE_IOERR && db != NULL) {
+        char cause[160];
+        if (io_cause(db, cause, sizeof cause))
+            return err_set(err, ERR_UNAVAILABLE, "%s while %s: %s", cause, what, detail);
+    }
     switch (rc & 0xff) {
     case SQLITE_FULL:
         return err_set(err, ERR_UNAVAILABLE, "storage full while %s: %s", what, detail);
     case SQLITE_READONLY:
         return err_set(err, ERR_UNAVAILABLE, "storage is read-only while %s: %s", what, detail);
+    case SQLITE_PERM:
+        return err_set(err, ERR_UNAVAILABLE, "storage is read-only while %s: %s", what, detail);
     case SQLITE_IOERR:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOLFS:
         return err_set(err, ERR_UNAVAILABLE, "storage I/O error while %s: %s", what, detail);
     case SQLITE_CANTOPEN:
         return err_set(err, ERR_UNAVAILABLE, "cannot open the database while %s: %s", what,
@@ -146,7 +204,7 @@ static int conn_open(store_t *s, conn_t **out, err_t *err)
         return ERR_UNAVAILABLE;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(c->db, s->busy_ms);
     /* journal_mode first: it must run outside a transaction, and reading the header is also the
      * first point where a file that is not a database is detected. */
     rc = conn_exec(c, "PRAGMA journal_mode=WAL", "setting WAL mode", err);
@@ -443,6 +501,22 @@ int store_open(const char *path, store_t **out, err_t *err)
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
     }
     s->uid = atomic_fetch_add(&store_next_uid, 1);
+    s->busy_ms = STORE_BUSY_TIMEOUT_MS;
+    /* Tests (and operators with slow disks) may change how long a write waits for a lock held
+     * by another process before it is answered 503; docs/operations.md. */
+    const char *env = getenv("NEUROND_BUSY_TIMEOUT_MS");
+    if (env != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (env[0] == '\0' || *end != '\0' || errno != 0 || v < 0 || v > 600000) {
+            free(s->path);
+            free(s);
+            return err_set(err, ERR_INVAL, "NEUROND_BUSY_TIMEOUT_MS='%.40s': expected an "
+                           "integer in [0, 600000] (milliseconds)", env);
+        }
+        s->busy_ms = (int)v;
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->ping_mu, NULL);
     conn_t *c = NULL;
@@ -476,6 +550,23 @@ void store_close(store_t *s)
     pthread_mutex_destroy(&s->ping_mu);
     free(s->path);
     free(s);
+}
+
+void store_thread_end(store_t *s)
+{
+    if (s == NULL || tl_conn.uid != s->uid || tl_conn.conn == NULL)
+        return;
+    conn_t *c = tl_conn.conn;
+    tl_conn.conn = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (conn_t **p = &s->conns; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    conn_free(c);
 }
 
 int store_schema_version(store_t *s)
@@ -521,6 +612,146 @@ int store_ping(store_t *s, err_t *err)
     if (err != NULL)
         *err = result;
     return result.code;
+}
+
+const char *store_path(const store_t *s)
+{
+    return s->path;
+}
+
+/* ---- backups ---------------------------------------------------------------------------------- */
+
+#define STORE_BACKUP_TRIES 50      /* x 100 ms: the busy timeout, for a source that is locked */
+
+static int db_exec(sqlite3 *db, const char *sql, const char *what, err_t *err)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : db_fail(db, rc, what, err);
+}
+
+/* Remove a failed copy and the journal SQLite may have left beside it. */
+static void backup_remove(const char *out_path)
+{
+    char side[4096];
+    unlink(out_path);
+    static const char *const suffixes[] = {"-journal", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; ++i)
+        if ((size_t)snprintf(side, sizeof side, "%s%s", out_path, suffixes[i]) < sizeof side)
+            unlink(side);
+}
+
+/*
+ * Copy the main database of `src` to `out_path` with one sqlite3_backup_step(-1): the whole copy
+ * is read inside one read transaction, so it is one committed state, and writers on other
+ * connections are never blocked (WAL) and never make the copy restart. Incremental steps would
+ * restart after every commit of a training run and might never finish.
+ */
+static int backup_copy(sqlite3 *src, const char *out_path, err_t *err)
+{
+    struct stat st;
+    if (stat(out_path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_size > 0))
+        return err_set(err, ERR_CONFLICT, "backup file '%s' already exists", out_path);
+    if (!sqlite3_get_autocommit(src))
+        return err_set(err, ERR_INTERNAL, "store_backup: called inside a transaction");
+    sqlite3 *dst = NULL;
+    int rc = 0;
+    int sq = sqlite3_open_v2(out_path, &dst,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (sq != SQLITE_OK) {
+        rc = err_set(err, ERR_UNAVAILABLE, "cannot create backup file '%s': %s", out_path,
+                     dst != NULL ? sqlite3_errmsg(dst) : sqlite3_errstr(sq));
+        goto out;
+    }
+    sqlite3_extended_result_codes(dst, 1);
+    sqlite3_busy_timeout(dst, STORE_BUSY_TIMEOUT_MS);
+    /* The destination is new and private: a rollback journal and a full sync at its commit. */
+    if ((rc = db_exec(dst, "PRAGMA synchronous=FULL", "configuring the backup file", err)) < 0)
+        goto out;
+    for (int tries = 0;; ++tries) {
+        sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+        if (b == NULL) {
+            rc = db_fail(dst, sqlite3_extended_errcode(dst), "starting a backup", err);
+            goto out;
+        }
+        sq = sqlite3_backup_step(b, -1);
+        int fin = sqlite3_backup_finish(b);
+        if (sq == SQLITE_DONE && fin == SQLITE_OK)
+            break;
+        int code = sq != SQLITE_DONE ? sq : fin;
+        if (((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED) &&
+            tries + 1 < STORE_BACKUP_TRIES) {
+            sqlite3_sleep(100);
+            continue;
+        }
+        rc = db_fail(dst, code, "copying the database", err);
+        goto out;
+    }
+    /* The copied header says WAL (the source's mode): make the file self-contained. */
+    rc = db_exec(dst, "PRAGMA journal_mode=DELETE", "finishing the backup file", err);
+out:
+    if (dst != NULL && sqlite3_close(dst) != SQLITE_OK && rc == 0)
+        rc = err_set(err, ERR_UNAVAILABLE, "cannot close backup file '%s'", out_path);
+    if (rc < 0)
+        backup_remove(out_path);
+    return rc;
+}
+
+int store_backup(store_t *s, const char *out_path, err_t *err)
+{
+    conn_t *c = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0)
+        return rc;
+    return backup_copy(c->db, out_path, err);
+}
+
+int store_backup_file(const char *db_path, const char *out_path, int *schema_version,
+                      err_t *err)
+{
+    if (schema_version != NULL)
+        *schema_version = 0;
+    struct stat st;
+    if (stat(db_path, &st) != 0)
+        return err_set(err, ERR_NOTFOUND, "database '%s' does not exist", db_path);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int rc = 0;
+    /* Read-write without CREATE: reading a WAL database may need to create its -shm file, and
+     * a missing file must not become an empty database. Nothing is written. */
+    int src = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (src != SQLITE_OK) {
+        rc = err_set(err, ERR_UNAVAILABLE, "cannot open database '%s': %s", db_path,
+                     db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+        goto out;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    src = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", -1, &q,
+                             NULL);
+    if (src != SQLITE_OK) {
+        if ((src & 0xff) == SQLITE_ERROR)       /* no such table */
+            rc = err_set(err, ERR_INVAL, "'%s' is not a neurond database (no schema_version)",
+                         db_path);
+        else
+            rc = db_fail(db, src, "reading schema_version", err);
+        goto out;
+    }
+    src = sqlite3_step(q);
+    if (src != SQLITE_ROW) {
+        rc = db_fail(db, src, "reading schema_version", err);
+        goto out;
+    }
+    int version = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    q = NULL;
+    if ((rc = backup_copy(db, out_path, err)) < 0)
+        goto out;
+    if (schema_version != NULL)
+        *schema_version = version;
+out:
+    sqlite3_finalize(q);
+    sqlite3_close_v2(db);
+    return rc;
 }
 
 /* ---- transactions ----------------------------------------------------------------------------- */

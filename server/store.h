@@ -80,7 +80,8 @@ typedef struct store_batch_info {
 
 /*
  * Open (creating if needed) the database at `path`, set WAL, synchronous=FULL, foreign keys and
- * a 5 s busy timeout, and apply every embedded migration schema/NNN_*.sql not yet recorded in
+ * a 5 s busy timeout (NEUROND_BUSY_TIMEOUT_MS in the environment overrides it: 0..600000, else
+ * ERR_INVAL), and apply every embedded migration schema/NNN_*.sql not yet recorded in
  * schema_version, each in its own transaction. `*out` is new (free with store_close()), NULL on
  * failure. A database written by a newer neurond (unknown higher version) is refused.
  */
@@ -90,6 +91,12 @@ int store_open(const char *path, store_t **out, err_t *err);
  * any more. NULL is a no-op. */
 void store_close(store_t *s);
 
+/* Close the calling thread's connection to `s`, if it opened one. A thread that ends while the
+ * store stays open (a job's thread, a synchronous training run's thread) calls it last, after
+ * its final store call: connections are per thread, and without it each such thread leaves
+ * its connection -- two file descriptors and its page cache -- open until store_close(). */
+void store_thread_end(store_t *s);
+
 /* Schema version after migration (highest applied NNN). */
 int store_schema_version(store_t *s);
 
@@ -98,6 +105,32 @@ int store_schema_version(store_t *s);
  * returns the cached answer otherwise: 0, or ERR_UNAVAILABLE with the reason in err.
  */
 int store_ping(store_t *s, err_t *err);
+
+/* The database path given to store_open(). Borrowed: valid until store_close(). */
+const char *store_path(const store_t *s);
+
+/* ---- backups -------------------------------------------------------------------------------- */
+
+/*
+ * Write a consistent copy of the database to `out_path`: one committed state, read in a single
+ * pass of SQLite's online backup API while other threads and processes keep reading and
+ * committing (WAL). The copy is a self-contained rollback-journal database (no -wal file),
+ * synced to disk; neurond turns it back to WAL when it opens it. `out_path` must not exist or be
+ * an empty regular file (as mkstemp() leaves it), else ERR_CONFLICT: nothing is overwritten. On
+ * failure the partial copy is removed. Uses the calling thread's connection, which must not be
+ * inside a transaction.
+ */
+int store_backup(store_t *s, const char *out_path, err_t *err);
+
+/*
+ * The same for the database file at `db_path` without a store_t (neurond --backup): opens it
+ * without creating or migrating it -- an older schema is copied as it is, which is what a backup
+ * before an upgrade needs -- copies it, and closes it. Safe while a daemon uses the file.
+ * `*schema_version` (may be NULL) is the copy's highest applied migration. ERR_NOTFOUND when
+ * `db_path` does not exist, ERR_INVAL when it is not a neurond database.
+ */
+int store_backup_file(const char *db_path, const char *out_path, int *schema_version,
+                      err_t *err);
 
 /* ---- transactions (per calling thread) ------------------------------------------------------ */
 

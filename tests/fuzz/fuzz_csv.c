@@ -6,13 +6,68 @@
  * its end).
  *
  * Contracts checked: a failure has a negative code and a message and leaves the batch empty; a
- * success has 1..max_rows rows, the requested column counts, finite values, and y exactly when
- * there are label columns.
+ * success has 1..max_rows rows, the requested column counts, finite values, y exactly when
+ * there are label columns, and every value equal bit for bit to strtod() of its field.
  */
 #include <math.h>
 
 #include "codec.h"
 #include "fuzz_util.h"
+
+static int csv_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+/*
+ * Every value must equal strtod() of its field's text, bit for bit: the decoder's fast path
+ * (Clinger) must round exactly like the C library. After a successful decode every line but a
+ * skipped header is a row, so the header was skipped exactly when there is one line too many.
+ */
+static void check_values(const codec_batch_t *b, const char *text, size_t len)
+{
+    const char *p = text, *end = text + len;
+    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    while (end > p && (csv_space(end[-1]) || end[-1] == '\n'))
+        --end;
+    int64_t lines = 1;
+    for (const char *q = p; q < end; ++q)
+        lines += *q == '\n';
+    FUZZ_CHECK(lines == b->rows || lines == (int64_t)b->rows + 1, "%lld lines for %d rows",
+               (long long)lines, b->rows);
+    int skip = lines == (int64_t)b->rows + 1;
+    int32_t cols = b->n_x + b->n_y;
+    for (int64_t line = 0, row = 0; p < end; ++line) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+        if (!(skip && line == 0)) {
+            const char *f = p;
+            for (int32_t c = 0; c < cols; ++c) {
+                const char *comma = memchr(f, ',', (size_t)(le - f));
+                const char *fs = f, *fe = comma != NULL ? comma : le;
+                while (fs < fe && csv_space(*fs))
+                    ++fs;
+                while (fe > fs && csv_space(fe[-1]))
+                    --fe;
+                char buf[160];
+                size_t n = (size_t)(fe - fs);
+                FUZZ_CHECK(n > 0 && n < sizeof buf, "row %lld column %d: %zu characters",
+                           (long long)row, c, n);
+                memcpy(buf, fs, n);
+                buf[n] = '\0';
+                double want = strtod(buf, NULL);
+                double got = c < b->n_x ? b->x[row * b->n_x + c] : b->y[row * b->n_y + c - b->n_x];
+                FUZZ_CHECK(memcmp(&want, &got, sizeof want) == 0,
+                           "row %lld column %d \"%s\": %.17g, strtod gives %.17g", (long long)row,
+                           c, buf, got, want);
+                f = comma != NULL ? comma + 1 : le;
+            }
+            ++row;
+        }
+        p = nl != NULL ? nl + 1 : end;
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -50,6 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 2; i < size; ++i)
         lines += data[i] == '\n';
     FUZZ_CHECK(b.rows <= lines, "rows=%d from %lld lines", b.rows, (long long)lines);
+    check_values(&b, (const char *)data + 2, size - 2);
     codec_batch_free(&b);
     return 0;
 }

@@ -4,7 +4,8 @@
  *
  * Contracts checked: every failure has a negative code and a message; a decoded graph encodes
  * and decodes back to the same encoding; node lookup and child links are consistent; forward
- * and backward touch only their own buffers (ASan); a Jacobian of a small output runs.
+ * and backward (from a scalar, or with a seed for a larger output) touch only their own buffers
+ * (ASan); a Jacobian of a small output runs.
  */
 #include "codec.h"
 #include "fuzz_util.h"
@@ -85,6 +86,13 @@ static void run_rows(ad_graph_t *g, int32_t rows, fuzz_rng_t *r)
         rc = ad_backward(g, out, &err);
         FUZZ_CHECK(rc == ERR_SHAPE, "backward of a %lld-element output: rc=%d",
                    (long long)n_out, rc);
+        double *seed = malloc((size_t)n_out * sizeof *seed);
+        FUZZ_CHECK(seed != NULL, "out of memory");
+        for (int64_t i = 0; i < n_out; ++i)
+            seed[i] = fuzz_value(r);
+        rc = ad_backward_seed(g, out, seed, &err);
+        FUZZ_CHECK(rc == 0, "backward with a seed: %s", err.msg);
+        free(seed);
     }
     /* A Jacobian of a small output wrt the first param (or node 0). */
     int32_t wrt = ad_n_param_node(g) > 0 ? ad_param_node(g, 0) : 0;

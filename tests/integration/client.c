@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
@@ -89,15 +90,28 @@ static int spawn(it_daemon_t *d)
     for (int i = 0; i < d->n_extra; ++i)
         argv[n++] = d->extra[i];
     argv[n] = NULL;
+    int log_fd = -1;
+    if (d->log[0] != '\0' &&
+        (log_fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
+        if (log_fd >= 0)
+            close(log_fd);
         return -1;
     }
     if (pid == 0) {
         dup2(fds[1], STDOUT_FILENO);
+        if (log_fd >= 0)
+            dup2(log_fd, STDERR_FILENO);
+        for (int i = 0; i < d->n_env; ++i)
+            putenv(d->env[i]);
         close(fds[0]);
         close(fds[1]);
         execv(d->exe, (char *const *)argv);
@@ -105,6 +119,8 @@ static int spawn(it_daemon_t *d)
         _exit(127);
     }
     close(fds[1]);
+    if (log_fd >= 0)
+        close(log_fd);
     d->pid = pid;
     d->out_fd = fds[0];
     d->port = read_port(d);
@@ -122,6 +138,13 @@ static int spawn(it_daemon_t *d)
 
 int it_start(it_daemon_t *d, const char *exe, const char *const *extra)
 {
+    it_opts_t o = {.extra = extra};
+    return it_start_opts(d, exe, &o);
+}
+
+int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts)
+{
+    const char *const *extra = opts != NULL ? opts->extra : NULL;
     memset(d, 0, sizeof *d);
     d->out_fd = -1;
     snprintf(d->exe, sizeof d->exe, "%s", exe);
@@ -134,6 +157,11 @@ int it_start(it_daemon_t *d, const char *exe, const char *const *extra)
     snprintf(d->db, sizeof d->db, "%s/t.db", d->dir);
     for (; extra != NULL && extra[d->n_extra] != NULL && d->n_extra < IT_MAX_ARGS; d->n_extra++)
         d->extra[d->n_extra] = strdup(extra[d->n_extra]);
+    const char *const *env = opts != NULL ? opts->env : NULL;
+    for (; env != NULL && env[d->n_env] != NULL && d->n_env < IT_MAX_ARGS; d->n_env++)
+        d->env[d->n_env] = strdup(env[d->n_env]);
+    if (opts != NULL && opts->capture_stderr)
+        snprintf(d->log, sizeof d->log, "%s/stderr.log", d->dir);
     return spawn(d);
 }
 
@@ -217,6 +245,10 @@ void it_cleanup(it_daemon_t *d)
     for (int i = 0; i < d->n_extra; ++i)
         free(d->extra[i]);
     d->n_extra = 0;
+    for (int i = 0; i < d->n_env; ++i)
+        free(d->env[i]);
+    d->n_env = 0;
+    d->log[0] = '\0';
     d->dir[0] = '\0';
 }
 
@@ -388,4 +420,24 @@ char *it_header(const char *headers, const char *name)
         line = eol + 2;
     }
     return found;
+}
+
+char *it_read_log(const it_daemon_t *d)
+{
+    FILE *f = d->log[0] != '\0' ? fopen(d->log, "rb") : NULL;
+    grow_t g = {0};
+    char buf[4096];
+    size_t n;
+    while (f != NULL && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+        char *p = realloc(g.p, g.len + n + 1);
+        if (p == NULL)
+            break;
+        memcpy(p + g.len, buf, n);
+        g.p = p;
+        g.len += n;
+        g.p[g.len] = '\0';
+    }
+    if (f != NULL)
+        fclose(f);
+    return g.p != NULL ? g.p : strdup("");
 }

@@ -34,7 +34,17 @@ typedef struct it_daemon {
     char db[PATH_MAX + 16];
     int n_extra;
     char *extra[IT_MAX_ARGS];  /* extra arguments, kept for it_restart() */
+    int n_env;
+    char *env[IT_MAX_ARGS];    /* "NAME=value" added to the daemon's environment */
+    char log[PATH_MAX + 16];   /* "" or the file the daemon's stderr goes to (it_opts_t) */
 } it_daemon_t;
+
+/* More ways to start a daemon (it_start_opts); every field may be NULL / 0. */
+typedef struct it_opts {
+    const char *const *extra;  /* more arguments, NULL-terminated */
+    const char *const *env;    /* "NAME=value" entries for the daemon's environment */
+    int capture_stderr;        /* send the daemon's stderr to <dir>/stderr.log (d->log) */
+} it_opts_t;
 
 extern const char *it_exe;     /* argv[1]: path to neurond */
 extern const char *it_golden;  /* argv[2]: tests/golden directory */
@@ -45,6 +55,13 @@ void it_init(int argc, char **argv);
 /* Start a daemon on a fresh database. `extra` is a NULL-terminated list of more arguments (or
  * NULL). Returns 0, or -1 (message on stderr) when it did not come up within 10 s. */
 int it_start(it_daemon_t *d, const char *exe, const char *const *extra);
+
+/* it_start() with environment variables and stderr capture; kept for restarts. */
+int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts);
+
+/* The captured stderr so far (it_opts_t.capture_stderr), new and NUL-terminated; "" when
+ * nothing was captured. */
+char *it_read_log(const it_daemon_t *d);
 
 /* Stop with SIGTERM and start again on the same database and arguments. Returns 0 or -1. */
 int it_restart(it_daemon_t *d);

@@ -272,6 +272,44 @@ START_TEST(symbolic_shapes)
 }
 END_TEST
 
+/* A capped build refuses fixed values over the cap before allocating, naming the node that
+ * crosses it, and later binds refuse row counts that would cross it. */
+START_TEST(capped_build_bounds_all_values)
+{
+    ad_graph_spec_t s = {0};
+    ad_graph_t *g = NULL;
+    err_t err = {0};
+    leaf(&s, "c", AD_OP_CONST, shp(2, 1, 100), NULL);
+    node(&s, "ct", AD_OP_TRANSPOSE, "c", NULL, 0);
+    node(&s, "big", AD_OP_MATMUL, "ct", "c", 0);   /* [100, 100] */
+    node(&s, "L", AD_OP_SUM, "big", NULL, 0);
+    strcpy(s.output, "L");
+    int rc = ad_graph_build_capped(&s, 0, 10000, &g, &err);
+    ck_assert_int_eq(rc, ERR_RANGE);
+    ck_assert_ptr_null(g);
+    ck_assert_str_eq(err.field, "big");
+    ck_assert_ptr_nonnull(strstr(err.msg, "limit of 10000 values"));
+    ck_assert_int_eq(ad_graph_build_capped(&s, 0, 10201, &g, &err), 0);  /* 100+100+10000+1 */
+    ad_graph_free(g);
+    ad_graph_spec_free(&s);
+
+    leaf(&s, "x", AD_OP_INPUT, shp(2, AD_ROWS, 1), NULL);
+    node(&s, "xt", AD_OP_TRANSPOSE, "x", NULL, 0);
+    node(&s, "outer", AD_OP_MATMUL, "x", "xt", 0);  /* [rows, rows] */
+    node(&s, "L", AD_OP_SUM, "outer", NULL, 0);
+    strcpy(s.output, "L");
+    g = NULL;
+    ck_assert_int_eq(ad_graph_build_capped(&s, 0, 1000, &g, &err), 0);
+    ck_assert_int_eq(ad_graph_bind(g, 20, &err), 0);          /* 20+20+400+1 */
+    rc = ad_graph_bind(g, 40, &err);                          /* 40+40+1600+1 */
+    ck_assert_int_eq(rc, ERR_RANGE);
+    ck_assert_str_eq(err.field, "outer");
+    ck_assert_int_eq(ad_graph_bind(g, 10, &err), 0);          /* still usable */
+    ad_graph_free(g);
+    ad_graph_spec_free(&s);
+}
+END_TEST
+
 /* ---- order, layout, binding ---------------------------------------------------------------- */
 
 START_TEST(topological_order)
@@ -661,6 +699,7 @@ static Suite *suite(void)
     tcase_add_test(tc, topological_order);
     tcase_add_test(tc, param_layout);
     tcase_add_test(tc, bind_and_rebind);
+    tcase_add_test(tc, capped_build_bounds_all_values);
     tcase_add_test(tc, input_view);
     tcase_add_test(tc, backward_contracts);
     tcase_add_test(tc, node_used_twice_accumulates);

@@ -1,0 +1,993 @@
+"""bench/bench.py -- the driver behind scripts/bench: runs every measurement of the performance
+issue in one invocation, interleaved, and writes the report (bench/results.md).
+
+Python standard library only, so it runs with any python3: the peers (bench/peers/*) are
+started as separate processes with Debian's /usr/bin/python3 (numpy, torch, sklearn) and are
+skipped, and said to be skipped, when that interpreter lacks them.
+
+    bench.py --bench-lib B --bare-mhd B --neurond B --out FILE [--smoke] [--rounds R]
+             [--python /usr/bin/python3] [--only-c]
+
+Exit status: 0 when every measurement ran and every cross-check held; 1 on a harness error
+(a runner failed, a non-2xx answer, runners disagreeing on the loss). Speed never fails it.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WARMUP = 2    # untimed steps before the timed ones, in every runner (also the loss cross-check)
+PROFILE = 2   # libneuron steps with every cblas_dgemm timed
+ROOT = os.path.dirname(HERE)
+
+
+class HarnessError(Exception):
+    pass
+
+
+def log(msg):
+    sys.stderr.write("bench: %s\n" % msg)
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ workloads
+
+def workloads(smoke):
+    """W1..W5 of the issue. Full sizes are the issue's; smoke sizes only keep the shapes' kind."""
+    sgd = lambda lr: {"method": "sgd", "learning_rate": lr}
+    w = [
+        {"name": "W1", "title": "logistic 100k×100", "task": "binary", "rows": 100000, "data_seed": 101,
+         "steps": 10, "spec": {"name": "bench-W1", "kind": "logistic", "inputs": 100, "loss": "bce",
+                                "reduction": "mean", "init": {"method": "uniform", "scale": 0.01, "seed": 1},
+                                "optimizer": sgd(0.5)}},
+        {"name": "W2", "title": "softmax 60k×784, 10 classes", "task": "class", "rows": 60000, "data_seed": 102,
+         "steps": 5, "spec": {"name": "bench-W2", "kind": "softmax", "inputs": 784, "classes": 10, "loss": "cce",
+                                "reduction": "mean", "init": {"method": "uniform", "scale": 0.01, "seed": 2},
+                                "optimizer": sgd(0.5)}},
+        {"name": "W3", "title": "MLP 784-128(sigmoid)-10(softmax), 10k rows", "task": "class", "rows": 10000,
+         "data_seed": 103, "steps": 5,
+         "spec": {"name": "bench-W3", "kind": "mlp", "inputs": 784, "hidden": [{"units": 128, "activation": "sigmoid"}],
+                  "outputs": 10, "output_activation": "softmax", "loss": "cce", "reduction": "mean",
+                  "init": {"method": "xavier", "seed": 3}, "optimizer": sgd(0.5)}},
+        {"name": "W4", "title": "3-3-1 sigmoid net, 3 rows", "task": "binary", "rows": 3, "data_seed": 104,
+         "steps": 2000,
+         "spec": {"name": "bench-W4", "kind": "mlp", "inputs": 3, "hidden": [{"units": 3, "activation": "sigmoid"}],
+                  "outputs": 1, "output_activation": "sigmoid", "loss": "bce", "reduction": "mean",
+                  "init": {"method": "uniform", "scale": 0.5, "seed": 4}, "optimizer": sgd(0.5)}},
+        {"name": "W5", "title": "linear regression 100k×100", "task": "regression", "rows": 100000,
+         "data_seed": 105, "steps": 10,
+         "spec": {"name": "bench-W5", "kind": "linear", "inputs": 100, "loss": "l2", "reduction": "mean",
+                  "init": {"method": "uniform", "scale": 0.01, "seed": 5}, "optimizer": sgd(0.1)}},
+    ]
+    if smoke:
+        for x, rows in zip(w, (1000, 500, 200, 3, 1000)):
+            x["rows"] = rows
+            x["steps"] = 200 if x["name"] == "W4" else 3
+    return w
+
+
+# ------------------------------------------------------------------ statistics
+
+def quantile(xs, q):
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summary(xs):
+    return {"median": quantile(xs, 0.5), "p10": quantile(xs, 0.1), "p90": quantile(xs, 0.9), "n": len(xs)}
+
+
+def fmt_time_us(us):
+    if us != us:
+        return "—"
+    if us >= 1e6:
+        return "%.3g s" % (us / 1e6)
+    if us >= 1e3:
+        return "%.3g ms" % (us / 1e3)
+    return "%.3g µs" % us
+
+
+def fmt_spread(s):
+    return "%s (%s–%s)" % (fmt_time_us(s["median"]), fmt_time_us(s["p10"]), fmt_time_us(s["p90"]))
+
+
+# ------------------------------------------------------------------ processes
+
+def run_json(cmd, env=None, timeout=1800):
+    """Run a command that prints JSON lines; return them parsed. Failures are harness errors."""
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=timeout, text=True)
+    if p.returncode != 0:
+        raise HarnessError("%s exited with %d:\n%s" % (" ".join(cmd[:3]), p.returncode, p.stderr[-3000:]))
+    out = []
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError as e:
+                raise HarnessError("%s printed bad JSON (%s): %s" % (cmd[0], e, line[:200]))
+    if not out:
+        raise HarnessError("%s printed no result:\n%s" % (" ".join(cmd[:3]), p.stderr[-2000:]))
+    log("  %-60s %.1f s" % (" ".join(os.path.basename(c) if i < 2 else c for i, c in enumerate(cmd[:4])),
+                            time.monotonic() - t0))
+    return out
+
+
+def peer_env(torch=False):
+    """A peer's best configuration: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset in that command
+    alone (OpenBLAS then picks the kernel for this CPU), and for PyTorch a passive OpenMP pool."""
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    if torch:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def python_has(python, module):
+    if not python or not os.path.exists(python):
+        return False
+    return subprocess.run([python, "-c", "import " + module], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+# ------------------------------------------------------------------ HTTP
+
+class Daemon:
+    """A process printing '... listening on 127.0.0.1:PORT' on stdout, on a free port."""
+
+    def __init__(self, argv, name, logdir):
+        self.name = name
+        self.log = open(os.path.join(logdir, name + ".log"), "ab")
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)
+        self.port = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = self.p.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        if self.port is None:
+            self.stop()
+            raise HarnessError("%s did not start (log: %s)" % (name, self.log.name))
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def status(self, key):
+        """A /proc/PID/status field in kB (VmHWM, VmRSS)."""
+        with open("/proc/%d/status" % self.p.pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise HarnessError("no %s in /proc/%d/status" % (key, self.p.pid))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        if self.p.stdout:
+            self.p.stdout.close()
+        self.log.close()
+
+
+def http_req(port, method, path, body=None, ctype="application/json", timeout=600):
+    """One request on a fresh connection. Returns (status, parsed JSON or text, seconds from
+    sending the request line to having read the whole answer)."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.connect()
+    headers = {"Content-Type": ctype} if body is not None else {}
+    t0 = time.perf_counter()
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    secs = time.perf_counter() - t0
+    c.close()
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = data.decode(errors="replace")
+    return r.status, parsed, secs
+
+
+def api(port, method, path, body=None, ctype="application/json", timeout=600):
+    st, parsed, secs = http_req(port, method, path, body, ctype, timeout)
+    if st // 100 != 2:
+        raise HarnessError("%s %s answered %d: %s" % (method, path, st, str(parsed)[:500]))
+    return parsed, secs
+
+
+def start_neurond(args, workdir, name, extra=()):
+    db = os.path.join(workdir, name + ".db")
+    return Daemon([args.neurond, "--bind", "127.0.0.1", "--port", "0", "--db", db] + list(extra), name, workdir)
+
+
+# ------------------------------------------------------------------ the measurements
+
+def check_losses(results, lib_by_w, errors):
+    """Every runner must compute the same loss at θ0 and after the warm-up steps: otherwise the
+    timings compare different work. Returns the largest relative difference seen."""
+    worst = 0.0
+    for r in results:
+        ref = lib_by_w.get(r["workload"])
+        if ref is None:
+            continue
+        for key in ("loss0", "lossk"):
+            if key not in r or r[key] is None:
+                continue
+            a, b = r[key], ref[key]
+            rel = abs(a - b) / max(abs(b), 1e-300)
+            worst = max(worst, rel)
+            if rel > 1e-6:
+                errors.append("%s %s: %s=%.17g but libneuron has %.17g (rel %.2e)" %
+                              (r["workload"], r["runner"], key, a, b, rel))
+    return worst
+
+
+def wrk_rps(port, path, seconds, conns, body=None):
+    """wrk -t2 -cN -dS; returns requests/s. Any socket error or non-2xx is a harness error."""
+    cmd = ["wrk", "-t2", "-c%d" % conns, "-d%ds" % seconds, "--latency"]
+    env = dict(os.environ)
+    if body is not None:
+        cmd += ["-s", os.path.join(HERE, "wrk_post.lua")]
+        env["WRK_BODY"] = body
+    cmd.append("http://127.0.0.1:%d%s" % (port, path))
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                       timeout=seconds + 60)
+    if p.returncode != 0:
+        raise HarnessError("wrk failed: %s" % p.stderr[-1000:])
+    m = re.search(r"Requests/sec:\s*([0-9.]+)", p.stdout)
+    if not m:
+        raise HarnessError("wrk printed no Requests/sec:\n%s" % p.stdout)
+    if re.search(r"Non-2xx or 3xx responses", p.stdout):
+        raise HarnessError("wrk saw non-2xx answers on %s:\n%s" % (path, p.stdout))
+    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", p.stdout)
+    if se and any(int(x) for x in se.groups()):
+        raise HarnessError("wrk saw socket errors on %s:\n%s" % (path, p.stdout))
+    p50 = re.search(r"^\s*50%\s+(\S+)", p.stdout, re.M)
+    return float(m.group(1)), (p50.group(1) if p50 else "?")
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop the daemons on the way out
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench-lib")
+    ap.add_argument("--bare-mhd")
+    ap.add_argument("--neurond")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--only-c", action="store_true", help="no Python peers")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--render", metavar="RESULTS.json", help="only re-render a saved run into --out")
+    args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            R = json.load(f)
+        if "history" in R:   # JSON turned its integer keys into strings
+            R["history"] = {(int(k) if k.isdigit() else k): v for k, v in R["history"].items()}
+        with open(args.out, "w") as f:
+            f.write(render(R, R.get("errors", []), R.get("notes", [])))
+        return 1 if R.get("errors") else 0
+    if not (args.bench_lib and args.bare_mhd and args.neurond):
+        ap.error("--bench-lib, --bare-mhd and --neurond are required (or --render)")
+
+    smoke = args.smoke
+    rounds = args.rounds or (1 if smoke else 3)
+    threads = os.cpu_count() or 1
+    errors, notes = [], []
+    t_start = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="neurond-bench.")
+    daemons = []
+    R = {"smoke": smoke, "rounds": rounds, "threads": threads}
+    try:
+        run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes)
+    except HarnessError as e:
+        errors.append(str(e))
+    except subprocess.TimeoutExpired as e:
+        errors.append("timed out: %s" % e)
+    except Exception:   # a bug in the harness itself: still a report, still exit 1
+        errors.append(traceback.format_exc())
+    finally:
+        for d in daemons:
+            d.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log("work directory kept: %s" % workdir)
+    R["seconds"] = time.monotonic() - t_start
+    R["loadavg_end"] = loadavg()
+    R["errors"], R["notes"] = errors, notes
+    raw_path = os.path.splitext(args.out)[0] + ".json"
+    with open(raw_path, "w") as f:   # every sample, so the report can be checked or re-rendered
+        json.dump(R, f, separators=(",", ":"))
+    report = render(R, errors, notes)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(report)
+    log("report written to %s (%.0f s)" % (args.out, R["seconds"]))
+    if errors:
+        for e in errors:
+            log("HARNESS ERROR: " + e)
+        return 1
+    return 0
+
+
+def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
+    py = args.python
+    have_numpy = not args.only_c and python_has(py, "numpy")
+    have_torch = have_numpy and python_has(py, "torch")
+    have_sklearn = have_numpy and python_has(py, "sklearn")
+    have_wrk = shutil.which("wrk") is not None
+    R["peers"] = {"numpy": have_numpy, "torch": have_torch, "sklearn": have_sklearn, "wrk": have_wrk}
+    for name, ok in (("numpy", have_numpy), ("torch", have_torch), ("sklearn", have_sklearn)):
+        if not ok:
+            notes.append("%s peer not run: %s" % (name, "--only-c given" if args.only_c else
+                                                  "%s cannot import it" % py))
+    if not have_wrk:
+        notes.append("wrk not installed: requests/s figures not measured")
+    R["env"] = machine_info(args, py if have_numpy else None)
+
+    # -------------------------------------------------- data shared by every runner
+    W = workloads(smoke)
+    R["workloads"] = W
+    log("generating data in %s" % workdir)
+    for w in W:
+        path = os.path.join(workdir, w["name"] + ".json")
+        w["path"] = path
+        with open(path, "w") as f:
+            json.dump({k: w[k] for k in ("name", "task", "rows", "data_seed", "steps", "spec")}, f)
+        w["gen"] = run_json([args.bench_lib, "gen", path, workdir])[0]
+
+    # -------------------------------------------------- ceilings (again at the end)
+    ceil_cmd = [args.bench_lib, "ceil", "--threads", str(threads)] + (["--smoke"] if smoke else [])
+    ceils = [run_json(ceil_cmd)[0]]
+
+    # -------------------------------------------------- the daemon, data stored as batches
+    d = start_neurond(args, workdir, "neurond-train")
+    daemons.append(d)
+    chunk = 32 << 20
+    for w in W:
+        spec = dict(w["spec"])
+        model, _ = api(d.port, "POST", "/v1/models", spec)
+        w["model_id"] = model["id"]
+        g = w["gen"]
+        cols = g["n_x"] + g["n_y"]
+        row_bytes = cols * 8
+        per = max(1, chunk // row_bytes)
+        ingest_s = 0.0
+        with open(os.path.join(workdir, w["name"] + ".data"), "rb") as f:
+            left = g["rows"]
+            while left > 0:
+                n = min(per, left)
+                body = f.read(n * row_bytes)
+                ans, secs = api(d.port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (w["model_id"], n, cols),
+                                body, "application/octet-stream")
+                ingest_s += secs
+                left -= n
+        if ans["total_rows"] != g["rows"]:
+            raise HarnessError("%s: daemon holds %d rows, expected %d" % (w["name"], ans["total_rows"], g["rows"]))
+        w["http_ingest_s"] = ingest_s
+    log("daemon on port %d holds the workloads' data" % d.port)
+
+    # -------------------------------------------------- per-step timings, interleaved
+    runners = ["lib"] + (["numpy"] if have_numpy else []) + (["torch"] if have_torch else []) + ["http"]
+    res = {w["name"]: {r: [] for r in runners} for w in W}
+    for rnd in range(rounds):
+        order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]   # rotate each round
+        log("round %d/%d: %s" % (rnd + 1, rounds, " → ".join(order)))
+        if smoke:   # one process per peer for all workloads: torch alone takes seconds to import
+            for r in order:
+                if r in ("numpy", "torch"):
+                    for x in run_json(peer_cmd(r, args, workdir, W, threads), env=peer_env(torch=r == "torch")):
+                        res[x["workload"]][r].append(x)
+                else:
+                    for w in W:
+                        res[w["name"]][r].append(run_one(r, w, args, workdir, threads, d))
+        else:       # per workload, every runner back to back: the same machine state for all
+            for w in W:
+                for r in order:
+                    res[w["name"]][r].append(run_one(r, w, args, workdir, threads, d))
+        for w in W:
+            for r in runners:
+                if len(res[w["name"]][r]) != rnd + 1:
+                    raise HarnessError("%s: runner %s gave %d results after round %d" %
+                                       (w["name"], r, len(res[w["name"]][r]), rnd + 1))
+    R["res"] = res
+    R["runners"] = runners
+    lib_first = {w["name"]: res[w["name"]]["lib"][0] for w in W}
+    peers = [x for w in W for r in ("numpy", "torch") for x in res[w["name"]].get(r, [])]
+    R["loss_check_rel"] = check_losses(peers, lib_first, errors)
+    for w in W:   # the daemon's first train call started from θ0 too
+        h = res[w["name"]]["http"][0]
+        ref = lib_first[w["name"]]["loss0"]
+        rel = abs(h["loss_before"] - ref) / max(abs(ref), 1e-300)
+        R["loss_check_rel"] = max(R["loss_check_rel"], rel)
+        if rel > 1e-6:
+            errors.append("%s http: loss_before %.17g but libneuron's loss at θ0 is %.17g" %
+                          (w["name"], h["loss_before"], ref))
+
+    # -------------------------------------------------- lbfgs on W1 vs scikit-learn
+    w1 = W[0]
+    R["lbfgs"] = {}
+    target = None
+    if have_sklearn:
+        sk = run_json([py, os.path.join(HERE, "peers", "sklearn_peer.py"), workdir, w1["path"],
+                       "--reps", "1" if smoke else "3"], env=peer_env())[0]
+        R["lbfgs"]["sklearn"] = sk
+        target = sk["l_star"] + 1e-4
+    lb_cmd = [args.bench_lib, "lbfgs", w1["path"], workdir, "--threads", str(threads),
+              "--reps", "1" if smoke else "3", "--max-steps", "50" if smoke else "1000"]
+    if target is not None:
+        lb_cmd += ["--target", repr(target)]
+    R["lbfgs"]["lib"] = run_json(lb_cmd)[0]
+
+    # -------------------------------------------------- micro HTTP: healthz, predict
+    R["micro"] = None
+    if have_wrk:
+        secs, conns = (1, 8) if smoke else (5, 64)
+        bare = Daemon([args.bare_mhd, "--port", "0", "--threads", str(threads)], "bare_mhd", workdir)
+        daemons.append(bare)
+        tiny = next(w for w in W if w["name"] == "W4")
+        body = json.dumps({"x": [[0.1, -0.2, 0.3]]})
+        st, ans, _ = http_req(d.port, "POST", "/v1/models/%d/predict" % tiny["model_id"], body.encode())
+        if st != 200:
+            raise HarnessError("predict on the tiny model answered %d: %s" % (st, ans))
+        micro = {"healthz": {"bare": [], "neurond": []}, "predict": {"bare": [], "neurond": []},
+                 "seconds": secs, "conns": conns, "p50": {}}
+        for rnd in range(rounds):
+            log("wrk round %d/%d" % (rnd + 1, rounds))
+            pairs = [("bare", bare.port, "/healthz"), ("neurond", d.port, "/healthz")]
+            if rnd % 2:
+                pairs.reverse()
+            for who, port, path in pairs:
+                rps, p50 = wrk_rps(port, path, secs, conns)
+                micro["healthz"][who].append(rps)
+                micro["p50"]["healthz-" + who] = p50
+            pairs = [("bare", bare.port, "/v1/models/%d/predict" % tiny["model_id"]),
+                     ("neurond", d.port, "/v1/models/%d/predict" % tiny["model_id"])]
+            if rnd % 2:
+                pairs.reverse()
+            for who, port, path in pairs:
+                rps, p50 = wrk_rps(port, path, secs, conns, body)
+                micro["predict"][who].append(rps)
+                micro["p50"]["predict-" + who] = p50
+        R["micro"] = micro
+        bare.stop()
+        daemons.remove(bare)
+
+    # -------------------------------------------------- history cost on the tiny net
+    tiny = next(w for w in W if w["name"] == "W4")
+    hspec = dict(tiny["spec"], name="bench-history")
+    hm, _ = api(d.port, "POST", "/v1/models", hspec)
+    with open(os.path.join(workdir, "W4.data"), "rb") as f:
+        raw = f.read()
+    api(d.port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (hm["id"], tiny["rows"], 4), raw,
+        "application/octet-stream")
+    hsteps = 500 if smoke else 10000
+    hist = {1: [], 0: [], "steps": hsteps}
+    for rnd in range(rounds):
+        for every in ((1, 0) if rnd % 2 == 0 else (0, 1)):
+            ans, secs = api(d.port, "POST", "/v1/models/%d/train" % hm["id"],
+                            {"steps": hsteps, "history_every": every})
+            if ans["steps_run"] != hsteps:
+                raise HarnessError("history train ran %s steps (%s)" % (ans["steps_run"], ans["stopped"]))
+            hist[every].append({"wall_ms": secs * 1e3, "elapsed_ms": ans["elapsed_ms"]})
+    R["history"] = hist
+    if not d.alive():
+        raise HarnessError("neurond died during the run (log: %s)" % d.log.name)
+    d.stop()
+    daemons.remove(d)
+
+    # -------------------------------------------------- ingest throughput and peak RSS
+    sizes = {"csv": 2e6, "json": 2e6, "raw": 2e6} if smoke else {"csv": 200e6, "json": 100e6, "raw": 200e6}
+    bodies = {}
+    for fmt, size in sizes.items():
+        path = os.path.join(workdir, "body." + fmt)
+        info = run_json([args.bench_lib, "body", "--format", fmt, "--bytes", repr(size), "--out", path])[0]
+        bodies[fmt] = (path, info)
+    ingest = {fmt: [] for fmt in sizes}
+    for rnd in range(rounds):
+        for fmt in (list(sizes) if rnd % 2 == 0 else list(reversed(list(sizes)))):
+            path, info = bodies[fmt]
+            with open(path, "rb") as f:
+                body = f.read()
+            dd = start_neurond(args, workdir, "neurond-ingest-%s-%d" % (fmt, rnd),
+                               ["--max-body", str(512 << 20), "--log-level", "warn"])
+            daemons.append(dd)
+            api(dd.port, "GET", "/healthz")
+            m, _ = api(dd.port, "POST", "/v1/models", {"kind": "logistic", "inputs": 100})
+            rss0 = dd.status("VmRSS")
+            if fmt == "csv":
+                q, ct = "?header=false", "text/csv"
+            elif fmt == "json":
+                q, ct = "", "application/json"
+            else:
+                q, ct = "?rows=%d&cols=101" % info["rows"], "application/octet-stream"
+            ans, secs = api(dd.port, "POST", "/v1/models/%d/batches%s" % (m["id"], q), body, ct)
+            if ans["rows"] != info["rows"]:
+                raise HarnessError("%s ingest stored %d rows, body has %d" % (fmt, ans["rows"], info["rows"]))
+            hwm = dd.status("VmHWM")
+            ingest[fmt].append({"seconds": secs, "bytes": info["bytes"], "rows": info["rows"],
+                                "float64_bytes": info["float64_bytes"], "rss0_kb": rss0, "hwm_kb": hwm})
+            dd.stop()
+            daemons.remove(dd)
+            del body
+    R["ingest"] = ingest
+
+    ceils.append(run_json(ceil_cmd)[0])
+    R["ceils"] = ceils
+
+
+def peer_cmd(runner, args, workdir, ws, threads):
+    script = os.path.join(HERE, "peers", runner + "_peer.py")
+    return [args.python, script, workdir] + [w["path"] for w in ws] + ["--warmup", str(WARMUP), "--threads", str(threads)]
+
+
+def run_one(runner, w, args, workdir, threads, d):
+    steps, warmup = w["steps"], WARMUP
+    if runner == "lib":
+        return run_json([args.bench_lib, "run", w["path"], workdir, "--steps", str(steps), "--warmup", str(warmup),
+                         "--threads", str(threads), "--profile", str(PROFILE)])[0]
+    if runner in ("numpy", "torch"):
+        return run_json(peer_cmd(runner, args, workdir, [w], threads), env=peer_env(torch=runner == "torch"))[0]
+    # http: one train call of `steps` steps, no history rows (the library call records none)
+    ans, secs = api(d.port, "POST", "/v1/models/%d/train" % w["model_id"], {"steps": steps, "history_every": 0})
+    if ans["steps_run"] != steps:
+        raise HarnessError("%s http train ran %s of %d steps (%s)" % (w["name"], ans["steps_run"], steps, ans["stopped"]))
+    log("  http train %-8s %d steps                                   %.1f s" % (w["name"], steps, secs))
+    return {"runner": "http", "workload": w["name"], "wall_ms": secs * 1e3, "elapsed_ms": ans["elapsed_ms"],
+            "loss_before": ans["loss_before"], "steps": steps}
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine_info(args, py):
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "host": platform.node(), "loadavg_start": loadavg(), "kernel": platform.release(), "cores": os.cpu_count(),
+            "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                             "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            info["cpu"] = m.group(1) if m else "?"
+    except OSError:
+        info["cpu"] = "?"
+    try:
+        info["git"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True).stdout.strip()
+    except OSError:
+        info["git"] = "?"
+    if py:
+        v = subprocess.run([py, "-c", "import sys,numpy;print(sys.version.split()[0],numpy.__version__)"],
+                           stdout=subprocess.PIPE, text=True, env=peer_env())
+        info["python"] = py + " " + v.stdout.strip()
+    return info
+
+
+# ------------------------------------------------------------------ the report
+
+def mark(ok):
+    if ok is None:
+        return "n/a"
+    return "✓" if ok else "✗"
+
+
+def render(R, errors, notes):
+    L = []
+    smoke = R.get("smoke")
+    L.append("# neurond benchmark results")
+    L.append("")
+    if smoke:
+        L.append("**Smoke run** (tiny sizes, one round): checks that the harness works; the figures mean nothing.")
+        L.append("")
+    L.append("Written by `scripts/bench%s` — every number below comes from that one run; nothing is "
+             "edited by hand. How to read it: [README.md](README.md)." % (" --smoke" if smoke else ""))
+    L.append("")
+    env = R.get("env", {})
+    L.append("- date: %s · host: %s · kernel %s · %s cores · CPU: %s · git: %s" %
+             (env.get("date"), env.get("host"), env.get("kernel"), env.get("cores"), env.get("cpu"), env.get("git")))
+    L.append("- rounds: %s (interleaved, runner order rotated each round) · threads: %s (OpenBLAS in libneuron and "
+             "neurond, torch.set_num_threads) · harness time: %.0f s" % (R.get("rounds"), R.get("threads"),
+                                                                          R.get("seconds", 0)))
+    L.append("- load average (1, 5, 15 min) at the start: %s · at the end: %s — other work on the machine "
+             "inflates every figure, the runners' alike (they are interleaved)" %
+             (env.get("loadavg_start"), R.get("loadavg_end")))
+    oe = env.get("openblas_env", {})
+    L.append("- environment: " + ", ".join("%s=%s" % (k, v if v is not None else "(unset)") for k, v in oe.items()) +
+             " — libneuron and neurond run with it as is; the Python peers run with OPENBLAS_CORETYPE and "
+             "OPENBLAS_L2_SIZE unset (their best configuration)")
+    if env.get("python"):
+        L.append("- peers: %s" % env["python"])
+    for n in notes:
+        L.append("- note: %s" % n)
+    if errors:
+        L.append("")
+        L.append("## Harness errors")
+        L.append("")
+        L.append("The run is incomplete; these are bugs in the harness or failures of a runner, not speed:")
+        L.append("")
+        for e in errors:
+            L.append("- `%s`" % e.replace("\n", " ")[:600])
+    L.append("")
+
+    ceils = R.get("ceils") or []
+    targets = []
+    if ceils:
+        g1 = max(c["dgemm_gflops_1"] for c in ceils)
+        gt = max(c["dgemm_gflops_t"] for c in ceils)
+        bw = max(c["triad_gbs"] for c in ceils)
+        L.append("## Ceilings (measured in this run, best of the start and the end)")
+        L.append("")
+        L.append("| | figure |")
+        L.append("|---|---|")
+        L.append("| dgemm %d×%d, 1 thread | %.1f GFLOP/s |" % (ceils[0]["dgemm_n"], ceils[0]["dgemm_n"], g1))
+        L.append("| dgemm %d×%d, %d threads | %.1f GFLOP/s |" % (ceils[0]["dgemm_n"], ceils[0]["dgemm_n"],
+                                                           ceils[0]["threads"], gt))
+        L.append("| triad a=b+s·c, 3 × %d MiB, %d threads | %.1f GB/s |" % (ceils[0]["triad_mib_per_array"],
+                                                                        ceils[0]["threads"], bw))
+        L.append("| OpenBLAS | %s (core: %s) |" % (ceils[0]["config"], ceils[0]["corename"]))
+        L.append("")
+        L.append("Per-run values: " + "; ".join("dgemm %.1f/%.1f GFLOP/s, triad %.1f GB/s" %
+                                              (c["dgemm_gflops_1"], c["dgemm_gflops_t"], c["triad_gbs"]) for c in ceils))
+        L.append("")
+    else:
+        gt = bw = float("nan")
+
+    res = R.get("res")
+    W = R.get("workloads") or []
+    step = {}
+    if res:
+        L.append("## Per-step time, full-batch gradient step")
+        L.append("")
+        L.append("Median (p10–p90) over all timed steps of all rounds. *lib*: libneuron's training loop "
+                 "(`train_run`), each step timed between progress callbacks; *numpy*: hand-written gradients; "
+                 "*torch*: autograd + `torch.optim.SGD`; *http*: one `POST /train` of N steps "
+                 "(`history_every` 0) per round, wall-clock of the request ÷ N (spread over rounds). "
+                 "Loss at θ0 and after the %d warm-up steps agree across runners to %.1e (relative)." %
+                 (WARMUP, R.get("loss_check_rel", float("nan"))))
+        L.append("")
+        runners = R["runners"]
+        L.append("| workload | N | " + " | ".join(runners) + " | lib ÷ numpy | lib ÷ torch | lib ÷ faster peer | floor | floor ÷ lib |")
+        L.append("|---|---|" + "---|" * len(runners) + "---|---|---|---|---|")
+        for w in W:
+            rr = res[w["name"]]
+            s = {}
+            for r in runners:
+                if r == "http":
+                    xs = [x["wall_ms"] * 1e3 / x["steps"] for x in rr[r]]
+                else:
+                    xs = [t for x in rr[r] for t in x["step_us"]]
+                s[r] = summary(xs)
+            step[w["name"]] = s
+            lib = s["lib"]["median"]
+            ratios = {p: lib / s[p]["median"] for p in ("numpy", "torch") if p in s}
+            faster = min((s[p]["median"], p) for p in ("numpy", "torch") if p in s) if ratios else None
+            fl = floor_us(w, R, gt, bw)
+            row = "| %s %s | %d | " % (w["name"], w["title"], w["steps"])
+            row += " | ".join(fmt_spread(s[r]) for r in runners)
+            row += " | %s | %s | %s | %s | %s |" % (
+                "%.3g×" % ratios["numpy"] if "numpy" in ratios else "—",
+                "%.3g×" % ratios["torch"] if "torch" in ratios else "—",
+                "%.3g× (%s)" % (lib / faster[0], faster[1]) if faster else "—",
+                fmt_time_us(fl[0]) + " " + fl[1] if fl else "—",
+                "%.0f%%" % (100 * fl[0] / lib) if fl else "—")
+            L.append(row)
+        L.append("")
+        blas = []
+        for r in ("numpy", "torch"):
+            tp = next((x.get("threadpools") for w in W for x in res[w["name"]].get(r, []) if x.get("threadpools")), None)
+            if tp:
+                blas.append("%s: %s" % (r, "; ".join("%s %s, core %s, %s threads" % (
+                    p.get("internal_api"), p.get("version"), p.get("architecture"), p.get("num_threads")) for p in tp)))
+        lib0 = next((x for w in W for x in res[w["name"]]["lib"]), None)
+        if lib0:
+            blas.insert(0, "libneuron: OpenBLAS core %s, %s threads" % (lib0.get("corename"), lib0.get("threads")))
+        if blas:
+            L.append("BLAS each runner used (threadpoolctl for the peers): " + " · ".join(blas) + ".")
+            L.append("")
+        L.append("Floors: W1, W5 one read of X at the triad bandwidth; W2, W3 the larger of the matrix products' "
+                 "flops at the dgemm ceiling and one read of X (W4 has none worth the name). *floor ÷ lib* is the "
+                 "fraction of the ceiling reached.")
+        L.append("")
+        # per-round medians, to show stability
+        L.append("<details><summary>Per-round medians</summary>")
+        L.append("")
+        L.append("| workload | " + " | ".join(runners) + " |")
+        L.append("|---|" + "---|" * len(runners))
+        for w in W:
+            rr = res[w["name"]]
+            cells = []
+            for r in runners:
+                if r == "http":
+                    cells.append(", ".join(fmt_time_us(x["wall_ms"] * 1e3 / x["steps"]) for x in rr[r]))
+                else:
+                    cells.append(", ".join(fmt_time_us(statistics.median(x["step_us"])) for x in rr[r]))
+            L.append("| %s | %s |" % (w["name"], " | ".join(cells)))
+        L.append("")
+        L.append("</details>")
+        L.append("")
+
+        # matrix products inside libneuron's step
+        L.append("### Matrix products inside libneuron's step")
+        L.append("")
+        L.append("Every `cblas_dgemm` libneuron makes, timed in place (`-Wl,--wrap`) over %d steps per round, "
+                 "medians over rounds." % PROFILE)
+        L.append("")
+        L.append("| workload | dgemm calls/step | GFLOP/step | dgemm time/step | share of step | GFLOP/s | of dgemm ceiling |")
+        L.append("|---|---|---|---|---|---|---|")
+        gemm = {}
+        for w in W:
+            gs = [x["gemm"] for x in res[w["name"]]["lib"] if x.get("gemm")]
+            if not gs:
+                continue
+            ms = statistics.median(g["ms_per_step"] for g in gs)
+            gf = statistics.median(g["gflop_per_step"] for g in gs)
+            sm = statistics.median(g["step_ms"] for g in gs)
+            rate = gf / (ms / 1e3) if ms > 0 else float("nan")
+            gemm[w["name"]] = rate / gt if gt == gt else float("nan")
+            L.append("| %s | %.1f | %.4g | %s | %.0f%% | %.1f | %.0f%% |" % (
+                w["name"], gs[0]["calls_per_step"], gf, fmt_time_us(ms * 1e3), 100 * ms / sm if sm else 0,
+                rate, 100 * gemm[w["name"]]))
+        L.append("")
+
+        L.append("<details><summary>Products per step (last round), by shape: op is the transposition of A and B, "
+                 "C[m×n] = op(A)[m×k]·op(B)[k×n], row major</summary>")
+        L.append("")
+        L.append("| workload | op | m | n | k | calls/step | time/step |")
+        L.append("|---|---|---|---|---|---|---|")
+        for w in W:
+            gs = [x["gemm"] for x in res[w["name"]]["lib"] if x.get("gemm") and x["gemm"].get("shapes")]
+            for sh in (gs[-1]["shapes"] if gs else []):
+                L.append("| %s | %s | %d | %d | %d | %.1f | %s |" % (w["name"], sh["op"], sh["m"], sh["n"], sh["k"],
+                                                                sh["calls_per_step"], fmt_time_us(sh["ms_per_step"] * 1e3)))
+        L.append("")
+        L.append("</details>")
+        L.append("")
+
+        # HTTP vs library for the same steps
+        L.append("### One train call over HTTP vs the library, same N steps")
+        L.append("")
+        L.append("| workload | N | library `train_run` | HTTP wall-clock | HTTP `elapsed_ms` | wall ÷ library | "
+                 "data ingest (raw, ≤ 32 MiB batches) |")
+        L.append("|---|---|---|---|---|---|---|")
+        http_ratio = {}
+        for w in W:
+            rr = res[w["name"]]
+            lib_ms = statistics.median(x["train_call_ms"] for x in rr["lib"])
+            wall = statistics.median(x["wall_ms"] for x in rr["http"])
+            el = statistics.median(x["elapsed_ms"] for x in rr["http"])
+            http_ratio[w["name"]] = wall / lib_ms
+            mb = w["gen"]["bytes"] / 1e6
+            L.append("| %s | %d | %s | %s | %s | %.2f× | %.0f MB in %.2f s (%.0f MB/s) |" % (
+                w["name"], w["steps"], fmt_time_us(lib_ms * 1e3), fmt_time_us(wall * 1e3), fmt_time_us(el * 1e3),
+                wall / lib_ms, mb, w["http_ingest_s"], mb / w["http_ingest_s"] if w["http_ingest_s"] else 0))
+        L.append("")
+
+        # targets from the per-step table
+        def peer_ratio(name):
+            s = step[name]
+            ps = [(s[p]["median"], p) for p in ("numpy", "torch") if p in s]
+            if not ps:
+                return None
+            m = min(ps)
+            return s["lib"]["median"] / m[0], m[1]
+
+        for name, lim in (("W1", 0.5), ("W5", 0.5), ("W2", 0.5), ("W3", 0.8)):
+            pr = peer_ratio(name)
+            targets.append(("%s step ≤ %s× the faster peer" % (name, lim),
+                            "%.2f× (%s)" % pr if pr else "no peer ran", (pr[0] <= lim) if pr else None))
+            if name in ("W1", "W5"):
+                w = next(x for x in W if x["name"] == name)
+                fl = floor_us(w, R, gt, bw)
+                r = step[name]["lib"]["median"] / fl[0]
+                targets.append(("%s step ≤ 1.5× one read of X at triad bandwidth (%s)" % (name, fmt_time_us(fl[0])),
+                                "%.2f×" % r, r <= 1.5))
+        if "W3" in gemm:
+            targets.append(("W3 matrix products ≥ 70% of the dgemm ceiling", "%.0f%%" % (100 * gemm["W3"]),
+                            gemm["W3"] >= 0.7))
+        s4 = step.get("W4", {})
+        if "torch" in s4:
+            r = s4["lib"]["median"] / s4["torch"]["median"]
+            targets.append(("W4 step ≤ 1/100 of PyTorch's", "1/%.0f (%.4f×)" % (1 / r, r), r <= 0.01))
+        else:
+            targets.append(("W4 step ≤ 1/100 of PyTorch's", "torch not run", None))
+        if "numpy" in s4:
+            r = s4["lib"]["median"] / s4["numpy"]["median"]
+            targets.append(("W4 step ≤ 1/10 of numpy's", "1/%.1f (%.3f×)" % (1 / r, r), r <= 0.1))
+        else:
+            targets.append(("W4 step ≤ 1/10 of numpy's", "numpy not run", None))
+        for name in ("W1", "W2", "W3"):
+            if name in http_ratio:
+                targets.append(("%s train call over HTTP ≤ 1.1× the library's time" % name,
+                                "%.2f×" % http_ratio[name], http_ratio[name] <= 1.1))
+
+    # lbfgs
+    lb = R.get("lbfgs")
+    if lb:
+        L.append("## W1 to the optimum: L-BFGS")
+        L.append("")
+        sk = lb.get("sklearn")
+        lib = lb.get("lib")
+        sk_s = None
+        if sk:
+            sk_s = statistics.median(r["seconds"] for r in sk["runs"])
+            L.append("- scikit-learn `LogisticRegression(penalty=None, solver=\"lbfgs\", tol=%g)`: median %.3f s over %d "
+                     "fits (%s iterations), loss gap to the optimum %s; optimum L* = %.12g from a tol=1e-12 fit "
+                     "(%d iterations)." % (sk["tol"], sk_s, len(sk["runs"]), ", ".join(str(r["n_iter"]) for r in sk["runs"]),
+                                          ", ".join("%.1e" % r["gap"] for r in sk["runs"]), sk["l_star"], sk["ref_n_iter"]))
+        else:
+            L.append("- scikit-learn not run: no reference optimum.")
+        if lib and lib.get("available"):
+            runs = lib["runs"]
+            lib_s = statistics.median(r["seconds"] for r in runs)
+            reached = all(r["stopped"] == "target_loss" for r in runs) if sk else None
+            L.append("- libneuron `\"method\":\"lbfgs\"` from the workload's θ0, stopping at loss ≤ L* + 1e-4: "
+                     "median %.3f s, %s steps, stopped: %s, final loss %s." % (
+                         lib_s, ", ".join(str(r["steps_run"]) for r in runs), ", ".join(r["stopped"] for r in runs),
+                         ", ".join("%.10g" % r["loss_after"] if r["loss_after"] is not None else "—" for r in runs)))
+            if sk_s is not None:
+                targets.append(("W1 lbfgs to within 1e-4 of the optimum, time ≤ scikit-learn's",
+                                "%.3f s vs %.3f s (%.2f×)%s" % (lib_s, sk_s, lib_s / sk_s,
+                                                                 "" if reached else ", optimum NOT reached"),
+                                bool(reached) and lib_s <= sk_s))
+            else:
+                targets.append(("W1 lbfgs to within 1e-4 of the optimum, time ≤ scikit-learn's",
+                                "%.3f s, no reference" % lib_s, None))
+        else:
+            reason = lib.get("reason", "?") if lib else "not run"
+            L.append("- libneuron lbfgs: **not available** (%s)." % reason)
+            targets.append(("W1 lbfgs to within 1e-4 of the optimum, time ≤ scikit-learn's",
+                            "not available" + (" (scikit-learn: %.3f s)" % sk_s if sk_s is not None else ""), False))
+        L.append("")
+
+    micro = R.get("micro")
+    if micro is not None:
+        L.append("## Requests per second (wrk -t2 -c%d -d%ds, loopback, medians of %d rounds)" %
+                 (micro["conns"], micro["seconds"], len(micro["healthz"]["bare"])))
+        L.append("")
+        L.append("| endpoint | bare libmicrohttpd (bench/bare_mhd) | neurond | neurond ÷ bare | p50 latency bare / neurond |")
+        L.append("|---|---|---|---|---|")
+        for ep, title, lim in (("healthz", "GET /healthz", 0.7), ("predict", "POST /predict, tiny model, 1 row", 0.5)):
+            b = statistics.median(micro[ep]["bare"])
+            n = statistics.median(micro[ep]["neurond"])
+            L.append("| %s | %.0f req/s (%s) | %.0f req/s (%s) | %.0f%% | %s / %s |" % (
+                title, b, ", ".join("%.0f" % x for x in micro[ep]["bare"]), n,
+                ", ".join("%.0f" % x for x in micro[ep]["neurond"]), 100 * n / b,
+                micro["p50"].get(ep + "-bare"), micro["p50"].get(ep + "-neurond")))
+            targets.append(("%s ≥ %d%% of a bare libmicrohttpd server's requests/s" % (title, 100 * lim),
+                            "%.0f%%" % (100 * n / b), n / b >= lim))
+        L.append("")
+        L.append("neurond runs with its defaults (log level info, one access-log line per request, to a file); "
+                 "bare_mhd answers the same JSON with the same headers, same MHD threading mode.")
+        L.append("")
+    else:
+        targets.append(("GET /healthz ≥ 70% of a bare libmicrohttpd server", "wrk not installed", None))
+        targets.append(("POST /predict (tiny) ≥ 50% of a bare libmicrohttpd server", "wrk not installed", None))
+
+    ing = R.get("ingest")
+    if ing:
+        L.append("## Ingest over HTTP (POST /batches, one body, fresh daemon each time)")
+        L.append("")
+        L.append("| format | body | rows | MB/s (median; all) | float64 size of the data | peak RSS (VmHWM) | "
+                 "RSS before | peak ÷ float64 size |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for fmt, lim in (("csv", 150), ("json", 50), ("raw", 1000)):
+            xs = ing[fmt]
+            mbs = [x["bytes"] / 1e6 / x["seconds"] for x in xs]
+            hwm = statistics.median(x["hwm_kb"] for x in xs) * 1024
+            f64 = xs[0]["float64_bytes"]
+            L.append("| %s | %.0f MB | %d | %.0f (%s) | %.0f MB | %.0f MB | %.0f MB | %.2f× |" % (
+                fmt, xs[0]["bytes"] / 1e6, xs[0]["rows"], statistics.median(mbs), ", ".join("%.0f" % m for m in mbs),
+                f64 / 1e6, hwm / 1e6, statistics.median(x["rss0_kb"] for x in xs) * 1024 / 1e6, hwm / f64))
+            targets.append(("ingest %s ≥ %s MB/s" % (fmt.upper() if fmt != "raw" else "raw float64",
+                                                     lim if lim < 1000 else "1 GB/s = 1000"),
+                            "%.0f MB/s" % statistics.median(mbs), statistics.median(mbs) >= lim))
+        c = ing["csv"]
+        hwm = statistics.median(x["hwm_kb"] for x in c) * 1024
+        targets.append(("peak RSS ingesting a %.0f MB CSV ≤ 2.5× its float64 size (%.0f MB)" %
+                        (c[0]["bytes"] / 1e6, c[0]["float64_bytes"] / 1e6),
+                        "%.0f MB = %.2f×" % (hwm / 1e6, hwm / c[0]["float64_bytes"]),
+                        hwm <= 2.5 * c[0]["float64_bytes"]))
+        L.append("")
+        L.append("Bodies: rows of 100 features in [-1, 1) and a 0/1 label; CSV and JSON print each number with "
+                 "`%.6g` (about 9 bytes a value), raw is float64. MB = 10⁶ bytes; MB/s = body bytes ÷ wall-clock "
+                 "from sending the request to reading the answer (the batch is committed to SQLite by then). "
+                 "Peak RSS is the daemon's VmHWM after the request, the whole process.")
+        L.append("")
+
+    hist = R.get("history")
+    if hist:
+        h1 = statistics.median(x["wall_ms"] for x in hist[1])
+        h0 = statistics.median(x["wall_ms"] for x in hist[0])
+        L.append("## History cost (tiny net, %d-step train call)" % hist["steps"])
+        L.append("")
+        L.append("| history_every | wall-clock (median; all) | elapsed_ms (median) |")
+        L.append("|---|---|---|")
+        for k in (1, 0):
+            L.append("| %d | %s (%s) | %s |" % (k, fmt_time_us(statistics.median(x["wall_ms"] for x in hist[k]) * 1e3),
+                                                 ", ".join(fmt_time_us(x["wall_ms"] * 1e3) for x in hist[k]),
+                                                 fmt_time_us(statistics.median(x["elapsed_ms"] for x in hist[k]) * 1e3)))
+        L.append("")
+        targets.append(("%d-step train call recording every step ≤ 1.2× with history_every 0" % hist["steps"],
+                        "%.2f×" % (h1 / h0), h1 / h0 <= 1.2))
+
+    # targets first in the file: build the final document
+    head, tail = L[:], []
+    T = ["## Targets (from the performance issue), this run", ""]
+    if smoke:
+        T.append("Smoke sizes: the ✓/✗ below only show the harness computes them.")
+        T.append("")
+    T.append("| target | figure | |")
+    T.append("|---|---|---|")
+    for name, fig, ok in targets:
+        T.append("| %s | %s | %s |" % (name, fig, mark(ok)))
+    met = sum(1 for t in targets if t[2])
+    T.append("")
+    T.append("%d of %d targets met." % (met, len(targets)))
+    T.append("")
+    # insert the targets after the header block (first blank line after the bullets)
+    idx = next((i for i, l in enumerate(head) if l.startswith("## ")), len(head))
+    return "\n".join(head[:idx] + T + head[idx:] + tail) + "\n"
+
+
+def floor_us(w, R, gflops, gbs):
+    """(floor in µs, how) for one step of a workload, from this run's ceilings."""
+    g = w.get("gen")
+    if not g or gflops != gflops:
+        return None
+    read_us = g["x_bytes"] / (gbs * 1e9) * 1e6
+    if w["name"] in ("W1", "W5"):
+        return read_us, "(read X)"
+    if w["name"] in ("W2", "W3"):
+        s = w["spec"]
+        rows, n_in = g["rows"], g["n_x"]
+        if s["kind"] == "softmax":
+            units = [s["classes"]]
+        else:
+            units = [h["units"] for h in s.get("hidden", [])] + [s.get("outputs", 1)]
+        flop, prev = 0.0, n_in
+        for i, u in enumerate(units):
+            flop += 2.0 * rows * (prev + 1) * u * (2 if i == 0 else 3)   # forward, dW (and dX above layer 1)
+            prev = u
+        flop_us = flop / (gflops * 1e9) * 1e6
+        return (max(flop_us, read_us), "(flops)" if flop_us >= read_us else "(read X)")
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,892 @@
+/* bench/bench_lib.c -- the C side of scripts/bench: libneuron timed directly, the machine's
+ * ceilings, and the data every runner shares.
+ *
+ * Subcommands (each prints one JSON object per line on stdout; errors go to stderr, exit 1):
+ *
+ *   gen WORKLOAD.json DIR        data and θ0 for one workload: DIR/<name>.data holds rows ×
+ *                                (n_x + n_y) little-endian float64, row major, labels last (the
+ *                                layout POST /batches takes as application/octet-stream), and
+ *                                DIR/<name>.theta0 the model's initial flat parameters as
+ *                                model_new() builds them from the spec's init seed. The Python
+ *                                peers read both files, so every runner sees identical numbers.
+ *   run WORKLOAD.json DIR [--steps N] [--warmup K] [--threads T] [--profile P]
+ *                                K warm-up updates through train_run (reports loss at θ0 and θK
+ *                                for the cross-check), then one train_run of N+2 full-batch
+ *                                steps whose per-step times are taken between consecutive
+ *                                progress callbacks (CLOCK_MONOTONIC), then one plain train_run
+ *                                of N steps timed as a whole (what POST /train is compared
+ *                                with), then P steps with every cblas_dgemm call timed.
+ *   ceil [--smoke] [--threads T] dgemm GFLOP/s (square 2000, 1 and T threads, best of 5) and
+ *                                triad a = b + s·c GB/s over 3 × 256 MiB with T pthreads
+ *                                (STREAM's byte count: 24 bytes per element, best of 10).
+ *   lbfgs WORKLOAD.json DIR [--target L] [--max-steps S] [--reps R] [--threads T]
+ *                                time for a fresh model to reach loss <= L with lbfgs; prints
+ *                                {"available":false,...} while optim_new() rejects the method.
+ *   body --format csv|json|raw --bytes B --out FILE
+ *                                an ingest body of about B bytes: rows of 100 features in
+ *                                [-1,1) printed "%.6g", label 0/1 (raw: float64, label last).
+ *   selftest                     tiny versions of all of the above in a temporary directory;
+ *                                registered with CTest so the harness cannot rot.
+ *
+ * Built only with NEUROND_BENCH=ON (bench/CMakeLists.txt), linked with
+ * -Wl,--wrap=cblas_dgemm so libneuron's matrix products can be timed in place.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+
+#include "codec.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "train.h"
+
+/* OpenBLAS extensions (declared in its cblas.h on Debian, repeated for other layouts). */
+void openblas_set_num_threads(int num_threads);
+char *openblas_get_corename(void);
+char *openblas_get_config(void);
+
+/* ------------------------------------------------------------------ small helpers */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bench_lib: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+static char *read_text(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        die("%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = xmalloc((size_t)n + 1);
+    if (n > 0 && fread(s, 1, (size_t)n, f) != (size_t)n)
+        die("%s: short read", path);
+    s[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return s;
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        die("%s: %s", path, strerror(errno));
+    if (n > 0 && fwrite(p, 1, n, f) != n)
+        die("%s: short write", path);
+    if (fclose(f) != 0)
+        die("%s: %s", path, strerror(errno));
+}
+
+/* Read exactly n bytes of a file into a new buffer. */
+static void *read_exact(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        die("%s: %s (run `gen` first)", path, strerror(errno));
+    void *p = xmalloc(n);
+    if (n > 0 && fread(p, 1, n, f) != n)
+        die("%s: shorter than the %zu bytes the workload needs", path, n);
+    fclose(f);
+    return p;
+}
+
+static const char *arg_value(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 0; i + 1 < argc; ++i)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
+    return def;
+}
+
+static int arg_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; ++i)
+        if (strcmp(argv[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ dgemm accounting */
+
+/* With -Wl,--wrap=cblas_dgemm every call from libneuron lands here. Counting is off except
+ * during the profiling pass, so the timed steps pay one predictable branch per product. */
+void __real_cblas_dgemm(const enum CBLAS_ORDER o, const enum CBLAS_TRANSPOSE ta,
+                        const enum CBLAS_TRANSPOSE tb, const blasint m, const blasint n,
+                        const blasint k, const double alpha, const double *a, const blasint lda,
+                        const double *b, const blasint ldb, const double beta, double *c,
+                        const blasint ldc);
+
+static struct {
+    int on, trace;
+    int64_t calls;
+    double flop;
+    uint64_t ns;
+    int n_shape;
+    struct {
+        int ta, tb, m, n, k;
+        int64_t calls;
+        uint64_t ns;
+    } shape[16];   /* per distinct product shape, for the report's fold-out */
+} g_gemm;
+
+void __wrap_cblas_dgemm(const enum CBLAS_ORDER o, const enum CBLAS_TRANSPOSE ta,
+                        const enum CBLAS_TRANSPOSE tb, const blasint m, const blasint n,
+                        const blasint k, const double alpha, const double *a, const blasint lda,
+                        const double *b, const blasint ldb, const double beta, double *c,
+                        const blasint ldc)
+{
+    if (!g_gemm.on) {
+        __real_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    uint64_t t0 = now_ns();
+    __real_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    uint64_t dt = now_ns() - t0;
+    g_gemm.ns += dt;
+    if (g_gemm.trace)   /* BENCH_GEMM_TRACE=1: every product of the profiling pass on stderr */
+        fprintf(stderr, "dgemm %s%s m=%d n=%d k=%d lda=%d ldb=%d ldc=%d beta=%g %.3f ms\n",
+                ta == CblasTrans ? "T" : "N", tb == CblasTrans ? "T" : "N", (int)m, (int)n,
+                (int)k, (int)lda, (int)ldb, (int)ldc, beta, (double)dt / 1e6);
+    g_gemm.calls++;
+    g_gemm.flop += 2.0 * (double)m * (double)n * (double)k;
+    int i = 0;
+    while (i < g_gemm.n_shape &&
+           !(g_gemm.shape[i].ta == (ta == CblasTrans) && g_gemm.shape[i].tb == (tb == CblasTrans) &&
+             g_gemm.shape[i].m == m && g_gemm.shape[i].n == n && g_gemm.shape[i].k == k))
+        ++i;
+    if (i == g_gemm.n_shape && i < 16) {
+        g_gemm.shape[i].ta = ta == CblasTrans;
+        g_gemm.shape[i].tb = tb == CblasTrans;
+        g_gemm.shape[i].m = m;
+        g_gemm.shape[i].n = n;
+        g_gemm.shape[i].k = k;
+        g_gemm.n_shape++;
+    }
+    if (i < 16) {
+        g_gemm.shape[i].calls++;
+        g_gemm.shape[i].ns += dt;
+    }
+}
+
+/* ------------------------------------------------------------------ workloads */
+
+typedef struct workload {
+    char name[64];
+    char task[32];       /* binary | class | regression */
+    int64_t rows;
+    uint64_t data_seed;
+    cJSON *root;         /* the whole workload file */
+    model_spec_t spec;   /* resolved */
+} workload_t;
+
+static void workload_load_json(workload_t *w, cJSON *root, const char *what)
+{
+    memset(w, 0, sizeof *w);
+    w->root = root;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(root, "task");
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "rows");
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "data_seed");
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(root, "spec");
+    if (!cJSON_IsString(name) || !cJSON_IsString(task) || !cJSON_IsNumber(rows) ||
+        !cJSON_IsNumber(seed) || !cJSON_IsObject(spec))
+        die("%s: needs name, task, rows, data_seed and spec", what);
+    snprintf(w->name, sizeof w->name, "%s", name->valuestring);
+    snprintf(w->task, sizeof w->task, "%s", task->valuestring);
+    w->rows = (int64_t)rows->valuedouble;
+    w->data_seed = (uint64_t)seed->valuedouble;
+    if (w->rows < 1 || w->rows > INT32_MAX)
+        die("%s: rows=%lld out of range", what, (long long)w->rows);
+    err_t err = {0};
+    if (codec_spec_decode(spec, &w->spec, &err) < 0 ||
+        model_spec_resolve(&w->spec, INT64_MAX, &err) < 0)
+        die("%s: spec: %s", what, err.msg);
+}
+
+static void workload_load(workload_t *w, const char *path)
+{
+    size_t len;
+    char *text = read_text(path, &len);
+    cJSON *root = NULL;
+    err_t err = {0};
+    if (codec_parse(text, len, 64, &root, &err) < 0)
+        die("%s: %s", path, err.msg);
+    free(text);
+    workload_load_json(w, root, path);
+}
+
+static void workload_free(workload_t *w)
+{
+    model_spec_free(&w->spec);
+    cJSON_Delete(w->root);
+}
+
+static model_t *workload_model(const workload_t *w, const model_spec_t *spec)
+{
+    model_t *m = NULL;
+    err_t err = {0};
+    if (model_new(spec != NULL ? spec : &w->spec, &m, &err) < 0)
+        die("%s: model_new: %s", w->name, err.msg);
+    return m;
+}
+
+static void data_paths(const workload_t *w, const char *dir, char *data, char *theta, size_t n)
+{
+    snprintf(data, n, "%s/%s.data", dir, w->name);
+    snprintf(theta, n, "%s/%s.theta0", dir, w->name);
+}
+
+/* Rows of x then labels, row-major [x | y], from the workload's task and data_seed. The
+ * teacher and the formulas are documented in bench/README.md. */
+static double *gen_data(const workload_t *w, int32_t n_x, int32_t n_y)
+{
+    const int64_t rows = w->rows, cols = n_x + n_y;
+    double *d = xmalloc((size_t)(rows * cols) * sizeof *d);
+    rng_t r;
+    rng_seed(&r, w->data_seed);
+    int32_t k = n_y;   /* label columns, or classes for the class task */
+    if (strcmp(w->task, "class") == 0) {
+        k = w->spec.kind == MODEL_KIND_MLP ? w->spec.outputs : w->spec.classes;
+        if (n_y != 1 || k < 2)
+            die("%s: task class needs one label column and >= 2 classes", w->name);
+    } else if (strcmp(w->task, "binary") != 0 && strcmp(w->task, "regression") != 0) {
+        die("%s: task must be binary, class or regression", w->name);
+    }
+    double *teacher = xmalloc((size_t)k * (size_t)(n_x + 1) * sizeof *teacher);
+    const double gain = 3.0 / sqrt((double)n_x);
+    for (int64_t i = 0; i < (int64_t)k * (n_x + 1); ++i)
+        teacher[i] = rng_normal(&r) * gain;
+    double *z = xmalloc((size_t)k * sizeof *z);
+    for (int64_t i = 0; i < rows; ++i) {
+        double *x = d + i * cols, *y = x + n_x;
+        for (int32_t j = 0; j < n_x; ++j)
+            x[j] = strcmp(w->task, "class") == 0 ? rng_uniform(&r) : 2.0 * rng_uniform(&r) - 1.0;
+        for (int32_t c = 0; c < k; ++c) {
+            const double *t = teacher + (int64_t)c * (n_x + 1);
+            double s = t[0];
+            for (int32_t j = 0; j < n_x; ++j)
+                s += t[j + 1] * (strcmp(w->task, "class") == 0 ? x[j] - 0.5 : x[j]);
+            z[c] = s;
+        }
+        if (strcmp(w->task, "binary") == 0) {
+            for (int32_t c = 0; c < n_y; ++c)
+                y[c] = rng_uniform(&r) < 1.0 / (1.0 + exp(-z[c])) ? 1.0 : 0.0;
+        } else if (strcmp(w->task, "regression") == 0) {
+            for (int32_t c = 0; c < n_y; ++c)
+                y[c] = z[c] + 0.1 * rng_normal(&r);
+        } else {
+            int32_t best = 0;
+            double bz = -INFINITY;
+            for (int32_t c = 0; c < k; ++c) {
+                double u = rng_uniform(&r);
+                double g = z[c] - log(-log(u > 0.0 ? u : 1e-300));   /* Gumbel: softmax draw */
+                if (g > bz) {
+                    bz = g;
+                    best = c;
+                }
+            }
+            y[0] = best;
+        }
+    }
+    free(z);
+    free(teacher);
+    return d;
+}
+
+static int cmd_gen(const char *wpath, const char *dir)
+{
+    workload_t w;
+    workload_load(&w, wpath);
+    model_t *m = workload_model(&w, NULL);
+    int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    double *d = gen_data(&w, n_x, n_y);
+    char dp[4096], tp[4096];
+    data_paths(&w, dir, dp, tp, sizeof dp);
+    size_t bytes = (size_t)(w.rows * (n_x + n_y)) * sizeof(double);
+    write_file(dp, d, bytes);
+    write_file(tp, model_params(m), (size_t)model_n_params(m) * sizeof(double));
+    printf("{\"cmd\":\"gen\",\"workload\":\"%s\",\"rows\":%lld,\"n_x\":%d,\"n_y\":%d,"
+           "\"n_params\":%lld,\"bytes\":%zu,\"x_bytes\":%zu}\n",
+           w.name, (long long)w.rows, (int)n_x, (int)n_y, (long long)model_n_params(m), bytes,
+           (size_t)(w.rows * n_x) * sizeof(double));
+    free(d);
+    model_free(m);
+    workload_free(&w);
+    return 0;
+}
+
+/* The data of a workload as a batch: [x | y] rows split into two arrays. */
+typedef struct loaded {
+    double *x, *y;
+    batch_t b;
+} loaded_t;
+
+static void load_data(const workload_t *w, const char *dir, model_t *m, loaded_t *out)
+{
+    const int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    const int64_t rows = w->rows, cols = n_x + n_y;
+    char dp[4096], tp[4096];
+    data_paths(w, dir, dp, tp, sizeof dp);
+    double *d = read_exact(dp, (size_t)(rows * cols) * sizeof(double));
+    out->x = xmalloc((size_t)(rows * n_x) * sizeof(double));
+    out->y = xmalloc((size_t)(rows * n_y) * sizeof(double));
+    for (int64_t i = 0; i < rows; ++i) {
+        memcpy(out->x + i * n_x, d + i * cols, (size_t)n_x * sizeof(double));
+        memcpy(out->y + i * n_y, d + i * cols + n_x, (size_t)n_y * sizeof(double));
+    }
+    free(d);
+    out->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y, .x = out->x, .y = out->y};
+    /* θ0 on file must be what model_new() built here: the peers start from the file. */
+    size_t np = (size_t)model_n_params(m);
+    double *t0 = read_exact(tp, np * sizeof(double));
+    if (memcmp(t0, model_params(m), np * sizeof(double)) != 0)
+        die("%s: %s differs from model_new()'s initial parameters (stale data dir?)", w->name,
+            tp);
+    free(t0);
+    err_t err = {0};
+    if (model_check_labels(m, &out->b, &err) < 0)
+        die("%s: labels: %s", w->name, err.msg);
+}
+
+static void loaded_free(loaded_t *l)
+{
+    free(l->x);
+    free(l->y);
+}
+
+typedef struct stamp_ctx {
+    uint64_t *t;
+    int64_t n, cap;
+} stamp_ctx_t;
+
+static int on_row_stamp(void *ctx, const train_row_t *row)
+{
+    stamp_ctx_t *s = ctx;
+    if (s->n < s->cap)
+        s->t[s->n++] = now_ns();
+    return 0;
+}
+
+/* Profiling pass: dgemm counting runs from the first callback to callback `last`. */
+typedef struct prof_ctx {
+    uint64_t *t;
+    int64_t n, last;
+} prof_ctx_t;
+
+static int on_row_prof(void *ctx, const train_row_t *row)
+{
+    prof_ctx_t *p = ctx;
+    if (p->n == p->last)
+        g_gemm.on = 0;
+    p->t[p->n] = now_ns();
+    if (p->n == 0)
+        g_gemm.on = 1;
+    p->n++;
+    return 0;
+}
+
+static void train_or_die(train_ctx_t *t, const train_req_t *req, int64_t *step,
+                         const train_hooks_t *hooks, train_result_t *res, const char *what)
+{
+    err_t err = {0};
+    if (train_run(t, req, step, hooks, res, &err) < 0)
+        die("%s: train_run: %s", what, err.msg);
+    if (res->stopped != TRAIN_STOP_MAX_STEPS)
+        die("%s: train_run stopped with %s after %lld steps", what,
+            train_stop_name(res->stopped), (long long)res->steps_run);
+}
+
+static void print_double(const char *key, double v, int comma)
+{
+    if (isfinite(v))
+        printf("\"%s\":%.17g%s", key, v, comma ? "," : "");
+    else
+        printf("\"%s\":null%s", key, comma ? "," : "");
+}
+
+static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
+{
+    const int64_t steps = atoll(arg_value(argc, argv, "--steps", "20"));
+    const int64_t warmup = atoll(arg_value(argc, argv, "--warmup", "3"));
+    const int threads = atoi(arg_value(argc, argv, "--threads", "0"));
+    const int64_t prof = atoll(arg_value(argc, argv, "--profile", "3"));
+    if (steps < 1 || warmup < 1 || prof < 0)
+        die("run: --steps and --warmup must be >= 1, --profile >= 0");
+    if (threads > 0)
+        openblas_set_num_threads(threads);
+
+    workload_t w;
+    workload_load(&w, wpath);
+    model_t *m = workload_model(&w, NULL);
+    loaded_t data;
+    load_data(&w, dir, m, &data);
+
+    err_t err = {0};
+    optim_t *o = NULL;
+    if (optim_new(&w.spec.optimizer, model_n_params(m), &o, &err) < 0)
+        die("%s: optim_new: %s", w.name, err.msg);
+    train_ctx_t *t = NULL;
+    if (train_ctx_new(m, o, &data.b, &t, &err) < 0)
+        die("%s: train_ctx_new: %s", w.name, err.msg);
+
+    int64_t step = 0;
+    train_req_t req;
+    train_req_default(&req);
+    req.history_every = 0;
+    train_result_t res;
+
+    /* Warm-up: also the cross-check figures (loss at θ0 and at θ_warmup). */
+    req.steps = warmup;
+    train_or_die(t, &req, &step, NULL, &res, w.name);
+    const double loss0 = res.loss_before, lossk = res.loss_after;
+
+    /* Per-step times: in a call of S steps the progress callback for row k-1 runs right after
+     * the forward and backward pass at θ_k (k = 1..S-1), and the last one after the final
+     * forward-only evaluation at θ_S. So with S = steps + 2 the first `steps` gaps between
+     * callbacks are each exactly one full iteration: update, forward, backward, stop checks. */
+    stamp_ctx_t sc = {.t = xmalloc((size_t)(steps + 2) * sizeof(uint64_t)), .n = 0,
+                      .cap = steps + 2};
+    train_hooks_t hooks = {.on_row = on_row_stamp, .ctx = &sc, .cancel = NULL};
+    req.steps = steps + 2;
+    train_or_die(t, &req, &step, &hooks, &res, w.name);
+    if (sc.n != steps + 2)
+        die("%s: %lld progress callbacks for %lld steps", w.name, (long long)sc.n,
+            (long long)(steps + 2));
+
+    /* One train call of `steps` steps, as POST /train runs it (no history, no hooks). */
+    req.steps = steps;
+    uint64_t c0 = now_ns();
+    train_or_die(t, &req, &step, NULL, &res, w.name);
+    const double call_ms = (double)(now_ns() - c0) / 1e6;
+    const double call_elapsed_ms = res.elapsed_ms;
+
+    /* Matrix products: every cblas_dgemm timed over `prof` full iterations, counted between
+     * the same callbacks as above (so the final forward-only evaluation is left out). */
+    double prof_step_ms = NAN;
+    if (prof > 0) {
+        memset(&g_gemm, 0, sizeof g_gemm);
+        g_gemm.trace = getenv("BENCH_GEMM_TRACE") != NULL;
+        prof_ctx_t pc = {.t = xmalloc((size_t)(prof + 2) * sizeof(uint64_t)), .n = 0,
+                         .last = prof};
+        train_hooks_t ph = {.on_row = on_row_prof, .ctx = &pc, .cancel = NULL};
+        req.steps = prof + 2;
+        train_or_die(t, &req, &step, &ph, &res, w.name);
+        g_gemm.on = 0;
+        if (pc.n != prof + 2)
+            die("%s: profile pass: %lld callbacks", w.name, (long long)pc.n);
+        prof_step_ms = (double)(pc.t[prof] - pc.t[0]) / 1e6 / (double)prof;
+        free(pc.t);
+    }
+
+    printf("{\"runner\":\"lib\",\"workload\":\"%s\",\"threads\":%d,\"corename\":\"%s\",",
+           w.name, threads, openblas_get_corename());
+    print_double("loss0", loss0, 1);
+    print_double("lossk", lossk, 1);
+    printf("\"warmup\":%lld,\"steps\":%lld,\"step_us\":[", (long long)warmup, (long long)steps);
+    for (int64_t i = 0; i < steps; ++i)
+        printf("%s%.3f", i ? "," : "", (double)(sc.t[i + 1] - sc.t[i]) / 1e3);
+    printf("],\"train_call_ms\":%.3f,\"train_call_elapsed_ms\":%.3f,", call_ms, call_elapsed_ms);
+    if (prof > 0) {
+        printf("\"gemm\":{\"steps\":%lld,\"calls_per_step\":%.2f,\"gflop_per_step\":%.6f,"
+               "\"ms_per_step\":%.4f,\"step_ms\":%.4f,\"shapes\":[",
+               (long long)prof, (double)g_gemm.calls / (double)prof,
+               g_gemm.flop / 1e9 / (double)prof, (double)g_gemm.ns / 1e6 / (double)prof,
+               prof_step_ms);
+        for (int i = 0; i < g_gemm.n_shape; ++i)
+            printf("%s{\"op\":\"%s%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"calls_per_step\":%.2f,"
+                   "\"ms_per_step\":%.4f}",
+                   i ? "," : "", g_gemm.shape[i].ta ? "T" : "N", g_gemm.shape[i].tb ? "T" : "N",
+                   g_gemm.shape[i].m, g_gemm.shape[i].n, g_gemm.shape[i].k,
+                   (double)g_gemm.shape[i].calls / (double)prof,
+                   (double)g_gemm.shape[i].ns / 1e6 / (double)prof);
+        printf("]}}\n");
+    } else {
+        printf("\"gemm\":null}\n");
+    }
+    fflush(stdout);
+
+    free(sc.t);
+    train_ctx_free(t);
+    optim_free(o);
+    loaded_free(&data);
+    model_free(m);
+    workload_free(&w);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ ceilings */
+
+static double dgemm_gflops(int n, int threads, int reps)
+{
+    openblas_set_num_threads(threads);
+    size_t nn = (size_t)n * (size_t)n;
+    double *a = xmalloc(nn * sizeof *a), *b = xmalloc(nn * sizeof *b), *c = xmalloc(nn * sizeof *c);
+    rng_t r;
+    rng_seed(&r, 7);
+    for (size_t i = 0; i < nn; ++i) {
+        a[i] = rng_uniform(&r) - 0.5;
+        b[i] = rng_uniform(&r) - 0.5;
+        c[i] = 0.0;
+    }
+    double best = 0.0;
+    for (int i = 0; i < reps + 1; ++i) {   /* the first run warms the threads and pages */
+        uint64_t t0 = now_ns();
+        __real_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n,
+                           0.0, c, n);
+        double s = (double)(now_ns() - t0) / 1e9;
+        double g = 2.0 * (double)n * n * n / s / 1e9;
+        if (i > 0 && g > best)
+            best = g;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+typedef struct triad_arg {
+    double *a, *b, *c;
+    size_t lo, hi;
+    double s;
+    int init;
+} triad_arg_t;
+
+static void *triad_worker(void *p)
+{
+    triad_arg_t *t = p;
+    if (t->init) {   /* first touch from the thread that will use the pages */
+        for (size_t i = t->lo; i < t->hi; ++i) {
+            t->a[i] = 0.0;
+            t->b[i] = 1.0;
+            t->c[i] = 2.0;
+        }
+        return NULL;
+    }
+    double *restrict a = t->a;
+    const double *restrict b = t->b, *restrict c = t->c;
+    const double s = t->s;
+    for (size_t i = t->lo; i < t->hi; ++i)
+        a[i] = b[i] + s * c[i];
+    return NULL;
+}
+
+static void triad_pass(triad_arg_t *args, int threads)
+{
+    pthread_t th[64];
+    for (int i = 0; i < threads; ++i)
+        if (pthread_create(&th[i], NULL, triad_worker, &args[i]) != 0)
+            die("pthread_create failed");
+    for (int i = 0; i < threads; ++i)
+        pthread_join(th[i], NULL);
+}
+
+static double triad_gbs(size_t n, int threads, int reps, double *check)
+{
+    if (threads > 64)
+        threads = 64;
+    double *a = xmalloc(n * sizeof *a), *b = xmalloc(n * sizeof *b), *c = xmalloc(n * sizeof *c);
+    triad_arg_t args[64];
+    for (int i = 0; i < threads; ++i)
+        args[i] = (triad_arg_t){.a = a, .b = b, .c = c, .lo = n * (size_t)i / (size_t)threads,
+                                .hi = n * (size_t)(i + 1) / (size_t)threads, .s = 3.0, .init = 1};
+    triad_pass(args, threads);
+    for (int i = 0; i < threads; ++i)
+        args[i].init = 0;
+    double best = 0.0;
+    for (int r = 0; r < reps + 1; ++r) {
+        uint64_t t0 = now_ns();
+        triad_pass(args, threads);
+        double s = (double)(now_ns() - t0) / 1e9;
+        double g = 3.0 * (double)n * sizeof(double) / s / 1e9;
+        if (r > 0 && g > best)
+            best = g;
+    }
+    *check = a[n / 2];   /* 1 + 3·2 = 7: the loop really ran */
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+static int cmd_ceil(int argc, char **argv)
+{
+    const int smoke = arg_flag(argc, argv, "--smoke");
+    int threads = atoi(arg_value(argc, argv, "--threads", "0"));
+    if (threads < 1)
+        threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+    const int n = smoke ? 500 : 2000;
+    const size_t tn = smoke ? ((size_t)1 << 22) : ((size_t)1 << 25);   /* 32 MiB / 256 MiB each */
+    double g1 = dgemm_gflops(n, 1, smoke ? 2 : 5);
+    double gt = dgemm_gflops(n, threads, smoke ? 2 : 5);
+    double check = 0.0;
+    double bw = triad_gbs(tn, threads, smoke ? 3 : 10, &check);
+    if (check != 7.0)
+        die("triad: wrong result %g", check);
+    printf("{\"cmd\":\"ceil\",\"dgemm_n\":%d,\"dgemm_gflops_1\":%.2f,\"dgemm_gflops_t\":%.2f,"
+           "\"threads\":%d,\"triad_mib_per_array\":%zu,\"triad_gbs\":%.3f,\"corename\":\"%s\","
+           "\"config\":\"%s\"}\n",
+           n, g1, gt, threads, tn * sizeof(double) >> 20, bw, openblas_get_corename(),
+           openblas_get_config());
+    fflush(stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ lbfgs */
+
+static int cmd_lbfgs(const char *wpath, const char *dir, int argc, char **argv)
+{
+    const char *target_s = arg_value(argc, argv, "--target", NULL);
+    const int64_t max_steps = atoll(arg_value(argc, argv, "--max-steps", "500"));
+    const int reps = atoi(arg_value(argc, argv, "--reps", "3"));
+    const int threads = atoi(arg_value(argc, argv, "--threads", "0"));
+    if (threads > 0)
+        openblas_set_num_threads(threads);
+    workload_t w;
+    workload_load(&w, wpath);
+    model_spec_t spec;
+    err_t err = {0};
+    if (model_spec_copy(&w.spec, &spec, &err) < 0)
+        die("%s: %s", w.name, err.msg);
+    optim_cfg_default(&spec.optimizer, OPTIM_METHOD_LBFGS);
+    spec.optimizer.learning_rate = 1.0;
+
+    /* Availability: does the library take the method at all? */
+    optim_t *probe = NULL;
+    if (optim_cfg_validate(&spec.optimizer, &err) < 0 ||
+        optim_new(&spec.optimizer, 1, &probe, &err) < 0) {
+        printf("{\"cmd\":\"lbfgs\",\"workload\":\"%s\",\"available\":false,\"reason\":", w.name);
+        cJSON *s = cJSON_CreateString(err.msg);
+        char *txt = cJSON_PrintUnformatted(s);
+        printf("%s}\n", txt);
+        free(txt);
+        cJSON_Delete(s);
+        model_spec_free(&spec);
+        workload_free(&w);
+        return 0;
+    }
+    optim_free(probe);
+
+    printf("{\"cmd\":\"lbfgs\",\"workload\":\"%s\",\"available\":true,\"runs\":[", w.name);
+    for (int r = 0; r < reps; ++r) {
+        model_t *m = workload_model(&w, &spec);
+        loaded_t data;
+        load_data(&w, dir, m, &data);
+        uint64_t t0 = now_ns();
+        optim_t *o = NULL;
+        train_ctx_t *t = NULL;
+        if (optim_new(&spec.optimizer, model_n_params(m), &o, &err) < 0 ||
+            train_ctx_new(m, o, &data.b, &t, &err) < 0)
+            die("%s: lbfgs setup: %s", w.name, err.msg);
+        train_req_t req;
+        train_req_default(&req);
+        req.steps = max_steps;
+        req.history_every = 0;
+        if (target_s != NULL)
+            req.target_loss = strtod(target_s, NULL);
+        int64_t step = 0;
+        train_result_t res;
+        if (train_run(t, &req, &step, NULL, &res, &err) < 0)
+            die("%s: lbfgs train_run: %s", w.name, err.msg);
+        double s = (double)(now_ns() - t0) / 1e9;
+        printf("%s{\"seconds\":%.6f,\"steps_run\":%lld,\"stopped\":\"%s\",", r ? "," : "", s,
+               (long long)res.steps_run, train_stop_name(res.stopped));
+        print_double("loss_after", res.loss_after, 0);
+        printf("}");
+        train_ctx_free(t);
+        optim_free(o);
+        loaded_free(&data);
+        model_free(m);
+    }
+    printf("]}\n");
+    model_spec_free(&spec);
+    workload_free(&w);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ ingest bodies */
+
+static int cmd_body(int argc, char **argv)
+{
+    const char *fmt = arg_value(argc, argv, "--format", NULL);
+    const char *out = arg_value(argc, argv, "--out", NULL);
+    const double want = strtod(arg_value(argc, argv, "--bytes", "1e6"), NULL);
+    const int n_x = 100;
+    if (fmt == NULL || out == NULL || want < 1000)
+        die("body: --format csv|json|raw --bytes B --out FILE");
+    FILE *f = fopen(out, "wb");
+    if (f == NULL)
+        die("%s: %s", out, strerror(errno));
+    static char buf[1 << 16];
+    setvbuf(f, buf, _IOFBF, sizeof buf);
+    rng_t r;
+    rng_seed(&r, 99);
+    int64_t rows = 0;
+    size_t bytes = 0;
+    if (strcmp(fmt, "raw") == 0) {
+        double row[101];
+        rows = (int64_t)(want / (double)sizeof row);
+        for (int64_t i = 0; i < rows; ++i) {
+            for (int j = 0; j < n_x; ++j)
+                row[j] = 2.0 * rng_uniform(&r) - 1.0;
+            row[n_x] = rng_uniform(&r) < 0.5 ? 0.0 : 1.0;
+            fwrite(row, sizeof row, 1, f);
+        }
+        bytes = (size_t)rows * sizeof row;
+    } else if (strcmp(fmt, "csv") == 0) {
+        while ((double)bytes < want) {
+            for (int j = 0; j < n_x; ++j)
+                bytes += (size_t)fprintf(f, "%.6g,", 2.0 * rng_uniform(&r) - 1.0);
+            bytes += (size_t)fprintf(f, "%d\n", rng_uniform(&r) < 0.5 ? 0 : 1);
+            ++rows;
+        }
+    } else if (strcmp(fmt, "json") == 0) {
+        size_t cap = 1024, n = 0;
+        unsigned char *y = xmalloc(cap);
+        bytes += (size_t)fprintf(f, "{\"x\":[");
+        while ((double)bytes < want) {
+            bytes += (size_t)fprintf(f, "%s[", rows ? "," : "");
+            for (int j = 0; j < n_x; ++j)
+                bytes += (size_t)fprintf(f, j ? ",%.6g" : "%.6g", 2.0 * rng_uniform(&r) - 1.0);
+            bytes += (size_t)fprintf(f, "]");
+            if (n == cap)
+                y = realloc(y, cap *= 2);
+            if (y == NULL)
+                die("out of memory");
+            y[n++] = rng_uniform(&r) < 0.5 ? 0 : 1;
+            ++rows;
+        }
+        bytes += (size_t)fprintf(f, "],\"y\":[");
+        for (size_t i = 0; i < n; ++i)
+            bytes += (size_t)fprintf(f, i ? ",%d" : "%d", y[i]);
+        bytes += (size_t)fprintf(f, "]}");
+        free(y);
+    } else {
+        die("body: --format must be csv, json or raw");
+    }
+    if (fclose(f) != 0)
+        die("%s: %s", out, strerror(errno));
+    printf("{\"cmd\":\"body\",\"format\":\"%s\",\"rows\":%lld,\"n_x\":%d,\"bytes\":%zu,"
+           "\"float64_bytes\":%lld}\n",
+           fmt, (long long)rows, n_x, bytes, (long long)rows * (n_x + 1) * 8);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ selftest */
+
+static const char *const selftest_workloads[] = {
+    "{\"name\":\"t1\",\"task\":\"binary\",\"rows\":200,\"data_seed\":11,\"spec\":{\"kind\":"
+    "\"logistic\",\"inputs\":5,\"init\":{\"method\":\"uniform\",\"scale\":0.01,\"seed\":1},"
+    "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.5}}}",
+    "{\"name\":\"t2\",\"task\":\"class\",\"rows\":150,\"data_seed\":12,\"spec\":{\"kind\":"
+    "\"softmax\",\"inputs\":8,\"classes\":3,\"optimizer\":{\"method\":\"sgd\","
+    "\"learning_rate\":0.5}}}",
+    "{\"name\":\"t3\",\"task\":\"class\",\"rows\":100,\"data_seed\":13,\"spec\":{\"kind\":\"mlp\","
+    "\"inputs\":8,\"hidden\":[{\"units\":6,\"activation\":\"sigmoid\"}],\"outputs\":3,"
+    "\"output_activation\":\"softmax\",\"init\":{\"method\":\"xavier\",\"seed\":3},"
+    "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.5}}}",
+    "{\"name\":\"t5\",\"task\":\"regression\",\"rows\":300,\"data_seed\":15,\"spec\":{\"kind\":"
+    "\"linear\",\"inputs\":4,\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.1}}}",
+};
+
+static int cmd_selftest(const char *self)
+{
+    char dir[] = "/tmp/bench_lib_selftest.XXXXXX";
+    if (mkdtemp(dir) == NULL)
+        die("mkdtemp: %s", strerror(errno));
+    int rc = 0;
+    char cmd[32768];
+    for (size_t i = 0; i < sizeof selftest_workloads / sizeof selftest_workloads[0]; ++i) {
+        char wp[1024];
+        snprintf(wp, sizeof wp, "%s/w%zu.json", dir, i);
+        write_file(wp, selftest_workloads[i], strlen(selftest_workloads[i]));
+        snprintf(cmd, sizeof cmd, "'%s' gen '%s' '%s' && '%s' run '%s' '%s' --steps 5 "
+                 "--warmup 2 --threads 1 --profile 2 && '%s' lbfgs '%s' '%s' --reps 1 "
+                 "--max-steps 5",
+                 self, wp, dir, self, wp, dir, self, wp, dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "bench_lib selftest: workload %zu failed\n", i);
+            rc = 1;
+        }
+    }
+    snprintf(cmd, sizeof cmd, "'%s' ceil --smoke --threads 1 && for f in csv json raw; do "
+             "'%s' body --format $f --bytes 20000 --out '%s'/body.$f || exit 1; done",
+             self, self, dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench_lib selftest: ceil/body failed\n");
+        rc = 1;
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        rc = 1;
+    if (rc == 0)
+        fprintf(stderr, "bench_lib selftest: ok\n");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && strcmp(argv[1], "gen") == 0)
+        return cmd_gen(argv[2], argv[3]);
+    if (argc >= 4 && strcmp(argv[1], "run") == 0)
+        return cmd_run(argv[2], argv[3], argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "ceil") == 0)
+        return cmd_ceil(argc, argv);
+    if (argc >= 4 && strcmp(argv[1], "lbfgs") == 0)
+        return cmd_lbfgs(argv[2], argv[3], argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "body") == 0)
+        return cmd_body(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "selftest") == 0)
+    {
+        char self[1024];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0)
+            die("readlink /proc/self/exe: %s", strerror(errno));
+        self[n] = '\0';
+        return cmd_selftest(self);
+    }
+    fprintf(stderr,
+            "usage: bench_lib gen|run|lbfgs WORKLOAD.json DIR [options]\n"
+            "       bench_lib ceil [--smoke] [--threads T]\n"
+            "       bench_lib body --format csv|json|raw --bytes B --out FILE\n"
+            "       bench_lib selftest\n(see the comment at the top of bench/bench_lib.c)\n");
+    return 2;
+}

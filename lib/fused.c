@@ -1,0 +1,635 @@
+/* lib/fused.c -- one-pass loss and gradient for linear, logistic, softmax and ova (fused.h).
+ *
+ * Work is split by rows: thread t takes rows [rows*t/T, rows*(t+1)/T) and walks them in tiles of
+ * `tile` rows sized to stay in L2 between the two halves of a tile:
+ *   Z[tile, k] = X_tile W[:,1:]^T + W[:,0]      (fwd_*: register-blocked dot products)
+ *   Z -> dZ, loss term per row                   (row_*: the formulas of ops.c)
+ *   G[:,0] += colsum(dZ), G[:,1:] += dZ^T X_tile (bwd_*: register-blocked rank updates)
+ * so X comes from memory once per step. Thread 0 accumulates into the caller's gradient, the
+ * others into their private one, added in at the end (fixed order: the result depends on the
+ * thread count only through rounding).
+ *
+ * The kernels are written with GCC vector types so one source serves SSE2 (the portable
+ * baseline every x86-64 has) and, through a clone compiled for AVX2+FMA and picked at run time
+ * with __builtin_cpu_supports, the wider units most machines have. No -march in the build.
+ */
+#include "fused.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "graph.h"
+
+#define FUSED_MAX_THREADS 8
+/* Multiply-adds per thread below which waking a worker costs more than it saves. */
+#define FUSED_MIN_WORK_PER_THREAD (1 << 17)
+/* Bytes of X per tile: the tile is read again by the gradient half, from L2. */
+#define FUSED_TILE_BYTES (96 * 1024)
+#define FUSED_TILE_MAX 256
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FUSED_X86_CLONES 1
+#endif
+
+typedef double v4d __attribute__((vector_size(32)));
+/* Unaligned vector load and store. Macros, not functions: a v4d passed by value to a function
+ * compiled without AVX is an ABI question the compilers warn about. */
+#define LD4(v, p) memcpy(&(v), (p), sizeof(v4d))
+#define ST4(p, v) memcpy((p), &(v), sizeof(v4d))
+
+/* Everything one call hands to the threads. */
+typedef struct fused_job {
+    const double *w, *x, *y;
+    int32_t rows, n_thread;
+    int want_grad;
+    double *grad;             /* thread 0's gradient: the caller's */
+} fused_job_t;
+
+typedef struct fused_slot {
+    struct fused *f;          /* the owner, for the worker that runs this slot */
+    int32_t id;               /* thread index: 0 is the caller */
+    double *grad;             /* k*(1+n); thread 0 uses the caller's instead */
+    double *z;                /* tile * k scratch */
+    double loss;
+} fused_slot_t;
+
+typedef void (*fused_tile_fn)(const fused_t *f, const double *w, const double *x,
+                              const double *y, int32_t r0, int32_t tr, int32_t rows_total,
+                              double *z, double *g, int want_grad, double *loss);
+
+struct fused {
+    int32_t loss, n, k, reduction;
+    int32_t max_threads, tile;
+    fused_slot_t *slot;       /* max_threads entries */
+    fused_tile_fn tile_fn;
+
+    /* The pool: started once, on the first call that uses more than one thread. */
+    int pool_started, pool_failed;
+    int32_t n_worker;
+    pthread_t *tid;
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t gen;             /* bumped per job; workers wait for a new value */
+    int32_t pending;          /* workers still running the current job */
+    int quit;
+    fused_job_t job;
+};
+
+/* ---- numerics (the formulas of ops.c, so both paths round alike) ----------------------------- */
+
+static inline double hsum4(const v4d *v)
+{
+    return ((*v)[0] + (*v)[2]) + ((*v)[1] + (*v)[3]);
+}
+
+/* Row of z: max, first argmax and Σ_{j != arg} exp(z_j - max) -- ops.c row_lse(). The exps are
+ * kept in e[] for the gradient. */
+static inline void lse_row(const double *z, int32_t k, double *e, double *mx, int32_t *arg,
+                           double *rest)
+{
+    int32_t a = 0;
+    for (int32_t j = 1; j < k; ++j)
+        if (z[j] > z[a])
+            a = j;
+    const double m = z[a];   /* e may be z itself: read the max before it is overwritten */
+    double s = 0.0;
+    for (int32_t j = 0; j < k; ++j) {
+        e[j] = j == a ? 1.0 : exp(z[j] - m);
+        if (j != a)
+            s += e[j];
+    }
+    *mx = m;
+    *arg = a;
+    *rest = s;
+}
+
+/* ops.c bce_term() and bce_grad() from one exp: with e = exp(-|z|), sigmoid(z) is 1/(1+e) or
+ * e/(1+e) by the sign of z, exactly as sigmoid() computes it, and sigmoid(-z) the other one. */
+static inline void bce_pair(double z, double t, double *term, double *grad)
+{
+    double e = exp(-fabs(z));
+    double big = 1.0 / (1.0 + e), small = e / (1.0 + e);
+    double sp = z >= 0.0 ? big : small;      /* sigmoid(z) */
+    double sm = -z >= 0.0 ? big : small;     /* sigmoid(-z) */
+    *term = (fmax(z, 0.0) - t * z) + log1p(e);
+    *grad = (1.0 - t) * sp - t * sm;
+}
+
+static inline double sigmoid(double z)
+{
+    if (z >= 0.0)
+        return 1.0 / (1.0 + exp(-z));
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+/* ---- kernels ---------------------------------------------------------------------------------- */
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* z[r*k + j] = w[j][0] + Σ_i x[r][i] w[j][1+i] for r < RB, j < JB. */
+ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict x, int32_t n,
+                             const double *restrict w, int32_t k, double *restrict z)
+{
+    const int64_t ldw = (int64_t)n + 1;
+    v4d acc[3][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+        for (int j = 0; j < JB; ++j)
+            acc[r][j] = (v4d){0.0, 0.0, 0.0, 0.0};
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4d xv[3];
+#pragma GCC unroll 4
+        for (int r = 0; r < RB; ++r)
+            LD4(xv[r], x + (int64_t)r * n + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < JB; ++j) {
+            v4d wv;
+            LD4(wv, w + j * ldw + 1 + i);
+#pragma GCC unroll 4
+            for (int r = 0; r < RB; ++r)
+                acc[r][j] += xv[r] * wv;
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+        for (int j = 0; j < JB; ++j) {
+            double s = hsum4(&acc[r][j]);
+            for (int32_t ii = i; ii < n; ++ii)
+                s += x[(int64_t)r * n + ii] * w[j * ldw + 1 + ii];
+            z[(int64_t)r * k + j] = w[j * ldw] + s;
+        }
+}
+
+/* Columns j0..j0+3 (or the rest) of z for RB rows. */
+ALWAYS_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n,
+                            const double *restrict w, int32_t k, double *restrict z)
+{
+    const int64_t ldw = (int64_t)n + 1;
+    int32_t j = 0;
+    for (; j + 4 <= k; j += 4)
+        fwd_block(RB, 4, x, n, w + j * ldw, k, z + j);
+    switch (k - j) {
+    case 3:
+        fwd_block(RB, 3, x, n, w + j * ldw, k, z + j);
+        break;
+    case 2:
+        fwd_block(RB, 2, x, n, w + j * ldw, k, z + j);
+        break;
+    case 1:
+        fwd_block(RB, 1, x, n, w + j * ldw, k, z + j);
+        break;
+    default:
+        break;
+    }
+}
+
+ALWAYS_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
+                            const double *restrict w, int32_t k, double *restrict z)
+{
+    int32_t r = 0;
+    for (; r + 3 <= tr; r += 3)
+        fwd_rows(3, x + (int64_t)r * n, n, w, k, z + (int64_t)r * k);
+    for (; r < tr; ++r)
+        fwd_rows(1, x + (int64_t)r * n, n, w, k, z + (int64_t)r * k);
+}
+
+/* g[j][1+i0 .. 1+i0+4*IV) += Σ_r dz[r][j] x[r][i0 ..] for j < JB, over tr rows. */
+ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict x, int32_t tr,
+                             int32_t n, const double *restrict dz, int32_t k, double *restrict g,
+                             int32_t i0)
+{
+    const int64_t ldg = (int64_t)n + 1;
+    v4d acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+        for (int v = 0; v < IV; ++v)
+            acc[j][v] = (v4d){0.0, 0.0, 0.0, 0.0};
+    for (int32_t r = 0; r < tr; ++r) {
+        const double *xr = x + (int64_t)r * n + i0;
+        v4d xv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < IV; ++v)
+            LD4(xv[v], xr + 4 * v);
+#pragma GCC unroll 4
+        for (int j = 0; j < JB; ++j) {
+            const double d = dz[(int64_t)r * k + j];
+            v4d dv = {d, d, d, d};
+#pragma GCC unroll 4
+            for (int v = 0; v < IV; ++v)
+                acc[j][v] += dv * xv[v];
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < JB; ++j)
+#pragma GCC unroll 4
+        for (int v = 0; v < IV; ++v) {
+            double *gp = g + j * ldg + 1 + i0 + 4 * v;
+            v4d gv;
+            LD4(gv, gp);
+            gv += acc[j][v];
+            ST4(gp, gv);
+        }
+}
+
+/* Classes j..j+JB of the gradient over the whole tile. */
+ALWAYS_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x, int32_t tr,
+                            int32_t n, const double *restrict dz, int32_t k, double *restrict g)
+{
+    const int64_t ldg = (int64_t)n + 1;
+    int32_t i = 0;
+    for (; i + 4 * IV <= n; i += 4 * IV)
+        bwd_block(JB, IV, x, tr, n, dz, k, g, i);
+    for (; i + 4 <= n; i += 4)
+        bwd_block(JB, 1, x, tr, n, dz, k, g, i);
+    for (int j = 0; j < JB; ++j) {
+        double b = 0.0;
+        for (int32_t r = 0; r < tr; ++r)
+            b += dz[(int64_t)r * k + j];
+        g[j * ldg] += b;
+        for (int32_t ii = i; ii < n; ++ii) {
+            double s = 0.0;
+            for (int32_t r = 0; r < tr; ++r)
+                s += dz[(int64_t)r * k + j] * x[(int64_t)r * n + ii];
+            g[j * ldg + 1 + ii] += s;
+        }
+    }
+}
+
+ALWAYS_INLINE void bwd_tile(const double *restrict x, int32_t tr, int32_t n,
+                            const double *restrict dz, int32_t k, double *restrict g)
+{
+    const int64_t ldg = (int64_t)n + 1;
+    int32_t j = 0;
+    if (k == 1) {   /* one output: widen along i instead, for enough independent sums */
+        bwd_cols(1, 4, x, tr, n, dz, k, g);
+        return;
+    }
+    for (; j + 4 <= k; j += 4)
+        bwd_cols(4, 2, x, tr, n, dz + j, k, g + j * ldg);
+    switch (k - j) {
+    case 3:
+        bwd_cols(3, 2, x, tr, n, dz + j, k, g + j * ldg);
+        break;
+    case 2:
+        bwd_cols(2, 2, x, tr, n, dz + j, k, g + j * ldg);
+        break;
+    case 1:
+        bwd_cols(1, 4, x, tr, n, dz + j, k, g + j * ldg);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Turn a tile of z into dz (scaled as the reduction says) and add its loss terms. y points at
+ * the tile's first label row; rows_total is the batch's rows (the mean's divisor). */
+ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *restrict y,
+                               int32_t tr, int32_t k, int32_t rows_total, double *restrict z,
+                               int want_grad)
+{
+    const double scale = reduction == AD_REDUCTION_SUM ? 1.0 : 1.0 / (double)rows_total;
+    double s = 0.0;
+    switch (kind) {
+    case FUSED_LOSS_L2: {
+        const double g2 = 2.0 * scale;
+        for (int64_t i = 0; i < (int64_t)tr * k; ++i) {
+            double d = z[i] - y[i];
+            s += d * d;
+            z[i] = g2 * d;
+        }
+        break;
+    }
+    case FUSED_LOSS_SIGMOID_L2: {
+        const double g2 = 2.0 * scale;
+        for (int32_t i = 0; i < tr; ++i) {
+            double o = sigmoid(z[i]), d = o - y[i];
+            s += d * d;
+            z[i] = (g2 * d) * o * (1.0 - o);
+        }
+        break;
+    }
+    case FUSED_LOSS_BCE:
+        for (int32_t i = 0; i < tr; ++i) {
+            double term, gr;
+            bce_pair(z[i], y[i], &term, &gr);
+            s += term;
+            z[i] = scale * gr;
+        }
+        break;
+    case FUSED_LOSS_OVA:
+        /* wbce with w = scale folded per entry, as model.c fills it. */
+        for (int32_t i = 0; i < tr; ++i) {
+            int32_t c = (int32_t)y[i];
+            double *zr = z + (int64_t)i * k;
+            for (int32_t j = 0; j < k; ++j) {
+                double term, gr;
+                bce_pair(zr[j], c == j ? 1.0 : 0.0, &term, &gr);
+                s += scale * term;
+                zr[j] = scale * gr;
+            }
+        }
+        return s;
+    case FUSED_LOSS_CCE:
+        /* ops.c cce_loss: loss (max - z_y) + log1p(rest); dz_j = softmax_j - [j == y], and for
+         * y the argmax -rest/(1+rest). The exps are computed once, in place. */
+        for (int32_t i = 0; i < tr; ++i) {
+            double *zr = z + (int64_t)i * k, mx, rest;
+            int32_t arg, c = (int32_t)y[i];
+            double zc = zr[c];
+            lse_row(zr, k, zr, &mx, &arg, &rest);
+            s += (mx - zc) + log1p(rest);
+            if (!want_grad)
+                continue;
+            const double denom = 1.0 + rest;
+            for (int32_t j = 0; j < k; ++j) {
+                double pj = zr[j] / denom;   /* zr[arg] is exactly 1.0 */
+                if (j == c)
+                    pj = j == arg ? -rest / denom : pj - 1.0;
+                zr[j] = scale * pj;
+            }
+        }
+        break;
+    default:
+        break;
+    }
+    return s;
+}
+
+/* One tile: forward, loss, gradient. */
+ALWAYS_INLINE void tile_body(const fused_t *f, const double *w, const double *x, const double *y,
+                             int32_t r0, int32_t tr, int32_t rows_total, double *z, double *g,
+                             int want_grad, double *loss)
+{
+    const int32_t n = f->n, k = f->k;
+    const double *xt = x + (int64_t)r0 * n;
+    fwd_tile(xt, tr, n, w, k, z);
+    int per_row_y = f->loss == FUSED_LOSS_L2 ? k : 1;
+    *loss += loss_tile(f->loss, f->reduction, y + (int64_t)r0 * per_row_y, tr, k, rows_total, z,
+                       want_grad);
+    if (want_grad)
+        bwd_tile(xt, tr, n, z, k, g);
+}
+
+static void tile_generic(const fused_t *f, const double *w, const double *x, const double *y,
+                         int32_t r0, int32_t tr, int32_t rows_total, double *z, double *g,
+                         int want_grad, double *loss)
+{
+    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss);
+}
+
+#ifdef FUSED_X86_CLONES
+__attribute__((target("avx2,fma"))) static void
+tile_avx2(const fused_t *f, const double *w, const double *x, const double *y, int32_t r0,
+          int32_t tr, int32_t rows_total, double *z, double *g, int want_grad, double *loss)
+{
+    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss);
+}
+#endif
+
+/* ---- threads ---------------------------------------------------------------------------------- */
+
+/* Rows [lo, hi) of the current job, in tiles, into slot t (thread 0: the caller's gradient). */
+static void run_part(fused_t *f, int32_t t)
+{
+    const fused_job_t *jb = &f->job;
+    const int32_t lo = (int32_t)((int64_t)jb->rows * t / jb->n_thread);
+    const int32_t hi = (int32_t)((int64_t)jb->rows * (t + 1) / jb->n_thread);
+    fused_slot_t *sl = &f->slot[t];
+    double *g = t == 0 ? jb->grad : sl->grad;
+    const int64_t n_g = (int64_t)f->k * (f->n + 1);
+    double loss = 0.0;
+    if (jb->want_grad)
+        memset(g, 0, (size_t)n_g * sizeof *g);
+    for (int32_t r = lo; r < hi; r += f->tile) {
+        int32_t tr = hi - r < f->tile ? hi - r : f->tile;
+        f->tile_fn(f, jb->w, jb->x, jb->y, r, tr, jb->rows, sl->z, g, jb->want_grad, &loss);
+    }
+    sl->loss = loss;
+}
+
+static void *worker_main(void *arg)
+{
+    fused_slot_t *me = arg;
+    fused_t *f = me->f;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (f->gen == seen && !f->quit)
+            pthread_cond_wait(&f->go, &f->mu);
+        if (f->quit)
+            break;
+        seen = f->gen;
+        int run = me->id < f->job.n_thread;
+        pthread_mutex_unlock(&f->mu);
+        if (run)
+            run_part(f, me->id);
+        pthread_mutex_lock(&f->mu);
+        if (--f->pending == 0)
+            pthread_cond_signal(&f->done);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* Start max_threads - 1 workers. On any failure the pool stays off (single thread), and the
+ * workers already started are stopped: a missing thread costs speed, never a result. */
+static void pool_start(fused_t *f)
+{
+    f->pool_started = 1;
+    f->tid = calloc((size_t)f->max_threads, sizeof *f->tid);
+    if (f->tid == NULL || pthread_mutex_init(&f->mu, NULL) != 0) {
+        free(f->tid);
+        f->tid = NULL;
+        f->pool_failed = 1;
+        return;
+    }
+    if (pthread_cond_init(&f->go, NULL) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        goto fail_mu;
+    }
+    if (pthread_cond_init(&f->done, NULL) != 0) {
+        pthread_cond_destroy(&f->go);
+        pthread_mutex_destroy(&f->mu);
+        goto fail_mu;
+    }
+    for (int32_t t = 1; t < f->max_threads; ++t) {
+        if (pthread_create(&f->tid[t], NULL, worker_main, &f->slot[t]) != 0)
+            break;
+        ++f->n_worker;
+    }
+    if (f->n_worker == f->max_threads - 1)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->quit = 1;
+    pthread_cond_broadcast(&f->go);
+    pthread_mutex_unlock(&f->mu);
+    for (int32_t t = 1; t <= f->n_worker; ++t)
+        pthread_join(f->tid[t], NULL);
+    pthread_cond_destroy(&f->go);
+    pthread_cond_destroy(&f->done);
+    pthread_mutex_destroy(&f->mu);
+fail_mu:
+    free(f->tid);
+    f->tid = NULL;
+    f->n_worker = 0;
+    f->pool_failed = 1;
+}
+
+static void pool_stop(fused_t *f)
+{
+    if (!f->pool_started || f->pool_failed)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->quit = 1;
+    pthread_cond_broadcast(&f->go);
+    pthread_mutex_unlock(&f->mu);
+    for (int32_t t = 1; t <= f->n_worker; ++t)
+        pthread_join(f->tid[t], NULL);
+    pthread_cond_destroy(&f->go);
+    pthread_cond_destroy(&f->done);
+    pthread_mutex_destroy(&f->mu);
+    free(f->tid);
+    f->tid = NULL;
+}
+
+/* ---- public ----------------------------------------------------------------------------------- */
+
+static int32_t online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > FUSED_MAX_THREADS ? FUSED_MAX_THREADS : (int32_t)n;
+}
+
+int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max_threads,
+              fused_t **out, err_t *err)
+{
+    *out = NULL;
+    if (loss < FUSED_LOSS_L2 || loss > FUSED_LOSS_OVA || n < 1 || k < 1
+        || ((loss == FUSED_LOSS_SIGMOID_L2 || loss == FUSED_LOSS_BCE) && k != 1)
+        || (loss == FUSED_LOSS_CCE && k < 2)
+        || (reduction != AD_REDUCTION_MEAN && reduction != AD_REDUCTION_SUM)
+        || max_threads < 0)
+        return err_set(err, ERR_INVAL, "fused: loss %d with %d inputs, %d outputs", (int)loss,
+                       (int)n, (int)k);
+    fused_t *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return err_set(err, ERR_NOMEM, "fused: out of memory");
+    f->loss = loss;
+    f->n = n;
+    f->k = k;
+    f->reduction = reduction;
+    f->max_threads = max_threads == 0 ? online_cpus()
+                     : max_threads > FUSED_MAX_THREADS ? FUSED_MAX_THREADS : max_threads;
+    int64_t tile = FUSED_TILE_BYTES / ((int64_t)n * (int64_t)sizeof(double));
+    f->tile = tile < 4 ? 4 : tile > FUSED_TILE_MAX ? FUSED_TILE_MAX : (int32_t)tile;
+    f->tile_fn = tile_generic;
+#ifdef FUSED_X86_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        f->tile_fn = tile_avx2;
+#endif
+    const int64_t n_g = (int64_t)k * ((int64_t)n + 1);
+    f->slot = calloc((size_t)f->max_threads, sizeof *f->slot);
+    if (f->slot == NULL)
+        goto nomem;
+    for (int32_t t = 0; t < f->max_threads; ++t) {
+        f->slot[t].f = f;
+        f->slot[t].id = t;
+        f->slot[t].z = malloc((size_t)f->tile * (size_t)k * sizeof(double));
+        if (t > 0)
+            f->slot[t].grad = malloc((size_t)n_g * sizeof(double));
+        if (f->slot[t].z == NULL || (t > 0 && f->slot[t].grad == NULL))
+            goto nomem;
+    }
+    *out = f;
+    return 0;
+nomem:
+    fused_free(f);
+    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", (int)max_threads);
+}
+
+void fused_free(fused_t *f)
+{
+    if (f == NULL)
+        return;
+    pool_stop(f);
+    for (int32_t t = 0; f->slot != NULL && t < f->max_threads; ++t) {
+        free(f->slot[t].z);
+        free(f->slot[t].grad);
+    }
+    free(f->slot);
+    free(f);
+}
+
+int32_t fused_max_threads(const fused_t *f)
+{
+    return f->max_threads;
+}
+
+int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *y, int32_t rows,
+                    double *loss, double *grad, err_t *err)
+{
+    if (rows < 1)
+        return err_set_field(err, ERR_INVAL, "x", "no rows to evaluate");
+    if (f->loss == FUSED_LOSS_CCE) {
+        /* The graph checks this in cce_loss's forward; report it the same way. */
+        for (int32_t r = 0; r < rows; ++r) {
+            double c = y[r];
+            if (!(c >= 0.0 && c < (double)f->k && c == floor(c)))
+                return err_set_field(err, ERR_INVAL, "y",
+                                     "node 'loss': cce_loss: row %lld: class %g is not an "
+                                     "integer in [0,%lld)",
+                                     (long long)r, c, (long long)f->k);
+        }
+    }
+    const int64_t work = (int64_t)rows * ((int64_t)f->n + 1) * f->k;
+    int32_t nt = (int32_t)(work / FUSED_MIN_WORK_PER_THREAD);
+    if (nt > f->max_threads)
+        nt = f->max_threads;
+    if (nt > rows)
+        nt = rows;
+    if (nt < 1)
+        nt = 1;
+    if (nt > 1 && !f->pool_started)
+        pool_start(f);
+    if (f->pool_failed)
+        nt = 1;
+    f->job = (fused_job_t){.w = w, .x = x, .y = y, .rows = rows, .n_thread = nt,
+                           .want_grad = grad != NULL, .grad = grad};
+    if (nt > 1) {
+        pthread_mutex_lock(&f->mu);
+        ++f->gen;
+        f->pending = f->n_worker;
+        pthread_cond_broadcast(&f->go);
+        pthread_mutex_unlock(&f->mu);
+    }
+    run_part(f, 0);
+    double total = f->slot[0].loss;
+    if (nt > 1) {
+        pthread_mutex_lock(&f->mu);
+        while (f->pending > 0)
+            pthread_cond_wait(&f->done, &f->mu);
+        pthread_mutex_unlock(&f->mu);
+        const int64_t n_g = (int64_t)f->k * (f->n + 1);
+        for (int32_t t = 1; t < nt; ++t) {
+            total += f->slot[t].loss;
+            if (grad != NULL) {
+                const double *restrict src = f->slot[t].grad;
+                for (int64_t i = 0; i < n_g; ++i)
+                    grad[i] += src[i];
+            }
+        }
+    }
+    *loss = total;
+    return 0;
+}

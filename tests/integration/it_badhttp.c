@@ -1,0 +1,711 @@
+/* tests/integration/it_badhttp.c -- bad input at the HTTP level, over raw TCP sockets: a
+ * truncated body, a body dripped a few bytes at a time while others are served, a wrong
+ * Content-Length, invalid UTF-8 and NUL bytes in JSON, a body on GET and DELETE, a header flood,
+ * pipelined requests, HTTP/1.0 without Host. After each: /healthz answers 200, nothing changed
+ * (unless the case is meant to change something), and no answer is a 5xx. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static it_daemon_t d;
+
+static void setup(void)
+{
+    /* Two server threads: a stalled connection must not stall the others. */
+    const char *extra[] = {"--log-level", getenv("IT_LOG") ? getenv("IT_LOG") : "error", "--threads", "2", NULL};
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
+}
+
+static void teardown(void)
+{
+    int rc = d.pid > 0 ? it_stop(&d) : 0;
+    it_cleanup(&d);
+    ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- raw sockets ---------------------------------------------------------------------------- */
+
+static int raw_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_msg(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s",
+                  strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Send everything; 0, or -1 when the peer closed (EPIPE/ECONNRESET are fine in these tests). */
+static int raw_send(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+typedef struct raw_resp {
+    int status;
+    char *head;                /* status line and headers */
+    char *body;
+} raw_resp_t;
+
+#define RAW_MAX 8
+
+typedef struct raw_read {
+    int n;                     /* complete answers */
+    raw_resp_t r[RAW_MAX];
+    int closed;                /* the server closed the connection */
+} raw_read_t;
+
+static void raw_read_free(raw_read_t *rr)
+{
+    for (int i = 0; i < rr->n; ++i) {
+        free(rr->r[i].head);
+        free(rr->r[i].body);
+    }
+    memset(rr, 0, sizeof *rr);
+}
+
+/* Parse complete answers out of buf[0..*len); consumed bytes are removed. */
+static void raw_parse(char *buf, size_t *len, raw_read_t *rr)
+{
+    for (;;) {
+        buf[*len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end == NULL || rr->n == RAW_MAX)
+            return;
+        size_t head_len = (size_t)(end - buf) + 4;
+        size_t body_len = 0;
+        for (char *h = buf; h < end; h = strstr(h, "\r\n") + 2) {
+            if (strncasecmp(h, "Content-Length:", 15) == 0)
+                body_len = strtoul(h + 15, NULL, 10);
+            if (strstr(h, "\r\n") == NULL)
+                break;
+        }
+        if (*len < head_len + body_len)
+            return;
+        raw_resp_t *r = &rr->r[rr->n++];
+        r->head = strndup(buf, head_len);
+        r->body = strndup(buf + head_len, body_len);
+        r->status = 0;
+        sscanf(buf, "HTTP/%*d.%*d %d", &r->status);
+        memmove(buf, buf + head_len + body_len, *len - head_len - body_len);
+        *len -= head_len + body_len;
+    }
+}
+
+/* Read until `want` answers are complete, the server closes, or timeout_ms passes. */
+static void raw_recv(int fd, int want, int timeout_ms, raw_read_t *rr)
+{
+    memset(rr, 0, sizeof *rr);
+    static char buf[1 << 20];
+    size_t len = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    while (rr->n < want && !rr->closed) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0)
+            break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, left);
+        if (pr <= 0)
+            continue;
+        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rr->closed = 1;
+            break;
+        }
+        len += (size_t)n;
+        raw_parse(buf, &len, rr);
+    }
+}
+
+/* One request text on a fresh connection; the answers, then the socket is closed. */
+static void raw_exchange(const void *req, size_t len, int want, raw_read_t *rr)
+{
+    int fd = raw_connect();
+    raw_send(fd, req, len);
+    raw_recv(fd, want, 10000, rr);
+    close(fd);
+}
+
+/* ---- the daemon is fine and nothing changed --------------------------------------------------- */
+
+static char *models_snapshot(void)
+{
+    long status = 0;
+    char *text = NULL;
+    it_request("GET", "/v1/models?limit=1000", NULL, NULL, &status, &text, NULL);
+    ck_assert_int_eq(status, 200);
+    return text;
+}
+
+static void check_healthy(const char *snapshot)
+{
+    ck_assert_msg(d.pid > 0 && kill(d.pid, 0) == 0, "the daemon died");
+    long status = 0;
+    cJSON *h = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    cJSON_Delete(h);
+    if (snapshot != NULL) {
+        char *now = models_snapshot();
+        ck_assert_str_eq(now, snapshot);
+        free(now);
+    }
+}
+
+/* Every answer is a well-formed 4xx. */
+static void check_4xx(const raw_read_t *rr)
+{
+    for (int i = 0; i < rr->n; ++i)
+        ck_assert_msg(rr->r[i].status >= 400 && rr->r[i].status < 500, "answer %d: status %d",
+                      i, rr->r[i].status);
+}
+
+/* A JSON error answer with `code`; when `field` is not NULL, that field. */
+static void check_error(const char *body, const char *code, const char *field)
+{
+    cJSON *j = cJSON_Parse(body);
+    ck_assert_msg(j != NULL, "not JSON: %s", body);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+    ck_assert_msg(cJSON_IsString(c) && strcmp(c->valuestring, code) == 0, "want %s: %s", code,
+                  body);
+    if (field != NULL) {
+        cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "field");
+        ck_assert_msg(cJSON_IsString(f) && strcmp(f->valuestring, field) == 0,
+                      "want field %s: %s", field, body);
+    }
+    cJSON_Delete(j);
+}
+
+static int utf8_valid(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                                : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (k == 0 || i + k > n)
+            return 0;
+        for (size_t j = 1; j < k; ++j)
+            if ((p[i + j] & 0xC0) != 0x80)
+                return 0;
+        i += k;
+    }
+    return 1;
+}
+
+static int64_t create_model(const char *spec)
+{
+    long status = 0;
+    cJSON *m = it_json("POST", "/v1/models", spec, &status);
+    ck_assert_int_eq(status, 201);
+    int64_t id = (int64_t)cJSON_GetObjectItemCaseSensitive(m, "id")->valuedouble;
+    cJSON_Delete(m);
+    return id;
+}
+
+static void add_rows(int64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    long status = 0;
+    cJSON *j = it_json("POST", path, "{\"x\":[[1,2],[3,4]],\"y\":[1,2]}", &status);
+    ck_assert_int_eq(status, 201);
+    cJSON_Delete(j);
+}
+
+/* ---- the cases ------------------------------------------------------------------------------ */
+
+START_TEST(truncated_body)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2,\"name\":\"keep\"}");
+    add_rows(id);
+    char *snap = models_snapshot();
+    static const char *const reqs[] = {
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}",
+        "POST /v1/models/1/batches HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 5000\r\n\r\n{\"x\":[[1,2],[3,4]],\"y\":[1,2]}",
+        "POST /v1/models/1/train HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 64\r\n\r\n{\"steps\":5}",
+        "PUT /v1/models/1/parameters HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 64\r\n\r\n{\"parameters\":{\"W1\":[[1,1,1]]}}",
+        /* chunked, and the last chunk never comes */
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n1c\r\n{\"kind\":\"linear\",\"inputs\":2}\r\n",
+        /* headers cut off in the middle */
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Ty",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; ++i) {
+        int fd = raw_connect();
+        raw_send(fd, reqs[i], strlen(reqs[i]));
+        sleep_ms(100);
+        close(fd);                           /* the rest never comes */
+        sleep_ms(100);
+        check_healthy(snap);
+    }
+    free(snap);
+}
+END_TEST
+
+typedef struct drip {
+    const char *body;
+    int status;                /* answer to the dripped request */
+    int64_t ms;
+} drip_t;
+
+static void *drip_main(void *arg)
+{
+    drip_t *dr = arg;
+    int64_t t0 = now_ms();
+    int fd = raw_connect();
+    char head[256];
+    int n = snprintf(head, sizeof head, "POST /v1/models HTTP/1.1\r\nHost: t\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     strlen(dr->body));
+    /* The headers dripped too, then the body, 3 bytes every 200 ms. */
+    for (int i = 0; i < n; i += 16) {
+        raw_send(fd, head + i, (size_t)(n - i < 16 ? n - i : 16));
+        sleep_ms(50);
+    }
+    size_t len = strlen(dr->body);
+    for (size_t i = 0; i < len; i += 3) {
+        raw_send(fd, dr->body + i, len - i < 3 ? len - i : 3);
+        sleep_ms(200);
+    }
+    raw_read_t rr;
+    raw_recv(fd, 1, 10000, &rr);
+    dr->status = rr.n > 0 ? rr.r[0].status : -1;
+    raw_read_free(&rr);
+    close(fd);
+    dr->ms = now_ms() - t0;
+    return NULL;
+}
+
+START_TEST(slow_drip)
+{
+    drip_t dr[3] = {
+        {.body = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"drip0\"}"},
+        {.body = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"drip1\"}"},
+        {.body = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"drip2\"}"},
+    };
+    pthread_t t[3];
+    for (int i = 0; i < 3; ++i)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, drip_main, &dr[i]), 0);
+    /* Meanwhile (more drippers than server threads) other clients are served at once. */
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    add_rows(id);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    int64_t worst = 0;
+    for (int i = 0; i < 20; ++i) {
+        int64_t t0 = now_ms();
+        long status = 0;
+        cJSON *j = it_json("POST", path, "{\"steps\":2}", &status);
+        ck_assert_int_eq(status, 200);
+        cJSON_Delete(j);
+        j = it_json("GET", "/healthz", NULL, &status);
+        ck_assert_int_eq(status, 200);
+        cJSON_Delete(j);
+        int64_t ms = now_ms() - t0;
+        worst = ms > worst ? ms : worst;
+        sleep_ms(100);
+    }
+    ck_assert_msg(worst < 1000, "a request beside the drippers took %lld ms", (long long)worst);
+    for (int i = 0; i < 3; ++i) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(dr[i].status == 201, "dripped request %d: status %d", i, dr[i].status);
+        ck_assert_msg(dr[i].ms > 2000, "the drip was not slow (%lld ms)", (long long)dr[i].ms);
+    }
+    /* Each dripped model exists exactly once. */
+    char *snap = models_snapshot();
+    for (int i = 0; i < 3; ++i) {
+        char name[32];
+        snprintf(name, sizeof name, "\"drip%d\"", i);
+        char *p = strstr(snap, name);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_ptr_null(strstr(p + 1, name));
+    }
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+START_TEST(wrong_content_length)
+{
+    create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char *snap = models_snapshot();
+    /* Content-Length 10 of a longer body: the first request reads `{"kind":"l` (invalid JSON),
+     * and the rest is read as the next request: garbage, answered 400 (or the connection is
+     * closed) -- never a crash, never a 5xx, never a model. */
+    static const char req1[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 10\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
+    raw_read_t rr;
+    raw_exchange(req1, sizeof req1 - 1, 2, &rr);
+    ck_assert_msg(rr.n >= 1, "no answer");
+    ck_assert_int_eq(rr.r[0].status, 400);
+    check_error(rr.r[0].body, "invalid_json", NULL);
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+
+    /* The remainder looks like a request line but is not one. */
+    static const char req2[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\n\r\n{}GARBAGE / HTTP/1.1\r\nHost: t\r\n\r\n";
+    raw_exchange(req2, sizeof req2 - 1, 2, &rr);
+    ck_assert_msg(rr.n >= 1, "no answer");
+    ck_assert_int_eq(rr.r[0].status, 400);       /* {} is not a model spec */
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+
+    /* A Content-Length that is not a number, or two that disagree. */
+    static const char req3[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: abc\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
+    raw_exchange(req3, sizeof req3 - 1, 1, &rr);
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    static const char req4[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 28\r\nContent-Length: 5\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
+    raw_exchange(req4, sizeof req4 - 1, 1, &rr);
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+/* POST /v1/models with raw bytes `body` (len bytes): 400 `code` (field `field` when not NULL),
+ * a body that is valid UTF-8 JSON, and no model created. */
+static void bad_spec(const char *body, size_t len, const char *code, const char *field)
+{
+    char *snap = models_snapshot();
+    it_call_t c = {.method = "POST", .path = "/v1/models", .content_type = "application/json",
+                   .body = body, .len = len};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_msg(r.status == 400, "status %ld: %s", r.status, r.body);
+    ck_assert_msg(utf8_valid((const unsigned char *)r.body, r.len), "answer is not UTF-8: %s",
+                  r.body);
+    check_error(r.body, code, field);
+    it_resp_free(&r);
+    check_healthy(snap);
+    free(snap);
+}
+
+START_TEST(invalid_utf8)
+{
+    /* Invalid UTF-8 in a string is refused where the string is used, naming the field; the
+     * answer quotes nothing that is not UTF-8. */
+    static const char name[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"\xff\xfe\"}";
+    bad_spec(name, sizeof name - 1, "invalid_argument", "name");
+    static const char key[] = "{\"kind\":\"linear\",\"inputs\":2,\"\xff\xfe\":1}";
+    bad_spec(key, sizeof key - 1, "invalid_argument", NULL);
+    static const char kind[] = "{\"kind\":\"line\xc3\",\"inputs\":2}";  /* cut sequence */
+    bad_spec(kind, sizeof kind - 1, "invalid_argument", "kind");
+    static const char overlong[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"\xc0\xaf\"}";
+    bad_spec(overlong, sizeof overlong - 1, "invalid_argument", "name");
+    static const char surrogate[] =
+        "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"\xed\xa0\x80\"}";
+    bad_spec(surrogate, sizeof surrogate - 1, "invalid_argument", "name");
+    /* A lone surrogate escape cannot be decoded at all. */
+    static const char esc[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"\\ud800\"}";
+    bad_spec(esc, sizeof esc - 1, "invalid_json", NULL);
+    /* The same in a checkpoint label and a graph node id. */
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char *snap = models_snapshot();
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    static const char label[] = "{\"label\":\"a\xff" "b\"}";
+    it_call_t c = {.method = "POST", .path = path, .content_type = "application/json",
+                   .body = label, .len = sizeof label - 1};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_msg(r.status == 400, "label: %ld %s", r.status, r.body);
+    check_error(r.body, "invalid_argument", "label");
+    it_resp_free(&r);
+    long status = 0;
+    cJSON *cl = it_json("GET", path, NULL, &status);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(cl, "checkpoints")), 0);
+    cJSON_Delete(cl);
+    check_healthy(snap);
+    free(snap);
+    /* A control character, escaped correctly, is still refused in a name (field named). */
+    static const char ctl[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"a\\u0001b\"}";
+    bad_spec(ctl, sizeof ctl - 1, "invalid_argument", "name");
+    /* A quoted unknown key cut to 60 bytes mid-character: the message stays UTF-8. */
+    char longkey[160];
+    snprintf(longkey, sizeof longkey, "{\"kind\":\"linear\",\"inputs\":2,\"%.59s\xc3\xa9\":1}",
+             "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
+    bad_spec(longkey, strlen(longkey), "invalid_argument", NULL);
+    /* Valid UTF-8 is fine. */
+    cJSON *m = it_json("POST", "/v1/models",
+                       "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"r\xc3\xa9seau \xe2\x9c\x93\"}",
+                       &status);
+    ck_assert_int_eq(status, 201);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(m, "name")->valuestring,
+                     "r\xc3\xa9seau \xe2\x9c\x93");
+    cJSON_Delete(m);
+}
+END_TEST
+
+START_TEST(nul_bytes)
+{
+    static const char in_string[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"ab\0cd\"}";
+    bad_spec(in_string, sizeof in_string - 1, "invalid_json", NULL);
+    static const char escaped[] = "{\"kind\":\"linear\",\"inputs\":2,\"name\":\"ab\\u0000cd\"}";
+    bad_spec(escaped, sizeof escaped - 1, "invalid_json", NULL);
+    static const char after[] = "{\"kind\":\"linear\",\"inputs\":2}\0";
+    bad_spec(after, sizeof after - 1, "invalid_json", NULL);
+    static const char before[] = "\0{\"kind\":\"linear\",\"inputs\":2}";
+    bad_spec(before, sizeof before - 1, "invalid_json", NULL);
+    static const char between[] = "{\"kind\":\"linear\",\0\"inputs\":2}";
+    bad_spec(between, sizeof between - 1, "invalid_json", NULL);
+    /* The same in a batch (CSV and JSON) of an existing model: nothing stored. */
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char *snap = models_snapshot();
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    static const char csv[] = "1,2,3\n4,\0,6\n";
+    it_call_t c = {.method = "POST", .path = path, .content_type = "text/csv", .body = csv,
+                   .len = sizeof csv - 1};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_msg(r.status == 400, "csv with NUL: %ld %s", r.status, r.body);
+    it_resp_free(&r);
+    static const char json[] = "{\"x\":[[1,2],[3\0,4]],\"y\":[1,2]}";
+    c = (it_call_t){.method = "POST", .path = path, .content_type = "application/json",
+                    .body = json, .len = sizeof json - 1};
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_msg(r.status == 400, "json with NUL: %ld %s", r.status, r.body);
+    check_error(r.body, "invalid_json", NULL);
+    it_resp_free(&r);
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+/* A body on GET or DELETE is refused (400 invalid_argument): no route reads one, and ignoring
+ * it would let a client believe its parameters were used. An empty body is fine. */
+START_TEST(body_on_get)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char *snap = models_snapshot();
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    static const char *const methods[] = {"GET", "DELETE"};
+    for (int i = 0; i < 2; ++i) {
+        it_call_t c = {.method = methods[i], .path = path, .content_type = "application/json",
+                       .body = "{\"limit\":1}"};
+        it_resp_t r;
+        ck_assert_int_eq(it_do(&c, &r), 0);
+        ck_assert_msg(r.status == 400, "%s with a body: %ld %s", methods[i], r.status, r.body);
+        check_error(r.body, "invalid_argument", NULL);
+        ck_assert_ptr_nonnull(strstr(r.body, "no request body"));
+        it_resp_free(&r);
+        check_healthy(snap);
+    }
+    /* Unknown paths stay 404 and wrong methods 405, body or not. */
+    it_call_t c = {.method = "GET", .path = "/v1/nope", .body = "x"};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    it_resp_free(&r);
+    /* Content-Length: 0 on GET is no body. */
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", path);
+    raw_read_t rr;
+    raw_exchange(req, strlen(req), 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, 200);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+START_TEST(header_flood)
+{
+    create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char *snap = models_snapshot();
+    /* One header line of 256 KiB. */
+    size_t big = 256 * 1024;
+    char *req = malloc(big + 256);
+    int n = snprintf(req, 256, "GET /v1/models HTTP/1.1\r\nHost: t\r\nX-Flood: ");
+    memset(req + n, 'a', big);
+    memcpy(req + n + big, "\r\n\r\n", 5);
+    raw_read_t rr;
+    raw_exchange(req, (size_t)n + big + 4, 1, &rr);
+    ck_assert_msg(rr.n == 1 || rr.closed, "no answer and no close");
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    /* Thousands of small headers. */
+    size_t o = (size_t)snprintf(req, 256, "GET /v1/models HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 10000 && o + 64 < big; ++i)
+        o += (size_t)snprintf(req + o, 64, "X-H%d: v\r\n", i);
+    memcpy(req + o, "\r\n", 3);
+    raw_exchange(req, o + 2, 1, &rr);
+    ck_assert_msg(rr.n == 1 || rr.closed, "no answer and no close");
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    /* A request line (URL) of 256 KiB. */
+    n = snprintf(req, 256, "GET /v1/models?x=");
+    memset(req + n, 'b', big);
+    memcpy(req + n + big, " HTTP/1.1\r\nHost: t\r\n\r\n", 23);
+    raw_exchange(req, (size_t)n + big + 22, 1, &rr);
+    ck_assert_msg(rr.n == 1 || rr.closed, "no answer and no close");
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    free(req);
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+START_TEST(pipelined)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    add_rows(id);
+    char req[1024];
+    snprintf(req, sizeof req,
+             "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+             "POST /v1/models/%lld/train HTTP/1.1\r\nHost: t\r\n"
+             "Content-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"steps\":3}"
+             "GET /v1/models/%lld HTTP/1.1\r\nHost: t\r\n\r\n"
+             "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+             "Content-Length: 5\r\n\r\n{bad}"
+             "GET /v1/models/%lld/history HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             (long long)id, (long long)id, (long long)id);
+    raw_read_t rr;
+    raw_exchange(req, strlen(req), 5, &rr);
+    ck_assert_int_eq(rr.n, 5);
+    static const int want[] = {200, 200, 200, 400, 200};
+    for (int i = 0; i < 5; ++i)
+        ck_assert_msg(rr.r[i].status == want[i], "answer %d: %d, expected %d", i,
+                      rr.r[i].status, want[i]);
+    /* In order: the train result, then the model at step 3, then its 3 history rows. */
+    ck_assert_ptr_nonnull(strstr(rr.r[1].body, "\"steps_run\":3"));
+    ck_assert_ptr_nonnull(strstr(rr.r[2].body, "\"step\":3"));
+    cJSON *h = cJSON_Parse(rr.r[4].body);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(h, "history")), 3);
+    cJSON_Delete(h);
+    raw_read_free(&rr);
+    check_healthy(NULL);
+}
+END_TEST
+
+START_TEST(http10_no_host)
+{
+    char *snap = models_snapshot();
+    static const char req[] = "GET /healthz HTTP/1.0\r\n\r\n";
+    raw_read_t rr;
+    raw_exchange(req, sizeof req - 1, 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, 200);
+    ck_assert_ptr_nonnull(strstr(rr.r[0].body, "\"status\":\"ok\""));
+    raw_read_free(&rr);
+    static const char req2[] = "POST /v1/models HTTP/1.0\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 28\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
+    raw_exchange(req2, sizeof req2 - 1, 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, 201);
+    raw_read_free(&rr);
+    free(snap);
+    snap = models_snapshot();
+    /* HTTP/1.1 requires Host: 400 from the HTTP layer. */
+    static const char req3[] = "GET /healthz HTTP/1.1\r\n\r\n";
+    raw_exchange(req3, sizeof req3 - 1, 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, 400);
+    raw_read_free(&rr);
+    /* Not HTTP at all, and an unknown version. */
+    static const char req4[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n";
+    raw_exchange(req4, sizeof req4 - 1, 1, &rr);
+    check_4xx(&rr);
+    raw_read_free(&rr);
+    static const char req5[] = "GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n";
+    raw_exchange(req5, sizeof req5 - 1, 1, &rr);
+    ck_assert_msg(rr.n == 0 || rr.r[0].status != 500, "HTTP/9.9: 500");
+    ck_assert_msg(rr.n == 0 || rr.r[0].status < 500 || rr.r[0].status == 505,
+                  "HTTP/9.9: status %d", rr.r[0].status);
+    raw_read_free(&rr);
+    check_healthy(snap);
+    free(snap);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("badhttp");
+    TCase *tc = tcase_create("badhttp");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, truncated_body);
+    tcase_add_test(tc, slow_drip);
+    tcase_add_test(tc, wrong_content_length);
+    tcase_add_test(tc, invalid_utf8);
+    tcase_add_test(tc, nul_bytes);
+    tcase_add_test(tc, body_on_get);
+    tcase_add_test(tc, header_flood);
+    tcase_add_test(tc, pipelined);
+    tcase_add_test(tc, http10_no_host);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}

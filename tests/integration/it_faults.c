@@ -1,0 +1,933 @@
+/* tests/integration/it_faults.c -- the daemon under storage faults and crashes.
+ *
+ * - kill -9 at random (seeded) moments while async jobs and sync train calls commit, ten
+ *   rounds: after each restart the database passes PRAGMA integrity_check, every model sits
+ *   exactly at a committed step with contiguous history 0..step-1, killed jobs are failed
+ *   "interrupted", and training continues.
+ * - Storage unavailable, three ways: a full disk (a small tmpfs in a private mount namespace,
+ *   filled with a filler file), a file size limit (RLIMIT_FSIZE set on the running daemon with
+ *   prlimit: every write then fails with EFBIG) and a read-only database (the immutable
+ *   attribute on the database and its WAL). Writes answer 503 unavailable, reads keep working,
+ *   /healthz says 503, a run that cannot commit ends cleanly at its last committed step, nothing
+ *   is corrupted, and service resumes without a restart once the fault is gone.
+ * - An outside writer holding the database lock: writes wait for it (busy timeout) and
+ *   succeed; held past the busy timeout (NEUROND_BUSY_TIMEOUT_MS) they answer 503, never 500.
+ *
+ * Sub-cases that need privileges this machine may not grant (mounting tmpfs, setting the
+ * immutable attribute) print "SKIP <case>: <reason>" and return; nothing else is skipped.
+ */
+#define _GNU_SOURCE   /* unshare, prlimit */
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static it_daemon_t d;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void start(const char *const *extra)
+{
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
+}
+
+static void start_default(void)
+{
+    const char *extra[] = {"--log-level", "error", "--threads", "8", "--max-jobs", "8", NULL};
+    start(extra);
+}
+
+static void teardown(void)
+{
+    int rc = d.pid > 0 ? it_stop(&d) : 0;
+    it_cleanup(&d);
+    ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
+}
+
+/* ---- HTTP helpers ------------------------------------------------------------------------- */
+
+static cJSON *get(const cJSON *o, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = get(o, key);
+    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
+    return v->valuedouble;
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+    const cJSON *v = get(o, key);
+    ck_assert_msg(cJSON_IsString(v), "%s is not a string", key);
+    return v->valuestring;
+}
+
+static cJSON *call(const char *method, const char *path, const char *body, long want)
+{
+    long status = 0;
+    char *text = NULL;
+    it_request(method, path, body != NULL ? "application/json" : NULL, body, &status, &text,
+               NULL);
+    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld: %s", method, path, status,
+                  want, text != NULL ? text : "");
+    cJSON *j = cJSON_Parse(text != NULL ? text : "");
+    free(text);
+    return j;
+}
+
+static void call_free(const char *method, const char *path, const char *body, long want)
+{
+    cJSON_Delete(call(method, path, body, want));
+}
+
+/* A 503 unavailable whose message contains `word` (case-sensitive; NULL: any message). */
+static void expect_unavailable(const char *method, const char *path, const char *body,
+                               const char *word)
+{
+    cJSON *j = call(method, path, body, 503);
+    ck_assert_msg(j != NULL, "%s %s: 503 without JSON", method, path);
+    const cJSON *e = get(j, "error");
+    ck_assert_str_eq(str(e, "code"), "unavailable");
+    const char *msg = str(e, "message");
+    ck_assert_msg(word == NULL || strstr(msg, word) != NULL, "%s %s: message '%s' lacks '%s'",
+                  method, path, msg, word);
+    cJSON_Delete(j);
+}
+
+/* Labels: 0 regression (y = 0.3 x0 - 0.2 x1 + 0.1), 2 binary 0/1, k > 2 classes 0..k-1. */
+static char *batch_json(int rows, int n_x, int classes, unsigned seed)
+{
+    size_t cap = (size_t)rows * ((size_t)n_x + 2) * 24 + 64;
+    char *s = malloc(cap);
+    size_t o = (size_t)snprintf(s, cap, "{\"x\":[");
+    double *y = malloc((size_t)rows * sizeof *y);
+    for (int i = 0; i < rows; ++i) {
+        o += (size_t)snprintf(s + o, cap - o, "%s[", i ? "," : "");
+        double acc = 0.1;
+        for (int k = 0; k < n_x; ++k) {
+            seed = seed * 1103515245u + 12345u;
+            double v = ((double)(seed >> 8 & 0xffff) / 65535.0) * 2.0 - 1.0;
+            if (k == 0)
+                acc += 0.3 * v;
+            if (k == 1)
+                acc -= 0.2 * v;
+            o += (size_t)snprintf(s + o, cap - o, "%s%.6f", k ? "," : "", v);
+        }
+        if (classes == 2)
+            acc = acc > 0.1 ? 1 : 0;
+        else if (classes > 2)
+            acc = (double)(i % classes);
+        y[i] = acc;
+        o += (size_t)snprintf(s + o, cap - o, "]");
+    }
+    o += (size_t)snprintf(s + o, cap - o, "],\"y\":[");
+    for (int i = 0; i < rows; ++i)
+        o += (size_t)snprintf(s + o, cap - o, "%s%.6f", i ? "," : "", y[i]);
+    snprintf(s + o, cap - o, "]}");
+    free(y);
+    return s;
+}
+
+static int64_t create_model(const char *spec)
+{
+    cJSON *m = call("POST", "/v1/models", spec, 201);
+    int64_t id = (int64_t)num(m, "id");
+    cJSON_Delete(m);
+    return id;
+}
+
+static void add_rows(int64_t id, int rows, int n_x, int classes)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    char *b = batch_json(rows, n_x, classes, (unsigned)id * 7919u);
+    call_free("POST", path, b, 201);
+    free(b);
+}
+
+static int64_t small_model(void)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":3,"
+                              "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.05}}");
+    add_rows(id, 32, 3, 0);
+    return id;
+}
+
+static int64_t model_step(int64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    cJSON *m = call("GET", path, NULL, 200);
+    int64_t step = (int64_t)num(m, "step");
+    cJSON_Delete(m);
+    return step;
+}
+
+static int64_t train(int64_t id, int steps)
+{
+    char path[96], body[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    snprintf(body, sizeof body, "{\"steps\":%d,\"history_every\":1}", steps);
+    cJSON *r = call("POST", path, body, 200);
+    int64_t step = (int64_t)num(r, "step");
+    ck_assert_int_eq((int64_t)num(r, "steps_run"), steps);
+    cJSON_Delete(r);
+    return step;
+}
+
+static int64_t submit(int64_t id, const char *req)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *j = call("POST", path, req, 202);
+    int64_t job = (int64_t)num(j, "id");
+    cJSON_Delete(j);
+    return job;
+}
+
+static cJSON *job_get(int64_t job)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    return call("GET", path, NULL, 200);
+}
+
+/* Poll until the job has a final status; returns it. */
+static cJSON *job_wait_final(int64_t job, int timeout_ms)
+{
+    for (int64_t t0 = now_ms();; sleep_ms(20)) {
+        cJSON *j = job_get(job);
+        const char *s = str(j, "status");
+        if (strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 ||
+            strcmp(s, "cancelled") == 0)
+            return j;
+        ck_assert_msg(now_ms() - t0 < timeout_ms, "job %lld still %s after %d ms",
+                      (long long)job, s, timeout_ms);
+        cJSON_Delete(j);
+    }
+}
+
+/* Poll until the job has committed a chunk (progress.step > 0). */
+static void job_wait_progress(int64_t job)
+{
+    for (int64_t t0 = now_ms();; sleep_ms(20)) {
+        cJSON *j = job_get(job);
+        double step = num(get(j, "progress"), "step");
+        const char *s = str(j, "status");
+        ck_assert_msg(strcmp(s, "queued") == 0 || strcmp(s, "running") == 0, "job ended: %s", s);
+        cJSON_Delete(j);
+        if (step > 0)
+            return;
+        ck_assert_msg(now_ms() - t0 < 30000, "no progress after 30 s");
+    }
+}
+
+/* Every history row of model `id` in order; checks they are exactly 0..count-1 (contiguous,
+ * as history_every 1 records). Returns the count. */
+static int64_t history_contiguous(int64_t id)
+{
+    char path[128];
+    int64_t after = -1, n = 0;
+    for (;;) {
+        snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10000",
+                 (long long)id, (long long)after);
+        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *r;
+        cJSON_ArrayForEach(r, get(h, "history"))
+        {
+            int64_t s = (int64_t)num(r, "step");
+            ck_assert_msg(s == n, "model %lld: history row %lld has step %lld", (long long)id,
+                          (long long)n, (long long)s);
+            ck_assert_msg(isfinite(num(r, "loss")), "model %lld: history loss not finite",
+                          (long long)id);
+            ++n;
+        }
+        cJSON *next = get(h, "next");
+        int more = cJSON_IsNumber(next);
+        if (more)
+            after = (int64_t)next->valuedouble;
+        cJSON_Delete(h);
+        if (!more)
+            return n;
+    }
+}
+
+/* The model is exactly at a committed step: idle, step == number of history rows (rows
+ * 0..step-1), parameters at the same step and finite. Returns the step. */
+static int64_t check_consistent(int64_t id)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    cJSON *m = call("GET", path, NULL, 200);
+    int64_t step = (int64_t)num(m, "step");
+    ck_assert_msg(strcmp(str(m, "status"), "idle") == 0, "model %lld is %s", (long long)id,
+                  str(m, "status"));
+    cJSON_Delete(m);
+    int64_t rows = history_contiguous(id);
+    ck_assert_msg(step == rows, "model %lld: step %lld but %lld history rows (0..%lld)",
+                  (long long)id, (long long)step, (long long)rows, (long long)rows - 1);
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    cJSON *p = call("GET", path, NULL, 200);
+    ck_assert_int_eq((int64_t)num(p, "step"), step);
+    char *text = cJSON_PrintUnformatted(get(p, "parameters"));
+    ck_assert_msg(strstr(text, "null") == NULL, "non-finite parameters: %s", text);
+    free(text);
+    cJSON_Delete(p);
+    return step;
+}
+
+/* Poll until model `id` is idle (its training run has ended). */
+static void wait_idle(int64_t id, int timeout_ms)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    for (int64_t t0 = now_ms();; sleep_ms(20)) {
+        cJSON *m = call("GET", path, NULL, 200);
+        int idle = strcmp(str(m, "status"), "idle") == 0;
+        cJSON_Delete(m);
+        if (idle)
+            return;
+        ck_assert_msg(now_ms() - t0 < timeout_ms, "model %lld still training after %d ms",
+                      (long long)id, timeout_ms);
+    }
+}
+
+/* The answer of /healthz: `want_ok` 1 waits for 200 with db ok, 0 for 503 with db not ok. The
+ * check is cached for up to a second, so poll. */
+static void wait_health(int want_ok, int timeout_ms)
+{
+    for (int64_t t0 = now_ms();; sleep_ms(50)) {
+        long status = 0;
+        cJSON *h = it_json("GET", "/healthz", NULL, &status);
+        ck_assert_msg(h != NULL, "/healthz: no JSON (status %ld)", status);
+        const char *db = str(h, "db");
+        int ok = status == 200 && strcmp(db, "ok") == 0 && strcmp(str(h, "status"), "ok") == 0;
+        int bad = status == 503 && strcmp(db, "ok") != 0 &&
+                  strcmp(str(h, "status"), "unavailable") == 0;
+        cJSON_Delete(h);
+        if (want_ok ? ok : bad)
+            return;
+        ck_assert_msg(now_ms() - t0 < timeout_ms, "/healthz: status %ld, db %s after %d ms",
+                      status, db, timeout_ms);
+    }
+}
+
+/* ---- the database, from outside ------------------------------------------------------------ */
+
+/* PRAGMA integrity_check on the daemon's database, opened read-only: "ok". */
+static void check_integrity(void)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READONLY, NULL);
+    ck_assert_msg(rc == SQLITE_OK, "open %s: %s", d.db, sqlite3_errstr(rc));
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+    ck_assert_msg(rc == SQLITE_OK, "prepare: %s", sqlite3_errmsg(db));
+    rc = sqlite3_step(st);
+    ck_assert_msg(rc == SQLITE_ROW, "integrity_check: %s", sqlite3_errmsg(db));
+    const char *res = (const char *)sqlite3_column_text(st, 0);
+    ck_assert_msg(res != NULL && strcmp(res, "ok") == 0, "integrity_check: %s",
+                  res != NULL ? res : "(null)");
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Fold the WAL back into the database and truncate it, so every later write must allocate new
+ * space (a WAL with room left would take small writes even on a full disk). */
+static void wal_truncate(void)
+{
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    int rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    ck_assert_msg(rc == SQLITE_OK, "wal_checkpoint: %s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/* ---- a. kill -9 at random moments ------------------------------------------------------------ */
+
+typedef struct sync_call {
+    int64_t model;
+    pthread_t thread;
+} sync_call_t;
+
+/* A sync train call that runs until the daemon dies under it; the transport error is the
+ * expected end, so nothing is checked here. */
+static void *sync_main(void *arg)
+{
+    sync_call_t *sc = arg;
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return NULL;
+    char url[160];
+    snprintf(url, sizeof url, "%s/v1/models/%lld/train", it_base_url(), (long long)sc->model);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"steps\":100000000,\"history_every\":1}");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    FILE *sink = fopen("/dev/null", "w");
+    if (sink != NULL)
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+    curl_easy_perform(c);
+    if (sink != NULL)
+        fclose(sink);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+#define KILL_ROUNDS 10
+#define KILL_MODELS 3
+
+START_TEST(kill9_rounds)
+{
+    int64_t ids[KILL_MODELS];
+    ids[0] = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+                          "\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":5},"
+                          "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.01}}");
+    add_rows(ids[0], 64, 4, 0);
+    ids[1] = create_model("{\"kind\":\"logistic\",\"inputs\":4,"
+                          "\"optimizer\":{\"method\":\"adam\",\"learning_rate\":0.01}}");
+    add_rows(ids[1], 64, 4, 2);
+    ids[2] = create_model("{\"kind\":\"softmax\",\"inputs\":4,\"classes\":3,"
+                          "\"optimizer\":{\"method\":\"momentum\",\"learning_rate\":0.01,"
+                          "\"momentum\":0.9}}");
+    add_rows(ids[2], 64, 4, 3);
+
+    unsigned seed = 20261128u;             /* fixed: the same moments on every run */
+    int64_t jobs[KILL_ROUNDS * KILL_MODELS];
+    int n_jobs = 0;
+    for (int round = 0; round < KILL_ROUNDS; ++round) {
+        sync_call_t sc[KILL_MODELS];
+        int n_sync = 0, round_jobs = n_jobs;
+        for (int k = 0; k < KILL_MODELS; ++k) {
+            if (rand_r(&seed) % 2 == 0) {
+                jobs[n_jobs++] = submit(ids[k], "{\"steps\":100000000,\"history_every\":1,"
+                                                "\"async\":true}");
+            } else {
+                sc[n_sync].model = ids[k];
+                ck_assert_int_eq(pthread_create(&sc[n_sync].thread, NULL, sync_main,
+                                                &sc[n_sync]), 0);
+                n_sync++;
+            }
+        }
+        int wait = 50 + (int)(rand_r(&seed) % 651);
+        sleep_ms(wait);
+        it_kill9(&d);
+        for (int i = 0; i < n_sync; ++i)
+            pthread_join(sc[i].thread, NULL);
+        ck_assert_msg(it_start_again(&d) == 0, "round %d: no restart", round);
+
+        check_integrity();
+        for (int k = 0; k < KILL_MODELS; ++k)
+            check_consistent(ids[k]);
+        for (int i = round_jobs; i < n_jobs; ++i) {
+            cJSON *j = job_get(jobs[i]);
+            ck_assert_str_eq(str(j, "status"), "failed");
+            ck_assert_str_eq(str(j, "error"), "interrupted");
+            cJSON_Delete(j);
+        }
+        cJSON *running = call("GET", "/v1/jobs?status=running", NULL, 200);
+        ck_assert_int_eq(cJSON_GetArraySize(get(running, "jobs")), 0);
+        cJSON_Delete(running);
+        /* Training continues from the committed step, exactly. */
+        for (int k = 0; k < KILL_MODELS; ++k) {
+            int64_t s0 = model_step(ids[k]);
+            ck_assert_int_eq(train(ids[k], 2), s0 + 2);
+            ck_assert_int_eq(check_consistent(ids[k]), s0 + 2);
+        }
+        fprintf(stderr, "kill9 round %d: killed after %d ms, steps %lld %lld %lld\n", round,
+                wait, (long long)model_step(ids[0]), (long long)model_step(ids[1]),
+                (long long)model_step(ids[2]));
+    }
+    cJSON *failed = call("GET", "/v1/jobs?status=failed", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(failed, "jobs")), n_jobs);
+    cJSON_Delete(failed);
+    check_integrity();
+}
+END_TEST
+
+/* ---- b. storage unavailable ------------------------------------------------------------------ */
+
+/*
+ * The common scenario once `fault_on()` has made every write fail and before `fault_off()`
+ * lifts it; `word` is what the 503 messages must mention ("full", "read-only").
+ *   - /healthz turns 503 with db not ok;
+ *   - creating a model, posting a batch, training (sync and async), setting parameters,
+ *     checkpointing and deleting answer 503 unavailable; the model is unchanged;
+ *   - reads (models, parameters, history, predict, loss, jobs) answer 200;
+ *   - an async job that was committing when the fault came ends failed with the reason, the
+ *     model at its last committed step and idle;
+ *   - after fault_off() the same writes succeed without a restart and the database is intact.
+ */
+typedef void (*fault_fn)(void);
+
+static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const char *word)
+{
+    int64_t id = small_model();
+    ck_assert_int_eq(train(id, 5), 5);
+    int64_t busy = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+                                "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
+                                "\"learning_rate\":0.01}}");
+    add_rows(busy, 64, 4, 0);
+    int64_t job = submit(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    job_wait_progress(job);
+
+    char path[128], mpath[64];
+    snprintf(mpath, sizeof mpath, "/v1/models/%lld", (long long)id);
+    cJSON *before = call("GET", mpath, NULL, 200);
+    char *before_text = cJSON_PrintUnformatted(before);
+    cJSON_Delete(before);
+
+    fault_on();
+    wait_health(0, 5000);
+
+    /* The running job cannot commit its next chunk: its run ends (the model is idle again).
+     * Its end is recorded once the storage is back. */
+    wait_idle(busy, 20000);
+
+    expect_unavailable("POST", "/v1/models", "{\"kind\":\"linear\",\"inputs\":2}", word);
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    char *b = batch_json(200, 3, 0, 42);
+    expect_unavailable("POST", path, b, word);
+    free(b);
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    expect_unavailable("POST", path, "{\"steps\":3}", word);
+    expect_unavailable("POST", path, "{\"steps\":3000,\"history_every\":1}", word);
+    expect_unavailable("POST", path, "{\"steps\":3,\"async\":true}", word);
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
+    expect_unavailable("POST", path, "{\"x\":[[1,2,3]],\"y\":[1]}", word);
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    expect_unavailable("PUT", path, "{\"parameters\":{\"W1\":[[0,0,0,0]]}}", word);
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    expect_unavailable("POST", path, "{}", word);
+    expect_unavailable("DELETE", mpath, NULL, word);
+
+    /* Reads keep working and see the model unchanged. */
+    cJSON *m = call("GET", mpath, NULL, 200);
+    char *text = cJSON_PrintUnformatted(m);
+    ck_assert_str_eq(text, before_text);
+    free(text);
+    cJSON_Delete(m);
+    call_free("GET", "/v1/models", NULL, 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    call_free("GET", path, NULL, 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/history", (long long)id);
+    call_free("GET", path, NULL, 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
+    call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+    call_free("POST", path, "{}", 200);
+    call_free("GET", "/v1/jobs", NULL, 200);
+    ck_assert_int_eq(check_consistent(id), 5);
+    int64_t busy_step = check_consistent(busy);
+    ck_assert(busy_step > 0);
+
+    fault_off();
+    wait_health(1, 5000);
+    cJSON *j = job_wait_final(job, 5000);
+    ck_assert_str_eq(str(j, "status"), "failed");
+    ck_assert_msg(strstr(str(j, "error"), word) != NULL, "job error '%s' lacks '%s'",
+                  str(j, "error"), word);
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(busy), busy_step);
+    check_integrity();
+    /* Service resumes without a restart. */
+    ck_assert_int_eq(train(id, 3), 8);
+    ck_assert_int_eq(check_consistent(id), 8);
+    ck_assert_int_eq(train(busy, 2), busy_step + 2);
+    ck_assert_int_eq(check_consistent(busy), busy_step + 2);
+    int64_t id2 = create_model("{\"kind\":\"linear\",\"inputs\":3}");
+    add_rows(id2, 16, 3, 0);
+    ck_assert_int_eq(train(id2, 1), 1);
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    call_free("POST", path, "{}", 201);
+    job = submit(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
+    j = job_wait_final(job, 20000);
+    ck_assert_str_eq(str(j, "status"), "succeeded");
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(id), 12);
+    check_integrity();
+    free(before_text);
+}
+
+/* -- a full disk: a 16 MiB tmpfs, filled up by a filler file -- */
+
+static char tmpfs_dir[PATH_MAX];
+static char filler_path[PATH_MAX + 16];
+
+static void tmpfs_unmount(void)
+{
+    if (tmpfs_dir[0] != '\0') {
+        umount2(tmpfs_dir, MNT_DETACH);
+        rmdir(tmpfs_dir);
+        tmpfs_dir[0] = '\0';
+    }
+}
+
+/* A private mount namespace (the mount disappears with this process, even when it crashes)
+ * with a small tmpfs; 0, or -1 with the reason in why. */
+static int tmpfs_mount(char *why, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpfs_dir, sizeof tmpfs_dir, "%s/neurond-full-XXXXXX", tmp != NULL ? tmp : "/tmp");
+    if (mkdtemp(tmpfs_dir) == NULL) {
+        snprintf(why, size, "mkdtemp: %s", strerror(errno));
+        tmpfs_dir[0] = '\0';
+        return -1;
+    }
+    if (unshare(CLONE_NEWNS) < 0) {
+        snprintf(why, size, "unshare(CLONE_NEWNS): %s", strerror(errno));
+        rmdir(tmpfs_dir);
+        tmpfs_dir[0] = '\0';
+        return -1;
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("neurond-it", tmpfs_dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0700") < 0) {
+        snprintf(why, size, "mount tmpfs: %s", strerror(errno));
+        rmdir(tmpfs_dir);
+        tmpfs_dir[0] = '\0';
+        return -1;
+    }
+    atexit(tmpfs_unmount);
+    return 0;
+}
+
+static void disk_fill(void)
+{
+    wal_truncate();
+    int fd = open(filler_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_msg(fd >= 0, "open filler: %s", strerror(errno));
+    static char block[65536];
+    for (;;) {
+        ssize_t w = write(fd, block, sizeof block);
+        if (w < 0) {
+            ck_assert_msg(errno == ENOSPC, "filler: %s", strerror(errno));
+            break;
+        }
+        if (w < (ssize_t)sizeof block) {
+            /* The last partial block: one more write reports ENOSPC. */
+            continue;
+        }
+    }
+    close(fd);
+}
+
+static void disk_free(void)
+{
+    ck_assert_msg(unlink(filler_path) == 0, "unlink filler: %s", strerror(errno));
+}
+
+START_TEST(disk_full)
+{
+    char why[256];
+    if (tmpfs_mount(why, sizeof why) < 0) {
+        fprintf(stderr, "SKIP disk_full (tmpfs): %s -- needs root or CAP_SYS_ADMIN; "
+                        "file_size_limit covers the same paths with EFBIG\n", why);
+        return;
+    }
+    setenv("TMPDIR", tmpfs_dir, 1);          /* it_start puts the database in there */
+    start_default();
+    snprintf(filler_path, sizeof filler_path, "%s/filler", tmpfs_dir);
+    storage_unavailable(disk_fill, disk_free, "full");
+}
+END_TEST
+
+/* -- a file size limit: RLIMIT_FSIZE 0 on the running daemon, so every write is EFBIG -- */
+
+static void fsize_limit(rlim_t cur)
+{
+    struct rlimit now;
+    ck_assert_int_eq(prlimit(d.pid, RLIMIT_FSIZE, NULL, &now), 0);
+    struct rlimit want = {.rlim_cur = cur, .rlim_max = now.rlim_max};
+    ck_assert_msg(prlimit(d.pid, RLIMIT_FSIZE, &want, NULL) == 0, "prlimit: %s",
+                  strerror(errno));
+}
+
+static void fsize_on(void)
+{
+    wal_truncate();
+    fsize_limit(0);
+}
+
+static void fsize_off(void)
+{
+    fsize_limit(RLIM_INFINITY);
+}
+
+START_TEST(file_size_limit)
+{
+    start_default();
+    /* The daemon must ignore SIGXFSZ (the default action would kill it). */
+    storage_unavailable(fsize_on, fsize_off, "full");
+}
+END_TEST
+
+/* -- a read-only database: the immutable attribute on the file and its WAL -- */
+
+static char ro_files[2][PATH_MAX + 32];
+
+static int set_immutable(const char *path, int on)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    int flags = 0, rc = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (rc == 0) {
+        flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+static void ro_clear(void)
+{
+    for (int i = 0; i < 2; ++i)
+        if (ro_files[i][0] != '\0')
+            set_immutable(ro_files[i], 0);
+}
+
+static void ro_on(void)
+{
+    wal_truncate();
+    for (int i = 0; i < 2; ++i)
+        ck_assert_msg(set_immutable(ro_files[i], 1) == 0, "immutable %s: %s", ro_files[i],
+                      strerror(errno));
+}
+
+static void ro_off(void)
+{
+    for (int i = 0; i < 2; ++i)
+        ck_assert_msg(set_immutable(ro_files[i], 0) == 0, "mutable %s: %s", ro_files[i],
+                      strerror(errno));
+}
+
+START_TEST(read_only)
+{
+    start_default();
+    snprintf(ro_files[0], sizeof ro_files[0], "%s", d.db);
+    snprintf(ro_files[1], sizeof ro_files[1], "%s-wal", d.db);
+    atexit(ro_clear);                        /* a failed assertion must not leave them */
+    if (set_immutable(ro_files[0], 1) < 0) {
+        fprintf(stderr, "SKIP read_only: cannot set the immutable attribute on %s: %s -- needs "
+                        "root (CAP_LINUX_IMMUTABLE) and a file system that supports it\n",
+                ro_files[0], strerror(errno));
+        return;
+    }
+    ro_off();
+    storage_unavailable(ro_on, ro_off, "read-only");
+    ro_clear();
+}
+END_TEST
+
+/* ---- c. an outside writer holds the lock ------------------------------------------------------ */
+
+typedef struct locker {
+    const char *db;
+    int hold_ms;
+    int locked;                /* set once the lock is held */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc;
+} locker_t;
+
+static void *locker_main(void *arg)
+{
+    locker_t *l = arg;
+    sqlite3 *db = NULL;
+    l->rc = sqlite3_open_v2(l->db, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (l->rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        l->rc = sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL);
+    }
+    pthread_mutex_lock(&l->mu);
+    l->locked = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    if (l->rc == SQLITE_OK) {
+        /* A real write, so the daemon has to wait for the end of a real transaction. */
+        sqlite3_exec(db, "INSERT INTO meta(key, value) VALUES ('it_faults', 'x')"
+                         " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     NULL, NULL, NULL);
+        sleep_ms(l->hold_ms);
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void lock_start(locker_t *l, pthread_t *t, int hold_ms)
+{
+    memset(l, 0, sizeof *l);
+    l->db = d.db;
+    l->hold_ms = hold_ms;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    ck_assert_int_eq(pthread_create(t, NULL, locker_main, l), 0);
+    pthread_mutex_lock(&l->mu);
+    while (!l->locked)
+        pthread_cond_wait(&l->cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+    ck_assert_msg(l->rc == SQLITE_OK, "BEGIN EXCLUSIVE: %s", sqlite3_errstr(l->rc));
+}
+
+static void lock_end(locker_t *l, pthread_t t)
+{
+    pthread_join(t, NULL);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+}
+
+/* Default busy timeout (5 s): writes wait out a 1.5 s lock and succeed. */
+START_TEST(busy_waits)
+{
+    start_default();
+    int64_t id = small_model();
+    ck_assert_int_eq(train(id, 2), 2);
+    char path[96];
+    locker_t l;
+    pthread_t t;
+    lock_start(&l, &t, 1500);
+    int64_t t0 = now_ms();
+    int64_t id2 = create_model("{\"kind\":\"linear\",\"inputs\":3}");
+    ck_assert_msg(now_ms() - t0 >= 1000, "the write did not wait for the lock");
+    add_rows(id2, 16, 3, 0);
+    lock_end(&l, t);
+
+    lock_start(&l, &t, 1500);
+    ck_assert_int_eq(train(id, 3), 5);
+    lock_end(&l, t);
+
+    lock_start(&l, &t, 1500);
+    int64_t job = submit(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
+    cJSON *j = job_wait_final(job, 20000);
+    ck_assert_str_eq(str(j, "status"), "succeeded");
+    cJSON_Delete(j);
+    lock_end(&l, t);
+
+    lock_start(&l, &t, 1500);
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    call_free("POST", path, "{}", 201);
+    lock_end(&l, t);
+    ck_assert_int_eq(check_consistent(id), 9);
+    check_integrity();
+}
+END_TEST
+
+/* A 300 ms busy timeout: a lock held for 2.5 s turns writes into 503 (never 500); reads go on
+ * (WAL readers do not wait for writers); once the lock is gone, writes succeed again. */
+START_TEST(busy_timeout)
+{
+    setenv("NEUROND_BUSY_TIMEOUT_MS", "300", 1);
+    start_default();
+    unsetenv("NEUROND_BUSY_TIMEOUT_MS");
+    int64_t id = small_model();
+    ck_assert_int_eq(train(id, 2), 2);
+    int64_t busy = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+                                "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
+                                "\"learning_rate\":0.01}}");
+    add_rows(busy, 64, 4, 0);
+    int64_t job = submit(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    job_wait_progress(job);
+
+    char path[96];
+    locker_t l;
+    pthread_t t;
+    lock_start(&l, &t, 2500);
+    int64_t t0 = now_ms();
+    expect_unavailable("POST", "/v1/models", "{\"kind\":\"linear\",\"inputs\":2}", "busy");
+    int64_t waited = now_ms() - t0;
+    ck_assert_msg(waited >= 250 && waited < 2000, "503 after %lld ms", (long long)waited);
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    expect_unavailable("POST", path, "{\"steps\":3}", "busy");
+    expect_unavailable("POST", path, "{\"steps\":3,\"async\":true}", "busy");
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    char *b = batch_json(10, 3, 0, 1);
+    expect_unavailable("POST", path, b, "busy");
+    free(b);
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    call_free("GET", path, NULL, 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
+    call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
+    ck_assert_int_eq(model_step(id), 2);
+    lock_end(&l, t);
+
+    /* The job could not commit while the lock was held: it failed, at a committed step. */
+    cJSON *j = job_wait_final(job, 20000);
+    ck_assert_str_eq(str(j, "status"), "failed");
+    ck_assert_msg(strstr(str(j, "error"), "busy") != NULL, "job error: %s", str(j, "error"));
+    cJSON_Delete(j);
+    int64_t s = check_consistent(busy);
+    ck_assert_int_eq(train(busy, 2), s + 2);
+    ck_assert_int_eq(train(id, 3), 5);
+    ck_assert_int_eq(check_consistent(id), 5);
+    wait_health(1, 3000);
+    check_integrity();
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("faults");
+    TCase *tk = tcase_create("kill9");
+    tcase_add_checked_fixture(tk, start_default, teardown);
+    tcase_set_timeout(tk, 120);
+    tcase_add_test(tk, kill9_rounds);
+    suite_add_tcase(s, tk);
+    TCase *ts = tcase_create("storage");
+    tcase_add_checked_fixture(ts, NULL, teardown);
+    tcase_set_timeout(ts, 120);
+    tcase_add_test(ts, disk_full);
+    tcase_add_test(ts, file_size_limit);
+    tcase_add_test(ts, read_only);
+    tcase_add_test(ts, busy_waits);
+    tcase_add_test(ts, busy_timeout);
+    suite_add_tcase(s, ts);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
