@@ -58,7 +58,8 @@ typedef struct fused_slot {
 
 typedef void (*fused_tile_fn)(const fused_t *f, const double *w, const double *x,
                               const double *y, int32_t r0, int32_t tr, int32_t rows_total,
-                              double *z, double *g, int want_grad, double *loss);
+                              double *z, double *g, int want_grad, double *loss,
+                              int32_t pf_rows);
 
 struct fused {
     int32_t loss, n, k, reduction;
@@ -200,10 +201,12 @@ ALWAYS_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
         fwd_rows(1, x + (int64_t)r * n, n, w, k, z + (int64_t)r * k);
 }
 
-/* g[j][1+i0 .. 1+i0+4*IV) += Σ_r dz[r][j] x[r][i0 ..] for j < JB, over tr rows. */
+/* g[j][1+i0 .. 1+i0+4*IV) += Σ_r dz[r][j] x[r][i0 ..] for j < JB, over tr rows. When pf is
+ * not NULL it is the next tile's x: the same columns of its rows are prefetched, so that tile
+ * arrives from memory while this one computes from cache. */
 ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict x, int32_t tr,
                              int32_t n, const double *restrict dz, int32_t k, double *restrict g,
-                             int32_t i0)
+                             int32_t i0, const double *pf, int32_t pf_rows)
 {
     const int64_t ldg = (int64_t)n + 1;
     v4d acc[4][4];
@@ -214,6 +217,11 @@ ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict 
             acc[j][v] = (v4d){0.0, 0.0, 0.0, 0.0};
     for (int32_t r = 0; r < tr; ++r) {
         const double *xr = x + (int64_t)r * n + i0;
+        if (pf != NULL && r < pf_rows) {
+            __builtin_prefetch(pf + (int64_t)r * n + i0);
+            if (IV > 2)
+                __builtin_prefetch(pf + (int64_t)r * n + i0 + 8);
+        }
         v4d xv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < IV; ++v)
@@ -241,14 +249,15 @@ ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict 
 
 /* Classes j..j+JB of the gradient over the whole tile. */
 ALWAYS_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x, int32_t tr,
-                            int32_t n, const double *restrict dz, int32_t k, double *restrict g)
+                            int32_t n, const double *restrict dz, int32_t k, double *restrict g,
+                            const double *pf, int32_t pf_rows)
 {
     const int64_t ldg = (int64_t)n + 1;
     int32_t i = 0;
     for (; i + 4 * IV <= n; i += 4 * IV)
-        bwd_block(JB, IV, x, tr, n, dz, k, g, i);
+        bwd_block(JB, IV, x, tr, n, dz, k, g, i, pf, pf_rows);
     for (; i + 4 <= n; i += 4)
-        bwd_block(JB, 1, x, tr, n, dz, k, g, i);
+        bwd_block(JB, 1, x, tr, n, dz, k, g, i, pf, pf_rows);
     for (int j = 0; j < JB; ++j) {
         double b = 0.0;
         for (int32_t r = 0; r < tr; ++r)
@@ -263,34 +272,37 @@ ALWAYS_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x
     }
 }
 
+/* pf: the next tile's rows (pf_rows of them, 0 for none), prefetched by the first pass. */
 ALWAYS_INLINE void bwd_tile(const double *restrict x, int32_t tr, int32_t n,
-                            const double *restrict dz, int32_t k, double *restrict g)
+                            const double *restrict dz, int32_t k, double *restrict g,
+                            const double *pf, int32_t pf_rows)
 {
     const int64_t ldg = (int64_t)n + 1;
     int32_t j = 0;
     if (k == 1) {   /* one output: widen along i instead, for enough independent sums */
-        bwd_cols(1, 4, x, tr, n, dz, k, g);
+        bwd_cols(1, 4, x, tr, n, dz, k, g, pf, pf_rows);
         return;
     }
     for (; j + 4 <= k; j += 4)
-        bwd_cols(4, 2, x, tr, n, dz + j, k, g + j * ldg);
+        bwd_cols(4, 2, x, tr, n, dz + j, k, g + j * ldg, j == 0 ? pf : NULL, pf_rows);
     switch (k - j) {
     case 3:
-        bwd_cols(3, 2, x, tr, n, dz + j, k, g + j * ldg);
+        bwd_cols(3, 2, x, tr, n, dz + j, k, g + j * ldg, j == 0 ? pf : NULL, pf_rows);
         break;
     case 2:
-        bwd_cols(2, 2, x, tr, n, dz + j, k, g + j * ldg);
+        bwd_cols(2, 2, x, tr, n, dz + j, k, g + j * ldg, j == 0 ? pf : NULL, pf_rows);
         break;
     case 1:
-        bwd_cols(1, 4, x, tr, n, dz + j, k, g + j * ldg);
+        bwd_cols(1, 4, x, tr, n, dz + j, k, g + j * ldg, j == 0 ? pf : NULL, pf_rows);
         break;
     default:
         break;
     }
 }
 
-/* Turn a tile of z into dz (scaled as the reduction says) and add its loss terms. y points at
- * the tile's first label row; rows_total is the batch's rows (the mean's divisor). */
+/* Turn a tile of z into dz (scaled as the reduction says) and return the sum of its loss terms,
+ * unscaled but for ova's. y points at the tile's first label row; rows_total is the batch's
+ * rows (the mean's divisor). */
 ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *restrict y,
                                int32_t tr, int32_t k, int32_t rows_total, double *restrict z,
                                int want_grad)
@@ -363,10 +375,10 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
     return s;
 }
 
-/* One tile: forward, loss, gradient. */
+/* One tile: forward, loss, gradient. The tile after it (pf_rows rows, maybe 0) is prefetched. */
 ALWAYS_INLINE void tile_body(const fused_t *f, const double *w, const double *x, const double *y,
                              int32_t r0, int32_t tr, int32_t rows_total, double *z, double *g,
-                             int want_grad, double *loss)
+                             int want_grad, double *loss, int32_t pf_rows)
 {
     const int32_t n = f->n, k = f->k;
     const double *xt = x + (int64_t)r0 * n;
@@ -375,22 +387,23 @@ ALWAYS_INLINE void tile_body(const fused_t *f, const double *w, const double *x,
     *loss += loss_tile(f->loss, f->reduction, y + (int64_t)r0 * per_row_y, tr, k, rows_total, z,
                        want_grad);
     if (want_grad)
-        bwd_tile(xt, tr, n, z, k, g);
+        bwd_tile(xt, tr, n, z, k, g, pf_rows > 0 ? xt + (int64_t)tr * n : NULL, pf_rows);
 }
 
 static void tile_generic(const fused_t *f, const double *w, const double *x, const double *y,
                          int32_t r0, int32_t tr, int32_t rows_total, double *z, double *g,
-                         int want_grad, double *loss)
+                         int want_grad, double *loss, int32_t pf_rows)
 {
-    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss);
+    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss, pf_rows);
 }
 
 #ifdef FUSED_X86_CLONES
 __attribute__((target("avx2,fma"))) static void
 tile_avx2(const fused_t *f, const double *w, const double *x, const double *y, int32_t r0,
-          int32_t tr, int32_t rows_total, double *z, double *g, int want_grad, double *loss)
+          int32_t tr, int32_t rows_total, double *z, double *g, int want_grad, double *loss,
+          int32_t pf_rows)
 {
-    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss);
+    tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss, pf_rows);
 }
 #endif
 
@@ -410,7 +423,8 @@ static void run_part(fused_t *f, int32_t t)
         memset(g, 0, (size_t)n_g * sizeof *g);
     for (int32_t r = lo; r < hi; r += f->tile) {
         int32_t tr = hi - r < f->tile ? hi - r : f->tile;
-        f->tile_fn(f, jb->w, jb->x, jb->y, r, tr, jb->rows, sl->z, g, jb->want_grad, &loss);
+        int32_t next = hi - r - tr < f->tile ? hi - r - tr : f->tile;
+        f->tile_fn(f, jb->w, jb->x, jb->y, r, tr, jb->rows, sl->z, g, jb->want_grad, &loss, next);
     }
     sl->loss = loss;
 }
@@ -630,6 +644,9 @@ int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *
             }
         }
     }
+    /* As ops.c: the sum of the terms, then the reduction (ova folds it into each term). */
+    if (f->loss != FUSED_LOSS_OVA && f->reduction == AD_REDUCTION_MEAN)
+        total *= 1.0 / (double)rows;
     *loss = total;
     return 0;
 }

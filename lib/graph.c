@@ -38,6 +38,12 @@ struct ad_graph {
     int32_t fwd_rows;         /* rows of the last successful forward, 0 if none since rebind */
     int32_t fwd_node;         /* that forward covered this node's ancestors; -1: every node */
     int64_t max_elems;        /* 0, or the most doubles all values may hold (fixed + rows) */
+
+    /* ad_backward_params: nodes that depend on no param are marked no_grad and skipped; of the
+     * row-dependent gradients only these nodes' are zeroed (see mark_param_paths). */
+    int no_grad_on;           /* the no_grad flags are set (1) or all clear (0) */
+    int32_t n_zero_rows;
+    int32_t *zero_rows;
 };
 
 /* ---- specs --------------------------------------------------------------------------------- */
@@ -200,6 +206,42 @@ static int32_t *hash_new(int32_t n, uint32_t *mask)
 }
 
 /* ---- build --------------------------------------------------------------------------------- */
+
+/* For ad_backward_params: a node depending on no param gets no_grad_param (its gradient is never
+ * needed), and the row-dependent nodes whose gradient is read go in zero_rows -- those that do
+ * depend on a param, and the children of such nodes whose op might still write into them. */
+static int mark_param_paths(ad_graph_t *g)
+{
+    uint8_t *zero = calloc((size_t)g->n_node + 1, 1);
+    if (zero == NULL)
+        return -1;
+    int32_t n_zero = 0;
+    for (int32_t i = 0; i < g->n_node; ++i) {
+        ad_node_t *p = &g->node[i];
+        int dep = p->op == AD_OP_PARAM;
+        for (int32_t k = 0; k < p->n_child; ++k)
+            dep |= !p->child[k]->no_grad_param;
+        p->no_grad_param = !dep;
+        if (!dep)
+            continue;
+        zero[i] = 1;
+        if (!ad_op_skips_no_grad(p->op))
+            for (int32_t k = 0; k < p->n_child; ++k)
+                zero[p->child[k] - g->node] = 1;
+    }
+    for (int32_t i = 0; i < g->n_node; ++i)
+        n_zero += zero[i] && ad_shape_symbolic(&g->node[i].sym);
+    g->zero_rows = malloc(((size_t)n_zero + 1) * sizeof *g->zero_rows);
+    if (g->zero_rows == NULL) {
+        free(zero);
+        return -1;
+    }
+    for (int32_t i = 0; i < g->n_node; ++i)
+        if (zero[i] && ad_shape_symbolic(&g->node[i].sym))
+            g->zero_rows[g->n_zero_rows++] = i;
+    free(zero);
+    return 0;
+}
 
 /* Min-heap of spec indices: Kahn's algorithm then emits the smallest ready node first, so a spec
  * that is already in topological order keeps its order exactly. */
@@ -616,6 +658,8 @@ int ad_graph_build_capped(const ad_graph_spec_t *spec, int32_t max_nodes, int64_
     /* Row-dependent block, at one row until the first bind. */
     if (g->has_rows && (rc = alloc_rows(g, 1, err)) < 0)
         goto fail;
+    if (mark_param_paths(g) < 0)
+        goto nomem;
 
     rc = 0;
     *out = g;
@@ -642,6 +686,7 @@ void ad_graph_free(ad_graph_t *g)
 {
     if (g == NULL)
         return;
+    free(g->zero_rows);
     free(g->node);
     free(g->hash);
     free(g->live);
@@ -826,6 +871,16 @@ int ad_forward(ad_graph_t *g, err_t *err)
     return 0;
 }
 
+/* no_grad on every node that depends on no param (on = 1), or on none (on = 0). */
+static void set_no_grad(ad_graph_t *g, int on)
+{
+    if (g->no_grad_on == on)
+        return;
+    for (int32_t i = 0; i < g->n_node; ++i)
+        g->node[i].no_grad = on ? g->node[i].no_grad_param : 0;
+    g->no_grad_on = on;
+}
+
 static void zero_grads(ad_graph_t *g)
 {
     memset(g->fixed_g, 0, (size_t)(g->n_fixed > 0 ? g->n_fixed : 1) * sizeof *g->fixed_g);
@@ -841,7 +896,7 @@ static void run_backward(ad_graph_t *g, int32_t from)
     mark_ancestors(g, from);
     for (int32_t i = from; i >= 0; --i) {
         ad_node_t *p = &g->node[i];
-        if (g->live[i] && p->n_child > 0)
+        if (g->live[i] && p->n_child > 0 && !p->no_grad)
             ad_op_table[p->op].fn(p, AD_PASS_BWD, NULL);
     }
 }
@@ -872,7 +927,28 @@ int ad_backward(ad_graph_t *g, int32_t node, err_t *err)
         return err_set_field(err, ERR_SHAPE, g->node[node].id,
                              "backward: node '%s' has %lld elements, not a scalar",
                              g->node[node].id, (long long)g->node[node].n);
+    set_no_grad(g, 0);
     zero_grads(g);
+    g->node[node].g[0] = 1.0;
+    run_backward(g, node);
+    return 0;
+}
+
+int ad_backward_params(ad_graph_t *g, int32_t node, err_t *err)
+{
+    int rc = check_backward(g, node, err);
+    if (rc < 0)
+        return rc;
+    if (g->node[node].n != 1)
+        return err_set_field(err, ERR_SHAPE, g->node[node].id,
+                             "backward: node '%s' has %lld elements, not a scalar",
+                             g->node[node].id, (long long)g->node[node].n);
+    set_no_grad(g, 1);
+    memset(g->fixed_g, 0, (size_t)(g->n_fixed > 0 ? g->n_fixed : 1) * sizeof *g->fixed_g);
+    for (int32_t k = 0; k < g->n_zero_rows; ++k) {
+        ad_node_t *p = &g->node[g->zero_rows[k]];
+        memset(p->g, 0, (size_t)p->n * sizeof *p->g);
+    }
     g->node[node].g[0] = 1.0;
     run_backward(g, node);
     return 0;
@@ -883,6 +959,7 @@ int ad_backward_seed(ad_graph_t *g, int32_t node, const double *seed, err_t *err
     int rc = check_backward(g, node, err);
     if (rc < 0)
         return rc;
+    set_no_grad(g, 0);
     zero_grads(g);
     memcpy(g->node[node].g, seed, (size_t)g->node[node].n * sizeof *seed);
     run_backward(g, node);
@@ -898,6 +975,7 @@ int ad_jacobian(ad_graph_t *g, int32_t of, int32_t wrt, double *out, err_t *err)
         return err_set(err, ERR_INVAL, "jacobian: node %d not in [0,%d)", (int)wrt,
                        (int)g->n_node);
     const int64_t n_of = g->node[of].n, n_wrt = g->node[wrt].n;
+    set_no_grad(g, 0);
     for (int64_t i = 0; i < n_of; ++i) {
         zero_grads(g);
         g->node[of].g[i] = 1.0;

@@ -71,6 +71,8 @@ enum ad_op {
     AD_OP_PERCEPTRON_LOSS = 30, /* (z [m,1], y [m,1]): forward = misclassified count (sum) or
                                    fraction (mean); backward sends (step(z) - y) to z regardless
                                    of reduction, so sgd on it is the perceptron rule */
+    AD_OP_AFFINE = 31,     /* (h [m,n], W [k,1+n]): h W[:,1:]^T + W[:,0], a dense layer with its
+                              bias column, without materialising bias(h) */
     AD_OP_COUNT
 };
 
@@ -185,6 +187,11 @@ int ad_forward_to(ad_graph_t *g, int32_t node, err_t *err);
  * afterwards ad_grad(g, i) is d node / d i for every i, and ad_param_grads() holds the param
  * gradients. Requires a preceding ad_forward. */
 int ad_backward(ad_graph_t *g, int32_t node, err_t *err);
+
+/* ad_backward() for training: afterwards only the param gradients (ad_param_grads()) and those of
+ * nodes that depend on a param are defined; gradients nobody needs -- with respect to the
+ * inputs, the labels, bias(x) -- are neither computed nor zeroed. */
+int ad_backward_params(ad_graph_t *g, int32_t node, err_t *err);
 
 /* Backward with an arbitrary seed for `node` (its element count of doubles). */
 int ad_backward_seed(ad_graph_t *g, int32_t node, const double *seed, err_t *err);

@@ -1,7 +1,7 @@
 /* lib/model.c -- every model kind compiled to one graph; parameter layout, init, predictions.
  *
  * Node names used by the builders (a graph model uses the user's own names):
- *   x [rows, inputs] -> xb = bias(x) -> z1 = xb W1^T -> h1 = act(z1) -> hb1 -> z2 ... -> zL
+ *   x [rows, inputs] -> z1 = affine(x, W1) = bias(x) W1^T -> h1 = act(z1) -> z2 ... -> zL
  *   out = output activation of zL (what /predict returns), loss = loss node on zL or out.
  * ova and ovo train each row of W1 as a logistic "j vs rest" / "a vs b" classifier through one
  * weighted-bce node whose per-entry targets t and weights w the model fills for each batch.
@@ -507,14 +507,13 @@ static void build_dense(builder_t *b, const model_spec_t *s)
             out = l <= s->n_hidden ? s->hidden[l - 1].units : s->outputs;
         else
             out = (int32_t)(is_class_kind(s->kind) ? class_rows(s) : s->outputs);
-        char hb[32], w[24], z[24];
-        snprintf(hb, sizeof hb, "%s_b", h);
+        char w[24], z[24];
         snprintf(w, sizeof w, "W%d", l);
         snprintf(z, sizeof z, "z%d", l);
         tensor_shape_t sw = shape2(out, 1 + in);
-        b_node(b, hb, AD_OP_BIAS, h, NULL, NULL, NULL, 0, 0);
         b_node(b, w, AD_OP_PARAM, NULL, NULL, NULL, &sw, 0, 0);
-        b_node(b, z, AD_OP_MATMUL, hb, w, NULL, NULL, 0, 1);
+        /* z = bias(h) W^T, without copying h into [rows, 1+in] */
+        b_node(b, z, AD_OP_AFFINE, h, w, NULL, NULL, 0, 0);
         if (l <= (s->kind == MODEL_KIND_MLP ? s->n_hidden : 0)) {
             int32_t act = s->hidden[l - 1].activation;
             snprintf(h, sizeof h, "h%d", l);
@@ -1013,11 +1012,21 @@ static int take_fused(model_t *m, int32_t rows)
     int64_t work = (int64_t)rows * ((int64_t)m->n_x + 1) * m->tensor_rows[0];
     if (m->engine == MODEL_ENGINE_AUTO && work < MODEL_FUSED_MIN_WORK)
         return 0;
-    if (m->fused == NULL
-        && fused_new(m->fused_loss, m->n_x, m->tensor_rows[0], m->spec.reduction, 0, &m->fused,
-                     NULL) < 0) {
-        m->fused_failed = 1;   /* out of memory: the graph still answers, only slower */
-        return 0;
+    if (m->fused == NULL) {
+        if (fused_new(m->fused_loss, m->n_x, m->tensor_rows[0], m->spec.reduction, 0, &m->fused,
+                      NULL) < 0) {
+            m->fused_failed = 1;   /* out of memory: the graph still answers, only slower */
+            return 0;
+        }
+        /* Size the graph now for the largest batch AUTO can still send it, so that no batch
+         * smaller than this one allocates later (model.h's promise); errors are left for that
+         * later call to report. */
+        int64_t per_row = ((int64_t)m->n_x + 1) * m->tensor_rows[0];
+        int64_t lim = (MODEL_FUSED_MIN_WORK - 1) / per_row;
+        if (lim > rows)
+            lim = rows;
+        if (lim >= 1)
+            ad_graph_bind(m->g, (int32_t)lim, NULL);
     }
     return 1;
 }
@@ -1043,7 +1052,7 @@ int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, er
     *loss = ad_value(m->g, m->node_loss)[0];
     if (grad == NULL)
         goto out;
-    if ((rc = ad_backward(m->g, m->node_loss, err)) < 0)
+    if ((rc = ad_backward_params(m->g, m->node_loss, err)) < 0)
         goto out;
     double *pg = ad_param_grads(m->g);
     if (grad != pg)

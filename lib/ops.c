@@ -509,11 +509,49 @@ static int op_matmul(ad_node_t *p, int pass, err_t *err)
         return 0;
     }
     /* dA[m,k] += dC[m,n] op(B)^T: op(B)^T is B^T when B is plain [k,n], B itself when B is [n,k]. */
-    tensor_gemm(0, !tb, m, k, n, 1.0, p->g, n, B->x, ldb, 1.0, A->g, k);
+    if (!A->no_grad)
+        tensor_gemm(0, !tb, m, k, n, 1.0, p->g, n, B->x, ldb, 1.0, A->g, k);
+    if (B->no_grad)
+        return 0;
     if (tb) /* dB[n,k] += dC^T[n,m] A[m,k] */
         tensor_gemm(1, 0, n, k, m, 1.0, p->g, n, A->x, k, 1.0, B->g, k);
     else    /* dB[k,n] += A^T[k,m] dC[m,n] */
         tensor_gemm(1, 0, k, n, m, 1.0, A->x, k, p->g, n, 1.0, B->g, n);
+    return 0;
+}
+
+/* Z[m,k] = H[m,n] W[:,1:]^T + W[:,0] for W [k,1+n]: bias(H) W^T without the [m,1+n] copy of H
+ * (and without its gradient). The products read W with row stride 1+n from its column 1:
+ *   dH += dZ W[:,1:],   dW[:,1:] += dZ^T H,   dW[:,0] += column sums of dZ. */
+static int op_affine(ad_node_t *p, int pass, err_t *err)
+{
+    ad_node_t *H = p->child[0], *W = p->child[1];
+    if (pass == AD_PASS_SHAPE) {
+        if (H->sym.n_d != 2 || W->sym.n_d != 2)
+            return shape_error(p, err, "both must be 2-D");
+        if (H->sym.d[1] == AD_ROWS || W->sym.d[1] == AD_ROWS || W->sym.d[0] == AD_ROWS)
+            return shape_error(p, err, "only the rows of h may depend on the batch");
+        if (W->sym.d[1] != H->sym.d[1] + 1)
+            return shape_error(p, err, "W must be [k, 1 + columns of h]");
+        set_shape(&p->sym, 2, H->sym.d[0], W->sym.d[0]);
+        return 0;
+    }
+    const int32_t m = H->shape.d[0], n = H->shape.d[1], k = W->shape.d[0], ldw = n + 1;
+    if (pass == AD_PASS_FWD) {
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < k; ++j)
+                p->x[i * k + j] = W->x[j * ldw];
+        tensor_gemm(0, 1, m, k, n, 1.0, H->x, n, W->x + 1, ldw, 1.0, p->x, k);
+        return 0;
+    }
+    if (!H->no_grad)
+        tensor_gemm(0, 0, m, n, k, 1.0, p->g, k, W->x + 1, ldw, 1.0, H->g, n);
+    if (W->no_grad)
+        return 0;
+    tensor_gemm(1, 0, k, n, m, 1.0, p->g, k, H->x, n, 1.0, W->g + 1, ldw);
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < k; ++j)
+            W->g[j * ldw] += p->g[i * k + j];
     return 0;
 }
 
@@ -530,6 +568,8 @@ static int op_bias(ad_node_t *p, int pass, err_t *err)
         return 0;
     }
     const int64_t m = c->shape.d[0], n = c->shape.d[1];
+    if (pass == AD_PASS_BWD && c->no_grad)
+        return 0;
     for (int64_t i = 0; i < m; ++i) {
         double *yr = p->x + i * (n + 1);
         if (pass == AD_PASS_FWD) {
@@ -646,6 +686,11 @@ static int op_l2_loss(ad_node_t *p, int pass, err_t *err)
         p->x[0] = s * scale;
     } else {
         const double g = 2.0 * scale * p->g[0];
+        if (t->no_grad) {
+            for (int64_t i = 0; i < o->n; ++i)
+                o->g[i] += g * (o->x[i] - t->x[i]);
+            return 0;
+        }
         for (int64_t i = 0; i < o->n; ++i) {
             double d = g * (o->x[i] - t->x[i]);
             o->g[i] += d;
@@ -668,10 +713,11 @@ static int op_bce_loss(ad_node_t *p, int pass, err_t *err)
         p->x[0] = s * scale;
     } else {
         const double g = scale * p->g[0];
-        for (int64_t i = 0; i < z->n; ++i) {
+        for (int64_t i = 0; i < z->n; ++i)
             z->g[i] += g * bce_grad(z->x[i], t->x[i]);
-            t->g[i] -= g * z->x[i];
-        }
+        if (!t->no_grad)
+            for (int64_t i = 0; i < z->n; ++i)
+                t->g[i] -= g * z->x[i];
     }
     return 0;
 }
@@ -747,11 +793,14 @@ static int op_wbce_loss(ad_node_t *p, int pass, err_t *err)
         p->x[0] = s;
     } else {
         const double g = p->g[0];
-        for (int64_t i = 0; i < z->n; ++i) {
+        for (int64_t i = 0; i < z->n; ++i)
             z->g[i] += g * w->x[i] * bce_grad(z->x[i], t->x[i]);
-            t->g[i] -= g * w->x[i] * z->x[i];
-            w->g[i] += g * bce_term(z->x[i], t->x[i]);
-        }
+        if (!t->no_grad)
+            for (int64_t i = 0; i < z->n; ++i)
+                t->g[i] -= g * w->x[i] * z->x[i];
+        if (!w->no_grad)
+            for (int64_t i = 0; i < z->n; ++i)
+                w->g[i] += g * bce_term(z->x[i], t->x[i]);
     }
     return 0;
 }
@@ -810,7 +859,25 @@ const ad_op_info_t ad_op_table[AD_OP_COUNT] = {
     [AD_OP_PUBLIC_END] = {NULL, -1, NULL},
     [AD_OP_WBCE_LOSS] = {"wbce_loss", 3, op_wbce_loss},
     [AD_OP_PERCEPTRON_LOSS] = {"perceptron_loss", 2, op_perceptron_loss},
+    [AD_OP_AFFINE] = {"affine", 2, op_affine},
 };
+
+int ad_op_skips_no_grad(int32_t op)
+{
+    switch (op) {
+    case AD_OP_MATMUL:
+    case AD_OP_AFFINE:
+    case AD_OP_BIAS:
+    case AD_OP_L2_LOSS:
+    case AD_OP_BCE_LOSS:
+    case AD_OP_CCE_LOSS:          /* never writes its class ids' gradient */
+    case AD_OP_WBCE_LOSS:
+    case AD_OP_PERCEPTRON_LOSS:   /* nor its labels' */
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 int32_t ad_op_from_name(const char *name)
 {

@@ -28,6 +28,10 @@ typedef struct ad_node {
     int64_t n;                           /* tensor_shape_elems(&shape) */
     int32_t reduction;                   /* enum ad_reduction, losses only */
     int32_t transpose_b;                 /* matmul only */
+    int32_t no_grad;                     /* backward may skip this node's gradient (graph.c sets
+                                            it for ad_backward_params; ops that honour it are
+                                            listed in ad_op_skips_no_grad) */
+    int32_t no_grad_param;               /* depends on no param (set at build) */
     double *x;                           /* value: own_x, or a caller's view for an input */
     double *g;                           /* gradient, n doubles */
     double *own_x;                       /* the node's own value buffer */
@@ -47,6 +51,10 @@ typedef struct ad_op_info {
 
 /* Indexed by enum ad_op. */
 extern const ad_op_info_t ad_op_table[AD_OP_COUNT];
+
+/* 1 when the op's backward never writes the gradient of a child marked no_grad, so graph.c
+ * need not zero that child's gradient either. */
+int ad_op_skips_no_grad(int32_t op);
 
 /* 1 when a dimension of s is AD_ROWS. */
 int ad_shape_symbolic(const tensor_shape_t *s);

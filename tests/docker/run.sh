@@ -10,8 +10,9 @@
 #   4. containers cannot be started on this machine (the OCI runtime's setrlimit is refused), so
 #      the image's own filesystem runs instead: `podman create` + `podman mount`, then the image's
 #      ENTRYPOINT + CMD, as the image's USER, with the image's Env and WORKDIR, chrooted into it,
-#      in private network and mount namespaces (so it binds 0.0.0.0:8080 exactly as in the image
-#      without touching the machine's port 8080, and every mount made for it vanishes with it);
+#      in network, mount and pid namespaces of its own (so it binds 0.0.0.0:8080 exactly as in
+#      the image without touching the machine's port 8080, and every mount and process made for
+#      it vanishes with it, even if this script is killed);
 #      there: /healthz, the image's HEALTHCHECK command, a model created and trained, the uid,
 #      restart with docker/compose.yaml's command and secret (bearer tokens), clean stop;
 #   5. `docker-compose config` validates docker/compose.yaml (in a scratch copy with a tokens.txt).
@@ -36,7 +37,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIP: needs root (rootful podman, chroot, namespaces)"
   exit 77
 fi
-for tool in podman debootstrap docker-compose ip curl python3 chroot nsenter unshare flock; do
+for tool in podman debootstrap docker-compose ip curl python3 chroot nsenter unshare setpriv \
+            flock; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool not found (scripts/setup-deps)"; exit 1; }
 done
 
@@ -47,8 +49,17 @@ took() { echo "   took $((SECONDS - step_t)) s"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/neurond-docker-test.XXXXXX)
-holder='' daemon='' mnt='' created=0 image_id=''
+holder='' init='' nsent='' daemon='' mnt='' created=0 image_id=''
 podman_() { podman --cgroup-manager=cgroupfs "$@"; }
+# remove_rootfs DIR: unmount whatever an interrupted debootstrap left mounted in DIR (proc, sys,
+# maybe a bind-mounted /dev), then delete DIR without crossing into another file system.
+remove_rootfs() {
+  local dir=$1 m
+  [ -d "$dir" ] || return 0
+  awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo |
+    sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf --one-file-system "$dir"
+}
 
 cleanup() {
   local rc=$?
@@ -58,9 +69,13 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$daemon" 2>/dev/null
   fi
-  # The namespaces die with their last process; their mounts (proc, sys, dev) with them.
+  # Killing the holder kills the namespaces' init, so every process in them; their mounts
+  # (proc, sys, dev) go with the last one.
   [ -n "$holder" ] && kill -KILL "$holder" 2>/dev/null
   wait 2>/dev/null
+  if [ -n "$init" ]; then
+    for _ in $(seq 100); do kill -0 "$init" 2>/dev/null || break; sleep 0.05; done
+  fi
   if [ "$created" -eq 1 ]; then
     podman_ umount "$ctr" >/dev/null 2>&1
     podman_ rm -f -v "$ctr" >/dev/null 2>&1
@@ -69,6 +84,8 @@ cleanup() {
     echo "WARNING: $mnt is still mounted"
     rc=1
   fi
+  remove_rootfs "$cache/rootfs.$run_id"
+  rm -f "$cache/$suite-minbase.tar.$run_id.tmp"
   rm -rf "$work"
   echo "== docker test: $([ "$rc" -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - t0)) s"
   exit "$rc"
@@ -76,6 +93,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Containers and half-made root file systems left by runs of this test that were killed (SIGKILL,
+# a ctest timeout) before their cleanup: their names carry the run's pid.
+alive() { grep -qsa 'docker/run.sh' "/proc/$1/cmdline"; }
+for old in $(podman_ ps -a --filter name='^neurond-test-' --format '{{.Names}}'); do
+  pid=${old#neurond-test-}
+  if ! alive "${pid%%-*}"; then
+    podman_ umount "$old" >/dev/null 2>&1 || true
+    podman_ rm -f -v "$old" >/dev/null 2>&1 || true
+    echo "   removed the container $old, left by a killed run"
+  fi
+done
+for old in "$cache"/rootfs.* "$cache"/*.tar.*.tmp; do
+  [ -e "$old" ] || continue
+  pid=${old%.tmp}
+  pid=${pid##*.}      # rootfs.PID-N, bookworm-minbase.tar.PID-N.tmp
+  if ! alive "${pid%%-*}"; then
+    remove_rootfs "$old"
+    rm -f "$old"
+    echo "   removed $old, left by a killed run"
+  fi
+done
 
 # ---- 1. the base image --------------------------------------------------------------------------
 
@@ -110,11 +149,9 @@ make_base_tar() {  # make_base_tar OUT.tar
   security=$(apt_uri "$suite-security" | head -n 1)
   mirror=${mirror:-http://deb.debian.org/debian}
   root=$cache/rootfs.$run_id
-  rm -rf "$root"
   echo "   debootstrap --variant=minbase $suite from $mirror"
   if ! debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1; then
     tail -n 30 "$work/debootstrap.log"
-    rm -rf "$root"
     fail "debootstrap failed (log above)"
   fi
   # The official image's sources (main, updates, security) pointing at the mirror apt uses here,
@@ -129,9 +166,14 @@ make_base_tar() {  # make_base_tar OUT.tar
       printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
     fi
   } >"$root/etc/apt/sources.list.d/debian.sources"
-  grep -hE '^[[:space:]]*Acquire::([a-z]+::)?(Proxy|Check-Valid-Until|Check-Date)' \
-    /etc/apt/apt.conf.d/* /etc/apt/apt.conf 2>/dev/null \
-    >"$root/etc/apt/apt.conf.d/99host-acquire" || rm -f "$root/etc/apt/apt.conf.d/99host-acquire"
+  local conf acquire
+  acquire=$(for conf in /etc/apt/apt.conf /etc/apt/apt.conf.d/*; do
+              [ -f "$conf" ] && cat "$conf"
+            done | grep -E '^[[:space:]]*Acquire::([a-z]+::)?(Proxy|Check-Valid-Until|Check-Date)' ||
+            true)
+  if [ -n "$acquire" ]; then
+    printf '%s\n' "$acquire" >"$root/etc/apt/apt.conf.d/99host-acquire"
+  fi
   # As the official image's apt and dpkg settings (debuerreotype): no package caches, no
   # translations, gzipped indexes, unsafe-io. Slim, as debian:*-slim is: no docs, man pages,
   # locales (also for packages installed later), no downloaded packages or lists, no device
@@ -161,9 +203,9 @@ EOF
     "${root:?}"/var/cache/apt/archives/*.deb "${root:?}"/var/cache/apt/*.bin \
     "${root:?}"/var/lib/apt/lists/* "${root:?}"/var/log/* "${root:?}"/dev/* "${root:?}"/tmp/* \
     "${root:?}"/etc/resolv.conf "${root:?}"/etc/hostname
-  tar --numeric-owner --xattrs -C "$root" -cf "$out.tmp" .
-  mv "$out.tmp" "$out"
-  rm -rf "$root"
+  tar --numeric-owner --xattrs -C "$root" -cf "$out.$run_id.tmp" .
+  mv "$out.$run_id.tmp" "$out"
+  remove_rootfs "$root"
 }
 
 step "base image $base"
@@ -182,7 +224,11 @@ mkdir -p "$cache"
     else
       echo "   from the cached $cache/$suite-minbase.tar"
     fi
-    podman_ import --change 'CMD ["bash"]' "$cache/$suite-minbase.tar" "$base" >/dev/null
+    if ! podman_ import --change 'CMD ["bash"]' "$cache/$suite-minbase.tar" "$base" \
+         >"$work/import.log" 2>&1; then
+      cat "$work/import.log"
+      fail "podman import of $cache/$suite-minbase.tar failed"
+    fi
   fi
 ) 9>"$cache/lock"
 took
@@ -296,17 +342,25 @@ leftovers=$(find "$mnt/var/cache/apt" "$mnt/var/lib/apt/lists" -type f \( -name 
   fail "/data is owned by $(stat -c %u:%g "$mnt/data"), not by USER $uid:$gid"
 echo "   ldd: $(awk '{print $1}' "$work/ldd.txt" | tr '\n' ' ')"
 
-# A network namespace with only a loopback, and a private mount namespace for /proc, /sys and a
-# minimal /dev inside the image's root (all gone when the namespaces' last process exits).
-unshare --net --mount --propagation private sleep 86400 &
+# Namespaces of its own, as a container has: network (only a loopback), mount (private: /proc,
+# /sys and a minimal /dev mounted inside the image's root vanish with it) and pid (its init is
+# a sleep; when that dies, the kernel kills everything left in it). The holder, unshare, dies
+# with this script even on SIGKILL (parent-death signal) and then kills that init
+# (--kill-child), so nothing started here can outlive the test.
+setpriv --pdeathsig KILL \
+  unshare --net --mount --propagation private --pid --fork --kill-child sleep infinity &
 holder=$!
 for _ in $(seq 100); do
-  [ "$(readlink "/proc/$holder/ns/net" 2>/dev/null)" != "$(readlink /proc/self/ns/net)" ] && break
+  init=$(awk '{print $1}' "/proc/$holder/task/$holder/children" 2>/dev/null || true)
+  [ -n "$init" ] && [ "$(readlink "/proc/$init/ns/pid" 2>/dev/null)" != \
+                        "$(readlink /proc/self/ns/pid)" ] && break
+  init=''
   sleep 0.05
 done
-[ "$(readlink "/proc/$holder/ns/net")" != "$(readlink /proc/self/ns/net)" ] ||
-  fail "unshare did not make a network namespace"
-in_ns() { nsenter --net="/proc/$holder/ns/net" --mount="/proc/$holder/ns/mnt" "$@"; }
+[ -n "$init" ] || fail "unshare did not make its namespaces"
+# in_ns CMD...: CMD in those namespaces (nsenter forks for the pid namespace, waits, and exits
+# with CMD's status).
+in_ns() { nsenter --target "$init" --net --mount --pid "$@"; }
 in_ns ip link set lo up
 in_ns mount -t proc proc "$mnt/proc"
 in_ns mount -t sysfs -o ro sysfs "$mnt/sys"
@@ -319,10 +373,9 @@ in_ns mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$mnt/dev/shm" 2>/dev/null 
   { in_ns mkdir -p "$mnt/dev/shm" && in_ns mount -t tmpfs -o mode=1777 tmpfs "$mnt/dev/shm"; }
 
 # image_argv CMD...: sets argv to run CMD in the image's root, as its USER, with its Env and
-# WORKDIR, in the namespaces. Each program there execs the next (nsenter, chroot, env, CMD), so
-# a background "${argv[@]}" & has CMD's own pid in $!.
+# WORKDIR, in the namespaces. nsenter forks once; its child execs chroot, env, then CMD.
 image_argv() {
-  argv=(nsenter --net="/proc/$holder/ns/net" --mount="/proc/$holder/ns/mnt"
+  argv=(nsenter --target "$init" --net --mount --pid
         chroot --userspec="$uid:$gid" --groups="$gid" "$mnt"
         /usr/bin/env -i -C "$img_workdir" HOSTNAME="$ctr" HOME=/data "${img_env[@]}" "$@")
 }
@@ -333,7 +386,15 @@ start_daemon() {  # start_daemon EXTRA_ARGS...: the image's entrypoint + cmd, th
   local argv
   image_argv "${img_cmd[@]}" "$@"
   "${argv[@]}" >"$work/out" 2>"$work/err" &
-  daemon=$!
+  nsent=$!
+  daemon=''
+  for _ in $(seq 100); do   # nsenter's only child is (after its execs) neurond
+    daemon=$(awk '{print $1}' "/proc/$nsent/task/$nsent/children" 2>/dev/null || true)
+    [ -n "$daemon" ] && break
+    kill -0 "$nsent" 2>/dev/null || break
+    sleep 0.02
+  done
+  [ -n "$daemon" ] || { cat "$work/out" "$work/err"; fail "neurond did not start"; }
   for _ in $(seq 300); do
     grep -q 'listening on' "$work/out" && break
     kill -0 "$daemon" 2>/dev/null || break
@@ -350,8 +411,8 @@ stop_daemon() {
   local rc=0
   kill -TERM "$daemon"
   for _ in $(seq 400); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
-  wait "$daemon" || rc=$?
-  daemon=
+  wait "$nsent" || rc=$?      # nsenter exits with neurond's status
+  daemon='' nsent=''
   [ "$rc" -eq 0 ] || { tail -n 20 "$work/err"; fail "neurond exited $rc after SIGTERM, not 0"; }
   echo "   SIGTERM: exited 0"
 }

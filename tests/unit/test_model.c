@@ -385,6 +385,174 @@ START_TEST(test_labels_checked)
 }
 END_TEST
 
+/* ---- the one-pass engine (fused.c) against the graph ----------------------------------------- */
+
+/* Loss and gradient of m on rows random rows with the given engine. */
+static void eval_engine(model_t *m, int32_t engine, const batch_t *b, double *loss, double *g)
+{
+    err_t err = {0};
+    ck_assert_int_eq(model_set_engine(m, engine, &err), 0);
+    ck_assert_msg(model_loss_grad(m, b, loss, g, &err) == 0, "%s", err.msg);
+    double loss_only;
+    ck_assert_int_eq(model_loss_grad(m, b, &loss_only, NULL, &err), 0);
+    ck_assert_msg(loss_only == *loss, "loss without gradient %.17g vs %.17g", loss_only, *loss);
+}
+
+/* Every kind with a fused path, both reductions, row counts around the tile and thread splits
+ * (1 row, odd counts, more rows than the per-thread threshold), widths around the vector
+ * blocks: the fused result equals the graph's to 1e-12 relative (sums in another order). */
+static void compare_engines(int32_t kind, int32_t loss, int32_t n_in, int32_t k, int32_t rows,
+                            int32_t reduction)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = kind;
+    s.inputs = n_in;
+    s.loss = loss;
+    s.reduction = reduction;
+    if (kind == MODEL_KIND_LINEAR)
+        s.outputs = k;
+    else if (kind != MODEL_KIND_LOGISTIC)
+        s.classes = k;
+    model_t *m = make(&s);
+    int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    double *x = malloc(sizeof(double) * (size_t)rows * n_x);
+    double *y = malloc(sizeof(double) * (size_t)rows * n_y);
+    testutil_fill(x, (int64_t)rows * n_x, -2.0, 2.0, 31 + (uint64_t)rows);
+    fill_labels(m, y, rows, 37 + (uint64_t)rows);
+    int64_t n = model_n_params(m);
+    testutil_fill(model_params(m), n, -1.5, 1.5, 41);
+    batch_t b = {rows, n_x, n_y, x, y};
+    double *gg = malloc(sizeof(double) * (size_t)n), *gf = malloc(sizeof(double) * (size_t)n);
+    double lg, lf;
+    eval_engine(m, MODEL_ENGINE_GRAPH, &b, &lg, gg);
+    eval_engine(m, MODEL_ENGINE_FUSED, &b, &lf, gf);
+    ck_assert(isfinite(lg));
+    ck_assert_msg(fabs(lf - lg) <= 1e-12 * fabs(lg) + 1e-300,
+                  "%s loss %d rows %d: fused %.17g graph %.17g", model_kind_name(kind), loss,
+                  rows, lf, lg);
+    double gmax = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+        gmax = fmax(gmax, fabs(gg[i]));
+    for (int64_t i = 0; i < n; ++i)
+        ck_assert_msg(fabs(gf[i] - gg[i]) <= 1e-12 * gmax + 1e-300,
+                      "%s loss %d n %d k %d rows %d red %d: grad[%lld] fused %.17g graph %.17g",
+                      model_kind_name(kind), loss, n_in, k, rows, reduction, (long long)i, gf[i],
+                      gg[i]);
+    free(gg);
+    free(gf);
+    free(x);
+    free(y);
+    model_free(m);
+}
+
+START_TEST(test_fused_matches_graph)
+{
+    static const int32_t rows[] = {1, 2, 7, 64, 257, 3001};
+    static const int32_t widths[] = {1, 3, 13, 37};
+    struct { int32_t kind, loss, k; } cases[] = {
+        {MODEL_KIND_LINEAR, MODEL_LOSS_L2, 1},     {MODEL_KIND_LINEAR, MODEL_LOSS_L2, 3},
+        {MODEL_KIND_LOGISTIC, MODEL_LOSS_BCE, 1},  {MODEL_KIND_LOGISTIC, MODEL_LOSS_L2, 1},
+        {MODEL_KIND_SOFTMAX, MODEL_LOSS_CCE, 2},   {MODEL_KIND_SOFTMAX, MODEL_LOSS_CCE, 10},
+        {MODEL_KIND_OVA, MODEL_LOSS_BCE, 3},       {MODEL_KIND_OVA, MODEL_LOSS_BCE, 6},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c)
+        for (size_t w = 0; w < sizeof widths / sizeof widths[0]; ++w)
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r)
+                for (int32_t red = 0; red < 2; ++red)
+                    compare_engines(cases[c].kind, cases[c].loss, widths[w], cases[c].k, rows[r],
+                                    red ? AD_REDUCTION_SUM : AD_REDUCTION_MEAN);
+}
+END_TEST
+
+/* Past the per-thread threshold the batch is split across the pool; still the same numbers. */
+START_TEST(test_fused_threads_match_graph)
+{
+    compare_engines(MODEL_KIND_SOFTMAX, MODEL_LOSS_CCE, 100, 10, 4001, AD_REDUCTION_MEAN);
+    compare_engines(MODEL_KIND_LOGISTIC, MODEL_LOSS_BCE, 101, 1, 20001, AD_REDUCTION_MEAN);
+    compare_engines(MODEL_KIND_LINEAR, MODEL_LOSS_L2, 64, 2, 9999, AD_REDUCTION_SUM);
+    compare_engines(MODEL_KIND_OVA, MODEL_LOSS_BCE, 50, 4, 5003, AD_REDUCTION_SUM);
+}
+END_TEST
+
+/* Finite differences straight against the fused path (small batches take the graph in AUTO). */
+START_TEST(test_fused_gradients)
+{
+    struct { int32_t kind, loss, k; } cases[] = {
+        {MODEL_KIND_LINEAR, MODEL_LOSS_L2, 2}, {MODEL_KIND_LOGISTIC, MODEL_LOSS_BCE, 1},
+        {MODEL_KIND_LOGISTIC, MODEL_LOSS_L2, 1}, {MODEL_KIND_SOFTMAX, MODEL_LOSS_CCE, 4},
+        {MODEL_KIND_OVA, MODEL_LOSS_BCE, 4},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+        model_spec_t s;
+        model_spec_default(&s);
+        s.kind = cases[c].kind;
+        s.loss = cases[c].loss;
+        s.inputs = 5;
+        if (s.kind == MODEL_KIND_LINEAR)
+            s.outputs = cases[c].k;
+        else if (s.kind != MODEL_KIND_LOGISTIC)
+            s.classes = cases[c].k;
+        model_t *m = make(&s);
+        err_t err = {0};
+        ck_assert_int_eq(model_set_engine(m, MODEL_ENGINE_FUSED, &err), 0);
+        int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+        double x[ROWS * 5], y[ROWS * 2];
+        testutil_fill(x, ROWS * n_x, -1.5, 1.5, 17);
+        fill_labels(m, y, ROWS, 23);
+        batch_t b = {ROWS, n_x, n_y, x, y};
+        int64_t n = model_n_params(m);
+        double *theta = model_params(m), g[64], loss;
+        testutil_fill(theta, n, -0.8, 0.8, 5);
+        ck_assert_int_eq(model_loss_grad(m, &b, &loss, g, &err), 0);
+        for (int64_t i = 0; i < n; ++i) {
+            double t0 = theta[i], fp, fm;
+            theta[i] = t0 + 1e-6;
+            ck_assert_int_eq(model_loss_grad(m, &b, &fp, NULL, &err), 0);
+            theta[i] = t0 - 1e-6;
+            ck_assert_int_eq(model_loss_grad(m, &b, &fm, NULL, &err), 0);
+            theta[i] = t0;
+            double fd = (fp - fm) / 2e-6;
+            ck_assert_msg(fabs(g[i] - fd) <= 1e-6 + 1e-5 * fabs(fd), "%s param %lld: %.12g vs %.12g",
+                          model_kind_name(s.kind), (long long)i, g[i], fd);
+        }
+        model_free(m);
+    }
+}
+END_TEST
+
+/* A bad class id is reported the same way by both engines; kinds without a fused path say so. */
+START_TEST(test_fused_errors)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_SOFTMAX;
+    s.inputs = 2;
+    s.classes = 3;
+    model_t *m = make(&s);
+    double x[6] = {0}, y[3] = {0, 3, 1}, loss, g[9];
+    batch_t b = {3, 2, 1, x, y};
+    err_t eg = {0}, ef = {0};
+    ck_assert_int_eq(model_set_engine(m, MODEL_ENGINE_GRAPH, &eg), 0);
+    ck_assert_int_eq(model_loss_grad(m, &b, &loss, g, &eg), ERR_INVAL);
+    ck_assert_int_eq(model_set_engine(m, MODEL_ENGINE_FUSED, &ef), 0);
+    ck_assert_int_eq(model_loss_grad(m, &b, &loss, g, &ef), ERR_INVAL);
+    ck_assert_str_eq(ef.field, eg.field);
+    ck_assert_str_eq(ef.msg, eg.msg);
+    ck_assert_int_eq(model_set_engine(m, 7, &ef), ERR_INVAL);
+    model_free(m);
+
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_OVO;
+    s.inputs = 2;
+    s.classes = 3;
+    m = make(&s);
+    ck_assert_int_eq(model_set_engine(m, MODEL_ENGINE_FUSED, &ef), ERR_INVAL);
+    ck_assert_int_eq(model_set_engine(m, MODEL_ENGINE_GRAPH, &ef), 0);
+    model_free(m);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("model");
@@ -400,6 +568,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_init_is_deterministic);
     tcase_add_test(tc, test_predict_shapes_and_classes);
     tcase_add_test(tc, test_labels_checked);
+    tcase_add_test(tc, test_fused_matches_graph);
+    tcase_add_test(tc, test_fused_threads_match_graph);
+    tcase_add_test(tc, test_fused_gradients);
+    tcase_add_test(tc, test_fused_errors);
     suite_add_tcase(s, tc);
     return s;
 }

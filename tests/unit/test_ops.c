@@ -457,6 +457,98 @@ START_TEST(matmul_same_operand_and_rows_inner)
 }
 END_TEST
 
+/* affine(h, W) = bias(h) W^T, internal to model kinds. */
+START_TEST(affine_gradcheck)
+{
+    ad_graph_spec_t s = {0};
+    leaf(&s, "h", AD_OP_INPUT, shp(2, AD_ROWS, 3), NULL);
+    leaf(&s, "W", AD_OP_PARAM, shp(2, 2, 4), NULL);
+    node(&s, "z", AD_OP_AFFINE, "h", "W", NULL, 0, 0);
+    ad_graph_t *g = build(&s, "z");
+    bind(g, 5);
+    ck_assert_int_eq(ad_shape(g, ad_find(g, "z"))->d[0], 5);
+    ck_assert_int_eq(ad_shape(g, ad_find(g, "z"))->d[1], 2);
+    fill(g, "h", -1.0, 1.0, 23);
+    fill(g, "W", -1.0, 1.0, 24);
+    fwd(g);
+    const double *h = val(g, "h"), *W = val(g, "W"), *z = val(g, "z");
+    for (int i = 0; i < 5; ++i)
+        for (int j = 0; j < 2; ++j) {
+            double want = W[j * 4];
+            for (int k = 0; k < 3; ++k)
+                want += h[i * 3 + k] * W[j * 4 + 1 + k];
+            ck_assert_double_eq_tol(z[i * 2 + j], want, 1e-14);
+        }
+    const char *leaves[] = {"h", "W"};
+    gradcheck(g, "z", leaves, 2);
+    ad_graph_free(g);
+
+    /* W must be [k, 1 + columns of h]. */
+    ad_graph_spec_t bad = {0};
+    leaf(&bad, "h", AD_OP_INPUT, shp(2, AD_ROWS, 3), NULL);
+    leaf(&bad, "W", AD_OP_PARAM, shp(2, 2, 3), NULL);
+    node(&bad, "z", AD_OP_AFFINE, "h", "W", NULL, 0, 0);
+    strcpy(bad.output, "z");
+    err_t err = {0};
+    ck_assert_int_eq(ad_graph_build(&bad, 0, &g, &err), ERR_SHAPE);
+    ck_assert_str_eq(err.field, "z");
+    ad_graph_spec_free(&bad);
+}
+END_TEST
+
+/* ad_backward_params skips what no param needs; the param gradients are those of ad_backward,
+ * and a later full backward still fills every gradient. */
+START_TEST(backward_params_matches_backward)
+{
+    ad_graph_spec_t s = {0};
+    leaf(&s, "x", AD_OP_INPUT, shp(2, AD_ROWS, 3), NULL);
+    leaf(&s, "y", AD_OP_INPUT, shp(1, AD_ROWS, 1), NULL);
+    leaf(&s, "t", AD_OP_INPUT, shp(2, AD_ROWS, 1), NULL);
+    leaf(&s, "W1", AD_OP_PARAM, shp(2, 4, 4), NULL);
+    leaf(&s, "W2", AD_OP_PARAM, shp(2, 3, 5), NULL);
+    leaf(&s, "V", AD_OP_PARAM, shp(2, 1, 4), NULL);
+    node(&s, "z1", AD_OP_AFFINE, "x", "W1", NULL, 0, 0);
+    node(&s, "h1", AD_OP_TANH, "z1", NULL, NULL, 0, 0);
+    node(&s, "z2", AD_OP_AFFINE, "h1", "W2", NULL, 0, 0);
+    node(&s, "L1", AD_OP_CCE_LOSS, "z2", "y", NULL, AD_REDUCTION_MEAN, 0);
+    node(&s, "xb", AD_OP_BIAS, "x", NULL, NULL, 0, 0);
+    node(&s, "xs", AD_OP_SQUARE, "xb", NULL, NULL, 0, 0);
+    node(&s, "u", AD_OP_MATMUL, "xs", "V", NULL, 0, 1);
+    node(&s, "L2", AD_OP_BCE_LOSS, "u", "t", NULL, AD_REDUCTION_SUM, 0);
+    node(&s, "L", AD_OP_ADD, "L1", "L2", NULL, 0, 0);
+    ad_graph_t *g = build(&s, "L");
+    bind(g, 6);
+    fill(g, "x", -1.0, 1.0, 61);
+    fill(g, "W1", -1.0, 1.0, 62);
+    fill(g, "W2", -1.0, 1.0, 63);
+    fill(g, "V", -1.0, 1.0, 64);
+    fill(g, "t", 0.0, 1.0, 65);
+    double *y = val(g, "y");
+    for (int i = 0; i < 6; ++i)
+        y[i] = i % 3;
+    fwd(g);
+    err_t err = {0};
+    int32_t L = ad_find(g, "L");
+    int64_t n = ad_n_param(g);
+    double full[16 + 15 + 4], dx[18];
+    ck_assert_int_eq(n, 35);
+    ck_assert_int_eq(ad_backward(g, L, &err), 0);
+    memcpy(full, ad_param_grads(g), sizeof full);
+    memcpy(dx, grd(g, "x"), sizeof dx);
+    for (int rep = 0; rep < 2; ++rep) {
+        ck_assert_int_eq(ad_backward_params(g, L, &err), 0);
+        for (int64_t i = 0; i < n; ++i)
+            ck_assert_double_eq(ad_param_grads(g)[i], full[i]);
+    }
+    ck_assert_int_eq(ad_backward(g, L, &err), 0);
+    for (int i = 0; i < 18; ++i)
+        ck_assert_double_eq(grd(g, "x")[i], dx[i]);
+    const char *leaves[] = {"x", "W1", "W2", "V", "t"};
+    gradcheck(g, "L", leaves, 5);
+    ad_graph_free(g);
+}
+END_TEST
+
 START_TEST(bias_transpose_gradcheck)
 {
     ad_graph_spec_t s = {0};
@@ -727,6 +819,8 @@ static Suite *suite(void)
     tcase_add_test(tc, cce_extreme_logits_exact);
     tcase_add_test(tc, cce_bad_class_names_y);
     tcase_add_test(tc, wbce_gradcheck);
+    tcase_add_test(tc, affine_gradcheck);
+    tcase_add_test(tc, backward_params_matches_backward);
     tcase_add_test(tc, perceptron_loss_rule);
     suite_add_tcase(s, tc);
     return s;

@@ -1,0 +1,230 @@
+/* tests/unit/test_fused.c -- the one-pass kernels of fused.c on their own (every thread count
+ * gives the same numbers to rounding; argument checks), and the promise that a training loop
+ * allocates nothing once its buffers exist: this executable is linked with
+ * -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc, so every allocation libneuron makes goes
+ * through the counting wrappers below. (The graph path against fused.c is in test_model.c.) */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fused.h"
+#include "graph.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "testutil.h"
+#include "train.h"
+
+/* ---- allocation counter ------------------------------------------------------------------ */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+
+static volatile long n_alloc;
+
+void *__wrap_malloc(size_t n)
+{
+    __atomic_add_fetch(&n_alloc, 1, __ATOMIC_RELAXED);
+    return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    __atomic_add_fetch(&n_alloc, 1, __ATOMIC_RELAXED);
+    return __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    __atomic_add_fetch(&n_alloc, 1, __ATOMIC_RELAXED);
+    return __real_realloc(p, n);
+}
+
+static long allocs(void)
+{
+    return __atomic_load_n(&n_alloc, __ATOMIC_RELAXED);
+}
+
+/* ---- fused.c directly --------------------------------------------------------------------- */
+
+/* Loss and gradient with max_threads = 1 and = 8 (more threads than rows for small batches):
+ * equal to 1e-12 relative. */
+static void threads_agree(int32_t loss, int32_t n, int32_t k, int32_t rows, int32_t red)
+{
+    err_t err = {0};
+    fused_t *f1 = NULL, *f8 = NULL;
+    ck_assert_int_eq(fused_new(loss, n, k, red, 1, &f1, &err), 0);
+    ck_assert_int_eq(fused_new(loss, n, k, red, 8, &f8, &err), 0);
+    ck_assert_int_eq(fused_max_threads(f1), 1);
+    int64_t n_g = (int64_t)k * (n + 1), n_y = loss == FUSED_LOSS_L2 ? (int64_t)rows * k : rows;
+    double *w = malloc(sizeof(double) * (size_t)n_g), *x = malloc(sizeof(double) * (size_t)rows * n);
+    double *y = malloc(sizeof(double) * (size_t)n_y);
+    double *g1 = malloc(sizeof(double) * (size_t)n_g), *g8 = malloc(sizeof(double) * (size_t)n_g);
+    testutil_fill(w, n_g, -1.0, 1.0, 3);
+    testutil_fill(x, (int64_t)rows * n, -1.0, 1.0, 4);
+    rng_t r;
+    rng_seed(&r, 5);
+    for (int64_t i = 0; i < n_y; ++i)
+        y[i] = loss == FUSED_LOSS_L2 ? rng_uniform(&r)
+               : loss == FUSED_LOSS_BCE || loss == FUSED_LOSS_SIGMOID_L2
+                   ? (double)rng_below(&r, 2)
+                   : (double)rng_below(&r, (uint64_t)k);
+    double l1, l8;
+    ck_assert_int_eq(fused_loss_grad(f1, w, x, y, rows, &l1, g1, &err), 0);
+    ck_assert_int_eq(fused_loss_grad(f8, w, x, y, rows, &l8, g8, &err), 0);
+    ck_assert_close(l8, l1, 1e-12, 0.0);
+    double gmax = 0.0;
+    for (int64_t i = 0; i < n_g; ++i)
+        gmax = fmax(gmax, fabs(g1[i]));
+    for (int64_t i = 0; i < n_g; ++i)
+        ck_assert_close(g8[i], g1[i], 0.0, 1e-12 * gmax);
+    free(w);
+    free(x);
+    free(y);
+    free(g1);
+    free(g8);
+    fused_free(f1);
+    fused_free(f8);
+}
+
+START_TEST(thread_counts_agree)
+{
+    static const int32_t rows[] = {1, 3, 8, 1001, 40001};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; ++i)
+        for (int32_t red = 0; red < 2; ++red) {
+            threads_agree(FUSED_LOSS_L2, 17, 2, rows[i], red);
+            threads_agree(FUSED_LOSS_BCE, 9, 1, rows[i], red);
+            threads_agree(FUSED_LOSS_SIGMOID_L2, 9, 1, rows[i], red);
+            threads_agree(FUSED_LOSS_CCE, 33, 10, rows[i], red);
+            threads_agree(FUSED_LOSS_OVA, 5, 3, rows[i], red);
+        }
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    err_t err = {0};
+    fused_t *f = NULL;
+    ck_assert_int_eq(fused_new(0, 3, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_BCE, 3, 2, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_CCE, 3, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 0, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 3, 1, 7, 0, &f, &err), ERR_INVAL);
+    ck_assert_ptr_null(f);
+    fused_free(NULL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 2, 1, AD_REDUCTION_MEAN, 0, &f, &err), 0);
+    double w[3] = {0}, x[2] = {0}, y[1] = {0}, loss;
+    ck_assert_int_eq(fused_loss_grad(f, w, x, y, 0, &loss, NULL, &err), ERR_INVAL);
+    fused_free(f);
+}
+END_TEST
+
+/* ---- no allocation in the training loop ---------------------------------------------------- */
+
+/* Train `spec` on rows random rows: a first call may allocate (graph buffers, the fused
+ * evaluator and its threads); later calls -- full batch, mini-batches, loss-only -- must not. */
+static void train_allocates_nothing(model_spec_t *spec, int32_t rows)
+{
+    err_t err = {0};
+    model_t *m = NULL;
+    ck_assert_msg(model_spec_resolve(spec, MODEL_MAX_PARAMS_DEFAULT, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_new(spec, &m, &err) == 0, "%s", err.msg);
+    int32_t n_x = model_n_x(m), n_y = model_n_y(m);
+    double *x = malloc(sizeof(double) * (size_t)rows * n_x);
+    double *y = malloc(sizeof(double) * (size_t)rows * n_y);
+    testutil_fill(x, (int64_t)rows * n_x, -1.0, 1.0, 7);
+    for (int64_t i = 0; i < (int64_t)rows * n_y; ++i)
+        y[i] = spec->classes > 0 ? (double)(i % spec->classes) : (double)(i % 2);
+    batch_t b = {rows, n_x, n_y, x, y};
+    optim_t *o = NULL;
+    ck_assert_int_eq(optim_new(&spec->optimizer, model_n_params(m), &o, &err), 0);
+    train_ctx_t *t = NULL;
+    ck_assert_int_eq(train_ctx_new(m, o, &b, &t, &err), 0);
+    train_req_t req;
+    train_req_default(&req);
+    req.steps = 3;
+    int64_t step = 0;
+    train_result_t res;
+    long warm = allocs();
+    ck_assert_int_eq(train_run(t, &req, &step, NULL, &res, &err), 0);
+    /* The first call binds the batch's rows: the counter must see that allocation. */
+    ck_assert_msg(allocs() > warm, "the allocation counter sees nothing");
+
+    long before = allocs();
+    int rc1 = train_run(t, &req, &step, NULL, &res, &err);
+    req.batch_size = rows / 3 > 0 ? rows / 3 : 1;
+    req.steps = 7;
+    int rc2 = train_run(t, &req, &step, NULL, &res, &err);
+    double loss;
+    int rc3 = model_loss_grad(m, &b, &loss, NULL, &err);
+    long during = allocs() - before;
+
+    ck_assert_int_eq(rc1, 0);
+    ck_assert_int_eq(rc2, 0);
+    ck_assert_int_eq(rc3, 0);
+    ck_assert_msg(during == 0, "kind %s: %ld allocations in the training loop",
+                  model_kind_name(spec->kind), during);
+    train_ctx_free(t);
+    optim_free(o);
+    model_free(m);
+    model_spec_free(spec);
+    free(x);
+    free(y);
+}
+
+START_TEST(training_loop_allocates_nothing)
+{
+    model_spec_t s;
+    /* Fused, split across threads. */
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 40;
+    train_allocates_nothing(&s, 20000);
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_SOFTMAX;
+    s.inputs = 30;
+    s.classes = 4;
+    train_allocates_nothing(&s, 5000);
+    /* The graph: an mlp, a tiny one, and a small linear batch. */
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 12;
+    s.n_hidden = 1;
+    s.hidden[0].units = 8;
+    s.outputs = 3;
+    s.output_activation = MODEL_ACT_SOFTMAX;
+    train_allocates_nothing(&s, 300);
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 3;
+    s.n_hidden = 1;
+    s.hidden[0].units = 3;
+    s.output_activation = MODEL_ACT_SIGMOID;
+    train_allocates_nothing(&s, 3);
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 2;
+    train_allocates_nothing(&s, 10);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("fused");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, thread_counts_agree);
+    tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, training_loop_allocates_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return testutil_run(suite());
+}
