@@ -29,6 +29,8 @@
 /* Bytes of X per tile: the tile is read again by the gradient half, from L2. */
 #define FUSED_TILE_BYTES (96 * 1024)
 #define FUSED_TILE_MAX 256
+/* Bytes of W (all k rows, a chunk of columns) the forward keeps in L1. */
+#define FUSED_L1_W_BYTES (20 * 1024)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FUSED_X86_CLONES 1
@@ -131,9 +133,12 @@ static inline double sigmoid(double z)
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* z[r*k + j] = w[j][0] + Σ_i x[r][i] w[j][1+i] for r < RB, j < JB. */
+/* z[r*k + j] (+)= Σ_{i < nc} x[r][i] w[j][1+i] for r < RB, j < JB: x has row stride n, w row
+ * stride 1+n, both already offset to the current chunk of columns. The first chunk (w0 != NULL:
+ * the bias column) assigns w0[j*(1+n)] + sum, the others add. */
 ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict x, int32_t n,
-                             const double *restrict w, int32_t k, double *restrict z)
+                             int32_t nc, const double *restrict w, const double *restrict w0,
+                             int32_t k, double *restrict z)
 {
     const int64_t ldw = (int64_t)n + 1;
     v4d acc[3][4];
@@ -143,7 +148,7 @@ ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict 
         for (int j = 0; j < JB; ++j)
             acc[r][j] = (v4d){0.0, 0.0, 0.0, 0.0};
     int32_t i = 0;
-    for (; i + 4 <= n; i += 4) {
+    for (; i + 4 <= nc; i += 4) {
         v4d xv[3];
 #pragma GCC unroll 4
         for (int r = 0; r < RB; ++r)
@@ -162,43 +167,59 @@ ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict 
 #pragma GCC unroll 4
         for (int j = 0; j < JB; ++j) {
             double s = hsum4(&acc[r][j]);
-            for (int32_t ii = i; ii < n; ++ii)
+            for (int32_t ii = i; ii < nc; ++ii)
                 s += x[(int64_t)r * n + ii] * w[j * ldw + 1 + ii];
-            z[(int64_t)r * k + j] = w[j * ldw] + s;
+            if (w0 != NULL)
+                z[(int64_t)r * k + j] = w0[j * ldw] + s;
+            else
+                z[(int64_t)r * k + j] += s;
         }
 }
 
-/* Columns j0..j0+3 (or the rest) of z for RB rows. */
-ALWAYS_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n,
-                            const double *restrict w, int32_t k, double *restrict z)
+/* All k columns of z for RB rows, over one chunk of nc input columns. */
+ALWAYS_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n, int32_t nc,
+                            const double *restrict w, const double *restrict w0, int32_t k,
+                            double *restrict z)
 {
     const int64_t ldw = (int64_t)n + 1;
+#define FWD_J(JB) fwd_block(RB, JB, x, n, nc, w + j * ldw, w0 != NULL ? w0 + j * ldw : NULL, k, \
+                            z + j)
     int32_t j = 0;
     for (; j + 4 <= k; j += 4)
-        fwd_block(RB, 4, x, n, w + j * ldw, k, z + j);
+        FWD_J(4);
     switch (k - j) {
     case 3:
-        fwd_block(RB, 3, x, n, w + j * ldw, k, z + j);
+        FWD_J(3);
         break;
     case 2:
-        fwd_block(RB, 2, x, n, w + j * ldw, k, z + j);
+        FWD_J(2);
         break;
     case 1:
-        fwd_block(RB, 1, x, n, w + j * ldw, k, z + j);
+        FWD_J(1);
         break;
     default:
         break;
     }
+#undef FWD_J
 }
 
+/* Z = X_tile W^T + bias, in chunks of columns so that the chunk of W (all k rows) and of three
+ * rows of X stay in L1 while every row block of the tile uses them. */
 ALWAYS_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
                             const double *restrict w, int32_t k, double *restrict z)
 {
-    int32_t r = 0;
-    for (; r + 3 <= tr; r += 3)
-        fwd_rows(3, x + (int64_t)r * n, n, w, k, z + (int64_t)r * k);
-    for (; r < tr; ++r)
-        fwd_rows(1, x + (int64_t)r * n, n, w, k, z + (int64_t)r * k);
+    int32_t kc = (int32_t)((FUSED_L1_W_BYTES / (int64_t)sizeof(double) / k) & ~(int64_t)3);
+    if (kc < 32)
+        kc = 32;
+    for (int32_t i0 = 0; i0 < n; i0 += kc) {
+        const int32_t nc = n - i0 < kc ? n - i0 : kc;
+        const double *w0 = i0 == 0 ? w : NULL;
+        int32_t r = 0;
+        for (; r + 3 <= tr; r += 3)
+            fwd_rows(3, x + (int64_t)r * n + i0, n, nc, w + i0, w0, k, z + (int64_t)r * k);
+        for (; r < tr; ++r)
+            fwd_rows(1, x + (int64_t)r * n + i0, n, nc, w + i0, w0, k, z + (int64_t)r * k);
+    }
 }
 
 /* g[j][1+i0 .. 1+i0+4*IV) += Σ_r dz[r][j] x[r][i0 ..] for j < JB, over tr rows. When pf is

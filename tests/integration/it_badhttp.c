@@ -173,7 +173,9 @@ static void raw_exchange(const void *req, size_t len, int want, raw_read_t *rr)
 
 /* ---- the daemon is fine and nothing changed --------------------------------------------------- */
 
-static char *models_snapshot(void)
+/* noinline: inlined, gcc 12 at -O3 takes the returned buffer for a pointer to the local
+ * `text` (-Wdangling-pointer false positive). */
+__attribute__((noinline)) static char *models_snapshot(void)
 {
     long status = 0;
     char *text = NULL;
@@ -258,6 +260,16 @@ static void add_rows(int64_t id)
 }
 
 /* ---- the cases ------------------------------------------------------------------------------ */
+
+/* How many times `needle` occurs in `hay` (non-overlapping). */
+static int count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    size_t len = strlen(needle);
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + len, needle))
+        ++n;
+    return n;
+}
 
 START_TEST(truncated_body)
 {
@@ -370,9 +382,7 @@ START_TEST(slow_drip)
     for (int i = 0; i < 3; ++i) {
         char name[32];
         snprintf(name, sizeof name, "\"drip%d\"", i);
-        char *p = strstr(snap, name);
-        ck_assert_ptr_nonnull(p);
-        ck_assert_ptr_null(strstr(p + 1, name));
+        ck_assert_int_eq(count_str(snap, name), 1);
     }
     check_healthy(snap);
     free(snap);

@@ -472,6 +472,10 @@ START_TEST(test_fused_threads_match_graph)
     compare_engines(MODEL_KIND_LOGISTIC, MODEL_LOSS_BCE, 101, 1, 20001, AD_REDUCTION_MEAN);
     compare_engines(MODEL_KIND_LINEAR, MODEL_LOSS_L2, 64, 2, 9999, AD_REDUCTION_SUM);
     compare_engines(MODEL_KIND_OVA, MODEL_LOSS_BCE, 50, 4, 5003, AD_REDUCTION_SUM);
+    /* Wide rows: the forward works in chunks of columns (fused.c FUSED_L1_W_BYTES). */
+    compare_engines(MODEL_KIND_SOFTMAX, MODEL_LOSS_CCE, 601, 10, 50, AD_REDUCTION_MEAN);
+    compare_engines(MODEL_KIND_OVA, MODEL_LOSS_BCE, 2001, 3, 40, AD_REDUCTION_SUM);
+    compare_engines(MODEL_KIND_LINEAR, MODEL_LOSS_L2, 5003, 1, 9, AD_REDUCTION_MEAN);
 }
 END_TEST
 
