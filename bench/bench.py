@@ -1,5 +1,5 @@
-"""bench/bench.py -- the driver behind scripts/bench: runs every measurement of the performance
-issue in one invocation, interleaved, and writes the report (bench/results.md).
+"""bench/bench.py -- the driver behind scripts/bench: runs every measurement listed in
+bench/README.md in one invocation, interleaved, and writes the report (bench/results.md).
 
 Python standard library only, so it runs with any python3: the peers (bench/peers/*) are
 started as separate processes with Debian's /usr/bin/python3 (numpy, torch, sklearn) and are
@@ -45,7 +45,7 @@ def log(msg):
 # ------------------------------------------------------------------ workloads
 
 def workloads(smoke):
-    """W1..W5 of the issue. Full sizes are the issue's; smoke sizes only keep the shapes' kind."""
+    """W1..W5 (bench/README.md). Full sizes are the targets' sizes; smoke sizes only keep the shapes' kind."""
     sgd = lambda lr: {"method": "sgd", "learning_rate": lr}
     w = [
         {"name": "W1", "title": "logistic 100k×100", "task": "binary", "rows": 100000, "data_seed": 101,
@@ -961,7 +961,7 @@ def render(R, errors, notes):
 
     # targets first in the file: build the final document
     head, tail = L[:], []
-    T = ["## Targets (from the performance issue), this run", ""]
+    T = ["## Targets, this run", ""]
     if smoke:
         T.append("Smoke sizes: the ✓/✗ below only show the harness computes them.")
         T.append("")
