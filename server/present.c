@@ -9,7 +9,7 @@
 #include "app.h"
 #include "codec.h"
 
-static const char *json_type(const cJSON *j)
+const char *present_json_type(const cJSON *j)
 {
     if (j == NULL)
         return "nothing";
@@ -135,7 +135,8 @@ int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_
 int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err)
 {
     if (!cJSON_IsObject(obj))
-        return err_set(err, ERR_INVAL, "the body must be a JSON object, got %s", json_type(obj));
+        return err_set(err, ERR_INVAL, "the body must be a JSON object, got %s",
+                       present_json_type(obj));
     for (const cJSON *c = obj->child; c != NULL; c = c->next) {
         const char *key = c->string != NULL ? c->string : "";
         int known = 0;
@@ -201,7 +202,7 @@ int present_get_text(const cJSON *obj, const char *key, size_t size, const char 
         return 0;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return err_set_field(err, ERR_INVAL, key, "%s must be a string, got %s", key,
-                             json_type(j));
+                             present_json_type(j));
     size_t n = strlen(j->valuestring);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, key, "%s must not be empty", key);
@@ -227,7 +228,7 @@ int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo,
     }
     if (!cJSON_IsNumber(j))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer, got %s", key,
-                             json_type(j));
+                             present_json_type(j));
     double v = j->valuedouble;
     if (!isfinite(v) || v != floor(v))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer", key);

@@ -47,6 +47,9 @@ int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
  * twice; ERR_INVAL when obj is not an object. */
 int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err);
 
+/* What a JSON value is, for error messages: "a number", "an array", "null", "nothing" (NULL). */
+const char *present_json_type(const cJSON *j);
+
 /* Optional string member `key` of obj: *out = NULL when absent or null; else it must be a
  * non-empty UTF-8 string without control characters, shorter than `size` bytes. Borrowed
  * (points into obj). */

@@ -24,23 +24,6 @@
 #define GRAPHS_MAX_JACOBIAN_ROWS 10000      /* elements of "of": one backward pass each */
 #define GRAPHS_MAX_JACOBIAN 1000000LL       /* entries of the Jacobian */
 
-static const char *json_type(const cJSON *j)
-{
-    if (j == NULL)
-        return "nothing";
-    if (cJSON_IsNull(j))
-        return "null";
-    if (cJSON_IsBool(j))
-        return "a boolean";
-    if (cJSON_IsNumber(j))
-        return "a number";
-    if (cJSON_IsString(j))
-        return "a string";
-    if (cJSON_IsArray(j))
-        return "an array";
-    return "an object";
-}
-
 /* Reject members not in `allowed` and members given twice. */
 static int check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
                         const char *expected, err_t *err)
@@ -195,7 +178,7 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
         return 0;
     if (!cJSON_IsArray(wrt))
         return err_set_field(err, ERR_INVAL, "wrt", "wrt must be an array of node ids, got %s",
-                             json_type(wrt));
+                             present_json_type(wrt));
     int n = cJSON_GetArraySize(wrt);
     if (n > GRAPHS_MAX_WRT)
         return err_set_field(err, ERR_INVAL, "wrt", "wrt has %d entries, at most %d", n,
@@ -209,7 +192,7 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
         if (!cJSON_IsString(e)) {
             free(idx);
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
-                                 field, json_type(e));
+                                 field, present_json_type(e));
         }
         if ((idx[k] = ad_find(g, e->valuestring)) < 0) {
             free(idx);
@@ -232,7 +215,7 @@ static int decode_jacobian(const cJSON *j, ad_graph_t *g, int32_t *of, int32_t *
     if (!cJSON_IsObject(j))
         return err_set_field(err, ERR_INVAL, "jacobian",
                              "jacobian must be an object {\"of\": id, \"wrt\": id}, got %s",
-                             json_type(j));
+                             present_json_type(j));
     int rc = check_fields(j, "jacobian.", fields, "of, wrt", err);
     if (rc < 0)
         return rc;
@@ -245,7 +228,7 @@ static int decode_jacobian(const cJSON *j, ad_graph_t *g, int32_t *of, int32_t *
             return err_set_field(err, ERR_INVAL, field, "%s is required", field);
         if (!cJSON_IsString(v))
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
-                                 field, json_type(v));
+                                 field, present_json_type(v));
         int32_t node = ad_find(g, v->valuestring);
         if (node < 0)
             return err_set_field(err, ERR_INVAL, field, "%s: the graph has no node \"%.100s\"",
@@ -293,7 +276,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     if (rc < 0)
         goto out;
     if (!cJSON_IsObject(root)) {
-        rc = err_set(err, ERR_INVAL, "the body must be a JSON object, got %s", json_type(root));
+        rc = err_set(err, ERR_INVAL, "the body must be a JSON object, got %s", present_json_type(root));
         goto out;
     }
     if ((rc = check_fields(root, "", fields, "graph, inputs, wrt, jacobian", err)) < 0)
@@ -327,7 +310,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     if (inputs != NULL && !cJSON_IsNull(inputs) && !cJSON_IsObject(inputs)) {
         rc = err_set_field(err, ERR_INVAL, "inputs",
-                           "inputs must be an object {node id: value}, got %s", json_type(inputs));
+                           "inputs must be an object {node id: value}, got %s", present_json_type(inputs));
         goto out;
     }
     if (cJSON_IsNull(inputs))
