@@ -276,7 +276,8 @@ static int graphs_eval(http_req_t *req, err_t *err)
     if (rc < 0)
         goto out;
     if (!cJSON_IsObject(root)) {
-        rc = err_set(err, ERR_INVAL, "the body must be a JSON object, got %s", present_json_type(root));
+        rc = err_set(err, ERR_INVAL, "the body must be a JSON object, got %s",
+                     present_json_type(root));
         goto out;
     }
     if ((rc = check_fields(root, "", fields, "graph, inputs, wrt, jacobian", err)) < 0)
@@ -310,7 +311,8 @@ static int graphs_eval(http_req_t *req, err_t *err)
     const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     if (inputs != NULL && !cJSON_IsNull(inputs) && !cJSON_IsObject(inputs)) {
         rc = err_set_field(err, ERR_INVAL, "inputs",
-                           "inputs must be an object {node id: value}, got %s", present_json_type(inputs));
+                           "inputs must be an object {node id: value}, got %s",
+                           present_json_type(inputs));
         goto out;
     }
     if (cJSON_IsNull(inputs))
