@@ -2,6 +2,7 @@
 #define _GNU_SOURCE   /* nftw, strndup, mkdtemp */
 #include "client.h"
 
+#include <check.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -440,4 +441,13 @@ char *it_read_log(const it_daemon_t *d)
     if (f != NULL)
         fclose(f);
     return g.p != NULL ? g.p : strdup("");
+}
+
+char *it_get_text(const char *path)
+{
+    long status = 0;
+    char *body = NULL;
+    ck_assert_int_eq(it_request("GET", path, NULL, NULL, &status, &body, NULL), 0);
+    ck_assert_msg(status == 200, "GET %s: %ld %s", path, status, body);
+    return body;
 }

@@ -118,4 +118,8 @@ char *it_header(const char *headers, const char *name);
 /* Base URL of the current daemon, e.g. "http://127.0.0.1:41234". Borrowed. */
 const char *it_base_url(void);
 
+/* The body of a GET of `path` that must answer 200, as text (new: free()). Fails the running
+ * Check test otherwise. */
+char *it_get_text(const char *path);
+
 #endif /* ND_IT_CLIENT_H */

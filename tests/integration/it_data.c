@@ -46,15 +46,6 @@ static cJSON *call(const char *method, const char *path, const char *ctype, cons
     return j;
 }
 
-static char *get_text(const char *path)
-{
-    long status = 0;
-    char *body = NULL;
-    ck_assert_int_eq(it_request("GET", path, NULL, NULL, &status, &body, NULL), 0);
-    ck_assert_msg(status == 200, "GET %s: %ld %s", path, status, body);
-    return body;
-}
-
 static void check_error_len(const char *method, const char *path, const char *ctype,
                             const char *body, size_t len, long want_status,
                             const char *want_code, const char *want_field)
@@ -233,17 +224,17 @@ START_TEST(json_bad_input)
     const int64_t ids[3] = {id, logi, multi};
     char *before[3];
     for (int k = 0; k < 3; ++k)
-        before[k] = get_text(pathf("/v1/models/%" PRId64, ids[k]));
+        before[k] = it_get_text(pathf("/v1/models/%" PRId64, ids[k]));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         check_error("POST", pathf("/v1/models/%" PRId64 "/batches", ids[bad[i].which]),
                     bad[i].ctype, bad[i].body, bad[i].status, bad[i].code, bad[i].field);
-        char *after = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        char *after = it_get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
         ck_assert_str_eq(before[bad[i].which], after);
         free(after);
     }
     for (int k = 0; k < 3; ++k)
         free(before[k]);
-    char *list = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    char *list = it_get_text(pathf("/v1/models/%" PRId64 "/batches", id));
     cJSON *j = cJSON_Parse(list);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "batches")), 1);
     cJSON_Delete(j);
@@ -299,9 +290,9 @@ START_TEST(csv_bad_input)
         char path[256];
         snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", ids[bad[i].which],
                  bad[i].query);
-        char *before = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        char *before = it_get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
         check_error("POST", path, CSV, bad[i].body, 400, "invalid_argument", bad[i].field);
-        char *after = get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
+        char *after = it_get_text(pathf("/v1/models/%" PRId64, ids[bad[i].which]));
         ck_assert_str_eq(before, after);
         free(before);
         free(after);
@@ -422,11 +413,11 @@ START_TEST(restart_keeps_batches)
     int64_t id = create_model(LINEAR);
     cJSON_Delete(post_ok(id, "", JSON, "{\"x\":[[1,2],[3,4]],\"y\":[1,2]}", 0, 2));
     cJSON_Delete(post_ok(id, "", CSV, "5,6,7\n", 0, 1));
-    char *list = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
-    char *model = get_text(pathf("/v1/models/%" PRId64, id));
+    char *list = it_get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    char *model = it_get_text(pathf("/v1/models/%" PRId64, id));
     ck_assert_int_eq(it_restart(&d), 0);
-    char *list2 = get_text(pathf("/v1/models/%" PRId64 "/batches", id));
-    char *model2 = get_text(pathf("/v1/models/%" PRId64, id));
+    char *list2 = it_get_text(pathf("/v1/models/%" PRId64 "/batches", id));
+    char *model2 = it_get_text(pathf("/v1/models/%" PRId64, id));
     ck_assert_str_eq(list, list2);
     ck_assert_str_eq(model, model2);
     free(list);

@@ -45,16 +45,6 @@ static cJSON *call(const char *method, const char *path, const char *ctype, cons
     return j;
 }
 
-/* The answer body of a GET that must succeed, as text (new). */
-static char *get_text(const char *path)
-{
-    long status = 0;
-    char *body = NULL;
-    ck_assert_int_eq(it_request("GET", path, NULL, NULL, &status, &body, NULL), 0);
-    ck_assert_msg(status == 200, "GET %s: %ld %s", path, status, body);
-    return body;
-}
-
 /* Assert an error answer: status, error.code and error.field (NULL: not checked, "": absent). */
 static void check_error(const char *method, const char *path, const char *ctype, const char *body,
                         long want_status, const char *want_code, const char *want_field)
@@ -134,7 +124,7 @@ static void cut(char *text, const char *from, const char *to)
 /* The export of a model without its "name", as raw text (new): equal for identical models. */
 static char *export_unnamed(int64_t id)
 {
-    char *text = get_text(pathf("/v1/models/%" PRId64 "/export", id));
+    char *text = it_get_text(pathf("/v1/models/%" PRId64 "/export", id));
     cut(text, "\"name\":", "\"spec\":");
     return text;
 }
@@ -222,7 +212,7 @@ END_TEST
 START_TEST(create_bad_input)
 {
     create("/v1/models", "{\"name\":\"taken\",\"kind\":\"linear\",\"inputs\":1}");
-    char *before = get_text("/v1/models");
+    char *before = it_get_text("/v1/models");
     static const struct {
         const char *ctype, *body;
         long status;
@@ -260,7 +250,7 @@ START_TEST(create_bad_input)
                     cases[i].code, cases[i].field);
         healthy();
     }
-    char *after = get_text("/v1/models");
+    char *after = it_get_text("/v1/models");
     ck_assert_str_eq(before, after);
     free(before);
     free(after);
@@ -368,7 +358,7 @@ START_TEST(delete_model)
     j = it_json("POST", pathf("/v1/models/%" PRId64 "/checkpoints", id), "{}", &status);
     ck_assert_int_eq(status, 201);
     cJSON_Delete(j);
-    char *params = get_text(pathf("/v1/models/%" PRId64 "/parameters", id));   /* cached */
+    char *params = it_get_text(pathf("/v1/models/%" PRId64 "/parameters", id));   /* cached */
     free(params);
     ck_assert_int_eq(it_request("DELETE", pathf("/v1/models/%" PRId64, id), NULL, NULL, &status,
                                 NULL, NULL), 0);
@@ -410,8 +400,8 @@ START_TEST(parameters_put_get_exact)
     }
     cJSON_Delete(j);
 
-    char *before = get_text(pp);
-    char *model_before = get_text(pathf("/v1/models/%" PRId64, id));
+    char *before = it_get_text(pp);
+    char *model_before = it_get_text(pathf("/v1/models/%" PRId64, id));
     static const struct {
         const char *ctype, *body;
         long status;
@@ -436,11 +426,11 @@ START_TEST(parameters_put_get_exact)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         check_error("PUT", pp, bad[i].ctype, bad[i].body, bad[i].status, bad[i].code,
                     bad[i].field);
-        char *after = get_text(pp);
+        char *after = it_get_text(pp);
         ck_assert_str_eq(before, after);
         free(after);
     }
-    char *model_after = get_text(pathf("/v1/models/%" PRId64, id));
+    char *model_after = it_get_text(pathf("/v1/models/%" PRId64, id));
     ck_assert_str_eq(model_before, model_after);
     free(model_before);
     free(model_after);
@@ -483,11 +473,11 @@ START_TEST(fork_copies_everything)
     check_error("POST", fp, "text/plain", "{}", 415, "unsupported_media_type", "");
 
     /* Copies, not shares: deleting the source leaves the fork's batches. */
-    char *batches = get_text(pathf("/v1/models/%" PRId64 "/batches", fork));
+    char *batches = it_get_text(pathf("/v1/models/%" PRId64 "/batches", fork));
     ck_assert_int_eq(it_request("DELETE", pathf("/v1/models/%" PRId64, src), NULL, NULL, &status,
                                 NULL, NULL), 0);
     ck_assert_int_eq(status, 204);
-    char *again = get_text(pathf("/v1/models/%" PRId64 "/batches", fork));
+    char *again = it_get_text(pathf("/v1/models/%" PRId64 "/batches", fork));
     ck_assert_str_eq(batches, again);
     j = cJSON_Parse(again);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "batches")), 1);
@@ -591,7 +581,7 @@ START_TEST(export_import_round_trip)
                          "\"hidden\":[{\"units\":4,\"activation\":\"tanh\"}],"
                          "\"init\":{\"method\":\"normal\",\"scale\":0.7,\"seed\":11},"
                          "\"optimizer\":{\"method\":\"adam\",\"learning_rate\":0.001}}");
-    char *exported = get_text(pathf("/v1/models/%" PRId64 "/export", src));
+    char *exported = it_get_text(pathf("/v1/models/%" PRId64 "/export", src));
     cJSON *e = cJSON_Parse(exported);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(e, "format")->valuestring, "neurond-model");
     ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(e, "version")->valuedouble, 1);
@@ -604,9 +594,9 @@ START_TEST(export_import_round_trip)
     ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(e, "step")->valuedouble, 0);
 
     /* Same name: 409, and nothing is created. */
-    char *list_before = get_text("/v1/models");
+    char *list_before = it_get_text("/v1/models");
     check_error("POST", "/v1/models/import", JSON, exported, 409, "conflict", "name");
-    char *list_after = get_text("/v1/models");
+    char *list_after = it_get_text("/v1/models");
     ck_assert_str_eq(list_before, list_after);
     free(list_before);
     free(list_after);
@@ -618,8 +608,8 @@ START_TEST(export_import_round_trip)
     ck_assert_str_eq(a, b);
     free(a);
     free(b);
-    char *pa = get_text(pathf("/v1/models/%" PRId64 "/parameters", src));
-    char *pb = get_text(pathf("/v1/models/%" PRId64 "/parameters", dst));
+    char *pa = it_get_text(pathf("/v1/models/%" PRId64 "/parameters", src));
+    char *pb = it_get_text(pathf("/v1/models/%" PRId64 "/parameters", dst));
     ck_assert_str_eq(pa, pb);
     free(pa);
     free(pb);
@@ -638,7 +628,7 @@ START_TEST(export_import_round_trip)
 
     /* An import keeps step, loss and optimizer state bit for bit. */
     int64_t m = create("/v1/models/import", EXPORT_MOMENTUM);
-    char *got_text = get_text(pathf("/v1/models/%" PRId64 "/export", m));
+    char *got_text = it_get_text(pathf("/v1/models/%" PRId64 "/export", m));
     cJSON *got = cJSON_Parse(got_text);
     free(got_text);
     cJSON *want = cJSON_Parse(EXPORT_MOMENTUM);
@@ -668,7 +658,7 @@ END_TEST
 
 START_TEST(import_bad_input)
 {
-    char *before = get_text("/v1/models");
+    char *before = it_get_text("/v1/models");
     static const struct {
         const char *ctype, *body;
         long status;
@@ -716,7 +706,7 @@ START_TEST(import_bad_input)
                     bad[i].code, bad[i].field);
         healthy();
     }
-    char *after = get_text("/v1/models");
+    char *after = it_get_text("/v1/models");
     ck_assert_str_eq(before, after);
     free(before);
     free(after);
@@ -749,10 +739,10 @@ START_TEST(restart_keeps_everything)
     enum { N = sizeof paths / sizeof paths[0] };
     char *before[N];
     for (int i = 0; i < N; ++i)
-        before[i] = get_text(paths[i]);
+        before[i] = it_get_text(paths[i]);
     ck_assert_int_eq(it_restart(&d), 0);
     for (int i = 0; i < N; ++i) {
-        char *after = get_text(paths[i]);
+        char *after = it_get_text(paths[i]);
         ck_assert_str_eq(before[i], after);
         free(after);
         free(before[i]);
@@ -802,7 +792,7 @@ START_TEST(restore_trims_history_fork_copies_it)
     int64_t c = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "checkpoint_id")->valuedouble;
     ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(j, "step")->valuedouble, 4);
     cJSON_Delete(j);
-    char *at_checkpoint = get_text(pathf("/v1/models/%" PRId64 "/parameters", id));
+    char *at_checkpoint = it_get_text(pathf("/v1/models/%" PRId64 "/parameters", id));
     train(id, 3);
     int64_t last = -1;
     ck_assert_int_eq(history_len(id, &last), 7);
@@ -825,7 +815,7 @@ START_TEST(restore_trims_history_fork_copies_it)
     cJSON_Delete(j);
     ck_assert_int_eq(history_len(id, &last), 4);      /* rows 0..3: at and after 4 deleted */
     ck_assert_int_eq(last, 3);
-    char *restored = get_text(pathf("/v1/models/%" PRId64 "/parameters", id));
+    char *restored = it_get_text(pathf("/v1/models/%" PRId64 "/parameters", id));
     ck_assert_str_eq(restored, at_checkpoint);
     ck_assert_int_eq(history_len(fork, NULL), 7);    /* the fork's branch is untouched */
     train(id, 1);
@@ -862,7 +852,7 @@ START_TEST(writes_conflict_while_training)
     int64_t job = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "id")->valuedouble;
     cJSON_Delete(j);
 
-    char *params = get_text(pathf("/v1/models/%" PRId64 "/export", id));   /* reads go on */
+    char *params = it_get_text(pathf("/v1/models/%" PRId64 "/export", id));   /* reads go on */
     free(params);
     check_error("POST", pathf("/v1/models/%" PRId64 "/batches", id), JSON,
                 "{\"x\":[[1]],\"y\":[2]}", 409, "conflict", NULL);
