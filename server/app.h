@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "datacache.h"
 #include "http.h"
 #include "registry.h"
 #include "store.h"
@@ -40,6 +41,7 @@ typedef struct app {
     app_limits_t limits;     /* read-only after start */
     int64_t threads;         /* --threads */
     struct jobs *jobs;       /* async training jobs and the per-model event hub (jobs.h) */
+    datacache_t *data_cache; /* stored rows kept between train calls (datacache.h) */
 } app_t;
 
 /* The app_t of the server handling `req`. Borrowed. */

@@ -50,6 +50,7 @@ typedef struct config {
     int64_t max_depth;
     int64_t max_connections;
     int64_t idle_timeout;
+    int64_t data_cache;
     const char *token_file;
     const char *backup;        /* --backup OUT: copy the database and exit (no env var) */
     int protect_all;
@@ -85,6 +86,8 @@ static const flag_t flags[] = {
     {"max-depth", FLAG_INT, 1, 1000, "64", "JSON nesting depth of a request body"},
     {"max-connections", FLAG_INT, 1, 1000000, "1024", "concurrent HTTP connections"},
     {"idle-timeout", FLAG_INT, 1, 86400, "30", "seconds before an idle connection is closed"},
+    {"data-cache", FLAG_INT, 0, (int64_t)1 << 50, "1073741824",
+     "bytes of stored training rows kept in memory between train calls; 0 keeps none"},
     {"token-file", FLAG_STR, 0, 0, "none (no auth)",
      "file with bearer tokens, one per line; /v1/* then needs one (see also NEUROND_TOKENS)"},
     {"protect-all", FLAG_BOOL, 0, 0, "false",
@@ -153,6 +156,7 @@ static int64_t *int_field(config_t *cfg, const char *name)
         {"max-depth", offsetof(config_t, max_depth)},
         {"max-connections", offsetof(config_t, max_connections)},
         {"idle-timeout", offsetof(config_t, idle_timeout)},
+        {"data-cache", offsetof(config_t, data_cache)},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; ++i)
         if (strcmp(map[i].name, name) == 0)
@@ -228,6 +232,7 @@ static void config_parse(config_t *cfg, int argc, char **argv)
                       .max_params = MODEL_MAX_PARAMS_DEFAULT, .max_layers = MODEL_MAX_LAYERS,
                       .max_units = 100000, .max_graph_nodes = AD_MAX_NODES_DEFAULT,
                       .max_depth = 64, .max_connections = 1024, .idle_timeout = 30,
+                      .data_cache = (int64_t)1 << 30,
                       .token_file = NULL, .protect_all = 0, .log_level = LOG_LEVEL_INFO};
     /* Command line first, so a flag given there makes its environment variable irrelevant
      * (even an invalid one). */
@@ -536,6 +541,14 @@ int main(int argc, char **argv)
         return 1;
     }
     app.jobs = jobs;
+    if ((app.data_cache = datacache_new(cfg.data_cache)) == NULL) {
+        fprintf(stderr, "neurond: out of memory\n");
+        jobs_free(jobs);
+        registry_free(registry);
+        store_close(store);
+        tokens_free(tokens);
+        return 1;
+    }
 #define ROUTE_ENTRY(name) name,
     static const http_route_t *const tables[] = {ROUTE_TABLES(ROUTE_ENTRY) NULL};
 #undef ROUTE_ENTRY
@@ -549,6 +562,7 @@ int main(int argc, char **argv)
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
         jobs_free(jobs);
+        datacache_free(app.data_cache);
         registry_free(registry);
         store_close(store);
         tokens_free(tokens);
@@ -572,6 +586,7 @@ int main(int argc, char **argv)
     jobs_shutdown(jobs);       /* runs stop at a step boundary, committed; job threads end */
     http_server_stop(srv);     /* stop accepting, finish running requests */
     jobs_free(jobs);           /* drop the event streams' references */
+    datacache_free(app.data_cache);
     registry_free(registry);   /* after every user of the models has stopped */
     store_close(store);
     log_msg(LOG_LEVEL_INFO, "stopped");

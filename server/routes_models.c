@@ -262,8 +262,10 @@ static int model_delete(http_req_t *req, err_t *err)
     if (rc < 0)
         return rc;
     rc = store_model_delete(app->store, id, err);
-    if (rc == 0)
+    if (rc == 0) {
         registry_forget(app->registry, id);
+        datacache_drop(app->data_cache, id);
+    }
     registry_write_end(app->registry, id);
     if (rc < 0)
         return rc;

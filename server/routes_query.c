@@ -81,7 +81,8 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
         return 0;
     }
     int64_t rows = 0;
-    if ((rc = store_batch_load_all(app->store, id, n_x, n_y, &rows, &d->x, &d->y, err)) < 0)
+    if ((rc = store_batch_load_all(app->store, id, n_x, n_y, &rows, &d->x, &d->y, NULL,
+                                   err)) < 0)
         return rc;
     if (rows == 0)
         return err_set_field(err, ERR_INVAL, "x",

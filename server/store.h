@@ -91,10 +91,11 @@ int store_open(const char *path, store_t **out, err_t *err);
  * any more. NULL is a no-op. */
 void store_close(store_t *s);
 
-/* Close the calling thread's connection to `s`, if it opened one. A thread that ends while the
+/* Give back the calling thread's connection to `s`, if it has one. A thread that ends while the
  * store stays open (a job's thread, a synchronous training run's thread) calls it last, after
  * its final store call: connections are per thread, and without it each such thread leaves
- * its connection -- two file descriptors and its page cache -- open until store_close(). */
+ * its connection -- two file descriptors and its page cache -- open until store_close(). Up to
+ * STORE_IDLE_MAX given-back connections are kept open, warm, for the next threads. */
 void store_thread_end(store_t *s);
 
 /* Schema version after migration (highest applied NNN). */
@@ -238,12 +239,25 @@ int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *
 int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err);
 
 /*
+ * Identifies the set of batches a model has: batch ids are never reused, so a batch added or
+ * deleted always changes (batches, last_id), and equal stamps of one model mean equal rows.
+ */
+typedef struct store_data_stamp {
+    int64_t batches;             /* number of batches */
+    int64_t last_id;             /* largest batch id, 0 when none */
+} store_data_stamp_t;
+
+/* The stamp of model `id`'s batches now (zero for a missing model). */
+int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *err);
+
+/*
  * All stored rows of model `id`, batches concatenated in id order, as one snapshot: `*x`
  * (rows*n_x) and `*y` (rows*n_y) are new (free()), NULL when there are no rows (`*rows` = 0).
- * Every batch must have n_x/n_y equal to the given ones (ERR_SHAPE otherwise).
+ * Every batch must have n_x/n_y equal to the given ones (ERR_SHAPE otherwise). `*stamp` (when
+ * not NULL) is the stamp of that snapshot.
  */
 int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
-                         double **x, double **y, err_t *err);
+                         double **x, double **y, store_data_stamp_t *stamp, err_t *err);
 
 /* ---- checkpoints and forks ------------------------------------------------------------------ */
 

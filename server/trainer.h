@@ -3,7 +3,7 @@
  *
  * A run takes the model's write lock (REGISTRY_TRAINING for train, REGISTRY_SHORT for step;
  * 409 when a training run holds it), trains a private copy (registry_load) on all stored rows or
- * on an inline batch, and commits in chunks of at most ~1 s or 1000 updates: parameters,
+ * on an inline batch, and commits in chunks of at most ~0.5 s or 100 000 updates: parameters,
  * optimizer state, step, the recorded history rows and the job's progress go into ONE
  * transaction each, so after a crash the model is exactly at some committed step with its
  * history up to that step. Progress events are published to the model's event hub as rows

@@ -10,6 +10,7 @@
  *   an existing output file is never overwritten (exit 1); a missing database is never created.
  * - The endpoint sits behind the tokens like every /v1 path, answers 405 to other methods, and
  *   leaves no temporary file beside the database.
+ * - A database of schema 1 (history one row per step) is converted to chunks on start.
  */
 #include <check.h>
 #include <curl/curl.h>
@@ -230,12 +231,13 @@ static int64_t check_backup(const char *path, int64_t id, int64_t n_params)
     free(mode);
     ck_assert_int_ge(query_int(db, "SELECT MAX(version) FROM schema_version", 0), 1);
     int64_t step = query_int(db, "SELECT step FROM models WHERE id = ?1", id);
-    ck_assert_int_eq(query_int(db, "SELECT COUNT(*) FROM history WHERE model_id = ?1", id), step);
+    ck_assert_int_eq(query_int(db, "SELECT COALESCE(SUM(n), 0) FROM history_chunks"
+                                   " WHERE model_id = ?1", id), step);
     if (step > 0) {
-        ck_assert_int_eq(query_int(db, "SELECT MIN(step) FROM history WHERE model_id = ?1", id),
-                         0);
-        ck_assert_int_eq(query_int(db, "SELECT MAX(step) FROM history WHERE model_id = ?1", id),
-                         step - 1);
+        ck_assert_int_eq(query_int(db, "SELECT MIN(first_step) FROM history_chunks"
+                                       " WHERE model_id = ?1", id), 0);
+        ck_assert_int_eq(query_int(db, "SELECT MAX(last_step) FROM history_chunks"
+                                       " WHERE model_id = ?1", id), step - 1);
     }
     ck_assert_int_eq(query_int(db, "SELECT length(data) FROM parameters WHERE model_id = ?1", id),
                      n_params * 8);
@@ -460,6 +462,56 @@ START_TEST(backup_methods_and_auth)
 }
 END_TEST
 
+/* A database written before history was stored in chunks (schema 1: one `history` row per step)
+ * is converted on start: every row reads back with its step, values, nulls and time. */
+START_TEST(history_rows_migrate)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    ck_assert_int_eq(it_stop(&d), 0);
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(d.db, &db), SQLITE_OK);
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "BEGIN;"
+             "DROP TABLE history_chunks;"
+             "DELETE FROM schema_version WHERE version >= 2;"
+             "CREATE TABLE history (model_id INTEGER NOT NULL REFERENCES models(id)"
+             " ON DELETE CASCADE, step INTEGER NOT NULL, loss REAL, grad_norm REAL,"
+             " learning_rate REAL, at TEXT NOT NULL, PRIMARY KEY (model_id, step)) WITHOUT ROWID;"
+             "INSERT INTO history VALUES"
+             " (%1$lld, 0, 0.75, 1.5, 0.01, '2026-01-02T03:04:05.678Z'),"
+             " (%1$lld, 1, NULL, NULL, 0.01, '2026-01-02T03:04:05.678Z'),"
+             " (%1$lld, 2, 0.125, 0.25, 0.02, '2026-01-02T03:04:06.001Z'),"
+             " (%1$lld, 5, 0.0625, 0.5, 0.02, '2026-01-02T03:04:06.001Z');"
+             "UPDATE models SET step = 6 WHERE id = %1$lld;"
+             "COMMIT;", (long long)id);
+    char *msg = NULL;
+    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
+    sqlite3_close(db);
+    ck_assert_int_eq(it_start_again(&d), 0);
+
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/history", (long long)id);
+    char *text = it_get_text(path);
+    ck_assert_str_eq(text,
+                     "{\"history\":["
+                     "{\"step\":0,\"loss\":0.75,\"grad_norm\":1.5,\"learning_rate\":0.01,"
+                     "\"at\":\"2026-01-02T03:04:05.678Z\"},"
+                     "{\"step\":1,\"loss\":null,\"grad_norm\":null,\"learning_rate\":0.01,"
+                     "\"at\":\"2026-01-02T03:04:05.678Z\"},"
+                     "{\"step\":2,\"loss\":0.125,\"grad_norm\":0.25,\"learning_rate\":0.02,"
+                     "\"at\":\"2026-01-02T03:04:06.001Z\"},"
+                     "{\"step\":5,\"loss\":0.0625,\"grad_norm\":0.5,\"learning_rate\":0.02,"
+                     "\"at\":\"2026-01-02T03:04:06.001Z\"}],\"next\":null}");
+    free(text);
+    ck_assert_int_eq(sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(query_int(db, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'history'", 0),
+                     0);
+    ck_assert_int_eq(query_int(db, "SELECT MAX(version) FROM schema_version", 0), 2);
+    sqlite3_close(db);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
@@ -471,6 +523,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, backup_during_job_and_restore);
     tcase_add_test(tc, backup_flag);
     tcase_add_test(tc, backup_methods_and_auth);
+    tcase_add_test(tc, history_rows_migrate);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -592,6 +592,181 @@ START_TEST(history_paging)
 }
 END_TEST
 
+/* One page of GET /history: steps and losses into the arrays (room for `cap`), `*next` the
+ * cursor (-1 when null). Returns the number of rows. */
+static int history_page(int64_t id, const char *query, int64_t *steps, double *losses, int cap,
+                        int64_t *next)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/models/%lld/history?%s", (long long)id, query);
+    cJSON *h = call("GET", path, NULL, 200);
+    cJSON *rows = get(h, "history"), *nx = get(h, "next");
+    int n = cJSON_GetArraySize(rows);
+    ck_assert_int_le(n, cap);
+    for (int i = 0; i < n; ++i) {
+        const cJSON *r = cJSON_GetArrayItem(rows, i);
+        steps[i] = (int64_t)num(r, "step");
+        losses[i] = num(r, "loss");
+        ck_assert_double_eq(num(r, "learning_rate"), 0.05);
+        const cJSON *at = get(r, "at");
+        ck_assert_msg(cJSON_IsString(at) && strlen(at->valuestring) == 24 &&
+                          at->valuestring[10] == 'T' && at->valuestring[23] == 'Z',
+                      "at %s", cJSON_IsString(at) ? at->valuestring : "?");
+    }
+    *next = cJSON_IsNull(nx) ? -1 : (int64_t)nx->valuedouble;
+    cJSON_Delete(h);
+    return n;
+}
+
+static cJSON *train(int64_t id, const char *body)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    return call("POST", path, body, 200);
+}
+
+/* Long runs, strided recording, paging and sampling across stored chunks, fork, restore and
+ * single steps: history reads back exactly what was recorded. */
+START_TEST(history_long_runs)
+{
+    enum { CAP = 10000 };
+    int64_t id = small_model();
+    char path[128], q[96];
+    static int64_t steps[CAP], steps2[CAP];
+    static double losses[CAP], losses2[CAP];
+    int64_t next = 0;
+
+    cJSON *r = train(id, "{\"steps\":2500}");
+    double loss0 = num(r, "loss_before");
+    cJSON_Delete(r);
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    cJSON *ck = call("POST", path, "{}", 201);
+    int64_t checkpoint = (int64_t)num(ck, "checkpoint_id");
+    ck_assert_int_eq((int64_t)num(ck, "step"), 2500);
+    cJSON_Delete(ck);
+    cJSON_Delete(train(id, "{\"steps\":5000}"));
+    /* Every 3rd global step plus the call's last: 7500, 7503, 7506, 7508. */
+    r = train(id, "{\"steps\":9,\"history_every\":3}");
+    ck_assert_int_eq((int64_t)num(r, "step"), 7509);
+    cJSON_Delete(r);
+
+    /* Pages of 3000: 0..2999, 3000..5999, then 6000..7499 and the four strided rows. */
+    int n = history_page(id, "after_step=-1&limit=3000", steps, losses, CAP, &next);
+    ck_assert_int_eq(n, 3000);
+    ck_assert_int_eq(next, 2999);
+    ck_assert_double_eq(losses[0], loss0);
+    int total = n;
+    n = history_page(id, "after_step=2999&limit=3000", steps + total, losses + total, CAP - total,
+                     &next);
+    ck_assert_int_eq(n, 3000);
+    ck_assert_int_eq(next, 5999);
+    total += n;
+    n = history_page(id, "after_step=5999&limit=3000", steps + total, losses + total, CAP - total,
+                     &next);
+    ck_assert_int_eq(n, 1504);
+    ck_assert_int_eq(next, -1);
+    total += n;
+    for (int i = 0; i < 7500; ++i)
+        ck_assert_int_eq(steps[i], i);
+    static const int64_t strided[] = {7500, 7503, 7506, 7508};
+    for (int i = 0; i < 4; ++i)
+        ck_assert_int_eq(steps[7500 + i], strided[i]);
+    /* Training on fixed data with a small rate: the recorded loss falls. */
+    ck_assert(losses[7499] < losses[0]);
+
+    /* A page may start inside a stored run and cross into the next. */
+    n = history_page(id, "after_step=2497&limit=5", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, 5);
+    for (int i = 0; i < 5; ++i) {
+        ck_assert_int_eq(steps2[i], 2498 + i);
+        ck_assert_double_eq(losses2[i], losses[2498 + i]);
+    }
+    n = history_page(id, "after_step=7501&limit=10", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(steps2[0], 7503);
+
+    /* 7504 rows sampled at 5 points: record indices round(k·7503/4) = 0, 1876, 3752, 5627, 7503. */
+    n = history_page(id, "max_points=5", steps2, losses2, CAP, &next);
+    static const int64_t sampled[] = {0, 1876, 3752, 5627, 7508};
+    ck_assert_int_eq(n, 5);
+    for (int i = 0; i < 5; ++i)
+        ck_assert_int_eq(steps2[i], sampled[i]);
+    ck_assert_double_eq(losses2[1], losses[1876]);
+
+    /* A fork carries the whole history. */
+    snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)id);
+    cJSON *f = call("POST", path, "{}", 201);
+    int64_t fork = (int64_t)num(f, "id");
+    cJSON_Delete(f);
+    n = history_page(fork, "limit=10000", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, total);
+    for (int i = 0; i < total; ++i) {
+        ck_assert_int_eq(steps2[i], steps[i]);
+        ck_assert_double_eq(losses2[i], losses[i]);
+    }
+
+    /* Restore cuts the history at the checkpoint, inside a stored run. */
+    snprintf(path, sizeof path, "/v1/models/%lld/restore", (long long)id);
+    snprintf(q, sizeof q, "{\"checkpoint_id\":%lld}", (long long)checkpoint);
+    call_free("POST", path, q, 200);
+    n = history_page(id, "limit=10000", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, 2500);
+    ck_assert_int_eq(steps2[2499], 2499);
+    ck_assert_double_eq(losses2[2499], losses[2499]);
+
+    /* A step after the restore runs step 2500 again: its new row replaces the old one. */
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
+    char *b = batch_json(4, 3, 17u);
+    cJSON *st = call("POST", path, b, 200);
+    free(b);
+    double step_loss = num(st, "loss_before");
+    cJSON_Delete(st);
+    n = history_page(id, "after_step=2497", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(steps2[2], 2500);
+    ck_assert_double_eq(losses2[2], step_loss);
+    /* The fork kept its own. */
+    n = history_page(fork, "after_step=7505", steps2, losses2, CAP, &next);
+    ck_assert_int_eq(n, 2);
+}
+END_TEST
+
+/* Training reads the stored rows as they are now: adding or deleting a batch between calls
+ * changes what the next call trains on (the loss it reports equals POST /loss on them). */
+START_TEST(train_sees_batch_changes)
+{
+    int64_t id = small_model();
+    char path[128];
+    double before[3];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    cJSON *list = call("GET", path, NULL, 200);
+    int64_t first = (int64_t)num(cJSON_GetArrayItem(get(list, "batches"), 0), "batch_id");
+    cJSON_Delete(list);
+    for (int round = 0; round < 3; ++round) {
+        if (round == 1) {
+            snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+            char *b = batch_json(8, 3, 4242u);
+            call_free("POST", path, b, 201);
+            free(b);
+        }
+        if (round == 2) {
+            snprintf(path, sizeof path, "/v1/models/%lld/batches/%lld", (long long)id,
+                     (long long)first);
+            call_free("DELETE", path, NULL, 204);
+        }
+        cJSON *r = train(id, "{\"steps\":0}");
+        before[round] = num(r, "loss_before");
+        cJSON_Delete(r);
+        snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+        cJSON *l = call("POST", path, "{}", 200);
+        ck_assert_double_eq(num(l, "loss"), before[round]);
+        cJSON_Delete(l);
+    }
+    ck_assert(before[1] != before[0]);
+    ck_assert(before[2] != before[1]);
+}
+END_TEST
+
 START_TEST(divergence)
 {
     int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2,"
@@ -836,6 +1011,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, cancel_and_conflicts);
     tcase_add_test(tc, sse_events);
     tcase_add_test(tc, history_paging);
+    tcase_add_test(tc, history_long_runs);
+    tcase_add_test(tc, train_sees_batch_changes);
     tcase_add_test(tc, divergence);
     tcase_add_test(tc, queries);
     tcase_add_test(tc, crash_during_job);

@@ -1,0 +1,51 @@
+/* server/datacache.h -- stored training rows kept in memory between train calls.
+ *
+ * Reading a model's batches out of SQLite into one contiguous matrix costs more than a few
+ * full-batch steps on it (80 MB: ~100 ms). The cache keeps that matrix per model, keyed by the
+ * stamp of its batch set (store_data_stamp_t), so the next call on unchanged data reuses it and
+ * a batch added or deleted makes the entry stale. Entries are shared read-only and reference
+ * counted; the least recently used ones go when the cache is over its byte budget.
+ *
+ *     datacache_entry_t *e = datacache_get(dc, id, &stamp);
+ *     if (e == NULL) { ...load x, y...; e = datacache_put(dc, id, &stamp, rows, n_x, n_y, x, y); }
+ *     train on e->x, e->y ...
+ *     datacache_release(dc, e);
+ */
+#ifndef ND_DATACACHE_H
+#define ND_DATACACHE_H
+
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct datacache datacache_t;
+
+typedef struct datacache_entry {
+    int64_t rows;
+    int32_t n_x, n_y;
+    const double *x;             /* rows × n_x, row major */
+    const double *y;             /* rows × n_y; NULL when n_y is 0 */
+} datacache_entry_t;
+
+/* A cache holding at most `budget` bytes of entries not in use (0: keeps nothing). NULL when
+ * out of memory. */
+datacache_t *datacache_new(int64_t budget);
+void datacache_free(datacache_t *dc);
+
+/* The entry of model `id` when its stamp is `stamp` (and the shape n_x × n_y), else NULL.
+ * Release it with datacache_release(). */
+const datacache_entry_t *datacache_get(datacache_t *dc, int64_t id, const store_data_stamp_t *stamp,
+                                       int32_t n_x, int32_t n_y);
+
+/* Take ownership of x and y (malloc'd) as the data of model `id` at `stamp`, replacing an older
+ * entry, and return it in use. When out of memory the arrays are freed and NULL returned. */
+const datacache_entry_t *datacache_put(datacache_t *dc, int64_t id, const store_data_stamp_t *stamp,
+                                       int64_t rows, int32_t n_x, int32_t n_y, double *x,
+                                       double *y);
+
+void datacache_release(datacache_t *dc, const datacache_entry_t *e);
+
+/* Forget model `id` (deleted); an entry in use goes when released. */
+void datacache_drop(datacache_t *dc, int64_t id);
+
+#endif /* ND_DATACACHE_H */
