@@ -34,6 +34,7 @@ struct ad_graph {
     int32_t rows;             /* current binding */
     int32_t cap_rows;         /* rows_x/rows_g are sized for this many rows */
     double *rows_x, *rows_g;
+    double *scratch;          /* every node's ad_op_scratch(), at cap_rows */
     int64_t n_rows_cap;       /* doubles in rows_x at cap_rows */
     int32_t fwd_rows;         /* rows of the last successful forward, 0 if none since rebind */
     int32_t fwd_node;         /* that forward covered this node's ancestors; -1: every node */
@@ -229,6 +230,28 @@ static int mark_param_paths(ad_graph_t *g)
             for (int32_t k = 0; k < p->n_child; ++k)
                 zero[p->child[k] - g->node] = 1;
     }
+    /* A row-dependent gradient written by exactly one parent that can store it whole need not
+     * be zeroed first (the parent's op assigns; see ad_backward_params). */
+    for (int32_t i = 0; i < g->n_node; ++i)
+        g->node[i].g_writer = -1;
+    for (int32_t i = 0; i < g->n_node; ++i) {
+        ad_node_t *p = &g->node[i];
+        if (p->no_grad_param)
+            continue;
+        for (int32_t k = 0; k < p->n_child; ++k) {
+            ad_node_t *c = p->child[k];
+            if (c->g_writer == -1 && ad_op_assigns_grad(p->op, k))
+                c->g_writer = i;
+            else
+                c->g_writer = -2;   /* a second writer, or one that adds */
+        }
+    }
+    for (int32_t i = 0; i < g->n_node; ++i) {
+        ad_node_t *p = &g->node[i];
+        p->g_assign_ok = p->g_writer >= 0 && !p->no_grad_param && ad_shape_symbolic(&p->sym);
+        if (!p->g_assign_ok)
+            p->g_writer = -1;
+    }
     for (int32_t i = 0; i < g->n_node; ++i)
         n_zero += zero[i] && ad_shape_symbolic(&g->node[i].sym);
     g->zero_rows = malloc(((size_t)n_zero + 1) * sizeof *g->zero_rows);
@@ -407,18 +430,31 @@ static int alloc_rows(ad_graph_t *g, int32_t rows, err_t *err)
     int rc = rows_elems(g, rows, &total, err);
     if (rc < 0)
         return rc;
+    int64_t n_scratch = 0;
+    for (int32_t i = 0; i < g->n_node; ++i)
+        n_scratch += ad_op_scratch(&g->node[i], rows);
     double *x = calloc((size_t)(total > 0 ? total : 1), sizeof *x);
     double *gr = calloc((size_t)(total > 0 ? total : 1), sizeof *gr);
-    if (x == NULL || gr == NULL) {
+    double *sc = malloc((size_t)(n_scratch > 0 ? n_scratch : 1) * sizeof *sc);
+    if (x == NULL || gr == NULL || sc == NULL) {
         free(x);
         free(gr);
+        free(sc);
         return err_set(err, ERR_NOMEM, "graph: buffers for %d rows (%lld doubles)", (int)rows,
-                       (long long)total);
+                       (long long)(total + n_scratch));
     }
     free(g->rows_x);
     free(g->rows_g);
+    free(g->scratch);
     g->rows_x = x;
     g->rows_g = gr;
+    g->scratch = sc;
+    int64_t s_off = 0;
+    for (int32_t i = 0; i < g->n_node; ++i) {
+        int64_t ns = ad_op_scratch(&g->node[i], rows);
+        g->node[i].scratch = ns > 0 ? sc + s_off : NULL;
+        s_off += ns;
+    }
     g->n_rows_cap = total;
     g->cap_rows = rows;
     g->fwd_rows = 0;
@@ -655,8 +691,8 @@ int ad_graph_build_capped(const ad_graph_spec_t *spec, int32_t max_nodes, int64_
         if ((p->op == AD_OP_PARAM || p->op == AD_OP_CONST) && s->value != NULL)
             memcpy(p->x, s->value, (size_t)p->n * sizeof *p->x);
     }
-    /* Row-dependent block, at one row until the first bind. */
-    if (g->has_rows && (rc = alloc_rows(g, 1, err)) < 0)
+    /* Row-dependent block (and the ops' scratch), at one row until the first bind. */
+    if ((rc = alloc_rows(g, 1, err)) < 0)
         goto fail;
     if (mark_param_paths(g) < 0)
         goto nomem;
@@ -696,6 +732,7 @@ void ad_graph_free(ad_graph_t *g)
     free(g->fixed_g);
     free(g->rows_x);
     free(g->rows_g);
+    free(g->scratch);
     free(g);
 }
 
@@ -876,8 +913,10 @@ static void set_no_grad(ad_graph_t *g, int on)
 {
     if (g->no_grad_on == on)
         return;
-    for (int32_t i = 0; i < g->n_node; ++i)
+    for (int32_t i = 0; i < g->n_node; ++i) {
         g->node[i].no_grad = on ? g->node[i].no_grad_param : 0;
+        g->node[i].g_assign = on ? g->node[i].g_assign_ok : 0;
+    }
     g->no_grad_on = on;
 }
 
@@ -891,14 +930,19 @@ static void zero_grads(ad_graph_t *g)
 /* Walk down from `from`, calling backward only for nodes the seed reaches: the others hold zero
  * gradients, and skipping them keeps an unrelated inf (say log(0) elsewhere) from turning
  * 0 * inf into NaN in a real gradient. */
-static void run_backward(ad_graph_t *g, int32_t from)
+static void run_backward_marked(ad_graph_t *g, int32_t from)
 {
-    mark_ancestors(g, from);
     for (int32_t i = from; i >= 0; --i) {
         ad_node_t *p = &g->node[i];
         if (g->live[i] && p->n_child > 0 && !p->no_grad)
             ad_op_table[p->op].fn(p, AD_PASS_BWD, NULL);
     }
+}
+
+static void run_backward(ad_graph_t *g, int32_t from)
+{
+    mark_ancestors(g, from);
+    run_backward_marked(g, from);
 }
 
 static int check_backward(ad_graph_t *g, int32_t node, err_t *err)
@@ -945,12 +989,15 @@ int ad_backward_params(ad_graph_t *g, int32_t node, err_t *err)
                              g->node[node].id, (long long)g->node[node].n);
     set_no_grad(g, 1);
     memset(g->fixed_g, 0, (size_t)(g->n_fixed > 0 ? g->n_fixed : 1) * sizeof *g->fixed_g);
+    mark_ancestors(g, node);
     for (int32_t k = 0; k < g->n_zero_rows; ++k) {
         ad_node_t *p = &g->node[g->zero_rows[k]];
+        if (p->g_assign && g->live[p->g_writer])
+            continue; /* its one writer runs below and stores the whole gradient */
         memset(p->g, 0, (size_t)p->n * sizeof *p->g);
     }
     g->node[node].g[0] = 1.0;
-    run_backward(g, node);
+    run_backward_marked(g, node);
     return 0;
 }
 

@@ -32,6 +32,14 @@ typedef struct ad_node {
                                             it for ad_backward_params; ops that honour it are
                                             listed in ad_op_skips_no_grad) */
     int32_t no_grad_param;               /* depends on no param (set at build) */
+    int32_t g_assign;                    /* backward of the one parent that writes this node's
+                                            gradient stores into it instead of adding, and
+                                            graph.c skips zeroing it (ad_backward_params only;
+                                            the parent's op is one of ad_op_assigns_grad) */
+    int32_t g_assign_ok;                 /* g_assign may be set: one writer that can assign */
+    int32_t g_writer;                    /* that writer's index when g_assign_ok, else -1 */
+    double *scratch;                     /* ad_op_scratch() doubles for the op's own use between
+                                            its passes (owned by graph.c), or NULL */
     double *x;                           /* value: own_x, or a caller's view for an input */
     double *g;                           /* gradient, n doubles */
     double *own_x;                       /* the node's own value buffer */
@@ -55,6 +63,14 @@ extern const ad_op_info_t ad_op_table[AD_OP_COUNT];
 /* 1 when the op's backward never writes the gradient of a child marked no_grad, so graph.c
  * need not zero that child's gradient either. */
 int ad_op_skips_no_grad(int32_t op);
+
+/* 1 when the op's backward, for its k-th child when that child's g_assign is set, stores the
+ * child's whole gradient instead of adding to it. */
+int ad_op_assigns_grad(int32_t op, int32_t k);
+
+/* Doubles of scratch the op wants at `rows` (AD_ROWS in the children's shapes read as rows):
+ * 0 for most ops. graph.c allocates it with the row-dependent buffers and sets p->scratch. */
+int64_t ad_op_scratch(const ad_node_t *p, int32_t rows);
 
 /* 1 when a dimension of s is AD_ROWS. */
 int ad_shape_symbolic(const tensor_shape_t *s);

@@ -352,6 +352,132 @@ START_TEST(sigmoid_extremes)
 }
 END_TEST
 
+/* The vectorised sigmoid and exps: every lane against the scalar formulas, across the range
+ * where the vector exp works, its edges (where lanes fall back to libm), and a tail that is not
+ * a multiple of the vector width. */
+START_TEST(sigmoid_softmax_match_scalar_formulas)
+{
+    static const double z[] = {0.0,   -0.0,   1e-300, -1e-300, 0.5,    -0.5,   3.25,  -7.75,
+                               20.0,  -20.0,  36.7,   -36.7,   100.0,  -300.5, 700.0, -700.0,
+                               707.9, -707.9, 708.5,  -708.5,  745.5,  -740.0, -1000.0};
+    enum { N = sizeof z / sizeof z[0] };
+    ad_graph_spec_t s = {0};
+    leaf(&s, "x", AD_OP_PARAM, shp(1, N, 1), z);
+    node(&s, "y", AD_OP_SIGMOID, "x", NULL, NULL, 0, 0);
+    node(&s, "p", AD_OP_SOFTMAX, "x", NULL, NULL, 0, 0);
+    node(&s, "L", AD_OP_SUM, "y", NULL, NULL, 0, 0);
+    ad_graph_t *g = build(&s, "L");
+    fwd(g);
+    const double *y = val(g, "y"), *p = val(g, "p");
+    double mx = 745.5, den = 0.0;
+    for (int i = 0; i < N; ++i)
+        den += exp(z[i] - mx);
+    for (int i = 0; i < N; ++i) {
+        double want = z[i] >= 0.0 ? 1.0 / (1.0 + exp(-z[i])) : exp(z[i]) / (1.0 + exp(z[i]));
+        ck_assert_msg(testutil_close(y[i], want, 1e-15, 0.0), "sigmoid(%g) = %.17g, want %.17g",
+                      z[i], y[i], want);
+        double pw = exp(z[i] - mx) / den;
+        ck_assert_msg(testutil_close(p[i], pw, 1e-15, 0.0), "softmax[%d] = %.17g, want %.17g", i,
+                      p[i], pw);
+    }
+    ck_assert_double_eq(y[0], 0.5);
+    ck_assert_double_eq(y[20], 1.0);
+    ck_assert(y[21] > 0.0 && y[21] < 1e-320);   /* subnormal, from libm's exp */
+    ck_assert_double_eq(y[22], 0.0);
+    ad_graph_free(g);
+}
+END_TEST
+
+/* A layer with enough rows for affine's transposed product: values against the definition,
+ * gradients against finite differences and dh = dz W[:,1:]; then a smaller batch in the same
+ * buffers takes the plain product and agrees too. */
+START_TEST(affine_many_rows)
+{
+    enum { M = 2100, N = 3, K = 5 };
+    ad_graph_spec_t s = {0};
+    leaf(&s, "h", AD_OP_INPUT, shp(2, AD_ROWS, N), NULL);
+    leaf(&s, "W", AD_OP_PARAM, shp(2, K, N + 1), NULL);
+    node(&s, "z", AD_OP_AFFINE, "h", "W", NULL, 0, 0);
+    node(&s, "L", AD_OP_SUM, "z", NULL, NULL, 0, 0);
+    ad_graph_t *g = build(&s, "L");
+    for (int pass = 0; pass < 2; ++pass) {
+        const int32_t m = pass == 0 ? M : 7;
+        bind(g, m);
+        fill(g, "h", -1.0, 1.0, 71 + (uint64_t)pass);
+        fill(g, "W", -1.0, 1.0, 73);
+        fwd(g);
+        const double *h = val(g, "h"), *W = val(g, "W"), *z = val(g, "z");
+        for (int64_t i = 0; i < m; ++i)
+            for (int j = 0; j < K; ++j) {
+                double want = W[j * (N + 1)];
+                for (int k = 0; k < N; ++k)
+                    want += h[i * N + k] * W[j * (N + 1) + 1 + k];
+                ck_assert_double_eq_tol(z[i * K + j], want, 1e-13);
+            }
+        const char *leaves[] = {"W"};
+        gradcheck(g, "L", leaves, 1);
+        err_t err = {0};
+        ck_assert_int_eq(ad_backward(g, ad_find(g, "L"), &err), 0);
+        const double *dh = grd(g, "h");
+        for (int64_t i = 0; i < m; ++i)
+            for (int k = 0; k < N; ++k) {
+                double want = 0.0;
+                for (int j = 0; j < K; ++j)
+                    want += W[j * (N + 1) + 1 + k];
+                ck_assert_double_eq_tol(dh[i * N + k], want, 1e-13);
+            }
+    }
+    ad_graph_free(g);
+}
+END_TEST
+
+/* ad_backward_params lets the one writer of a gradient store it without zeroing first (affine
+ * into h, sigmoid into z1, cce into z2); a node read twice (h1 below) must still be summed. Both
+ * runs of backward_params, after a full backward that filled every buffer, equal ad_backward. */
+START_TEST(backward_params_assign_and_sum)
+{
+    for (int twice = 0; twice < 2; ++twice) {
+        ad_graph_spec_t s = {0};
+        leaf(&s, "x", AD_OP_INPUT, shp(2, AD_ROWS, 3), NULL);
+        leaf(&s, "y", AD_OP_INPUT, shp(1, AD_ROWS, 1), NULL);
+        leaf(&s, "W1", AD_OP_PARAM, shp(2, 4, 4), NULL);
+        leaf(&s, "W2", AD_OP_PARAM, shp(2, 3, 5), NULL);
+        node(&s, "z1", AD_OP_AFFINE, "x", "W1", NULL, 0, 0);
+        node(&s, "h1", AD_OP_SIGMOID, "z1", NULL, NULL, 0, 0);
+        node(&s, "z2", AD_OP_AFFINE, "h1", "W2", NULL, 0, 0);
+        node(&s, "L1", AD_OP_CCE_LOSS, "z2", "y", NULL, AD_REDUCTION_MEAN, 0);
+        if (twice) {
+            node(&s, "q", AD_OP_MEAN, "h1", NULL, NULL, 0, 0);
+            node(&s, "L", AD_OP_ADD, "L1", "q", NULL, 0, 0);
+        }
+        ad_graph_t *g = build(&s, twice ? "L" : "L1");
+        bind(g, 2100);
+        fill(g, "x", -1.0, 1.0, 81);
+        fill(g, "W1", -1.0, 1.0, 82);
+        fill(g, "W2", -1.0, 1.0, 83);
+        double *y = val(g, "y");
+        for (int i = 0; i < 2100; ++i)
+            y[i] = i % 3;
+        fwd(g);
+        err_t err = {0};
+        int32_t L = ad_output(g);
+        int64_t n = ad_n_param(g);
+        double full[16 + 15];
+        ck_assert_int_eq(n, 31);
+        ck_assert_int_eq(ad_backward(g, L, &err), 0);
+        memcpy(full, ad_param_grads(g), sizeof full);
+        for (int rep = 0; rep < 2; ++rep) {
+            ck_assert_int_eq(ad_backward_params(g, L, &err), 0);
+            for (int64_t i = 0; i < n; ++i)
+                ck_assert_double_eq(ad_param_grads(g)[i], full[i]);
+        }
+        const char *leaves[] = {"W1", "W2"};
+        gradcheck(g, twice ? "L" : "L1", leaves, 2);
+        ad_graph_free(g);
+    }
+}
+END_TEST
+
 START_TEST(softmax_rows_and_vector)
 {
     ad_graph_spec_t s = {0};
@@ -821,6 +947,9 @@ static Suite *suite(void)
     tcase_add_test(tc, wbce_gradcheck);
     tcase_add_test(tc, affine_gradcheck);
     tcase_add_test(tc, backward_params_matches_backward);
+    tcase_add_test(tc, sigmoid_softmax_match_scalar_formulas);
+    tcase_add_test(tc, affine_many_rows);
+    tcase_add_test(tc, backward_params_assign_and_sum);
     tcase_add_test(tc, perceptron_loss_rule);
     suite_add_tcase(s, tc);
     return s;
