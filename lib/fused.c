@@ -5,9 +5,11 @@
  *   Z[tile, k] = X_tile W[:,1:]^T + W[:,0]      (fwd_*: register-blocked dot products)
  *   Z -> dZ, loss term per row                   (row_*: the formulas of ops.c)
  *   G[:,0] += colsum(dZ), G[:,1:] += dZ^T X_tile (bwd_*: register-blocked rank updates)
- * so X comes from memory once per step. Thread 0 accumulates into the caller's gradient, the
- * others into their private one, added in at the end (fixed order: the result depends on the
- * thread count only through rounding).
+ * so X comes from memory once per step. With one output (linear, logistic) the tile's second
+ * pass is replaced by blocks of 8 rows that the gradient update finds still in L1, and the loss
+ * terms use a vector exp and log1p (k1_*, below). Thread 0 accumulates into the caller's
+ * gradient, the others into their private one, added in at the end (fixed order: the result
+ * depends on the thread count only through rounding).
  *
  * The kernels are written with GCC vector types so one source serves SSE2 (the portable
  * baseline every x86-64 has) and, through a clone compiled for AVX2+FMA and picked at run time
@@ -63,11 +65,16 @@ typedef void (*fused_tile_fn)(const fused_t *f, const double *w, const double *x
                               double *z, double *g, int want_grad, double *loss,
                               int32_t pf_rows);
 
+typedef double (*fused_k1_fn)(const fused_t *f, const double *w, const double *x,
+                              const double *y, int32_t lo, int32_t hi, int32_t rows_total,
+                              double *g, int want_grad);
+
 struct fused {
     int32_t loss, n, k, reduction;
     int32_t max_threads, tile;
     fused_slot_t *slot;       /* max_threads entries */
     fused_tile_fn tile_fn;
+    fused_k1_fn k1_fn;        /* one output and a per-row loss (not ova); else NULL */
 
     /* The pool: started once, on the first call that uses more than one thread. */
     int pool_started, pool_failed;
@@ -428,6 +435,268 @@ tile_avx2(const fused_t *f, const double *w, const double *x, const double *y, i
 }
 #endif
 
+/* ---- one output: rows streamed once ---------------------------------------------------------- */
+
+/* With k = 1 a row's x is used by one dot product and one rank-1 update, so the tile's second
+ * read from L2 (and its z buffer) is pure overhead, and the libm exp and log1p per row cost as
+ * much as the arithmetic. Here a block of K1_RB rows is read from memory by the forward, and the
+ * gradient update of the same block finds it in L1; the loss terms are evaluated for the whole
+ * block in vector registers. */
+#define K1_RB 8
+/* Bytes ahead of the forward's block that are prefetched: the hardware stream prefetchers alone
+ * keep too few lines in flight to reach the memory bandwidth from one core. */
+#define K1_PREFETCH_BYTES 8192
+
+typedef long long v4i __attribute__((vector_size(32)));
+#define V4(c) ((v4d){(c), (c), (c), (c)})
+/* Lanewise m ? a : b, for a comparison result m (C has no ?: on vectors). */
+#define VSEL(m, a, b) ((v4d)(((m) & (v4i)(a)) | (~(m) & (v4i)(b))))
+
+/* *out = exp(x) for x <= 0 (x = -|z|), within an ulp of libm: k = round(x / ln 2) by the
+ * 1.5 * 2^52 shift, r = x - k ln 2 in two parts (the high part has trailing zeros, so k times
+ * it is exact), exp(r) by its Taylor series to r^13 (|r| <= ln2/2: the rest is below 1e-17),
+ * then 2^k added into the exponent. Below -707 the result leaves the normal range, where adding
+ * k to the exponent is wrong; those lanes, and NaN, take libm's exp. */
+ALWAYS_INLINE void vexp_neg(const v4d *xp, v4d *out)
+{
+    const v4d x = *xp, shift = V4(0x1.8p52);
+    const v4d t = x * V4(0x1.71547652b82fep0) + shift;
+    const v4d kd = t - shift;
+    const v4i ki = (v4i)t - (v4i)shift;
+    v4d r = x - kd * V4(6.93147180369123816490e-01);
+    r = r - kd * V4(1.90821492927058770002e-10);
+    v4d p = V4(1.0 / 6227020800.0);
+    p = p * r + V4(1.0 / 479001600.0);
+    p = p * r + V4(1.0 / 39916800.0);
+    p = p * r + V4(1.0 / 3628800.0);
+    p = p * r + V4(1.0 / 362880.0);
+    p = p * r + V4(1.0 / 40320.0);
+    p = p * r + V4(1.0 / 5040.0);
+    p = p * r + V4(1.0 / 720.0);
+    p = p * r + V4(1.0 / 120.0);
+    p = p * r + V4(1.0 / 24.0);
+    p = p * r + V4(1.0 / 6.0);
+    p = p * r + V4(0.5);
+    p = p * r + V4(1.0);
+    p = p * r + V4(1.0);
+    v4d e = (v4d)((v4i)p + (ki << 52));
+    const v4i bad = ~(x >= V4(-707.0));
+    if (bad[0] | bad[1] | bad[2] | bad[3])
+        for (int l = 0; l < 4; ++l)
+            if (bad[l])
+                e[l] = exp(x[l]);
+    *out = e;
+}
+
+/* *out = log1p(e) for e in [0, 1], within an ulp of libm, given u = 1 + e and 1/u: fdlibm's
+ * s_log1p.c. For u <= sqrt 2, f = e exactly; above, f = u/2 - 1 with the rounding of u put
+ * back as c/u. Then log(1 + f) = f - hfsq + s (hfsq + R(s^2)), s = f / (2 + f). */
+ALWAYS_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, v4d *out)
+{
+    const v4d e = *ep, u = *up;
+    const v4i hi = u > V4(0x1.6a09e667f3bcdp0);
+    const v4d kf = VSEL(hi, V4(1.0), V4(0.0));
+    const v4d f = VSEL(hi, u * V4(0.5) - V4(1.0), e);
+    const v4d c = VSEL(hi, (e - (u - V4(1.0))) * *inv_up, V4(0.0));
+    const v4d s = f / (V4(2.0) + f);
+    const v4d z = s * s, w = z * z;
+    const v4d t1 = w * (V4(3.999999999940941908e-01)
+                        + w * (V4(2.222219843214978396e-01) + w * V4(1.531383769920937332e-01)));
+    const v4d t2 = z * (V4(6.666666666666735130e-01)
+                        + w * (V4(2.857142874366239149e-01)
+                               + w * (V4(1.818357216161805012e-01)
+                                      + w * V4(1.479819860511658591e-01))));
+    const v4d R = t2 + t1, hfsq = V4(0.5) * f * f;
+    *out = kf * V4(6.93147180369123816490e-01)
+           - ((hfsq - (s * (hfsq + R) + (kf * V4(1.90821492927058770002e-10) + c))) - f);
+}
+
+/* z[r] = w[0] + x_r . w[1:] for RB rows: one accumulator per row, so RB = 8 chains hide the
+ * multiply-add latency, and each w vector loaded serves all RB rows. */
+ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
+                          const double *restrict w, double *restrict z)
+{
+    v4d acc[K1_RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r)
+        acc[r] = V4(0.0);
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4d wv;
+        LD4(wv, w + 1 + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; ++r) {
+            v4d xv;
+            LD4(xv, x + (int64_t)r * n + i);
+            acc[r] += xv * wv;
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+        double s = hsum4(&acc[r]);
+        for (int32_t ii = i; ii < n; ++ii)
+            s += x[(int64_t)r * n + ii] * w[1 + ii];
+        z[r] = w[0] + s;
+    }
+}
+
+/* g += Σ_r dz[r] (1, x_r) for RB rows: a rank-RB update, so g is loaded and stored once per
+ * block, and x comes from L1 (the forward just read it). */
+ALWAYS_INLINE void k1_bwd(const int RB, const double *restrict x, int32_t n,
+                          const double *restrict dz, double *restrict g)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4d gv;
+        LD4(gv, g + 1 + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; ++r) {
+            v4d xv;
+            LD4(xv, x + (int64_t)r * n + i);
+            gv += dz[r] * xv;
+        }
+        ST4(g + 1 + i, gv);
+    }
+    for (; i < n; ++i) {
+        double s = g[1 + i];
+        for (int r = 0; r < RB; ++r)
+            s += dz[r] * x[(int64_t)r * n + i];
+        g[1 + i] = s;
+    }
+    double b = g[0];
+    for (int r = 0; r < RB; ++r)
+        b += dz[r];
+    g[0] = b;
+}
+
+/* Loss terms of four rows into *term and their dz (scaled) into *dz: the formulas of
+ * loss_tile() lane by lane, with exp and log1p from above. */
+ALWAYS_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d *yp, v4d *term,
+                            v4d *dz)
+{
+    const v4d z = *zp, t = *yp;
+    if (kind == FUSED_LOSS_L2) {
+        const v4d d = z - t;
+        *term = d * d;
+        *dz = V4(2.0 * scale) * d;
+        return;
+    }
+    const v4d x = (v4d)((v4i)z | (v4i)V4(-0.0));   /* -|z|: the sign bit set */
+    v4d e;
+    vexp_neg(&x, &e);
+    const v4d u = V4(1.0) + e;
+    /* e/u as e times 1/u: an ulp at most from the quotient, one division fewer. */
+    const v4d big = V4(1.0) / u, small = e * big;
+    const v4i pos = z >= V4(0.0);
+    const v4d sp = VSEL(pos, big, small);   /* sigmoid(z) */
+    if (kind == FUSED_LOSS_SIGMOID_L2) {
+        const v4d d = sp - t;
+        *term = d * d;
+        *dz = ((V4(2.0 * scale) * d) * sp) * (V4(1.0) - sp);
+        return;
+    }
+    const v4i neg = -z >= V4(0.0);
+    const v4d sm = VSEL(neg, big, small);   /* sigmoid(-z) */
+    v4d l1p;
+    vlog1p_unit(&e, &u, &big, &l1p);
+    const v4d zmax = VSEL(z > V4(0.0), z, V4(0.0));   /* fmax(z, 0), NaN -> 0 as fmax */
+    *term = (zmax - t * z) + l1p;
+    *dz = V4(scale) * ((V4(1.0) - t) * sp - t * sm);
+}
+
+/* Loss terms of the RB rows whose z is in z[] into lsum, their dz into dz[]. Lanes past RB are
+ * fed zeros and left out of the loss. */
+ALWAYS_INLINE void k1_loss(const int RB, int32_t kind, double scale, double *restrict z,
+                           const double *restrict y, double *restrict dz, v4d *lsum)
+{
+    double t[K1_RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < K1_RB; ++r) {
+        t[r] = r < RB ? y[r] : 0.0;
+        if (r >= RB)
+            z[r] = 0.0;
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < (RB + 3) / 4; ++h) {
+        v4d zv, tv, term, dv;
+        LD4(zv, z + 4 * h);
+        LD4(tv, t + 4 * h);
+        k1_loss4(kind, scale, &zv, &tv, &term, &dv);
+        if (RB < 4 * h + 4) {
+            const v4i keep = (v4d){0.0, 1.0, 2.0, 3.0} < V4((double)(RB - 4 * h));
+            term = VSEL(keep, term, V4(0.0));
+        }
+        lsum[h] += term;
+        ST4(dz + 4 * h, dv);
+    }
+}
+
+/* Rows [lo, hi) for k = 1; returns the sum of their loss terms (unscaled, as loss_tile). */
+ALWAYS_INLINE double k1_body(const fused_t *f, const double *w, const double *x,
+                             const double *y, int32_t lo, int32_t hi, int32_t rows_total,
+                             double *g, int want_grad)
+{
+    const int32_t n = f->n, kind = f->loss;
+    const double scale = f->reduction == AD_REDUCTION_SUM ? 1.0 : 1.0 / (double)rows_total;
+    v4d lsum[K1_RB / 4];
+    for (int h = 0; h < K1_RB / 4; ++h)
+        lsum[h] = V4(0.0);
+    double z[K1_RB], dz[K1_RB] = {0.0};
+    int32_t r = lo;
+    /* Software pipelined: block b's forward is issued before block b-1's update, so the long
+     * latency of b-1's loss (exp, log1p, divisions) overlaps b's loads and multiply-adds. */
+    if (r + K1_RB <= hi) {
+        k1_fwd(K1_RB, x + (int64_t)r * n, n, w, z);
+        k1_loss(K1_RB, kind, scale, z, y + r, dz, lsum);
+        for (r += K1_RB; r + K1_RB <= hi; r += K1_RB) {
+            const char *xb = (const char *)(x + (int64_t)r * n);
+            const int64_t left = (int64_t)(hi - r) * n * (int64_t)sizeof(double);
+            for (int64_t o = K1_PREFETCH_BYTES;
+                 o < K1_PREFETCH_BYTES + (int64_t)K1_RB * n * (int64_t)sizeof(double) && o < left;
+                 o += 64)
+                __builtin_prefetch(xb + o);
+            k1_fwd(K1_RB, x + (int64_t)r * n, n, w, z);
+            if (want_grad)
+                k1_bwd(K1_RB, x + (int64_t)(r - K1_RB) * n, n, dz, g);
+            k1_loss(K1_RB, kind, scale, z, y + r, dz, lsum);
+        }
+        if (want_grad)
+            k1_bwd(K1_RB, x + (int64_t)(r - K1_RB) * n, n, dz, g);
+    }
+    switch (hi - r) {
+#define K1_TAIL(R)                                                                            \
+    case R:                                                                                   \
+        k1_fwd(R, x + (int64_t)r * n, n, w, z);                                               \
+        k1_loss(R, kind, scale, z, y + r, dz, lsum);                                          \
+        if (want_grad)                                                                        \
+            k1_bwd(R, x + (int64_t)r * n, n, dz, g);                                          \
+        break;
+        K1_TAIL(1) K1_TAIL(2) K1_TAIL(3) K1_TAIL(4) K1_TAIL(5) K1_TAIL(6) K1_TAIL(7)
+#undef K1_TAIL
+    default:
+        break;
+    }
+    v4d s = lsum[0];
+    for (int h = 1; h < K1_RB / 4; ++h)
+        s += lsum[h];
+    return hsum4(&s);
+}
+
+static double k1_generic(const fused_t *f, const double *w, const double *x, const double *y,
+                         int32_t lo, int32_t hi, int32_t rows_total, double *g, int want_grad)
+{
+    return k1_body(f, w, x, y, lo, hi, rows_total, g, want_grad);
+}
+
+#ifdef FUSED_X86_CLONES
+__attribute__((target("avx2,fma"))) static double
+k1_avx2(const fused_t *f, const double *w, const double *x, const double *y, int32_t lo,
+        int32_t hi, int32_t rows_total, double *g, int want_grad)
+{
+    return k1_body(f, w, x, y, lo, hi, rows_total, g, want_grad);
+}
+#endif
+
 /* ---- threads ---------------------------------------------------------------------------------- */
 
 /* Rows [lo, hi) of the current job, in tiles, into slot t (thread 0: the caller's gradient). */
@@ -442,6 +711,10 @@ static void run_part(fused_t *f, int32_t t)
     double loss = 0.0;
     if (jb->want_grad)
         memset(g, 0, (size_t)n_g * sizeof *g);
+    if (f->k1_fn != NULL) {
+        sl->loss = f->k1_fn(f, jb->w, jb->x, jb->y, lo, hi, jb->rows, g, jb->want_grad);
+        return;
+    }
     for (int32_t r = lo; r < hi; r += f->tile) {
         int32_t tr = hi - r < f->tile ? hi - r : f->tile;
         int32_t next = hi - r - tr < f->tile ? hi - r - tr : f->tile;
@@ -573,6 +846,13 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         f->tile_fn = tile_avx2;
 #endif
+    if (k == 1 && loss != FUSED_LOSS_OVA) {
+        f->k1_fn = k1_generic;
+#ifdef FUSED_X86_CLONES
+        if (f->tile_fn == tile_avx2)
+            f->k1_fn = k1_avx2;
+#endif
+    }
     const int64_t n_g = (int64_t)k * ((int64_t)n + 1);
     f->slot = calloc((size_t)f->max_threads, sizeof *f->slot);
     if (f->slot == NULL)

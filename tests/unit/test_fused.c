@@ -123,6 +123,113 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* ---- one output: the vector exp and log1p, the row blocks ---------------------------------- */
+
+/* ops.c's formulas through libm, one row: what the kernels' vector arithmetic must reproduce. */
+static double ref_sigmoid(double z)
+{
+    if (z >= 0.0)
+        return 1.0 / (1.0 + exp(-z));
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+/* Loss term and dz (unscaled) of one row with output z and label t. */
+static void ref_row(int32_t loss, double z, double t, double *term, double *dz)
+{
+    if (loss == FUSED_LOSS_L2) {
+        *term = (z - t) * (z - t);
+        *dz = 2.0 * (z - t);
+    } else if (loss == FUSED_LOSS_SIGMOID_L2) {
+        double o = ref_sigmoid(z);
+        *term = (o - t) * (o - t);
+        *dz = 2.0 * (o - t) * o * (1.0 - o);
+    } else {
+        *term = (fmax(z, 0.0) - t * z) + log1p(exp(-fabs(z)));
+        *dz = (1.0 - t) * ref_sigmoid(z) - t * ref_sigmoid(-z);
+    }
+}
+
+/* z = x with w = (0, 1): every row alone, at the ends of exp's range (where the kernels switch
+ * to libm), around 0, and at infinities and NaN, which must come out as the formulas give them. */
+START_TEST(single_output_edges)
+{
+    static const double zs[] = {-800.0, -745.5, -708.5, -707.25, -706.0, -50.0, -20.0, -1.0,
+                                -0.3, -1e-300, -0.0, 0.0, 1e-300, 0.3, 0.34657, 0.6931, 1.0,
+                                20.0, 36.7, 50.0, 706.0, 707.25, 708.5, 800.0,
+                                INFINITY, -INFINITY, NAN};
+    static const int32_t losses[] = {FUSED_LOSS_BCE, FUSED_LOSS_SIGMOID_L2, FUSED_LOSS_L2};
+    const double w[2] = {0.0, 1.0};
+    err_t err = {0};
+    for (size_t l = 0; l < sizeof losses / sizeof losses[0]; ++l) {
+        fused_t *f = NULL;
+        ck_assert_int_eq(fused_new(losses[l], 1, 1, AD_REDUCTION_SUM, 1, &f, &err), 0);
+        for (size_t i = 0; i < sizeof zs / sizeof zs[0]; ++i)
+            for (int t = 0; t < 2; ++t) {
+                double y = (double)t, loss, g[2], term, dz;
+                ref_row(losses[l], zs[i], y, &term, &dz);
+                ck_assert_int_eq(fused_loss_grad(f, w, &zs[i], &y, 1, &loss, g, &err), 0);
+                ck_assert_msg(testutil_close(loss, term, 1e-15, 0.0),
+                              "loss %d z %g t %d: term %.17g, want %.17g", (int)losses[l], zs[i],
+                              t, loss, term);
+                ck_assert_msg(testutil_close(g[0], dz, 1e-15, 0.0),
+                              "loss %d z %g t %d: dz %.17g, want %.17g", (int)losses[l], zs[i],
+                              t, g[0], dz);
+                ck_assert_msg(testutil_close(g[1], dz * zs[i], 1e-15, 0.0),
+                              "loss %d z %g t %d: dz x %.17g, want %.17g", (int)losses[l],
+                              zs[i], t, g[1], dz * zs[i]);
+            }
+        fused_free(f);
+    }
+}
+END_TEST
+
+/* Every row count from 1 to 41 (no full block of rows, one, several, with each partial block
+ * after them), widths on and off the vector length, both reductions: loss and gradient equal
+ * the scalar formulas, so no padding lane leaks into either. */
+START_TEST(single_output_blocks)
+{
+    static const int32_t losses[] = {FUSED_LOSS_BCE, FUSED_LOSS_SIGMOID_L2, FUSED_LOSS_L2};
+    static const int32_t widths[] = {1, 4, 6, 13};
+    enum { MAX_ROWS = 41, MAX_N = 13 };
+    double x[MAX_ROWS * MAX_N], y[MAX_ROWS], w[MAX_N + 1], g[MAX_N + 1], want_g[MAX_N + 1];
+    err_t err = {0};
+    testutil_fill(x, MAX_ROWS * MAX_N, -3.0, 3.0, 11);
+    testutil_fill(w, MAX_N + 1, -1.0, 1.0, 12);
+    for (size_t l = 0; l < sizeof losses / sizeof losses[0]; ++l)
+        for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; ++wi)
+            for (int32_t red = 0; red < 2; ++red) {
+                const int32_t n = widths[wi];
+                fused_t *f = NULL;
+                ck_assert_int_eq(fused_new(losses[l], n, 1, red, 1, &f, &err), 0);
+                for (int32_t rows = 1; rows <= MAX_ROWS; ++rows) {
+                    const double scale = red == AD_REDUCTION_SUM ? 1.0 : 1.0 / rows;
+                    double want_loss = 0.0, loss;
+                    memset(want_g, 0, sizeof want_g);
+                    for (int32_t r = 0; r < rows; ++r) {
+                        y[r] = losses[l] == FUSED_LOSS_L2 ? x[r * n] * 0.5 : (double)(r % 3 == 0);
+                        double z = w[0], term, dz;
+                        for (int32_t i = 0; i < n; ++i)
+                            z += x[r * n + i] * w[1 + i];
+                        ref_row(losses[l], z, y[r], &term, &dz);
+                        want_loss += term;
+                        want_g[0] += scale * dz;
+                        for (int32_t i = 0; i < n; ++i)
+                            want_g[1 + i] += scale * dz * x[r * n + i];
+                    }
+                    ck_assert_int_eq(fused_loss_grad(f, w, x, y, rows, &loss, g, &err), 0);
+                    ck_assert_close(loss, want_loss * scale, 1e-13, 0.0);
+                    for (int32_t i = 0; i <= n; ++i)
+                        ck_assert_msg(testutil_close(g[i], want_g[i], 1e-12, 1e-14),
+                                      "loss %d n %d rows %d red %d: g[%d] %.17g, want %.17g",
+                                      (int)losses[l], (int)n, (int)rows, (int)red, (int)i, g[i],
+                                      want_g[i]);
+                }
+                fused_free(f);
+            }
+}
+END_TEST
+
 /* ---- no allocation in the training loop ---------------------------------------------------- */
 
 /* Train `spec` on rows random rows: a first call may allocate (graph buffers, the fused
@@ -219,6 +326,8 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, thread_counts_agree);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, single_output_edges);
+    tcase_add_test(tc, single_output_blocks);
     tcase_add_test(tc, training_loop_allocates_nothing);
     suite_add_tcase(s, tc);
     return s;
