@@ -107,7 +107,13 @@ struct http_req {
 
     char *body;
     size_t len, cap;
+    size_t seen;                         /* body bytes received, whether kept or streamed */
     int too_big;
+
+    const http_body_sink_t *sink;        /* streamed body: see http_body_sink_t */
+    void *sink_state;
+    int sink_checked, sink_begun, sink_done, sink_rc;
+    err_t sink_err;
 
     int queued;
     int status;
@@ -145,8 +151,12 @@ static uint64_t splitmix64(uint64_t x)
  * keeps ids from different processes (restarts) apart. */
 static void request_id_new(http_server_t *srv, char out[HTTP_REQUEST_ID_MAX])
 {
-    uint64_t n = atomic_fetch_add(&srv->rid_counter, 1);
-    snprintf(out, HTTP_REQUEST_ID_MAX, "%016" PRIx64, splitmix64(srv->rid_seed + n * 0x9E3779B97F4A7C15ULL));
+    static const char hex[] = "0123456789abcdef";
+    uint64_t n = atomic_fetch_add_explicit(&srv->rid_counter, 1, memory_order_relaxed);
+    uint64_t v = splitmix64(srv->rid_seed + n * 0x9E3779B97F4A7C15ULL);
+    for (int i = 15; i >= 0; --i, v >>= 4)
+        out[i] = hex[v & 15];
+    out[16] = '\0';
 }
 
 static int request_id_safe(const char *v)
@@ -247,10 +257,21 @@ static void req_free(http_req_t *req)
     }
     reply_clear(req);
     headers_free(req->headers);
+    if (req->sink != NULL && req->sink->free_fn != NULL && req->sink_state != NULL)
+        req->sink->free_fn(req->sink_state);
     free(req->body);
     free(req->path);
     pthread_mutex_destroy(&req->defer_mu);
     free(req);
+}
+
+/* snprintf(dst, size, "%s", src) without the format machinery: this runs several times for
+ * every request. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 static http_req_t *req_new(http_server_t *srv, struct MHD_Connection *conn, const char *url,
@@ -267,27 +288,80 @@ static http_req_t *req_new(http_server_t *srv, struct MHD_Connection *conn, cons
         return NULL;
     }
     pthread_mutex_init(&req->defer_mu, NULL);
-    snprintf(req->method_log, sizeof req->method_log, "%s", method);
-    snprintf(req->method, sizeof req->method, "%s", strcmp(method, "HEAD") == 0 ? "GET" : method);
+    copy_str(req->method_log, sizeof req->method_log, method);
+    copy_str(req->method, sizeof req->method, strcmp(method, "HEAD") == 0 ? "GET" : method);
     const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (rid != NULL && request_id_safe(rid))
-        snprintf(req->rid, sizeof req->rid, "%s", rid);
+        copy_str(req->rid, sizeof req->rid, rid);
     else
         request_id_new(srv, req->rid);
     return req;
 }
 
-/* Append an upload chunk, or remember that the body is over the limit (and drop it). */
+static int route_match(http_req_t *req, int reply);
+
+/* The sink listed for this request's method and route, if any (decided once). */
+static void sink_find(http_req_t *req)
+{
+    if (req->sink_checked)
+        return;
+    req->sink_checked = 1;
+    const http_body_sink_t *k = req->srv->cfg.sinks;
+    if (k == NULL || route_match(req, 0) < 0)
+        return;
+    for (; k->method != NULL; ++k)
+        if (strcmp(k->method, req->method) == 0 && strcmp(k->pattern, req->route_label) == 0)
+            break;
+    req->sink = k->method != NULL ? k : NULL;
+}
+
+static void sink_begin(http_req_t *req)
+{
+    if (req->sink == NULL || req->sink_begun)
+        return;
+    req->sink_begun = 1;
+    int rc = req->sink->begin(req, &req->sink_state, &req->sink_err);
+    if (rc == HTTP_SINK_ACCUMULATE) {
+        if (req->sink->free_fn != NULL && req->sink_state != NULL)
+            req->sink->free_fn(req->sink_state);
+        req->sink_state = NULL;
+        req->sink = NULL;
+    } else if (rc < 0) {
+        req->sink_rc = rc;
+        req->sink_done = 1;
+    }
+}
+
+static void sink_feed(http_req_t *req, const char *data, size_t n)
+{
+    if (req->sink_done)
+        return;
+    int rc = req->sink->chunk(req->sink_state, data, n, &req->sink_err);
+    if (rc < 0)
+        req->sink_rc = rc;
+    if (rc != 0)
+        req->sink_done = 1;
+}
+
+/* Append an upload chunk (or hand it to the route's sink), or remember that the body is over
+ * the limit (and drop it). */
 static void req_append(http_req_t *req, const char *data, size_t n)
 {
     if (req->too_big)
         return;
     size_t max = req->srv->cfg.max_body;
-    if (n > max || req->len > max - n) {
+    if (n > max || req->seen > max - n) {
         req->too_big = 1;
         free(req->body);
         req->body = NULL;
         req->len = req->cap = 0;
+        return;
+    }
+    req->seen += n;
+    sink_find(req);
+    sink_begin(req);
+    if (req->sink != NULL) {
+        sink_feed(req, data, n);
         return;
     }
     if (req->len + n + 1 > req->cap) {
@@ -341,6 +415,18 @@ const char *http_body(const http_req_t *req, size_t *len)
     if (len != NULL)
         *len = req->len;
     return req->body != NULL ? req->body : "";
+}
+
+void http_body_release(http_req_t *req)
+{
+    free(req->body);
+    req->body = NULL;
+    req->len = req->cap = 0;
+}
+
+void *http_body_state(const http_req_t *req)
+{
+    return req->sink_state;
 }
 
 int64_t http_param(const http_req_t *req, int i)
@@ -415,7 +501,7 @@ static int reply_buf(http_req_t *req, int status, const char *ctype, char *buf, 
     req->status = status;
     req->buf = buf;
     req->buf_len = len;
-    snprintf(req->ctype, sizeof req->ctype, "%s", ctype);
+    copy_str(req->ctype, sizeof req->ctype, ctype);
     return 0;
 }
 
@@ -428,6 +514,13 @@ int http_reply_json(http_req_t *req, int status, cJSON *body)
     if (text == NULL)
         return ERR_NOMEM;
     return reply_buf(req, status, HTTP_JSON_TYPE, text, strlen(text));
+}
+
+int http_reply_json_text(http_req_t *req, int status, char *text, size_t len)
+{
+    if (text == NULL)
+        return ERR_NOMEM;
+    return reply_buf(req, status, HTTP_JSON_TYPE, text, len);
 }
 
 int http_reply_text(http_req_t *req, int status, const char *content_type, const void *buf,
@@ -450,7 +543,7 @@ int http_reply_static(http_req_t *req, int status, const char *content_type, con
     req->status = status;
     req->sbuf = buf;
     req->buf_len = len;
-    snprintf(req->ctype, sizeof req->ctype, "%s", content_type);
+    copy_str(req->ctype, sizeof req->ctype, content_type);
     return 0;
 }
 
@@ -673,7 +766,7 @@ int http_reply_stream(http_req_t *req, int status, const char *content_type,
     req->kind = REPLY_STREAM;
     req->status = status;
     req->stream = s;
-    snprintf(req->ctype, sizeof req->ctype, "%s", content_type);
+    copy_str(req->ctype, sizeof req->ctype, content_type);
     if (out != NULL)
         *out = s;
     return 0;
@@ -869,12 +962,18 @@ static int check_auth(http_req_t *req)
     return -1;
 }
 
-/* Find the route for req->path and method: 0 with req->route set, or an answer (404/405) set. */
-static int route_match(http_req_t *req)
+/* Find the route for req->path and method: 0 with req->route set, or -1 and, when `reply`,
+ * an answer (404/405) set. */
+static int route_match(http_req_t *req, int reply)
 {
+    if (req->route != NULL)
+        return 0;                            /* matched already (a body sink looked first) */
     http_server_t *srv = req->srv;
     segment_t seg[HTTP_MAX_SEGMENTS];
+    int64_t ids[HTTP_MAX_SEGMENTS];          /* each segment as an id, once, not per route */
     int n = split_path(req->path, seg, HTTP_MAX_SEGMENTS);
+    for (int k = 0; k < n; ++k)
+        ids[k] = parse_id(seg[k].s, seg[k].len);
     const route_ent_t *best = NULL, *any = NULL;
     char allow[128] = "";
     for (int i = 0; n >= 0 && i < srv->n_routes; ++i) {
@@ -884,7 +983,7 @@ static int route_match(http_req_t *req)
         int ok = 1;
         for (int k = 0; k < n && ok; ++k) {
             if (r->seg[k].param)
-                ok = parse_id(seg[k].s, seg[k].len) > 0;
+                ok = ids[k] > 0;
             else
                 ok = r->seg[k].len == seg[k].len && memcmp(r->seg[k].s, seg[k].s, seg[k].len) == 0;
         }
@@ -910,9 +1009,11 @@ static int route_match(http_req_t *req)
         req->route_label = best->route->pattern;
         for (int k = 0, p = 0; k < n; ++k)
             if (best->seg[k].param)
-                req->params[p++] = parse_id(seg[k].s, seg[k].len);
+                req->params[p++] = ids[k];
         return 0;
     }
+    if (!reply)
+        return -1;
     if (any != NULL) {
         req->route_label = any->route->pattern;
         http_set_header(req, MHD_HTTP_HEADER_ALLOW, allow);
@@ -943,15 +1044,21 @@ static void dispatch(http_req_t *req)
         http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
         return;
     }
-    if (route_match(req) < 0)
+    if (route_match(req, 1) < 0)
         return;
-    if (req->len > 0 && (strcmp(req->method, "GET") == 0 || strcmp(req->method, "DELETE") == 0)) {
+    if (req->seen > 0 && (strcmp(req->method, "GET") == 0 || strcmp(req->method, "DELETE") == 0)) {
         /* No route reads a body on these methods: refuse it rather than ignore what the client
          * may have meant as parameters (docs/api.md). */
         err_set(&err, ERR_INVAL, "%s %s takes no request body (%zu bytes were sent); put "
                 "parameters in the query string", req->method_log, req->route->route->pattern,
-                req->len);
+                req->seen);
         http_reply_error(req, &err);
+        return;
+    }
+    sink_find(req);
+    sink_begin(req);                         /* an empty body: the sink still gets its state */
+    if (req->sink_rc < 0) {
+        http_reply_error(req, &req->sink_err);
         return;
     }
     int rc = req->route->route->handler(req, &err);
@@ -1092,6 +1199,59 @@ static void log_path(char *dst, size_t size, const char *path)
     dst[o] = '\0';
 }
 
+typedef struct text {
+    char *p;
+    size_t n, cap;                       /* cap includes room for a NUL */
+} text_t;
+
+static void text_str(text_t *t, const char *s)
+{
+    while (*s != '\0' && t->n + 1 < t->cap)
+        t->p[t->n++] = *s++;
+}
+
+static void text_uint(text_t *t, uint64_t v, int min_digits)
+{
+    char d[24];
+    int k = 0;
+    do {
+        d[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 || k < min_digits);
+    while (k > 0 && t->n + 1 < t->cap)
+        t->p[t->n++] = d[--k];
+}
+
+/* The access record "http method=... path=... status=... bytes=... ms=... id=...[ aborted=1]"
+ * (docs/operations.md) into dst; returns its length. Built by hand: printf's %f alone cost more
+ * than routing a request. ms is rounded to the microsecond, as %.3f would. */
+static size_t access_record(char *dst, size_t size, const http_req_t *req, int status,
+                            uint64_t bytes, int64_t ns, int aborted)
+{
+    char path[300];
+    log_path(path, sizeof path, req->path);
+    uint64_t us = ns > 0 ? ((uint64_t)ns + 500) / 1000 : 0;
+    text_t t = {dst, 0, size};
+    text_str(&t, "http method=");
+    text_str(&t, req->method_log);
+    text_str(&t, " path=");
+    text_str(&t, path);
+    text_str(&t, " status=");
+    text_uint(&t, (uint64_t)(status > 0 ? status : 0), 1);
+    text_str(&t, " bytes=");
+    text_uint(&t, bytes, 1);
+    text_str(&t, " ms=");
+    text_uint(&t, us / 1000, 1);
+    text_str(&t, ".");
+    text_uint(&t, us % 1000, 3);
+    text_str(&t, " id=");
+    text_str(&t, req->rid);
+    if (aborted)
+        text_str(&t, " aborted=1");
+    dst[t.n] = '\0';
+    return t.n;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -1101,7 +1261,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req == NULL)
         return;
     *con_cls = NULL;
-    double secs = (double)(mono_ns() - req->t0_ns) / 1e9;
+    int64_t ns = mono_ns() - req->t0_ns;
+    double secs = (double)ns / 1e9;
     uint64_t bytes = req->bytes;
     if (req->stream != NULL) {
         pthread_mutex_lock(&req->stream->mu);
@@ -1112,11 +1273,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->queued)
         metrics_http_observe(req->route_label, req->method_log, status, secs);
     if (log_enabled(LOG_LEVEL_INFO)) {
-        char path[300];
-        log_path(path, sizeof path, req->path);
-        log_msg(LOG_LEVEL_INFO, "http method=%s path=%s status=%d bytes=%" PRIu64
-                " ms=%.3f id=%s%s", req->method_log, path, status, bytes, secs * 1e3, req->rid,
-                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+        char line[512];
+        size_t n = access_record(line, sizeof line, req, status, bytes, ns,
+                                 toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
+        log_buffered(LOG_LEVEL_INFO, line, n);
     }
     req_free(req);
     atomic_fetch_sub(&srv->active, 1);
@@ -1320,4 +1480,5 @@ void http_server_stop(http_server_t *srv)
         sleep_ms(10);
     MHD_stop_daemon(srv->d);
     server_free(srv);
+    log_flush();                             /* every answered request is in the log */
 }

@@ -77,6 +77,8 @@ typedef struct http_config {
                                   constant time), else 401. Copied at start; never logged. */
     int protect_all;           /* with tokens: every path but /healthz needs one */
     void *ctx;                 /* handed to handlers by http_ctx(); borrowed */
+    const struct http_body_sink *sinks;  /* routes that stream their body (see below), ended
+                                            by an entry with method NULL; NULL = none; borrowed */
 } http_config_t;
 
 /* ---- server ------------------------------------------------------------------------------- */
@@ -114,6 +116,10 @@ const char *http_header(const http_req_t *req, const char *name);
 /* The body, NUL-terminated (the NUL is not counted in *len); "" and 0 when there is none. */
 const char *http_body(const http_req_t *req, size_t *len);
 
+/* Free the body once the handler has decoded it, so a large upload's text and what was decoded
+ * from it are not both held to the end of the request; http_body() is "" after this. */
+void http_body_release(http_req_t *req);
+
 /* Path parameter i (0-based, in pattern order): always a positive id. */
 int64_t http_param(const http_req_t *req, int i);
 
@@ -131,11 +137,66 @@ int http_require_json(const http_req_t *req, err_t *err);
 /* Does the Content-Type's media type equal `type` (case-insensitive, parameters ignored)? */
 int http_content_type_is(const http_req_t *req, const char *type);
 
+/* ---- streamed request bodies ---------------------------------------------------------------- */
+
+/*
+ * By default a body is accumulated whole (up to --max-body) before the handler runs. A route
+ * that can consume its body as it arrives -- a large upload parsed straight into its final
+ * form, never holding the text -- lists a sink for its method and pattern in
+ * http_config_t.sinks. Its body is then handed to the sink chunk by chunk, and the route's
+ * handler runs as usual once the body is complete, with http_body() empty and the sink's state
+ * at http_body_state():
+ *
+ *     static int ingest_begin(http_req_t *req, void **state, err_t *err)
+ *     {   *state = parser_new(...); return *state != NULL ? 0 : ERR_NOMEM; }
+ *     static int ingest_chunk(void *state, const char *data, size_t n, err_t *err)
+ *     {   return parser_feed(state, data, n, err); }
+ *     static int batch_create(http_req_t *req, err_t *err)
+ *     {   parser_t *p = http_body_state(req); ... parser_finish(p, ...); ... }
+ *     const http_body_sink_t sinks[] = {
+ *         {"POST", "/v1/models/{id}/batches", ingest_begin, ingest_chunk, parser_free},
+ *         HTTP_SINK_END,
+ *     };
+ *
+ * Everything else is unchanged: the --max-body limit (413, the sink's state dropped), auth,
+ * 404/405 and shutdown answers come first, and a body larger than --max-body by its
+ * Content-Length is refused before any of it is read.
+ */
+#define HTTP_SINK_DONE 1                   /* chunk: no more bytes wanted (the rest is read and
+                                              dropped); the handler still runs */
+#define HTTP_SINK_ACCUMULATE 2             /* begin: not for this request after all (e.g. its
+                                              Content-Type): accumulate the body as usual */
+
+typedef struct http_body_sink {
+    const char *method;        /* as in http_route_t; NULL ends a table */
+    const char *pattern;       /* must equal the route's pattern */
+    /* Headers, path parameters and query are readable; no body yet. Called before the first
+     * chunk, or just before the handler when the body is empty. `*state` (may stay NULL) is
+     * freed with free_fn. Returns 0, HTTP_SINK_ACCUMULATE, or a negative err code, answered
+     * instead of running the handler (the rest of the body is dropped). */
+    int (*begin)(http_req_t *req, void **state, err_t *err);
+    /* The next n > 0 bytes of the body, in order, on a server thread: 0 to go on,
+     * HTTP_SINK_DONE, or a negative err code (answered as for begin). */
+    int (*chunk)(void *state, const char *data, size_t n, err_t *err);
+    void (*free_fn)(void *state);  /* may be NULL */
+} http_body_sink_t;
+
+#define HTTP_SINK_END {NULL, NULL, NULL, NULL, NULL}
+
+/* The state a sink's begin set for this request (borrowed; freed with the request), or NULL
+ * when the route has no sink. */
+void *http_body_state(const http_req_t *req);
+
 /* ---- answering (at most one reply counts: a later call replaces an earlier one) ------------- */
 
 /* Answer `status` with `body` serialised as JSON. Takes `body` (freed here, also on failure);
  * a NULL body is ERR_NOMEM (so `http_reply_json(req, 200, build())` reports a failed build). */
 int http_reply_json(http_req_t *req, int status, cJSON *body);
+
+/* Answer `status` with JSON the caller printed itself: `text` (malloc'ed, text[0..len)) is
+ * taken and freed here, also on failure. For hot routes whose answer is cheaper to write
+ * directly than to build as a cJSON tree. */
+int http_reply_json_text(http_req_t *req, int status, char *text, size_t len);
 
 /* Answer `status` with a copy of buf[0..len) and the given Content-Type. */
 int http_reply_text(http_req_t *req, int status, const char *content_type, const void *buf,

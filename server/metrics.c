@@ -55,12 +55,15 @@ void metrics_http_observe(const char *route, const char *method, int status, dou
         route = "unmatched";
     pthread_mutex_lock(&metrics_mu);
     series_t *s = NULL;
-    for (int i = 0; i < metrics_n_series; ++i) {
+    /* Routes are pattern strings from the route tables, so the pointer almost always finds
+     * the series; comparing the text is for a pattern spelled in two places. */
+    for (int i = 0; i < metrics_n_series && s == NULL; ++i)
+        if (metrics_series[i].route == route && strcmp(metrics_series[i].method, m) == 0)
+            s = &metrics_series[i];
+    for (int i = 0; i < metrics_n_series && s == NULL; ++i) {
         series_t *t = &metrics_series[i];
-        if ((t->route == route || strcmp(t->route, route) == 0) && strcmp(t->method, m) == 0) {
+        if (strcmp(t->route, route) == 0 && strcmp(t->method, m) == 0)
             s = t;
-            break;
-        }
     }
     if (s == NULL && metrics_n_series < METRICS_MAX_SERIES) {
         s = &metrics_series[metrics_n_series++];

@@ -1,21 +1,30 @@
 /* server/registry.c -- live models: the read cache and the per-model write locks.
  *
  * One small table of entries, one per model somebody is using or has cached. The table, every
- * entry's reference count, generation and write-lock state are guarded by the registry mutex,
- * which is never held across SQLite I/O or model building: readers take it only to find their
- * entry, then work under the entry's own mutex.
+ * entry's reference count, generation, write-lock state and idle copies are guarded by the
+ * registry mutex, which is held only for a few pointer moves, never across SQLite I/O or model
+ * building.
+ *
+ * A reader needs a model for itself (a forward pass writes the graph's buffers), so each entry
+ * keeps a small pool of read copies: a reader takes an idle one, or builds one when all are in
+ * use, and gives it back at registry_read_end(). Concurrent predictions on one model therefore
+ * run side by side instead of queueing on one copy; a pool grows only to the number of readers
+ * that were ever inside at once (at most REGISTRY_MAX_COPIES stay cached; beyond that a reader
+ * gets a copy of its own that is freed when it is done). Which copy a thread holds is kept in
+ * a short thread-local list, so registry_read_end() needs only the id.
  *
  * Cache validity is a generation counter: registry_committed() bumps it (after the writer's
- * commit), and a reader reloads when the generation it saw before reading the store differs
- * from the one its cached copy was loaded at. A commit racing with a reload can only make the
- * next read reload once more, never serve older parameters than the last committed ones.
+ * commit), and a reader reloads the parameters of its copy when the generation it saw before
+ * reading the store differs from the one the copy was loaded at. A commit racing with a reload
+ * can only make the next read reload once more, never serve older parameters than the last
+ * committed ones.
  *
  * Lock order for callers: take the write lock before borrowing the read copy, never the other
- * way round (a short writer waiting for another one while holding the read copy could wait for
- * a writer that needs that copy).
+ * way round.
  */
 #include "registry.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -24,27 +33,43 @@
 #include "codec.h"
 
 #define REGISTRY_BUCKETS 256
+#define REGISTRY_MAX_COPIES 8     /* idle read copies kept per model */
+#define REGISTRY_MAX_BORROWS 4    /* models one thread may hold at once */
+
+typedef struct copy {
+    model_t *model;
+    uint64_t gen;              /* generation its parameters were loaded at */
+    int pooled;                /* counted in the entry's n_copies: goes back to the pool */
+    struct copy *next;         /* the entry's idle list */
+} copy_t;
 
 typedef struct entry {
     int64_t id;
-    int refs;                  /* users holding this entry (registry mutex) */
-    uint64_t gen;              /* bumped by registry_committed / forget (registry mutex) */
-    int writing;               /* a writer holds the model (registry mutex) */
+    int refs;                  /* users holding this entry */
+    uint64_t gen;              /* bumped by registry_committed / forget */
+    int writing;               /* a writer holds the model */
     int training;              /* ... and it is a training run */
-    int forgotten;             /* deleted: free the cached model when the last user leaves */
+    int forgotten;             /* deleted: free the cached copies when the last user leaves */
     int64_t job_id;            /* the training run's job, 0 when none or synchronous */
     pthread_cond_t cv;         /* signalled when the write lock is released */
-    pthread_mutex_t mu;        /* held by the one reader using `model` */
-    model_t *model;            /* cached read copy, NULL when not loaded (entry mutex) */
-    uint64_t loaded_gen;       /* generation `model`'s parameters were loaded at */
+    copy_t *idle;              /* read copies nobody holds */
+    int n_copies;              /* pooled copies, idle or held */
     struct entry *next;
 } entry_t;
 
 struct registry {
     store_t *store;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;        /* everything above */
     entry_t *bucket[REGISTRY_BUCKETS];
 };
+
+/* The copies this thread holds, newest last. */
+static _Thread_local struct borrow {
+    registry_t *r;
+    entry_t *e;
+    copy_t *c;
+} tl_borrow[REGISTRY_MAX_BORROWS];
+static _Thread_local int tl_n_borrow;
 
 static entry_t **slot_of(registry_t *r, int64_t id)
 {
@@ -59,13 +84,24 @@ static entry_t *entry_find(registry_t *r, int64_t id)
     return NULL;
 }
 
+static void copy_free(copy_t *c)
+{
+    if (c == NULL)
+        return;
+    model_free(c->model);
+    free(c);
+}
+
 static void entry_free(entry_t *e)
 {
     if (e == NULL)
         return;
-    model_free(e->model);
+    while (e->idle != NULL) {
+        copy_t *next = e->idle->next;
+        copy_free(e->idle);
+        e->idle = next;
+    }
     pthread_cond_destroy(&e->cv);
-    pthread_mutex_destroy(&e->mu);
     free(e);
 }
 
@@ -77,7 +113,6 @@ static int entry_get(registry_t *r, int64_t id, entry_t **out, err_t *err)
         if ((e = calloc(1, sizeof *e)) == NULL)
             return err_set(err, ERR_NOMEM, "out of memory");
         e->id = id;
-        pthread_mutex_init(&e->mu, NULL);
         pthread_cond_init(&e->cv, NULL);
         entry_t **slot = slot_of(r, id);
         e->next = *slot;
@@ -89,10 +124,10 @@ static int entry_get(registry_t *r, int64_t id, entry_t **out, err_t *err)
 }
 
 /* Drop one reference; unlink and free the entry when nobody uses it and it caches nothing worth
- * keeping. Registry mutex held. With refs == 0 no reader holds e->mu, so e->model is stable. */
+ * keeping. Registry mutex held. */
 static void entry_put(registry_t *r, entry_t *e)
 {
-    if (--e->refs > 0 || e->writing || (e->model != NULL && !e->forgotten))
+    if (--e->refs > 0 || e->writing || (e->idle != NULL && !e->forgotten))
         return;
     for (entry_t **p = slot_of(r, e->id); *p != NULL; p = &(*p)->next) {
         if (*p == e) {
@@ -177,18 +212,18 @@ static int params_apply(model_t *m, int64_t id, const store_state_t *state, err_
     return 0;
 }
 
-/* (Re)load e->model at the store's current state. Entry mutex held, registry mutex not. */
-static int entry_load(registry_t *r, entry_t *e, err_t *err)
+/* (Re)load c->model at the store's current state. No lock held: the copy is this thread's. */
+static int copy_load(registry_t *r, int64_t id, copy_t *c, err_t *err)
 {
     store_state_t state;
-    int rc = store_params_get(r->store, e->id, &state, err);
+    int rc = store_params_get(r->store, id, &state, err);
     if (rc < 0)
         return rc;
-    if (e->model == NULL && (rc = model_from_store(r->store, e->id, &e->model, err)) < 0) {
+    if (c->model == NULL && (rc = model_from_store(r->store, id, &c->model, err)) < 0) {
         store_state_clear(&state);
         return rc;
     }
-    rc = params_apply(e->model, e->id, &state, err);
+    rc = params_apply(c->model, id, &state, err);
     store_state_clear(&state);
     return rc;
 }
@@ -196,41 +231,81 @@ static int entry_load(registry_t *r, entry_t *e, err_t *err)
 int registry_read_begin(registry_t *r, int64_t id, model_t **out, err_t *err)
 {
     *out = NULL;
+    if (tl_n_borrow == REGISTRY_MAX_BORROWS)
+        return err_set(err, ERR_INTERNAL, "a thread may read at most %d models at once",
+                       REGISTRY_MAX_BORROWS);
     entry_t *e = NULL;
+    copy_t *c = NULL;
+    int pooled = 0;
     pthread_mutex_lock(&r->mu);
     int rc = entry_get(r, id, &e, err);
-    uint64_t gen = e != NULL ? e->gen : 0;
+    uint64_t gen = rc == 0 ? e->gen : 0;
+    if (rc == 0) {
+        /* An idle copy at the current generation, else any idle one (reloaded below). */
+        copy_t **pick = &e->idle;
+        for (copy_t **p = &e->idle; *p != NULL; p = &(*p)->next) {
+            if ((*p)->gen == gen) {
+                pick = p;
+                break;
+            }
+        }
+        if ((c = *pick) != NULL)
+            *pick = c->next;
+        else if (e->n_copies < REGISTRY_MAX_COPIES && !e->forgotten)
+            pooled = ++e->n_copies;
+    }
     pthread_mutex_unlock(&r->mu);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&e->mu);
-    if (e->model == NULL || e->loaded_gen != gen) {
-        rc = entry_load(r, e, err);
-        if (rc < 0) {
-            /* Never serve a copy we could not refresh (the model may be gone). */
-            model_free(e->model);
-            e->model = NULL;
-            pthread_mutex_unlock(&e->mu);
-            pthread_mutex_lock(&r->mu);
-            entry_put(r, e);
-            pthread_mutex_unlock(&r->mu);
-            return rc;
-        }
-        e->loaded_gen = gen;
+    if (c == NULL) {
+        if ((c = calloc(1, sizeof *c)) == NULL)
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+        else
+            c->pooled = pooled > 0;
     }
-    *out = e->model;
+    if (rc == 0 && (c->model == NULL || c->gen != gen)) {
+        rc = copy_load(r, id, c, err);
+        if (rc == 0)
+            c->gen = gen;
+    }
+    if (rc < 0) {
+        /* Never serve a copy we could not refresh (the model may be gone). */
+        pthread_mutex_lock(&r->mu);
+        if (pooled > 0 || (c != NULL && c->pooled))
+            e->n_copies--;
+        entry_put(r, e);
+        pthread_mutex_unlock(&r->mu);
+        copy_free(c);
+        return rc;
+    }
+    tl_borrow[tl_n_borrow++] = (struct borrow){r, e, c};
+    *out = c->model;
     return 0;
 }
 
 void registry_read_end(registry_t *r, int64_t id)
 {
+    int k = tl_n_borrow - 1;
+    while (k >= 0 && (tl_borrow[k].r != r || tl_borrow[k].e->id != id))
+        --k;
+    assert(k >= 0 && "registry_read_end without registry_read_begin");
+    if (k < 0)
+        return;
+    entry_t *e = tl_borrow[k].e;
+    copy_t *c = tl_borrow[k].c;
+    memmove(&tl_borrow[k], &tl_borrow[k + 1], (size_t)(tl_n_borrow - k - 1) * sizeof tl_borrow[0]);
+    tl_n_borrow--;
     pthread_mutex_lock(&r->mu);
-    entry_t *e = entry_find(r, id);
-    if (e != NULL) {
-        pthread_mutex_unlock(&e->mu);
-        entry_put(r, e);
+    if (c->pooled && !e->forgotten) {
+        c->next = e->idle;
+        e->idle = c;
+        c = NULL;
+    } else if (c->pooled) {
+        e->n_copies--;
     }
+    entry_put(r, e);
     pthread_mutex_unlock(&r->mu);
+    copy_free(c);                        /* a temporary copy, or one of a deleted model */
 }
 
 static int busy(err_t *err, const entry_t *e)

@@ -52,9 +52,11 @@ int registry_new(store_t *store, registry_t **out, err_t *err);
 void registry_free(registry_t *r);
 
 /*
- * Borrow the cached model `id` at its latest committed version (loading or refreshing it from
- * the store when needed) for exclusive use by this thread until registry_read_end(). The model
- * must not be modified (predictions and loss evaluation only). ERR_NOTFOUND when absent.
+ * Borrow a cached copy of model `id` at its latest committed version (loading or refreshing it
+ * from the store when needed) for exclusive use by this thread until registry_read_end(),
+ * which this same thread must call. Readers on other threads get other copies, so they never
+ * wait for each other. The model must not be modified (predictions and loss evaluation only).
+ * ERR_NOTFOUND when absent.
  */
 int registry_read_begin(registry_t *r, int64_t id, model_t **out, err_t *err);
 void registry_read_end(registry_t *r, int64_t id);

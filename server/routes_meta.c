@@ -1,10 +1,13 @@
 /* server/routes_meta.c -- the daemon about itself: health, metrics, API document, dashboard. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "embedded.h"
@@ -21,21 +24,95 @@ static const embedded_file_t *embedded_find(const char *path)
     return NULL;
 }
 
-/* 200 while the database can be written (checked at most once a second), else 503. */
-static int meta_healthz(http_req_t *req, err_t *err)
+/*
+ * GET /healthz. The database probe (store_ping(): a tiny write) runs at most once a second; in
+ * between every request answers from the last result without taking a lock. When the result
+ * is a second old, the first request to notice refreshes it and the others keep answering the
+ * previous result meanwhile, so a slow probe (an fsync on a busy disk) stalls one request, not
+ * every server thread. The 200 body never changes: it is printed once and sent without a copy.
+ */
+#define HEALTH_TTL_NS 1000000000LL
+
+static struct {
+    pthread_mutex_t mu;                  /* the error message; building ok_body */
+    _Atomic(const void *) store;         /* the store the result belongs to */
+    _Atomic int64_t at_ns;               /* when the result was taken; 0 = never */
+    atomic_int ok;
+    atomic_int refreshing;
+    err_t err;                           /* why not ok (mu) */
+    char *ok_body;                       /* {"status":"ok",...}; kept for the process's life */
+    _Atomic size_t ok_len;               /* 0 until ok_body is set */
+} health = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int64_t health_now_ns(void)
 {
-    app_t *app = app_of(req);
-    err_t db_err = {0};
-    int ok = store_ping(app->store, &db_err) == 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void health_probe(app_t *app)
+{
+    err_t e = {0};
+    int ok = store_ping(app->store, &e) == 0;
+    pthread_mutex_lock(&health.mu);
+    health.err = e;
+    atomic_store(&health.store, (const void *)app->store);
+    atomic_store(&health.ok, ok);
+    atomic_store(&health.at_ns, health_now_ns());
+    pthread_mutex_unlock(&health.mu);
+}
+
+static cJSON *health_body(const app_t *app, int ok, const char *msg)
+{
     cJSON *body = cJSON_CreateObject();
     if (body == NULL || cJSON_AddStringToObject(body, "status", ok ? "ok" : "unavailable") == NULL ||
         cJSON_AddStringToObject(body, "version", app->version) == NULL ||
         cJSON_AddStringToObject(body, "db", ok ? "ok" : "error") == NULL ||
-        (!ok && cJSON_AddStringToObject(body, "message", db_err.msg) == NULL)) {
+        (!ok && cJSON_AddStringToObject(body, "message", msg) == NULL)) {
         cJSON_Delete(body);
-        return err_set(err, ERR_NOMEM, "out of memory");
+        return NULL;
     }
-    return http_reply_json(req, ok ? 200 : 503, body);
+    return body;
+}
+
+static int meta_healthz(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t at = atomic_load(&health.at_ns);
+    if (at == 0 || atomic_load(&health.store) != (const void *)app->store) {
+        health_probe(app);                   /* the first request waits for a real answer */
+    } else if (health_now_ns() - at >= HEALTH_TTL_NS && !atomic_exchange(&health.refreshing, 1)) {
+        health_probe(app);
+        atomic_store(&health.refreshing, 0);
+    }
+    if (atomic_load(&health.ok)) {
+        size_t len = atomic_load(&health.ok_len);
+        if (len == 0) {
+            pthread_mutex_lock(&health.mu);
+            if (health.ok_body == NULL) {
+                cJSON *body = health_body(app, 1, NULL);
+                health.ok_body = body != NULL ? cJSON_PrintUnformatted(body) : NULL;
+                cJSON_Delete(body);
+                if (health.ok_body != NULL)
+                    atomic_store(&health.ok_len, strlen(health.ok_body));
+            }
+            len = atomic_load(&health.ok_len);
+            pthread_mutex_unlock(&health.mu);
+            if (len == 0)
+                return err_set(err, ERR_NOMEM, "out of memory");
+        }
+        return http_reply_static(req, 200, "application/json; charset=utf-8", health.ok_body,
+                                 len);
+    }
+    char msg[ERR_MSG_MAX];
+    pthread_mutex_lock(&health.mu);
+    snprintf(msg, sizeof msg, "%s", health.err.msg);
+    pthread_mutex_unlock(&health.mu);
+    cJSON *body = health_body(app, 0, msg);
+    if (body == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory");
+    return http_reply_json(req, 503, body);
 }
 
 static int meta_metrics(http_req_t *req, err_t *err)

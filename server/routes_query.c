@@ -5,6 +5,7 @@
  * training run holds the model, and nothing changes the model (gradcheck perturbs a private
  * copy). Data is an inline {"x","y"} or, when both are absent, every stored row.
  */
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
@@ -220,6 +221,99 @@ out:
     return rc;
 }
 
+/* JSON text of numbers, written straight into a buffer sized beforehand: for small models the
+ * cJSON tree, its print and cJSON's own number round trip cost more than the prediction. The
+ * text is what cJSON_PrintUnformatted() would give for the same items (numbers as
+ * codec_number() writes them). */
+typedef struct jtext {
+    char *p;
+    size_t n;
+} jtext_t;
+
+static void jt_str(jtext_t *t, const char *s)
+{
+    size_t k = strlen(s);
+    memcpy(t->p + t->n, s, k);
+    t->n += k;
+}
+
+static void jt_double(jtext_t *t, double v)
+{
+    if (!isfinite(v)) {
+        jt_str(t, "null");
+        return;
+    }
+    char buf[40];
+    codec_format_double(v, buf, sizeof buf);
+    jt_str(t, buf);
+}
+
+static void jt_int(jtext_t *t, int64_t v)
+{
+    char d[24];
+    int k = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        d[k++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        t->p[t->n++] = '-';
+    while (k > 0)
+        t->p[t->n++] = d[--k];
+}
+
+static void jt_doubles(jtext_t *t, const double *v, int64_t n)
+{
+    t->p[t->n++] = '[';
+    for (int64_t i = 0; i < n; ++i) {
+        if (i > 0)
+            t->p[t->n++] = ',';
+        jt_double(t, v[i]);
+    }
+    t->p[t->n++] = ']';
+}
+
+/* {"outputs":[...],"classes":[...]?,"margins":[...]?} of p: new (free()), or NULL. */
+static char *prediction_json(const model_prediction_t *p, size_t *len)
+{
+    /* At most 32 bytes per number or integer ("%.17g" of a double is at most 24). */
+    int64_t rows = p->rows, per_row = p->per_row_scalar ? 1 : (int64_t)p->n_out + 2;
+    int64_t cap = 64 + rows * 32 * (per_row + 3);
+    jtext_t t = {malloc((size_t)cap), 0};
+    if (t.p == NULL)
+        return NULL;
+    jt_str(&t, "{\"outputs\":[");
+    for (int64_t i = 0; i < rows; ++i) {
+        if (i > 0)
+            t.p[t.n++] = ',';
+        const double *row = p->outputs + i * p->n_out;
+        if (p->per_row_scalar)
+            jt_double(&t, row[0]);
+        else
+            jt_doubles(&t, row, p->n_out);
+    }
+    t.p[t.n++] = ']';
+    if (p->classes != NULL) {
+        jt_str(&t, ",\"classes\":[");
+        for (int64_t i = 0; i < rows; ++i) {
+            if (i > 0)
+                t.p[t.n++] = ',';
+            jt_int(&t, p->classes[i]);
+        }
+        t.p[t.n++] = ']';
+    }
+    if (p->margins != NULL) {
+        jt_str(&t, ",\"margins\":");
+        jt_doubles(&t, p->margins, rows);
+    }
+    t.p[t.n++] = '}';
+    t.p[t.n] = '\0';
+    assert(t.n < (size_t)cap);
+    *len = t.n;
+    return t.p;
+}
+
 /* POST /v1/models/{id}/predict {"x"} -> {"outputs", "classes"?, "margins"?}. */
 static int predict_post(http_req_t *req, err_t *err)
 {
@@ -229,52 +323,28 @@ static int predict_post(http_req_t *req, err_t *err)
     cJSON *body = NULL;
     codec_batch_t b = {0};
     model_prediction_t p = {0};
-    int32_t n_x = 0, n_y = 0;
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) < 0 ||
-        (rc = model_dims(app, id, &n_x, &n_y, err)) < 0 ||
-        (rc = present_batch_decode(req, body, n_x, n_y, 0, &b, err)) < 0)
+    if ((rc = present_check_fields(body, fields, err)) < 0)
         goto out;
+    /* One borrow for the shape and the forward pass: the copy is this thread's alone, so
+     * decoding while holding it keeps no other reader waiting. */
     model_t *m = NULL;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
-    rc = model_predict(m, b.x, b.rows, &p, err);
+    if ((rc = present_batch_decode(req, body, model_n_x(m), model_n_y(m), 0, &b, err)) == 0)
+        rc = model_predict(m, b.x, b.rows, &p, err);
     registry_read_end(app->registry, id);
     if (rc < 0)
         goto out;
-    cJSON *o = cJSON_CreateObject(), *outs = cJSON_CreateArray();
-    for (int32_t i = 0; outs != NULL && i < p.rows; ++i) {
-        const double *row = p.outputs + (int64_t)i * p.n_out;
-        cJSON *v = p.per_row_scalar ? codec_number(row[0]) : number_array(row, p.n_out);
-        if (v == NULL || !cJSON_AddItemToArray(outs, v)) {
-            cJSON_Delete(v);
-            cJSON_Delete(outs);
-            outs = NULL;
-        }
-    }
-    if (add_item(o, "outputs", outs) < 0) {
-        rc = reply_nomem(o, err);
+    size_t len = 0;
+    char *text = prediction_json(&p, &len);
+    if (text == NULL) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (p.classes != NULL) {
-        cJSON *c = cJSON_CreateArray();
-        for (int32_t i = 0; c != NULL && i < p.rows; ++i)
-            if (!cJSON_AddItemToArray(c, cJSON_CreateNumber(p.classes[i]))) {
-                cJSON_Delete(c);
-                c = NULL;
-            }
-        if (add_item(o, "classes", c) < 0) {
-            rc = reply_nomem(o, err);
-            goto out;
-        }
-    }
-    if (p.margins != NULL && add_item(o, "margins", number_array(p.margins, p.rows)) < 0) {
-        rc = reply_nomem(o, err);
-        goto out;
-    }
-    rc = http_reply_json(req, 200, o);
+    rc = http_reply_json_text(req, 200, text, len);
 out:
     model_prediction_free(&p);
     codec_batch_free(&b);

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "client.h"
 
@@ -256,6 +258,127 @@ START_TEST(sigterm_exits_zero_and_restart)
 }
 END_TEST
 
+/* Restart the fixture's daemon with its stderr captured (--threads 2, as in setup). */
+static void restart_capturing(void)
+{
+    it_cleanup(&d);
+    static const char *const extra[] = {"--threads", "2", NULL};
+    it_opts_t o = {.extra = extra, .capture_stderr = 1};
+    ck_assert_msg(it_start_opts(&d, it_exe, &o) == 0, "daemon did not start");
+}
+
+/* Lines of `log` that contain `needle`. */
+static int count_lines(const char *log, const char *needle)
+{
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Access records are buffered, yet every answered request is in the log once the daemon has
+ * stopped on SIGTERM, each exactly once, in the documented format. */
+START_TEST(access_log_complete_after_sigterm)
+{
+    restart_capturing();
+    enum { N = 700 };                          /* more than one buffer's worth of records */
+    size_t body_len = 0;
+    for (int i = 0; i < N; ++i) {
+        char hdr[64];
+        snprintf(hdr, sizeof hdr, "X-Request-Id: log-%d", i);
+        const char *const headers[] = {hdr, NULL};
+        it_call_t call = {.method = "GET", .path = "/healthz", .headers = headers};
+        it_resp_t r;
+        ck_assert_int_eq(it_do(&call, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        body_len = r.len;
+        it_resp_free(&r);
+    }
+    ck_assert_int_eq(it_stop(&d), 0);
+    char *log = it_read_log(&d);
+    ck_assert_int_eq(count_lines(log, " info http method=GET path=/healthz status=200 "), N);
+    for (int i = 0; i < N; ++i) {
+        char id[32];
+        snprintf(id, sizeof id, " id=log-%d\n", i);
+        ck_assert_msg(count_lines(log, id) == 1, "record of request %d: %d times", i,
+                      count_lines(log, id));
+    }
+    /* "<time> info http method=GET path=/healthz status=200 bytes=B ms=M.MMM id=log-0" */
+    const char *rec = strstr(log, " id=log-0\n");
+    while (rec > log && rec[-1] != '\n')
+        --rec;
+    int y, mo, da, h, mi, se, ms, bytes, msi, msf, used = 0;
+    ck_assert_msg(sscanf(rec, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ info http method=GET path=/healthz "
+                         "status=200 bytes=%d ms=%d.%3d id=log-0%n", &y, &mo, &da, &h, &mi, &se,
+                         &ms, &bytes, &msi, &msf, &used) == 10 && used > 0,
+                  "record format: %.200s", rec);
+    ck_assert_int_eq(rec[10], 'T');
+    ck_assert_int_eq(rec[23], 'Z');
+    ck_assert_int_eq(rec[used], '\n');
+    ck_assert_int_eq(bytes, (int)body_len);
+    const char *dot = strchr(strstr(rec, " ms="), '.');
+    ck_assert_msg(dot[1] >= '0' && dot[1] <= '9' && dot[3] >= '0' && dot[3] <= '9' &&
+                  dot[4] == ' ', "ms has three decimals: %.120s", rec);
+    ck_assert_msg(strstr(log, "info signal 15: shutting down") != NULL, "%.300s", log);
+    ck_assert_msg(strstr(log, "info stopped\n") != NULL, "no final record");
+    free(log);
+}
+END_TEST
+
+/* A running daemon writes its buffered records out by itself within a short time. */
+START_TEST(access_log_written_while_running)
+{
+    restart_capturing();
+    const char *const headers[] = {"X-Request-Id: soon-1", NULL};
+    it_call_t call = {.method = "GET", .path = "/nope", .headers = headers};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&call, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    it_resp_free(&r);
+    int found = 0;
+    for (int waited = 0; waited < 3000 && !found; waited += 20) {
+        char *log = it_read_log(&d);
+        found = strstr(log, " info http method=GET path=/nope status=404 ") != NULL &&
+                strstr(log, " id=soon-1\n") != NULL;
+        free(log);
+        if (!found)
+            usleep(20 * 1000);
+    }
+    ck_assert_msg(found, "the record of a request was not written within 3 s");
+    ck_assert_int_eq(kill(d.pid, 0), 0);      /* still running: no shutdown flushed it */
+}
+END_TEST
+
+/* /healthz answers from a cached probe: repeated calls are 200 with the same body and each
+ * carries its own request id. */
+START_TEST(healthz_cached_answer)
+{
+    char *first = NULL, *prev_id = NULL;
+    for (int i = 0; i < 50; ++i) {
+        it_call_t call = {.method = "GET", .path = "/healthz"};
+        it_resp_t r;
+        ck_assert_int_eq(it_do(&call, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        char *ct = it_header(r.headers, "Content-Type");
+        ck_assert_str_eq(ct, "application/json; charset=utf-8");
+        free(ct);
+        if (first == NULL)
+            first = strdup(r.body);
+        ck_assert_str_eq(r.body, first);
+        char *id = it_header(r.headers, "X-Request-Id");
+        ck_assert_ptr_nonnull(id);
+        if (prev_id != NULL)
+            ck_assert_str_ne(id, prev_id);
+        free(prev_id);
+        prev_id = id;
+        it_resp_free(&r);
+    }
+    ck_assert_ptr_nonnull(strstr(first, "\"status\":\"ok\""));
+    free(first);
+    free(prev_id);
+}
+END_TEST
+
 START_TEST(bad_flags_exit_2)
 {
     const char *cases[][3] = {{"--port", "99999", NULL},
@@ -298,6 +421,9 @@ int main(int argc, char **argv)
     tcase_add_test(tc, keep_alive);
     tcase_add_test(tc, head_request);
     tcase_add_test(tc, sigterm_exits_zero_and_restart);
+    tcase_add_test(tc, access_log_complete_after_sigterm);
+    tcase_add_test(tc, access_log_written_while_running);
+    tcase_add_test(tc, healthz_cached_answer);
     tcase_add_test(tc, bad_flags_exit_2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
