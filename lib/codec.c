@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "numparse.h"
+
 #define CODEC_PATH_MAX 256
 #define CODEC_INT_EXACT_MAX 9007199254740992LL  /* 2^53: larger integers are not exact doubles */
 #define CODEC_MAX_ENTRIES 1000000               /* graph nodes or parameter tensors in one body */
@@ -1467,75 +1469,6 @@ static int is_csv_space(char c)
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* 1 when [s, s+n) is a decimal number: [+-] digits [. digits] [(e|E) [+-] digits]. */
-static int is_decimal(const char *s, size_t n)
-{
-    size_t i = 0, digits = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        ++i;
-    for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
-        ++digits;
-    if (i < n && s[i] == '.')
-        for (++i; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
-            ++digits;
-    if (digits == 0)
-        return 0;
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        size_t exp_digits = 0;
-        ++i;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            ++i;
-        for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i)
-            ++exp_digits;
-        if (exp_digits == 0)
-            return 0;
-    }
-    return i == n;
-}
-
-/*
- * Clinger's fast path: a decimal whose digits fit in an integer m <= 2^53 and whose power of ten
- * |e| <= 22 is m * 10^e (or m / 10^-e) in one correctly rounded IEEE operation, since both
- * operands are exact. Returns 1 with *out set, or 0 when s is not such a number (the caller
- * then validates it and uses strtod).
- */
-static int fast_decimal(const char *s, size_t n, double *out)
-{
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    size_t i = 0;
-    int neg = 0, digits = 0;
-    uint64_t m = 0;
-    int64_t e = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    for (; i < n && s[i] >= '0' && s[i] <= '9'; ++i, ++digits)
-        m = m * 10 + (uint64_t)(s[i] - '0');
-    if (i < n && s[i] == '.')
-        for (++i; i < n && s[i] >= '0' && s[i] <= '9'; ++i, ++digits, --e)
-            m = m * 10 + (uint64_t)(s[i] - '0');
-    if (digits == 0 || digits > 19)
-        return 0;
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        int eneg = 0, edigits = 0;
-        int64_t x = 0;
-        ++i;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            eneg = s[i++] == '-';
-        for (; i < n && s[i] >= '0' && s[i] <= '9' && edigits < 6; ++i, ++edigits)
-            x = x * 10 + (s[i] - '0');
-        if (edigits == 0)
-            return 0;
-        e += eneg ? -x : x;
-    }
-    if (i != n || m > (1ULL << 53) || e < -22 || e > 22)
-        return 0;
-    double v = e >= 0 ? (double)m * pow10[e] : (double)m / pow10[-e];
-    *out = neg ? -v : v;
-    return 1;
-}
-
 /* Trim spaces, tabs and CRs around [*s, *e). */
 static void trim(const char **s, const char **e)
 {
@@ -1552,7 +1485,7 @@ static int csv_is_header(const char *p, const char *end)
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *fs = p, *fe = comma != NULL ? comma : end;
         trim(&fs, &fe);
-        if (!is_decimal(fs, (size_t)(fe - fs)))
+        if (!numparse_is_decimal(fs, (size_t)(fe - fs)))
             return 1;
         if (comma == NULL)
             return 0;
@@ -1566,18 +1499,11 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
 {
     char field[32], buf[CODEC_CSV_FIELD_MAX];
     size_t n = (size_t)(fe - fs);
-    if (fast_decimal(fs, n, out))
+    if (n < sizeof buf && numparse_decimal(fs, n, out) && isfinite(*out))
         return 0;
     if (n > 0 && n < sizeof buf) {
         memcpy(buf, fs, n);
         buf[n] = '\0';
-        if (is_decimal(buf, n)) {
-            double v = strtod(buf, NULL);
-            if (isfinite(v)) {
-                *out = v;
-                return 0;
-            }
-        }
     }
     /* Errors only from here on. */
     snprintf(field, sizeof field, "line %lld", (long long)line);
@@ -1600,112 +1526,273 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
                          (long long)col, buf);
 }
 
+/*
+ * CSV arrives in chunks (a request body as it is received): complete lines are parsed in place
+ * straight into the growing row arrays, and only a line cut by a chunk boundary is copied, so
+ * the text is never held whole. The rules are those of a whole-body parse: a blank line is an
+ * error only when a non-blank line follows it (blank trailing lines are not rows), and the size
+ * check on the whole body still comes before any line's error (see codec_csv_stream_finish).
+ */
+struct codec_csv_stream {
+    codec_csv_opts_t o;
+    int64_t cols;
+    unsigned char head[3];          /* the first bytes, until we know whether they are a BOM */
+    int n_head, started;
+    char *carry;                    /* a line split across chunks */
+    size_t n_carry, cap_carry;
+    int64_t line;                   /* lines seen so far (complete or final) */
+    uint64_t off;                   /* bytes seen after the BOM */
+    int64_t last_line;              /* line number of the last non-blank line, 0 if none */
+    uint64_t last_end;              /* offset just past its last non-blank byte */
+    int64_t blank;                  /* first blank line not yet followed by a non-blank one */
+    int64_t rows, cap_rows;
+    double *x, *y;
+    int rc;                         /* first line error, sticky */
+    err_t err;
+};
+
+int codec_csv_stream_new(const codec_csv_opts_t *opts, codec_csv_stream_t **out, err_t *err)
+{
+    *out = NULL;
+    int64_t n_x = opts->n_x, n_l = opts->label_columns;
+    if (n_x < 0 || n_l < 0 || n_x + n_l < 1)
+        return err_set(err, ERR_INVAL, "CSV: %lld inputs and %lld label columns", (long long)n_x,
+                       (long long)n_l);
+    codec_csv_stream_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    s->o = *opts;
+    s->cols = n_x + n_l;
+    *out = s;
+    return 0;
+}
+
+void codec_csv_stream_free(codec_csv_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    free(s->carry);
+    free(s->x);
+    free(s->y);
+    free(s);
+}
+
+/* Room for one more row. Doubling through realloc: glibc moves large blocks with mremap, so
+ * growth neither copies nor briefly doubles the footprint. */
+static int csv_grow(codec_csv_stream_t *s)
+{
+    if (s->rows < s->cap_rows)
+        return 0;
+    /* The most rows one batch can hold; a body with more fails finish's size check too. */
+    int64_t widest = s->o.n_x > s->o.label_columns ? s->o.n_x : s->o.label_columns;
+    int64_t most = widest > 0 ? TENSOR_MAX_ELEMS / widest : INT32_MAX;
+    if (most > INT32_MAX)
+        most = INT32_MAX;
+    if (s->o.max_rows > 0 && most > s->o.max_rows)
+        most = s->o.max_rows;
+    if (s->rows >= most)
+        return ERR_RANGE;
+    int64_t cap = s->cap_rows > 0 ? s->cap_rows * 2 : 1024, nx, ny;
+    if (cap > most)
+        cap = most;
+    tensor_checked_elems(cap, s->o.n_x, "x", &nx, NULL);
+    tensor_checked_elems(cap, s->o.label_columns, "y", &ny, NULL);
+    double *x = realloc(s->x, (size_t)(nx > 0 ? nx : 1) * sizeof *x);
+    if (x == NULL)
+        return ERR_NOMEM;
+    s->x = x;
+    if (s->o.label_columns > 0) {
+        double *y = realloc(s->y, (size_t)(ny > 0 ? ny : 1) * sizeof *y);
+        if (y == NULL)
+            return ERR_NOMEM;
+        s->y = y;
+    }
+    s->cap_rows = cap;
+    return 0;
+}
+
+static int csv_line_error(codec_csv_stream_t *s, int64_t line, const char *fmt, long long a,
+                          long long b)
+{
+    char field[32];
+    snprintf(field, sizeof field, "line %lld", (long long)line);
+    return s->rc = err_set_field(&s->err, ERR_INVAL, field, fmt, (long long)line, a, b);
+}
+
+/* One physical line [ls, le) without its '\n'. */
+static void csv_line(codec_csv_stream_t *s, const char *ls, const char *le)
+{
+    int64_t line = ++s->line;
+    uint64_t start = s->off;
+    s->off += (uint64_t)(le - ls) + 1;
+    const char *ts = ls, *te = le;
+    trim(&ts, &te);
+    if (ts == te) {
+        if (line == 1 && (s->o.header == 1 || s->o.header < 0))
+            return;                  /* a blank first line is a header: it has no number */
+        if (s->blank == 0)
+            s->blank = line;
+        return;
+    }
+    s->last_line = line;
+    s->last_end = start + (uint64_t)(te - ls);
+    if (s->rc != 0)
+        return;
+    if (s->blank != 0) {
+        csv_line_error(s, s->blank, "line %lld: is empty, expected %lld fields", s->cols, 0);
+        return;
+    }
+    if (line == 1 && (s->o.header == 1 || (s->o.header < 0 && csv_is_header(ls, le))))
+        return;
+    int64_t n_x = s->o.n_x, cols = s->cols;
+    if (s->o.max_rows > 0 && s->rows >= s->o.max_rows) {
+        csv_line_error(s, line, "line %lld: more than the limit of %lld rows", s->o.max_rows, 0);
+        return;
+    }
+    int rc = csv_grow(s);
+    if (rc < 0) {
+        /* ERR_RANGE: the body is too large for one batch; finish says so. */
+        s->rc = rc;
+        if (rc == ERR_NOMEM)
+            err_set(&s->err, ERR_NOMEM, "out of memory for a CSV batch");
+        return;
+    }
+    double *xr = s->x + s->rows * n_x;
+    double *yr = s->y != NULL ? s->y + s->rows * s->o.label_columns : NULL;
+    int64_t nf = 0;
+    for (const char *f = ls;; ++nf) {
+        const char *comma = memchr(f, ',', (size_t)(le - f));
+        const char *fs = f, *fe = comma != NULL ? comma : le;
+        if (nf < cols && rc == 0) {
+            trim(&fs, &fe);
+            double v = 0.0;
+            rc = csv_number(fs, fe, line, nf + 1, &v, &s->err);
+            if (nf < n_x)
+                xr[nf] = v;
+            else
+                yr[nf - n_x] = v;
+        }
+        if (comma == NULL)
+            break;
+        f = comma + 1;
+    }
+    /* A wrong field count is the clearer message, so it wins over a bad value. */
+    if (nf + 1 != cols)
+        rc = csv_line_error(s, line, "line %lld: has %lld fields, expected %lld", nf + 1, cols);
+    s->rc = rc;
+    s->rows++;
+}
+
+/* Bytes after the BOM check: split into lines, carrying a cut line to the next chunk. */
+static int csv_lines(codec_csv_stream_t *s, const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl != NULL ? nl : end;
+        if (nl == NULL || s->n_carry > 0) {
+            size_t k = (size_t)(stop - p);
+            if (s->n_carry + k > s->cap_carry) {
+                size_t cap = s->cap_carry != 0 ? s->cap_carry : 256;
+                while (cap < s->n_carry + k)
+                    cap *= 2;
+                char *c = realloc(s->carry, cap);
+                if (c == NULL)
+                    return ERR_NOMEM;
+                s->carry = c;
+                s->cap_carry = cap;
+            }
+            memcpy(s->carry + s->n_carry, p, k);
+            s->n_carry += k;
+            if (nl == NULL)
+                return 0;
+            csv_line(s, s->carry, s->carry + s->n_carry);
+            s->n_carry = 0;
+        } else {
+            csv_line(s, p, nl);
+        }
+        if (s->rc == ERR_NOMEM)
+            return ERR_NOMEM;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+int codec_csv_stream_feed(codec_csv_stream_t *s, const char *data, size_t n, err_t *err)
+{
+    if (!s->started) {
+        while (n > 0 && s->n_head < 3) {
+            s->head[s->n_head++] = (unsigned char)*data++;
+            --n;
+        }
+        if (s->n_head < 3)
+            return 0;
+        s->started = 1;
+        if (memcmp(s->head, "\xEF\xBB\xBF", 3) != 0 && csv_lines(s, (const char *)s->head, 3) < 0)
+            return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    }
+    if (csv_lines(s, data, n) < 0)
+        return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    return 0;
+}
+
+int codec_csv_stream_finish(codec_csv_stream_t *s, codec_batch_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->started) {
+        s->started = 1;
+        if (csv_lines(s, (const char *)s->head, (size_t)s->n_head) < 0)
+            return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    }
+    if (s->n_carry > 0) {
+        /* The last line has no '\n': csv_line() counts one byte too many, harmlessly. */
+        csv_line(s, s->carry, s->carry + s->n_carry);
+        s->n_carry = 0;
+    }
+    if (s->rc == ERR_NOMEM)
+        return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
+    if (s->last_line == 0)
+        return err_set(err, ERR_INVAL, "CSV body is empty");
+    /* What a whole-body parse checks first: one row per line at most, and a row takes at least
+     * 2*cols bytes with its separator, so this many rows must fit in one batch. */
+    int64_t cap = s->last_line, cols = s->cols, nx, ny;
+    if ((int64_t)s->last_end / (2 * cols) + 1 < cap)
+        cap = (int64_t)s->last_end / (2 * cols) + 1;
+    if (s->o.max_rows > 0 && s->o.max_rows < cap)
+        cap = s->o.max_rows;
+    if (cap > INT32_MAX || tensor_checked_elems(cap, s->o.n_x, "x", &nx, NULL) < 0 ||
+        tensor_checked_elems(cap, s->o.label_columns, "y", &ny, NULL) < 0 || s->rc == ERR_RANGE)
+        return err_set(err, ERR_INVAL, "CSV: too many values");
+    if (s->rc < 0) {
+        *err = s->err;
+        return s->rc;
+    }
+    if (s->rows == 0)
+        return err_set(err, ERR_INVAL, "CSV has no data rows");
+    out->x = s->x;
+    out->y = s->o.label_columns > 0 ? s->y : NULL;
+    if (out->y == NULL)
+        free(s->y);
+    s->x = s->y = NULL;
+    out->rows = (int32_t)s->rows;
+    out->n_x = s->o.n_x;
+    out->n_y = s->o.label_columns;
+    return 0;
+}
+
 int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
                      codec_batch_t *out, err_t *err)
 {
     memset(out, 0, sizeof *out);
-    int64_t n_x = opts->n_x, n_l = opts->label_columns, cols = n_x + n_l;
-    if (n_x < 0 || n_l < 0 || cols < 1)
-        return err_set(err, ERR_INVAL, "CSV: %lld inputs and %lld label columns", (long long)n_x,
-                       (long long)n_l);
-    if (text == NULL || len == 0)
-        return err_set(err, ERR_INVAL, "CSV body is empty");
-    const char *p = text, *end = text + len;
-    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
-        p += 3;
-    /* Blank trailing lines (and trailing blanks) are not rows. */
-    while (end > p && (is_csv_space(end[-1]) || end[-1] == '\n'))
-        --end;
-    if (end == p)
-        return err_set(err, ERR_INVAL, "CSV body is empty");
-
-    /* Room for every row at once: at most one per line, and a row takes at least 2*cols bytes
-     * with its separator (so a body of blank lines cannot make us allocate much). */
-    int64_t lines = 1;
-    for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; ++q)
-        ++lines;
-    int64_t cap = lines;
-    if ((int64_t)(end - p) / (2 * cols) + 1 < cap)
-        cap = (int64_t)(end - p) / (2 * cols) + 1;
-    if (opts->max_rows > 0 && opts->max_rows < cap)
-        cap = opts->max_rows;
-    int64_t nx, ny;
-    if (cap > INT32_MAX || tensor_checked_elems(cap, n_x, "x", &nx, NULL) < 0 ||
-        tensor_checked_elems(cap, n_l, "y", &ny, NULL) < 0)
-        return err_set(err, ERR_INVAL, "CSV: too many values");
-    out->x = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *out->x);
-    if (n_l > 0)
-        out->y = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *out->y);
-    if (out->x == NULL || (n_l > 0 && out->y == NULL)) {
-        codec_batch_free(out);
-        return err_set(err, ERR_NOMEM, "out of memory for a CSV batch");
-    }
-
-    int64_t line = 0, rows = 0;
-    int rc = 0;
-    char field[32];
-    field[0] = '\0';
-    while (p < end && rc == 0) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl != NULL ? nl : end;
-        const char *ls = p;
-        p = nl != NULL ? nl + 1 : end;
-        ++line;
-        if (line == 1 && (opts->header == 1 || (opts->header < 0 && csv_is_header(ls, le))))
-            continue;
-        const char *ts = ls, *te = le;
-        trim(&ts, &te);
-        if (ts == te) {
-            snprintf(field, sizeof field, "line %lld", (long long)line);
-            rc = err_set_field(err, ERR_INVAL, field, "line %lld: is empty, expected %lld fields",
-                               (long long)line, (long long)cols);
-            break;
-        }
-        if (opts->max_rows > 0 && rows >= opts->max_rows) {
-            snprintf(field, sizeof field, "line %lld", (long long)line);
-            rc = err_set_field(err, ERR_INVAL, field,
-                               "line %lld: more than the limit of %lld rows", (long long)line,
-                               (long long)opts->max_rows);
-            break;
-        }
-        double *xr = out->x + rows * n_x, *yr = out->y != NULL ? out->y + rows * n_l : NULL;
-        int64_t nf = 0;
-        for (const char *f = ls;; ++nf) {
-            const char *comma = memchr(f, ',', (size_t)(le - f));
-            const char *fs = f, *fe = comma != NULL ? comma : le;
-            if (nf < cols && rc == 0) {
-                trim(&fs, &fe);
-                double v = 0.0;
-                rc = csv_number(fs, fe, line, nf + 1, &v, err);
-                if (nf < n_x)
-                    xr[nf] = v;
-                else
-                    yr[nf - n_x] = v;
-            }
-            if (comma == NULL)
-                break;
-            f = comma + 1;
-        }
-        /* A wrong field count is the clearer message, so it wins over a bad value. */
-        if (nf + 1 != cols) {
-            snprintf(field, sizeof field, "line %lld", (long long)line);
-            rc = err_set_field(err, ERR_INVAL, field, "line %lld: has %lld fields, expected %lld",
-                               (long long)line, (long long)(nf + 1), (long long)cols);
-        }
-        ++rows;
-    }
-    if (rc == 0 && rows == 0)
-        rc = err_set(err, ERR_INVAL, "CSV has no data rows");
-    if (rc < 0) {
-        codec_batch_free(out);
-        return rc;
-    }
-    out->rows = (int32_t)rows;
-    out->n_x = (int32_t)n_x;
-    out->n_y = (int32_t)n_l;
-    return 0;
+    codec_csv_stream_t *s = NULL;
+    int rc = codec_csv_stream_new(opts, &s, err);
+    if (rc == 0 && text != NULL && len > 0)
+        rc = codec_csv_stream_feed(s, text, len, err);
+    if (rc == 0)
+        rc = codec_csv_stream_finish(s, out, err);
+    codec_csv_stream_free(s);
+    return rc;
 }
-
 /* ---------------------------------------------------------------------------------------------
  * Train requests and results.
  */

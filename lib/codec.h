@@ -86,6 +86,27 @@ typedef struct codec_csv_opts {
 int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
                      codec_batch_t *out, err_t *err);
 
+/*
+ * The same decoder fed in pieces, e.g. a request body as it arrives: the text is never held
+ * whole, rows go straight into the batch's arrays. Any split of the text gives exactly the
+ * result and errors of codec_csv_decode() on the whole.
+ *
+ *     codec_csv_stream_t *s = NULL;
+ *     rc = codec_csv_stream_new(&opts, &s, &err);
+ *     while (rc == 0 && more) rc = codec_csv_stream_feed(s, chunk, n, &err);   // ERR_NOMEM only
+ *     if (rc == 0) rc = codec_csv_stream_finish(s, &batch, &err);              // data errors
+ *     codec_csv_stream_free(s);
+ *
+ * `*out` of _new is new (codec_csv_stream_free, NULL is a no-op); opts is copied. feed fails
+ * only when out of memory; errors in the data are reported by finish, which hands the arrays
+ * to `out` (codec_batch_free) on success.
+ */
+typedef struct codec_csv_stream codec_csv_stream_t;
+int codec_csv_stream_new(const codec_csv_opts_t *opts, codec_csv_stream_t **out, err_t *err);
+int codec_csv_stream_feed(codec_csv_stream_t *s, const char *data, size_t n, err_t *err);
+int codec_csv_stream_finish(codec_csv_stream_t *s, codec_batch_t *out, err_t *err);
+void codec_csv_stream_free(codec_csv_stream_t *s);
+
 /* Train request fields of API.md, unknown fields rejected; null means "unset". */
 int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err);
 

@@ -557,7 +557,7 @@ int main(int argc, char **argv)
                         .conn_limit = (unsigned)cfg.max_connections,
                         .conn_timeout_s = (unsigned)cfg.idle_timeout, .tables = tables,
                         .tokens = (const char *const *)tokens, .protect_all = cfg.protect_all,
-                        .ctx = &app};
+                        .sinks = routes_data_sinks, .ctx = &app};
     http_server_t *srv = NULL;
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);

@@ -25,4 +25,7 @@
 ROUTE_TABLES(ROUTE_DECLARE)
 #undef ROUTE_DECLARE
 
+/* Routes that take their body as it arrives (http_body_sink_t). */
+extern const http_body_sink_t routes_data_sinks[];
+
 #endif /* ND_ROUTES_H */

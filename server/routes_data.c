@@ -3,6 +3,11 @@
  * A batch is decoded and checked completely (shape, finiteness, labels valid for the model's
  * kind) before anything is written, and stored in one transaction, so a bad batch leaves
  * nothing behind. Writes take the model's short write lock: 409 while a training run holds it.
+ *
+ * CSV and raw bodies are decoded as they arrive (a body sink, see http.h): the text is never
+ * held whole, which halves the memory a large upload needs and overlaps parsing with receiving.
+ * Problems found before the body (query parameters) wait in the sink's state, so the errors
+ * and their order are those of decoding after the upload: 415, then 404/409, then the data.
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -12,6 +17,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "batchjson.h"
 #include "codec.h"
 #include "http.h"
 #include "model.h"
@@ -43,6 +49,21 @@ static int query_label_columns(http_req_t *req, int32_t n_y, err_t *err)
 static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *b, err_t *err)
 {
     static const char *const fields[] = {"x", "y", NULL};
+    const app_limits_t *lim = &app_of(req)->limits;
+    batchjson_opts_t opts = {.n_x = n_x, .n_y = n_y, .max_rows = lim->max_batch_rows,
+                             .max_depth = lim->max_depth};
+    size_t len = 0;
+    const char *text = http_body(req, &len);
+    /* A batch in its plain form goes straight into its arrays (a cJSON tree takes ~10 times
+     * the memory of the numbers); everything else, and every error, takes the path below. */
+    if ((http_header(req, "Content-Type") == NULL ||
+         http_content_type_is(req, "application/json")) &&
+        batchjson_decode(text, len, &opts, &b->x, &b->y, &b->rows)) {
+        b->n_x = n_x;
+        b->n_y = n_y;
+        http_body_release(req);  /* the text is not needed while the rows are stored */
+        return 0;
+    }
     cJSON *body = NULL;
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
@@ -53,13 +74,43 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
     return rc;
 }
 
-static int decode_csv(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *b, err_t *err)
+enum ingest_kind { INGEST_NONE = 0, INGEST_CSV, INGEST_RAW };
+
+/* One streamed batch upload (the sink's state). */
+typedef struct ingest {
+    int kind;
+    int rc;                      /* an error found before the body, reported by the handler */
+    err_t err;
+    int32_t n_x, n_y;
+    codec_csv_stream_t *csv;
+    /* raw: rows x cols float64, split into x and y as whole rows arrive */
+    int64_t rows, cols, cap_rows, done_rows, bad_row, bad_col;
+    uint64_t bytes;
+    double *x, *y;
+    unsigned char *part;         /* a row cut by a chunk boundary */
+    size_t n_part;
+} ingest_t;
+
+static void ingest_free(void *state)
 {
-    int rc = query_label_columns(req, n_y, err);
+    ingest_t *in = state;
+    if (in == NULL)
+        return;
+    codec_csv_stream_free(in->csv);
+    free(in->x);
+    free(in->y);
+    free(in->part);
+    free(in);
+}
+
+static int csv_begin(http_req_t *req, ingest_t *in, err_t *err)
+{
+    int rc = query_label_columns(req, in->n_y, err);
     if (rc < 0)
         return rc;
     int64_t max = app_of(req)->limits.max_batch_rows;
-    codec_csv_opts_t opts = {.n_x = n_x, .label_columns = n_y, .header = -1, .max_rows = max};
+    codec_csv_opts_t opts = {.n_x = in->n_x, .label_columns = in->n_y, .header = -1,
+                             .max_rows = max};
     const char *h = http_query(req, "header");
     if (h != NULL) {
         if (strcmp(h, "auto") == 0)
@@ -72,29 +123,21 @@ static int decode_csv(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
             return err_set_field(err, ERR_INVAL, "header",
                                  "header must be auto, true or false, not '%.40s'", h);
     }
-    size_t len = 0;
-    const char *text = http_body(req, &len);
-    rc = codec_csv_decode(text, len, &opts, b, err);
+    return codec_csv_stream_new(&opts, &in->csv, err);
+}
+
+static int csv_finish(ingest_t *in, codec_batch_t *b, err_t *err)
+{
+    int rc = codec_csv_stream_finish(in->csv, b, err);
     if (rc == ERR_INVAL)
         present_note_flag(err, "more than the limit of", "--max-batch-rows");
     return rc;
 }
 
-/* Little-endian float64 at p, whatever the host order and alignment. */
-static double le_double(const unsigned char *p)
+static int raw_begin(http_req_t *req, ingest_t *in, err_t *err)
 {
-    uint64_t u = 0;
-    for (int k = 7; k >= 0; --k)
-        u = (u << 8) | p[k];
-    double v;
-    memcpy(&v, &u, sizeof v);
-    return v;
-}
-
-static int decode_raw(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *b, err_t *err)
-{
-    memset(b, 0, sizeof *b);
     int64_t rows = 0, cols = 0;
+    int32_t n_x = in->n_x, n_y = in->n_y;
     int rc = query_label_columns(req, n_y, err);
     if (rc < 0)
         return rc;
@@ -114,45 +157,210 @@ static int decode_raw(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *
                              "cols=%" PRId64 ", but the model takes %d inputs + %d label "
                              "column%s = %d", cols, (int)n_x, (int)n_y, n_y == 1 ? "" : "s",
                              (int)(n_x + n_y));
-    size_t len = 0;
-    const unsigned char *p = (const unsigned char *)http_body(req, &len);
-    /* rows < 2^31 and cols <= 2e6: rows * cols * 8 cannot overflow int64. */
-    if ((uint64_t)len != (uint64_t)(rows * cols) * 8u)
-        return err_set_field(err, ERR_INVAL, "body",
-                             "body has %zu bytes; %" PRId64 " rows x %" PRId64 " columns of "
-                             "float64 take %" PRId64, len, rows, cols, rows * cols * 8);
-    b->x = malloc((size_t)(rows * n_x) * sizeof *b->x);
-    b->y = malloc((size_t)(rows * (n_y > 0 ? n_y : 1)) * sizeof *b->y);
-    if (b->x == NULL || b->y == NULL) {
-        codec_batch_free(b);
+    in->rows = rows;
+    in->cols = cols;
+    in->bad_row = -1;
+    if ((in->part = malloc((size_t)cols * 8u)) == NULL)
         return nomem(err);
+    /* With the exact Content-Length every row has room at once; otherwise rows get room as
+     * they arrive (and a body of the wrong size is refused at the end). */
+    const char *cl = http_header(req, "Content-Length");
+    if (cl != NULL && strtoull(cl, NULL, 10) == (unsigned long long)(rows * cols) * 8u)
+        in->cap_rows = rows;
+    else
+        in->cap_rows = rows < 1024 ? rows : 1024;
+    in->x = malloc((size_t)(in->cap_rows * n_x) * sizeof *in->x);
+    in->y = malloc((size_t)(in->cap_rows * (n_y > 0 ? n_y : 1)) * sizeof *in->y);
+    if (in->x == NULL || in->y == NULL)
+        return nomem(err);
+    return 0;
+}
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+/* Little-endian float64 at p, whatever the host order and alignment. */
+static double le_double(const unsigned char *p)
+{
+    uint64_t u = 0;
+    for (int k = 7; k >= 0; --k)
+        u = (u << 8) | p[k];
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+#endif
+
+/* 1 when any of v[0..n) is NaN or +-inf: all exponent bits set. No early exit, so the loop
+ * vectorises; the rare bad row is searched again for its first bad value. */
+static int any_nonfinite(const double *v, int64_t n)
+{
+    uint64_t bad = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        uint64_t u;
+        memcpy(&u, &v[k], sizeof u);
+        bad |= (uint64_t)((u & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL);
     }
-    for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t j = 0; j < cols; ++j) {
-            double v = le_double(p + (size_t)(i * cols + j) * 8u);
-            if (!isfinite(v)) {
-                char field[64];
-                if (j < n_x)
-                    snprintf(field, sizeof field, "x[%" PRId64 "][%" PRId64 "]", i, j);
-                else if (n_y == 1)
-                    snprintf(field, sizeof field, "y[%" PRId64 "]", i);
-                else
-                    snprintf(field, sizeof field, "y[%" PRId64 "][%" PRId64 "]", i, j - n_x);
-                codec_batch_free(b);
-                return err_set_field(err, ERR_INVAL, field,
-                                     "%s (row %" PRId64 ", column %" PRId64 ") is not a finite "
-                                     "number", field, i, j);
-            }
-            if (j < n_x)
-                b->x[i * n_x + j] = v;
-            else
-                b->y[i * n_y + (j - n_x)] = v;
+    return bad != 0;
+}
+
+/* Whole rows p[0 .. n*cols*8): split into x and y, noting the first non-finite value. */
+static int raw_rows(ingest_t *in, const unsigned char *p, int64_t n)
+{
+    int64_t n_x = in->n_x, n_y = in->n_y, cols = in->cols;
+    if (in->done_rows + n > in->cap_rows) {
+        int64_t cap = in->cap_rows * 2;
+        while (cap < in->done_rows + n)
+            cap *= 2;
+        if (cap > in->rows)
+            cap = in->rows;
+        /* realloc: glibc moves large blocks with mremap, without copying them. */
+        double *x = realloc(in->x, (size_t)(cap * n_x) * sizeof *x);
+        if (x == NULL)
+            return ERR_NOMEM;
+        in->x = x;
+        double *y = realloc(in->y, (size_t)(cap * (n_y > 0 ? n_y : 1)) * sizeof *y);
+        if (y == NULL)
+            return ERR_NOMEM;
+        in->y = y;
+        in->cap_rows = cap;
+    }
+    for (int64_t r = 0; r < n; ++r, p += cols * 8) {
+        int64_t i = in->done_rows++;
+        double *xr = in->x + i * n_x, *yr = in->y + i * n_y;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(xr, p, (size_t)n_x * 8u);
+        memcpy(yr, p + n_x * 8, (size_t)n_y * 8u);
+#else
+        for (int64_t j = 0; j < n_x; ++j)
+            xr[j] = le_double(p + j * 8);
+        for (int64_t j = 0; j < n_y; ++j)
+            yr[j] = le_double(p + (n_x + j) * 8);
+#endif
+        if (in->bad_row < 0 && (any_nonfinite(xr, n_x) || any_nonfinite(yr, n_y))) {
+            for (int64_t j = 0; j < cols && in->bad_row < 0; ++j)
+                if (!isfinite(j < n_x ? xr[j] : yr[j - n_x])) {
+                    in->bad_row = i;
+                    in->bad_col = j;
+                }
         }
     }
-    b->rows = (int32_t)rows;
-    b->n_x = n_x;
-    b->n_y = n_y;
     return 0;
+}
+
+static int raw_chunk(ingest_t *in, const char *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t want = (uint64_t)(in->rows * in->cols) * 8u;
+    size_t row = (size_t)in->cols * 8u;
+    uint64_t room = in->bytes < want ? want - in->bytes : 0;
+    in->bytes += n;
+    if (room == 0)
+        return 0;                /* too long: only the size is reported */
+    if (n > room)
+        n = (size_t)room;
+    if (in->n_part > 0) {
+        size_t k = row - in->n_part < n ? row - in->n_part : n;
+        memcpy(in->part + in->n_part, p, k);
+        in->n_part += k;
+        p += k;
+        n -= k;
+        if (in->n_part < row)
+            return 0;
+        in->n_part = 0;
+        if (raw_rows(in, in->part, 1) < 0)
+            return ERR_NOMEM;
+    }
+    if (n >= row && raw_rows(in, p, (int64_t)(n / row)) < 0)
+        return ERR_NOMEM;
+    memcpy(in->part, p + n / row * row, n % row);
+    in->n_part = n % row;
+    return 0;
+}
+
+static int raw_finish(ingest_t *in, codec_batch_t *b, err_t *err)
+{
+    memset(b, 0, sizeof *b);
+    int64_t rows = in->rows, cols = in->cols, n_x = in->n_x, n_y = in->n_y;
+    /* rows < 2^31 and cols <= 2e6: rows * cols * 8 cannot overflow int64. */
+    if (in->bytes != (uint64_t)(rows * cols) * 8u)
+        return err_set_field(err, ERR_INVAL, "body",
+                             "body has %" PRIu64 " bytes; %" PRId64 " rows x %" PRId64
+                             " columns of float64 take %" PRId64, in->bytes, rows, cols,
+                             rows * cols * 8);
+    if (in->bad_row >= 0) {
+        char field[64];
+        int64_t i = in->bad_row, j = in->bad_col;
+        if (j < n_x)
+            snprintf(field, sizeof field, "x[%" PRId64 "][%" PRId64 "]", i, j);
+        else if (n_y == 1)
+            snprintf(field, sizeof field, "y[%" PRId64 "]", i);
+        else
+            snprintf(field, sizeof field, "y[%" PRId64 "][%" PRId64 "]", i, j - n_x);
+        return err_set_field(err, ERR_INVAL, field,
+                             "%s (row %" PRId64 ", column %" PRId64 ") is not a finite "
+                             "number", field, i, j);
+    }
+    b->x = in->x;
+    b->y = in->y;
+    in->x = in->y = NULL;
+    b->rows = (int32_t)rows;
+    b->n_x = (int32_t)n_x;
+    b->n_y = (int32_t)n_y;
+    return 0;
+}
+
+/* Sink: headers are in. JSON bodies are accumulated and decoded whole (cJSON). */
+static int ingest_begin(http_req_t *req, void **state, err_t *err)
+{
+    int kind = INGEST_NONE;
+    if (http_content_type_is(req, "text/csv"))
+        kind = INGEST_CSV;
+    else if (http_content_type_is(req, "application/octet-stream"))
+        kind = INGEST_RAW;
+    else if (http_header(req, "Content-Type") == NULL ||
+             http_content_type_is(req, "application/json"))
+        return HTTP_SINK_ACCUMULATE;
+    ingest_t *in = calloc(1, sizeof *in);
+    if (in == NULL)
+        return nomem(err);
+    *state = in;
+    if (kind == INGEST_NONE)
+        return 0;                /* the handler answers 415 */
+    app_t *app = app_of(req);
+    model_t *m = NULL;
+    int64_t id = http_param(req, 0);
+    if ((in->rc = registry_read_begin(app->registry, id, &m, &in->err)) < 0)
+        return 0;                /* e.g. 404: the handler's lock says so first */
+    in->n_x = model_n_x(m);
+    in->n_y = model_n_y(m);
+    registry_read_end(app->registry, id);
+    in->kind = kind;
+    in->rc = kind == INGEST_CSV ? csv_begin(req, in, &in->err) : raw_begin(req, in, &in->err);
+    return in->rc == ERR_NOMEM ? err_set(err, ERR_NOMEM, "%s", in->err.msg) : 0;
+}
+
+static int ingest_chunk(void *state, const char *data, size_t n, err_t *err)
+{
+    ingest_t *in = state;
+    if (in->kind == INGEST_NONE || in->rc < 0)
+        return HTTP_SINK_DONE;
+    if (in->kind == INGEST_CSV)
+        return codec_csv_stream_feed(in->csv, data, n, err);
+    if (raw_chunk(in, data, n) < 0)
+        return nomem(err);
+    return 0;
+}
+
+/* After the body: the batch streamed in, checked against the model the handler has locked. */
+static int ingest_finish(ingest_t *in, int32_t n_x, int32_t n_y, codec_batch_t *b, err_t *err)
+{
+    memset(b, 0, sizeof *b);
+    if (in->rc < 0) {
+        *err = in->err;
+        return in->rc;
+    }
+    if (in->n_x != n_x || in->n_y != n_y)
+        return err_set(err, ERR_CONFLICT, "the model changed while the batch was uploaded");
+    return in->kind == INGEST_CSV ? csv_finish(in, b, err) : raw_finish(in, b, err);
 }
 
 /*
@@ -186,14 +394,11 @@ static int batch_create(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
-    int (*decode)(http_req_t *, int32_t, int32_t, codec_batch_t *, err_t *) = NULL;
-    if (http_header(req, "Content-Type") == NULL || http_content_type_is(req, "application/json"))
-        decode = decode_json;
-    else if (http_content_type_is(req, "text/csv"))
-        decode = decode_csv;
-    else if (http_content_type_is(req, "application/octet-stream"))
-        decode = decode_raw;
-    else
+    ingest_t *in = http_body_state(req);
+    if (in == NULL && http_header(req, "Content-Type") != NULL &&
+        !http_content_type_is(req, "application/json"))
+        return err_set(err, ERR_INTERNAL, "batch body was neither streamed nor JSON");
+    if (in != NULL && in->kind == INGEST_NONE && in->rc == 0)
         return err_set(err, ERR_MEDIA, "Content-Type must be application/json, text/csv or "
                        "application/octet-stream, not '%.80s'", http_header(req, "Content-Type"));
 
@@ -208,7 +413,8 @@ static int batch_create(http_req_t *req, err_t *err)
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     registry_read_end(app->registry, id);
     /* Decode without holding the read copy: a large body must not stall predictions. */
-    if ((rc = decode(req, n_x, n_y, &b, err)) < 0)
+    rc = in != NULL ? ingest_finish(in, n_x, n_y, &b, err) : decode_json(req, n_x, n_y, &b, err);
+    if (rc < 0)
         goto out;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
@@ -273,6 +479,11 @@ static int batch_delete(http_req_t *req, err_t *err)
         return rc;
     return http_reply_empty(req, 204);
 }
+
+const http_body_sink_t routes_data_sinks[] = {
+    {"POST", "/v1/models/{id}/batches", ingest_begin, ingest_chunk, ingest_free},
+    HTTP_SINK_END,
+};
 
 const http_route_t routes_data[] = {
     {"POST", "/v1/models/{id}/batches", batch_create},

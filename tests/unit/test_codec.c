@@ -970,6 +970,87 @@ START_TEST(test_csv_decode)
 }
 END_TEST
 
+/* Fed in pieces -- one byte at a time, or cut at every position -- the CSV stream gives
+ * exactly what one whole-text decode gives: the same rows bit for bit, or the same error. */
+static void csv_split_same(const char *text, int32_t n_x, int32_t labels, int32_t header,
+                           int64_t max_rows)
+{
+    size_t n = strlen(text);
+    codec_csv_opts_t o = {.n_x = n_x, .label_columns = labels, .header = header,
+                          .max_rows = max_rows};
+    codec_batch_t want;
+    err_t want_err = {0};
+    int want_rc = codec_csv_decode(text, n, &o, &want, &want_err);
+    for (size_t cut = 0; cut <= n + 1; ++cut) {
+        codec_csv_stream_t *s = NULL;
+        err_t err = {0};
+        ck_assert_int_eq(codec_csv_stream_new(&o, &s, &err), 0);
+        if (cut == n + 1) {                       /* one byte per feed */
+            for (size_t i = 0; i < n; ++i)
+                ck_assert_int_eq(codec_csv_stream_feed(s, text + i, 1, &err), 0);
+        } else {
+            char *a = malloc(cut + 1), *b = malloc(n - cut + 1);   /* exact sizes for ASan */
+            memcpy(a, text, cut);
+            memcpy(b, text + cut, n - cut);
+            if (cut > 0)
+                ck_assert_int_eq(codec_csv_stream_feed(s, a, cut, &err), 0);
+            if (n - cut > 0)
+                ck_assert_int_eq(codec_csv_stream_feed(s, b, n - cut, &err), 0);
+            free(a);
+            free(b);
+        }
+        codec_batch_t got;
+        int rc = codec_csv_stream_finish(s, &got, &err);
+        codec_csv_stream_free(s);
+        ck_assert_msg(rc == want_rc, "cut %zu of '%s': rc %d vs %d (%s)", cut, text, rc, want_rc,
+                      err.msg);
+        if (rc < 0) {
+            ck_assert_str_eq(err.msg, want_err.msg);
+            ck_assert_str_eq(err.field, want_err.field);
+            continue;
+        }
+        ck_assert_int_eq(got.rows, want.rows);
+        ck_assert(memcmp(got.x, want.x, (size_t)got.rows * (size_t)n_x * sizeof(double)) == 0);
+        if (labels > 0)
+            ck_assert(memcmp(got.y, want.y, (size_t)got.rows * (size_t)labels * sizeof(double)) ==
+                      0);
+        codec_batch_free(&got);
+    }
+    if (want_rc == 0)
+        codec_batch_free(&want);
+}
+
+START_TEST(test_csv_stream_any_split)
+{
+    static const char *const texts[] = {
+        "a,b,label\r\n1, 2 ,0\r\n-3.5e2,+4,1\r\n\r\n\n",
+        "1,2,3\n4,5,6",
+        "\xEF\xBB\xBFx,y,z\n1,0,1\n",
+        "\xEF\xBB",
+        "\xEF\xBB\xBF",
+        "\xEF\xBB\xBF\n\n",
+        "a,b,y\n1,2,0\n1,2\n",
+        "1,2,0\n\n1,2,0\n",
+        "1,2,0\n  \n\t\n",
+        "\n1,2,0\n",
+        "1,2,0\n1,x,0\n1,2\n",
+        "1,2,0\n1,2,nan\n",
+        "h1,h2,h3\r\n1,2,0\r\n1,2,0\r\n1,2,\"0\"\r\n",
+        "1,2,0\n1,2,0\n1,2,0\n",
+        "",
+        "   \n \r\n",
+        "a,b,c\n",
+        "0.1,0.2,1\n1e-310,-0,0\n12345678901234567890,1.5,1\n",
+        "1,2,0 , \n",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; ++i) {
+        csv_split_same(texts[i], 2, 1, -1, 0);
+        csv_split_same(texts[i], 2, 1, 0, 2);
+        csv_split_same(texts[i], 1, 2, 1, 0);
+    }
+}
+END_TEST
+
 START_TEST(test_csv_errors)
 {
     static const struct {
@@ -1232,6 +1313,7 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_batch_errors);
     tcase_add_test(tc, test_csv_decode);
     tcase_add_test(tc, test_csv_errors);
+    tcase_add_test(tc, test_csv_stream_any_split);
     tcase_add_test(tc, test_csv_large_and_blank_heavy);
     tcase_add_test(tc, test_csv_numbers_match_strtod);
     tcase_add_test(tc, test_train_req_decode);
