@@ -1117,12 +1117,29 @@ int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *er
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         return rc;
+    /* 'training' is not worth an fsync: a crash resets it (store_jobs_mark_interrupted), and
+     * the sync cost a few ms of every train call. A later synced commit carries it to disk
+     * anyway (the WAL is written in order). Inside a caller's transaction the caller's commit
+     * decides. */
+    int relaxed = strcmp(status, "training") == 0 && sqlite3_get_autocommit(c->db);
+    if (relaxed && (rc = conn_exec(c, "PRAGMA synchronous=NORMAL", "relaxing a sync", err)) < 0) {
+        stmt_done(st);
+        return rc;
+    }
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "updating a model's status", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
         rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    if (relaxed) {
+        err_t serr = {0};
+        int src = conn_exec(c, "PRAGMA synchronous=FULL", "restoring full syncs", &serr);
+        if (src < 0 && rc == 0) {
+            *err = serr;
+            rc = src;
+        }
+    }
     return rc;
 }
 

@@ -172,7 +172,9 @@ void store_model_list_free(store_model_t *rows, int64_t n);
  * ERR_NOTFOUND when absent. */
 int store_model_delete(store_t *s, int64_t id, err_t *err);
 
-/* Set the model's status ("idle" | "training"); bumps nothing else. ERR_NOTFOUND when absent. */
+/* Set the model's status ("idle" | "training"); bumps nothing else. ERR_NOTFOUND when absent.
+ * Joins the caller's transaction, else commits on its own; "training" alone is committed
+ * without waiting for the disk (a crash resets it anyway). */
 int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err);
 
 /* ---- parameters and optimizer state -------------------------------------------------------- */

@@ -101,8 +101,10 @@ static int rows_push(run_t *r, const train_row_t *row)
 }
 
 /* One transaction: parameters, optimizer state and `step`, the buffered rows, the job's
- * progress; `loss` (may be NULL) is the model's new last loss. */
-static int commit(run_t *r, int64_t step, const double *loss, double progress_loss, err_t *err)
+ * progress, and with `idle` the model's status back to idle (one sync, not two); `loss` (may
+ * be NULL) is the model's new last loss. */
+static int commit(run_t *r, int64_t step, const double *loss, double progress_loss, int idle,
+                  err_t *err)
 {
     store_t *st = r->app->store;
     const trainer_opts_t *o = r->o;
@@ -116,6 +118,7 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
         (o->job_id > 0 &&
          (rc = store_job_progress(st, o->job_id, step - r->s0, r->planned,
                                   isfinite(progress_loss) ? &progress_loss : NULL, err)) < 0) ||
+        (idle && (rc = store_model_set_status(st, o->model_id, "idle", err)) < 0) ||
         (rc = store_commit(st, err)) < 0) {
         store_rollback(st);
         return rc;
@@ -144,7 +147,7 @@ static int on_row(void *ctx, const train_row_t *row)
     }
     ++r->uncommitted;
     if (r->uncommitted >= TRAINER_CHUNK_STEPS || now_ns() - r->last_ns >= TRAINER_CHUNK_NS) {
-        int rc = commit(r, row->step + 1, NULL, row->loss, &r->commit_err);
+        int rc = commit(r, row->step + 1, NULL, row->loss, 0, &r->commit_err);
         if (rc < 0)
             return rc;
     }
@@ -266,9 +269,10 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
         jobs_events_progress(app->jobs, o->model_id, r.last.step, r.last.loss);
     }
     double loss = res->loss_after;
-    rc = commit(&r, res->step, &loss, loss, err);
+    rc = commit(&r, res->step, &loss, loss, status_set, err);
     if (rc < 0)
         goto out;
+    status_set = 0;
     res->elapsed_ms = (double)(now_ns() - t0) / 1e6;   /* the steps and their commits */
 
 out:
