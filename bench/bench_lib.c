@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -358,6 +359,21 @@ typedef struct loaded {
     batch_t b;
 } loaded_t;
 
+/* The daemon keeps a model's training rows on transparent huge pages (MADV_HUGEPAGE, see
+ * store_batch_load_all), and numpy does the same for arrays of 4 MB and more: the rows libneuron
+ * trains on here, and the triad's arrays, get the same hint, so every runner and the ceiling
+ * stream from the same kind of memory. */
+static double *xmalloc_huge(size_t bytes)
+{
+    double *p = xmalloc(bytes);
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+    return p;
+}
+
 static void load_data(const workload_t *w, const char *dir, model_t *m, loaded_t *out)
 {
     const int32_t n_x = model_n_x(m), n_y = model_n_y(m);
@@ -365,7 +381,7 @@ static void load_data(const workload_t *w, const char *dir, model_t *m, loaded_t
     char dp[4096], tp[4096];
     data_paths(w, dir, dp, tp, sizeof dp);
     double *d = read_exact(dp, (size_t)(rows * cols) * sizeof(double));
-    out->x = xmalloc((size_t)(rows * n_x) * sizeof(double));
+    out->x = xmalloc_huge((size_t)(rows * n_x) * sizeof(double));
     out->y = xmalloc((size_t)(rows * n_y) * sizeof(double));
     for (int64_t i = 0; i < rows; ++i) {
         memcpy(out->x + i * n_x, d + i * cols, (size_t)n_x * sizeof(double));
@@ -621,7 +637,8 @@ static double triad_gbs(size_t n, int threads, int reps, double *check)
 {
     if (threads > 64)
         threads = 64;
-    double *a = xmalloc(n * sizeof *a), *b = xmalloc(n * sizeof *b), *c = xmalloc(n * sizeof *c);
+    double *a = xmalloc_huge(n * sizeof *a), *b = xmalloc_huge(n * sizeof *b),
+           *c = xmalloc_huge(n * sizeof *c);
     triad_arg_t args[64];
     for (int i = 0; i < threads; ++i)
         args[i] = (triad_arg_t){.a = a, .b = b, .c = c, .lo = n * (size_t)i / (size_t)threads,
