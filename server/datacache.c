@@ -2,6 +2,7 @@
  * models train at once, so a list beats a hash table here). */
 #include "datacache.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -175,4 +176,25 @@ void datacache_drop(datacache_t *dc, int64_t id)
     if (n != NULL)
         retire(dc, n);
     pthread_mutex_unlock(&dc->mu);
+}
+
+int datacache_rows(datacache_t *dc, store_t *st, int64_t id, int32_t n_x, int32_t n_y,
+                   const datacache_entry_t **out, err_t *err)
+{
+    *out = NULL;
+    store_data_stamp_t stamp;
+    int rc = store_batch_stamp(st, id, &stamp, err);
+    if (rc < 0)
+        return rc;
+    if ((*out = datacache_get(dc, id, &stamp, n_x, n_y)) != NULL)
+        return 0;
+    int64_t rows = 0;
+    double *x = NULL, *y = NULL;
+    if ((rc = store_batch_load_all(st, id, n_x, n_y, &rows, &x, &y, &stamp, err)) < 0 ||
+        rows == 0)
+        return rc;
+    *out = datacache_put(dc, id, &stamp, rows, n_x, n_y, x, y);
+    if (*out == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory keeping %" PRId64 " rows", rows);
+    return 0;
 }

@@ -6,9 +6,9 @@
  * a batch added or deleted makes the entry stale. Entries are shared read-only and reference
  * counted; the least recently used ones go when the cache is over its byte budget.
  *
- *     datacache_entry_t *e = datacache_get(dc, id, &stamp);
- *     if (e == NULL) { ...load x, y...; e = datacache_put(dc, id, &stamp, rows, n_x, n_y, x, y); }
- *     train on e->x, e->y ...
+ *     const datacache_entry_t *e = NULL;
+ *     if (datacache_rows(dc, store, id, n_x, n_y, &e, &err) < 0) return err.code;
+ *     train on e->x, e->y (e == NULL: no rows) ...
  *     datacache_release(dc, e);
  */
 #ifndef ND_DATACACHE_H
@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "err.h"
 #include "store.h"
 
 typedef struct datacache datacache_t;
@@ -44,6 +45,12 @@ const datacache_entry_t *datacache_put(datacache_t *dc, int64_t id, const store_
                                        double *y);
 
 void datacache_release(datacache_t *dc, const datacache_entry_t *e);
+
+/* All stored rows of model `id` (n_x + n_y columns), in use: the cached entry when the model's
+ * batches have not changed since they were read, else read from `st` as one snapshot and kept.
+ * `*out` is NULL when the model has no rows. Release it with datacache_release(). */
+int datacache_rows(datacache_t *dc, store_t *st, int64_t id, int32_t n_x, int32_t n_y,
+                   const datacache_entry_t **out, err_t *err);
 
 /* Forget model `id` (deleted); an entry in use goes when released. */
 void datacache_drop(datacache_t *dc, int64_t id);

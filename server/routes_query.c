@@ -29,18 +29,20 @@
 #define GRADCHECK_MAX_PARAMS 100000
 #define GRADCHECK_TOLERANCE 1e-5
 
-/* Rows to evaluate on: inline (owned by `cb`) or all stored rows (owned by `x`, `y`). */
+/* Rows to evaluate on: inline (owned by `cb`) or all stored rows (`stored`, in use from the
+ * data cache `dc`). */
 typedef struct query_data {
     codec_batch_t cb;
-    double *x, *y;
+    datacache_t *dc;
+    const datacache_entry_t *stored;
     batch_t b;
 } query_data_t;
 
 static void query_data_free(query_data_t *d)
 {
     codec_batch_free(&d->cb);
-    free(d->x);
-    free(d->y);
+    if (d->stored != NULL)
+        datacache_release(d->dc, d->stored);
     memset(d, 0, sizeof *d);
 }
 
@@ -81,10 +83,10 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
                          .y = d->cb.y};
         return 0;
     }
-    int64_t rows = 0;
-    if ((rc = store_batch_load_all(app->store, id, n_x, n_y, &rows, &d->x, &d->y, NULL,
-                                   err)) < 0)
+    d->dc = app->data_cache;
+    if ((rc = datacache_rows(d->dc, app->store, id, n_x, n_y, &d->stored, err)) < 0)
         return rc;
+    int64_t rows = d->stored != NULL ? d->stored->rows : 0;
     if (rows == 0)
         return err_set_field(err, ERR_INVAL, "x",
                              "model has no stored rows: POST batches first, or send x and y");
@@ -93,7 +95,8 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
         return err_set(err, ERR_INVAL, "model %" PRId64 " has %" PRId64 " stored rows; at most "
                        "%d can be evaluated at once", id, rows, INT32_MAX);
     }
-    d->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y, .x = d->x, .y = d->y};
+    d->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y, .x = d->stored->x,
+                     .y = d->stored->y};
     return 0;
 }
 

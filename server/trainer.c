@@ -154,29 +154,6 @@ static int on_row(void *ctx, const train_row_t *row)
     return 0;
 }
 
-/* All stored rows of model `id` in `*out` (NULL when none), from the data cache when the batches
- * have not changed since they were last read. The caller holds the model's write lock. */
-static int stored_rows(app_t *app, int64_t id, const model_t *m, const datacache_entry_t **out,
-                       err_t *err)
-{
-    *out = NULL;
-    store_data_stamp_t stamp;
-    int rc = store_batch_stamp(app->store, id, &stamp, err);
-    if (rc < 0)
-        return rc;
-    if ((*out = datacache_get(app->data_cache, id, &stamp, model_n_x(m), model_n_y(m))) != NULL)
-        return 0;
-    int64_t rows = 0;
-    double *x = NULL, *y = NULL;
-    if ((rc = store_batch_load_all(app->store, id, model_n_x(m), model_n_y(m), &rows, &x, &y,
-                                   &stamp, err)) < 0 || rows == 0)
-        return rc;
-    *out = datacache_put(app->data_cache, id, &stamp, rows, model_n_x(m), model_n_y(m), x, y);
-    if (*out == NULL)
-        return err_set(err, ERR_NOMEM, "out of memory keeping %" PRId64 " rows", rows);
-    return 0;
-}
-
 static int lock_take(app_t *app, const trainer_opts_t *o, err_t *err)
 {
     if (o->lock == TRAINER_LOCK_HELD)
@@ -214,7 +191,8 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     if (o->batch != NULL) {
         data = *o->batch;
     } else {
-        if ((rc = stored_rows(app, o->model_id, r.m, &cached, err)) < 0)
+        if ((rc = datacache_rows(app->data_cache, app->store, o->model_id, model_n_x(r.m),
+                                 model_n_y(r.m), &cached, err)) < 0)
             goto out;
         int64_t rows = cached != NULL ? cached->rows : 0;
         if (rows > INT32_MAX) {

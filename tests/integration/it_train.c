@@ -731,8 +731,9 @@ START_TEST(history_long_runs)
 }
 END_TEST
 
-/* Training reads the stored rows as they are now: adding or deleting a batch between calls
- * changes what the next call trains on (the loss it reports equals POST /loss on them). */
+/* Training and POST /loss read the stored rows as they are now (both through the data cache):
+ * adding or deleting a batch between calls changes what the next call sees, and the result
+ * equals the loss on the same rows sent inline. */
 START_TEST(train_sees_batch_changes)
 {
     int64_t id = small_model();
@@ -764,6 +765,13 @@ START_TEST(train_sees_batch_changes)
     }
     ck_assert(before[1] != before[0]);
     ck_assert(before[2] != before[1]);
+    /* Only the added batch is left: the loss on it sent inline (never cached) agrees. */
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+    char *b = batch_json(8, 3, 4242u);
+    cJSON *l = call("POST", path, b, 200);
+    free(b);
+    ck_assert_double_eq(num(l, "loss"), before[2]);
+    cJSON_Delete(l);
 }
 END_TEST
 
