@@ -1,6 +1,8 @@
 /* tests/integration/it_train.c -- training end to end: async jobs (lifecycle, progress, cancel,
- * 409 while running, 429 over --max-jobs), SSE events, history paging and sampling, divergence,
- * a crash (kill -9) and a clean restart in the middle of a job, and 16 concurrent clients. */
+ * 409 while running, 429 over --max-jobs), SSE events, history paging and sampling (also over
+ * long runs stored in many chunks, with fork and restore), stored rows seen afresh after batch
+ * changes (with and without the data cache), divergence, a crash (kill -9) and a clean restart
+ * in the middle of a job, and 16 concurrent clients. */
 #include <check.h>
 #include <curl/curl.h>
 #include <math.h>
@@ -31,6 +33,13 @@ static void setup(void)
 static void setup_two_jobs(void)
 {
     start_with("2");
+}
+
+/* No training rows kept between calls: every call reads them from the store. */
+static void setup_no_data_cache(void)
+{
+    const char *extra[] = {"--log-level", "warn", "--data-cache", "0", NULL};
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
 }
 
 /* A clean stop must exit 0: under -DNEUROND_SANITIZE=ON that includes no leak report. */
@@ -1027,6 +1036,12 @@ int main(int argc, char **argv)
     tcase_add_test(tc, sigterm_during_job);
     tcase_add_test(tc, concurrent_clients);
     suite_add_tcase(s, tc);
+    TCase *tn = tcase_create("no_data_cache");
+    tcase_add_checked_fixture(tn, setup_no_data_cache, teardown);
+    tcase_set_timeout(tn, 180);
+    tcase_add_test(tn, train_sees_batch_changes);
+    tcase_add_test(tn, history_paging);
+    suite_add_tcase(s, tn);
     TCase *tj = tcase_create("max_jobs");
     tcase_add_checked_fixture(tj, setup_two_jobs, teardown);
     tcase_set_timeout(tj, 180);
