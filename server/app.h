@@ -42,6 +42,7 @@ typedef struct app {
     int64_t threads;         /* --threads */
     struct jobs *jobs;       /* async training jobs and the per-model event hub (jobs.h) */
     datacache_t *data_cache; /* stored rows kept between train calls (datacache.h) */
+    struct sessions *sessions; /* training state kept between train calls (sessions.h) */
 } app_t;
 
 /* The app_t of the server handling `req`. Borrowed. */

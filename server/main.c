@@ -24,6 +24,7 @@
 #include "log.h"
 #include "model.h"
 #include "routes.h"
+#include "sessions.h"
 #include "store.h"
 #include "tensor.h"
 
@@ -66,6 +67,10 @@ typedef struct flag {
     const char *dflt;          /* shown by --help */
     const char *help;
 } flag_t;
+
+/* Models whose training state (model copy, optimizer, working buffers) is kept between train
+ * calls: the most recently trained ones. */
+#define TRAIN_SESSIONS 2
 
 static const flag_t flags[] = {
     {"bind", FLAG_ADDR, 0, 0, "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"},
@@ -541,7 +546,10 @@ int main(int argc, char **argv)
         return 1;
     }
     app.jobs = jobs;
-    if ((app.data_cache = datacache_new(cfg.data_cache)) == NULL) {
+    /* A session holds its rows in use, so with no data cache there are no sessions either. */
+    if ((app.data_cache = datacache_new(cfg.data_cache)) == NULL ||
+        (app.sessions = sessions_new(cfg.data_cache > 0 ? TRAIN_SESSIONS : 0)) == NULL) {
+        datacache_free(app.data_cache);
         fprintf(stderr, "neurond: out of memory\n");
         jobs_free(jobs);
         registry_free(registry);
@@ -562,6 +570,7 @@ int main(int argc, char **argv)
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
         jobs_free(jobs);
+        sessions_free(app.sessions);
         datacache_free(app.data_cache);
         registry_free(registry);
         store_close(store);
@@ -586,6 +595,7 @@ int main(int argc, char **argv)
     jobs_shutdown(jobs);       /* runs stop at a step boundary, committed; job threads end */
     http_server_stop(srv);     /* stop accepting, finish running requests */
     jobs_free(jobs);           /* drop the event streams' references */
+    sessions_free(app.sessions);
     datacache_free(app.data_cache);
     registry_free(registry);   /* after every user of the models has stopped */
     store_close(store);

@@ -24,6 +24,7 @@
 #include "optim.h"
 #include "present.h"
 #include "registry.h"
+#include "sessions.h"
 #include "routes.h"
 #include "store.h"
 
@@ -265,6 +266,7 @@ static int model_delete(http_req_t *req, err_t *err)
     if (rc == 0) {
         registry_forget(app->registry, id);
         datacache_drop(app->data_cache, id);
+        sessions_drop(app->sessions, id);
     }
     registry_write_end(app->registry, id);
     if (rc < 0)

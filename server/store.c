@@ -1110,6 +1110,27 @@ int store_model_delete(store_t *s, int64_t id, err_t *err)
     return rc;
 }
 
+int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err)
+{
+    static const char sql[] = "SELECT version FROM models WHERE id = ?1";
+    *version = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        *version = sqlite3_column_int64(st, 0);
+    else if (src == SQLITE_DONE)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    else
+        rc = db_fail(c->db, src, "reading a model", err);
+    stmt_done(st);
+    return rc;
+}
+
 int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err)
 {
     static const char sql[] = "UPDATE models SET status = ?2 WHERE id = ?1";

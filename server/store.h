@@ -172,6 +172,9 @@ void store_model_list_free(store_model_t *rows, int64_t n);
  * ERR_NOTFOUND when absent. */
 int store_model_delete(store_t *s, int64_t id, err_t *err);
 
+/* The model's version now (bumped by every change to the model or its state). */
+int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err);
+
 /* Set the model's status ("idle" | "training"); bumps nothing else. ERR_NOTFOUND when absent.
  * Joins the caller's transaction, else commits on its own; "training" alone is committed
  * without waiting for the disk (a crash resets it anyway). */

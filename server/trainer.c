@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "optim.h"
 #include "registry.h"
+#include "sessions.h"
 #include "store.h"
 
 /* A commit costs an fsync: committing every 1000 steps made a fast 10 000-step call spend half
@@ -164,6 +165,62 @@ static int lock_take(app_t *app, const trainer_opts_t *o, err_t *err)
                                 err);
 }
 
+/* A kept session of model `id` still describes it: nobody changed the model since its last
+ * commit (the version) and its stored rows are the same (the data cache hands out the same
+ * entry). `*rows` is the current rows entry, in use, for the caller to keep or release. */
+static int session_current(app_t *app, const session_t *s, const model_t *m,
+                           const datacache_entry_t **rows, err_t *err)
+{
+    int64_t version = 0;
+    int rc = store_model_version(app->store, s->id, &version, err);
+    if (rc < 0 || (rc = datacache_rows(app->data_cache, app->store, s->id, model_n_x(m),
+                                       model_n_y(m), rows, err)) < 0)
+        return rc;
+    return version == s->version && *rows == s->rows;
+}
+
+/* The state of one call in `st`: a kept session when it is current, else built afresh (model
+ * copy, stored rows unless `inline_rows`, and later the training context). `*fresh` says which. */
+static int state_get(app_t *app, const trainer_opts_t *o, session_t **st, session_t *local,
+                     int *fresh, err_t *err)
+{
+    *st = local;
+    *fresh = 1;
+    local->id = o->model_id;
+    local->dc = app->data_cache;
+    if (o->batch != NULL || app->sessions == NULL)
+        return registry_load(app->registry, o->model_id, &local->copy, err);
+    session_t *s = sessions_take(app->sessions, o->model_id);
+    const datacache_entry_t *rows = NULL;
+    if (s != NULL) {
+        int rc = session_current(app, s, s->copy.model, &rows, err);
+        if (rc < 0) {
+            session_free(s);
+            return rc;
+        }
+        if (rc == 1) {
+            datacache_release(app->data_cache, rows);   /* the session holds the same */
+            *st = s;
+            *fresh = 0;
+            return 0;
+        }
+        session_free(s);
+    }
+    /* A new session when there is memory for one; this call's state either way. */
+    session_t *n = calloc(1, sizeof *n);
+    if (n != NULL)
+        *st = n;
+    (*st)->id = o->model_id;
+    (*st)->dc = app->data_cache;
+    int rc = registry_load(app->registry, o->model_id, &(*st)->copy, err);
+    if (rc == 0 && rows == NULL)
+        rc = datacache_rows(app->data_cache, app->store, o->model_id,
+                            model_n_x((*st)->copy.model), model_n_y((*st)->copy.model), &rows,
+                            err);
+    (*st)->rows = rows;
+    return rc;
+}
+
 int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err)
 {
     memset(res, 0, sizeof *res);
@@ -171,38 +228,35 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     res->stopped = TRAIN_STOP_MAX_STEPS;
 
     run_t r = {.app = app, .o = o};
-    registry_copy_t copy = {0};
-    const datacache_entry_t *cached = NULL;
-    train_ctx_t *tc = NULL;
+    session_t local = {0}, *st = &local;
+    int fresh = 1;
     int status_set = 0;
     int rc = train_req_validate(&o->req, err);
     if (rc < 0)
         return rc;
     if ((rc = lock_take(app, o, err)) < 0)
         return rc;
-    if ((rc = registry_load(app->registry, o->model_id, &copy, err)) < 0)
+    if ((rc = state_get(app, o, &st, &local, &fresh, err)) < 0)
         goto out;
-    r.m = copy.model;
-    r.optim = copy.optim;
-    r.s0 = copy.step;
-    res->step = copy.step;
+    r.m = st->copy.model;
+    r.optim = st->copy.optim;
+    r.s0 = st->copy.step;
+    res->step = st->copy.step;
 
     batch_t data;
     if (o->batch != NULL) {
         data = *o->batch;
     } else {
-        if ((rc = datacache_rows(app->data_cache, app->store, o->model_id, model_n_x(r.m),
-                                 model_n_y(r.m), &cached, err)) < 0)
-            goto out;
-        int64_t rows = cached != NULL ? cached->rows : 0;
-        if (rows > INT32_MAX) {
+        const datacache_entry_t *rows = st->rows;
+        int64_t n_rows = rows != NULL ? rows->rows : 0;
+        if (n_rows > INT32_MAX) {
             rc = err_set(err, ERR_INVAL, "model %" PRId64 " has %" PRId64
-                         " stored rows; training takes at most %d", o->model_id, rows, INT32_MAX);
+                         " stored rows; training takes at most %d", o->model_id, n_rows,
+                         INT32_MAX);
             goto out;
         }
-        data = (batch_t){.rows = (int32_t)rows, .n_x = model_n_x(r.m), .n_y = model_n_y(r.m),
-                         .x = cached != NULL ? cached->x : NULL,
-                         .y = cached != NULL ? cached->y : NULL};
+        data = (batch_t){.rows = (int32_t)n_rows, .n_x = model_n_x(r.m), .n_y = model_n_y(r.m),
+                         .x = rows != NULL ? rows->x : NULL, .y = rows != NULL ? rows->y : NULL};
     }
     r.planned = trainer_planned_steps(&o->req, data.rows);
     if (data.rows == 0) {
@@ -216,8 +270,9 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     }
     if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
         goto out;
-    if ((rc = train_ctx_new(r.m, r.optim, &data, &tc, err)) < 0)
+    if (fresh && (rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0)
         goto out;
+    train_ctx_t *tc = st->tc;
 
     if (o->set_status) {
         err_t serr = {0};
@@ -264,10 +319,20 @@ out:
         /* Updates made but never committed do not count. */
         res->step = r.s0 + r.counted;
     }
-    train_ctx_free(tc);
-    datacache_release(app->data_cache, cached);
+    /* Kept only when the state in memory is exactly the committed one. */
+    if (st != &local && rc == 0 && st->tc != NULL) {
+        err_t verr = {0};
+        st->copy.step = res->step;
+        if (store_model_version(app->store, o->model_id, &st->version, &verr) == 0) {
+            sessions_put(app->sessions, st);
+            st = NULL;
+        }
+    }
+    if (st == &local)
+        session_clear(&local);
+    else
+        session_free(st);
     free(r.rows);
-    registry_copy_free(&copy);
     if (o->lock != TRAINER_LOCK_HELD)
         registry_write_end(app->registry, o->model_id);
     return rc;

@@ -784,6 +784,62 @@ START_TEST(train_sees_batch_changes)
 }
 END_TEST
 
+/* The next train call starts from the model as it is now, whatever changed it in between: a
+ * PUT of parameters, a restore, a /step on an inline batch (the daemon keeps a model's training
+ * state between its calls and must notice each of these). */
+START_TEST(train_follows_other_writes)
+{
+    int64_t id = small_model();
+    char path[128], body[160];
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
+    cJSON *p0 = call("GET", path, NULL, 200);
+    cJSON *r = train(id, "{\"steps\":5}");
+    double loss0 = num(r, "loss_before"), loss5 = num(r, "loss_after");
+    cJSON_Delete(r);
+    ck_assert(loss5 < loss0);
+
+    /* Back to θ0 by PUT: the next call starts there, not at θ5. */
+    cJSON *put = cJSON_CreateObject();
+    cJSON_AddItemReferenceToObject(put, "parameters", get(p0, "parameters"));
+    char *put_text = cJSON_PrintUnformatted(put);
+    call_free("PUT", path, put_text, 200);
+    free(put_text);
+    cJSON_Delete(put);
+    cJSON_Delete(p0);
+    r = train(id, "{\"steps\":3}");
+    ck_assert_double_eq(num(r, "loss_before"), loss0);
+    cJSON_Delete(r);
+
+    /* A restore to a checkpoint taken now, after two more calls. */
+    snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
+    cJSON *ck = call("POST", path, "{}", 201);
+    snprintf(body, sizeof body, "{\"checkpoint_id\":%lld}", (long long)num(ck, "checkpoint_id"));
+    cJSON_Delete(ck);
+    r = train(id, "{\"steps\":0}");
+    double at_checkpoint = num(r, "loss_before");
+    cJSON_Delete(r);
+    cJSON_Delete(train(id, "{\"steps\":4}"));
+    snprintf(path, sizeof path, "/v1/models/%lld/restore", (long long)id);
+    call_free("POST", path, body, 200);
+    r = train(id, "{\"steps\":0}");
+    ck_assert_double_eq(num(r, "loss_before"), at_checkpoint);
+    cJSON_Delete(r);
+
+    /* A /step on an inline batch moves the model: the next call starts after it. */
+    snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
+    char *b = batch_json(4, 3, 99u);
+    cJSON_Delete(call("POST", path, b, 200));
+    free(b);
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
+    cJSON *l = call("POST", path, "{}", 200);
+    r = train(id, "{\"steps\":0}");
+    ck_assert_double_eq(num(r, "loss_before"), num(l, "loss"));
+    ck_assert(num(r, "loss_before") != at_checkpoint);
+    cJSON_Delete(r);
+    cJSON_Delete(l);
+}
+END_TEST
+
 START_TEST(divergence)
 {
     int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2,"
@@ -1030,6 +1086,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, history_paging);
     tcase_add_test(tc, history_long_runs);
     tcase_add_test(tc, train_sees_batch_changes);
+    tcase_add_test(tc, train_follows_other_writes);
     tcase_add_test(tc, divergence);
     tcase_add_test(tc, queries);
     tcase_add_test(tc, crash_during_job);
