@@ -747,6 +747,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Tell the started workers to quit, join them, and free what the pool holds. */
+static void pool_join(fused_t *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->quit = 1;
+    pthread_cond_broadcast(&f->go);
+    pthread_mutex_unlock(&f->mu);
+    for (int32_t t = 1; t <= f->n_worker; ++t)
+        pthread_join(f->tid[t], NULL);
+    pthread_cond_destroy(&f->go);
+    pthread_cond_destroy(&f->done);
+    pthread_mutex_destroy(&f->mu);
+    free(f->tid);
+    f->tid = NULL;
+}
+
 /* Start max_threads - 1 workers. On any failure the pool stays off (single thread), and the
  * workers already started are stopped: a missing thread costs speed, never a result. */
 static void pool_start(fused_t *f)
@@ -775,15 +791,10 @@ static void pool_start(fused_t *f)
     }
     if (f->n_worker == f->max_threads - 1)
         return;
-    pthread_mutex_lock(&f->mu);
-    f->quit = 1;
-    pthread_cond_broadcast(&f->go);
-    pthread_mutex_unlock(&f->mu);
-    for (int32_t t = 1; t <= f->n_worker; ++t)
-        pthread_join(f->tid[t], NULL);
-    pthread_cond_destroy(&f->go);
-    pthread_cond_destroy(&f->done);
-    pthread_mutex_destroy(&f->mu);
+    pool_join(f);
+    f->n_worker = 0;
+    f->pool_failed = 1;
+    return;
 fail_mu:
     free(f->tid);
     f->tid = NULL;
@@ -793,19 +804,8 @@ fail_mu:
 
 static void pool_stop(fused_t *f)
 {
-    if (!f->pool_started || f->pool_failed)
-        return;
-    pthread_mutex_lock(&f->mu);
-    f->quit = 1;
-    pthread_cond_broadcast(&f->go);
-    pthread_mutex_unlock(&f->mu);
-    for (int32_t t = 1; t <= f->n_worker; ++t)
-        pthread_join(f->tid[t], NULL);
-    pthread_cond_destroy(&f->go);
-    pthread_cond_destroy(&f->done);
-    pthread_mutex_destroy(&f->mu);
-    free(f->tid);
-    f->tid = NULL;
+    if (f->pool_started && !f->pool_failed)
+        pool_join(f);
 }
 
 /* ---- public ----------------------------------------------------------------------------------- */

@@ -458,9 +458,11 @@ static int step_done(conn_t *c, sqlite3_stmt *st, const char *what, err_t *err)
     return db_fail(c->db, rc, what, err);
 }
 
-static int model_exists(conn_t *c, int64_t id, err_t *err)
+/* The one integer `sql` (with ?1 = id) selects from model `id`'s row; ERR_NOTFOUND when the
+ * model is absent. */
+static int model_int(conn_t *c, const char *sql, int64_t id, int64_t *out, err_t *err)
 {
-    static const char sql[] = "SELECT 1 FROM models WHERE id = ?1";
+    *out = 0;
     sqlite3_stmt *st = NULL;
     int rc = stmt_get(c, sql, &st, err);
     if (rc < 0)
@@ -468,13 +470,20 @@ static int model_exists(conn_t *c, int64_t id, err_t *err)
     sqlite3_bind_int64(st, 1, id);
     int src = sqlite3_step(st);
     if (src == SQLITE_ROW)
-        rc = 0;
+        *out = sqlite3_column_int64(st, 0);
     else if (src == SQLITE_DONE)
         rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
     else
         rc = db_fail(c->db, src, "reading a model", err);
     stmt_done(st);
     return rc;
+}
+
+static int model_exists(conn_t *c, int64_t id, err_t *err)
+{
+    static const char sql[] = "SELECT 1 FROM models WHERE id = ?1";
+    int64_t one = 0;
+    return model_int(c, sql, id, &one, err);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -1113,22 +1122,9 @@ int store_model_delete(store_t *s, int64_t id, err_t *err)
 int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err)
 {
     static const char sql[] = "SELECT version FROM models WHERE id = ?1";
-    *version = 0;
     conn_t *c = NULL;
-    sqlite3_stmt *st = NULL;
     int rc = conn_get(s, &c, err);
-    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
-        return rc;
-    sqlite3_bind_int64(st, 1, id);
-    int src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        *version = sqlite3_column_int64(st, 0);
-    else if (src == SQLITE_DONE)
-        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
-    else
-        rc = db_fail(c->db, src, "reading a model", err);
-    stmt_done(st);
-    return rc;
+    return rc < 0 ? rc : model_int(c, sql, id, version, err);
 }
 
 int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err)
@@ -2179,17 +2175,9 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
         rc = step_done(c, st, "copying a model", err);
         stmt_done(st);
     }
-    if (rc < 0 || (rc = stmt_get(c, sql_step, &st, err)) < 0)
-        goto out;
-    sqlite3_bind_int64(st, 1, nid);
-    int src = sqlite3_step(st);
-    int64_t step = src == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    stmt_done(st);
-    if (src != SQLITE_ROW) {
-        rc = db_fail(c->db, src, "forking a model", err);
-        goto out;
-    }
-    rc = hist_truncate(c, nid, step, err);
+    int64_t step = 0;
+    if (rc == 0 && (rc = model_int(c, sql_step, nid, &step, err)) == 0)
+        rc = hist_truncate(c, nid, step, err);
 out:
     rc = tx_leave(c, own, rc, err);
     if (rc == 0)
