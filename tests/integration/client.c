@@ -451,3 +451,42 @@ char *it_get_text(const char *path)
     ck_assert_msg(status == 200, "GET %s: %ld %s", path, status, body);
     return body;
 }
+
+cJSON *it_call(const char *method, const char *path, const char *body, long want)
+{
+    long status = 0;
+    char *text = NULL;
+    it_request(method, path, body != NULL ? "application/json" : NULL, body, &status, &text,
+               NULL);
+    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld: %s", method, path, status,
+                  want, text != NULL ? text : "");
+    cJSON *j = cJSON_Parse(text != NULL ? text : "");
+    free(text);
+    return j;
+}
+
+void it_call_free(const char *method, const char *path, const char *body, long want)
+{
+    cJSON_Delete(it_call(method, path, body, want));
+}
+
+double it_num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
+    return v->valuedouble;
+}
+
+int64_t it_create_model(const char *spec)
+{
+    cJSON *m = it_call("POST", "/v1/models", spec, 201);
+    int64_t id = (int64_t)it_num(m, "id");
+    cJSON_Delete(m);
+    return id;
+}
+
+void it_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}

@@ -21,6 +21,7 @@
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define IT_MAX_ARGS 32
@@ -121,5 +122,20 @@ const char *it_base_url(void);
 /* The body of a GET of `path` that must answer 200, as text (new: free()). Fails the running
  * Check test otherwise. */
 char *it_get_text(const char *path);
+
+/* The JSON answer of a call (it_json) that must answer `want`; fails the running Check test
+ * otherwise. New (cJSON_Delete it), NULL when the answer is not JSON. */
+cJSON *it_call(const char *method, const char *path, const char *body, long want);
+
+/* it_call() with the answer dropped. */
+void it_call_free(const char *method, const char *path, const char *body, long want);
+
+/* Member `key` of `o`, which must be a number (fails the running Check test otherwise). */
+double it_num(const cJSON *o, const char *key);
+
+/* POST /v1/models with `spec` (must answer 201): the new model's id. */
+int64_t it_create_model(const char *spec);
+
+void it_sleep_ms(int ms);
 
 #endif /* ND_IT_CLIENT_H */

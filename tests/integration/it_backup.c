@@ -43,35 +43,6 @@ static void teardown(void)
     ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
-    return v->valuedouble;
-}
-
-static cJSON *call(const char *method, const char *path, const char *body, long want)
-{
-    long status = 0;
-    cJSON *j = it_json(method, path, body, &status);
-    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld", method, path, status, want);
-    return j;
-}
-
-static int64_t create_model(const char *spec)
-{
-    cJSON *m = call("POST", "/v1/models", spec, 201);
-    int64_t id = (int64_t)num(m, "id");
-    cJSON_Delete(m);
-    return id;
-}
-
 /* `rows` rows of `n_x` features from a small LCG, y = 0.3 x0 - 0.2 x1 + 0.1. */
 static void add_rows(int64_t id, int rows, int n_x)
 {
@@ -95,7 +66,7 @@ static void add_rows(int64_t id, int rows, int n_x)
     snprintf(s + o, cap - o, "],\"y\":[%s]}", ys);
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
-    cJSON_Delete(call("POST", path, s, 201));
+    cJSON_Delete(it_call("POST", path, s, 201));
     free(s);
     free(ys);
 }
@@ -104,13 +75,13 @@ static void train(int64_t id, const char *req)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON_Delete(call("POST", path, req, 200));
+    cJSON_Delete(it_call("POST", path, req, 200));
 }
 
 /* A model whose long run keeps committing for many seconds. */
 static int64_t slow_model(void)
 {
-    int64_t id = create_model(
+    int64_t id = it_create_model(
         "{\"kind\":\"mlp\",\"inputs\":8,\"hidden\":[{\"units\":64,\"activation\":\"tanh\"},"
         "{\"units\":64,\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":3},"
         "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.001}}");
@@ -122,8 +93,8 @@ static int64_t start_job(int64_t id)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *j = call("POST", path, "{\"steps\":10000000,\"async\":true}", 202);
-    int64_t job = (int64_t)num(j, "id");
+    cJSON *j = it_call("POST", path, "{\"steps\":10000000,\"async\":true}", 202);
+    int64_t job = (int64_t)it_num(j, "id");
     cJSON_Delete(j);
     return job;
 }
@@ -134,16 +105,16 @@ static int64_t job_wait_step(int64_t job, int64_t min_step)
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
     for (int waited = 0;; waited += 20) {
-        cJSON *j = call("GET", path, NULL, 200);
+        cJSON *j = it_call("GET", path, NULL, 200);
         const char *status = cJSON_GetObjectItem(j, "status")->valuestring;
-        int64_t step = (int64_t)num(cJSON_GetObjectItem(j, "progress"), "step");
+        int64_t step = (int64_t)it_num(cJSON_GetObjectItem(j, "progress"), "step");
         int running = strcmp(status, "running") == 0;
         cJSON_Delete(j);
         if (running && step >= min_step)
             return step;
         ck_assert_msg(waited < 60000, "job %lld: %s at step %lld after 60 s", (long long)job,
                       status, (long long)step);
-        sleep_ms(20);
+        it_sleep_ms(20);
     }
 }
 
@@ -151,16 +122,16 @@ static void job_cancel(int64_t job)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
-    cJSON_Delete(call("DELETE", path, NULL, 202));
+    cJSON_Delete(it_call("DELETE", path, NULL, 202));
     for (int waited = 0;; waited += 20) {
-        cJSON *j = call("GET", path, NULL, 200);
+        cJSON *j = it_call("GET", path, NULL, 200);
         int done = strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "running") != 0 &&
                    strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "queued") != 0;
         cJSON_Delete(j);
         if (done)
             return;
         ck_assert_msg(waited < 30000, "job %lld did not stop", (long long)job);
-        sleep_ms(20);
+        it_sleep_ms(20);
     }
 }
 
@@ -307,10 +278,10 @@ static void copy_file(const char *from, const char *to)
 START_TEST(backup_during_job_and_restore)
 {
     /* A small model with a known state, and a slow one that keeps training. */
-    int64_t small = create_model("{\"name\":\"small\",\"kind\":\"linear\",\"inputs\":3}");
+    int64_t small = it_create_model("{\"name\":\"small\",\"kind\":\"linear\",\"inputs\":3}");
     add_rows(small, 32, 3);
     train(small, "{\"steps\":7}");
-    cJSON *params_before = call("GET", "/v1/models/1/parameters", NULL, 200);
+    cJSON *params_before = it_call("GET", "/v1/models/1/parameters", NULL, 200);
     int64_t slow = slow_model();
     train(slow, "{\"steps\":2}");
     int64_t job = start_job(slow);
@@ -342,30 +313,30 @@ START_TEST(backup_during_job_and_restore)
 
     char p[96];
     snprintf(p, sizeof p, "/v1/models/%lld", (long long)slow);
-    cJSON *m = call("GET", p, NULL, 200);
-    ck_assert_int_eq((int64_t)num(m, "step"), step);
+    cJSON *m = it_call("GET", p, NULL, 200);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), step);
     ck_assert_str_eq(cJSON_GetObjectItem(m, "status")->valuestring, "idle");
     cJSON_Delete(m);
     ck_assert_int_lt(step, 10000);
     snprintf(p, sizeof p, "/v1/models/%lld/history?limit=10000", (long long)slow);
-    m = call("GET", p, NULL, 200);
+    m = it_call("GET", p, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(m, "history")), (int)step);
     cJSON_Delete(m);
-    cJSON *params_after = call("GET", "/v1/models/1/parameters", NULL, 200);
+    cJSON *params_after = it_call("GET", "/v1/models/1/parameters", NULL, 200);
     ck_assert_msg(cJSON_Compare(params_before, params_after, 1), "small model's parameters "
                   "changed across backup and restore");
     cJSON_Delete(params_before);
     cJSON_Delete(params_after);
     /* The job that ran when the backup was taken belonged to a process that is gone. */
     snprintf(p, sizeof p, "/v1/jobs/%lld", (long long)job);
-    m = call("GET", p, NULL, 200);
+    m = it_call("GET", p, NULL, 200);
     ck_assert_str_eq(cJSON_GetObjectItem(m, "status")->valuestring, "failed");
     ck_assert_str_eq(cJSON_GetObjectItem(m, "error")->valuestring, "interrupted");
     cJSON_Delete(m);
     /* The restored model trains on from where the backup left it. */
     snprintf(p, sizeof p, "/v1/models/%lld/train", (long long)slow);
-    m = call("POST", p, "{\"steps\":1}", 200);
-    ck_assert_int_eq((int64_t)num(m, "step"), step + 1);
+    m = it_call("POST", p, "{\"steps\":1}", 200);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), step + 1);
     cJSON_Delete(m);
 }
 END_TEST
@@ -420,15 +391,15 @@ START_TEST(backup_flag)
     ck_assert_int_eq(it_start_again(&d), 0);
     char p[64];
     snprintf(p, sizeof p, "/v1/models/%lld", (long long)id);
-    cJSON *m = call("GET", p, NULL, 200);
-    ck_assert_int_eq((int64_t)num(m, "step"), final_step);
+    cJSON *m = it_call("GET", p, NULL, 200);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), final_step);
     cJSON_Delete(m);
 }
 END_TEST
 
 START_TEST(backup_methods_and_auth)
 {
-    cJSON *j = call("POST", "/v1/backup", "{}", 405);
+    cJSON *j = it_call("POST", "/v1/backup", "{}", 405);
     ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code")->valuestring,
                      "method_not_allowed");
     cJSON_Delete(j);
@@ -466,7 +437,7 @@ END_TEST
  * is converted on start: every row reads back with its step, values, nulls and time. */
 START_TEST(history_rows_migrate)
 {
-    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    int64_t id = it_create_model("{\"kind\":\"linear\",\"inputs\":2}");
     ck_assert_int_eq(it_stop(&d), 0);
     sqlite3 *db = NULL;
     ck_assert_int_eq(sqlite3_open(d.db, &db), SQLITE_OK);

@@ -40,12 +40,6 @@ static void teardown(void)
     ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -294,9 +288,9 @@ START_TEST(truncated_body)
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; ++i) {
         int fd = raw_connect();
         raw_send(fd, reqs[i], strlen(reqs[i]));
-        sleep_ms(100);
+        it_sleep_ms(100);
         close(fd);                           /* the rest never comes */
-        sleep_ms(100);
+        it_sleep_ms(100);
         check_healthy(snap);
     }
     free(snap);
@@ -321,12 +315,12 @@ static void *drip_main(void *arg)
     /* The headers dripped too, then the body, 3 bytes every 200 ms. */
     for (int i = 0; i < n; i += 16) {
         raw_send(fd, head + i, (size_t)(n - i < 16 ? n - i : 16));
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     size_t len = strlen(dr->body);
     for (size_t i = 0; i < len; i += 3) {
         raw_send(fd, dr->body + i, len - i < 3 ? len - i : 3);
-        sleep_ms(200);
+        it_sleep_ms(200);
     }
     raw_read_t rr;
     raw_recv(fd, 1, 10000, &rr);
@@ -366,7 +360,7 @@ START_TEST(slow_drip)
         int64_t ms = now_ms() - t0;
         worst = ms > worst ? ms : worst;
         slow += ms > 1000;
-        sleep_ms(100);
+        it_sleep_ms(100);
     }
     /* A server thread held by a dripper would stall about every other request for seconds;
      * one slow outlier is tolerated (a loaded machine, a sanitizer build). */

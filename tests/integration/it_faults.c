@@ -42,12 +42,6 @@
 
 static it_daemon_t d;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -80,13 +74,6 @@ static cJSON *get(const cJSON *o, const char *key)
     return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-static double num(const cJSON *o, const char *key)
-{
-    const cJSON *v = get(o, key);
-    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
-    return v->valuedouble;
-}
-
 static const char *str(const cJSON *o, const char *key)
 {
     const cJSON *v = get(o, key);
@@ -94,29 +81,11 @@ static const char *str(const cJSON *o, const char *key)
     return v->valuestring;
 }
 
-static cJSON *call(const char *method, const char *path, const char *body, long want)
-{
-    long status = 0;
-    char *text = NULL;
-    it_request(method, path, body != NULL ? "application/json" : NULL, body, &status, &text,
-               NULL);
-    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld: %s", method, path, status,
-                  want, text != NULL ? text : "");
-    cJSON *j = cJSON_Parse(text != NULL ? text : "");
-    free(text);
-    return j;
-}
-
-static void call_free(const char *method, const char *path, const char *body, long want)
-{
-    cJSON_Delete(call(method, path, body, want));
-}
-
 /* A 503 unavailable whose message contains `word` (case-sensitive; NULL: any message). */
 static void expect_unavailable(const char *method, const char *path, const char *body,
                                const char *word)
 {
-    cJSON *j = call(method, path, body, 503);
+    cJSON *j = it_call(method, path, body, 503);
     ck_assert_msg(j != NULL, "%s %s: 503 without JSON", method, path);
     const cJSON *e = get(j, "error");
     ck_assert_str_eq(str(e, "code"), "unavailable");
@@ -160,26 +129,18 @@ static char *batch_json(int rows, int n_x, int classes, unsigned seed)
     return s;
 }
 
-static int64_t create_model(const char *spec)
-{
-    cJSON *m = call("POST", "/v1/models", spec, 201);
-    int64_t id = (int64_t)num(m, "id");
-    cJSON_Delete(m);
-    return id;
-}
-
 static void add_rows(int64_t id, int rows, int n_x, int classes)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
     char *b = batch_json(rows, n_x, classes, (unsigned)id * 7919u);
-    call_free("POST", path, b, 201);
+    it_call_free("POST", path, b, 201);
     free(b);
 }
 
 static int64_t small_model(void)
 {
-    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":3,"
+    int64_t id = it_create_model("{\"kind\":\"linear\",\"inputs\":3,"
                               "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.05}}");
     add_rows(id, 32, 3, 0);
     return id;
@@ -189,8 +150,8 @@ static int64_t model_step(int64_t id)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
-    cJSON *m = call("GET", path, NULL, 200);
-    int64_t step = (int64_t)num(m, "step");
+    cJSON *m = it_call("GET", path, NULL, 200);
+    int64_t step = (int64_t)it_num(m, "step");
     cJSON_Delete(m);
     return step;
 }
@@ -200,9 +161,9 @@ static int64_t train(int64_t id, int steps)
     char path[96], body[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
     snprintf(body, sizeof body, "{\"steps\":%d,\"history_every\":1}", steps);
-    cJSON *r = call("POST", path, body, 200);
-    int64_t step = (int64_t)num(r, "step");
-    ck_assert_int_eq((int64_t)num(r, "steps_run"), steps);
+    cJSON *r = it_call("POST", path, body, 200);
+    int64_t step = (int64_t)it_num(r, "step");
+    ck_assert_int_eq((int64_t)it_num(r, "steps_run"), steps);
     cJSON_Delete(r);
     return step;
 }
@@ -211,8 +172,8 @@ static int64_t submit(int64_t id, const char *req)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *j = call("POST", path, req, 202);
-    int64_t job = (int64_t)num(j, "id");
+    cJSON *j = it_call("POST", path, req, 202);
+    int64_t job = (int64_t)it_num(j, "id");
     cJSON_Delete(j);
     return job;
 }
@@ -221,13 +182,13 @@ static cJSON *job_get(int64_t job)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
-    return call("GET", path, NULL, 200);
+    return it_call("GET", path, NULL, 200);
 }
 
 /* Poll until the job has a final status; returns it. */
 static cJSON *job_wait_final(int64_t job, int timeout_ms)
 {
-    for (int64_t t0 = now_ms();; sleep_ms(20)) {
+    for (int64_t t0 = now_ms();; it_sleep_ms(20)) {
         cJSON *j = job_get(job);
         const char *s = str(j, "status");
         if (strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 ||
@@ -242,9 +203,9 @@ static cJSON *job_wait_final(int64_t job, int timeout_ms)
 /* Poll until the job has committed a chunk (progress.step > 0). */
 static void job_wait_progress(int64_t job)
 {
-    for (int64_t t0 = now_ms();; sleep_ms(20)) {
+    for (int64_t t0 = now_ms();; it_sleep_ms(20)) {
         cJSON *j = job_get(job);
-        double step = num(get(j, "progress"), "step");
+        double step = it_num(get(j, "progress"), "step");
         const char *s = str(j, "status");
         ck_assert_msg(strcmp(s, "queued") == 0 || strcmp(s, "running") == 0, "job ended: %s", s);
         cJSON_Delete(j);
@@ -263,14 +224,14 @@ static int64_t history_contiguous(int64_t id)
     for (;;) {
         snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10000",
                  (long long)id, (long long)after);
-        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *h = it_call("GET", path, NULL, 200);
         cJSON *r;
         cJSON_ArrayForEach(r, get(h, "history"))
         {
-            int64_t s = (int64_t)num(r, "step");
+            int64_t s = (int64_t)it_num(r, "step");
             ck_assert_msg(s == n, "model %lld: history row %lld has step %lld", (long long)id,
                           (long long)n, (long long)s);
-            ck_assert_msg(isfinite(num(r, "loss")), "model %lld: history loss not finite",
+            ck_assert_msg(isfinite(it_num(r, "loss")), "model %lld: history loss not finite",
                           (long long)id);
             ++n;
         }
@@ -290,8 +251,8 @@ static int64_t check_consistent(int64_t id)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
-    cJSON *m = call("GET", path, NULL, 200);
-    int64_t step = (int64_t)num(m, "step");
+    cJSON *m = it_call("GET", path, NULL, 200);
+    int64_t step = (int64_t)it_num(m, "step");
     ck_assert_msg(strcmp(str(m, "status"), "idle") == 0, "model %lld is %s", (long long)id,
                   str(m, "status"));
     cJSON_Delete(m);
@@ -299,8 +260,8 @@ static int64_t check_consistent(int64_t id)
     ck_assert_msg(step == rows, "model %lld: step %lld but %lld history rows (0..%lld)",
                   (long long)id, (long long)step, (long long)rows, (long long)rows - 1);
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    cJSON *p = call("GET", path, NULL, 200);
-    ck_assert_int_eq((int64_t)num(p, "step"), step);
+    cJSON *p = it_call("GET", path, NULL, 200);
+    ck_assert_int_eq((int64_t)it_num(p, "step"), step);
     char *text = cJSON_PrintUnformatted(get(p, "parameters"));
     ck_assert_msg(strstr(text, "null") == NULL, "non-finite parameters: %s", text);
     free(text);
@@ -313,8 +274,8 @@ static void wait_idle(int64_t id, int timeout_ms)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
-    for (int64_t t0 = now_ms();; sleep_ms(20)) {
-        cJSON *m = call("GET", path, NULL, 200);
+    for (int64_t t0 = now_ms();; it_sleep_ms(20)) {
+        cJSON *m = it_call("GET", path, NULL, 200);
         int idle = strcmp(str(m, "status"), "idle") == 0;
         cJSON_Delete(m);
         if (idle)
@@ -328,7 +289,7 @@ static void wait_idle(int64_t id, int timeout_ms)
  * check is cached for up to a second, so poll. */
 static void wait_health(int want_ok, int timeout_ms)
 {
-    for (int64_t t0 = now_ms();; sleep_ms(50)) {
+    for (int64_t t0 = now_ms();; it_sleep_ms(50)) {
         long status = 0;
         cJSON *h = it_json("GET", "/healthz", NULL, &status);
         ck_assert_msg(h != NULL, "/healthz: no JSON (status %ld)", status);
@@ -418,14 +379,14 @@ static void *sync_main(void *arg)
 START_TEST(kill9_rounds)
 {
     int64_t ids[KILL_MODELS];
-    ids[0] = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+    ids[0] = it_create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
                           "\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":5},"
                           "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.01}}");
     add_rows(ids[0], 256, 4, 0);
-    ids[1] = create_model("{\"kind\":\"logistic\",\"inputs\":4,"
+    ids[1] = it_create_model("{\"kind\":\"logistic\",\"inputs\":4,"
                           "\"optimizer\":{\"method\":\"adam\",\"learning_rate\":0.01}}");
     add_rows(ids[1], 256, 4, 2);
-    ids[2] = create_model("{\"kind\":\"softmax\",\"inputs\":4,\"classes\":3,"
+    ids[2] = it_create_model("{\"kind\":\"softmax\",\"inputs\":4,\"classes\":3,"
                           "\"optimizer\":{\"method\":\"momentum\",\"learning_rate\":0.01,"
                           "\"momentum\":0.9}}");
     add_rows(ids[2], 256, 4, 3);
@@ -448,7 +409,7 @@ START_TEST(kill9_rounds)
             }
         }
         int wait = 50 + (int)(rand_r(&seed) % 651);
-        sleep_ms(wait);
+        it_sleep_ms(wait);
         it_kill9(&d);
         for (int i = 0; i < n_sync; ++i)
             pthread_join(sc[i].thread, NULL);
@@ -463,7 +424,7 @@ START_TEST(kill9_rounds)
             ck_assert_str_eq(str(j, "error"), "interrupted");
             cJSON_Delete(j);
         }
-        cJSON *running = call("GET", "/v1/jobs?status=running", NULL, 200);
+        cJSON *running = it_call("GET", "/v1/jobs?status=running", NULL, 200);
         ck_assert_int_eq(cJSON_GetArraySize(get(running, "jobs")), 0);
         cJSON_Delete(running);
         /* Training continues from the committed step, exactly, and records rows s0, s0+1. */
@@ -474,18 +435,18 @@ START_TEST(kill9_rounds)
             char path[128];
             snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld",
                      (long long)ids[k], (long long)s0 - 1);
-            cJSON *h = call("GET", path, NULL, 200);
+            cJSON *h = it_call("GET", path, NULL, 200);
             cJSON *rows = get(h, "history");
             ck_assert_int_eq(cJSON_GetArraySize(rows), 2);
-            ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(rows, 0), "step"), s0);
-            ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(rows, 1), "step"), s0 + 1);
+            ck_assert_int_eq((int64_t)it_num(cJSON_GetArrayItem(rows, 0), "step"), s0);
+            ck_assert_int_eq((int64_t)it_num(cJSON_GetArrayItem(rows, 1), "step"), s0 + 1);
             cJSON_Delete(h);
         }
         fprintf(stderr, "kill9 round %d: killed after %d ms, steps %lld %lld %lld\n", round,
                 wait, (long long)model_step(ids[0]), (long long)model_step(ids[1]),
                 (long long)model_step(ids[2]));
     }
-    cJSON *failed = call("GET", "/v1/jobs?status=failed", NULL, 200);
+    cJSON *failed = it_call("GET", "/v1/jobs?status=failed", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(failed, "jobs")), n_jobs);
     cJSON_Delete(failed);
     check_integrity();
@@ -511,7 +472,7 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
 {
     int64_t id = small_model();
     ck_assert_int_eq(train(id, 5), 5);
-    int64_t busy = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+    int64_t busy = it_create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
                                 "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
                                 "\"learning_rate\":0.01}}");
     add_rows(busy, 64, 4, 0);
@@ -520,7 +481,7 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
 
     char path[128], mpath[64];
     snprintf(mpath, sizeof mpath, "/v1/models/%lld", (long long)id);
-    cJSON *before = call("GET", mpath, NULL, 200);
+    cJSON *before = it_call("GET", mpath, NULL, 200);
     char *before_text = cJSON_PrintUnformatted(before);
     cJSON_Delete(before);
 
@@ -549,21 +510,21 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
     expect_unavailable("DELETE", mpath, NULL, word);
 
     /* Reads keep working and see the model unchanged. */
-    cJSON *m = call("GET", mpath, NULL, 200);
+    cJSON *m = it_call("GET", mpath, NULL, 200);
     char *text = cJSON_PrintUnformatted(m);
     ck_assert_str_eq(text, before_text);
     free(text);
     cJSON_Delete(m);
-    call_free("GET", "/v1/models", NULL, 200);
+    it_call_free("GET", "/v1/models", NULL, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    call_free("GET", path, NULL, 200);
+    it_call_free("GET", path, NULL, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/history", (long long)id);
-    call_free("GET", path, NULL, 200);
+    it_call_free("GET", path, NULL, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
-    call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
+    it_call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
-    call_free("POST", path, "{}", 200);
-    call_free("GET", "/v1/jobs", NULL, 200);
+    it_call_free("POST", path, "{}", 200);
+    it_call_free("GET", "/v1/jobs", NULL, 200);
     ck_assert_int_eq(check_consistent(id), 5);
     int64_t busy_step = check_consistent(busy);
     ck_assert(busy_step > 0);
@@ -582,11 +543,11 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
     ck_assert_int_eq(check_consistent(id), 8);
     ck_assert_int_eq(train(busy, 2), busy_step + 2);
     ck_assert_int_eq(check_consistent(busy), busy_step + 2);
-    int64_t id2 = create_model("{\"kind\":\"linear\",\"inputs\":3}");
+    int64_t id2 = it_create_model("{\"kind\":\"linear\",\"inputs\":3}");
     add_rows(id2, 16, 3, 0);
     ck_assert_int_eq(train(id2, 1), 1);
     snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
-    call_free("POST", path, "{}", 201);
+    it_call_free("POST", path, "{}", 201);
     job = submit(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
     j = job_wait_final(job, 20000);
     ck_assert_str_eq(str(j, "status"), "succeeded");
@@ -844,7 +805,7 @@ static void *locker_main(void *arg)
         sqlite3_exec(db, "INSERT INTO meta(key, value) VALUES ('it_faults', 'x')"
                          " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      NULL, NULL, NULL);
-        sleep_ms(l->hold_ms);
+        it_sleep_ms(l->hold_ms);
         sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     }
     sqlite3_close(db);
@@ -884,7 +845,7 @@ START_TEST(busy_waits)
     pthread_t t;
     lock_start(&l, &t, 1500);
     int64_t t0 = now_ms();
-    int64_t id2 = create_model("{\"kind\":\"linear\",\"inputs\":3}");
+    int64_t id2 = it_create_model("{\"kind\":\"linear\",\"inputs\":3}");
     ck_assert_msg(now_ms() - t0 >= 1000, "the write did not wait for the lock");
     add_rows(id2, 16, 3, 0);
     lock_end(&l, t);
@@ -902,7 +863,7 @@ START_TEST(busy_waits)
 
     lock_start(&l, &t, 1500);
     snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
-    call_free("POST", path, "{}", 201);
+    it_call_free("POST", path, "{}", 201);
     lock_end(&l, t);
     ck_assert_int_eq(check_consistent(id), 9);
     check_integrity();
@@ -918,7 +879,7 @@ START_TEST(busy_timeout)
     unsetenv("NEUROND_BUSY_TIMEOUT_MS");
     int64_t id = small_model();
     ck_assert_int_eq(train(id, 2), 2);
-    int64_t busy = create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
+    int64_t busy = it_create_model("{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":16,"
                                 "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
                                 "\"learning_rate\":0.01}}");
     add_rows(busy, 64, 4, 0);
@@ -941,9 +902,9 @@ START_TEST(busy_timeout)
     expect_unavailable("POST", path, b, "busy");
     free(b);
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    call_free("GET", path, NULL, 200);
+    it_call_free("GET", path, NULL, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
-    call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
+    it_call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
     ck_assert_int_eq(model_step(id), 2);
     lock_end(&l, t);
 

@@ -50,41 +50,15 @@ static void teardown(void)
     ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static cJSON *get(const cJSON *o, const char *key)
 {
     return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-static double num(const cJSON *o, const char *key)
-{
-    const cJSON *v = get(o, key);
-    ck_assert_msg(cJSON_IsNumber(v), "%s is not a number", key);
-    return v->valuedouble;
-}
-
-static cJSON *call(const char *method, const char *path, const char *body, long want)
-{
-    long status = 0;
-    cJSON *j = it_json(method, path, body, &status);
-    ck_assert_msg(status == want, "%s %s: status %ld, expected %ld", method, path, status, want);
-    return j;
-}
-
-static void call_free(const char *method, const char *path, const char *body, long want)
-{
-    cJSON_Delete(call(method, path, body, want));
-}
-
 static void expect_error(const char *method, const char *path, const char *body, long want,
                          const char *code)
 {
-    cJSON *j = call(method, path, body, want);
+    cJSON *j = it_call(method, path, body, want);
     ck_assert_msg(j != NULL, "%s %s: no JSON", method, path);
     ck_assert_str_eq(get(get(j, "error"), "code")->valuestring, code);
     cJSON_Delete(j);
@@ -120,27 +94,19 @@ static char *batch_json(int rows, int n_x, unsigned seed)
     return s;
 }
 
-static int64_t create_model(const char *spec)
-{
-    cJSON *m = call("POST", "/v1/models", spec, 201);
-    int64_t id = (int64_t)num(m, "id");
-    cJSON_Delete(m);
-    return id;
-}
-
 static void add_rows(int64_t id, int rows, int n_x)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
     char *b = batch_json(rows, n_x, (unsigned)id * 7919u);
-    call_free("POST", path, b, 201);
+    it_call_free("POST", path, b, 201);
     free(b);
 }
 
 /* A small linear model with 32 stored rows: training it is fast. */
 static int64_t small_model(void)
 {
-    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":3,"
+    int64_t id = it_create_model("{\"kind\":\"linear\",\"inputs\":3,"
                               "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.05}}");
     add_rows(id, 32, 3);
     return id;
@@ -149,7 +115,7 @@ static int64_t small_model(void)
 /* An mlp with enough rows that a long run takes many seconds: jobs stay running. */
 static int64_t slow_model(void)
 {
-    int64_t id = create_model(
+    int64_t id = it_create_model(
         "{\"kind\":\"mlp\",\"inputs\":8,\"hidden\":[{\"units\":64,\"activation\":\"tanh\"},"
         "{\"units\":64,\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":3},"
         "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.001}}");
@@ -168,8 +134,8 @@ static int64_t submit(int64_t id, const char *req, long want)
     int64_t job = 0;
     if (status == 202) {
         cJSON *j = cJSON_Parse(text);
-        job = (int64_t)num(j, "id");
-        ck_assert_int_eq((int64_t)num(j, "model_id"), id);
+        job = (int64_t)it_num(j, "id");
+        ck_assert_int_eq((int64_t)it_num(j, "model_id"), id);
         ck_assert(cJSON_IsObject(get(j, "progress")));
         char *loc = it_header(hdrs, "Location");
         char want_loc[64];
@@ -188,7 +154,7 @@ static cJSON *job_get(int64_t job)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
-    return call("GET", path, NULL, 200);
+    return it_call("GET", path, NULL, 200);
 }
 
 /* Poll until the job's status is `status` (or any final one when NULL); returns the job. */
@@ -206,7 +172,7 @@ static cJSON *job_wait(int64_t job, const char *status, int timeout_ms)
         ck_assert_msg(!final || status == NULL, "job %lld ended %s, waiting for %s",
                       (long long)job, s, status);
         cJSON_Delete(j);
-        sleep_ms(20);
+        it_sleep_ms(20);
     }
 }
 
@@ -215,14 +181,14 @@ static void job_wait_progress(int64_t job)
 {
     for (int waited = 0;; waited += 50) {
         cJSON *j = job_get(job);
-        double step = num(get(j, "progress"), "step");
+        double step = it_num(get(j, "progress"), "step");
         const char *s = get(j, "status")->valuestring;
         ck_assert_msg(strcmp(s, "queued") == 0 || strcmp(s, "running") == 0, "job ended: %s", s);
         cJSON_Delete(j);
         if (step > 0)
             return;
         ck_assert_msg(waited < 30000, "no progress after 30 s");
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
 }
 
@@ -230,7 +196,7 @@ static cJSON *model_get(int64_t id)
 {
     char path[64];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
-    return call("GET", path, NULL, 200);
+    return it_call("GET", path, NULL, 200);
 }
 
 /* The last history row's step, -1 when there is none (pages through everything). */
@@ -241,11 +207,11 @@ static int64_t last_history_step(int64_t id, int64_t *count)
     for (;;) {
         snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10000",
                  (long long)id, (long long)after);
-        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *h = it_call("GET", path, NULL, 200);
         cJSON *rows = get(h, "history"), *r;
         cJSON_ArrayForEach(r, rows)
         {
-            int64_t s = (int64_t)num(r, "step");
+            int64_t s = (int64_t)it_num(r, "step");
             ck_assert_msg(s > last, "history not ascending");
             last = s;
             ++n;
@@ -267,7 +233,7 @@ static int64_t last_history_step(int64_t id, int64_t *count)
 static int64_t check_consistent(int64_t id)
 {
     cJSON *m = model_get(id);
-    int64_t step = (int64_t)num(m, "step");
+    int64_t step = (int64_t)it_num(m, "step");
     ck_assert_str_eq(get(m, "status")->valuestring, "idle");
     cJSON_Delete(m);
     int64_t last = last_history_step(id, NULL);
@@ -275,8 +241,8 @@ static int64_t check_consistent(int64_t id)
                   (long long)last);
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    cJSON *p = call("GET", path, NULL, 200);
-    ck_assert_int_eq((int64_t)num(p, "step"), step);
+    cJSON *p = it_call("GET", path, NULL, 200);
+    ck_assert_int_eq((int64_t)it_num(p, "step"), step);
     char *text = cJSON_PrintUnformatted(get(p, "parameters"));
     ck_assert_msg(strstr(text, "null") == NULL, "non-finite parameters: %s", text);
     free(text);
@@ -290,14 +256,14 @@ START_TEST(async_lifecycle)
     int64_t job = submit(id, "{\"steps\":200,\"async\":true}", 202);
     cJSON *j = job_wait(job, "succeeded", 30000);
     cJSON *res = get(j, "result"), *prog = get(j, "progress");
-    ck_assert_int_eq((int64_t)num(res, "model_id"), id);
-    ck_assert_int_eq((int64_t)num(res, "steps_run"), 200);
-    ck_assert_int_eq((int64_t)num(res, "step"), 200);
+    ck_assert_int_eq((int64_t)it_num(res, "model_id"), id);
+    ck_assert_int_eq((int64_t)it_num(res, "steps_run"), 200);
+    ck_assert_int_eq((int64_t)it_num(res, "step"), 200);
     ck_assert_str_eq(get(res, "stopped")->valuestring, "max_steps");
-    ck_assert(num(res, "loss_after") < num(res, "loss_before"));
-    ck_assert_int_eq((int64_t)num(prog, "step"), 200);
-    ck_assert_int_eq((int64_t)num(prog, "steps"), 200);
-    ck_assert(fabs(num(prog, "loss") - num(res, "loss_after")) < 1e-3);
+    ck_assert(it_num(res, "loss_after") < it_num(res, "loss_before"));
+    ck_assert_int_eq((int64_t)it_num(prog, "step"), 200);
+    ck_assert_int_eq((int64_t)it_num(prog, "steps"), 200);
+    ck_assert(fabs(it_num(prog, "loss") - it_num(res, "loss_after")) < 1e-3);
     ck_assert_ptr_null(get(j, "error"));
     cJSON_Delete(j);
     ck_assert_int_eq(check_consistent(id), 200);
@@ -305,14 +271,14 @@ START_TEST(async_lifecycle)
     /* Listing and filters. */
     char path[96];
     snprintf(path, sizeof path, "/v1/jobs?model_id=%lld", (long long)id);
-    j = call("GET", path, NULL, 200);
+    j = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
-    ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(get(j, "jobs"), 0), "id"), job);
+    ck_assert_int_eq((int64_t)it_num(cJSON_GetArrayItem(get(j, "jobs"), 0), "id"), job);
     cJSON_Delete(j);
-    j = call("GET", "/v1/jobs?status=succeeded", NULL, 200);
+    j = it_call("GET", "/v1/jobs?status=succeeded", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
     cJSON_Delete(j);
-    j = call("GET", "/v1/jobs?status=running", NULL, 200);
+    j = it_call("GET", "/v1/jobs?status=running", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 0);
     cJSON_Delete(j);
     expect_error("GET", "/v1/jobs?status=bogus", NULL, 400, "invalid_argument");
@@ -320,12 +286,12 @@ START_TEST(async_lifecycle)
     expect_error("DELETE", "/v1/jobs/999", NULL, 404, "not_found");
     /* Cancelling a finished job is a no-op. */
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
-    j = call("DELETE", path, NULL, 202);
+    j = it_call("DELETE", path, NULL, 202);
     ck_assert_str_eq(get(j, "status")->valuestring, "succeeded");
     cJSON_Delete(j);
 
     /* Requests checked before a job exists. */
-    int64_t empty = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    int64_t empty = it_create_model("{\"kind\":\"linear\",\"inputs\":2}");
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)empty);
     expect_error("POST", path, "{\"steps\":3,\"async\":true}", 400, "invalid_argument");
     expect_error("POST", path, "{\"steps\":3}", 400, "invalid_argument");
@@ -333,8 +299,8 @@ START_TEST(async_lifecycle)
     expect_error("POST", path, "{\"steps\":-1}", 400, "invalid_argument");
     expect_error("POST", "/v1/models/999/train", "{\"async\":true}", 404, "not_found");
     expect_error("POST", "/v1/models/999/train", "{}", 404, "not_found");
-    j = call("POST", path, "{\"steps\":0}", 200);   /* steps 0 only evaluates */
-    ck_assert_int_eq((int64_t)num(j, "steps_run"), 0);
+    j = it_call("POST", path, "{\"steps\":0}", 200);   /* steps 0 only evaluates */
+    ck_assert_int_eq((int64_t)it_num(j, "steps_run"), 0);
     cJSON_Delete(j);
 }
 END_TEST
@@ -359,30 +325,30 @@ START_TEST(cancel_and_conflicts)
     snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
     expect_error("POST", path, b, 409, "conflict");
     snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
-    call_free("POST", path, "{\"x\":[[1,2,3,4,5,6,7,8]]}", 200);
+    it_call_free("POST", path, "{\"x\":[[1,2,3,4,5,6,7,8]]}", 200);
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
-    call_free("POST", path, b, 200);
+    it_call_free("POST", path, b, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/history?limit=5", (long long)id);
-    call_free("GET", path, NULL, 200);
+    it_call_free("GET", path, NULL, 200);
     free(b);
 
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
-    cJSON *j = call("DELETE", path, NULL, 202);
-    ck_assert_int_eq((int64_t)num(j, "id"), job);
+    cJSON *j = it_call("DELETE", path, NULL, 202);
+    ck_assert_int_eq((int64_t)it_num(j, "id"), job);
     cJSON_Delete(j);
     j = job_wait(job, "cancelled", 30000);
     cJSON *res = get(j, "result");
     ck_assert_str_eq(get(res, "stopped")->valuestring, "cancelled");
-    int64_t step = (int64_t)num(res, "step");
+    int64_t step = (int64_t)it_num(res, "step");
     ck_assert(step > 0);
-    ck_assert_int_eq((int64_t)num(res, "steps_run"), step);
+    ck_assert_int_eq((int64_t)it_num(res, "steps_run"), step);
     cJSON_Delete(j);
     ck_assert_int_eq(check_consistent(id), step);
 
     /* The lock is gone: training goes on from there. */
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    j = call("POST", path, "{\"steps\":2}", 200);
-    ck_assert_int_eq((int64_t)num(j, "step"), step + 2);
+    j = it_call("POST", path, "{\"steps\":2}", 200);
+    ck_assert_int_eq((int64_t)it_num(j, "step"), step + 2);
     cJSON_Delete(j);
 }
 END_TEST
@@ -396,17 +362,17 @@ START_TEST(too_many_jobs)
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)c);
     expect_error("POST", path, "{\"steps\":5,\"async\":true}", 429, "too_many_requests");
     /* --max-jobs counts async jobs only. */
-    call_free("POST", path, "{\"steps\":5}", 200);
+    it_call_free("POST", path, "{\"steps\":5}", 200);
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)ja);
-    call_free("DELETE", path, NULL, 202);
+    it_call_free("DELETE", path, NULL, 202);
     cJSON_Delete(job_wait(ja, "cancelled", 30000));
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)c);
     int64_t jc = submit(c, "{\"steps\":5,\"async\":true}", 202);
     cJSON_Delete(job_wait(jc, "succeeded", 30000));
     snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)jb);
-    call_free("DELETE", path, NULL, 202);
+    it_call_free("DELETE", path, NULL, 202);
     cJSON_Delete(job_wait(jb, "cancelled", 30000));
-    cJSON *j = call("GET", "/v1/jobs?status=cancelled", NULL, 200);
+    cJSON *j = it_call("GET", "/v1/jobs?status=cancelled", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 2);
     cJSON_Delete(j);
 }
@@ -479,7 +445,7 @@ static void sse_start(sse_t *s, pthread_t *t, int64_t id, int want_done, int wan
         if (ok)
             break;
         ck_assert_msg(waited < 10000, "event stream did not connect");
-        sleep_ms(10);
+        it_sleep_ms(10);
     }
 }
 
@@ -491,9 +457,9 @@ START_TEST(sse_events)
     sse_start(&s, &t, id, 3, 1);
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *r1 = call("POST", path, "{\"steps\":5}", 200);
+    cJSON *r1 = it_call("POST", path, "{\"steps\":5}", 200);
     snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
-    cJSON_Delete(call("POST", path, "{\"x\":[[1,2,3]],\"y\":[1]}", 200));
+    cJSON_Delete(it_call("POST", path, "{\"x\":[[1,2,3]],\"y\":[1]}", 200));
     int64_t job = submit(id, "{\"steps\":20,\"history_every\":10,\"async\":true}", 202);
     cJSON_Delete(job_wait(job, "succeeded", 30000));
     pthread_join(t, NULL);
@@ -518,9 +484,9 @@ START_TEST(sse_events)
     ck_assert_ptr_nonnull(done);
     cJSON *res = cJSON_Parse(done + strlen("event: done\ndata: "));
     ck_assert_ptr_nonnull(res);
-    ck_assert_int_eq((int64_t)num(res, "model_id"), id);
-    ck_assert_int_eq((int64_t)num(res, "step"), 5);
-    ck_assert(num(res, "loss_after") == num(r1, "loss_after"));
+    ck_assert_int_eq((int64_t)it_num(res, "model_id"), id);
+    ck_assert_int_eq((int64_t)it_num(res, "step"), 5);
+    ck_assert(it_num(res, "loss_after") == it_num(r1, "loss_after"));
     cJSON_Delete(res);
     cJSON_Delete(r1);
     ck_assert_ptr_nonnull(strstr(s.buf, ": keep-alive\n\n"));
@@ -528,7 +494,7 @@ START_TEST(sse_events)
 
     /* History of that run: every 10th step plus the last of each call. */
     snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=5", (long long)id);
-    cJSON *h = call("GET", path, NULL, 200);
+    cJSON *h = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 3);
     cJSON_Delete(h);
 
@@ -541,16 +507,16 @@ START_TEST(history_paging)
     int64_t id = small_model();
     char path[128];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    call_free("POST", path, "{\"steps\":25}", 200);
+    it_call_free("POST", path, "{\"steps\":25}", 200);
     int64_t after = -1, total = 0;
     int pages = 0;
     for (;;) {
         snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=%lld&limit=10",
                  (long long)id, (long long)after);
-        cJSON *h = call("GET", path, NULL, 200);
+        cJSON *h = it_call("GET", path, NULL, 200);
         cJSON *rows = get(h, "history"), *next = get(h, "next");
         int n = cJSON_GetArraySize(rows);
-        ck_assert_int_eq((int64_t)num(cJSON_GetArrayItem(rows, 0), "step"), after + 1);
+        ck_assert_int_eq((int64_t)it_num(cJSON_GetArrayItem(rows, 0), "step"), after + 1);
         total += n;
         ++pages;
         if (cJSON_IsNull(next)) {
@@ -560,7 +526,7 @@ START_TEST(history_paging)
         }
         ck_assert_int_eq(n, 10);
         after = (int64_t)next->valuedouble;
-        ck_assert_int_eq(after, (int64_t)num(cJSON_GetArrayItem(rows, 9), "step"));
+        ck_assert_int_eq(after, (int64_t)it_num(cJSON_GetArrayItem(rows, 9), "step"));
         cJSON_Delete(h);
     }
     ck_assert_int_eq(total, 25);
@@ -568,15 +534,15 @@ START_TEST(history_paging)
 
     /* max_points: evenly over the whole run, first and last kept. */
     snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=5", (long long)id);
-    cJSON *h = call("GET", path, NULL, 200);
+    cJSON *h = it_call("GET", path, NULL, 200);
     static const int want[] = {0, 6, 12, 18, 24};
     ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 5);
     for (int i = 0; i < 5; ++i)
-        ck_assert_int_eq((int)num(cJSON_GetArrayItem(get(h, "history"), i), "step"), want[i]);
+        ck_assert_int_eq((int)it_num(cJSON_GetArrayItem(get(h, "history"), i), "step"), want[i]);
     ck_assert(cJSON_IsNull(get(h, "next")));
     cJSON_Delete(h);
     snprintf(path, sizeof path, "/v1/models/%lld/history?max_points=1000", (long long)id);
-    h = call("GET", path, NULL, 200);
+    h = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(h, "history")), 25);
     cJSON_Delete(h);
 
@@ -592,8 +558,8 @@ START_TEST(history_paging)
 
     /* history_every 0 records nothing; the step still advances. */
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *r = call("POST", path, "{\"steps\":4,\"history_every\":0}", 200);
-    ck_assert_int_eq((int64_t)num(r, "step"), 29);
+    cJSON *r = it_call("POST", path, "{\"steps\":4,\"history_every\":0}", 200);
+    ck_assert_int_eq((int64_t)it_num(r, "step"), 29);
     cJSON_Delete(r);
     int64_t count = 0;
     ck_assert_int_eq(last_history_step(id, &count), 24);
@@ -608,15 +574,15 @@ static int history_page(int64_t id, const char *query, int64_t *steps, double *l
 {
     char path[160];
     snprintf(path, sizeof path, "/v1/models/%lld/history?%s", (long long)id, query);
-    cJSON *h = call("GET", path, NULL, 200);
+    cJSON *h = it_call("GET", path, NULL, 200);
     cJSON *rows = get(h, "history"), *nx = get(h, "next");
     int n = cJSON_GetArraySize(rows);
     ck_assert_int_le(n, cap);
     for (int i = 0; i < n; ++i) {
         const cJSON *r = cJSON_GetArrayItem(rows, i);
-        steps[i] = (int64_t)num(r, "step");
-        losses[i] = num(r, "loss");
-        ck_assert_double_eq(num(r, "learning_rate"), 0.05);
+        steps[i] = (int64_t)it_num(r, "step");
+        losses[i] = it_num(r, "loss");
+        ck_assert_double_eq(it_num(r, "learning_rate"), 0.05);
         const cJSON *at = get(r, "at");
         ck_assert_msg(cJSON_IsString(at) && strlen(at->valuestring) == 24 &&
                           at->valuestring[10] == 'T' && at->valuestring[23] == 'Z',
@@ -631,7 +597,7 @@ static cJSON *train(int64_t id, const char *body)
 {
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    return call("POST", path, body, 200);
+    return it_call("POST", path, body, 200);
 }
 
 /* Long runs, strided recording, paging and sampling across stored chunks, fork, restore and
@@ -646,17 +612,17 @@ START_TEST(history_long_runs)
     int64_t next = 0;
 
     cJSON *r = train(id, "{\"steps\":2500}");
-    double loss0 = num(r, "loss_before");
+    double loss0 = it_num(r, "loss_before");
     cJSON_Delete(r);
     snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
-    cJSON *ck = call("POST", path, "{}", 201);
-    int64_t checkpoint = (int64_t)num(ck, "checkpoint_id");
-    ck_assert_int_eq((int64_t)num(ck, "step"), 2500);
+    cJSON *ck = it_call("POST", path, "{}", 201);
+    int64_t checkpoint = (int64_t)it_num(ck, "checkpoint_id");
+    ck_assert_int_eq((int64_t)it_num(ck, "step"), 2500);
     cJSON_Delete(ck);
     cJSON_Delete(train(id, "{\"steps\":5000}"));
     /* Every 3rd global step plus the call's last: 7500, 7503, 7506, 7508. */
     r = train(id, "{\"steps\":9,\"history_every\":3}");
-    ck_assert_int_eq((int64_t)num(r, "step"), 7509);
+    ck_assert_int_eq((int64_t)it_num(r, "step"), 7509);
     cJSON_Delete(r);
 
     /* Pages of 3000: 0..2999, 3000..5999, then 6000..7499 and the four strided rows. */
@@ -704,8 +670,8 @@ START_TEST(history_long_runs)
 
     /* A fork carries the whole history. */
     snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)id);
-    cJSON *f = call("POST", path, "{}", 201);
-    int64_t fork = (int64_t)num(f, "id");
+    cJSON *f = it_call("POST", path, "{}", 201);
+    int64_t fork = (int64_t)it_num(f, "id");
     cJSON_Delete(f);
     n = history_page(fork, "limit=10000", steps2, losses2, CAP, &next);
     ck_assert_int_eq(n, total);
@@ -717,7 +683,7 @@ START_TEST(history_long_runs)
     /* Restore cuts the history at the checkpoint, inside a stored run. */
     snprintf(path, sizeof path, "/v1/models/%lld/restore", (long long)id);
     snprintf(q, sizeof q, "{\"checkpoint_id\":%lld}", (long long)checkpoint);
-    call_free("POST", path, q, 200);
+    it_call_free("POST", path, q, 200);
     n = history_page(id, "limit=10000", steps2, losses2, CAP, &next);
     ck_assert_int_eq(n, 2500);
     ck_assert_int_eq(steps2[2499], 2499);
@@ -726,9 +692,9 @@ START_TEST(history_long_runs)
     /* A step after the restore runs step 2500 again: its new row replaces the old one. */
     snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
     char *b = batch_json(4, 3, 17u);
-    cJSON *st = call("POST", path, b, 200);
+    cJSON *st = it_call("POST", path, b, 200);
     free(b);
-    double step_loss = num(st, "loss_before");
+    double step_loss = it_num(st, "loss_before");
     cJSON_Delete(st);
     n = history_page(id, "after_step=2497", steps2, losses2, CAP, &next);
     ck_assert_int_eq(n, 3);
@@ -749,27 +715,27 @@ START_TEST(train_sees_batch_changes)
     char path[128];
     double before[3];
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
-    cJSON *list = call("GET", path, NULL, 200);
-    int64_t first = (int64_t)num(cJSON_GetArrayItem(get(list, "batches"), 0), "batch_id");
+    cJSON *list = it_call("GET", path, NULL, 200);
+    int64_t first = (int64_t)it_num(cJSON_GetArrayItem(get(list, "batches"), 0), "batch_id");
     cJSON_Delete(list);
     for (int round = 0; round < 3; ++round) {
         if (round == 1) {
             snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
             char *b = batch_json(8, 3, 4242u);
-            call_free("POST", path, b, 201);
+            it_call_free("POST", path, b, 201);
             free(b);
         }
         if (round == 2) {
             snprintf(path, sizeof path, "/v1/models/%lld/batches/%lld", (long long)id,
                      (long long)first);
-            call_free("DELETE", path, NULL, 204);
+            it_call_free("DELETE", path, NULL, 204);
         }
         cJSON *r = train(id, "{\"steps\":0}");
-        before[round] = num(r, "loss_before");
+        before[round] = it_num(r, "loss_before");
         cJSON_Delete(r);
         snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
-        cJSON *l = call("POST", path, "{}", 200);
-        ck_assert_double_eq(num(l, "loss"), before[round]);
+        cJSON *l = it_call("POST", path, "{}", 200);
+        ck_assert_double_eq(it_num(l, "loss"), before[round]);
         cJSON_Delete(l);
     }
     ck_assert(before[1] != before[0]);
@@ -777,9 +743,9 @@ START_TEST(train_sees_batch_changes)
     /* Only the added batch is left: the loss on it sent inline (never cached) agrees. */
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
     char *b = batch_json(8, 3, 4242u);
-    cJSON *l = call("POST", path, b, 200);
+    cJSON *l = it_call("POST", path, b, 200);
     free(b);
-    ck_assert_double_eq(num(l, "loss"), before[2]);
+    ck_assert_double_eq(it_num(l, "loss"), before[2]);
     cJSON_Delete(l);
 }
 END_TEST
@@ -792,9 +758,9 @@ START_TEST(train_follows_other_writes)
     int64_t id = small_model();
     char path[128], body[160];
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    cJSON *p0 = call("GET", path, NULL, 200);
+    cJSON *p0 = it_call("GET", path, NULL, 200);
     cJSON *r = train(id, "{\"steps\":5}");
-    double loss0 = num(r, "loss_before"), loss5 = num(r, "loss_after");
+    double loss0 = it_num(r, "loss_before"), loss5 = it_num(r, "loss_after");
     cJSON_Delete(r);
     ck_assert(loss5 < loss0);
 
@@ -802,39 +768,39 @@ START_TEST(train_follows_other_writes)
     cJSON *put = cJSON_CreateObject();
     cJSON_AddItemReferenceToObject(put, "parameters", get(p0, "parameters"));
     char *put_text = cJSON_PrintUnformatted(put);
-    call_free("PUT", path, put_text, 200);
+    it_call_free("PUT", path, put_text, 200);
     free(put_text);
     cJSON_Delete(put);
     cJSON_Delete(p0);
     r = train(id, "{\"steps\":3}");
-    ck_assert_double_eq(num(r, "loss_before"), loss0);
+    ck_assert_double_eq(it_num(r, "loss_before"), loss0);
     cJSON_Delete(r);
 
     /* A restore to a checkpoint taken now, after two more calls. */
     snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
-    cJSON *ck = call("POST", path, "{}", 201);
-    snprintf(body, sizeof body, "{\"checkpoint_id\":%lld}", (long long)num(ck, "checkpoint_id"));
+    cJSON *ck = it_call("POST", path, "{}", 201);
+    snprintf(body, sizeof body, "{\"checkpoint_id\":%lld}", (long long)it_num(ck, "checkpoint_id"));
     cJSON_Delete(ck);
     r = train(id, "{\"steps\":0}");
-    double at_checkpoint = num(r, "loss_before");
+    double at_checkpoint = it_num(r, "loss_before");
     cJSON_Delete(r);
     cJSON_Delete(train(id, "{\"steps\":4}"));
     snprintf(path, sizeof path, "/v1/models/%lld/restore", (long long)id);
-    call_free("POST", path, body, 200);
+    it_call_free("POST", path, body, 200);
     r = train(id, "{\"steps\":0}");
-    ck_assert_double_eq(num(r, "loss_before"), at_checkpoint);
+    ck_assert_double_eq(it_num(r, "loss_before"), at_checkpoint);
     cJSON_Delete(r);
 
     /* A /step on an inline batch moves the model: the next call starts after it. */
     snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)id);
     char *b = batch_json(4, 3, 99u);
-    cJSON_Delete(call("POST", path, b, 200));
+    cJSON_Delete(it_call("POST", path, b, 200));
     free(b);
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
-    cJSON *l = call("POST", path, "{}", 200);
+    cJSON *l = it_call("POST", path, "{}", 200);
     r = train(id, "{\"steps\":0}");
-    ck_assert_double_eq(num(r, "loss_before"), num(l, "loss"));
-    ck_assert(num(r, "loss_before") != at_checkpoint);
+    ck_assert_double_eq(it_num(r, "loss_before"), it_num(l, "loss"));
+    ck_assert(it_num(r, "loss_before") != at_checkpoint);
     cJSON_Delete(r);
     cJSON_Delete(l);
 }
@@ -842,17 +808,17 @@ END_TEST
 
 START_TEST(divergence)
 {
-    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2,"
+    int64_t id = it_create_model("{\"kind\":\"linear\",\"inputs\":2,"
                               "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":1e6}}");
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
-    call_free("POST", path, "{\"x\":[[100,200],[-300,50],[20,-70]],\"y\":[1,2,3]}", 201);
+    it_call_free("POST", path, "{\"x\":[[100,200],[-300,50],[20,-70]],\"y\":[1,2,3]}", 201);
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *r = call("POST", path, "{\"steps\":1000}", 200);
+    cJSON *r = it_call("POST", path, "{\"steps\":1000}", 200);
     ck_assert_str_eq(get(r, "stopped")->valuestring, "diverged");
-    int64_t step = (int64_t)num(r, "step");
+    int64_t step = (int64_t)it_num(r, "step");
     ck_assert(step < 1000);
-    ck_assert(isfinite(num(r, "loss_after")));
+    ck_assert(isfinite(it_num(r, "loss_after")));
     cJSON_Delete(r);
     ck_assert_int_eq(check_consistent(id), step);
 }
@@ -863,8 +829,8 @@ START_TEST(queries)
     int64_t id = small_model();
     char path[128];
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)id);
-    cJSON *l = call("POST", path, "{}", 200);
-    ck_assert_int_eq((int64_t)num(l, "rows"), 32);
+    cJSON *l = it_call("POST", path, "{}", 200);
+    ck_assert_int_eq((int64_t)it_num(l, "rows"), 32);
     ck_assert_ptr_null(get(l, "accuracy"));
     cJSON_Delete(l);
     expect_error("POST", path, "{\"x\":[[1,2,3]]}", 400, "invalid_argument");
@@ -872,23 +838,23 @@ START_TEST(queries)
     expect_error("POST", path, "{\"x\":[[1,2,3]],\"y\":[1],\"z\":1}", 400, "invalid_argument");
     expect_error("POST", path, "{\"x\":", 400, "invalid_json");
     snprintf(path, sizeof path, "/v1/models/%lld/gradcheck", (long long)id);
-    cJSON *g = call("POST", path, "{\"epsilon\":1e-5}", 200);
+    cJSON *g = it_call("POST", path, "{\"epsilon\":1e-5}", 200);
     ck_assert(cJSON_IsTrue(get(g, "ok")));
     cJSON_Delete(g);
     snprintf(path, sizeof path, "/v1/models/%lld/gradients", (long long)id);
-    cJSON *before = call("POST", path, "{}", 200);
-    cJSON *after = call("POST", path, "{}", 200);
-    ck_assert(num(before, "norm") == num(after, "norm"));   /* gradcheck left it unchanged */
+    cJSON *before = it_call("POST", path, "{}", 200);
+    cJSON *after = it_call("POST", path, "{}", 200);
+    ck_assert(it_num(before, "norm") == it_num(after, "norm"));   /* gradcheck left it unchanged */
     cJSON_Delete(before);
     cJSON_Delete(after);
 
     /* A classifier's loss adds accuracy and errors. */
-    int64_t c = create_model("{\"kind\":\"logistic\",\"inputs\":1,"
+    int64_t c = it_create_model("{\"kind\":\"logistic\",\"inputs\":1,"
                              "\"parameters\":{\"W1\":[[0,1]]}}");
     snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)c);
-    l = call("POST", path, "{\"x\":[[1],[-1],[2],[3]],\"y\":[1,0,0,1]}", 200);
-    ck_assert(num(l, "accuracy") == 0.75);
-    ck_assert_int_eq((int64_t)num(l, "errors"), 1);
+    l = it_call("POST", path, "{\"x\":[[1],[-1],[2],[3]],\"y\":[1,0,0,1]}", 200);
+    ck_assert(it_num(l, "accuracy") == 0.75);
+    ck_assert_int_eq((int64_t)it_num(l, "errors"), 1);
     cJSON_Delete(l);
     expect_error("POST", path, "{\"x\":[[1]],\"y\":[2]}", 400, "invalid_argument");
     snprintf(path, sizeof path, "/v1/models/%lld/step", (long long)c);
@@ -896,15 +862,15 @@ START_TEST(queries)
     expect_error("POST", path, "{\"x\":[[1]],\"y\":[1],\"learning_rate\":-1}", 400,
                  "invalid_argument");
     cJSON *m = model_get(c);
-    ck_assert_int_eq((int64_t)num(m, "step"), 0);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
     cJSON_Delete(m);
     snprintf(path, sizeof path, "/v1/models/%lld/boundary", (long long)c);
-    call_free("GET", path, NULL, 200);
-    int64_t s = create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
+    it_call_free("GET", path, NULL, 200);
+    int64_t s = it_create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
     snprintf(path, sizeof path, "/v1/models/%lld/boundary", (long long)s);
     expect_error("GET", path, NULL, 400, "invalid_argument");
     snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)s);
-    cJSON *p = call("POST", path, "{\"x\":[[1,2],[3,4]]}", 200);
+    cJSON *p = it_call("POST", path, "{\"x\":[[1,2],[3,4]]}", 200);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetArrayItem(get(p, "outputs"), 0)), 3);
     ck_assert_int_eq(cJSON_GetArraySize(get(p, "classes")), 2);
     ck_assert_ptr_null(get(p, "margins"));
@@ -920,7 +886,7 @@ START_TEST(crash_during_job)
     int64_t id = slow_model();
     int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
     job_wait_progress(job);
-    sleep_ms(300);
+    it_sleep_ms(300);
     it_kill9(&d);
     ck_assert_int_eq(it_start_again(&d), 0);
 
@@ -928,7 +894,7 @@ START_TEST(crash_during_job)
     ck_assert_str_eq(get(j, "status")->valuestring, "failed");
     ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
     cJSON_Delete(j);
-    j = call("GET", "/v1/jobs?status=failed", NULL, 200);
+    j = it_call("GET", "/v1/jobs?status=failed", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
     cJSON_Delete(j);
     int64_t step = check_consistent(id);
@@ -937,18 +903,18 @@ START_TEST(crash_during_job)
     /* Training continues from the committed step. */
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *r = call("POST", path, "{\"steps\":3}", 200);
-    ck_assert_int_eq((int64_t)num(r, "step"), step + 3);
+    cJSON *r = it_call("POST", path, "{\"steps\":3}", 200);
+    ck_assert_int_eq((int64_t)it_num(r, "step"), step + 3);
     cJSON_Delete(r);
     ck_assert_int_eq(check_consistent(id), step + 3);
 
     /* A clean restart keeps everything. */
     snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)id);
-    cJSON *p1 = call("GET", path, NULL, 200);
+    cJSON *p1 = it_call("GET", path, NULL, 200);
     int64_t n1 = 0, n2 = 0;
     int64_t last1 = last_history_step(id, &n1);
     ck_assert_int_eq(it_restart(&d), 0);
-    cJSON *p2 = call("GET", path, NULL, 200);
+    cJSON *p2 = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(last_history_step(id, &n2), last1);
     ck_assert_int_eq(n1, n2);
     char *t1 = cJSON_PrintUnformatted(p1), *t2 = cJSON_PrintUnformatted(p2);
@@ -971,7 +937,7 @@ START_TEST(sigterm_during_job)
     cJSON *j = job_get(job);
     ck_assert_str_eq(get(j, "status")->valuestring, "failed");
     ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
-    int64_t step = (int64_t)num(get(j, "result"), "step");
+    int64_t step = (int64_t)it_num(get(j, "result"), "step");
     cJSON_Delete(j);
     ck_assert_int_eq(check_consistent(id), step);
 }
