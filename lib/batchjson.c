@@ -46,46 +46,6 @@ static int is_digit(char ch)
 }
 
 /*
- * The run of digits at p (none read at or past end) appended to *m, which wraps past 19 digits;
- * *count grows by the run's length. Eight bytes at a time while the text allows: a byte is a
- * digit when its high nibble is 3 and adding 6 keeps it 3. A carry or borrow between bytes only
- * runs from a byte to the ones after it, so it cannot touch the digits before the first
- * non-digit, and those are all that is kept.
- */
-static const char *digit_run(const char *p, const char *end, uint64_t *m, int64_t *count)
-{
-    static const uint64_t pow10_u64[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
-                                         100000000};
-    uint64_t acc = *m;
-    while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, sizeof w);
-        uint64_t t = ((w & 0xF0F0F0F0F0F0F0F0ULL) |
-                      (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ^
-                     0x3333333333333333ULL;
-        int n = t == 0 ? 8 : __builtin_ctzll(t) >> 3;
-        if (n > 0) {
-            /* The n digits as the low places of eight (little-endian: the first is highest). */
-            uint64_t v = (w - 0x3030303030303030ULL) << (8 * (8 - n));
-            v = v * 10 + (v >> 8);
-            v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
-                 (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
-            acc = acc * pow10_u64[n] + v;
-            p += n;
-            *count += n;
-        }
-        if (n < 8) {
-            *m = acc;
-            return p;
-        }
-    }
-    for (; p < end && is_digit(*p); ++p, ++*count)
-        acc = acc * 10 + (uint64_t)(*p - '0');
-    *m = acc;
-    return p;
-}
-
-/*
  * An RFC 8259 number, finite, followed by something that ends it (white space , ] }). The
  * digits are gathered while the grammar is checked, and the common case -- at most 19 digits
  * forming m <= 2^53, scaled by 10^e with |e| <= 22 -- is converted on the spot by Clinger's
@@ -93,9 +53,6 @@ static const char *digit_run(const char *p, const char *end, uint64_t *m, int64_
  */
 static int number(cursor_t *c, double *out)
 {
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     skip_space(c);
     const char *s = c->p, *p = s, *end = c->end;
     uint64_t m = 0;
@@ -109,7 +66,7 @@ static int number(cursor_t *c, double *out)
         ++p;
         digits = 1;
     } else if (p < end && *p >= '1' && *p <= '9') {
-        p = digit_run(p, end, &m, &digits);
+        p = numparse_digits(p, end, &m, &digits);
     } else {
         return 0;
     }
@@ -117,21 +74,11 @@ static int number(cursor_t *c, double *out)
         if (++p == end || !is_digit(*p))
             return 0;
         int64_t before = digits;
-        p = digit_run(p, end, &m, &digits);
+        p = numparse_digits(p, end, &m, &digits);
         e -= digits - before;
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        int eneg = 0;
-        int64_t x = 0;
-        if (++p < end && (*p == '+' || *p == '-'))
-            eneg = *p++ == '-';
-        if (p == end || !is_digit(*p))
-            return 0;
-        for (; p < end && is_digit(*p); ++p)
-            if (x < 100000000)   /* far beyond any double's range; no overflow */
-                x = x * 10 + (*p - '0');
-        e += eneg ? -x : x;
-    }
+    if ((p = numparse_exponent(p, end, &e)) == NULL)
+        return 0;
     /* cJSON reads [0-9+-.eE] as one number; "1.5.2" or "0x1" are not numbers for it either,
      * but saying so is the slow path's job. */
     if (p == end || (*p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\n' &&
@@ -139,12 +86,9 @@ static int number(cursor_t *c, double *out)
         return 0;
     if (p - s > BATCHJSON_NUMBER_MAX)
         return 0;
-    if (digits <= 19 && m <= (1ULL << 53) && e >= -22 && e <= 22) {
-        double v = e >= 0 ? (double)m * pow10[e] : (double)m / pow10[-e];
-        *out = neg ? -v : v;
-    } else if (!numparse_decimal(s, (size_t)(p - s), out) || !isfinite(*out)) {
+    if (!numparse_exact(m, digits, e, neg, out) &&
+        (!numparse_decimal(s, (size_t)(p - s), out) || !isfinite(*out)))
         return 0;
-    }
     c->p = p;
     return 1;
 }

@@ -1601,6 +1601,7 @@ static int csv_grow(codec_csv_stream_t *s)
     if (x == NULL)
         return ERR_NOMEM;
     s->x = x;
+    tensor_advise_huge_pages(x, (size_t)nx * sizeof *x);   /* filled once, start to end */
     if (s->o.label_columns > 0) {
         double *y = realloc(s->y, (size_t)(ny > 0 ? ny : 1) * sizeof *y);
         if (y == NULL)
@@ -1661,11 +1662,26 @@ static void csv_line(codec_csv_stream_t *s, const char *ls, const char *le)
     double *yr = s->y != NULL ? s->y + s->rows * s->o.label_columns : NULL;
     int64_t nf = 0;
     for (const char *f = ls;; ++nf) {
+        /* The common field, a plain number up to its comma, is read in one pass; anything
+         * else (spaces, quotes, long digit strings, errors) takes the general path below. */
+        double v;
+        size_t k;
+        if (nf < cols && rc == 0 && (k = numparse_prefix(f, (size_t)(le - f), &v)) > 0 &&
+            k < CODEC_CSV_FIELD_MAX && (f + k == le || f[k] == ',')) {
+            if (nf < n_x)
+                xr[nf] = v;
+            else
+                yr[nf - n_x] = v;
+            if (f + k == le)
+                break;
+            f += k + 1;
+            continue;
+        }
         const char *comma = memchr(f, ',', (size_t)(le - f));
         const char *fs = f, *fe = comma != NULL ? comma : le;
         if (nf < cols && rc == 0) {
             trim(&fs, &fe);
-            double v = 0.0;
+            v = 0.0;
             rc = csv_number(fs, fe, line, nf + 1, &v, &s->err);
             if (nf < n_x)
                 xr[nf] = v;

@@ -3,6 +3,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <sys/mman.h>
 
 #ifdef NEUROND_BLAS
 #include <cblas.h>
@@ -45,6 +47,15 @@ const char *tensor_shape_str(const tensor_shape_t *s, char *buf, size_t size)
     else
         snprintf(buf, size, "[%d,%d]", s->d[0], s->d[1]);
     return buf;
+}
+
+void tensor_advise_huge_pages(void *p, size_t bytes)
+{
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
 int tensor_checked_elems(int64_t r, int64_t c, const char *what, int64_t *out, err_t *err)

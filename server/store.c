@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "embedded.h"
+#include "tensor.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "BLOBs hold little-endian float64 written by memcpy");
@@ -1841,18 +1841,6 @@ int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *
     return rc;
 }
 
-/* Training reads these rows once per step, start to end: on 2 MiB pages the TLB covers them
- * and the hardware prefetchers are not stopped at every 4 kB boundary. Only a hint: where
- * transparent huge pages are off it does nothing. */
-static void advise_huge_pages(void *p, size_t bytes)
-{
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
-    if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-}
-
 int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
                          double **x, double **y, store_data_stamp_t *stamp, err_t *err)
 {
@@ -1896,7 +1884,8 @@ int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64
         rc = err_set(err, ERR_NOMEM, "out of memory loading %" PRId64 " rows", total);
         goto out;
     }
-    advise_huge_pages(bx, (size_t)(total * n_x) * sizeof *bx);
+    /* Training streams these rows once per step, start to end. */
+    tensor_advise_huge_pages(bx, (size_t)(total * n_x) * sizeof *bx);
     if ((rc = stmt_get(c, sql_all, &st, err)) < 0)
         goto out;
     sqlite3_bind_int64(st, 1, id);

@@ -1092,6 +1092,20 @@ START_TEST(test_csv_errors)
         ck_assert_ptr_null(b.x);
         ck_assert_ptr_null(b.y);
     }
+    /* A number text of 128 characters or more is refused whatever it is worth (a value read up
+     * to its comma must not slip past that rule): 0...05 is 5, but too long. */
+    char text[256];
+    int n = snprintf(text, sizeof text, "1,2,0\n1,%0128d,0\n", 5);
+    ck_assert_int_lt(n, (int)sizeof text);
+    codec_batch_t b;
+    err_t err = {0};
+    int rc = csv_str(text, 2, 1, -1, 0, &b, &err);
+    assert_err(rc, &err, ERR_INVAL, "line 2", "column 2 is not a number (128 characters long)",
+               text);
+    snprintf(text, sizeof text, "1,2,0\n1,%0127d,0\n", 5);
+    ck_assert_int_eq(csv_str(text, 2, 1, -1, 0, &b, &err), 0);
+    ck_assert(b.rows == 2 && b.x[3] == 5.0);
+    codec_batch_free(&b);
 }
 END_TEST
 

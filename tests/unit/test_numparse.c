@@ -107,6 +107,81 @@ START_TEST(test_random_against_strtod)
 }
 END_TEST
 
+/* numparse_prefix on s followed by `tail`, in a buffer of exactly that length (ASan sees any
+ * read past it): either 0, or the length of a number whose value is bit for bit
+ * numparse_decimal's on those characters; and a number that is all of s with at most 15
+ * significant digits and a small exponent is always read whole. */
+static void prefix_agrees(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    char *copy = malloc(n + t > 0 ? n + t : 1);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, s, n);
+    memcpy(copy + n, tail, t);
+    double got = 12345.0, want = 54321.0;
+    size_t k = numparse_prefix(copy, n + t, &got);
+    if (k > 0) {
+        ck_assert_msg(k <= n + t, "'%s%s': read %zu", s, tail, k);
+        ck_assert_msg(numparse_decimal(copy, k, &want) == 1, "'%.*s' read as a number", (int)k,
+                      copy);
+        uint64_t a, b;
+        memcpy(&a, &got, sizeof a);
+        memcpy(&b, &want, sizeof b);
+        ck_assert_msg(a == b, "'%.*s': prefix %.17g, decimal %.17g", (int)k, copy, got, want);
+        ck_assert_msg(k == n + t || !numparse_is_decimal(copy, k + 1),
+                      "'%s%s': stopped at %zu inside the number", s, tail, k);
+    } else {
+        ck_assert(got == 12345.0);
+    }
+    free(copy);
+}
+
+START_TEST(test_prefix)
+{
+    static const char *const exact[] = {"0", "-0", "+7", "1.", ".5", "-.5", "0.000123", "00012",
+                                        "123456789012345", "1234567.12345678", "-0.302592",
+                                        "1e22", "1e-22", "12E+3", "0.5e-3", "98765.4321e2"};
+    static const char *const tails[] = {"", ",", ",1.5", "\n", " ", "x", "e", "e+", ".", "..",
+                                        "12345678", ",-0.25,3"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; ++i) {
+        for (size_t j = 0; j < sizeof tails / sizeof tails[0]; ++j)
+            prefix_agrees(exact[i], tails[j]);
+        double v;
+        ck_assert_msg(numparse_prefix(exact[i], strlen(exact[i]), &v) == strlen(exact[i]),
+                      "'%s' not read whole", exact[i]);
+        char with_comma[64];
+        snprintf(with_comma, sizeof with_comma, "%s,9", exact[i]);
+        ck_assert_msg(numparse_prefix(with_comma, strlen(with_comma), &v) == strlen(exact[i]),
+                      "'%s' not read up to its comma", with_comma);
+    }
+    /* Not numbers, or not for the fast method: 0, and the caller takes the general path. */
+    static const char *const refused[] = {"", "-", "+", ".", "-.", "e5", "1e", "1e+", "1e+,",
+                                          " 1", "x1", "1e23", "1e-23", "9007199254740993",
+                                          "12345678901234567890", "0.12345678901234567890"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+        double v = 7.0;
+        ck_assert_msg(numparse_prefix(refused[i], strlen(refused[i]), &v) == 0, "'%s' read",
+                      refused[i]);
+        ck_assert(v == 7.0);
+    }
+    /* Random digit strings with points, signs, exponents and tails of every kind. */
+    rng_t r;
+    rng_seed(&r, 20261128);
+    static const char alphabet[] = "0123456789012345678901234567890123456789.-+eE, \n";
+    char buf[48], tail[8];
+    for (int i = 0; i < 300000; ++i) {
+        size_t n = (size_t)(rng_next(&r) % 30), t = (size_t)(rng_next(&r) % 6);
+        for (size_t k = 0; k < n; ++k)
+            buf[k] = alphabet[rng_next(&r) % (sizeof alphabet - 1)];
+        buf[n] = '\0';
+        for (size_t k = 0; k < t; ++k)
+            tail[k] = alphabet[rng_next(&r) % (sizeof alphabet - 1)];
+        tail[t] = '\0';
+        prefix_agrees(buf, tail);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("numparse");
@@ -115,6 +190,7 @@ int main(void)
     tcase_add_test(tc, test_edge_cases);
     tcase_add_test(tc, test_not_decimal);
     tcase_add_test(tc, test_random_against_strtod);
+    tcase_add_test(tc, test_prefix);
     suite_add_tcase(s, tc);
     return testutil_run(s);
 }
