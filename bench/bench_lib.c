@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +51,7 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "tensor.h"
 #include "train.h"
 
 /* OpenBLAS extensions (declared in its cblas.h on Debian, repeated for other layouts). */
@@ -366,11 +366,7 @@ typedef struct loaded {
 static double *xmalloc_huge(size_t bytes)
 {
     double *p = xmalloc(bytes);
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
-    if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+    tensor_advise_huge_pages(p, bytes);
     return p;
 }
 
