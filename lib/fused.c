@@ -511,31 +511,37 @@ ALWAYS_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, 
            - ((hfsq - (s * (hfsq + R) + (kf * V4(1.90821492927058770002e-10) + c))) - f);
 }
 
-/* z[r] = w[0] + x_r . w[1:] for RB rows: one accumulator per row, so RB = 8 chains hide the
- * multiply-add latency, and each w vector loaded serves all RB rows. */
+/* z[r] = w[0] + x_r . w[1:] for RB rows, one row after the other: memory is read as one
+ * sequential stream, which the hardware prefetchers follow far better than RB rows read side by
+ * side (80 MB of rows: 5.5 ms in row order against 9.1 ms in 8-row interleaved order, one
+ * core). Four accumulators per row hide the multiply-add latency. */
 ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
                           const double *restrict w, double *restrict z)
 {
-    v4d acc[K1_RB];
-#pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r)
-        acc[r] = V4(0.0);
-    int32_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        v4d wv;
-        LD4(wv, w + 1 + i);
-#pragma GCC unroll 8
-        for (int r = 0; r < RB; ++r) {
-            v4d xv;
-            LD4(xv, x + (int64_t)r * n + i);
-            acc[r] += xv * wv;
-        }
-    }
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-        double s = hsum4(&acc[r]);
-        for (int32_t ii = i; ii < n; ++ii)
-            s += x[(int64_t)r * n + ii] * w[1 + ii];
+        const double *restrict xr = x + (int64_t)r * n;
+        v4d acc[4] = {V4(0.0), V4(0.0), V4(0.0), V4(0.0)};
+        int32_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                v4d xv, wv;
+                LD4(xv, xr + i + 4 * j);
+                LD4(wv, w + 1 + i + 4 * j);
+                acc[j] += xv * wv;
+            }
+        }
+        for (; i + 4 <= n; i += 4) {
+            v4d xv, wv;
+            LD4(xv, xr + i);
+            LD4(wv, w + 1 + i);
+            acc[0] += xv * wv;
+        }
+        v4d sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        double s = hsum4(&sum);
+        for (; i < n; ++i)
+            s += xr[i] * w[1 + i];
         z[r] = w[0] + s;
     }
 }
