@@ -95,6 +95,22 @@ static inline double hsum4(const v4d *v)
     return ((*v)[0] + (*v)[2]) + ((*v)[1] + (*v)[3]);
 }
 
+/* hsum4 of s[0..3] into out[0..3], rounded exactly as hsum4 rounds: one 4x4 transpose instead
+ * of four separate horizontal reductions. */
+static inline __attribute__((always_inline)) void hsum4x4(const v4d *s, double *out)
+{
+    const v4d a = __builtin_shufflevector(s[0], s[1], 0, 4, 2, 6);   /* s0[0] s1[0] s0[2] s1[2] */
+    const v4d b = __builtin_shufflevector(s[0], s[1], 1, 5, 3, 7);   /* s0[1] s1[1] s0[3] s1[3] */
+    const v4d c = __builtin_shufflevector(s[2], s[3], 0, 4, 2, 6);
+    const v4d d = __builtin_shufflevector(s[2], s[3], 1, 5, 3, 7);
+    const v4d l0 = __builtin_shufflevector(a, c, 0, 1, 4, 5);        /* lane k: s_k[0] */
+    const v4d l2 = __builtin_shufflevector(a, c, 2, 3, 6, 7);        /* s_k[2] */
+    const v4d l1 = __builtin_shufflevector(b, d, 0, 1, 4, 5);        /* s_k[1] */
+    const v4d l3 = __builtin_shufflevector(b, d, 2, 3, 6, 7);        /* s_k[3] */
+    const v4d t = (l0 + l2) + (l1 + l3);
+    memcpy(out, &t, sizeof t);
+}
+
 /* Row of z: max, first argmax and Σ_{j != arg} exp(z_j - max) -- ops.c row_lse(). The exps are
  * kept in e[] for the gradient. */
 static inline void lse_row(const double *z, int32_t k, double *e, double *mx, int32_t *arg,
@@ -516,6 +532,8 @@ ALWAYS_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, 
 ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
                           const double *restrict w, double *restrict z)
 {
+    const int32_t n4 = n - n % 4;   /* columns taken four at a time */
+    v4d sum[K1_RB];
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
         const double *restrict xr = x + (int64_t)r * n;
@@ -530,17 +548,26 @@ ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
                 acc[j] += xv * wv;
             }
         }
-        for (; i + 4 <= n; i += 4) {
+        for (; i < n4; i += 4) {
             v4d xv, wv;
             LD4(xv, xr + i);
             LD4(wv, w + 1 + i);
             acc[0] += xv * wv;
         }
-        v4d sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        double s = hsum4(&sum);
-        for (; i < n; ++i)
-            s += xr[i] * w[1 + i];
-        z[r] = w[0] + s;
+        sum[r] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+    double s[K1_RB];
+    int r = 0;
+    for (; r + 4 <= RB; r += 4) {
+        hsum4x4(sum + r, s + r);
+    }
+    for (; r < RB; ++r)
+        s[r] = hsum4(&sum[r]);
+#pragma GCC unroll 8
+    for (r = 0; r < RB; ++r) {
+        for (int32_t i = n4; i < n; ++i)
+            s[r] += x[(int64_t)r * n + i] * w[1 + i];
+        z[r] = w[0] + s[r];
     }
 }
 
