@@ -161,43 +161,18 @@ size_t numparse_prefix(const char *s, size_t n, double *out)
 }
 
 /*
- * Clinger's fast path: when the significant digits form an integer m <= 2^53 and the power of
- * ten satisfies |e| <= 22, both m and 10^|e| are exact doubles, so m * 10^e (or m / 10^-e) is
- * one correctly rounded IEEE operation -- the same double strtod computes. Leading zeros are
- * not significant, so "0.000123" still takes this path. Everything else goes to strtod.
+ * Clinger's fast path (numparse_prefix, numparse_exact): when the significant digits form an
+ * integer m <= 2^53 and the power of ten satisfies |e| <= 22, both m and 10^|e| are exact
+ * doubles, so m * 10^e (or m / 10^-e) is one correctly rounded IEEE operation -- the same double
+ * strtod computes. Leading zeros are not significant, so "0.000123" still takes this path.
+ * Every other decimal goes to strtod.
  */
 int numparse_decimal(const char *s, size_t n, double *out)
 {
-    size_t i = 0;
-    int neg = 0, sig = 0, any = 0;
-    uint64_t m = 0;
-    int64_t e = 0;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    for (; i < n && (unsigned)(s[i] - '0') < 10u; ++i) {
-        any = 1;
-        if (m == 0 && s[i] == '0')
-            continue;
-        if (++sig <= 19)
-            m = m * 10 + (uint64_t)(s[i] - '0');
-        else
-            ++e;                 /* digits beyond 19 only count for the scale (slow path) */
+    double v;
+    if (n > 0 && numparse_prefix(s, n, &v) == n) {
+        *out = v;
+        return 1;
     }
-    if (i < n && s[i] == '.') {
-        for (++i; i < n && (unsigned)(s[i] - '0') < 10u; ++i) {
-            any = 1;
-            if (m == 0 && s[i] == '0') {
-                --e;
-                continue;
-            }
-            if (++sig <= 19) {
-                m = m * 10 + (uint64_t)(s[i] - '0');
-                --e;
-            }
-        }
-    }
-    const char *after = any ? numparse_exponent(s + i, s + n, &e) : NULL;
-    if (after != s + n)
-        return 0;
-    return numparse_exact(m, sig, e, neg, out) || slow_path(s, n, out);
+    return numparse_is_decimal(s, n) && slow_path(s, n, out);
 }
