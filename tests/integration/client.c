@@ -32,6 +32,21 @@ void it_init(int argc, char **argv)
     }
     it_exe = argv[1];
     it_golden = argc > 2 ? argv[2] : ".";
+    /* Here, before any test starts a thread: curl_global_init is not thread-safe. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int it_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (it_curl != NULL)
+        curl_easy_cleanup(it_curl);
+    it_curl = NULL;
+    curl_global_cleanup();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 static int64_t now_ms(void)
@@ -306,11 +321,8 @@ void it_resp_free(it_resp_t *r)
 int it_do(const it_call_t *call, it_resp_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (it_curl == NULL) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        if ((it_curl = curl_easy_init()) == NULL)
-            return -1;
-    }
+    if (it_curl == NULL && (it_curl = curl_easy_init()) == NULL)
+        return -1;
     CURL *c = it_curl;
     curl_easy_reset(c);            /* keeps the connection cache: keep-alive across calls */
     char url[4096];

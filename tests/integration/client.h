@@ -18,6 +18,7 @@
 #ifndef ND_IT_CLIENT_H
 #define ND_IT_CLIENT_H
 
+#include <check.h>
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stddef.h>
@@ -50,8 +51,12 @@ typedef struct it_opts {
 extern const char *it_exe;     /* argv[1]: path to neurond */
 extern const char *it_golden;  /* argv[2]: tests/golden directory */
 
-/* Record argv[1] and argv[2]; exits 2 with a usage line when they are missing. */
+/* Record argv[1] and argv[2] (exits 2 with a usage line when they are missing) and initialise
+ * libcurl. First thing in main(). */
 void it_init(int argc, char **argv);
+
+/* Run every test of `s`, release libcurl; EXIT_SUCCESS when all passed. Last thing in main(). */
+int it_run(Suite *s);
 
 /* Start a daemon on a fresh database. `extra` is a NULL-terminated list of more arguments (or
  * NULL). Returns 0, or -1 (message on stderr) when it did not come up within 10 s. */

@@ -13,7 +13,6 @@
  * - A database of schema 1 (history one row per step) is converted to chunks on start.
  */
 #include <check.h>
-#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <sqlite3.h>
@@ -486,7 +485,6 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("backup");
     TCase *tc = tcase_create("backup");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -496,10 +494,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, backup_methods_and_auth);
     tcase_add_test(tc, history_rows_migrate);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

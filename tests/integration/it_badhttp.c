@@ -6,7 +6,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <check.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -704,7 +703,6 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("badhttp");
     TCase *tc = tcase_create("badhttp");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -719,10 +717,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, pipelined);
     tcase_add_test(tc, http10_no_host);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -925,7 +925,6 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("faults");
     TCase *tk = tcase_create("kill9");
     tcase_add_checked_fixture(tk, start_default, teardown);
@@ -946,10 +945,5 @@ int main(int argc, char **argv)
     tcase_set_timeout(tr, 120);
     tcase_add_test(tr, read_only);
     suite_add_tcase(s, tr);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -353,11 +353,8 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, golden_case, 0, n_cases);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = it_run(s);
     for (int i = 0; i < n_cases; ++i)
         free(case_path[i]);
-    return failed == 0 ? 0 : 1;
+    return rc;
 }

@@ -626,9 +626,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, slow_drip_does_not_block_others);
     tcase_add_test(tc, connection_limit);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -426,9 +426,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, healthz_cached_answer);
     tcase_add_test(tc, bad_flags_exit_2);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -915,9 +915,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, restore_trims_history_fork_copies_it);
     tcase_add_test(tc, writes_conflict_while_training);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -227,7 +227,6 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("readers");
     TCase *tc = tcase_create("readers");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -235,10 +234,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, concurrent_predictions_follow_commits);
     tcase_add_test(tc, concurrent_predictions_two_models);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

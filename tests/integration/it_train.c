@@ -1041,7 +1041,6 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -1070,10 +1069,5 @@ int main(int argc, char **argv)
     tcase_set_timeout(tj, 180);
     tcase_add_test(tj, too_many_jobs);
     suite_add_tcase(s, tj);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }

@@ -198,9 +198,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, same_numbers_as_golden);
     tcase_add_test(tc, script_runs);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return it_run(s);
 }
