@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "graph.h"
+#include "numerics.h"
 
 #define FUSED_MAX_THREADS 8
 /* Multiply-adds per thread below which waking a worker costs more than it saves. */
@@ -33,16 +34,6 @@
 #define FUSED_TILE_MAX 256
 /* Bytes of W (all k rows, a chunk of columns) the forward keeps in L1. */
 #define FUSED_L1_W_BYTES (20 * 1024)
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FUSED_X86_CLONES 1
-#endif
-
-typedef double v4d __attribute__((vector_size(32)));
-/* Unaligned vector load and store. Macros, not functions: a v4d passed by value to a function
- * compiled without AVX is an ABI question the compilers warn about. */
-#define LD4(v, p) memcpy(&(v), (p), sizeof(v4d))
-#define ST4(p, v) memcpy((p), &(v), sizeof(v4d))
 
 /* Everything one call hands to the threads. */
 typedef struct fused_job {
@@ -88,7 +79,7 @@ struct fused {
     fused_job_t job;
 };
 
-/* ---- numerics (the formulas of ops.c, so both paths round alike) ----------------------------- */
+/* ---- horizontal sums ------------------------------------------------------------------------- */
 
 static inline double hsum4(const v4d *v)
 {
@@ -97,7 +88,7 @@ static inline double hsum4(const v4d *v)
 
 /* hsum4 of s[0..3] into out[0..3], rounded exactly as hsum4 rounds: one 4x4 transpose instead
  * of four separate horizontal reductions. */
-static inline __attribute__((always_inline)) void hsum4x4(const v4d *s, double *out)
+NM_INLINE void hsum4x4(const v4d *s, double *out)
 {
     const v4d a = __builtin_shufflevector(s[0], s[1], 0, 4, 2, 6);   /* s0[0] s1[0] s0[2] s1[2] */
     const v4d b = __builtin_shufflevector(s[0], s[1], 1, 5, 3, 7);   /* s0[1] s1[1] s0[3] s1[3] */
@@ -111,55 +102,12 @@ static inline __attribute__((always_inline)) void hsum4x4(const v4d *s, double *
     memcpy(out, &t, sizeof t);
 }
 
-/* Row of z: max, first argmax and Σ_{j != arg} exp(z_j - max) -- ops.c row_lse(). The exps are
- * kept in e[] for the gradient. */
-static inline void lse_row(const double *z, int32_t k, double *e, double *mx, int32_t *arg,
-                           double *rest)
-{
-    int32_t a = 0;
-    for (int32_t j = 1; j < k; ++j)
-        if (z[j] > z[a])
-            a = j;
-    const double m = z[a];   /* e may be z itself: read the max before it is overwritten */
-    double s = 0.0;
-    for (int32_t j = 0; j < k; ++j) {
-        e[j] = j == a ? 1.0 : exp(z[j] - m);
-        if (j != a)
-            s += e[j];
-    }
-    *mx = m;
-    *arg = a;
-    *rest = s;
-}
-
-/* ops.c bce_term() and bce_grad() from one exp: with e = exp(-|z|), sigmoid(z) is 1/(1+e) or
- * e/(1+e) by the sign of z, exactly as sigmoid() computes it, and sigmoid(-z) the other one. */
-static inline void bce_pair(double z, double t, double *term, double *grad)
-{
-    double e = exp(-fabs(z));
-    double big = 1.0 / (1.0 + e), small = e / (1.0 + e);
-    double sp = z >= 0.0 ? big : small;      /* sigmoid(z) */
-    double sm = -z >= 0.0 ? big : small;     /* sigmoid(-z) */
-    *term = (fmax(z, 0.0) - t * z) + log1p(e);
-    *grad = (1.0 - t) * sp - t * sm;
-}
-
-static inline double sigmoid(double z)
-{
-    if (z >= 0.0)
-        return 1.0 / (1.0 + exp(-z));
-    double e = exp(z);
-    return e / (1.0 + e);
-}
-
 /* ---- kernels ---------------------------------------------------------------------------------- */
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* z[r*k + j] (+)= Σ_{i < nc} x[r][i] w[j][1+i] for r < RB, j < JB: x has row stride n, w row
  * stride 1+n, both already offset to the current chunk of columns. The first chunk (w0 != NULL:
  * the bias column) assigns w0[j*(1+n)] + sum, the others add. */
-ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict x, int32_t n,
+NM_INLINE void fwd_block(const int RB, const int JB, const double *restrict x, int32_t n,
                              int32_t nc, const double *restrict w, const double *restrict w0,
                              int32_t k, double *restrict z)
 {
@@ -200,7 +148,7 @@ ALWAYS_INLINE void fwd_block(const int RB, const int JB, const double *restrict 
 }
 
 /* All k columns of z for RB rows, over one chunk of nc input columns. */
-ALWAYS_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n, int32_t nc,
+NM_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n, int32_t nc,
                             const double *restrict w, const double *restrict w0, int32_t k,
                             double *restrict z)
 {
@@ -228,7 +176,7 @@ ALWAYS_INLINE void fwd_rows(const int RB, const double *restrict x, int32_t n, i
 
 /* Z = X_tile W^T + bias, in chunks of columns so that the chunk of W (all k rows) and of three
  * rows of X stay in L1 while every row block of the tile uses them. */
-ALWAYS_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
+NM_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
                             const double *restrict w, int32_t k, double *restrict z)
 {
     int32_t kc = (int32_t)((FUSED_L1_W_BYTES / (int64_t)sizeof(double) / k) & ~(int64_t)3);
@@ -248,7 +196,7 @@ ALWAYS_INLINE void fwd_tile(const double *restrict x, int32_t tr, int32_t n,
 /* g[j][1+i0 .. 1+i0+4*IV) += Σ_r dz[r][j] x[r][i0 ..] for j < JB, over tr rows. When pf is
  * not NULL it is the next tile's x: the same columns of its rows are prefetched, so that tile
  * arrives from memory while this one computes from cache. */
-ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict x, int32_t tr,
+NM_INLINE void bwd_block(const int JB, const int IV, const double *restrict x, int32_t tr,
                              int32_t n, const double *restrict dz, int32_t k, double *restrict g,
                              int32_t i0, const double *pf, int32_t pf_rows)
 {
@@ -292,7 +240,7 @@ ALWAYS_INLINE void bwd_block(const int JB, const int IV, const double *restrict 
 }
 
 /* Classes j..j+JB of the gradient over the whole tile. */
-ALWAYS_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x, int32_t tr,
+NM_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x, int32_t tr,
                             int32_t n, const double *restrict dz, int32_t k, double *restrict g,
                             const double *pf, int32_t pf_rows)
 {
@@ -317,7 +265,7 @@ ALWAYS_INLINE void bwd_cols(const int JB, const int IV, const double *restrict x
 }
 
 /* pf: the next tile's rows (pf_rows of them, 0 for none), prefetched by the first pass. */
-ALWAYS_INLINE void bwd_tile(const double *restrict x, int32_t tr, int32_t n,
+NM_INLINE void bwd_tile(const double *restrict x, int32_t tr, int32_t n,
                             const double *restrict dz, int32_t k, double *restrict g,
                             const double *pf, int32_t pf_rows)
 {
@@ -347,7 +295,7 @@ ALWAYS_INLINE void bwd_tile(const double *restrict x, int32_t tr, int32_t n,
 /* Turn a tile of z into dz (scaled as the reduction says) and return the sum of its loss terms,
  * unscaled but for ova's. y points at the tile's first label row; rows_total is the batch's
  * rows (the mean's divisor). */
-ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *restrict y,
+NM_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *restrict y,
                                int32_t tr, int32_t k, int32_t rows_total, double *restrict z,
                                int want_grad)
 {
@@ -366,7 +314,7 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
     case FUSED_LOSS_SIGMOID_L2: {
         const double g2 = 2.0 * scale;
         for (int32_t i = 0; i < tr; ++i) {
-            double o = sigmoid(z[i]), d = o - y[i];
+            double o = nm_sigmoid(z[i]), d = o - y[i];
             s += d * d;
             z[i] = (g2 * d) * o * (1.0 - o);
         }
@@ -375,7 +323,7 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
     case FUSED_LOSS_BCE:
         for (int32_t i = 0; i < tr; ++i) {
             double term, gr;
-            bce_pair(z[i], y[i], &term, &gr);
+            nm_bce_pair(z[i], y[i], &term, &gr);
             s += term;
             z[i] = scale * gr;
         }
@@ -387,7 +335,7 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
             double *zr = z + (int64_t)i * k;
             for (int32_t j = 0; j < k; ++j) {
                 double term, gr;
-                bce_pair(zr[j], c == j ? 1.0 : 0.0, &term, &gr);
+                nm_bce_pair(zr[j], c == j ? 1.0 : 0.0, &term, &gr);
                 s += scale * term;
                 zr[j] = scale * gr;
             }
@@ -398,9 +346,10 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
          * y the argmax -rest/(1+rest). The exps are computed once, in place. */
         for (int32_t i = 0; i < tr; ++i) {
             double *zr = z + (int64_t)i * k, mx, rest;
-            int32_t arg, c = (int32_t)y[i];
+            int64_t arg;
+            int32_t c = (int32_t)y[i];
             double zc = zr[c];
-            lse_row(zr, k, zr, &mx, &arg, &rest);
+            nm_row_lse(zr, k, zr, &mx, &arg, &rest);
             s += (mx - zc) + log1p(rest);
             if (!want_grad)
                 continue;
@@ -420,7 +369,7 @@ ALWAYS_INLINE double loss_tile(int32_t kind, int32_t reduction, const double *re
 }
 
 /* One tile: forward, loss, gradient. The tile after it (pf_rows rows, maybe 0) is prefetched. */
-ALWAYS_INLINE void tile_body(const fused_t *f, const double *w, const double *x, const double *y,
+NM_INLINE void tile_body(const fused_t *f, const double *w, const double *x, const double *y,
                              int32_t r0, int32_t tr, int32_t rows_total, double *z, double *g,
                              int want_grad, double *loss, int32_t pf_rows)
 {
@@ -441,7 +390,7 @@ static void tile_generic(const fused_t *f, const double *w, const double *x, con
     tile_body(f, w, x, y, r0, tr, rows_total, z, g, want_grad, loss, pf_rows);
 }
 
-#ifdef FUSED_X86_CLONES
+#ifdef NM_X86_CLONES
 __attribute__((target("avx2,fma"))) static void
 tile_avx2(const fused_t *f, const double *w, const double *x, const double *y, int32_t r0,
           int32_t tr, int32_t rows_total, double *z, double *g, int want_grad, double *loss,
@@ -460,40 +409,15 @@ tile_avx2(const fused_t *f, const double *w, const double *x, const double *y, i
  * block in vector registers. */
 #define K1_RB 8
 
-typedef long long v4i __attribute__((vector_size(32)));
-#define V4(c) ((v4d){(c), (c), (c), (c)})
-/* Lanewise m ? a : b, for a comparison result m (C has no ?: on vectors). */
-#define VSEL(m, a, b) ((v4d)(((m) & (v4i)(a)) | (~(m) & (v4i)(b))))
-
-/* *out = exp(x) for x <= 0 (x = -|z|), within an ulp of libm: k = round(x / ln 2) by the
- * 1.5 * 2^52 shift, r = x - k ln 2 in two parts (the high part has trailing zeros, so k times
- * it is exact), exp(r) by its Taylor series to r^13 (|r| <= ln2/2: the rest is below 1e-17),
- * then 2^k added into the exponent. Below -707 the result leaves the normal range, where adding
- * k to the exponent is wrong; those lanes, and NaN, take libm's exp. */
-ALWAYS_INLINE void vexp_neg(const v4d *xp, v4d *out)
+/* *out = exp(x) for x <= 0 (x = -|z|) by numerics.h's nm_exp4. Lanes below -707, and NaN, take
+ * libm's exp one by one (a cut-off a little inside nm_exp4's range, kept where it has always
+ * been so that the results stay what they were). */
+NM_INLINE void vexp_neg(const v4d *xp, v4d *out)
 {
-    const v4d x = *xp, shift = V4(0x1.8p52);
-    const v4d t = x * V4(0x1.71547652b82fep0) + shift;
-    const v4d kd = t - shift;
-    const v4i ki = (v4i)t - (v4i)shift;
-    v4d r = x - kd * V4(6.93147180369123816490e-01);
-    r = r - kd * V4(1.90821492927058770002e-10);
-    v4d p = V4(1.0 / 6227020800.0);
-    p = p * r + V4(1.0 / 479001600.0);
-    p = p * r + V4(1.0 / 39916800.0);
-    p = p * r + V4(1.0 / 3628800.0);
-    p = p * r + V4(1.0 / 362880.0);
-    p = p * r + V4(1.0 / 40320.0);
-    p = p * r + V4(1.0 / 5040.0);
-    p = p * r + V4(1.0 / 720.0);
-    p = p * r + V4(1.0 / 120.0);
-    p = p * r + V4(1.0 / 24.0);
-    p = p * r + V4(1.0 / 6.0);
-    p = p * r + V4(0.5);
-    p = p * r + V4(1.0);
-    p = p * r + V4(1.0);
-    v4d e = (v4d)((v4i)p + (ki << 52));
-    const v4i bad = ~(x >= V4(-707.0));
+    const v4d x = *xp;
+    v4d e = x;
+    nm_exp4(&e);
+    const v4l bad = ~(x >= V4(-707.0));
     if (bad[0] | bad[1] | bad[2] | bad[3])
         for (int l = 0; l < 4; ++l)
             if (bad[l])
@@ -504,10 +428,10 @@ ALWAYS_INLINE void vexp_neg(const v4d *xp, v4d *out)
 /* *out = log1p(e) for e in [0, 1], within an ulp of libm, given u = 1 + e and 1/u: fdlibm's
  * s_log1p.c. For u <= sqrt 2, f = e exactly; above, f = u/2 - 1 with the rounding of u put
  * back as c/u. Then log(1 + f) = f - hfsq + s (hfsq + R(s^2)), s = f / (2 + f). */
-ALWAYS_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, v4d *out)
+NM_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, v4d *out)
 {
     const v4d e = *ep, u = *up;
-    const v4i hi = u > V4(0x1.6a09e667f3bcdp0);
+    const v4l hi = u > V4(0x1.6a09e667f3bcdp0);
     const v4d kf = VSEL(hi, V4(1.0), V4(0.0));
     const v4d f = VSEL(hi, u * V4(0.5) - V4(1.0), e);
     const v4d c = VSEL(hi, (e - (u - V4(1.0))) * *inv_up, V4(0.0));
@@ -529,7 +453,7 @@ ALWAYS_INLINE void vlog1p_unit(const v4d *ep, const v4d *up, const v4d *inv_up, 
  * side (80 MB of rows: 5.5 ms in row order against 9.1 ms in 8-row interleaved order, one
  * core); in this order software prefetches ahead of the block only slowed the step down. Four
  * accumulators per row hide the multiply-add latency. */
-ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
+NM_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
                           const double *restrict w, double *restrict z)
 {
     const int32_t n4 = n - n % 4;   /* columns taken four at a time */
@@ -573,7 +497,7 @@ ALWAYS_INLINE void k1_fwd(const int RB, const double *restrict x, int32_t n,
 
 /* g += Σ_r dz[r] (1, x_r) for RB rows: a rank-RB update, so g is loaded and stored once per
  * block, and x comes from L1 (the forward just read it). */
-ALWAYS_INLINE void k1_bwd(const int RB, const double *restrict x, int32_t n,
+NM_INLINE void k1_bwd(const int RB, const double *restrict x, int32_t n,
                           const double *restrict dz, double *restrict g)
 {
     int32_t i = 0;
@@ -602,7 +526,7 @@ ALWAYS_INLINE void k1_bwd(const int RB, const double *restrict x, int32_t n,
 
 /* Loss terms of four rows into *term and their dz (scaled) into *dz: the formulas of
  * loss_tile() lane by lane, with exp and log1p from above. */
-ALWAYS_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d *yp, v4d *term,
+NM_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d *yp, v4d *term,
                             v4d *dz)
 {
     const v4d z = *zp, t = *yp;
@@ -612,13 +536,13 @@ ALWAYS_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d
         *dz = V4(2.0 * scale) * d;
         return;
     }
-    const v4d x = (v4d)((v4i)z | (v4i)V4(-0.0));   /* -|z|: the sign bit set */
+    const v4d x = (v4d)((v4l)z | (v4l)V4(-0.0));   /* -|z|: the sign bit set */
     v4d e;
     vexp_neg(&x, &e);
     const v4d u = V4(1.0) + e;
     /* e/u as e times 1/u: an ulp at most from the quotient, one division fewer. */
     const v4d big = V4(1.0) / u, small = e * big;
-    const v4i pos = z >= V4(0.0);
+    const v4l pos = z >= V4(0.0);
     const v4d sp = VSEL(pos, big, small);   /* sigmoid(z) */
     if (kind == FUSED_LOSS_SIGMOID_L2) {
         const v4d d = sp - t;
@@ -626,7 +550,7 @@ ALWAYS_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d
         *dz = ((V4(2.0 * scale) * d) * sp) * (V4(1.0) - sp);
         return;
     }
-    const v4i neg = -z >= V4(0.0);
+    const v4l neg = -z >= V4(0.0);
     const v4d sm = VSEL(neg, big, small);   /* sigmoid(-z) */
     v4d l1p;
     vlog1p_unit(&e, &u, &big, &l1p);
@@ -637,7 +561,7 @@ ALWAYS_INLINE void k1_loss4(int32_t kind, double scale, const v4d *zp, const v4d
 
 /* Loss terms of the RB rows whose z is in z[] into lsum, their dz into dz[]. Lanes past RB are
  * fed zeros and left out of the loss. */
-ALWAYS_INLINE void k1_loss(const int RB, int32_t kind, double scale, double *restrict z,
+NM_INLINE void k1_loss(const int RB, int32_t kind, double scale, double *restrict z,
                            const double *restrict y, double *restrict dz, v4d *lsum)
 {
     double t[K1_RB];
@@ -654,7 +578,7 @@ ALWAYS_INLINE void k1_loss(const int RB, int32_t kind, double scale, double *res
         LD4(tv, t + 4 * h);
         k1_loss4(kind, scale, &zv, &tv, &term, &dv);
         if (RB < 4 * h + 4) {
-            const v4i keep = (v4d){0.0, 1.0, 2.0, 3.0} < V4((double)(RB - 4 * h));
+            const v4l keep = (v4d){0.0, 1.0, 2.0, 3.0} < V4((double)(RB - 4 * h));
             term = VSEL(keep, term, V4(0.0));
         }
         lsum[h] += term;
@@ -663,7 +587,7 @@ ALWAYS_INLINE void k1_loss(const int RB, int32_t kind, double scale, double *res
 }
 
 /* Rows [lo, hi) for k = 1; returns the sum of their loss terms (unscaled, as loss_tile). */
-ALWAYS_INLINE double k1_body(const fused_t *f, const double *w, const double *x,
+NM_INLINE double k1_body(const fused_t *f, const double *w, const double *x,
                              const double *y, int32_t lo, int32_t hi, int32_t rows_total,
                              double *g, int want_grad)
 {
@@ -713,7 +637,7 @@ static double k1_generic(const fused_t *f, const double *w, const double *x, con
     return k1_body(f, w, x, y, lo, hi, rows_total, g, want_grad);
 }
 
-#ifdef FUSED_X86_CLONES
+#ifdef NM_X86_CLONES
 __attribute__((target("avx2,fma"))) static double
 k1_avx2(const fused_t *f, const double *w, const double *x, const double *y, int32_t lo,
         int32_t hi, int32_t rows_total, double *g, int want_grad)
@@ -866,14 +790,13 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max
     int64_t tile = FUSED_TILE_BYTES / ((int64_t)n * (int64_t)sizeof(double));
     f->tile = tile < 4 ? 4 : tile > FUSED_TILE_MAX ? FUSED_TILE_MAX : (int32_t)tile;
     f->tile_fn = tile_generic;
-#ifdef FUSED_X86_CLONES
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+#ifdef NM_X86_CLONES
+    if (nm_have_avx2_fma())
         f->tile_fn = tile_avx2;
 #endif
     if (k == 1 && loss != FUSED_LOSS_OVA) {
         f->k1_fn = k1_generic;
-#ifdef FUSED_X86_CLONES
+#ifdef NM_X86_CLONES
         if (f->tile_fn == tile_avx2)
             f->k1_fn = k1_avx2;
 #endif

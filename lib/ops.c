@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "numerics.h"
+
 #define SHAPE_STR_MAX 48
 /* Rows from which affine's forward computes the transposed product (measured on OpenBLAS 0.3.21,
  * 2 threads: 10000 x 784 -> 128 takes ~20% less time that way). */
@@ -150,114 +152,22 @@ static double loss_scale(const ad_node_t *p)
     return 1.0 / (double)tensor_shape_rows(&p->child[0]->shape);
 }
 
-/* ---- numerics ------------------------------------------------------------------------------ */
-
-/* Never forms exp of a large positive number: exact 0/1 far out, no NaN at +-1000. */
-static double sigmoid(double z)
-{
-    if (z >= 0.0)
-        return 1.0 / (1.0 + exp(-z));
-    double e = exp(z);
-    return e / (1.0 + e);
-}
-
-/* softplus(z) - t z. Subtracting t z from max(z,0) first keeps z=50, t=1 at log1p(e^-50) instead
- * of cancelling it away. */
-static double bce_term(double z, double t)
-{
-    return (fmax(z, 0.0) - t * z) + log1p(exp(-fabs(z)));
-}
-
-/* sigmoid(z) - t written as (1-t) sigmoid(z) - t sigmoid(-z): both terms stay exact when the
- * difference is tiny (z=50, t=1 gives -sigmoid(-50), not 1.0 - 1 = 0). */
-static double bce_grad(double z, double t)
-{
-    return (1.0 - t) * sigmoid(z) - t * sigmoid(-z);
-}
-
-/* Row log-sum-exp split as max + log1p(rest): `rest` is the sum of exp(z_j - max) over every j
- * but the first argmax, so a dominant logit leaves its tiny partners visible. */
-static void row_lse(const double *z, int64_t k, double *mx, int64_t *arg, double *rest)
-{
-    int64_t a = 0;
-    for (int64_t j = 1; j < k; ++j)
-        if (z[j] > z[a])
-            a = j;
-    double s = 0.0;
-    for (int64_t j = 0; j < k; ++j)
-        if (j != a)
-            s += exp(z[j] - z[a]);
-    *mx = z[a];
-    *arg = a;
-    *rest = s;
-}
-
 /* ---- vector kernels ------------------------------------------------------------------------ */
 
 /* The big element-wise passes of a training step (sigmoid on the hidden layer, the exps of
- * softmax and cce) are written with GCC vector types: one source serves SSE2, the x86-64
- * baseline, and a clone built for AVX2+FMA that is picked at run time (no -march in the build).
- * Their exp is ours, not libm's, because libm's cannot be vectorised here; it is within 2 ulp of
- * the exact value, so results differ from the scalar formulas only by rounding. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define OPS_X86_CLONES 1
-#endif
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-typedef double v4d __attribute__((vector_size(32)));
-typedef int64_t v4l __attribute__((vector_size(32)));
-/* Unaligned load and store; macros so no v4d crosses a call compiled without AVX. */
-#define LD4(v, p) memcpy(&(v), (p), sizeof(v4d))
-#define ST4(p, v) memcpy((p), &(v), sizeof(v4d))
-
-/* exp(x) for x in [EXP4_LO, EXP4_HI], where 2^n stays a normal number: x = n ln2 + r with
- * |r| <= ln2/2, e^r by its Taylor series to r^13 (the first term left out is below 2^-57 of the
- * sum), times 2^n built in the exponent bits. Lanes outside the range go to libm (see exp_span). */
-#define EXP4_LO (-708.0)
-#define EXP4_HI 709.0
-ALWAYS_INLINE void exp4(v4d *xp)
-{
-    const v4d x = *xp;
-    const v4d shift = {0x1.8p52, 0x1.8p52, 0x1.8p52, 0x1.8p52};
-    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    v4d kd = x * 1.4426950408889634 + shift;    /* round(x / ln2) in the low mantissa bits */
-    v4l ki = (v4l)kd;
-    kd -= shift;
-    v4d r = (x - kd * ln2_hi) - kd * ln2_lo;
-    v4d p = r * (1.0 / 6227020800.0) + (1.0 / 479001600.0);
-    p = p * r + (1.0 / 39916800.0);
-    p = p * r + (1.0 / 3628800.0);
-    p = p * r + (1.0 / 362880.0);
-    p = p * r + (1.0 / 40320.0);
-    p = p * r + (1.0 / 5040.0);
-    p = p * r + (1.0 / 720.0);
-    p = p * r + (1.0 / 120.0);
-    p = p * r + (1.0 / 24.0);
-    p = p * r + (1.0 / 6.0);
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    v4l e = (ki - (int64_t)0x4338000000000000LL + 1023) << 52;
-    *xp = p * (v4d)e;
-}
-
-/* 1 when every lane of x lies in [lo, hi] (a NaN does not). */
-ALWAYS_INLINE int in_range4(const v4d *x, double lo, double hi)
-{
-    v4l ok = (*x >= lo) & (*x <= hi);
-    return (ok[0] & ok[1] & ok[2] & ok[3]) != 0;
-}
+ * softmax and cce) run on numerics.h's vector exp, in the SSE2 baseline and in a clone built for
+ * AVX2+FMA that is picked at run time. A group of four with a lane outside nm_exp4's range goes
+ * to libm whole. */
 
 /* y[i] = exp(x[i]) for i in [0, n); y may be x. */
-ALWAYS_INLINE void exp_span_body(double *y, const double *x, int64_t n)
+NM_INLINE void exp_span_body(double *y, const double *x, int64_t n)
 {
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         v4d v;
         LD4(v, x + i);
-        if (in_range4(&v, EXP4_LO, EXP4_HI)) {
-            exp4(&v);
+        if (nm_in_range4(&v, NM_EXP4_LO, NM_EXP4_HI)) {
+            nm_exp4(&v);
             ST4(y + i, v);
         } else {
             for (int j = 0; j < 4; ++j)
@@ -268,8 +178,8 @@ ALWAYS_INLINE void exp_span_body(double *y, const double *x, int64_t n)
         y[i] = exp(x[i]);
 }
 
-/* y[i] = sigmoid(x[i]) as sigmoid() computes it: e = exp(-|x|), then 1/(1+e) or e/(1+e). */
-ALWAYS_INLINE void sigmoid_span_body(double *y, const double *x, int64_t n)
+/* y[i] = nm_sigmoid(x[i]), to the bit: e = exp(-|x|), then 1/(1+e) or e/(1+e). */
+NM_INLINE void sigmoid_span_body(double *y, const double *x, int64_t n)
 {
     const v4l sign = {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN};
     int64_t i = 0;
@@ -277,21 +187,21 @@ ALWAYS_INLINE void sigmoid_span_body(double *y, const double *x, int64_t n)
         v4d v;
         LD4(v, x + i);
         v4d a = (v4d)((v4l)v | sign);             /* -|x| */
-        if (!in_range4(&a, EXP4_LO, 0.0)) {
+        if (!nm_in_range4(&a, NM_EXP4_LO, 0.0)) {
             for (int j = 0; j < 4; ++j)
-                y[i + j] = sigmoid(x[i + j]);
+                y[i + j] = nm_sigmoid(x[i + j]);
             continue;
         }
         v4d e = a;
-        exp4(&e);
+        nm_exp4(&e);
         v4d d = 1.0 + e;
         v4d big = 1.0 / d, small = e / d;
         v4l pos = v >= 0.0;
-        v4d out = (v4d)((pos & (v4l)big) | (~pos & (v4l)small));
+        v4d out = VSEL(pos, big, small);
         ST4(y + i, out);
     }
     for (; i < n; ++i)
-        y[i] = sigmoid(x[i]);
+        y[i] = nm_sigmoid(x[i]);
 }
 
 static void exp_span_generic(double *y, const double *x, int64_t n)
@@ -304,7 +214,7 @@ static void sigmoid_span_generic(double *y, const double *x, int64_t n)
     sigmoid_span_body(y, x, n);
 }
 
-#ifdef OPS_X86_CLONES
+#ifdef NM_X86_CLONES
 __attribute__((target("avx2,fma"))) static void exp_span_avx2(double *y, const double *x,
                                                               int64_t n)
 {
@@ -316,18 +226,12 @@ __attribute__((target("avx2,fma"))) static void sigmoid_span_avx2(double *y, con
 {
     sigmoid_span_body(y, x, n);
 }
-
-static int have_avx2(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif
 
 static void exp_span(double *y, const double *x, int64_t n)
 {
-#ifdef OPS_X86_CLONES
-    if (have_avx2()) {
+#ifdef NM_X86_CLONES
+    if (nm_have_avx2_fma()) {
         exp_span_avx2(y, x, n);
         return;
     }
@@ -337,8 +241,8 @@ static void exp_span(double *y, const double *x, int64_t n)
 
 static void sigmoid_span(double *y, const double *x, int64_t n)
 {
-#ifdef OPS_X86_CLONES
-    if (have_avx2()) {
+#ifdef NM_X86_CLONES
+    if (nm_have_avx2_fma()) {
         sigmoid_span_avx2(y, x, n);
         return;
     }
@@ -347,8 +251,8 @@ static void sigmoid_span(double *y, const double *x, int64_t n)
 }
 
 /* Rows of z [rows, k] shifted by their max: d = z - max (d may be z), with the first argmax and
- * max of each row in arg[] and mx[]. Then exp_span(d) gives row_lse()'s exps, with exactly 1.0
- * at the argmax. */
+ * max of each row in arg[] and mx[]. Then exp_span(d) gives nm_row_lse()'s exps, with exactly
+ * 1.0 at the argmax. */
 static void rows_shift_max(const double *z, int64_t rows, int64_t k, double *d, double *mx,
                            double *arg)
 {
@@ -367,7 +271,7 @@ static void rows_shift_max(const double *z, int64_t rows, int64_t k, double *d, 
     }
 }
 
-/* row_lse()'s `rest` from the exps of a shifted row: every exp but the argmax's. */
+/* nm_row_lse()'s `rest` from the exps of a shifted row: every exp but the argmax's. */
 static double row_rest(const double *e, int64_t k, int64_t arg)
 {
     double s = 0.0;
@@ -886,7 +790,7 @@ static int op_log_softmax(ad_node_t *p, int pass, err_t *err)
         if (pass == AD_PASS_FWD) {
             double mx, rest;
             int64_t arg;
-            row_lse(z, k, &mx, &arg, &rest);
+            nm_row_lse(z, k, NULL, &mx, &arg, &rest);
             double l1p = log1p(rest);
             for (int64_t j = 0; j < k; ++j)
                 y[j] = (z[j] - mx) - l1p;
@@ -943,12 +847,12 @@ static int op_bce_loss(ad_node_t *p, int pass, err_t *err)
     if (pass == AD_PASS_FWD) {
         double s = 0.0;
         for (int64_t i = 0; i < z->n; ++i)
-            s += bce_term(z->x[i], t->x[i]);
+            s += nm_bce_term(z->x[i], t->x[i]);
         p->x[0] = s * scale;
     } else {
         const double g = scale * p->g[0];
         for (int64_t i = 0; i < z->n; ++i)
-            z->g[i] += g * bce_grad(z->x[i], t->x[i]);
+            z->g[i] += g * nm_bce_grad(z->x[i], t->x[i]);
         if (!t->no_grad)
             for (int64_t i = 0; i < z->n; ++i)
                 t->g[i] -= g * z->x[i];
@@ -974,7 +878,7 @@ static int op_cce_loss(ad_node_t *p, int pass, err_t *err)
     }
     const int64_t m = z->shape.d[0], k = z->shape.d[1];
     const double scale = loss_scale(p);
-    /* Forward keeps row_lse()'s pieces for backward: the exps e [m,k], and per row the max,
+    /* Forward keeps nm_row_lse()'s pieces for backward: the exps e [m,k], and per row the max,
      * the argmax and `rest`. */
     double *e = p->scratch, *mx = e + m * k, *arg = mx + m, *rest = arg + m;
     if (pass == AD_PASS_FWD) {
@@ -1027,18 +931,18 @@ static int op_wbce_loss(ad_node_t *p, int pass, err_t *err)
     if (pass == AD_PASS_FWD) {
         double s = 0.0;
         for (int64_t i = 0; i < z->n; ++i)
-            s += w->x[i] * bce_term(z->x[i], t->x[i]);
+            s += w->x[i] * nm_bce_term(z->x[i], t->x[i]);
         p->x[0] = s;
     } else {
         const double g = p->g[0];
         for (int64_t i = 0; i < z->n; ++i)
-            z->g[i] += g * w->x[i] * bce_grad(z->x[i], t->x[i]);
+            z->g[i] += g * w->x[i] * nm_bce_grad(z->x[i], t->x[i]);
         if (!t->no_grad)
             for (int64_t i = 0; i < z->n; ++i)
                 t->g[i] -= g * w->x[i] * z->x[i];
         if (!w->no_grad)
             for (int64_t i = 0; i < z->n; ++i)
-                w->g[i] += g * bce_term(z->x[i], t->x[i]);
+                w->g[i] += g * nm_bce_term(z->x[i], t->x[i]);
     }
     return 0;
 }
