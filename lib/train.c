@@ -258,7 +258,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     const double lr =
         isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;
     const int64_t s0 = *global_step;
-    const volatile int *cancel = hooks != NULL ? hooks->cancel : NULL;
+    const atomic_int *cancel = hooks != NULL ? hooks->cancel : NULL;
     double *theta = model_params(t->m), *grad = model_grads(t->m);
     const uint8_t *mask = model_decay_mask(t->m);
 
@@ -302,7 +302,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             stop = TRAIN_STOP_TARGET_LOSS;
         else if (k > 0 && fabs(loss - loss_prev) < req->tolerance)
             stop = TRAIN_STOP_TOLERANCE;
-        else if (cancel != NULL && *cancel != 0)
+        else if (cancel != NULL && atomic_load_explicit(cancel, memory_order_relaxed) != 0)
             stop = TRAIN_STOP_CANCELLED;
         if (stop != 0)
             break;

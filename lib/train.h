@@ -24,6 +24,7 @@
 #ifndef ND_TRAIN_H
 #define ND_TRAIN_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -68,7 +69,7 @@ typedef int (*train_row_cb)(void *ctx, const train_row_t *row);
 typedef struct train_hooks {
     train_row_cb on_row;          /* may be NULL */
     void *ctx;
-    const volatile int *cancel;   /* checked between steps; non-zero stops with CANCELLED */
+    const atomic_int *cancel;     /* checked between steps; non-zero stops with CANCELLED */
 } train_hooks_t;
 
 typedef struct train_result {

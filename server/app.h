@@ -6,11 +6,12 @@
  *     store_model_get(app->store, http_param(req, 0), &m, err);
  *
  * Fields are set once at start-up and read-only afterwards (modules that need mutable state,
- * like the job pool, keep it behind their own handle and lock).
+ * like the job pool, keep it behind their own handle and lock), but for `stopping`.
  */
 #ifndef ND_APP_H
 #define ND_APP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,7 +41,10 @@ typedef struct app {
     const char *version;     /* NEUROND_VERSION */
     app_limits_t limits;     /* read-only after start */
     int64_t threads;         /* --threads */
-    struct jobs *jobs;       /* async training jobs and the per-model event hub (jobs.h) */
+    struct jobs *jobs;       /* async training jobs (jobs.h) */
+    struct events *events;   /* the per-model event hub behind the SSE streams (events.h) */
+    atomic_int stopping;     /* set once when shutdown begins: synchronous runs (POST /train,
+                                /step) stop at their next step boundary, committed */
     datacache_t *data_cache; /* stored rows kept between train calls (datacache.h) */
     struct sessions *sessions; /* training state kept between train calls (sessions.h) */
 } app_t;

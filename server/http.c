@@ -68,6 +68,8 @@ struct http_stream {
     http_stream_free_fn free_fn;
     int has_producer;
     int suspended, woken, closed;
+    int fd;                              /* the connection's socket, for http_stream_probe() */
+    int peer_gone;                       /* the probe saw the client close: end the stream */
     uint64_t bytes;
     struct http_stream *prev, *next;     /* srv->streams, while a response holds it */
     int listed;
@@ -598,6 +600,11 @@ static const char *api_code_for(int status, int code)
     }
 }
 
+const char *http_error_code(int code)
+{
+    return api_code_for(http_status_for(code), code);
+}
+
 /* Error body for any status; used by http_reply_error and for the statuses that have no err
  * code (401, 405). */
 /* Copy `s` into dst[0..size) with every byte that is not part of well-formed UTF-8 replaced by
@@ -762,6 +769,7 @@ int http_reply_stream(http_req_t *req, int status, const char *content_type,
     s->free_fn = free_fn;
     s->refs = 1 + (out != NULL);
     s->has_producer = out != NULL;
+    s->fd = -1;
     reply_clear(req);
     req->kind = REPLY_STREAM;
     req->status = status;
@@ -795,6 +803,23 @@ int http_stream_closed(http_stream_t *s)
     return closed || atomic_load(&s->srv->stopping);
 }
 
+void http_stream_probe(http_stream_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    /* Only a parked connection: libmicrohttpd cannot close it (nor its socket) until it is
+     * resumed, which happens under s->mu, so the descriptor is still this client's. */
+    if (s->suspended && !s->closed && s->fd >= 0) {
+        char c;
+        ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            s->peer_gone = 1;
+            s->suspended = 0;
+            MHD_resume_connection(s->conn);  /* stream_reader() ends it */
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 void http_stream_release(http_stream_t *s)
 {
     if (s != NULL)
@@ -809,7 +834,10 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         return MHD_CONTENT_READER_END_OF_STREAM;
     pthread_mutex_lock(&s->mu);
     s->woken = 0;
+    int gone = s->peer_gone;
     pthread_mutex_unlock(&s->mu);
+    if (gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     ssize_t n = s->read(s->ctx, buf, max);
     if (n > 0) {
         pthread_mutex_lock(&s->mu);
@@ -870,6 +898,11 @@ static enum MHD_Result queue_reply(http_req_t *req)
             stream_unref(s);
             break;
         }
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        pthread_mutex_lock(&s->mu);
+        s->fd = ci != NULL ? ci->connect_fd : -1;
+        pthread_mutex_unlock(&s->mu);
         http_server_t *srv = req->srv;
         pthread_mutex_lock(&srv->streams_mu);
         s->next = srv->streams;

@@ -222,6 +222,10 @@ int http_reply_error(http_req_t *req, const err_t *err);
 /* HTTP status http_reply_error() uses for an err code. */
 int http_status_for(int code);
 
+/* The error body's "code" string http_reply_error() uses for an err code ("invalid_argument",
+ * "conflict", ...). Static storage. */
+const char *http_error_code(int code);
+
 /* Add a header to the answer (e.g. "Location"). Name and value are copied; CR/LF is refused
  * (ERR_INVAL). Headers survive a later reply call on the same request. */
 int http_set_header(http_req_t *req, const char *name, const char *value);
@@ -280,6 +284,12 @@ void http_stream_wake(http_stream_t *s);
 
 /* Has the connection ended (client left, stream finished, server stopping)? Any thread. */
 int http_stream_closed(http_stream_t *s);
+
+/* A parked stream cannot see its client leave (libmicrohttpd does not watch a parked
+ * connection): look at its socket now, and when the client has closed it, end the
+ * connection, after which http_stream_closed() is true. Any thread; cheap (one non-blocking
+ * peek); harmless on a stream that is not parked or already closed. */
+void http_stream_probe(http_stream_t *s);
 
 /* The producer's reference is dropped; never touch `s` afterwards. NULL is a no-op. */
 void http_stream_release(http_stream_t *s);

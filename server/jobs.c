@@ -1,21 +1,14 @@
-/* server/jobs.c -- async training jobs (one thread each, at most --max-jobs) and the event hub.
+/* server/jobs.c -- async training jobs: one thread each, at most --max-jobs.
  *
  * A job owns the model's TRAINING lock from submission to its end, so the lock is taken on the
  * request's thread and released on the job's: the registry's lock is a state, not a mutex.
- * Finished job threads are joined by the keep-alive thread, by the next submission, or at the
- * latest by jobs_free().
- *
- * Event streams: each subscriber has a byte buffer the publishers append to and the HTTP
- * stream's read callback drains; an empty buffer parks the connection until http_stream_wake().
- * The hub holds the producer reference of every stream and drops it (http_stream_release) when
- * the client has left, which the keep-alive pass notices at the latest.
+ * Finished job threads are joined by the next submission, or at the latest by jobs_shutdown().
  */
 #include "jobs.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,218 +29,20 @@ typedef struct job {
     jobs_t *owner;
     int64_t id, model_id;
     train_req_t req;
-    volatile int cancel;       /* read by train_run between steps */
+    atomic_int cancel;         /* read by train_run between steps */
     atomic_int by_user;        /* the cancel came from DELETE /v1/jobs/{id} */
     atomic_int finished;       /* the thread is done with everything but returning */
     pthread_t thread;
     struct job *next;
 } job_t;
 
-typedef struct sub {
-    pthread_mutex_t mu;
-    int64_t model_id;
-    char *buf;
-    size_t len, off, cap;
-    int dead;                  /* too far behind: end the stream */
-    http_stream_t *stream;     /* producer reference; owned by the hub while listed */
-    struct sub *next;
-} sub_t;
-
 struct jobs {
     app_t *app;
     pthread_mutex_t mu;        /* guards jobs, n_active */
     job_t *jobs;
     int64_t n_active;
-    volatile int stopping;
-
-    pthread_mutex_t hub_mu;    /* guards subs */
-    sub_t *subs;
-    atomic_int n_subs;
-
-    pthread_mutex_t tick_mu;
-    pthread_cond_t tick_cv;
-    int tick_stop;
-    pthread_t ticker;
-    int ticker_started;
+    atomic_int stopping;
 };
-
-/* ---- event hub ------------------------------------------------------------------------------- */
-
-static ssize_t sub_read(void *ctx, char *buf, size_t max)
-{
-    sub_t *s = ctx;
-    ssize_t n = 0;
-    pthread_mutex_lock(&s->mu);
-    if (s->dead) {
-        n = HTTP_STREAM_ERROR;
-    } else if (s->off < s->len) {
-        size_t k = s->len - s->off < max ? s->len - s->off : max;
-        memcpy(buf, s->buf + s->off, k);
-        s->off += k;
-        if (s->off == s->len)
-            s->off = s->len = 0;
-        n = (ssize_t)k;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
-
-static void sub_free(void *ctx)
-{
-    sub_t *s = ctx;
-    pthread_mutex_destroy(&s->mu);
-    free(s->buf);
-    free(s);
-}
-
-/* Append text to one subscriber; marks it dead when it falls too far behind. */
-static void sub_append(sub_t *s, const char *text, size_t len)
-{
-    pthread_mutex_lock(&s->mu);
-    if (!s->dead) {
-        if (s->off > 0 && s->off == s->len)
-            s->off = s->len = 0;
-        if (s->len + len > JOBS_STREAM_MAX_BUFFER) {
-            s->dead = 1;
-        } else {
-            if (s->len + len > s->cap) {
-                size_t cap = s->cap == 0 ? 4096 : s->cap;
-                while (cap < s->len + len)
-                    cap *= 2;
-                char *nb = realloc(s->buf, cap);
-                if (nb == NULL) {
-                    s->dead = 1;
-                    goto out;
-                }
-                s->buf = nb;
-                s->cap = cap;
-            }
-            memcpy(s->buf + s->len, text, len);
-            s->len += len;
-        }
-    }
-out:
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* Send `text` to the subscribers of `model_id` (every subscriber when model_id is 0), and drop
- * those whose client has gone. */
-static void hub_send(jobs_t *j, int64_t model_id, const char *text, size_t len)
-{
-    sub_t *gone = NULL;
-    pthread_mutex_lock(&j->hub_mu);
-    for (sub_t **pp = &j->subs; *pp != NULL;) {
-        sub_t *s = *pp;
-        if (http_stream_closed(s->stream)) {
-            *pp = s->next;
-            s->next = gone;
-            gone = s;
-            atomic_fetch_sub(&j->n_subs, 1);
-            continue;
-        }
-        if (model_id == 0 || s->model_id == model_id) {
-            sub_append(s, text, len);
-            http_stream_wake(s->stream);
-        }
-        pp = &s->next;
-    }
-    pthread_mutex_unlock(&j->hub_mu);
-    while (gone != NULL) {
-        sub_t *next = gone->next;
-        http_stream_release(gone->stream);   /* may free `gone` */
-        gone = next;
-    }
-}
-
-int jobs_events_subscribe(jobs_t *j, http_req_t *req, int64_t model_id, err_t *err)
-{
-    static const char hello[] = ": connected\n\n";
-    sub_t *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return err_set(err, ERR_NOMEM, "out of memory for an event stream");
-    pthread_mutex_init(&s->mu, NULL);
-    s->model_id = model_id;
-    sub_append(s, hello, sizeof hello - 1);
-    http_stream_t *stream = NULL;
-    int rc = http_reply_stream(req, 200, "text/event-stream; charset=utf-8", sub_read, s, sub_free,
-                               &stream);
-    if (rc < 0) {
-        sub_free(s);
-        return err_set(err, rc, "cannot open an event stream");
-    }
-    s->stream = stream;
-    http_set_header(req, "X-Accel-Buffering", "no");
-    pthread_mutex_lock(&j->hub_mu);
-    s->next = j->subs;
-    j->subs = s;
-    atomic_fetch_add(&j->n_subs, 1);
-    pthread_mutex_unlock(&j->hub_mu);
-    return 0;
-}
-
-int jobs_events_wanted(jobs_t *j, int64_t model_id)
-{
-    if (j == NULL || atomic_load(&j->n_subs) == 0)
-        return 0;
-    int found = 0;
-    pthread_mutex_lock(&j->hub_mu);
-    for (sub_t *s = j->subs; s != NULL && !found; s = s->next)
-        found = s->model_id == model_id;
-    pthread_mutex_unlock(&j->hub_mu);
-    return found;
-}
-
-void jobs_events_progress(jobs_t *j, int64_t model_id, int64_t step, double loss)
-{
-    if (!jobs_events_wanted(j, model_id))
-        return;
-    char text[160];
-    char num[40] = "null";
-    if (isfinite(loss))
-        codec_format_double(loss, num, sizeof num);
-    int n = snprintf(text, sizeof text,
-                     "event: progress\ndata: {\"step\":%" PRId64 ",\"loss\":%s}\n\n", step, num);
-    if (n > 0 && (size_t)n < sizeof text)
-        hub_send(j, model_id, text, (size_t)n);
-}
-
-void jobs_events_done(jobs_t *j, int64_t model_id, const train_result_t *res,
-                      const err_t *failure)
-{
-    if (!jobs_events_wanted(j, model_id))
-        return;
-    cJSON *data = NULL;
-    if (failure == NULL) {
-        data = trainer_result_json(model_id, res);
-    } else {
-        data = cJSON_CreateObject();
-        cJSON *e = cJSON_CreateObject();
-        if (data != NULL && e != NULL) {
-            cJSON_AddNumberToObject(data, "model_id", (double)model_id);
-            cJSON_AddStringToObject(e, "code", failure->code == ERR_CONFLICT ? "conflict"
-                                               : failure->code == ERR_UNAVAILABLE
-                                                   ? "unavailable"
-                                                   : "internal");
-            cJSON_AddStringToObject(e, "message", failure->msg);
-            cJSON_AddItemToObject(data, "error", e);
-            e = NULL;
-        }
-        cJSON_Delete(e);
-    }
-    char *json = data != NULL ? cJSON_PrintUnformatted(data) : NULL;
-    cJSON_Delete(data);
-    if (json == NULL)
-        return;
-    size_t len = strlen(json) + 32;
-    char *text = malloc(len);
-    if (text != NULL) {
-        int n = snprintf(text, len, "event: done\ndata: %s\n\n", json);
-        if (n > 0 && (size_t)n < len)
-            hub_send(j, model_id, text, (size_t)n);
-    }
-    free(text);
-    free(json);
-}
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
@@ -283,26 +78,19 @@ static char *result_text(int64_t model_id, const train_result_t *res)
     return text;
 }
 
-static void *job_main(void *arg)
+/* The run is over and committed as far as it could be: free the model, then record the
+ * job's end (before the trainer publishes `done`, so a client that saw it reads the job's
+ * final status). */
+static void job_end(void *ctx, int rc, const train_result_t *res, const err_t *err)
 {
-    job_t *jb = arg;
+    job_t *jb = ctx;
     jobs_t *j = jb->owner;
     app_t *app = j->app;
-    err_t err = {0};
-    if (store_job_set_status(app->store, jb->id, "running", NULL, NULL, &err) < 0)
-        log_msg(LOG_LEVEL_WARN, "job %" PRId64 ": cannot mark running: %s", jb->id, err.msg);
-
-    trainer_opts_t o = {.model_id = jb->model_id, .req = jb->req, .job_id = jb->id,
-                        .cancel = &jb->cancel, .lock = TRAINER_LOCK_HELD, .set_status = 1};
-    train_result_t res;
-    err = (err_t){0};
-    int rc = trainer_run(app, &o, &res, &err);
-
     const char *status = "succeeded", *error = NULL;
     if (rc < 0) {
         status = "failed";
-        error = err.msg[0] != '\0' ? err.msg : err_str(rc);
-    } else if (res.stopped == TRAIN_STOP_CANCELLED) {
+        error = err->msg[0] != '\0' ? err->msg : err_str(rc);
+    } else if (res->stopped == TRAIN_STOP_CANCELLED) {
         if (atomic_load(&jb->by_user)) {
             status = "cancelled";
         } else {
@@ -310,13 +98,12 @@ static void *job_main(void *arg)
             error = "interrupted";
         }
     }
-    char *result = rc < 0 ? NULL : result_text(jb->model_id, &res);
-    /* The run is over and committed as far as it could be: free the model first, so a client
-     * that sees the job's end never gets 409 from it. */
+    char *result = rc < 0 ? NULL : result_text(jb->model_id, res);
+    /* Freed first, so a client that sees the job's end never gets 409 from the model. */
     registry_write_end(app->registry, jb->model_id);
     log_msg(rc < 0 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO,
             "job %" PRId64 " (model %" PRId64 ") %s: %" PRId64 " steps%s%s", jb->id,
-            jb->model_id, status, res.steps_run, error != NULL ? ": " : "",
+            jb->model_id, status, res->steps_run, error != NULL ? ": " : "",
             error != NULL ? error : "");
     /* Often the storage trouble that ended the run (disk full, read-only, locked) also stops
      * the job's end from being recorded: try again until the storage is back, or until
@@ -325,7 +112,7 @@ static void *job_main(void *arg)
     for (int tries = 0;; ++tries) {
         if (store_job_set_status(app->store, jb->id, status, result, error, &serr) == 0)
             break;
-        if (serr.code != ERR_UNAVAILABLE || j->stopping) {
+        if (serr.code != ERR_UNAVAILABLE || atomic_load(&j->stopping)) {
             log_msg(LOG_LEVEL_ERROR, "job %" PRId64 ": cannot record its end (%s): %s", jb->id,
                     status, serr.msg);
             break;
@@ -337,7 +124,23 @@ static void *job_main(void *arg)
         nanosleep(&ts, NULL);
     }
     free(result);
-    jobs_events_done(j, jb->model_id, &res, rc < 0 ? &err : NULL);
+}
+
+static void *job_main(void *arg)
+{
+    job_t *jb = arg;
+    jobs_t *j = jb->owner;
+    app_t *app = j->app;
+    err_t err = {0};
+    if (store_job_set_status(app->store, jb->id, "running", NULL, NULL, &err) < 0)
+        log_msg(LOG_LEVEL_WARN, "job %" PRId64 ": cannot mark running: %s", jb->id, err.msg);
+
+    trainer_opts_t o = {.model_id = jb->model_id, .req = jb->req, .job_id = jb->id,
+                        .cancel = &jb->cancel, .lock = TRAINER_LOCK_HELD, .set_status = 1,
+                        .on_end = job_end, .end_ctx = jb};
+    train_result_t res;
+    err = (err_t){0};
+    trainer_run(app, &o, &res, &err);
     metrics_active_jobs_add(-1);
     store_thread_end(app->store);           /* this thread's connection: one per job otherwise */
     pthread_mutex_lock(&j->mu);
@@ -352,7 +155,7 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
 {
     *job_id = 0;
     jobs_reap(j);
-    if (j->stopping)
+    if (atomic_load(&j->stopping))
         return err_set(err, ERR_UNAVAILABLE, "shutting down: no new jobs");
     int rc = train_req_validate(req, err);
     if (rc < 0)
@@ -396,7 +199,7 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
     metrics_active_jobs_add(1);
     /* Checked again under the lock: jobs_shutdown() joins exactly the threads listed. */
     pthread_mutex_lock(&j->mu);
-    int prc = j->stopping ? ESHUTDOWN : pthread_create(&jb->thread, NULL, job_main, jb);
+    int prc = atomic_load(&j->stopping) ? ESHUTDOWN : pthread_create(&jb->thread, NULL, job_main, jb);
     if (prc == 0) {
         jb->next = j->jobs;
         j->jobs = jb;
@@ -432,7 +235,7 @@ int jobs_cancel(jobs_t *j, int64_t job_id, err_t *err)
     for (job_t *jb = j->jobs; jb != NULL; jb = jb->next) {
         if (jb->id == job_id && !atomic_load(&jb->finished)) {
             atomic_store(&jb->by_user, 1);
-            jb->cancel = 1;
+            atomic_store(&jb->cancel, 1);
             found = 1;
         }
     }
@@ -482,29 +285,6 @@ fail:
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
-static void *ticker_main(void *arg)
-{
-    static const char keepalive[] = ": keep-alive\n\n";
-    jobs_t *j = arg;
-    pthread_mutex_lock(&j->tick_mu);
-    while (!j->tick_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += JOBS_KEEPALIVE_S;
-        int rc = 0;
-        while (!j->tick_stop && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&j->tick_cv, &j->tick_mu, &until);
-        if (j->tick_stop)
-            break;
-        pthread_mutex_unlock(&j->tick_mu);
-        hub_send(j, 0, keepalive, sizeof keepalive - 1);
-        jobs_reap(j);
-        pthread_mutex_lock(&j->tick_mu);
-    }
-    pthread_mutex_unlock(&j->tick_mu);
-    return NULL;
-}
-
 int jobs_new(app_t *app, jobs_t **out, err_t *err)
 {
     *out = NULL;
@@ -513,20 +293,6 @@ int jobs_new(app_t *app, jobs_t **out, err_t *err)
         return err_set(err, ERR_NOMEM, "out of memory for the job pool");
     j->app = app;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_mutex_init(&j->hub_mu, NULL);
-    pthread_mutex_init(&j->tick_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->tick_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    int prc = pthread_create(&j->ticker, NULL, ticker_main, j);
-    if (prc != 0) {
-        jobs_free(j);
-        return err_set(err, ERR_UNAVAILABLE, "cannot start the keep-alive thread: %s",
-                       strerror(prc));
-    }
-    j->ticker_started = 1;
     *out = j;
     return 0;
 }
@@ -536,18 +302,10 @@ void jobs_shutdown(jobs_t *j)
     if (j == NULL)
         return;
     pthread_mutex_lock(&j->mu);
-    j->stopping = 1;
+    atomic_store(&j->stopping, 1);
     for (job_t *jb = j->jobs; jb != NULL; jb = jb->next)
-        jb->cancel = 1;
+        atomic_store(&jb->cancel, 1);
     pthread_mutex_unlock(&j->mu);
-    if (j->ticker_started) {
-        pthread_mutex_lock(&j->tick_mu);
-        j->tick_stop = 1;
-        pthread_cond_signal(&j->tick_cv);
-        pthread_mutex_unlock(&j->tick_mu);
-        pthread_join(j->ticker, NULL);
-        j->ticker_started = 0;
-    }
     /* Every job thread ends at its next step boundary, its state committed; join them all
      * while the HTTP server (whose streams they publish to) still exists. */
     pthread_mutex_lock(&j->mu);
@@ -562,27 +320,11 @@ void jobs_shutdown(jobs_t *j)
     }
 }
 
-const volatile int *jobs_stopping(jobs_t *j)
-{
-    return j != NULL ? &j->stopping : NULL;
-}
-
 void jobs_free(jobs_t *j)
 {
     if (j == NULL)
         return;
     jobs_shutdown(j);
-    /* The server is gone: only drop our references, never look at a stream again. */
-    sub_t *subs = j->subs;
-    j->subs = NULL;
-    while (subs != NULL) {
-        sub_t *next = subs->next;
-        http_stream_release(subs->stream);
-        subs = next;
-    }
-    pthread_cond_destroy(&j->tick_cv);
-    pthread_mutex_destroy(&j->tick_mu);
-    pthread_mutex_destroy(&j->hub_mu);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }

@@ -1,18 +1,13 @@
-/* server/jobs.h -- asynchronous training jobs and the per-model event hub (SSE).
+/* server/jobs.h -- asynchronous training jobs.
  *
- * Jobs: POST /train with "async":true becomes a row in `jobs` and a thread running
- * trainer_run(). At most --max-jobs run at once (more is ERR_BUSY: 429); the model's TRAINING
- * lock is taken when the job is submitted, so a second run on the same model is 409 at once.
- * A job goes queued -> running -> succeeded | failed | cancelled; a divergence is `succeeded`
- * with stopped "diverged"; a cancellation (DELETE /v1/jobs/{id}) stops it at the next step
- * boundary with the state committed, status `cancelled` with the partial result. On shutdown
- * running jobs stop the same way and are marked failed "interrupted", like the jobs a crash
- * cut off (store_jobs_mark_interrupted at start-up).
- *
- * Events: GET /v1/models/{id}/events subscribes a text/event-stream to model id. Every run,
- * sync or async, publishes `event: progress` / `data: {"step":s,"loss":l}` per recorded history
- * row and `event: done` / `data: <train result>` at the end (`data: {"model_id":id,"error":
- * {...}}` when the run failed). A comment line `: keep-alive` goes to every stream every 15 s.
+ * POST /train with "async":true becomes a row in `jobs` and a thread running trainer_run().
+ * At most --max-jobs run at once (more is ERR_BUSY: 429); the model's TRAINING lock is taken
+ * when the job is submitted, so a second run on the same model is 409 at once. A job goes
+ * queued -> running -> succeeded | failed | cancelled; a divergence is `succeeded` with
+ * stopped "diverged"; a cancellation (DELETE /v1/jobs/{id}) stops it at the next step boundary
+ * with the state committed, status `cancelled` with the partial result. On shutdown running
+ * jobs stop the same way and are marked failed "interrupted", like the jobs a crash cut off
+ * (store_jobs_mark_interrupted at start-up). A job's events come from the trainer (events.h).
  *
  *     jobs_t *jobs = NULL;
  *     jobs_new(&app, &jobs, &err);              // app.store and app.registry must be set
@@ -20,7 +15,7 @@
  *     ...
  *     jobs_shutdown(jobs);                      // stops runs, joins the job threads
  *     http_server_stop(srv);
- *     jobs_free(jobs);                          // drops the streams' references
+ *     jobs_free(jobs);
  */
 #ifndef ND_JOBS_H
 #define ND_JOBS_H
@@ -29,30 +24,21 @@
 
 #include "app.h"
 #include "err.h"
-#include "http.h"
 #include "train.h"
 
 typedef struct jobs jobs_t;
 
-#define JOBS_KEEPALIVE_S 15
-#define JOBS_STREAM_MAX_BUFFER (16u << 20)  /* a client this far behind is dropped */
-
-/* New job pool and event hub for `app` (borrowed; app->store, app->registry, app->max_jobs
- * are read). Starts the keep-alive thread. */
+/* New job pool for `app` (borrowed; app->store, app->registry, app->limits.max_jobs are
+ * read). */
 int jobs_new(app_t *app, jobs_t **out, err_t *err);
 
-/* Shut down the pool: running jobs and sync runs stop at their next step boundary (state
- * committed), new submissions get ERR_UNAVAILABLE, the keep-alive thread stops, and every job
- * thread is joined. Call BEFORE http_server_stop(): jobs publish to the server's streams.
- * Idempotent; NULL is a no-op. */
+/* Shut down the pool: running jobs stop at their next step boundary (state committed), new
+ * submissions get ERR_UNAVAILABLE, and every job thread is joined. Call BEFORE
+ * http_server_stop(): jobs publish to the server's streams. Idempotent; NULL is a no-op. */
 void jobs_shutdown(jobs_t *j);
 
-/* jobs_shutdown() if not yet, then drop every subscriber and free. The HTTP server must be
- * stopped first. NULL is a no-op. */
+/* jobs_shutdown() if not yet, then free. NULL is a no-op. */
 void jobs_free(jobs_t *j);
-
-/* Non-zero once jobs_shutdown() was called: sync runs use it as their cancel flag. */
-const volatile int *jobs_stopping(jobs_t *j);
 
 /*
  * Submit an async run of `req` on model `model_id` (request_json is stored with the job).
@@ -67,22 +53,7 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
  * (a finished job is left as it is); ERR_NOTFOUND when no such job exists. */
 int jobs_cancel(jobs_t *j, int64_t job_id, err_t *err);
 
-/* The job object of API.md for a stored job row. New item. */
+/* The job object (docs/api.md) of a stored job row. New item. */
 cJSON *jobs_job_json(const store_job_t *job);
-
-/* ---- events ---------------------------------------------------------------------------------- */
-
-/* Answer `req` with an event stream of model `model_id` (which the caller checked exists). */
-int jobs_events_subscribe(jobs_t *j, http_req_t *req, int64_t model_id, err_t *err);
-
-/* 1 when model `model_id` has at least one subscriber (lets callers skip formatting). */
-int jobs_events_wanted(jobs_t *j, int64_t model_id);
-
-/* Publish one recorded history row of model `model_id`. NULL j is a no-op. */
-void jobs_events_progress(jobs_t *j, int64_t model_id, int64_t step, double loss);
-
-/* Publish the end of a run: the result when `failure` is NULL, else the error. */
-void jobs_events_done(jobs_t *j, int64_t model_id, const train_result_t *res,
-                      const err_t *failure);
 
 #endif /* ND_JOBS_H */

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "app.h"
 #include "graph.h"
 #include "http.h"
+#include "events.h"
 #include "jobs.h"
 #include "log.h"
 #include "model.h"
@@ -50,6 +52,7 @@ typedef struct config {
     int64_t max_graph_nodes;
     int64_t max_depth;
     int64_t max_connections;
+    int64_t max_streams;       /* 0 until set: then the default, see config_parse() */
     int64_t idle_timeout;
     int64_t data_cache;
     const char *token_file;
@@ -72,6 +75,8 @@ typedef struct flag {
  * calls: the most recently trained ones. */
 #define TRAIN_SESSIONS 2
 
+#define MAX_STREAMS_DEFAULT 64
+
 static const flag_t flags[] = {
     {"bind", FLAG_ADDR, 0, 0, "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"},
     {"port", FLAG_INT, 0, 65535, "8080", "TCP port; 0 picks a free one"},
@@ -90,6 +95,8 @@ static const flag_t flags[] = {
      "nodes of a graph model or a graph evaluation"},
     {"max-depth", FLAG_INT, 1, 1000, "64", "JSON nesting depth of a request body"},
     {"max-connections", FLAG_INT, 1, 1000000, "1024", "concurrent HTTP connections"},
+    {"max-streams", FLAG_INT, 1, 1000000, "64, at most half of --max-connections",
+     "concurrent event streams (below --max-connections: room for /healthz and API calls)"},
     {"idle-timeout", FLAG_INT, 1, 86400, "30", "seconds before an idle connection is closed"},
     {"data-cache", FLAG_INT, 0, (int64_t)1 << 50, "1073741824",
      "bytes of stored training rows kept in memory between train calls; 0 keeps none"},
@@ -160,6 +167,7 @@ static int64_t *int_field(config_t *cfg, const char *name)
         {"max-graph-nodes", offsetof(config_t, max_graph_nodes)},
         {"max-depth", offsetof(config_t, max_depth)},
         {"max-connections", offsetof(config_t, max_connections)},
+        {"max-streams", offsetof(config_t, max_streams)},
         {"idle-timeout", offsetof(config_t, idle_timeout)},
         {"data-cache", offsetof(config_t, data_cache)},
     };
@@ -298,6 +306,19 @@ static void config_parse(config_t *cfg, int argc, char **argv)
     if (cfg->max_connections < cfg->threads) {
         fprintf(stderr, "neurond: --max-connections (%" PRId64 ") must be at least --threads (%"
                 PRId64 ")\n", cfg->max_connections, cfg->threads);
+        exit(2);
+    }
+    /* Streams stay open for as long as their clients like: were they allowed every connection,
+     * a few dashboards would leave none for the health probe. */
+    if (cfg->max_streams == 0) {
+        cfg->max_streams = cfg->max_connections / 2 < MAX_STREAMS_DEFAULT
+                               ? cfg->max_connections / 2 : MAX_STREAMS_DEFAULT;
+        if (cfg->max_streams < 1)
+            cfg->max_streams = 1;
+    } else if (cfg->max_streams >= cfg->max_connections) {
+        fprintf(stderr, "neurond: --max-streams (%" PRId64 ") must be below --max-connections (%"
+                PRId64 "), so that streams leave room for other requests\n", cfg->max_streams,
+                cfg->max_connections);
         exit(2);
     }
 }
@@ -546,11 +567,20 @@ int main(int argc, char **argv)
         return 1;
     }
     app.jobs = jobs;
+    if (events_new(cfg.max_streams, &app.events, &err) < 0) {
+        fprintf(stderr, "neurond: %s\n", err.msg);
+        jobs_free(jobs);
+        registry_free(registry);
+        store_close(store);
+        tokens_free(tokens);
+        return 1;
+    }
     /* A session holds its rows in use, so with no data cache there are no sessions either. */
     if ((app.data_cache = datacache_new(cfg.data_cache)) == NULL ||
         (app.sessions = sessions_new(cfg.data_cache > 0 ? TRAIN_SESSIONS : 0)) == NULL) {
         datacache_free(app.data_cache);
         fprintf(stderr, "neurond: out of memory\n");
+        events_free(app.events);
         jobs_free(jobs);
         registry_free(registry);
         store_close(store);
@@ -569,6 +599,7 @@ int main(int argc, char **argv)
     http_server_t *srv = NULL;
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
+        events_free(app.events);
         jobs_free(jobs);
         sessions_free(app.sessions);
         datacache_free(app.data_cache);
@@ -592,9 +623,12 @@ int main(int argc, char **argv)
 
     int sig = signal_wait();
     log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
-    jobs_shutdown(jobs);       /* runs stop at a step boundary, committed; job threads end */
-    http_server_stop(srv);     /* stop accepting, finish running requests */
-    jobs_free(jobs);           /* drop the event streams' references */
+    atomic_store(&app.stopping, 1);  /* sync runs stop at a step boundary, committed */
+    jobs_shutdown(jobs);       /* so do jobs; their threads end */
+    events_shutdown(app.events);
+    http_server_stop(srv);     /* stop accepting, finish running requests, end streams */
+    events_free(app.events);   /* drop the event streams' references */
+    jobs_free(jobs);
     sessions_free(app.sessions);
     datacache_free(app.data_cache);
     registry_free(registry);   /* after every user of the models has stopped */

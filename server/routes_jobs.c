@@ -6,6 +6,7 @@
 
 #include "app.h"
 #include "http.h"
+#include "events.h"
 #include "jobs.h"
 #include "present.h"
 #include "routes.h"
@@ -99,7 +100,7 @@ static int events_get(http_req_t *req, err_t *err)
     store_model_clear(&m);
     if (rc < 0)
         return rc;
-    return jobs_events_subscribe(app->jobs, req, id, err);
+    return events_subscribe(app->events, req, id, err);
 }
 
 const http_route_t routes_jobs[] = {

@@ -18,6 +18,7 @@
 
 #include "app.h"
 #include "codec.h"
+#include "events.h"
 #include "http.h"
 #include "graph.h"
 #include "model.h"
@@ -267,6 +268,7 @@ static int model_delete(http_req_t *req, err_t *err)
         registry_forget(app->registry, id);
         datacache_drop(app->data_cache, id);
         sessions_drop(app->sessions, id);
+        events_model_deleted(app->events, id);
     }
     registry_write_end(app->registry, id);
     if (rc < 0)

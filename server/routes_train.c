@@ -52,14 +52,8 @@ static void *sync_run_main(void *arg)
     err_t err = {0};
     train_result_t res;
     int rc = trainer_run(sr->app, &sr->o, &res, &err);
-    if (rc < 0) {
-        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL)
-            jobs_events_done(sr->app->jobs, id, &res, &err);
-    } else {
-        jobs_events_done(sr->app->jobs, id, &res, NULL);
-        if ((rc = reply_result(sr->req, id, &res)) < 0)
-            err_set(&err, rc, "out of memory encoding the train result");
-    }
+    if (rc == 0 && (rc = reply_result(sr->req, id, &res)) < 0)
+        err_set(&err, rc, "out of memory encoding the train result");
     if (rc < 0)
         http_reply_error(sr->req, &err);
     store_thread_end(sr->app->store);      /* this thread's connection: one per run otherwise */
@@ -78,7 +72,7 @@ static int train_post(http_req_t *req, err_t *err)
     if (rc < 0)
         return rc;
     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_TRAINING, .set_status = 1,
-                        .cancel = jobs_stopping(app->jobs)};
+                        .cancel = &app->stopping};
     int async = 0;
     rc = codec_train_req_decode(body, &o.req, &async, err);
     if (rc == 0)
@@ -134,7 +128,7 @@ static int step_post(http_req_t *req, err_t *err)
     if ((rc = present_check_fields(body, fields, err)) < 0)
         goto out;
     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_SHORT,
-                        .cancel = jobs_stopping(app->jobs)};
+                        .cancel = &app->stopping};
     train_req_default(&o.req);
     o.req.steps = 1;
     o.req.history_every = 1;
@@ -158,13 +152,8 @@ static int step_post(http_req_t *req, err_t *err)
     batch_t batch = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
     o.batch = &batch;
     train_result_t res;
-    rc = trainer_run(app, &o, &res, err);
-    if (rc < 0) {
-        if (rc != ERR_CONFLICT && rc != ERR_NOTFOUND && rc != ERR_INVAL && rc != ERR_SHAPE)
-            jobs_events_done(app->jobs, id, &res, err);
+    if ((rc = trainer_run(app, &o, &res, err)) < 0)
         goto out;
-    }
-    jobs_events_done(app->jobs, id, &res, NULL);
     rc = reply_result(req, id, &res);
 out:
     codec_batch_free(&b);

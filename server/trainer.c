@@ -17,7 +17,7 @@
 
 #include "codec.h"
 #include "datacache.h"
-#include "jobs.h"
+#include "events.h"
 #include "log.h"
 #include "metrics.h"
 #include "optim.h"
@@ -144,7 +144,7 @@ static int on_row(void *ctx, const train_row_t *row)
     if (row->recorded) {
         if (rows_push(r, row) < 0)
             return r->commit_err.code;
-        jobs_events_progress(r->app->jobs, r->o->model_id, row->step, row->loss);
+        events_progress(r->app->events, r->o->model_id, row->step, row->loss);
     }
     ++r->uncommitted;
     if (r->uncommitted >= TRAINER_CHUNK_STEPS || now_ns() - r->last_ns >= TRAINER_CHUNK_NS) {
@@ -221,8 +221,12 @@ static int state_get(app_t *app, const trainer_opts_t *o, session_t **st, sessio
     return rc;
 }
 
-int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err)
+/* The run itself; `*started` says whether it got past its checks (lock, model, data) to the
+ * point where it could update the model, which is when its end is an event. */
+static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *started,
+               err_t *err)
 {
+    *started = 0;
     memset(res, 0, sizeof *res);
     res->loss_before = res->loss_after = NAN;
     res->stopped = TRAIN_STOP_MAX_STEPS;
@@ -266,10 +270,12 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
             goto out;
         }
         /* steps 0 on no data evaluates nothing: the losses stay null. */
+        *started = 1;
         goto out;
     }
     if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
         goto out;
+    *started = 1;
     if (fresh && (rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0)
         goto out;
     train_ctx_t *tc = st->tc;
@@ -299,7 +305,7 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
             *err = r.commit_err;
             goto out;
         }
-        jobs_events_progress(app->jobs, o->model_id, r.last.step, r.last.loss);
+        events_progress(app->events, o->model_id, r.last.step, r.last.loss);
     }
     double loss = res->loss_after;
     rc = commit(&r, res->step, &loss, loss, status_set, err);
@@ -335,5 +341,23 @@ out:
     free(r.rows);
     if (o->lock != TRAINER_LOCK_HELD)
         registry_write_end(app->registry, o->model_id);
+    return rc;
+}
+
+int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err)
+{
+    int started = 0;
+    int rc = run(app, o, res, &started, err);
+    if (o->on_end != NULL)
+        o->on_end(o->end_ctx, rc, res, err);
+    if (!started || !events_wanted(app->events, o->model_id))
+        return rc;
+    if (rc < 0) {
+        events_done(app->events, o->model_id, NULL, err);
+    } else {
+        cJSON *result = trainer_result_json(o->model_id, res);
+        events_done(app->events, o->model_id, result, NULL);
+        cJSON_Delete(result);
+    }
     return rc;
 }

@@ -6,19 +6,21 @@
  * on an inline batch, and commits in chunks of at most ~0.5 s or 100 000 updates: parameters,
  * optimizer state, step, the recorded history rows and the job's progress go into ONE
  * transaction each, so after a crash the model is exactly at some committed step with its
- * history up to that step. Progress events are published to the model's event hub as rows
- * become final (see jobs.h).
+ * history up to that step. The trainer is the one publisher of a run's events (events.h):
+ * `progress` as rows become final, and `done` once the run is over (lock released, on_end
+ * called) for every run that got past its checks -- a run refused for a missing model, a
+ * held lock, no rows or bad labels publishes nothing.
  *
  *     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_TRAINING};
  *     train_req_default(&o.req);
  *     o.req.steps = 100;
  *     train_result_t res;
- *     if (trainer_run(app, &o, &res, &err) < 0) return err.code;
- *     jobs_events_done(app->jobs, id, &res, NULL);    // after the lock is gone
+ *     if (trainer_run(app, &o, &res, &err) < 0) return err.code;   // `done` is published
  */
 #ifndef ND_TRAINER_H
 #define ND_TRAINER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "app.h"
@@ -32,14 +34,20 @@ enum trainer_lock {
     TRAINER_LOCK_SHORT = 2,     /* take REGISTRY_SHORT for the run (POST /step) */
 };
 
+/* Called once when a run is over, before its `done` event: rc and err as trainer_run() returns
+ * them (err is meaningful only when rc < 0). */
+typedef void (*trainer_end_fn)(void *ctx, int rc, const train_result_t *res, const err_t *err);
+
 typedef struct trainer_opts {
     int64_t model_id;
     train_req_t req;
     const batch_t *batch;          /* borrowed inline batch; NULL = all stored rows */
     int64_t job_id;                /* > 0: also record progress in this job's row */
-    const volatile int *cancel;    /* checked between steps; may be NULL */
+    const atomic_int *cancel;      /* checked between steps; may be NULL */
     int lock;                      /* enum trainer_lock */
     int set_status;                /* 1: model status 'training' during the run */
+    trainer_end_fn on_end;         /* may be NULL: e.g. a job records its end here */
+    void *end_ctx;
 } trainer_opts_t;
 
 /*

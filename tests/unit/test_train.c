@@ -134,7 +134,7 @@ typedef struct rec {
     int64_t s0;
     int64_t abort_at;        /* return ERR_CANCELLED at this step; -1 never */
     int64_t cancel_at;       /* set *cancel at this step; -1 never */
-    volatile int *cancel;
+    atomic_int *cancel;
 } rec_t;
 
 static void rec_init(rec_t *r)
@@ -484,7 +484,7 @@ START_TEST(cancellation)
     fix_t f;
     fix_linear(&f, OPTIM_METHOD_SGD, 0.05, AD_REDUCTION_MEAN);
     static rec_t r;
-    volatile int cancel = 0;
+    atomic_int cancel = 0;
     rec_init(&r);
     r.cancel = &cancel;
     r.cancel_at = 2;
