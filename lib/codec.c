@@ -1101,11 +1101,56 @@ static int init_decode(const cJSON *j, model_spec_t *spec, err_t *err)
     return rc;
 }
 
+/* optimizer.schedule: the kind picks the defaults and which other fields it takes, so a field
+ * of another kind (a t_max on a step schedule) is reported rather than silently ignored. */
+static int schedule_decode(const cJSON *j, optim_schedule_t *s, err_t *err)
+{
+    static const char *const kind_fields[][5] = {
+        [OPTIM_SCHEDULE_CONSTANT] = {"kind", "warmup_steps", NULL},
+        [OPTIM_SCHEDULE_STEP] = {"kind", "warmup_steps", "step_size", "gamma", NULL},
+        [OPTIM_SCHEDULE_EXPONENTIAL] = {"kind", "warmup_steps", "gamma", NULL},
+        [OPTIM_SCHEDULE_COSINE] = {"kind", "warmup_steps", "t_max", "eta_min", NULL},
+    };
+    const char *const allowed = "constant | step | exponential | cosine";
+    int rc = require_object(j, "optimizer.schedule", "an object", err);
+    if (rc < 0)
+        return rc;
+    const cJSON *v = member(j, "kind");
+    if (v == NULL)
+        return err_set_field(err, ERR_INVAL, "optimizer.schedule.kind",
+                             "optimizer.schedule.kind is required (%s)", allowed);
+    int32_t kind = 0;
+    if ((rc = get_enum(v, "optimizer.schedule.kind", optim_schedule_from_name, allowed, &kind,
+                       err)) < 0 ||
+        (rc = check_fields(j, "optimizer.schedule", kind_fields[kind], err)) < 0)
+        return rc;
+    optim_schedule_default(s, kind);
+    if ((v = member(j, "warmup_steps")) != NULL &&
+        (rc = get_int(v, "optimizer.schedule.warmup_steps", 0, CODEC_INT_EXACT_MAX,
+                      &s->warmup_steps, err)) < 0)
+        return rc;
+    if ((v = member(j, "step_size")) != NULL &&
+        (rc = get_int(v, "optimizer.schedule.step_size", 1, CODEC_INT_EXACT_MAX, &s->step_size,
+                      err)) < 0)
+        return rc;
+    if ((v = member(j, "t_max")) != NULL &&
+        (rc = get_int(v, "optimizer.schedule.t_max", 1, CODEC_INT_EXACT_MAX, &s->t_max, err)) < 0)
+        return rc;
+    if ((v = member(j, "gamma")) != NULL &&
+        (rc = get_finite(v, "optimizer.schedule.gamma", &s->gamma, err)) < 0)
+        return rc;
+    if ((v = member(j, "eta_min")) != NULL &&
+        (rc = get_finite(v, "optimizer.schedule.eta_min", &s->eta_min, err)) < 0)
+        return rc;
+    /* Required fields and ranges: the same check a spec from any other source gets. */
+    return optim_schedule_validate(s, err);
+}
+
 static int optimizer_decode(const cJSON *j, optim_cfg_t *cfg, err_t *err)
 {
     static const char *const fields[] = {
         "method", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "weight_decay",
-        "history", "max_line_search", NULL};
+        "history", "max_line_search", "schedule", NULL};
     static const struct {
         const char *name;
         size_t off;
@@ -1145,6 +1190,9 @@ static int optimizer_decode(const cJSON *j, optim_cfg_t *cfg, err_t *err)
     if ((v = member(j, "max_line_search")) != NULL &&
         (rc = get_int32(v, "optimizer.max_line_search", 1, CODEC_MAX_HISTORY,
                         &cfg->max_line_search, err)) < 0)
+        return rc;
+    if ((v = member(j, "schedule")) != NULL &&
+        (rc = schedule_decode(v, &cfg->schedule, err)) < 0)
         return rc;
     return 0;
 }
@@ -1236,6 +1284,27 @@ static int add_enum(cJSON *obj, const char *key, int32_t v, const char *(*name_o
     return add(obj, key, cJSON_CreateString(name));
 }
 
+/* The kind and the fields it takes, defaults included, so a stored spec says every rate. */
+static cJSON *schedule_encode(const optim_schedule_t *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (add_name(o, "kind", optim_schedule_name(s->kind)) < 0)
+        goto fail;
+    if ((s->kind == OPTIM_SCHEDULE_STEP && add(o, "step_size", codec_int(s->step_size)) < 0) ||
+        (s->kind == OPTIM_SCHEDULE_COSINE && (add(o, "t_max", codec_int(s->t_max)) < 0 ||
+                                              add(o, "eta_min", codec_number(s->eta_min)) < 0)))
+        goto fail;
+    if ((s->kind == OPTIM_SCHEDULE_STEP || s->kind == OPTIM_SCHEDULE_EXPONENTIAL) &&
+        add(o, "gamma", codec_number(s->gamma)) < 0)
+        goto fail;
+    if (add(o, "warmup_steps", codec_int(s->warmup_steps)) < 0)
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
 static cJSON *optimizer_encode(const optim_cfg_t *cfg)
 {
     optim_cfg_t def;
@@ -1255,6 +1324,8 @@ static cJSON *optimizer_encode(const optim_cfg_t *cfg)
         goto fail;
     if ((lbfgs || cfg->max_line_search != def.max_line_search) &&
         add(o, "max_line_search", codec_int(cfg->max_line_search)) < 0)
+        goto fail;
+    if (add(o, "schedule", schedule_encode(&cfg->schedule)) < 0)
         goto fail;
     return o;
 fail:

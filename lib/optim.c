@@ -44,6 +44,110 @@ void optim_cfg_default(optim_cfg_t *cfg, int32_t method)
     cfg->weight_decay = 0.0;
     cfg->history = 10;
     cfg->max_line_search = 20;
+    optim_schedule_default(&cfg->schedule, OPTIM_SCHEDULE_CONSTANT);
+}
+
+static const char *const schedule_names[] = {
+    [OPTIM_SCHEDULE_CONSTANT] = "constant",
+    [OPTIM_SCHEDULE_STEP] = "step",
+    [OPTIM_SCHEDULE_EXPONENTIAL] = "exponential",
+    [OPTIM_SCHEDULE_COSINE] = "cosine",
+};
+#define N_SCHEDULE_NAMES ((int32_t)(sizeof schedule_names / sizeof schedule_names[0]))
+
+/* Largest step count a schedule field takes: far beyond any run (train.c caps a call at 1e9). */
+#define OPTIM_SCHEDULE_MAX_STEPS 1000000000000000LL
+
+void optim_schedule_default(optim_schedule_t *s, int32_t kind)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    /* StepLR's default; exponential has none, so its gamma stays 0 until given. */
+    s->gamma = kind == OPTIM_SCHEDULE_STEP ? 0.1 : 0.0;
+}
+
+int optim_schedule_validate(const optim_schedule_t *s, err_t *err)
+{
+    if (s->kind < OPTIM_SCHEDULE_CONSTANT || s->kind > OPTIM_SCHEDULE_COSINE)
+        return err_set_field(err, ERR_INVAL, "optimizer.schedule.kind",
+                             "optimizer.schedule.kind: unknown kind %d "
+                             "(constant, step, exponential, cosine)", (int)s->kind);
+    if (s->warmup_steps < 0 || s->warmup_steps > OPTIM_SCHEDULE_MAX_STEPS)
+        return err_set_field(err, ERR_INVAL, "optimizer.schedule.warmup_steps",
+                             "optimizer.schedule.warmup_steps must be in [0, %lld], got %lld",
+                             OPTIM_SCHEDULE_MAX_STEPS, (long long)s->warmup_steps);
+    switch (s->kind) {
+    case OPTIM_SCHEDULE_STEP:
+        if (s->step_size < 1 || s->step_size > OPTIM_SCHEDULE_MAX_STEPS)
+            return err_set_field(err, ERR_INVAL, "optimizer.schedule.step_size",
+                                 "optimizer.schedule.step_size is required for a step schedule "
+                                 "and must be in [1, %lld], got %lld",
+                                 OPTIM_SCHEDULE_MAX_STEPS, (long long)s->step_size);
+        if (!isfinite(s->gamma) || s->gamma <= 0.0)
+            return err_set_field(err, ERR_INVAL, "optimizer.schedule.gamma",
+                                 "optimizer.schedule.gamma must be a finite number > 0, got %g",
+                                 s->gamma);
+        break;
+    case OPTIM_SCHEDULE_EXPONENTIAL:
+        if (!isfinite(s->gamma) || s->gamma <= 0.0 || s->gamma > 1.0)
+            return err_set_field(err, ERR_INVAL, "optimizer.schedule.gamma",
+                                 "optimizer.schedule.gamma is required for an exponential "
+                                 "schedule and must be in (0, 1], got %g", s->gamma);
+        break;
+    case OPTIM_SCHEDULE_COSINE:
+        if (s->t_max < 1 || s->t_max > OPTIM_SCHEDULE_MAX_STEPS)
+            return err_set_field(err, ERR_INVAL, "optimizer.schedule.t_max",
+                                 "optimizer.schedule.t_max is required for a cosine schedule "
+                                 "and must be in [1, %lld], got %lld",
+                                 OPTIM_SCHEDULE_MAX_STEPS, (long long)s->t_max);
+        if (!isfinite(s->eta_min) || s->eta_min < 0.0)
+            return err_set_field(err, ERR_INVAL, "optimizer.schedule.eta_min",
+                                 "optimizer.schedule.eta_min must be a finite number >= 0, "
+                                 "got %g", s->eta_min);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+int32_t optim_schedule_from_name(const char *name)
+{
+    if (name == NULL)
+        return 0;
+    for (int32_t k = 1; k < N_SCHEDULE_NAMES; ++k)
+        if (schedule_names[k] != NULL && strcmp(name, schedule_names[k]) == 0)
+            return k;
+    return 0;
+}
+
+const char *optim_schedule_name(int32_t kind)
+{
+    if (kind < 1 || kind >= N_SCHEDULE_NAMES || schedule_names[kind] == NULL)
+        return "unknown";
+    return schedule_names[kind];
+}
+
+double optim_schedule_rate(const optim_schedule_t *s, double base, int64_t t)
+{
+    const int64_t w = s->warmup_steps;
+    if (t < w)
+        return base * (double)(t + 1) / (double)w;
+    t -= w;
+    switch (s->kind) {
+    case OPTIM_SCHEDULE_STEP:
+        return base * pow(s->gamma, (double)(t / s->step_size));
+    case OPTIM_SCHEDULE_EXPONENTIAL:
+        return base * pow(s->gamma, (double)t);
+    case OPTIM_SCHEDULE_COSINE: {
+        const double tc = (double)(t < s->t_max ? t : s->t_max);
+        const double pi = 3.14159265358979323846;
+        return s->eta_min +
+               (base - s->eta_min) * (1.0 + cos(pi * tc / (double)s->t_max)) / 2.0;
+    }
+    default:
+        return base;
+    }
 }
 
 int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err)
@@ -86,6 +190,15 @@ int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err)
         return err_set_field(err, ERR_INVAL, "optimizer.max_line_search",
                              "optimizer.max_line_search must be in [1, %d], got %d",
                              OPTIM_LBFGS_MAX, (int)cfg->max_line_search);
+    int rc = optim_schedule_validate(&cfg->schedule, err);
+    if (rc < 0)
+        return rc;
+    /* The line search picks lbfgs's step length; a schedule would only fight it. */
+    if (cfg->method == OPTIM_METHOD_LBFGS && cfg->schedule.kind != OPTIM_SCHEDULE_CONSTANT)
+        return err_set_field(err, ERR_INVAL, "optimizer.schedule",
+                             "optimizer.schedule: lbfgs takes no learning-rate schedule (its "
+                             "line search sets the step), got \"%s\"",
+                             optim_schedule_name(cfg->schedule.kind));
     return 0;
 }
 

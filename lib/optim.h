@@ -15,6 +15,11 @@
  * The state (v, or m and v and t) is a flat array of optim_state_len() doubles so the store can
  * save it as one blob and restore it bit for bit.
  *
+ * The learning rate of update t (the model's global step) follows cfg.schedule, a closed form
+ * of t (PyTorch's StepLR, ExponentialLR, CosineAnnealingLR, after an optional LinearLR warmup):
+ * optim_schedule_rate(). Being a function of t alone, it needs no state of its own: restoring a
+ * checkpoint restores the step and with it the rate.
+ *
  * L-BFGS is different: one step is one iteration -- a search direction from the stored curvature
  * pairs (two-loop recursion, H0 = γI with γ = sᵀy / yᵀy of the newest pair) and a strong-Wolfe
  * line search (c1 = 1e-4, c2 = 0.9, cubic interpolation, as PyTorch's LBFGS) -- so it needs to
@@ -37,6 +42,27 @@ enum optim_method {
     OPTIM_METHOD_LBFGS = 4,
 };
 
+/* Persisted by name in specs: append only. */
+enum optim_schedule_kind {
+    OPTIM_SCHEDULE_CONSTANT = 1,
+    OPTIM_SCHEDULE_STEP = 2,
+    OPTIM_SCHEDULE_EXPONENTIAL = 3,
+    OPTIM_SCHEDULE_COSINE = 4,
+};
+
+/* The learning-rate schedule: η_t from the base rate η and the global step t. For t < warmup
+ * the rate is η (t+1)/warmup; from t = warmup on the kind's formula applies to t − warmup:
+ *   constant η;  step η γ^⌊t/step_size⌋;  exponential η γ^t;
+ *   cosine η_min + (η − η_min)(1 + cos(π min(t, t_max)/t_max))/2. */
+typedef struct optim_schedule {
+    int32_t kind;            /* enum optim_schedule_kind; default constant */
+    int64_t warmup_steps;    /* >= 0; default 0 */
+    int64_t step_size;       /* step: >= 1, required */
+    double gamma;            /* step: > 0, default 0.1; exponential: in (0, 1], required */
+    int64_t t_max;           /* cosine: >= 1, required */
+    double eta_min;          /* cosine: >= 0, default 0 */
+} optim_schedule_t;
+
 typedef struct optim_cfg {
     int32_t method;          /* enum optim_method */
     double learning_rate;    /* default 0.1; 1 for lbfgs (the line search scales it) */
@@ -46,6 +72,7 @@ typedef struct optim_cfg {
     double weight_decay;     /* λ >= 0; default 0 */
     int32_t history;         /* lbfgs memory; default 10 */
     int32_t max_line_search; /* lbfgs; default 20 */
+    optim_schedule_t schedule; /* default constant; lbfgs takes no other */
 } optim_cfg_t;
 
 typedef struct optim optim_t;
@@ -54,8 +81,22 @@ typedef struct optim optim_t;
 void optim_cfg_default(optim_cfg_t *cfg, int32_t method);
 
 /* Check ranges (learning_rate > 0 and finite, 0 <= momentum < 1, 0 <= beta < 1, epsilon > 0,
- * weight_decay >= 0, sgd with momentum != 0 rejected). err->field is "optimizer.<name>". */
+ * weight_decay >= 0, sgd with momentum != 0 rejected, the schedule's ranges, lbfgs with a
+ * schedule other than constant rejected). err->field is "optimizer.<name>". */
 int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err);
+
+/* The defaults of a schedule of `kind` (the required fields left 0, which validation rejects). */
+void optim_schedule_default(optim_schedule_t *s, int32_t kind);
+
+/* Check a schedule's ranges; err->field is "optimizer.schedule.<name>". */
+int optim_schedule_validate(const optim_schedule_t *s, err_t *err);
+
+/* Schedule kind name <-> enum ("cosine"); from_name returns 0 for unknown names. */
+int32_t optim_schedule_from_name(const char *name);
+const char *optim_schedule_name(int32_t kind);
+
+/* The learning rate of update t (t >= 0, the model's global step) for base rate `base`. */
+double optim_schedule_rate(const optim_schedule_t *s, double base, int64_t t);
 
 /* Method name <-> enum ("adam"); from_name returns 0 for unknown names. */
 int32_t optim_method_from_name(const char *name);

@@ -255,8 +255,10 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     if (lbfgs && !full && steps > 0)
         return err_set_field(err, ERR_INVAL, "batch_size",
                              "lbfgs trains on the full batch: leave batch_size null");
-    const double lr =
+    /* The call's base rate; the schedule turns it into the rate of each global step. */
+    const double base_lr =
         isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;
+    const optim_schedule_t *schedule = &optim_cfg(t->o)->schedule;
     const int64_t s0 = *global_step;
     const atomic_int *cancel = hooks != NULL ? hooks->cancel : NULL;
     double *theta = model_params(t->m), *grad = model_grads(t->m);
@@ -314,6 +316,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             if (rc < 0)
                 goto aborted;
         }
+        const double lr = optim_schedule_rate(schedule, base_lr, s0 + k);
         row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = tensor_norm2(grad, t->n),
                             .learning_rate = lr};
         snapshot_save(t);

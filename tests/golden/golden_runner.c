@@ -182,6 +182,7 @@ out:
 typedef struct history {
     int n;
     double loss[256];
+    double learning_rate[256];
     int64_t step[256];
 } history_t;
 
@@ -191,6 +192,7 @@ static int on_row(void *ctx, const train_row_t *row)
     if (row->recorded && h->n < 256) {
         h->loss[h->n] = row->loss;
         h->step[h->n] = row->step;
+        h->learning_rate[h->n] = row->learning_rate;
         ++h->n;
     }
     return 0;
@@ -274,6 +276,12 @@ static void run_training(const char *cas, const cJSON *root, const codec_batch_t
     check_int(cas, what, step, steps);
     snprintf(what, sizeof what, "%s.losses", mode);
     check_array(cas, what, h.loss, h.n, cJSON_GetObjectItem(tr, "losses"), t);
+    /* Only cases with a schedule fix the rate of every row. */
+    const cJSON *rates = cJSON_GetObjectItem(tr, "learning_rates");
+    if (rates != NULL) {
+        snprintf(what, sizeof what, "%s.learning_rates", mode);
+        check_array(cas, what, h.learning_rate, h.n, rates, t);
+    }
     for (int i = 0; i < h.n; ++i) {
         snprintf(what, sizeof what, "%s.history[%d].step", mode, i);
         check_int(cas, what, h.step[i], i);

@@ -154,6 +154,7 @@ static void check_history(int64_t id, const cJSON *train, tol_t t, const char *n
     cJSON *h = get_json(path, 200, name);
     cJSON *rows = get(h, "history");
     const cJSON *losses = get(train, "losses"), *norms = get(train, "grad_norms");
+    const cJSON *rates = cJSON_GetObjectItem(train, "learning_rates");
     int n = cJSON_GetArraySize(losses);
     ck_assert_msg(cJSON_GetArraySize(rows) == n, "%s: %d history rows, expected %d", name,
                   cJSON_GetArraySize(rows), n);
@@ -169,6 +170,11 @@ static void check_history(int64_t id, const cJSON *train, tol_t t, const char *n
         }
         ck_assert(cJSON_IsString(get(r, "at")));
         ck_assert(cJSON_IsNumber(get(r, "learning_rate")));
+        /* Cases with a schedule fix the rate actually used by every update. */
+        if (rates != NULL) {
+            snprintf(what, sizeof what, "%s history[%d].learning_rate", name, i);
+            expect_close(get(r, "learning_rate"), cJSON_GetArrayItem(rates, i), t, 0, what);
+        }
     }
     cJSON_Delete(h);
 }

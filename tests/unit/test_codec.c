@@ -122,6 +122,7 @@ static void assert_spec_eq(const model_spec_t *a, const model_spec_t *b)
     ck_assert(p->weight_decay == q->weight_decay);
     ck_assert_int_eq(p->history, q->history);
     ck_assert_int_eq(p->max_line_search, q->max_line_search);
+    ck_assert(memcmp(&p->schedule, &q->schedule, sizeof p->schedule) == 0);
     assert_graph_eq(&a->graph, &b->graph);
 }
 
@@ -336,6 +337,17 @@ START_TEST(test_spec_decode_full)
     ck_assert(s.optimizer.beta1 == 0.8);
     ck_assert(s.optimizer.beta2 == 0.999);  /* adam default kept */
     ck_assert(s.optimizer.weight_decay == 0.001);
+    ck_assert_int_eq(s.optimizer.schedule.kind, OPTIM_SCHEDULE_CONSTANT);
+    model_spec_free(&s);
+
+    /* A schedule: its kind's defaults fill what is not given. */
+    spec_ok("{\"kind\": \"logistic\", \"inputs\": 2, \"optimizer\": {\"schedule\":"
+            " {\"kind\": \"step\", \"step_size\": 7, \"warmup_steps\": 2}}}",
+            &s);
+    ck_assert_int_eq(s.optimizer.schedule.kind, OPTIM_SCHEDULE_STEP);
+    ck_assert_int_eq(s.optimizer.schedule.step_size, 7);
+    ck_assert(s.optimizer.schedule.gamma == 0.1);
+    ck_assert_int_eq(s.optimizer.schedule.warmup_steps, 2);
     model_spec_free(&s);
 
     /* Minimal spec and nulls: defaults. */
@@ -409,6 +421,21 @@ START_TEST(test_spec_errors_name_the_field)
         {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"history\": 0.5}}",
          "optimizer.history", "integer"},
         {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": []}", "optimizer", "object"},
+        /* schedules */
+        {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"schedule\": 1}}",
+         "optimizer.schedule", "object"},
+        {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"schedule\": {}}}",
+         "optimizer.schedule.kind", "required"},
+        {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"schedule\": {\"kind\": "
+         "\"cosine\", \"gamma\": 0.5, \"t_max\": 3}}}",
+         "optimizer.schedule.gamma", "unknown field"},
+        {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"schedule\": {\"kind\": "
+         "\"step\", \"step_size\": 1e300}}}",
+         "optimizer.schedule.step_size", "range"},
+        {"{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"schedule\": {\"kind\": "
+         "\"cosine\", \"t_max\": 3, \"eta_min\": \"0\"}}}",
+         "optimizer.schedule.eta_min", "number"},
+
         /* bad names */
         {"{\"kind\": \"lineer\", \"inputs\": 2}", "kind", "unknown value"},
         {"{\"kind\": \"linear\", \"inputs\": 2, \"loss\": \"mse\"}", "loss", "l2 | bce | cce"},
@@ -519,6 +546,13 @@ START_TEST(test_spec_round_trip)
         "{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"method\": \"lbfgs\", "
         "\"history\": 5, \"max_line_search\": 7}}",
         "{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"history\": 3}}",
+        "{\"kind\": \"logistic\", \"inputs\": 2, \"optimizer\": {\"schedule\": {\"kind\": "
+        "\"step\", \"step_size\": 4}}}",
+        "{\"kind\": \"linear\", \"inputs\": 2, \"optimizer\": {\"method\": \"momentum\", "
+        "\"schedule\": {\"kind\": \"exponential\", \"gamma\": 0.95, \"warmup_steps\": 3}}}",
+        "{\"kind\": \"softmax\", \"inputs\": 2, \"classes\": 3, \"optimizer\": {\"method\": "
+        "\"adam\", \"schedule\": {\"kind\": \"cosine\", \"t_max\": 100, \"eta_min\": "
+        "0.001, \"warmup_steps\": 10}}}",
         graph_spec,
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; ++i) {

@@ -268,6 +268,88 @@ START_TEST(validation)
 }
 END_TEST
 
+/* Rates by hand (PyTorch's schedulers in closed form) at chosen steps. */
+START_TEST(schedule_rates)
+{
+    optim_schedule_t s;
+    optim_schedule_default(&s, OPTIM_SCHEDULE_CONSTANT);
+    ck_assert_double_eq(optim_schedule_rate(&s, 0.3, 0), 0.3);
+    ck_assert_double_eq(optim_schedule_rate(&s, 0.3, 1000000), 0.3);
+
+    optim_schedule_default(&s, OPTIM_SCHEDULE_STEP);
+    ck_assert_double_eq(s.gamma, 0.1);
+    s.step_size = 3;
+    s.gamma = 0.5;
+    const double step_want[] = {1, 1, 1, 0.5, 0.5, 0.5, 0.25};
+    for (int t = 0; t < 7; ++t)
+        ck_assert_close(optim_schedule_rate(&s, 2.0, t), 2.0 * step_want[t], REL, 0.0);
+
+    optim_schedule_default(&s, OPTIM_SCHEDULE_EXPONENTIAL);
+    s.gamma = 0.8;
+    ck_assert_close(optim_schedule_rate(&s, 0.02, 0), 0.02, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 0.02, 4), 0.02 * 0.4096, REL, 0.0);
+
+    /* Cosine: η at 0, the midpoint at t_max/2, η_min at t_max and held there after. */
+    optim_schedule_default(&s, OPTIM_SCHEDULE_COSINE);
+    s.t_max = 10;
+    s.eta_min = 0.1;
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 0), 1.0, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 5), 0.55, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 10), 0.1, REL, ABS);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 11), 0.1, REL, ABS);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 2),
+                    0.1 + 0.9 * (1.0 + cos(3.14159265358979323846 * 0.2)) / 2.0, REL, 0.0);
+
+    /* Warmup ramps η (t+1)/w, then the kind starts at its own t = 0. */
+    s.warmup_steps = 4;
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 0), 0.25, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 3), 1.0, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 4), 1.0, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 9), 0.55, REL, 0.0);
+    ck_assert_close(optim_schedule_rate(&s, 1.0, 14), 0.1, REL, ABS);
+}
+END_TEST
+
+START_TEST(schedule_validation)
+{
+    optim_cfg_t c;
+    optim_cfg_default(&c, OPTIM_METHOD_SGD);
+    ck_assert_int_eq(c.schedule.kind, OPTIM_SCHEDULE_CONSTANT);
+    c.schedule.kind = 9;
+    expect_invalid(&c, "optimizer.schedule.kind");
+    optim_schedule_default(&c.schedule, OPTIM_SCHEDULE_STEP);
+    expect_invalid(&c, "optimizer.schedule.step_size");
+    c.schedule.step_size = 1;
+    c.schedule.gamma = NAN;
+    expect_invalid(&c, "optimizer.schedule.gamma");
+    optim_schedule_default(&c.schedule, OPTIM_SCHEDULE_EXPONENTIAL);
+    expect_invalid(&c, "optimizer.schedule.gamma");
+    c.schedule.gamma = 1.0000001;
+    expect_invalid(&c, "optimizer.schedule.gamma");
+    c.schedule.gamma = 1.0;
+    ck_assert_int_eq(optim_cfg_validate(&c, NULL), 0);
+    c.schedule.warmup_steps = -1;
+    expect_invalid(&c, "optimizer.schedule.warmup_steps");
+    optim_schedule_default(&c.schedule, OPTIM_SCHEDULE_COSINE);
+    expect_invalid(&c, "optimizer.schedule.t_max");
+    c.schedule.t_max = 5;
+    c.schedule.eta_min = -1e-9;
+    expect_invalid(&c, "optimizer.schedule.eta_min");
+    c.schedule.eta_min = 0.0;
+    ck_assert_int_eq(optim_cfg_validate(&c, NULL), 0);
+    c.method = OPTIM_METHOD_LBFGS;
+    expect_invalid(&c, "optimizer.schedule");
+    optim_schedule_default(&c.schedule, OPTIM_SCHEDULE_CONSTANT);
+    ck_assert_int_eq(optim_cfg_validate(&c, NULL), 0);
+
+    ck_assert_int_eq(optim_schedule_from_name("cosine"), OPTIM_SCHEDULE_COSINE);
+    ck_assert_int_eq(optim_schedule_from_name("linear"), 0);
+    ck_assert_int_eq(optim_schedule_from_name(NULL), 0);
+    ck_assert_str_eq(optim_schedule_name(OPTIM_SCHEDULE_EXPONENTIAL), "exponential");
+    ck_assert_str_eq(optim_schedule_name(0), "unknown");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("optim");
@@ -282,6 +364,8 @@ int main(void)
     tcase_add_test(tc, adam_weight_decay_mask);
     tcase_add_test(tc, state_restore_replays);
     tcase_add_test(tc, validation);
+    tcase_add_test(tc, schedule_rates);
+    tcase_add_test(tc, schedule_validation);
     suite_add_tcase(s, tc);
     return testutil_run(s);
 }
