@@ -55,8 +55,26 @@ extern const char *it_golden;  /* argv[2]: tests/golden directory */
  * libcurl. First thing in main(). */
 void it_init(int argc, char **argv);
 
-/* Run every test of `s`, release libcurl; EXIT_SUCCESS when all passed. Last thing in main(). */
+/* What an executable exits with when no test failed but one could not run: ctest's
+ * SKIP_RETURN_CODE (tests/CMakeLists.txt), so the run shows "Skipped", never "Passed". */
+#define IT_EXIT_SKIPPED 77
+
+/* Run every test of `s`, release libcurl. EXIT_SUCCESS when all passed, IT_EXIT_SKIPPED when
+ * none failed but one called IT_SKIP, EXIT_FAILURE otherwise. Last thing in main(). */
 int it_run(Suite *s);
+
+/* End the current test as not run, saying why (printf format): for a test that needs what this
+ * machine lacks (a privilege, a program). Give such a test its own Check test case and ctest
+ * test (tests/CMakeLists.txt), so that its skip does not hide the other tests' results. */
+#define IT_SKIP(...)                                                                           \
+    do {                                                                                       \
+        it_skip_note(__VA_ARGS__);                                                             \
+        return;                                                                                \
+    } while (0)
+
+/* IT_SKIP's record: prints "SKIP <reason>" and notes the skip for it_run (also across Check's
+ * fork, through a file it_run opened). */
+void it_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Start a daemon on a fresh database. `extra` is a NULL-terminated list of more arguments (or
  * NULL). Returns 0, or -1 (message on stderr) when it did not come up within 10 s. */

@@ -14,7 +14,8 @@
  *   succeed; held past the busy timeout (NEUROND_BUSY_TIMEOUT_MS) they answer 503, never 500.
  *
  * Sub-cases that need privileges this machine may not grant (mounting tmpfs, setting the
- * immutable attribute) print "SKIP <case>: <reason>" and return; nothing else is skipped.
+ * immutable attribute) end with IT_SKIP, each in a ctest test of its own that then reports
+ * "Skipped" (exit 77), never a pass; nothing else is skipped.
  */
 #define _GNU_SOURCE   /* unshare, prlimit */
 #include <check.h>
@@ -627,11 +628,9 @@ static void disk_free(void)
 START_TEST(disk_full)
 {
     char why[256];
-    if (tmpfs_mount(why, sizeof why) < 0) {
-        fprintf(stderr, "SKIP disk_full (tmpfs): %s -- needs root or CAP_SYS_ADMIN; "
-                        "file_size_limit covers the same paths with EFBIG\n", why);
-        return;
-    }
+    if (tmpfs_mount(why, sizeof why) < 0)
+        IT_SKIP("disk_full (tmpfs): %s -- needs root or CAP_SYS_ADMIN; file_size_limit covers "
+                "the same paths with EFBIG", why);
     setenv("TMPDIR", tmpfs_dir, 1);          /* it_start puts the database in there */
     start_default();
     snprintf(filler_path, sizeof filler_path, "%s/filler", tmpfs_dir);
@@ -764,12 +763,10 @@ START_TEST(read_only)
     ck_assert_msg(note != NULL, "cannot write the note file %s", ro_note);
     fprintf(note, "%s", d.dir);
     fclose(note);
-    if (set_immutable(ro_files[0], 1) < 0) {
-        fprintf(stderr, "SKIP read_only: cannot set the immutable attribute on %s: %s -- needs "
-                        "root (CAP_LINUX_IMMUTABLE) and a file system that supports it\n",
-                ro_files[0], strerror(errno));
-        return;
-    }
+    if (set_immutable(ro_files[0], 1) < 0)
+        IT_SKIP("read_only: cannot set the immutable attribute on %s: %s -- needs root "
+                "(CAP_LINUX_IMMUTABLE) and a file system that supports it", ro_files[0],
+                strerror(errno));
     ro_off();
     storage_unavailable(ro_on, ro_off, "read-only");
     ro_clear();
@@ -931,15 +928,23 @@ int main(int argc, char **argv)
     tcase_set_timeout(tk, 120);
     tcase_add_test(tk, kill9_rounds);
     suite_add_tcase(s, tk);
+    /* The cases that need privileges are ctest tests of their own (tests/CMakeLists.txt runs
+     * each by name, and the rest without the tag "separate"): a skip hides nothing else. */
+    TCase *tf = tcase_create("diskfull");
+    tcase_set_tags(tf, "separate");
+    tcase_add_checked_fixture(tf, NULL, teardown);
+    tcase_set_timeout(tf, 120);
+    tcase_add_test(tf, disk_full);
+    suite_add_tcase(s, tf);
     TCase *ts = tcase_create("storage");
     tcase_add_checked_fixture(ts, NULL, teardown);
     tcase_set_timeout(ts, 120);
-    tcase_add_test(ts, disk_full);
     tcase_add_test(ts, file_size_limit);
     tcase_add_test(ts, busy_waits);
     tcase_add_test(ts, busy_timeout);
     suite_add_tcase(s, ts);
     TCase *tr = tcase_create("readonly");
+    tcase_set_tags(tr, "separate");
     tcase_add_unchecked_fixture(tr, ro_note_setup, ro_note_teardown);
     tcase_add_checked_fixture(tr, NULL, teardown);
     tcase_set_timeout(tr, 120);
