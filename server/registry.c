@@ -372,6 +372,18 @@ int registry_is_training(registry_t *r, int64_t id)
     return training;
 }
 
+int registry_load_row(registry_t *r, int64_t id, store_model_t *row, registry_copy_t *out,
+                      err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = store_model_get(r->store, id, row, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = registry_load(r, id, out, err)) < 0)
+        store_model_clear(row);
+    return rc;
+}
+
 int registry_load(registry_t *r, int64_t id, registry_copy_t *out, err_t *err)
 {
     memset(out, 0, sizeof *out);

@@ -19,6 +19,7 @@
 #include "app.h"
 #include "codec.h"
 #include "events.h"
+#include "export_onnx.h"
 #include "http.h"
 #include "graph.h"
 #include "model.h"
@@ -488,17 +489,20 @@ static int model_restore(http_req_t *req, err_t *err)
 
 static int model_export(http_req_t *req, err_t *err)
 {
+    const char *format = http_query(req, "format");
+    if (format != NULL && strcmp(format, "onnx") == 0)
+        return export_onnx_reply(req, err);
+    if (format != NULL && strcmp(format, "json") != 0)
+        return err_set_field(err, ERR_INVAL, "format", "format must be \"json\" or \"onnx\"");
+    if (http_query(req, "dtype") != NULL)
+        return err_set_field(err, ERR_INVAL, "dtype", "dtype applies to format=onnx only");
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     store_model_t row;
     registry_copy_t copy;
-    int rc = store_model_get(app->store, id, &row, err);
+    int rc = registry_load_row(app->registry, id, &row, &copy, err);
     if (rc < 0)
         return rc;
-    if ((rc = registry_load(app->registry, id, &copy, err)) < 0) {
-        store_model_clear(&row);
-        return rc;
-    }
     cJSON *body = cJSON_CreateObject();
     cJSON *state = cJSON_CreateArray();
     int ok = body != NULL && state != NULL;

@@ -12,6 +12,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/../daemon.sh"
 neurond=$(realpath "${1:-$root/build/neurond}")
 chromium=${CHROMIUM:-/usr/bin/chromium}
 
@@ -42,11 +43,7 @@ start() {
   "$neurond" --bind 127.0.0.1 --port 0 --db "$dir/$name.db" --log-level warn "$@" \
     >"$dir/$name.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 200); do
-    port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$dir/$name.log" | head -n 1)
-    [ -n "$port" ] && break
-    sleep 0.05
-  done
+  port=$(daemon_port "$dir/$name.log") || true
   [ -n "$port" ] || { echo "neurond ($name) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
   url=http://127.0.0.1:$port
 }
