@@ -535,6 +535,32 @@
       dd.dataset.step = step;
     }
 
+    /* The ONNX export as a file download. Fetched (not a plain link) so the bearer token goes
+     * with it; the file name is the one the server's Content-Disposition gives. */
+    const onnxButton = q('.download-onnx');
+    onnxButton.addEventListener('click', async () => {
+      onnxButton.disabled = true;
+      try {
+        const res = await authorizedFetch(`/v1/models/${id}/export?format=onnx`, { signal });
+        if (!res.ok) throw await errorFrom(res);
+        const disposition = res.headers.get('Content-Disposition') || '';
+        const match = /filename="([^"]+)"/.exec(disposition);
+        const url = URL.createObjectURL(await res.blob());
+        const a = document.createElement('a');
+        a.href = url;
+        a.download = match ? match[1] : `model-${id}.onnx`;
+        document.body.appendChild(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+        showError(pageError, null);
+      } catch (e) {
+        if (!isAbort(e)) showError(pageError, e);
+      } finally {
+        onnxButton.disabled = false;
+      }
+    });
+
     async function loadModel() {
       try {
         st.model = await api(`/v1/models/${id}`, { signal });

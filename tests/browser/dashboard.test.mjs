@@ -5,7 +5,7 @@
 //   BROWSER_TMP       a scratch directory        SCREENSHOT        optional PNG path
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { chromium } from 'playwright-core';
@@ -307,6 +307,18 @@ test('with tokens the page asks once for a token, then every /v1 call carries it
   await p.getByRole('heading', { level: 1, name: 'guarded' }).waitFor();
   await p.locator('[data-fact="step"][data-step="100"]').waitFor();
   assert.ok(!(await dialog.isVisible()));
+
+  // The ONNX download carries the token too, and saves the bytes the API exports.
+  const [download] = await Promise.all([
+    p.waitForEvent('download'),
+    p.getByRole('button', { name: 'Download ONNX' }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), 'guarded.onnx');
+  const saved = await readFile(await download.path());
+  const res = await fetch(`${AUTH}/v1/models/${m.id}/export?format=onnx`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200);
+  assert.ok(saved.length > 100, `${saved.length} bytes`);
+  assert.ok(saved.equals(Buffer.from(await res.arrayBuffer())), 'the download is the export');
 
   // A fresh tab straight on a model page: five requests meet a 401 at once, one question.
   const p2 = await newPage();
