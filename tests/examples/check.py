@@ -154,9 +154,27 @@ def check_client_py(api, text):
     expect(hist and hist[-1]["step"] == 499, "history does not end at step 499")
 
 
+def check_onnx_node(api, text):
+    m = re.search(r"^# Done: model (\d+), ONNX accuracy (\S+) \(the API's: (\S+)\), "
+                  r"max relative difference (\S+)\.$", text, re.M)
+    if not expect(m is not None, 'no "# Done: model N, ONNX accuracy ..." line'):
+        return
+    mid, acc, api_acc, diff = int(m.group(1)), float(m.group(2)), float(m.group(3)), \
+        float(m.group(4))
+    ev = api("POST", "/v1/models/%d/loss" % mid, {})
+    expect(ev["rows"] == 150, "rows %r, expected 150" % ev["rows"])
+    expect(ev["accuracy"] == api_acc, "printed API accuracy %r, the API says %r"
+           % (api_acc, ev["accuracy"]))
+    expect(acc == ev["accuracy"], "ONNX Runtime's accuracy %r, the API's %r"
+           % (acc, ev["accuracy"]))
+    expect(acc >= 0.9, "accuracy %r < 0.9" % acc)
+    expect(diff <= 1e-12, "ONNX Runtime's probabilities differ by %r relative" % diff)
+    expect("application/octet-stream" in text, "the export's content type was not printed")
+
+
 CASES = {"walkthrough": check_walkthrough, "logistic_csv": check_logistic_csv,
          "softmax_iris": check_softmax_iris, "graph_jacobian": check_graph_jacobian,
-         "client_py": check_client_py}
+         "client_py": check_client_py, "onnx_node": check_onnx_node}
 
 
 def main():

@@ -19,6 +19,11 @@
 #                   dL/dt = 66, each within 1e-9
 #   client_py       examples/client.py with Debian's /usr/bin/python3: accuracy >= 0.99, equal to
 #                   what the API answers for its model
+#   onnx_node       examples/onnx_runtime.cjs in Node.js: ONNX Runtime's classes and accuracy on
+#                   the 150 flowers equal the API's, accuracy >= 0.9, probabilities within 1e-12
+#                   relative of /predict's. onnxruntime-node comes from tests/onnx/node_modules
+#                   (`npm ci --ignore-scripts` there when missing); without node or the package
+#                   this case is skipped (exit 77 when it is the only case asked for)
 #   http_error      the scripts exit non-zero on an HTTP error (no token: 401) and when the daemon
 #                   cannot be reached
 #
@@ -37,7 +42,24 @@ SRC=$(cd "$HERE/../.." && pwd)
 EX=$SRC/examples
 CASES=("$@")
 if [ "${#CASES[@]}" -eq 0 ]; then
-    CASES=(walkthrough logistic_csv softmax_iris graph_jacobian client_py http_error)
+    CASES=(walkthrough logistic_csv softmax_iris graph_jacobian client_py onnx_node http_error)
+fi
+
+# onnx_node needs node and onnxruntime-node (shared with tests/onnx, installed there).
+ORT_MODULES=$SRC/tests/onnx/node_modules
+onnx_node_ready() {
+    command -v node >/dev/null 2>&1 || return 1
+    [ -f "$ORT_MODULES/onnxruntime-node/package.json" ] && return 0
+    command -v npm >/dev/null 2>&1 || return 1
+    (cd "$SRC/tests/onnx" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2
+}
+ONNX_NODE=1
+if [[ " ${CASES[*]} " == *" onnx_node "* ]] && ! onnx_node_ready; then
+    ONNX_NODE=0
+    if [ "${#CASES[@]}" -eq 1 ]; then
+        echo "examples: onnx_node skipped: node or onnxruntime-node (npm) not available"
+        exit 77
+    fi
 fi
 
 # Debian's interpreter: the python3 first on PATH may be another build.
@@ -121,6 +143,14 @@ for c in "${CASES[@]}"; do
         ;;
     client_py)
         run_example client_py "$PY" "$EX/client.py" || failed=1
+        ;;
+    onnx_node)
+        if [ "$ONNX_NODE" -eq 1 ]; then
+            (cd "$TMP" && NODE_PATH=$ORT_MODULES run_example onnx_node node "$EX/onnx_runtime.cjs") ||
+                failed=1
+        else
+            echo "examples: onnx_node skipped: node or onnxruntime-node (npm) not available"
+        fi
         ;;
     http_error)
         for s in walkthrough logistic_csv softmax_iris graph_jacobian; do
