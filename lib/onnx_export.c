@@ -155,7 +155,8 @@ static Onnx__TensorProto *b_tensor(builder_t *b, const char *name, int32_t n_dim
         return NULL;
     onnx__tensor_proto__init(t);
     t->name = (char *)name;
-    memcpy(d, dims, (size_t)n_dims * sizeof *d);
+    if (n_dims > 0)
+        memcpy(d, dims, (size_t)n_dims * sizeof *d);
     t->dims = d;
     t->n_dims = (size_t)n_dims;
     t->has_data_type = 1;
