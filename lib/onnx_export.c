@@ -275,36 +275,69 @@ static const char *emit_argmax(builder_t *b, const char *v, const char *out)
     return out_of(n);
 }
 
-/* ovo: pair row p votes for a_p when z_p > 0, else for b_p. votes = G D + c, with G the 0/1
- * decisions [N, P], D[p][a_p] = 1, D[p][b_p] = -1 and c[j] the number of pairs whose b is j:
- * small integers, exact in float32 too. ArgMax takes the first of equal counts: ties go to the
- * lower class. */
+/* A raw little-endian initializer of `width`-byte integers (int32, bool) from v[0..n). */
+static const char *b_init_ints(builder_t *b, const char *name, int32_t elem, size_t width,
+                               int32_t n_dims, const int64_t *dims, const int32_t *v, int64_t n)
+{
+    Onnx__TensorProto *t = b_alloc(b, sizeof *t);
+    int64_t *d = b_alloc(b, (size_t)n_dims * sizeof *d);
+    uint8_t *raw = b_alloc(b, (size_t)n * width);
+    if (t == NULL || d == NULL || raw == NULL)
+        return "";
+    onnx__tensor_proto__init(t);
+    t->name = (char *)name;
+    memcpy(d, dims, (size_t)n_dims * sizeof *d);
+    t->dims = d;
+    t->n_dims = (size_t)n_dims;
+    t->has_data_type = 1;
+    t->data_type = elem;
+    for (int64_t i = 0; i < n; ++i)
+        for (size_t k = 0; k < width; ++k)
+            raw[(size_t)i * width + k] = (uint8_t)((uint32_t)v[i] >> (8 * k));
+    t->has_raw_data = 1;
+    t->raw_data.data = raw;
+    t->raw_data.len = (size_t)n * width;
+    return b_init(b, t);
+}
+
+/* ovo: class c is in k-1 pairs, first as b with every a < c (pairs (a, c)), then as a with
+ * every b > c (pairs (c, b)). ovo_pairs[c][j] is the row of c's j-th pair, and c wins it when
+ * it is the pair's a and z > 0, or its b and z <= 0: when (j >= c), ovo_is_a[c][j], equals the
+ * decision. votes[c] = pairs won, a sum of ones, exact in float32 too; ArgMax takes the first
+ * of equal counts, so ties go to the lower class. The two index tables hold 5k(k-1) bytes,
+ * less than W1's own k(k-1)/2 rows of 1+inputs doubles. */
 static void emit_ovo_classes(builder_t *b, const char *z, int32_t k)
 {
-    int64_t n_pair = (int64_t)k * (k - 1) / 2;
-    double *dm = calloc((size_t)(n_pair * k), sizeof *dm), *c = calloc((size_t)k, sizeof *c);
-    if (dm == NULL || c == NULL) {
+    int64_t n = (int64_t)k * (k - 1);
+    int32_t *pair = malloc((size_t)n * sizeof *pair), *is_a = malloc((size_t)n * sizeof *is_a);
+    if (pair == NULL || is_a == NULL) {
         b->failed = 1;
         goto out;
     }
-    int64_t p = 0;
-    for (int32_t a = 0; a < k; ++a)
-        for (int32_t bb = a + 1; bb < k; ++bb, ++p) {
-            dm[p * k + a] = 1.0;
-            dm[p * k + bb] = -1.0;
-            c[bb] += 1.0;
+    for (int32_t c = 0; c < k; ++c)
+        for (int32_t j = 0; j < k - 1; ++j) {
+            int32_t lo = j < c ? j : c, hi = j < c ? c : j + 1;
+            /* rows before lo's pairs: (k-1) + (k-2) + ... + (k-lo) */
+            int64_t row = (int64_t)lo * k - (int64_t)lo * (lo + 1) / 2 + (hi - lo - 1);
+            pair[(int64_t)c * (k - 1) + j] = (int32_t)row;
+            is_a[(int64_t)c * (k - 1) + j] = j >= c;
         }
-    int64_t dd[2] = {n_pair, k}, dc[1] = {k};
-    b_init(b, b_tensor(b, "ovo_vote", 2, dd, dm, 0.0));
-    b_init(b, b_tensor(b, "ovo_base", 1, dc, c, 0.0));
+    int64_t dims[2] = {k, k - 1};
+    static const int64_t axis2 = 2;
+    b_init_ints(b, "ovo_pairs", ONNX__TENSOR_PROTO__DATA_TYPE__INT32, 4, 2, dims, pair, n);
+    b_init_ints(b, "ovo_is_a", ONNX__TENSOR_PROTO__DATA_TYPE__BOOL, 1, 2, dims, is_a, n);
+    b_init_i64(b, "axis2", 1, &axis2, 1);
     const char *pos = out_of(b_node(b, "Greater", NULL, z, "zero", NULL));
-    const char *g = emit_cast(b, pos, b->elem, NULL);
-    const char *gv = out_of(b_node(b, "MatMul", NULL, g, "ovo_vote", NULL));
-    const char *votes = out_of(b_node(b, "Add", "votes", gv, "ovo_base", NULL));
-    emit_argmax(b, votes, "classes");
+    Onnx__NodeProto *g = b_node(b, "Gather", NULL, pos, "ovo_pairs", NULL);
+    b_attr_int(b, g, "axis", 1);
+    const char *won = out_of(b_node(b, "Equal", NULL, out_of(g), "ovo_is_a", NULL));
+    Onnx__NodeProto *sum = b_node(b, "ReduceSum", "votes", emit_cast(b, won, b->elem, NULL),
+                                  "axis2", NULL);
+    b_attr_int(b, sum, "keepdims", 0);
+    emit_argmax(b, out_of(sum), "classes");
 out:
-    free(dm);
-    free(c);
+    free(pair);
+    free(is_a);
 }
 
 /* Dense layer l: Gemm(h, W[:,1:], W[:,0], transB) with W [k, 1+n] from the flat parameters. */
@@ -766,6 +799,12 @@ int onnx_export(model_t *m, const onnx_export_opts_t *opts, uint8_t **out, size_
         || meta[2] == NULL || meta[1]->value == NULL || graph->name == NULL)
         goto nomem;
     size_t size = onnx__model_proto__get_packed_size(model);
+    /* Protobuf (and so every ONNX reader) refuses a message of 2 GiB or more. */
+    if (size > (size_t)INT32_MAX) {
+        rc = err_set_field(err, ERR_INVAL, "format", "format=onnx: the model needs %zu bytes, "
+                           "more than the 2 GiB one ONNX file can hold", size);
+        goto done;
+    }
     *out = malloc(size + 1);
     if (*out == NULL)
         goto nomem;

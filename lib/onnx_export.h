@@ -6,8 +6,9 @@
  * "classes" (int64 [N]). Each kind is written with the operations libneuron itself performs:
  * a dense layer is a Gemm on W[:,1:] with the bias column W[:,0] as its C input; sigmoid is
  * built from Exp, Div and Where exactly as ops.c computes it (ONNX Runtime's own Sigmoid loses
- * every digit of sigmoid(z) for very negative z in double); ovo's majority vote is a MatMul of
- * the pair decisions by a ±1 class matrix and an ArgMax (ties to the lower class). A graph
+ * every digit of sigmoid(z) for very negative z in double); ovo's majority vote gathers each
+ * class's k-1 pair decisions, counts the pairs it won and takes the ArgMax (ties to the lower
+ * class). A graph
  * model is exported when every op between "x" and its prediction node has an ONNX counterpart.
  *
  *     onnx_export_opts_t o = {.dtype = ONNX_DTYPE_FLOAT64, .producer_version = "0.1.0",

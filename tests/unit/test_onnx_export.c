@@ -194,7 +194,7 @@ START_TEST(test_float32_casts_weights)
 }
 END_TEST
 
-START_TEST(test_ovo_vote_matrix)
+START_TEST(test_ovo_vote_tables)
 {
     model_spec_t s;
     model_spec_default(&s);
@@ -204,13 +204,22 @@ START_TEST(test_ovo_vote_matrix)
     model_t *m = make(&s, NULL, 0, 0, NULL);
     Onnx__ModelProto *p = roundtrip(m, ONNX_DTYPE_FLOAT64);
     const Onnx__GraphProto *g = p->graph;
-    /* Pairs (0,1), (0,2), (1,2): +1 for a, -1 for b; base = pairs whose b is the class. */
-    static const double vote[] = {1, -1, 0, 1, 0, -1, 0, 1, -1}, base[] = {0, 1, 2};
-    const Onnx__TensorProto *v = init_named(g, "ovo_vote"), *b = init_named(g, "ovo_base");
-    for (size_t i = 0; i < 9; ++i)
-        ck_assert_double_eq(raw_at(v, i), vote[i]);
-    for (size_t i = 0; i < 3; ++i)
-        ck_assert_double_eq(raw_at(b, i), base[i]);
+    /* Pairs (0,1), (0,2), (1,2) are rows 0, 1, 2. Class 0 is a in rows 0, 1; class 1 is b in
+     * row 0, a in row 2; class 2 is b in rows 1 and 2. */
+    static const int32_t pairs[] = {0, 1, 0, 2, 1, 2};
+    static const uint8_t is_a[] = {1, 1, 0, 1, 0, 0};
+    const Onnx__TensorProto *pt = init_named(g, "ovo_pairs"), *at = init_named(g, "ovo_is_a");
+    ck_assert_int_eq(pt->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__INT32);
+    ck_assert_int_eq(at->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__BOOL);
+    ck_assert_uint_eq(pt->raw_data.len, sizeof pairs);
+    ck_assert_uint_eq(at->raw_data.len, sizeof is_a);
+    for (size_t i = 0; i < 6; ++i) {
+        int32_t v;
+        memcpy(&v, pt->raw_data.data + 4 * i, 4);
+        ck_assert_int_eq(v, pairs[i]);
+        ck_assert_int_eq(at->raw_data.data[i], is_a[i]);
+    }
+    ck_assert_int_eq(check_graph(g, "Equal"), 1);
     ck_assert_int_eq(check_graph(g, "ArgMax"), 1);
     check_value(g->output[0], "outputs", ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE, 2, 3);
     check_value(g->output[1], "classes", ONNX__TENSOR_PROTO__DATA_TYPE__INT64, 1, 0);
@@ -333,7 +342,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_logistic_model_and_weights);
     tcase_add_test(tc, test_float32_casts_weights);
-    tcase_add_test(tc, test_ovo_vote_matrix);
+    tcase_add_test(tc, test_ovo_vote_tables);
     tcase_add_test(tc, test_mlp_every_activation);
     tcase_add_test(tc, test_graph_model);
     tcase_add_test(tc, test_graph_through_labels_is_refused);
