@@ -455,6 +455,15 @@ typedef struct sym_shape {
     int64_t d[2];
 } sym_shape_t;
 
+/* A shape with exactly one element whatever the rows: [], [1], [1, 1]. */
+static int sym_is_one_value(const sym_shape_t *sh)
+{
+    for (int32_t k = 0; k < sh->n_d; ++k)
+        if (sh->d[k] != 1)
+            return 0;
+    return 1;
+}
+
 static const ad_node_spec_t *spec_node(const ad_graph_spec_t *gs, const char *id)
 {
     for (int32_t i = 0; i < gs->n_node; ++i)
@@ -516,10 +525,9 @@ static int emit_graph_node(builder_t *b, model_t *m, int32_t i, const char **nam
         if (strcmp(ad_id(g, i), "x") != 0)
             return unsupported(g, i, "is an input other than x: the prediction must depend "
                                "on x alone", err);
-        const ad_node_spec_t *ns = spec_node(&s->graph, "x");
-        sh[i].n_d = ns->shape.n_d;
-        for (int32_t k = 0; k < ns->shape.n_d && k < 2; ++k)
-            sh[i].d[k] = ns->shape.d[k] == AD_ROWS ? SYM_ROWS : ns->shape.d[k];
+        sh[i].n_d = 2;   /* model.c requires x to be [null, inputs] */
+        sh[i].d[0] = SYM_ROWS;
+        sh[i].d[1] = model_n_x(m);
         name[i] = "x";
         return 0;
     }
@@ -535,9 +543,12 @@ static int emit_graph_node(builder_t *b, model_t *m, int32_t i, const char **nam
     }
     case AD_OP_ADD: case AD_OP_SUB: case AD_OP_MUL: case AD_OP_DIV: case AD_OP_MAX:
     case AD_OP_MIN: {
-        /* Only a scalar ([] or [1]) broadcasts: the result has the other side's shape. */
-        int a_scalar = sh[c0].n_d == 0 || (sh[c0].n_d == 1 && sh[c0].d[0] == 1);
-        sh[i] = a_scalar ? sh[c1] : sh[c0];
+        /* ops.c's shape_binary: only a single value broadcasts, to the other side's shape
+         * (the higher rank when both are single values), as ONNX's numpy-style rule does. */
+        int one0 = sym_is_one_value(&sh[c0]), one1 = sym_is_one_value(&sh[c1]);
+        sh[i] = one0 && one1 ? (sh[c0].n_d >= sh[c1].n_d ? sh[c0] : sh[c1])
+                : one0       ? sh[c1]
+                             : sh[c0];
         name[i] = out_of(b_node(b, binary[op], out, a, bn, NULL));
         return 0;
     }
@@ -629,21 +640,17 @@ static int emit_graph_kind(builder_t *b, model_t *m, int32_t *n_out, int *scalar
             rc = emit_graph_node(b, m, i, name, sh, err);
     if (rc < 0)
         goto out;
-    /* model_predict() gives every row the same count of values: the prediction's elements over
-     * the rows of x. ONNX gets the same with a Reshape to [-1] or [-1, n_out]. */
+    /* model_predict() gives each row elems / rows values; ONNX gets the same with a Reshape to
+     * [-1] or [-1, n_out]. That needs the rows as the prediction's first dimension (x's is
+     * always the rows: model.c requires [null, inputs]); a scalar or a transposed prediction
+     * has no per-row layout ONNX could reproduce for every N. */
     const sym_shape_t *o = &sh[pred];
-    const ad_node_spec_t *xs = spec_node(&model_spec(m)->graph, "x");
-    int64_t per_row = -1, elems = 1;
+    int64_t per_row = 1;
     for (int32_t k = 1; k < o->n_d; ++k)
-        elems *= o->d[k];
-    if (o->n_d >= 1 && o->d[0] == SYM_ROWS)
-        per_row = elems;
-    else if (xs != NULL && xs->shape.n_d >= 1 && xs->shape.d[0] != AD_ROWS && xs->shape.d[0] > 0
-             && o->n_d >= 1 && (o->d[0] * elems) % xs->shape.d[0] == 0)
-        per_row = o->d[0] * elems / xs->shape.d[0];
-    if (per_row < 1 || per_row > INT32_MAX) {
+        per_row *= o->d[k];
+    if (o->n_d < 1 || o->d[0] != SYM_ROWS || per_row < 1 || per_row > INT32_MAX) {
         rc = err_set_field(err, ERR_INVAL, "format", "format=onnx: the prediction node '%s' "
-                           "has no fixed number of values per row of x", ad_id(g, pred));
+                           "does not have the rows of x as its first dimension", ad_id(g, pred));
         goto out;
     }
     *n_out = (int32_t)per_row;
@@ -660,9 +667,9 @@ out:
 
 /* ---- the model ---------------------------------------------------------------------------- */
 
-/* Graph input/output: a tensor of `elem` shaped [N] or [N, cols] (rows < 0: symbolic N). */
+/* Graph input/output: a tensor of `elem` shaped [N] or [N, cols], N symbolic (the rows). */
 static Onnx__ValueInfoProto *b_value_info(builder_t *b, const char *name, int32_t elem,
-                                          int64_t rows, int32_t n_d, int64_t cols)
+                                          int32_t n_d, int64_t cols)
 {
     Onnx__ValueInfoProto *v = b_alloc(b, sizeof *v);
     Onnx__TypeProto *t = b_alloc(b, sizeof *t);
@@ -679,13 +686,8 @@ static Onnx__ValueInfoProto *b_value_info(builder_t *b, const char *name, int32_
     onnx__tensor_shape_proto__init(s);
     onnx__tensor_shape_proto__dimension__init(d0);
     onnx__tensor_shape_proto__dimension__init(d1);
-    if (rows < 0) {
-        d0->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
-        d0->dim_param = "N";
-    } else {
-        d0->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-        d0->dim_value = rows;
-    }
+    d0->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+    d0->dim_param = "N";
     d1->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
     d1->dim_value = cols;
     dims[0] = d0;
@@ -742,12 +744,6 @@ int onnx_export(model_t *m, const onnx_export_opts_t *opts, uint8_t **out, size_
     if (rc < 0)
         goto done;
 
-    int64_t x_rows = -1;
-    if (s->kind == MODEL_KIND_GRAPH) {
-        const ad_node_spec_t *xs = spec_node(&s->graph, "x");
-        if (xs != NULL && xs->shape.n_d >= 1 && xs->shape.d[0] != AD_ROWS)
-            x_rows = xs->shape.d[0];
-    }
     Onnx__GraphProto *graph = b_alloc(&b, sizeof *graph);
     Onnx__ValueInfoProto **in = b_alloc(&b, sizeof *in), **outs = b_alloc(&b, 2 * sizeof *outs);
     Onnx__ModelProto *model = b_alloc(&b, sizeof *model);
@@ -763,14 +759,14 @@ int onnx_export(model_t *m, const onnx_export_opts_t *opts, uint8_t **out, size_
     graph->n_node = b.n_node;
     graph->initializer = b.init;
     graph->n_initializer = b.n_init;
-    in[0] = b_value_info(&b, "x", b.elem, x_rows, 2, model_n_x(m));
+    in[0] = b_value_info(&b, "x", b.elem, 2, model_n_x(m));
     graph->input = in;
     graph->n_input = 1;
-    outs[0] = b_value_info(&b, "outputs", b.elem, x_rows, scalar ? 1 : 2, n_out);
+    outs[0] = b_value_info(&b, "outputs", b.elem, scalar ? 1 : 2, n_out);
     graph->output = outs;
     graph->n_output = 1;
     if (model_is_classifier(m)) {
-        outs[1] = b_value_info(&b, "classes", ONNX__TENSOR_PROTO__DATA_TYPE__INT64, x_rows, 1, 1);
+        outs[1] = b_value_info(&b, "classes", ONNX__TENSOR_PROTO__DATA_TYPE__INT64, 1, 1);
         graph->n_output = 2;
     }
 
