@@ -32,7 +32,7 @@
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then
-    echo "usage: $0 NEUROND [walkthrough|logistic_csv|softmax_iris|graph_jacobian|client_py|http_error]..." >&2
+    echo "usage: $0 NEUROND [walkthrough|logistic_csv|softmax_iris|graph_jacobian|client_py|onnx_node|http_error]..." >&2
     exit 2
 fi
 NEUROND=$1
