@@ -484,6 +484,21 @@ static int unsupported(const ad_graph_t *g, int32_t i, const char *why, err_t *e
                          ad_op_name(ad_op(g, i)), why);
 }
 
+/* 1 for the ops emit_graph_node() writes as ONNX (an input only when it is x). */
+static int graph_op_exportable(int32_t op)
+{
+    switch (op) {
+    case AD_OP_INPUT: case AD_OP_PARAM: case AD_OP_CONST: case AD_OP_ADD: case AD_OP_SUB:
+    case AD_OP_MUL: case AD_OP_DIV: case AD_OP_NEG: case AD_OP_MATMUL: case AD_OP_BIAS:
+    case AD_OP_TRANSPOSE: case AD_OP_EXP: case AD_OP_LOG: case AD_OP_SIGMOID: case AD_OP_TANH:
+    case AD_OP_RELU: case AD_OP_STEP: case AD_OP_MAX: case AD_OP_MIN: case AD_OP_SQUARE:
+    case AD_OP_SUM: case AD_OP_MEAN: case AD_OP_SOFTMAX: case AD_OP_LOG_SOFTMAX:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* A ones column [rows of c, 1] for the bias op: ConstantOfShape(Concat(Shape(c)[0:1], [1])). */
 static const char *emit_ones_column(builder_t *b, const char *c)
 {
@@ -635,6 +650,11 @@ static int emit_graph_kind(builder_t *b, model_t *m, int32_t *n_out, int *scalar
     for (int32_t i = n - 1; i >= 0; --i)
         for (int32_t k = 0; need[i] && k < ad_op_arity(ad_op(g, i)); ++k)
             need[ad_child(g, i, k)] = 1;
+    /* An op without a counterpart (a loss) is the fault to report, before the input y that
+     * such a node usually reads. */
+    for (int32_t i = 0; i < n && rc == 0; ++i)
+        if (need[i] && !graph_op_exportable(ad_op(g, i)))
+            rc = unsupported(g, i, "has no ONNX counterpart", err);
     for (int32_t i = 0; i < n && rc == 0; ++i)
         if (need[i])
             rc = emit_graph_node(b, m, i, name, sh, err);

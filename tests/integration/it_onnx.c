@@ -201,8 +201,8 @@ START_TEST(refusals_name_the_field)
     ck_assert_int_eq(status, 404);
     cJSON_Delete(j);
 
-    /* A graph whose prediction adds a loss of the labels: it needs input y, which an ONNX
-     * model never gets. */
+    /* A graph whose prediction adds a loss of the labels: a loss has no ONNX counterpart (and
+     * it reads the input y, which an ONNX model never gets). */
     int64_t g = it_create_model(
         "{\"kind\":\"graph\",\"inputs\":2,\"outputs\":1,\"graph\":{\"nodes\":["
         "{\"id\":\"x\",\"op\":\"input\",\"shape\":[null,2]},"
@@ -218,7 +218,7 @@ START_TEST(refusals_name_the_field)
     cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(e, "field")->valuestring, "format");
     ck_assert_msg(strstr(cJSON_GetObjectItemCaseSensitive(e, "message")->valuestring,
-                         "node 'y' (op input)") != NULL, "message: %s",
+                         "node 'e' (op l2_loss)") != NULL, "message: %s",
                   cJSON_GetObjectItemCaseSensitive(e, "message")->valuestring);
     cJSON_Delete(j);
 

@@ -229,7 +229,7 @@ test('graph', async () => {
 });
 
 test('graph_not_exportable', async () => {
-  // The prediction adds the labels' loss: it depends on the input y, which ONNX never gets.
+  // The prediction adds a loss of the labels: a loss has no ONNX counterpart.
   const spec = graphSpec([[0.1, 0.5, -0.3], [-0.2, 0.4, 0.7], [0.3, -0.6, 0.2]], [[0.05, 0.3, -0.2, 0.4]]);
   spec.graph.nodes = spec.graph.nodes.filter((nd) => nd.id !== 'L');
   spec.graph.nodes.push(
@@ -242,7 +242,19 @@ test('graph_not_exportable', async () => {
   const e = r.json().error;
   assert.equal(e.code, 'invalid_argument');
   assert.equal(e.field, 'format');
-  assert.match(e.message, /node 'y' \(op input\)/);
+  assert.match(e.message, /node 'inner' \(op l2_loss\)/);
+
+  // Adding the labels themselves: the input y is at fault.
+  const direct = graphSpec([[0.1, 0.5, -0.3], [-0.2, 0.4, 0.7], [0.3, -0.6, 0.2]], [[0.05, 0.3, -0.2, 0.4]]);
+  direct.graph.nodes = direct.graph.nodes.filter((nd) => nd.id !== 'L');
+  direct.graph.nodes.push(
+    { id: 'pred', op: 'add', inputs: ['out', 'y'] },
+    { id: 'L', op: 'l2_loss', inputs: ['pred', 'y'], reduction: 'mean' });
+  const model2 = await ok('POST', '/v1/models', { name: 'onnx-graph-y2', ...direct }, 201);
+  const r2 = await call('GET', `/v1/models/${model2.id}/export?format=onnx`);
+  assert.equal(r2.status, 400);
+  assert.equal(r2.json().error.field, 'format');
+  assert.match(r2.json().error.message, /node 'y' \(op input\)/);
 });
 
 test('bad format and dtype', async () => {

@@ -262,8 +262,10 @@ START_TEST(test_mlp_every_activation)
 }
 END_TEST
 
-/* x [N,2] -> bias -> matmul W^T -> (optionally + l2_loss(z, y)) -> l2_loss against y. */
-static model_t *graph_model(int through_y)
+/* x [N,2] -> bias -> matmul W^T -> l2_loss against y. The prediction may also depend on y:
+ * through a loss of it (THROUGH_LOSS: p = z + l2_loss(z, y)) or directly (THROUGH_Y: p = z + y). */
+enum { THROUGH_NOTHING = 0, THROUGH_LOSS = 1, THROUGH_Y = 2 };
+static model_t *graph_model(int through)
 {
     model_spec_t s;
     model_spec_default(&s);
@@ -274,19 +276,20 @@ static model_t *graph_model(int through_y)
     ad_graph_spec_t *gs = &s.graph;
     tensor_shape_t sx = {2, {AD_ROWS, 2}}, sy = {2, {AD_ROWS, 1}}, sw = {2, {1, 3}};
     static const double w[] = {0.5, 1.0, -2.0};
-    const char *x[] = {"x"}, *mm[] = {"xb", "W"}, *loss[] = {"z", "y"}, *add[] = {"z", "inner"},
-               *outer[] = {through_y ? "p" : "z", "y"};
+    const char *x[] = {"x"}, *mm[] = {"xb", "W"}, *loss[] = {"z", "y"},
+               *add[] = {"z", through == THROUGH_LOSS ? "inner" : "y"},
+               *outer[] = {through != THROUGH_NOTHING ? "p" : "z", "y"};
     ck_assert_int_eq(ad_graph_spec_add(gs, "x", AD_OP_INPUT, 0, NULL, &sx, NULL, 0, 0, &err), 0);
     ck_assert_int_eq(ad_graph_spec_add(gs, "y", AD_OP_INPUT, 0, NULL, &sy, NULL, 0, 0, &err), 0);
     ck_assert_int_eq(ad_graph_spec_add(gs, "xb", AD_OP_BIAS, 1, x, NULL, NULL, 0, 0, &err), 0);
     ck_assert_int_eq(ad_graph_spec_add(gs, "W", AD_OP_PARAM, 0, NULL, &sw, w, 0, 0, &err), 0);
     ck_assert_int_eq(ad_graph_spec_add(gs, "z", AD_OP_MATMUL, 2, mm, NULL, NULL, 0, 1, &err), 0);
-    if (through_y) {
+    if (through == THROUGH_LOSS)
         ck_assert_int_eq(ad_graph_spec_add(gs, "inner", AD_OP_L2_LOSS, 2, loss, NULL, NULL, 0, 0,
                                            &err), 0);
+    if (through != THROUGH_NOTHING)
         ck_assert_int_eq(ad_graph_spec_add(gs, "p", AD_OP_ADD, 2, add, NULL, NULL, 0, 0, &err),
                          0);
-    }
     ck_assert_int_eq(ad_graph_spec_add(gs, "L", AD_OP_L2_LOSS, 2, outer, NULL, NULL, 0, 0, &err),
                      0);
     snprintf(gs->output, sizeof gs->output, "L");
@@ -295,7 +298,7 @@ static model_t *graph_model(int through_y)
 
 START_TEST(test_graph_model)
 {
-    model_t *m = graph_model(0);
+    model_t *m = graph_model(THROUGH_NOTHING);
     Onnx__ModelProto *p = roundtrip(m, ONNX_DTYPE_FLOAT64);
     const Onnx__GraphProto *g = p->graph;
     ck_assert_int_eq(check_graph(g, "MatMul"), 1);
@@ -310,9 +313,9 @@ START_TEST(test_graph_model)
 }
 END_TEST
 
-START_TEST(test_graph_through_labels_is_refused)
+/* onnx_export() of m must fail with field "format" and a message containing `what`. */
+static void expect_refused(model_t *m, const char *what)
 {
-    model_t *m = graph_model(1);
     err_t err = {0};
     onnx_export_opts_t o = {.dtype = ONNX_DTYPE_FLOAT64, .producer_version = "1", .step = 0,
                             .spec_json = "{}"};
@@ -322,7 +325,17 @@ START_TEST(test_graph_through_labels_is_refused)
     ck_assert_ptr_null(bytes);
     ck_assert_uint_eq(len, 0);
     ck_assert_str_eq(err.field, "format");
-    ck_assert_msg(strstr(err.msg, "node 'y' (op input)") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, what) != NULL, "%s", err.msg);
+}
+
+START_TEST(test_graph_through_labels_is_refused)
+{
+    /* The loss is the op at fault, not the input y it reads. */
+    model_t *m = graph_model(THROUGH_LOSS);
+    expect_refused(m, "node 'inner' (op l2_loss) has no ONNX counterpart");
+    model_free(m);
+    m = graph_model(THROUGH_Y);
+    expect_refused(m, "node 'y' (op input) is an input other than x");
     model_free(m);
 }
 END_TEST
