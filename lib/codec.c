@@ -1881,6 +1881,94 @@ int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
     return rc;
 }
 /* ---------------------------------------------------------------------------------------------
+ * Exports.
+ */
+
+int codec_export_decode(const cJSON *json, codec_export_t *out, err_t *err)
+{
+    static const char *const fields[] = {"format", "version", "name", "spec", "step", "loss",
+                                         "parameters", "optimizer_state", NULL};
+    memset(out, 0, sizeof *out);
+    out->loss = NAN;
+    int rc = require_object(json, "", "a JSON object (an export)", err);
+    if (rc == 0)
+        rc = check_fields(json, "", fields, err);
+    if (rc < 0)
+        return rc;
+    const cJSON *v = member(json, "format");
+    if (!cJSON_IsString(v) || strcmp(v->valuestring, CODEC_EXPORT_FORMAT) != 0)
+        return err_set_field(err, ERR_INVAL, "format", "format must be \"" CODEC_EXPORT_FORMAT
+                             "\" (the body of GET /v1/models/{id}/export)");
+    int64_t version = 0;
+    if ((v = member(json, "version")) == NULL)
+        return err_set_field(err, ERR_INVAL, "version", "version is required");
+    if ((rc = get_int(v, "version", 1, CODEC_INT_EXACT_MAX, &version, err)) < 0)
+        return rc;
+    if (version != CODEC_EXPORT_VERSION)
+        return err_set_field(err, ERR_INVAL, "version", "export version %lld is not supported "
+                             "(this neurond reads version %d)", (long long)version,
+                             CODEC_EXPORT_VERSION);
+    if ((v = member(json, "name")) != NULL &&
+        (rc = get_name(v, "name", out->name, sizeof out->name, err)) < 0)
+        return rc;
+    if ((v = member(json, "step")) != NULL &&
+        (rc = get_int(v, "step", 0, TRAIN_STEP_MAX, &out->step, err)) < 0)
+        return rc;
+    if ((v = member(json, "loss")) != NULL && (rc = get_finite(v, "loss", &out->loss, err)) < 0)
+        return rc;
+    if ((out->parameters = member(json, "parameters")) == NULL)
+        return err_set_field(err, ERR_INVAL, "parameters", "parameters is required");
+    out->optimizer_state = member(json, "optimizer_state");
+    if ((v = member(json, "spec")) == NULL)
+        return err_set_field(err, ERR_INVAL, "spec", "spec is required");
+    if ((rc = codec_spec_decode(v, &out->spec, err)) < 0) {
+        if (err != NULL && err->field[0] == '\0')
+            snprintf(err->field, sizeof err->field, "spec");
+        else
+            err_prefix_field(err, "spec.");
+        return rc;
+    }
+    /* The top-level name wins; an export edited to carry the name inside its spec works too. */
+    if (out->name[0] == '\0')
+        memcpy(out->name, out->spec.name, sizeof out->name);
+    return 0;
+}
+
+void codec_export_free(codec_export_t *e)
+{
+    if (e != NULL)
+        model_spec_free(&e->spec);
+}
+
+int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t *err)
+{
+    const int64_t len = optim_state_len(o);
+    double *dst = optim_state(o);
+    if (!cJSON_IsArray(json))
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state must be an array of %lld numbers, got %s",
+                             (long long)len, json_type(json));
+    int64_t count = cJSON_GetArraySize(json);
+    if (count != len)
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state has %lld values, the optimizer (%s) keeps %lld",
+                             (long long)count, optim_method_name(optim_cfg(o)->method),
+                             (long long)len);
+    int64_t i = 0;
+    int rc = 0;
+    for (const cJSON *e = json->child; e != NULL && rc == 0; e = e->next, ++i) {
+        char path[48];
+        path_index(path, "optimizer_state", i);
+        rc = get_finite(e, path, &dst[i], err);
+    }
+    if (rc == 0)
+        rc = optim_state_check(o, step, err);
+    if (rc < 0)
+        optim_reset(o);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Train requests and results.
  */
 
@@ -1908,8 +1996,9 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
     if (epochs != NULL &&
         (rc = get_int(epochs, "epochs", 0, CODEC_INT_EXACT_MAX, &req->epochs, err)) < 0)
         return rc;
+    /* null is the full batch; 0 rows per mini-batch is not a size. */
     if ((v = member(json, "batch_size")) != NULL &&
-        (rc = get_int32(v, "batch_size", 0, INT32_MAX, &req->batch_size, err)) < 0)
+        (rc = get_int32(v, "batch_size", 1, INT32_MAX, &req->batch_size, err)) < 0)
         return rc;
     if ((v = member(json, "learning_rate")) != NULL) {
         if ((rc = get_finite(v, "learning_rate", &req->learning_rate, err)) < 0)

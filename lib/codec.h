@@ -107,6 +107,35 @@ int codec_csv_stream_feed(codec_csv_stream_t *s, const char *data, size_t n, err
 int codec_csv_stream_finish(codec_csv_stream_t *s, codec_batch_t *out, err_t *err);
 void codec_csv_stream_free(codec_csv_stream_t *s);
 
+/* What GET /v1/models/{id}/export answers and POST /v1/models/import reads. */
+#define CODEC_EXPORT_FORMAT "neurond-model"
+#define CODEC_EXPORT_VERSION 1
+
+/* An export, decoded: everything but the model it describes. */
+typedef struct codec_export {
+    model_spec_t spec;               /* decoded, not resolved; freed by codec_export_free() */
+    char name[MODEL_NAME_MAX];       /* "" = none; the top-level name, else the spec's */
+    int64_t step;                    /* in [0, TRAIN_STEP_MAX] */
+    double loss;                     /* NAN when null or absent */
+    const cJSON *parameters;         /* borrowed from the decoded JSON; never NULL */
+    const cJSON *optimizer_state;    /* borrowed; NULL when absent or null (a fresh optimizer) */
+} codec_export_t;
+
+/*
+ * An export's fields (format, version, name, spec, step, loss, parameters, optimizer_state),
+ * unknown ones rejected; spec errors are named "spec.<field>". The parameters and the
+ * optimizer state need the model: decode them with codec_params_decode() and
+ * codec_optim_state_decode() once it is built. On failure nothing is left to free.
+ */
+int codec_export_decode(const cJSON *json, codec_export_t *out, err_t *err);
+void codec_export_free(codec_export_t *e);
+
+/* "optimizer_state": exactly optim_state_len(o) finite numbers that make a state the engine
+ * could have produced at global step `step` (optim_state_check), written into optim_state(o).
+ * Field "optimizer_state[i]" for a value that is not a finite number, else "optimizer_state".
+ * On failure the state is zeroed. */
+int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t *err);
+
 /* Train request fields of API.md, unknown fields rejected; null means "unset". */
 int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err);
 

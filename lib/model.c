@@ -179,27 +179,41 @@ static int check_units(int64_t v, const char *field, err_t *err)
     return 0;
 }
 
-/* Parameter count of a dense stack, with overflow checks: Σ out * (1 + in). */
+/* Parameter count of a dense stack, with overflow checks: Σ out * (1 + in). Past max_params the
+ * error names the dimension that makes it so: the larger side of the largest layer, its input
+ * on a tie ("classes" for a softmax with 10^9 classes, "hidden[0].units" for a wide first
+ * layer). */
 static int dense_param_count(const model_spec_t *s, int64_t max_params, int64_t *total,
                              err_t *err)
 {
-    int64_t sum = 0, in = s->inputs;
+    int64_t sum = 0, in = s->inputs, largest = -1;
+    char in_field[48] = "inputs", out_field[48], fault[48] = "inputs";
     int32_t n_layer = s->kind == MODEL_KIND_MLP ? s->n_hidden + 1 : 1;
     for (int32_t l = 0; l < n_layer; ++l) {
         int64_t out;
-        if (s->kind == MODEL_KIND_MLP)
-            out = l < s->n_hidden ? s->hidden[l].units : s->outputs;
-        else if (is_class_kind(s->kind))
+        if (s->kind == MODEL_KIND_MLP && l < s->n_hidden) {
+            out = s->hidden[l].units;
+            snprintf(out_field, sizeof out_field, "hidden[%d].units", (int)l);
+        } else if (is_class_kind(s->kind)) {
             out = class_rows(s);
-        else
+            snprintf(out_field, sizeof out_field, "classes");
+        } else {
             out = s->outputs;
+            snprintf(out_field, sizeof out_field, "outputs");
+        }
         /* Sizes are at most MODEL_MAX_UNITS, so the product fits int64 comfortably. */
-        sum += out * (1 + in);
+        const int64_t layer = out * (1 + in);
+        if (layer > largest) {
+            largest = layer;
+            memcpy(fault, out > in ? out_field : in_field, sizeof fault);
+        }
+        sum += layer;
         if (sum > max_params)
-            return err_set_field(err, ERR_INVAL, "inputs",
-                                 "the model would have more than %lld parameters",
+            return err_set_field(err, ERR_INVAL, fault,
+                                 "%s: the model would have more than %lld parameters", fault,
                                  (long long)max_params);
         in = out;
+        memcpy(in_field, out_field, sizeof in_field);
     }
     *total = sum;
     return 0;
@@ -207,7 +221,8 @@ static int dense_param_count(const model_spec_t *s, int64_t max_params, int64_t 
 
 /* Parameter count of a graph model: the elements of its param nodes. Each node is clamped just
  * above TENSOR_MAX_ELEMS (ad_graph_build rejects more), so the sum cannot overflow. */
-static int graph_param_count(const model_spec_t *s, int64_t max_params, err_t *err)
+static int graph_param_count(const model_spec_t *s, int64_t max_params, int64_t *total,
+                             err_t *err)
 {
     int64_t sum = 0;
     for (int32_t i = 0; i < s->graph.n_node; ++i) {
@@ -227,6 +242,7 @@ static int graph_param_count(const model_spec_t *s, int64_t max_params, err_t *e
                                  (long long)max_params, AD_ID_MAX - 1, n->id);
         }
     }
+    *total = sum;
     return 0;
 }
 
@@ -327,6 +343,26 @@ static int resolve_graph(model_spec_t *s, err_t *err)
                              "outputs=%d but the graph's y has %d columns", s->outputs, n_y);
     s->outputs = n_y;
     return 0;
+}
+
+/* The optimizer's state is stored and exported beside the parameters, so it is counted too:
+ * at most 2 x max_params values per parameter-sized vector (momentum's velocity and adam's two
+ * moments always fit; lbfgs keeps 2 x history of them, so history x parameters <= max_params).
+ * Without this a 1 KB spec could ask for gigabytes of lbfgs memory. */
+static int check_optim_state_size(const model_spec_t *s, int64_t n, int64_t max_params,
+                                  err_t *err)
+{
+    const int64_t per_param = optim_state_per_param(&s->optimizer);
+    const int64_t most = max_params > INT64_MAX / 2 ? INT64_MAX : 2 * max_params;
+    if (per_param == 0 || n <= most / per_param)
+        return 0;
+    const int lbfgs = s->optimizer.method == OPTIM_METHOD_LBFGS;
+    return err_set_field(err, ERR_INVAL, lbfgs ? "optimizer.history" : "optimizer.method",
+                         "%s: %s keeps %lld values per parameter, so with %lld parameters "
+                         "the model would have more than 2 x %lld optimizer values",
+                         lbfgs ? "optimizer.history" : "optimizer.method",
+                         optim_method_name(s->optimizer.method), (long long)per_param,
+                         (long long)n, (long long)max_params);
 }
 
 int model_spec_resolve(model_spec_t *s, int64_t max_params, err_t *err)
@@ -443,14 +479,14 @@ int model_spec_resolve(model_spec_t *s, int64_t max_params, err_t *err)
                              "init.method must be uniform, normal, xavier or zeros");
     if (!isfinite(s->init_scale) || s->init_scale < 0 || s->init_scale > 1e6)
         return err_set_field(err, ERR_INVAL, "init.scale", "init.scale must be in [0, 1e6]");
-    if (s->kind != MODEL_KIND_GRAPH) {
-        int64_t total;
-        if ((rc = dense_param_count(s, max_params, &total, err)) < 0)
-            return rc;
-    } else if ((rc = graph_param_count(s, max_params, err)) < 0) {
+    int64_t total = 0;
+    if (s->kind != MODEL_KIND_GRAPH)
+        rc = dense_param_count(s, max_params, &total, err);
+    else
+        rc = graph_param_count(s, max_params, &total, err);
+    if (rc < 0 || (rc = optim_cfg_validate(&s->optimizer, err)) < 0)
         return rc;
-    }
-    return optim_cfg_validate(&s->optimizer, err);
+    return check_optim_state_size(s, total, max_params, err);
 }
 
 /* ---- graph builders --------------------------------------------------------------------- */

@@ -124,8 +124,11 @@ int model_spec_copy(const model_spec_t *src, model_spec_t *dst, err_t *err);
 
 /*
  * Fill derived defaults and check the spec as a whole: loss default by kind / output activation,
- * allowed loss per kind, classes vs outputs, sizes in range, parameter count <= max_params,
- * optimizer ranges. err->field names the offending field ("hidden[1].units", "loss", ...).
+ * allowed loss per kind, classes vs outputs, sizes in range, parameter count <= max_params
+ * (past it the field is the dimension at fault: "classes", "outputs", "hidden[i].units" or
+ * "inputs"), optimizer ranges, optimizer state <= 2 x max_params values (lbfgs: history x
+ * parameters <= max_params, else "optimizer.history"). err->field names the offending field
+ * ("hidden[1].units", "loss", ...).
  */
 int model_spec_resolve(model_spec_t *spec, int64_t max_params, err_t *err);
 

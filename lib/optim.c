@@ -17,6 +17,7 @@ struct optim {
     int64_t n;
     int64_t state_len;
     double *work;         /* lbfgs scratch: θ0, g0, d, g_trial (4n) and α (m); else NULL */
+    const atomic_int *cancel;     /* borrowed; polled by lbfgs's loops; may be NULL */
     double state[];       /* momentum: v[n]; adam: m[n], v[n], t; lbfgs: see optim.h */
 };
 
@@ -233,6 +234,20 @@ static int64_t state_len_for(int32_t method, int64_t m, int64_t n)
     }
 }
 
+int64_t optim_state_per_param(const optim_cfg_t *cfg)
+{
+    switch (cfg->method) {
+    case OPTIM_METHOD_MOMENTUM:
+        return 1;
+    case OPTIM_METHOD_ADAM:
+        return 2;
+    case OPTIM_METHOD_LBFGS:
+        return 2 * (int64_t)cfg->history;
+    default:
+        return 0;
+    }
+}
+
 int optim_new(const optim_cfg_t *cfg, int64_t n, optim_t **out, err_t *err)
 {
     *out = NULL;
@@ -273,6 +288,123 @@ void optim_free(optim_t *o)
 const optim_cfg_t *optim_cfg(const optim_t *o)
 {
     return &o->cfg;
+}
+
+void optim_set_cancel(optim_t *o, const atomic_int *cancel)
+{
+    o->cancel = cancel;
+}
+
+static int cancelled(const optim_t *o, err_t *err)
+{
+    if (o->cancel == NULL || atomic_load_explicit(o->cancel, memory_order_relaxed) == 0)
+        return 0;
+    return err_set(err, ERR_CANCELLED, "lbfgs: cancelled");
+}
+
+/* An integer-valued double in [lo, hi]; NaN is not. */
+static int is_count(double v, double lo, double hi)
+{
+    return v == floor(v) && v >= lo && v <= hi;
+}
+
+/*
+ * lbfgs's bookkeeping [pairs stored, newest slot, iterations, ρ...]: the values that index the
+ * pair arrays and bound the two-loop recursion, so a damaged one would read out of bounds or
+ * loop for ever. O(history): cheap enough to check before every iteration.
+ */
+static int lbfgs_meta_check(const optim_t *o, err_t *err)
+{
+    const double *meta = o->state, *rho = o->state + 3;
+    const int64_t m = o->cfg.history;
+    if (!is_count(meta[0], 0.0, (double)m))
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state[0] (lbfgs pairs stored) = %g is not an integer in "
+                             "[0, %lld] (optimizer.history)", meta[0], (long long)m);
+    const int64_t stored = (int64_t)meta[0];
+    /* Slots fill from 0 up; only a full memory wraps around. */
+    const double newest_lo = stored < m ? (double)(stored > 0 ? stored - 1 : 0) : 0.0;
+    const double newest_hi = stored < m ? newest_lo : (double)(m - 1);
+    if (!is_count(meta[1], newest_lo, newest_hi))
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state[1] (lbfgs newest pair) = %g is not an integer in "
+                             "[%g, %g] with %lld pairs stored", meta[1], newest_lo, newest_hi,
+                             (long long)stored);
+    if (!is_count(meta[2], (double)stored, (double)OPTIM_STEP_MAX))
+        return err_set_field(err, ERR_INVAL, "optimizer_state",
+                             "optimizer_state[2] (lbfgs iterations) = %g is not an integer in "
+                             "[%lld, %lld]", meta[2], (long long)stored, OPTIM_STEP_MAX);
+    const int64_t newest = (int64_t)meta[1];
+    for (int64_t j = 0; j < stored; ++j) {
+        int64_t k = (newest - j + m) % m;
+        if (!(rho[k] > 0.0) || !isfinite(rho[k]))
+            return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                 "optimizer_state[%lld] (rho of lbfgs pair %lld) = %g must be a "
+                                 "finite number > 0", (long long)(3 + k), (long long)k, rho[k]);
+    }
+    return 0;
+}
+
+static double dot(const double *a, const double *b, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+        s += a[i] * b[i];
+    return s;
+}
+
+int optim_state_check(const optim_t *o, int64_t step, err_t *err)
+{
+    const double *st = o->state;
+    const int64_t n = o->n;
+    for (int64_t i = 0; i < o->state_len; ++i)
+        if (!isfinite(st[i]))
+            return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                 "optimizer_state[%lld] is not a finite number", (long long)i);
+    if (o->cfg.method == OPTIM_METHOD_ADAM) {
+        const double *m = st, *v = st + n, t = st[2 * n];
+        if (!is_count(t, 0.0, (double)OPTIM_STEP_MAX))
+            return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                 "optimizer_state[%lld] (adam's step count) = %g is not an "
+                                 "integer in [0, %lld]", (long long)(2 * n), t, OPTIM_STEP_MAX);
+        if (t > (double)step)
+            return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                 "optimizer_state[%lld] (adam's step count) = %g is more than "
+                                 "the model's step, %lld", (long long)(2 * n), t,
+                                 (long long)step);
+        for (int64_t i = 0; i < n; ++i) {
+            if (v[i] < 0.0)
+                return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                     "optimizer_state[%lld] (adam's second moment) = %g is "
+                                     "negative", (long long)(n + i), v[i]);
+            if (t == 0.0 && (m[i] != 0.0 || v[i] != 0.0))
+                return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                     "optimizer_state[%lld]: adam's moments must be 0 before "
+                                     "its first step (step count 0)",
+                                     (long long)(m[i] != 0.0 ? i : n + i));
+        }
+    } else if (o->cfg.method == OPTIM_METHOD_LBFGS) {
+        int rc = lbfgs_meta_check(o, err);
+        if (rc < 0)
+            return rc;
+        if (st[2] > (double)step)
+            return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                 "optimizer_state[2] (lbfgs iterations) = %g is more than the "
+                                 "model's step, %lld", st[2], (long long)step);
+        const int64_t m = o->cfg.history, stored = (int64_t)st[0], newest = (int64_t)st[1];
+        const double *rho = st + 3, *S = rho + m, *Y = S + m * n;
+        for (int64_t j = 0; j < stored; ++j) {
+            int64_t k = (newest - j + m) % m;
+            /* The engine keeps a pair only when s'y > 0, and stores rho = 1 / s'y. */
+            double ys = dot(S + k * n, Y + k * n, n);
+            if (!(ys > 0.0) || !(fabs(rho[k] * ys - 1.0) <= 1e-6))
+                return err_set_field(err, ERR_INVAL, "optimizer_state",
+                                     "optimizer_state: lbfgs pair %lld has s'y = %g and rho = "
+                                     "%g; a stored pair needs s'y > 0 and rho = 1 / s'y",
+                                     (long long)k, ys, rho[k]);
+        }
+    }
+    return 0;
 }
 
 /* d = g + λθ̃: the gradient with weight decay on the entries the mask selects. With λ = 0 the
@@ -365,21 +497,17 @@ static int lbfgs_objective(lbfgs_line_t *ls, double *f, double *g_obj, err_t *er
     return 0;
 }
 
-static double dot(const double *a, const double *b, int64_t n)
-{
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i)
-        s += a[i] * b[i];
-    return s;
-}
-
 /* φ(t), φ'(t) = g(θ0 + t d)ᵀd. A non-finite value reads as +∞ so the search backs off. */
 static int lbfgs_phi(lbfgs_line_t *ls, double t, double *f, double *gtd, err_t *err)
 {
     const int64_t n = ls->o->n;
+    /* Each trial evaluates every row: the loop a cancel or a shutdown must be able to stop. */
+    int rc = cancelled(ls->o, err);
+    if (rc < 0)
+        return rc;
     for (int64_t i = 0; i < n; ++i)
         ls->theta[i] = ls->theta0[i] + t * ls->d[i];
-    int rc = lbfgs_objective(ls, f, ls->g_obj, err);
+    rc = lbfgs_objective(ls, f, ls->g_obj, err);
     if (rc < 0)
         return rc;
     ls->t_last = t;
@@ -520,6 +648,10 @@ int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eva
     double *meta = o->state, *rho = o->state + 3, *S = rho + m, *Y = S + m * n;
     double *theta0 = o->work, *g0 = theta0 + n, *d = g0 + n, *g_trial = d + n, *alpha = g_trial + n;
     *moved = 0;
+    /* The bookkeeping indexes S and Y and bounds the recursion: never trust it unchecked. */
+    int rc = lbfgs_meta_check(o, err);
+    if (rc < 0)
+        return rc;
 
     /* Objective and its gradient at θ from the caller's loss and loss gradient. */
     const double lambda = o->cfg.weight_decay;
@@ -544,6 +676,8 @@ int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eva
     for (int64_t i = 0; i < n; ++i)
         d[i] = -g0[i];
     for (int64_t j = 0; j < stored; ++j) {
+        if ((rc = cancelled(o, err)) < 0)
+            return rc;
         int64_t k = (newest - j + m) % m;
         alpha[k] = rho[k] * dot(S + k * n, d, n);
         for (int64_t i = 0; i < n; ++i)
@@ -556,6 +690,8 @@ int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eva
             d[i] *= gamma;
     }
     for (int64_t j = stored - 1; j >= 0; --j) {
+        if ((rc = cancelled(o, err)) < 0)
+            return rc;
         int64_t k = (newest - j + m) % m;
         double beta = rho[k] * dot(Y + k * n, d, n);
         for (int64_t i = 0; i < n; ++i)
@@ -573,7 +709,7 @@ int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eva
     double t0 = meta[2] == 0.0 ? fmin(1.0, 1.0 / g_abs_sum) * lr : lr;
     lbfgs_line_t ls = {o, decay_mask, eval, ctx, theta, grad, theta0, d, g_trial, 0.0, NAN, 0};
     double t = 0.0, f_new = f0;
-    int rc = lbfgs_search(&ls, f0, gtd, t0, o->cfg.max_line_search, &t, &f_new, err);
+    rc = lbfgs_search(&ls, f0, gtd, t0, o->cfg.max_line_search, &t, &f_new, err);
     if (rc < 0 || !(t > 0.0) || !(f_new < f0)) {
         memcpy(theta, theta0, (size_t)n * sizeof *theta);
         return rc;

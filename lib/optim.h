@@ -30,9 +30,14 @@
 #ifndef ND_OPTIM_H
 #define ND_OPTIM_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "err.h"
+
+/* Largest count the state may hold (adam's t, lbfgs's iterations): 10^15, the bound on a
+ * model's global step (train.h), well inside the integers a double holds exactly. */
+#define OPTIM_STEP_MAX 1000000000000000LL
 
 /* Persisted: append only. */
 enum optim_method {
@@ -106,6 +111,11 @@ const char *optim_method_name(int32_t method);
 int optim_new(const optim_cfg_t *cfg, int64_t n, optim_t **out, err_t *err);
 void optim_free(optim_t *o);
 
+/* Values of optimizer state the method keeps per parameter: momentum 1 (v), adam 2 (m and v),
+ * lbfgs 2 x history (the s and y of each pair), sgd 0. What the daemon counts against its
+ * parameter limit. */
+int64_t optim_state_per_param(const optim_cfg_t *cfg);
+
 /* Borrowed: the configuration the optimizer was made with. */
 const optim_cfg_t *optim_cfg(const optim_t *o);
 
@@ -114,6 +124,10 @@ const optim_cfg_t *optim_cfg(const optim_t *o);
  * means decay everywhere. Allocates nothing. */
 void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
                   double *theta);
+
+/* Borrowed flag (may be NULL) that the lbfgs iteration polls in its long loops: non-zero makes
+ * optim_lbfgs_step() stop with ERR_CANCELLED, θ and the state as on entry. */
+void optim_set_cancel(optim_t *o, const atomic_int *cancel);
 
 /* Evaluate the loss and its gradient (without weight decay) at the parameters as they are now in
  * the array passed to optim_lbfgs_step() as `theta`. */
@@ -126,7 +140,9 @@ typedef int (*optim_eval_fn)(void *ctx, double *loss, double *grad, err_t *err);
  * *loss, grad the loss and loss gradient there (no extra evaluation is needed). *moved is 0
  * when it found no decrease (the optimum, to the line search's resolution): theta, *loss and the
  * state are as on entry, and grad may hold a trial point's gradient. Uses eval at most
- * max_line_search + 1 times; allocates nothing.
+ * max_line_search + 1 times; allocates nothing. ERR_INVAL (field "optimizer_state") when the
+ * state's bookkeeping is out of range (see optim_state_check), ERR_CANCELLED when the flag of
+ * optim_set_cancel() is raised; θ is then as on entry.
  */
 int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eval_fn eval,
                      void *ctx, double *theta, double *loss, double *grad, int *moved,
@@ -137,6 +153,17 @@ int optim_lbfgs_step(optim_t *o, double lr, const uint8_t *decay_mask, optim_eva
  * 3 + m + 2mn. */
 int64_t optim_state_len(const optim_t *o);
 double *optim_state(optim_t *o);
+
+/*
+ * Check that the state is one the engine itself could have produced, before trusting a state
+ * that came from outside (an import, the database): every value finite; adam's t an integer in
+ * [0, OPTIM_STEP_MAX], its second moments >= 0 and both moments zero while t = 0; lbfgs's pairs
+ * stored in [0, history], newest slot in range (stored - 1 while the memory is not full),
+ * iterations an integer in [stored, OPTIM_STEP_MAX], and each stored pair with s'y > 0 and
+ * rho = 1 / s'y. Counts never exceed `step`, the model's global step (every count is of updates
+ * the model made). ERR_INVAL with field "optimizer_state" and the rule broken in the message.
+ */
+int optim_state_check(const optim_t *o, int64_t step, err_t *err);
 
 /* Zero the state (a fresh start, as after a parameter overwrite). */
 void optim_reset(optim_t *o);

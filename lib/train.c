@@ -17,9 +17,6 @@
 #include "rng.h"
 #include "tensor.h"
 
-/* Upper bound on the updates of one call, whether given as steps or as epochs. */
-#define TRAIN_MAX_STEPS 1000000000LL
-
 struct train_ctx {
     model_t *m;
     optim_t *o;
@@ -72,6 +69,33 @@ int train_req_validate(const train_req_t *req, err_t *err)
         return err_set_field(err, ERR_INVAL, "history_every",
                              "history_every must be >= 0, got %lld",
                              (long long)req->history_every);
+    return 0;
+}
+
+int train_req_steps(const train_req_t *req, int64_t rows, int64_t global_step, int64_t *steps,
+                    err_t *err)
+{
+    *steps = 0;
+    int64_t n = req->steps;
+    const char *field = "steps";
+    if (req->epochs > 0) {
+        field = "epochs";
+        const int full = req->batch_size == 0 || req->batch_size >= rows;
+        const int64_t per_epoch = full ? 1 : (rows + req->batch_size - 1) / req->batch_size;
+        if (req->epochs > TRAIN_MAX_STEPS / per_epoch)
+            return err_set_field(err, ERR_INVAL, "epochs",
+                                 "epochs=%lld at %lld steps each (batch_size %d over %lld rows) "
+                                 "is more than %lld steps", (long long)req->epochs,
+                                 (long long)per_epoch, (int)req->batch_size, (long long)rows,
+                                 TRAIN_MAX_STEPS);
+        n = req->epochs * per_epoch;
+    }
+    if (global_step < 0 || global_step > TRAIN_STEP_MAX - n)
+        return err_set_field(err, ERR_INVAL, field,
+                             "%s: %lld more steps from step %lld would pass the largest step "
+                             "a model can reach, %lld", field, (long long)n,
+                             (long long)global_step, TRAIN_STEP_MAX);
+    *steps = n;
     return 0;
 }
 
@@ -241,16 +265,10 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     const int32_t rows = t->data.rows;
     const int full = req->batch_size == 0 || req->batch_size >= rows;
     const int32_t bs = full ? rows : req->batch_size;
-    const int64_t per_epoch = full ? 1 : ((int64_t)rows + bs - 1) / bs;
-    int64_t steps = req->steps;
-    if (req->epochs > 0) {
-        if (req->epochs > TRAIN_MAX_STEPS / per_epoch)
-            return err_set_field(err, ERR_INVAL, "epochs",
-                                 "epochs=%lld at %lld steps each is more than %lld steps",
-                                 (long long)req->epochs, (long long)per_epoch,
-                                 TRAIN_MAX_STEPS);
-        steps = req->epochs * per_epoch;
-    }
+    int64_t steps = 0;
+    if ((rc = train_req_steps(req, rows, *global_step, &steps, err)) < 0 ||
+        (rc = optim_state_check(t->o, *global_step, err)) < 0)
+        return rc;
     const int lbfgs = optim_cfg(t->o)->method == OPTIM_METHOD_LBFGS;
     if (lbfgs && !full && steps > 0)
         return err_set_field(err, ERR_INVAL, "batch_size",
@@ -274,6 +292,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     batch_t b;
 
     t->epoch = -1;
+    optim_set_cancel(t->o, cancel);
     if (!full && steps > 0) {
         rc = model_loss_grad(t->m, &t->data, &res->loss_before, NULL, err);
         if (rc < 0)
@@ -325,6 +344,15 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             double next_loss = loss;
             rc = optim_lbfgs_step(t->o, lr, mask, eval_all_rows, t, theta, &next_loss, grad,
                                   &moved, err);
+            if (rc == ERR_CANCELLED) {
+                /* Stopped inside the iteration: undo it, the model stays at θ_k. */
+                snapshot_restore(t);
+                if (err != NULL)
+                    memset(err, 0, sizeof *err);
+                rc = 0;
+                stop = TRAIN_STOP_CANCELLED;
+                break;
+            }
             if (rc < 0) {
                 snapshot_restore(t);
                 goto fail;
@@ -389,6 +417,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     res->steps_run = k;
     res->step = *global_step = s0 + k;
     res->elapsed_ms = ms_since(&t0);
+    optim_set_cancel(t->o, NULL);
     return 0;
 
 aborted:
@@ -410,5 +439,6 @@ done:
     res->steps_run = k;
     res->step = *global_step = s0 + k;
     res->elapsed_ms = ms_since(&t0);
+    optim_set_cancel(t->o, NULL);
     return rc;
 }

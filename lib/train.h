@@ -31,6 +31,14 @@
 #include "model.h"
 #include "optim.h"
 
+/* Upper bound on a model's global step (and so on adam's and lbfgs's counts): 10^15, far below
+ * 2^53, so every step stays an exact integer in a double, in JSON and in history. A call whose
+ * steps would pass it is refused. */
+#define TRAIN_STEP_MAX OPTIM_STEP_MAX
+
+/* Upper bound on the updates of one call, whether given as steps or as epochs. */
+#define TRAIN_MAX_STEPS 1000000000LL
+
 /* Persisted in job results by name: append only. */
 enum train_stop {
     TRAIN_STOP_MAX_STEPS = 1,
@@ -90,6 +98,16 @@ void train_req_default(train_req_t *req);
  * tolerance >= 0, history_every >= 0); err->field names the request field. */
 int train_req_validate(const train_req_t *req, err_t *err);
 
+/*
+ * The updates a call may make on `rows` rows from global step `global_step`: steps, or epochs
+ * times the mini-batches of one epoch. ERR_INVAL naming "epochs" when that is more than
+ * TRAIN_MAX_STEPS, and naming "steps" or "epochs" when the model would pass TRAIN_STEP_MAX.
+ * Callers check it up front (before queueing a job) with the rows stored then; train_run()
+ * checks it again with the rows it trains on.
+ */
+int train_req_steps(const train_req_t *req, int64_t rows, int64_t global_step, int64_t *steps,
+                    err_t *err);
+
 /* Stop reason <-> name ("max_steps", "tolerance", "target_loss", "converged", "diverged",
  * "cancelled"). */
 const char *train_stop_name(int32_t stop);
@@ -100,7 +118,9 @@ int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out
 void train_ctx_free(train_ctx_t *t);
 
 /* Run one train call. *global_step is the model's step before and is advanced (or rolled back).
- * Allocates nothing. */
+ * The optimizer state is checked first (optim_state_check): a state the engine could not have
+ * produced is refused, never trusted. hooks->cancel also stops lbfgs inside an iteration (the
+ * iteration is undone). Allocates nothing. */
 int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
               const train_hooks_t *hooks, train_result_t *res, err_t *err);
 

@@ -32,8 +32,8 @@
 
 #define MODELS_LIST_DEFAULT 50
 #define MODELS_LIST_MAX 1000
-#define EXPORT_FORMAT "neurond-model"
-#define EXPORT_VERSION 1
+#define EXPORT_FORMAT CODEC_EXPORT_FORMAT
+#define EXPORT_VERSION CODEC_EXPORT_VERSION
 #define ID_MAX 9007199254740991LL   /* 2^53 - 1: every integer a JSON number holds exactly */
 
 static int nomem(err_t *err)
@@ -538,112 +538,38 @@ static int model_export(http_req_t *req, err_t *err)
     return http_reply_json(req, 200, body);
 }
 
-/* "optimizer_state": exactly the optimizer's state length of finite numbers, into dst. */
-static int optim_state_decode(const cJSON *j, int64_t len, double *dst, err_t *err)
-{
-    if (!cJSON_IsArray(j))
-        return err_set_field(err, ERR_INVAL, "optimizer_state",
-                             "optimizer_state must be an array of %" PRId64 " numbers", len);
-    int64_t count = cJSON_GetArraySize(j);
-    if (count != len)
-        return err_set_field(err, ERR_INVAL, "optimizer_state",
-                             "optimizer_state has %" PRId64 " values, the optimizer keeps %"
-                             PRId64, count, len);
-    int64_t i = 0;
-    for (const cJSON *e = j->child; e != NULL; e = e->next, ++i) {
-        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble)) {
-            char field[48];
-            snprintf(field, sizeof field, "optimizer_state[%" PRId64 "]", i);
-            return err_set_field(err, ERR_INVAL, field, "%s must be a finite number", field);
-        }
-        dst[i] = e->valuedouble;
-    }
-    return 0;
-}
-
 static int model_import(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"format", "version", "name", "spec", "step", "loss",
-                                         "parameters", "optimizer_state", NULL};
     cJSON *body = NULL;
-    model_spec_t spec;
-    int have_spec = 0;
+    codec_export_t ex;
+    int have_export = 0;
     model_t *m = NULL;
     optim_t *o = NULL;
-    const char *name = NULL;
-    int64_t version = 0, step = 0, id = 0;
-    double loss = 0.0;
-    int has_loss = 0;
+    int64_t id = 0;
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) < 0)
+    if ((rc = codec_export_decode(body, &ex, err)) < 0)
         goto out;
-    const cJSON *jf = cJSON_GetObjectItemCaseSensitive(body, "format");
-    if (!cJSON_IsString(jf) || strcmp(jf->valuestring, EXPORT_FORMAT) != 0) {
-        rc = err_set_field(err, ERR_INVAL, "format", "format must be \"" EXPORT_FORMAT
-                           "\" (the body of GET /v1/models/{id}/export)");
-        goto out;
-    }
-    if ((rc = present_get_int(body, "version", 1, 1, ID_MAX, 0, &version, err)) < 0)
-        goto out;
-    if (version != EXPORT_VERSION) {
-        rc = err_set_field(err, ERR_INVAL, "version", "export version %" PRId64 " is not "
-                           "supported (this neurond reads version %d)", version, EXPORT_VERSION);
-        goto out;
-    }
-    if ((rc = present_get_text(body, "name", MODEL_NAME_MAX, &name, err)) < 0 ||
-        (rc = present_get_int(body, "step", 0, 0, ID_MAX, 0, &step, err)) < 0)
-        goto out;
-    const cJSON *jl = cJSON_GetObjectItemCaseSensitive(body, "loss");
-    if (jl != NULL && !cJSON_IsNull(jl)) {
-        if (!cJSON_IsNumber(jl) || !isfinite(jl->valuedouble)) {
-            rc = err_set_field(err, ERR_INVAL, "loss", "loss must be a finite number or null");
-            goto out;
-        }
-        loss = jl->valuedouble;
-        has_loss = 1;
-    }
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(body, "spec");
-    if (js == NULL) {
-        rc = err_set_field(err, ERR_INVAL, "spec", "spec is required");
-        goto out;
-    }
-    if ((rc = codec_spec_decode(js, &spec, err)) < 0) {
-        if (err != NULL && err->field[0] == '\0')
-            snprintf(err->field, sizeof err->field, "spec");
-        else
-            err_prefix_field(err, "spec.");
-        goto out;
-    }
-    have_spec = 1;
-    if ((rc = model_build(&app_of(req)->limits, &spec, &m, err)) < 0) {
+    have_export = 1;
+    if ((rc = model_build(&app_of(req)->limits, &ex.spec, &m, err)) < 0) {
         if (err != NULL && err->field[0] != '\0')
             err_prefix_field(err, "spec.");
         goto out;
     }
-    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(body, "parameters");
-    if (jp == NULL) {
-        rc = err_set_field(err, ERR_INVAL, "parameters", "parameters is required");
-        goto out;
-    }
-    if ((rc = codec_params_decode(jp, m, 1, model_params(m), err)) < 0 ||
+    if ((rc = codec_params_decode(ex.parameters, m, 1, model_params(m), err)) < 0 ||
         (rc = optim_new(&model_spec(m)->optimizer, model_n_params(m), &o, err)) < 0)
         goto out;
-    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(body, "optimizer_state");
-    if (jo != NULL && !cJSON_IsNull(jo) &&
-        (rc = optim_state_decode(jo, optim_state_len(o), optim_state(o), err)) < 0)
+    if (ex.optimizer_state != NULL &&
+        (rc = codec_optim_state_decode(ex.optimizer_state, o, ex.step, err)) < 0)
         goto out;
-    /* The top-level name wins; an export edited to carry the name inside its spec works too. */
-    if (name == NULL && spec.name[0] != '\0')
-        name = spec.name;
-    rc = model_store(app_of(req), m, name, optim_state(o), step, has_loss ? &loss : NULL, &id,
-                     err);
+    rc = model_store(app_of(req), m, ex.name[0] != '\0' ? ex.name : NULL, optim_state(o), ex.step,
+                     isnan(ex.loss) ? NULL : &ex.loss, &id, err);
 out:
     optim_free(o);
     model_free(m);
-    if (have_spec)
-        model_spec_free(&spec);
+    if (have_export)
+        codec_export_free(&ex);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;

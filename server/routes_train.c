@@ -62,6 +62,20 @@ static void *sync_run_main(void *arg)
     return NULL;
 }
 
+/* The steps a call implies (epochs over the rows stored now, the model's step), checked before
+ * anything runs or is queued: a job that could never run must not be answered 202. */
+static int check_steps(app_t *app, int64_t id, const train_req_t *req, err_t *err)
+{
+    store_model_t row;
+    int rc = store_model_get(app->store, id, &row, err);
+    if (rc < 0)
+        return rc;
+    int64_t steps = 0;
+    rc = train_req_steps(req, row.rows, row.step, &steps, err);
+    store_model_clear(&row);
+    return rc;
+}
+
 /* POST /v1/models/{id}/train: a train request (API.md); an empty body is the defaults. */
 static int train_post(http_req_t *req, err_t *err)
 {
@@ -77,6 +91,8 @@ static int train_post(http_req_t *req, err_t *err)
     rc = codec_train_req_decode(body, &o.req, &async, err);
     if (rc == 0)
         rc = train_req_validate(&o.req, err);
+    if (rc == 0)
+        rc = check_steps(app, id, &o.req, err);
     if (rc < 0) {
         cJSON_Delete(body);
         return rc;

@@ -713,6 +713,140 @@ START_TEST(import_bad_input)
 }
 END_TEST
 
+/* An export of a linear model with one input (2 parameters) at step 3, with the optimizer
+ * `optimizer` (JSON) and the state `state` (the array's values). New string. */
+static char *export_with_state(const char *optimizer, const char *state)
+{
+    static const char fmt[] =
+        "{\"format\":\"neurond-model\",\"version\":1,\"spec\":{\"kind\":\"linear\","
+        "\"inputs\":1,\"optimizer\":%s},\"step\":3,"
+        "\"parameters\":{\"W1\":[[0.5,-0.25]]},\"optimizer_state\":[%s]}";
+    size_t n = sizeof fmt + strlen(optimizer) + strlen(state);
+    char *text = malloc(n);
+    ck_assert_ptr_nonnull(text);
+    snprintf(text, n, fmt, optimizer, state);
+    return text;
+}
+
+/* lbfgs with history 2: [pairs stored, newest slot, iterations, rho0, rho1, s0[2], s1[2], y0[2],
+ * y1[2]]. adam: [m0, m1, v0, v1, t]. */
+#define OPT_LBFGS "{\"method\":\"lbfgs\",\"history\":2}"
+#define OPT_ADAM "{\"method\":\"adam\"}"
+
+/* Model id's export, with its name changed (`from` -> `to`), imports again. */
+static void reimport(int64_t id, const char *from, const char *to)
+{
+    char *text = it_get_text(pathf("/v1/models/%" PRId64 "/export", id));
+    char *renamed = replace(text, from, to);
+    create("/v1/models/import", renamed);
+    free(renamed);
+    free(text);
+}
+
+/* Each state imports as 400 naming optimizer_state, and the daemon stays up. */
+static void expect_states_refused(const char *optimizer, const char *const *states, size_t n)
+{
+    for (size_t i = 0; i < n; ++i) {
+        char *body = export_with_state(optimizer, states[i]);
+        check_error("POST", "/v1/models/import", JSON, body, 400, "invalid_argument",
+                    "optimizer_state");
+        free(body);
+        healthy();
+    }
+}
+
+/* Optimizer state is checked as strictly as the engine keeps it: bookkeeping that would index
+ * out of bounds or loop for ever, or moments the optimizer cannot have, are refused with 400
+ * naming optimizer_state; nothing is stored and the daemon stays up. A state the engine did
+ * produce imports and trains. */
+START_TEST(import_refuses_damaged_optimizer_state)
+{
+    char *before = it_get_text("/v1/models");
+    static const char *const bad_lbfgs[] = {
+        "5,0,1,0.5,0,1,0,0,0,2,0,0,0",                 /* more pairs than history */
+        "1e15,0,1,0.5,0,1,0,0,0,2,0,0,0",              /* the ~10^15-iteration loop */
+        "-1,0,1,0.5,0,1,0,0,0,2,0,0,0",
+        "1,7,1,0.5,0,1,0,0,0,2,0,0,0",                 /* newest slot out of range */
+        "1,1,1,0.5,0,1,0,0,0,2,0,0,0",                 /* slot 1 before slot 0 was filled */
+        "2,-1,2,0.5,0.5,1,0,1,0,2,0,2,0",
+        "1,0,0.5,0.5,0,1,0,0,0,2,0,0,0",               /* iterations not an integer */
+        "1,0,9,0.5,0,1,0,0,0,2,0,0,0",                 /* more iterations than steps */
+        "1,0,1,-0.5,0,1,0,0,0,2,0,0,0",                /* rho <= 0 */
+        "1,0,1,0.25,0,1,0,0,0,2,0,0,0",                /* rho != 1/s'y */
+        "1,0,1,0.5,0,1,0,0,0,-2,0,0,0",                /* s'y < 0 */
+        "0.5,0,1,0.5,0,1,0,0,0,2,0,0,0",
+    };
+    expect_states_refused(OPT_LBFGS, bad_lbfgs, sizeof bad_lbfgs / sizeof bad_lbfgs[0]);
+    static const char *const bad_adam[] = {
+        "0,0,-1,0,1",           /* negative second moment */
+        "0,0,0,0,1.5",          /* step count not an integer */
+        "0,0,0,0,-1",
+        "1,0,0,0,0",            /* moments before the first step */
+        "0,0,0,0,4",            /* more adam steps than model steps */
+    };
+    expect_states_refused(OPT_ADAM, bad_adam, sizeof bad_adam / sizeof bad_adam[0]);
+    char *after = it_get_text("/v1/models");
+    ck_assert_str_eq(before, after);
+    free(before);
+    free(after);
+
+    /* What the engine produces imports, trains and exports again. */
+    char *good = export_with_state(OPT_LBFGS, "1,0,1,0.5,0,1,0,0,0,2,0,0,0");
+    int64_t id = create("/v1/models/import", good);
+    free(good);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches", id),
+                 "{\"x\":[[1],[2],[3]],\"y\":[1,3,5]}", 201);
+    cJSON *j = it_call("POST", pathf("/v1/models/%" PRId64 "/train", id), "{\"steps\":4}", 200);
+    ck_assert_int_ge((int64_t)it_num(j, "step"), 4);
+    ck_assert_double_lt(it_num(j, "loss_after"), it_num(j, "loss_before"));
+    cJSON_Delete(j);
+    reimport(id, "\"name\":null", "\"name\":\"lbfgs-again\"");
+    healthy();
+}
+END_TEST
+
+/* Steps stay exact integers: an import above the largest step is refused naming step, and a
+ * train that would pass it naming steps (or epochs) -- before anything runs or is queued. */
+START_TEST(step_bound)
+{
+    static const char fmt[] =
+        "{\"format\":\"neurond-model\",\"version\":1,\"name\":\"%s\","
+        "\"spec\":{\"kind\":\"linear\",\"inputs\":1},\"step\":%s,"
+        "\"parameters\":{\"W1\":[[0.5,-0.25]]}}";
+    char body[512];
+    snprintf(body, sizeof body, fmt, "near-2^53", "9007199254740000");
+    check_error("POST", "/v1/models/import", JSON, body, 400, "invalid_argument", "step");
+    snprintf(body, sizeof body, fmt, "over", "1000000000000001");
+    check_error("POST", "/v1/models/import", JSON, body, 400, "invalid_argument", "step");
+    snprintf(body, sizeof body, fmt, "near", "999999999999998");
+    int64_t id = create("/v1/models/import", body);
+    const char *train = pathf("/v1/models/%" PRId64 "/train", id);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches", id),
+                 "{\"x\":[[1],[2]],\"y\":[1,3]}", 201);
+    check_error("POST", train, JSON, "{\"steps\":3}", 400, "invalid_argument", "steps");
+    check_error("POST", train, JSON, "{\"steps\":3,\"async\":true}", 400, "invalid_argument",
+                "steps");
+    check_error("POST", train, JSON, "{\"epochs\":2,\"batch_size\":1}", 400,
+                "invalid_argument", "epochs");
+    cJSON *j = it_call("POST", train, "{\"steps\":2}", 200);
+    ck_assert_int_eq((int64_t)it_num(j, "step"), 1000000000000000LL);
+    cJSON_Delete(j);
+    check_error("POST", train, JSON, "{\"steps\":1}", 400, "invalid_argument", "steps");
+    j = it_call("POST", train, "{\"steps\":0}", 200);      /* evaluating is still fine */
+    ck_assert_int_eq((int64_t)it_num(j, "step"), 1000000000000000LL);
+    cJSON_Delete(j);
+    /* The export at the bound imports again, with its history steps distinct. */
+    reimport(id, "\"name\":\"near\"", "\"name\":\"near-again\"");
+    cJSON *h = it_call("GET", pathf("/v1/models/%" PRId64 "/history", id), NULL, 200);
+    cJSON *rows = cJSON_GetObjectItemCaseSensitive(h, "history");
+    ck_assert_int_eq(cJSON_GetArraySize(rows), 2);
+    ck_assert_double_eq(it_num(cJSON_GetArrayItem(rows, 0), "step"), 999999999999998.0);
+    ck_assert_double_eq(it_num(cJSON_GetArrayItem(rows, 1), "step"), 999999999999999.0);
+    cJSON_Delete(h);
+    healthy();
+}
+END_TEST
+
 /* ---- restart ------------------------------------------------------------------------------- */
 
 START_TEST(restart_keeps_everything)
@@ -911,6 +1045,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, checkpoint_and_restore);
     tcase_add_test(tc, export_import_round_trip);
     tcase_add_test(tc, import_bad_input);
+    tcase_add_test(tc, import_refuses_damaged_optimizer_state);
+    tcase_add_test(tc, step_bound);
     tcase_add_test(tc, restart_keeps_everything);
     tcase_add_test(tc, restore_trims_history_fork_copies_it);
     tcase_add_test(tc, writes_conflict_while_training);

@@ -269,6 +269,84 @@ START_TEST(test_history_rows_and_step_count)
 }
 END_TEST
 
+/* State from outside with bookkeeping out of range: train_run refuses it before any update,
+ * and optim_lbfgs_step itself refuses it too (it never indexes with an unchecked value). */
+START_TEST(test_damaged_state_refused)
+{
+    make_data(0);
+    const double bad[][3] = {{1e15, 0, 1}, {5, 0, 5}, {2, 3, 2}, {-1, 0, 0}, {1, 0, 0.5},
+                             {NAN, 0, 0}};
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; ++c) {
+        run_t r;
+        run_open(&r, make_model(MODEL_KIND_LINEAR, 0.0, 3));
+        r.step = 10;
+        double *st = optim_state(r.o);
+        memcpy(st, bad[c], sizeof bad[c]);
+        st[3] = st[4] = st[5] = 1.0;
+        double theta0[NP];
+        memcpy(theta0, model_params(r.m), sizeof theta0);
+        train_req_t req;
+        train_req_default(&req);
+        req.steps = 3;
+        train_result_t res;
+        err_t err = {0};
+        ck_assert_int_eq(train_run(r.t, &req, &r.step, NULL, &res, &err), ERR_INVAL);
+        ck_assert_str_eq(err.field, "optimizer_state");
+        ck_assert_int_eq(r.step, 10);
+        ck_assert_mem_eq(model_params(r.m), theta0, sizeof theta0);
+
+        double loss = 1.0, grad[NP] = {1, 1, 1, 1};
+        int moved = 1;
+        memset(&err, 0, sizeof err);
+        ck_assert_int_eq(optim_lbfgs_step(r.o, 1.0, NULL, NULL, NULL, model_params(r.m), &loss,
+                                          grad, &moved, &err), ERR_INVAL);
+        ck_assert_str_eq(err.field, "optimizer_state");
+        ck_assert_int_eq(moved, 0);
+        run_close(&r);
+    }
+}
+END_TEST
+
+/* A cancel raised while the line search runs stops the iteration at its next evaluation, with
+ * θ as it was: the long loops inside one iteration honour cancellation (and so shutdown). */
+typedef struct cancel_eval {
+    model_t *m;
+    batch_t data;
+    atomic_int flag;
+    int evals;
+} cancel_eval_t;
+
+static int eval_then_cancel(void *ctx, double *loss, double *grad, err_t *err)
+{
+    cancel_eval_t *c = ctx;
+    atomic_store(&c->flag, ++c->evals >= 2);
+    return model_loss_grad(c->m, &c->data, loss, grad, err);
+}
+
+START_TEST(test_cancel_inside_iteration)
+{
+    make_data(0);
+    run_t r;
+    run_open(&r, make_model(MODEL_KIND_LINEAR, 0.0, 3));
+    cancel_eval_t c = {.m = r.m, .data = {ROWS, FEAT, 1, X, Y}};
+    optim_set_cancel(r.o, &c.flag);
+    double theta0[NP], grad[NP], loss = 0.0;
+    memcpy(theta0, model_params(r.m), sizeof theta0);
+    err_t err = {0};
+    ck_assert_int_eq(model_loss_grad(r.m, &c.data, &loss, grad, &err), 0);
+    int moved = 1;
+    /* A tiny first step makes the search extrapolate: several evaluations are needed. */
+    ck_assert_int_eq(optim_lbfgs_step(r.o, 1e-6, NULL, eval_then_cancel, &c, model_params(r.m),
+                                      &loss, grad, &moved, &err), ERR_CANCELLED);
+    ck_assert_int_eq(c.evals, 2);
+    ck_assert_int_eq(moved, 0);
+    ck_assert_mem_eq(model_params(r.m), theta0, sizeof theta0);
+    ck_assert_double_eq(optim_state(r.o)[2], 0.0);
+    optim_set_cancel(r.o, NULL);
+    run_close(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("lbfgs");
@@ -280,6 +358,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_state_round_trip_continues_identically);
     tcase_add_test(tc, test_full_batch_only_and_defaults);
     tcase_add_test(tc, test_history_rows_and_step_count);
+    tcase_add_test(tc, test_damaged_state_refused);
+    tcase_add_test(tc, test_cancel_inside_iteration);
     suite_add_tcase(s, tc);
     return s;
 }

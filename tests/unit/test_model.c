@@ -174,6 +174,36 @@ static void expect_spec_error(model_spec_t *s, const char *field)
                   field, err.msg);
 }
 
+/* An mlp inputs -> h0 -> h1 -> outputs whose spec the default limits refuse naming `field`. */
+static void expect_mlp_fault(int32_t inputs, int32_t h0, int32_t h1, int32_t outputs,
+                             const char *field)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = inputs;
+    s.n_hidden = 2;
+    s.hidden[0].units = h0;
+    s.hidden[1].units = h1;
+    s.outputs = outputs;
+    expect_spec_error(&s, field);
+}
+
+/* A one-layer kind with `inputs` and `size` outputs (classes for the class kinds) over the
+ * default parameter limit: the error names `field`. */
+static void expect_dense_fault(int32_t kind, int32_t inputs, int32_t size, const char *field)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = kind;
+    s.inputs = inputs;
+    if (kind == MODEL_KIND_LINEAR)
+        s.outputs = size;
+    else
+        s.classes = size;
+    expect_spec_error(&s, field);
+}
+
 START_TEST(test_spec_errors_name_the_field)
 {
     model_spec_t s;
@@ -189,13 +219,7 @@ START_TEST(test_spec_errors_name_the_field)
     s.inputs = 2;
     expect_spec_error(&s, "classes");
 
-    model_spec_default(&s);
-    s.kind = MODEL_KIND_MLP;
-    s.inputs = 2;
-    s.n_hidden = 2;
-    s.hidden[0].units = 3;
-    s.hidden[1].units = 0;
-    expect_spec_error(&s, "hidden[1].units");
+    expect_mlp_fault(2, 3, 0, 1, "hidden[1].units");
 
     model_spec_default(&s);
     s.kind = MODEL_KIND_MLP;
@@ -223,7 +247,39 @@ START_TEST(test_spec_errors_name_the_field)
     s.kind = MODEL_KIND_LINEAR;
     s.inputs = 100000;
     s.outputs = 100000;
-    expect_spec_error(&s, "inputs");
+    expect_spec_error(&s, "inputs");     /* a tie names the layer's input */
+
+    /* The dimension at fault is named, not always inputs. */
+    expect_dense_fault(MODEL_KIND_SOFTMAX, 100, 1000000, "classes");
+    expect_dense_fault(MODEL_KIND_OVO, 2, 20000, "classes");     /* 2e8 pair rows */
+    expect_dense_fault(MODEL_KIND_LINEAR, 100, 1000000, "outputs");
+    expect_mlp_fault(10, 20, 1000000, 30, "hidden[1].units");   /* 1e6 x 31 weights */
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LOGISTIC;
+    s.inputs = 1000000;
+    {
+        err_t err = {0};
+        ck_assert_int_eq(model_spec_resolve(&s, 1000, &err), ERR_INVAL);
+        ck_assert_str_eq(err.field, "inputs");
+    }
+
+    /* Optimizer state counts too: lbfgs keeps 2 x history vectors of the parameters. */
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_LINEAR;
+    s.inputs = 99999;                     /* 100000 parameters */
+    optim_cfg_default(&s.optimizer, OPTIM_METHOD_LBFGS);
+    s.optimizer.history = 500;
+    {
+        err_t err = {0};
+        ck_assert_int_eq(model_spec_resolve(&s, 50000000, &err), 0);   /* 500 x 1e5 = 5e7 */
+        s.optimizer.history = 501;
+        ck_assert_int_eq(model_spec_resolve(&s, 50000000, &err), ERR_INVAL);
+        ck_assert_str_eq(err.field, "optimizer.history");
+        optim_cfg_default(&s.optimizer, OPTIM_METHOD_ADAM);   /* 2 moments always fit */
+        s.inputs = 999999;
+        s.outputs = 50;
+        ck_assert_int_eq(model_spec_resolve(&s, 50000000, &err), 0);
+    }
 
     model_spec_default(&s);
     s.kind = MODEL_KIND_LINEAR;

@@ -350,6 +350,104 @@ START_TEST(schedule_validation)
 }
 END_TEST
 
+static void expect_bad_state(const optim_t *o, int64_t step)
+{
+    err_t err = {0};
+    ck_assert_int_eq(optim_state_check(o, step, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "optimizer_state");
+    ck_assert(strlen(err.msg) > 0);
+}
+
+/* The state the engine keeps, and what it could never have produced. */
+START_TEST(state_check)
+{
+    err_t err = {0};
+    optim_t *o = make(OPTIM_METHOD_MOMENTUM, 0.0, 2);
+    ck_assert_int_eq(optim_state_check(o, 0, &err), 0);
+    optim_state(o)[1] = -3.5;                       /* any finite velocity */
+    ck_assert_int_eq(optim_state_check(o, 0, &err), 0);
+    optim_state(o)[0] = NAN;
+    expect_bad_state(o, 5);
+    optim_state(o)[0] = INFINITY;
+    expect_bad_state(o, 5);
+    optim_free(o);
+
+    o = make(OPTIM_METHOD_ADAM, 0.0, 2);            /* m[2], v[2], t */
+    double *st = optim_state(o);
+    ck_assert_int_eq(optim_state_check(o, 0, &err), 0);
+    const double good[5] = {0.5, -0.25, 0.125, 0.0, 3.0};
+    memcpy(st, good, sizeof good);
+    ck_assert_int_eq(optim_state_check(o, 3, &err), 0);
+    expect_bad_state(o, 2);                         /* t above the model's step */
+    st[3] = -1e-300;                                /* a negative second moment */
+    expect_bad_state(o, 3);
+    memcpy(st, good, sizeof good);
+    st[4] = 2.5;
+    expect_bad_state(o, 3);
+    st[4] = -1.0;
+    expect_bad_state(o, 3);
+    st[4] = 1e16;
+    expect_bad_state(o, 1000000000000000LL);
+    memcpy(st, good, sizeof good);
+    st[4] = 0.0;                                    /* moments before the first step */
+    expect_bad_state(o, 3);
+    optim_free(o);
+
+    optim_cfg_t cfg;
+    optim_cfg_default(&cfg, OPTIM_METHOD_LBFGS);
+    cfg.history = 2;
+    ck_assert_int_eq(optim_new(&cfg, 2, &o, &err), 0);
+    ck_assert_int_eq(optim_state_len(o), 13);
+    st = optim_state(o);
+    ck_assert_int_eq(optim_state_check(o, 0, &err), 0);
+    /* Two pairs, newest in slot 0 (the memory wrapped): s = (1,0), y = (2,0) and s = (0,1),
+     * y = (0,4). */
+    const double two[13] = {2, 0, 5, 0.5, 0.25, 1, 0, 0, 1, 2, 0, 0, 4};
+    memcpy(st, two, sizeof two);
+    ck_assert_int_eq(optim_state_check(o, 5, &err), 0);
+    expect_bad_state(o, 4);
+    st[1] = 1;
+    ck_assert_int_eq(optim_state_check(o, 5, &err), 0);
+    st[1] = 2;
+    expect_bad_state(o, 5);
+    memcpy(st, two, sizeof two);
+    st[0] = 3;
+    expect_bad_state(o, 5);
+    st[0] = 1;                                      /* one pair: it must be in slot 0 */
+    st[1] = 1;
+    expect_bad_state(o, 5);
+    st[1] = 0;
+    ck_assert_int_eq(optim_state_check(o, 5, &err), 0);
+    memcpy(st, two, sizeof two);
+    st[4] = 0.5;                                    /* rho != 1 / s'y */
+    expect_bad_state(o, 5);
+    st[4] = -0.25;
+    expect_bad_state(o, 5);
+    memcpy(st, two, sizeof two);
+    st[12] = -4;                                    /* s'y < 0 */
+    expect_bad_state(o, 5);
+    memcpy(st, two, sizeof two);
+    st[2] = 1;                                      /* fewer iterations than pairs */
+    expect_bad_state(o, 5);
+    optim_free(o);
+}
+END_TEST
+
+START_TEST(state_per_param)
+{
+    optim_cfg_t cfg;
+    optim_cfg_default(&cfg, OPTIM_METHOD_SGD);
+    ck_assert_int_eq(optim_state_per_param(&cfg), 0);
+    optim_cfg_default(&cfg, OPTIM_METHOD_MOMENTUM);
+    ck_assert_int_eq(optim_state_per_param(&cfg), 1);
+    optim_cfg_default(&cfg, OPTIM_METHOD_ADAM);
+    ck_assert_int_eq(optim_state_per_param(&cfg), 2);
+    optim_cfg_default(&cfg, OPTIM_METHOD_LBFGS);
+    cfg.history = 7;
+    ck_assert_int_eq(optim_state_per_param(&cfg), 14);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("optim");
@@ -366,6 +464,8 @@ int main(void)
     tcase_add_test(tc, validation);
     tcase_add_test(tc, schedule_rates);
     tcase_add_test(tc, schedule_validation);
+    tcase_add_test(tc, state_check);
+    tcase_add_test(tc, state_per_param);
     suite_add_tcase(s, tc);
     return testutil_run(s);
 }

@@ -768,6 +768,37 @@ START_TEST(request_validation)
     ck_assert_str_eq(err.field, "epochs");
     ck_assert_int_eq(step, 0);
 
+    /* The steps a call implies, and the largest step a model can reach. */
+    int64_t n = 0;
+    train_req_t e = d;
+    e.epochs = 3;
+    e.batch_size = 2;
+    ck_assert_int_eq(train_req_steps(&e, 5, 0, &n, &err), 0);
+    ck_assert_int_eq(n, 9);                         /* 3 batches (2, 2, 1) per epoch */
+    e.batch_size = 0;
+    ck_assert_int_eq(train_req_steps(&e, 5, 0, &n, &err), 0);
+    ck_assert_int_eq(n, 3);
+    e.epochs = 400000000LL;
+    e.batch_size = 1;
+    ck_assert_int_eq(train_req_steps(&e, 3, 0, &n, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "epochs");
+    train_req_t s5 = d;
+    s5.steps = 5;
+    ck_assert_int_eq(train_req_steps(&s5, 3, TRAIN_STEP_MAX - 5, &n, &err), 0);
+    ck_assert_int_eq(n, 5);
+    ck_assert_int_eq(train_req_steps(&s5, 3, TRAIN_STEP_MAX - 4, &n, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "steps");
+    e.epochs = 2;
+    ck_assert_int_eq(train_req_steps(&e, 3, TRAIN_STEP_MAX - 5, &n, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "epochs");
+    ck_assert(TRAIN_STEP_MAX < (1LL << 53));
+    step = TRAIN_STEP_MAX - 4;
+    ck_assert_int_eq(train_run(f.t, &s5, &step, NULL, &res, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "steps");
+    ck_assert_int_eq(step, TRAIN_STEP_MAX - 4);
+    ck_assert_mem_eq(model_params(f.m), lin_w0, sizeof lin_w0);
+    step = 0;
+
     /* Contexts need rows of the model's shape. */
     train_ctx_t *t = NULL;
     batch_t empty = {.rows = 0, .n_x = LIN_NX, .n_y = 1, .x = lin_x, .y = lin_y};
