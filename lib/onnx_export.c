@@ -246,6 +246,12 @@ static const char *emit_cast(builder_t *b, const char *v, int32_t to, const char
     return out_of(n);
 }
 
+/* step(v): 1 where v > 0, else 0, in the export's element type (ops.c's op_step). */
+static const char *emit_step(builder_t *b, const char *v, const char *out)
+{
+    return emit_cast(b, out_of(b_node(b, "Greater", NULL, v, "zero", NULL)), b->elem, out);
+}
+
 /* v [N, k] -> [N] (drops axis 1; k must be 1). */
 static const char *emit_squeeze(builder_t *b, const char *v, const char *out)
 {
@@ -425,12 +431,10 @@ static void emit_dense_kind(builder_t *b, model_t *m, int32_t *n_out, int *scala
         break;
     }
     const char *y;
-    if (s->kind == MODEL_KIND_PERCEPTRON) {
-        const char *pos = out_of(b_node(b, "Greater", NULL, z, "zero", NULL));
-        y = emit_cast(b, pos, b->elem, NULL);
-    } else {
+    if (s->kind == MODEL_KIND_PERCEPTRON)
+        y = emit_step(b, z, NULL);
+    else
         y = emit_activation(b, act, z, NULL);
-    }
     if (*scalar)
         emit_squeeze(b, y, "outputs");
     else
@@ -583,8 +587,7 @@ static int emit_graph_node(builder_t *b, model_t *m, int32_t i, const char **nam
         return 0;
     case AD_OP_STEP:
         sh[i] = sh[c0];
-        name[i] = emit_cast(b, out_of(b_node(b, "Greater", NULL, a, "zero", NULL)), b->elem,
-                            out);
+        name[i] = emit_step(b, a, out);
         return 0;
     case AD_OP_SQUARE:
         sh[i] = sh[c0];
