@@ -53,6 +53,14 @@ void it_skip_note(const char *fmt, ...)
     ck_assert_msg(write(it_skip_fd, "s\n", 2) == 2, "recording a skip: %s", strerror(errno));
 }
 
+TCase *it_separate_case(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_tags(tc, "separate");
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
 int it_run(Suite *s)
 {
     char path[] = "/tmp/neurond-it-skips-XXXXXX";

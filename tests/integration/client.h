@@ -72,6 +72,11 @@ int it_run(Suite *s);
         return;                                                                                \
     } while (0)
 
+/* A new test case of `s` tagged "separate": tests/CMakeLists.txt runs it as a ctest test of its
+ * own and the rest of the executable without it. For the tests that may IT_SKIP. Borrowed: the
+ * suite owns it. */
+TCase *it_separate_case(Suite *s, const char *name);
+
 /* IT_SKIP's record: prints "SKIP <reason>" and notes the skip for it_run (also across Check's
  * fork, through a file it_run opened). */
 void it_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

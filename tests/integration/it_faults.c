@@ -930,12 +930,10 @@ int main(int argc, char **argv)
     suite_add_tcase(s, tk);
     /* The cases that need privileges are ctest tests of their own (tests/CMakeLists.txt runs
      * each by name, and the rest without the tag "separate"): a skip hides nothing else. */
-    TCase *tf = tcase_create("diskfull");
-    tcase_set_tags(tf, "separate");
+    TCase *tf = it_separate_case(s, "diskfull");
     tcase_add_checked_fixture(tf, NULL, teardown);
     tcase_set_timeout(tf, 120);
     tcase_add_test(tf, disk_full);
-    suite_add_tcase(s, tf);
     TCase *ts = tcase_create("storage");
     tcase_add_checked_fixture(ts, NULL, teardown);
     tcase_set_timeout(ts, 120);
@@ -943,12 +941,10 @@ int main(int argc, char **argv)
     tcase_add_test(ts, busy_waits);
     tcase_add_test(ts, busy_timeout);
     suite_add_tcase(s, ts);
-    TCase *tr = tcase_create("readonly");
-    tcase_set_tags(tr, "separate");
+    TCase *tr = it_separate_case(s, "readonly");
     tcase_add_unchecked_fixture(tr, ro_note_setup, ro_note_teardown);
     tcase_add_checked_fixture(tr, NULL, teardown);
     tcase_set_timeout(tr, 120);
     tcase_add_test(tr, read_only);
-    suite_add_tcase(s, tr);
     return it_run(s);
 }

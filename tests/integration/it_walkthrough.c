@@ -197,11 +197,9 @@ int main(int argc, char **argv)
     suite_add_tcase(s, tc);
     /* Needs the curl program: a ctest test of its own (tests/CMakeLists.txt), so that its skip
      * hides nothing else. */
-    TCase *ts = tcase_create("script");
-    tcase_set_tags(ts, "separate");
+    TCase *ts = it_separate_case(s, "script");
     tcase_add_checked_fixture(ts, setup, teardown);
     tcase_set_timeout(ts, 60);
     tcase_add_test(ts, script_runs);
-    suite_add_tcase(s, ts);
     return it_run(s);
 }
