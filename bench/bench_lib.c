@@ -259,12 +259,29 @@ static void workload_free(workload_t *w)
     cJSON_Delete(w->root);
 }
 
+/* The compute threads every model of this process shares, as the daemon's --compute-threads
+ * (default: one per online core). Made on first use, freed at exit. */
+static pool_t *bench_pool;
+
+static void bench_pool_free(void)
+{
+    pool_free(bench_pool);
+}
+
 static model_t *workload_model(const workload_t *w, const model_spec_t *spec)
 {
     model_t *m = NULL;
     err_t err = {0};
+    if (bench_pool == NULL) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (pool_new(cores < 1 ? 1 : cores > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int32_t)cores,
+                     &bench_pool, &err) < 0)
+            die("%s: pool_new: %s", w->name, err.msg);
+        atexit(bench_pool_free);
+    }
     if (model_new(spec != NULL ? spec : &w->spec, &m, &err) < 0)
         die("%s: model_new: %s", w->name, err.msg);
+    model_set_pool(m, bench_pool);
     return m;
 }
 

@@ -1,15 +1,16 @@
 /* lib/fused.c -- one-pass loss and gradient for linear, logistic, softmax and ova (fused.h).
  *
- * Work is split by rows: thread t takes rows [rows*t/T, rows*(t+1)/T) and walks them in tiles of
- * `tile` rows sized to stay in L2 between the two halves of a tile:
+ * Work is split by rows into T parts run on the shared compute pool (pool.h): part t takes rows
+ * [rows*t/T, rows*(t+1)/T) and walks them in tiles of `tile` rows sized to stay in L2 between the
+ * two halves of a tile:
  *   Z[tile, k] = X_tile W[:,1:]^T + W[:,0]      (fwd_*: register-blocked dot products)
  *   Z -> dZ, loss term per row                   (row_*: the formulas of ops.c)
  *   G[:,0] += colsum(dZ), G[:,1:] += dZ^T X_tile (bwd_*: register-blocked rank updates)
  * so X comes from memory once per step. With one output (linear, logistic) the tile's second
  * pass is replaced by blocks of 8 rows that the gradient update finds still in L1, and the loss
- * terms use a vector exp and log1p (k1_*, below). Thread 0 accumulates into the caller's
+ * terms use a vector exp and log1p (k1_*, below). Part 0 accumulates into the caller's
  * gradient, the others into their private one, added in at the end (fixed order: the result
- * depends on the thread count only through rounding).
+ * depends on the part count only through rounding, never on which thread ran a part).
  *
  * The kernels are written with GCC vector types so one source serves SSE2 (the portable
  * baseline every x86-64 has) and, through a clone compiled for AVX2+FMA and picked at run time
@@ -18,10 +19,8 @@
 #include "fused.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "graph.h"
 #include "numerics.h"
@@ -44,8 +43,6 @@ typedef struct fused_job {
 } fused_job_t;
 
 typedef struct fused_slot {
-    struct fused *f;          /* the owner, for the worker that runs this slot */
-    int32_t id;               /* thread index: 0 is the caller */
     double *grad;             /* k*(1+n); thread 0 uses the caller's instead */
     double *z;                /* tile * k scratch */
     double loss;
@@ -67,16 +64,8 @@ struct fused {
     fused_tile_fn tile_fn;
     fused_k1_fn k1_fn;        /* one output and a per-row loss (not ova); else NULL */
 
-    /* The pool: started once, on the first call that uses more than one thread. */
-    int pool_started, pool_failed;
-    int32_t n_worker;
-    pthread_t *tid;
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    uint64_t gen;             /* bumped per job; workers wait for a new value */
-    int32_t pending;          /* workers still running the current job */
-    int quit;
-    fused_job_t job;
+    pool_t *pool;             /* borrowed; NULL: one thread */
+    fused_job_t job;          /* the call in progress, for the parts pool_run hands out */
 };
 
 /* ---- horizontal sums ------------------------------------------------------------------------- */
@@ -646,11 +635,13 @@ k1_avx2(const fused_t *f, const double *w, const double *x, const double *y, int
 }
 #endif
 
-/* ---- threads ---------------------------------------------------------------------------------- */
+/* ---- parts ------------------------------------------------------------------------------------ */
 
-/* Rows [lo, hi) of the current job, in tiles, into slot t (thread 0: the caller's gradient). */
-static void run_part(fused_t *f, int32_t t)
+/* Rows [lo, hi) of the current job, in tiles, into slot t (part 0: the caller's gradient). Run
+ * by pool_run on whichever thread claims part t. */
+static void run_part(void *ctx, int32_t t)
 {
+    fused_t *f = ctx;
     const fused_job_t *jb = &f->job;
     const int32_t lo = (int32_t)((int64_t)jb->rows * t / jb->n_thread);
     const int32_t hi = (int32_t)((int64_t)jb->rows * (t + 1) / jb->n_thread);
@@ -672,110 +663,16 @@ static void run_part(fused_t *f, int32_t t)
     sl->loss = loss;
 }
 
-static void *worker_main(void *arg)
-{
-    fused_slot_t *me = arg;
-    fused_t *f = me->f;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&f->mu);
-    for (;;) {
-        while (f->gen == seen && !f->quit)
-            pthread_cond_wait(&f->go, &f->mu);
-        if (f->quit)
-            break;
-        seen = f->gen;
-        int run = me->id < f->job.n_thread;
-        pthread_mutex_unlock(&f->mu);
-        if (run)
-            run_part(f, me->id);
-        pthread_mutex_lock(&f->mu);
-        if (--f->pending == 0)
-            pthread_cond_signal(&f->done);
-    }
-    pthread_mutex_unlock(&f->mu);
-    return NULL;
-}
-
-/* Tell the started workers to quit, join them, and free what the pool holds. */
-static void pool_join(fused_t *f)
-{
-    pthread_mutex_lock(&f->mu);
-    f->quit = 1;
-    pthread_cond_broadcast(&f->go);
-    pthread_mutex_unlock(&f->mu);
-    for (int32_t t = 1; t <= f->n_worker; ++t)
-        pthread_join(f->tid[t], NULL);
-    pthread_cond_destroy(&f->go);
-    pthread_cond_destroy(&f->done);
-    pthread_mutex_destroy(&f->mu);
-    free(f->tid);
-    f->tid = NULL;
-}
-
-/* Start max_threads - 1 workers. On any failure the pool stays off (single thread), and the
- * workers already started are stopped: a missing thread costs speed, never a result. */
-static void pool_start(fused_t *f)
-{
-    f->pool_started = 1;
-    f->tid = calloc((size_t)f->max_threads, sizeof *f->tid);
-    if (f->tid == NULL || pthread_mutex_init(&f->mu, NULL) != 0) {
-        free(f->tid);
-        f->tid = NULL;
-        f->pool_failed = 1;
-        return;
-    }
-    if (pthread_cond_init(&f->go, NULL) != 0) {
-        pthread_mutex_destroy(&f->mu);
-        goto fail_mu;
-    }
-    if (pthread_cond_init(&f->done, NULL) != 0) {
-        pthread_cond_destroy(&f->go);
-        pthread_mutex_destroy(&f->mu);
-        goto fail_mu;
-    }
-    for (int32_t t = 1; t < f->max_threads; ++t) {
-        if (pthread_create(&f->tid[t], NULL, worker_main, &f->slot[t]) != 0)
-            break;
-        ++f->n_worker;
-    }
-    if (f->n_worker == f->max_threads - 1)
-        return;
-    pool_join(f);
-    f->n_worker = 0;
-    f->pool_failed = 1;
-    return;
-fail_mu:
-    free(f->tid);
-    f->tid = NULL;
-    f->n_worker = 0;
-    f->pool_failed = 1;
-}
-
-static void pool_stop(fused_t *f)
-{
-    if (f->pool_started && !f->pool_failed)
-        pool_join(f);
-}
-
 /* ---- public ----------------------------------------------------------------------------------- */
 
-static int32_t online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1)
-        return 1;
-    return n > FUSED_MAX_THREADS ? FUSED_MAX_THREADS : (int32_t)n;
-}
-
-int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max_threads,
+int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *pool,
               fused_t **out, err_t *err)
 {
     *out = NULL;
     if (loss < FUSED_LOSS_L2 || loss > FUSED_LOSS_OVA || n < 1 || k < 1
         || ((loss == FUSED_LOSS_SIGMOID_L2 || loss == FUSED_LOSS_BCE) && k != 1)
         || (loss == FUSED_LOSS_CCE && k < 2)
-        || (reduction != AD_REDUCTION_MEAN && reduction != AD_REDUCTION_SUM)
-        || max_threads < 0)
+        || (reduction != AD_REDUCTION_MEAN && reduction != AD_REDUCTION_SUM))
         return err_set(err, ERR_INVAL, "fused: loss %d with %d inputs, %d outputs", (int)loss,
                        (int)n, (int)k);
     fused_t *f = calloc(1, sizeof *f);
@@ -785,8 +682,10 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max
     f->n = n;
     f->k = k;
     f->reduction = reduction;
-    f->max_threads = max_threads == 0 ? online_cpus()
-                     : max_threads > FUSED_MAX_THREADS ? FUSED_MAX_THREADS : max_threads;
+    f->pool = pool;
+    f->max_threads = pool == NULL ? 1 : pool_threads(pool);
+    if (f->max_threads > FUSED_MAX_THREADS)
+        f->max_threads = FUSED_MAX_THREADS;
     int64_t tile = FUSED_TILE_BYTES / ((int64_t)n * (int64_t)sizeof(double));
     f->tile = tile < 4 ? 4 : tile > FUSED_TILE_MAX ? FUSED_TILE_MAX : (int32_t)tile;
     f->tile_fn = tile_generic;
@@ -806,8 +705,6 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max
     if (f->slot == NULL)
         goto nomem;
     for (int32_t t = 0; t < f->max_threads; ++t) {
-        f->slot[t].f = f;
-        f->slot[t].id = t;
         f->slot[t].z = malloc((size_t)f->tile * (size_t)k * sizeof(double));
         if (t > 0)
             f->slot[t].grad = malloc((size_t)n_g * sizeof(double));
@@ -818,14 +715,13 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max
     return 0;
 nomem:
     fused_free(f);
-    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", (int)max_threads);
+    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", (int)f->max_threads);
 }
 
 void fused_free(fused_t *f)
 {
     if (f == NULL)
         return;
-    pool_stop(f);
     for (int32_t t = 0; f->slot != NULL && t < f->max_threads; ++t) {
         free(f->slot[t].z);
         free(f->slot[t].grad);
@@ -863,26 +759,14 @@ int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *
         nt = rows;
     if (nt < 1)
         nt = 1;
-    if (nt > 1 && !f->pool_started)
-        pool_start(f);
-    if (f->pool_failed)
-        nt = 1;
     f->job = (fused_job_t){.w = w, .x = x, .y = y, .rows = rows, .n_thread = nt,
                            .want_grad = grad != NULL, .grad = grad};
-    if (nt > 1) {
-        pthread_mutex_lock(&f->mu);
-        ++f->gen;
-        f->pending = f->n_worker;
-        pthread_cond_broadcast(&f->go);
-        pthread_mutex_unlock(&f->mu);
-    }
-    run_part(f, 0);
+    if (nt > 1)
+        pool_run(f->pool, nt, run_part, f);
+    else
+        run_part(f, 0);
     double total = f->slot[0].loss;
     if (nt > 1) {
-        pthread_mutex_lock(&f->mu);
-        while (f->pending > 0)
-            pthread_cond_wait(&f->done, &f->mu);
-        pthread_mutex_unlock(&f->mu);
         const int64_t n_g = (int64_t)f->k * (f->n + 1);
         for (int32_t t = 1; t < nt; ++t) {
             total += f->slot[t].loss;

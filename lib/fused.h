@@ -5,12 +5,12 @@
  * and dz, then grad += dz ⊗ x*. The graph engine instead makes several passes over [rows, 1+n]
  * buffers (the bias copy, the matmul, the gradient with respect to the input); for a large batch
  * those passes, not the arithmetic, are the step. fused_loss_grad() does the one pass, in tiles
- * of rows that stay in cache between the forward and the gradient, split across a small
- * persistent worker pool (created on the first batch big enough to use it, never per call; each
- * worker accumulates into a private gradient allocated by fused_new(), then one reduction).
+ * of rows that stay in cache between the forward and the gradient, split into parts run on the
+ * process's shared compute pool (pool.h) when the batch is big enough to gain from it; each part
+ * accumulates into a private gradient allocated by fused_new(), then one reduction.
  *
  *     fused_t *f = NULL;
- *     fused_new(FUSED_LOSS_CCE, n_x, classes, AD_REDUCTION_MEAN, 0, &f, &err);
+ *     fused_new(FUSED_LOSS_CCE, n_x, classes, AD_REDUCTION_MEAN, pool, &f, &err);
  *     fused_loss_grad(f, W, x, y, rows, &loss, grad, &err);   // grad: k*(1+n) doubles
  *     fused_free(f);
  *
@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "pool.h"
 
 enum fused_loss {
     FUSED_LOSS_L2 = 1,         /* linear: Σ (z - y)², y [rows, k] */
@@ -36,27 +37,27 @@ typedef struct fused fused_t;
 
 /*
  * A fused evaluator for `loss` on rows of n inputs and k outputs (classes), reduced by
- * `reduction` (enum ad_reduction: mean divides by the rows). max_threads: 0 = one per online
- * CPU (at most 8), 1 = never start a thread. Allocates the per-thread gradients and scratch
- * here; threads start on the first call that can use them. *out is new; free with fused_free().
+ * `reduction` (enum ad_reduction: mean divides by the rows). pool: borrowed, must outlive the
+ * evaluator; a call uses up to pool_threads(pool) parts (at most 8), NULL runs everything on
+ * the caller's thread. Allocates the per-part gradients and scratch here. *out is new; free
+ * with fused_free().
  */
-int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, int32_t max_threads,
+int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *pool,
               fused_t **out, err_t *err);
 
-/* Stop the workers and free everything. NULL is a no-op. */
+/* Free everything (the pool is not the evaluator's). NULL is a no-op. */
 void fused_free(fused_t *f);
 
 /*
  * Loss of `rows` rows (x: rows*n, y: rows*k for FUSED_LOSS_L2 and SIGMOID_L2, else rows) at the
  * parameters w ([k, 1+n] row major) into *loss; when grad is non-NULL also the gradient
  * (k*(1+n) doubles, overwritten). A class id that is not an integer in [0,k) for CCE is
- * ERR_INVAL with field "y", as the graph's cce_loss reports it. Allocates nothing once the
- * workers exist.
+ * ERR_INVAL with field "y", as the graph's cce_loss reports it. Allocates nothing.
  */
 int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *y, int32_t rows,
                     double *loss, double *grad, err_t *err);
 
-/* Threads the evaluator may use (1 when it never starts any). */
+/* Parts a call may split into: threads that may work on it at once (1 without a pool). */
 int32_t fused_max_threads(const fused_t *f);
 
 #endif /* ND_FUSED_H */

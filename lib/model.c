@@ -43,6 +43,7 @@ struct model {
     int32_t fused_loss;           /* enum fused_loss for the one-pass path, 0 when none fits */
     int fused_failed;             /* fused_new failed once: stay on the graph */
     fused_t *fused;               /* made on the first batch that takes the one-pass path */
+    pool_t *pool;                 /* borrowed compute threads for fused, or NULL (model_set_pool) */
 };
 
 /* ---- names ------------------------------------------------------------------------------ */
@@ -1029,6 +1030,17 @@ static void unbind_batch(model_t *m)
         ad_bind_input_view(m->g, m->node_y, NULL, NULL);
 }
 
+void model_set_pool(model_t *m, pool_t *pool)
+{
+    if (pool == m->pool)
+        return;
+    /* The evaluator sized its per-part buffers for the old pool: the next batch makes another. */
+    fused_free(m->fused);
+    m->fused = NULL;
+    m->fused_failed = 0;
+    m->pool = pool;
+}
+
 int model_set_engine(model_t *m, int32_t engine, err_t *err)
 {
     if (engine != MODEL_ENGINE_AUTO && engine != MODEL_ENGINE_GRAPH && engine != MODEL_ENGINE_FUSED)
@@ -1049,7 +1061,7 @@ static int take_fused(model_t *m, int32_t rows)
     if (m->engine == MODEL_ENGINE_AUTO && work < MODEL_FUSED_MIN_WORK)
         return 0;
     if (m->fused == NULL) {
-        if (fused_new(m->fused_loss, m->n_x, m->tensor_rows[0], m->spec.reduction, 0, &m->fused,
+        if (fused_new(m->fused_loss, m->n_x, m->tensor_rows[0], m->spec.reduction, m->pool, &m->fused,
                       NULL) < 0) {
             m->fused_failed = 1;   /* out of memory: the graph still answers, only slower */
             return 0;

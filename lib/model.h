@@ -20,6 +20,7 @@
 #include "err.h"
 #include "graph.h"
 #include "optim.h"
+#include "pool.h"
 
 #define MODEL_MAX_LAYERS 64      /* hidden layers */
 #define MODEL_NAME_MAX 128
@@ -181,6 +182,11 @@ int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, er
  * to rounding. */
 enum model_engine { MODEL_ENGINE_AUTO = 0, MODEL_ENGINE_GRAPH = 1, MODEL_ENGINE_FUSED = 2 };
 int model_set_engine(model_t *m, int32_t engine, err_t *err);
+
+/* The compute threads the one-pass kernels may split a big batch over (pool.h): borrowed, must
+ * outlive the model or be replaced first. NULL, the default, computes on the caller's thread
+ * alone. The results depend on the pool's size only through rounding. */
+void model_set_pool(model_t *m, pool_t *pool);
 
 /* Classification accuracy and misclassified count on b, for classifier kinds (logistic,
  * perceptron, softmax, ova, ovo, mlp with sigmoid/softmax output). ERR_INVAL otherwise. */

@@ -25,6 +25,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "model.h"
+#include "pool.h"
 #include "routes.h"
 #include "sessions.h"
 #include "store.h"
@@ -42,6 +43,7 @@ typedef struct config {
     int64_t port;
     const char *db;
     int64_t threads;
+    int64_t compute_threads;
     int64_t max_body;
     int64_t max_jobs;
     int64_t max_batch_rows;
@@ -82,6 +84,8 @@ static const flag_t flags[] = {
     {"port", FLAG_INT, 0, 65535, "8080", "TCP port; 0 picks a free one"},
     {"db", FLAG_STR, 0, 0, "./neurond.db", "SQLite database file (created if missing)"},
     {"threads", FLAG_INT, 1, 1024, "number of cores", "HTTP worker threads"},
+    {"compute-threads", FLAG_INT, 1, POOL_MAX_THREADS, "number of cores",
+     "threads one training call's big batches are split over, shared by every model"},
     {"max-body", FLAG_INT, 1, (int64_t)1 << 40, "67108864", "largest request body, bytes"},
     {"max-jobs", FLAG_INT, 1, 1024, "number of cores", "concurrent asynchronous training jobs"},
     {"max-batch-rows", FLAG_INT, 1, INT32_MAX, "1000000", "rows in one batch or inline x"},
@@ -157,6 +161,7 @@ static int64_t *int_field(config_t *cfg, const char *name)
     } map[] = {
         {"port", offsetof(config_t, port)},
         {"threads", offsetof(config_t, threads)},
+        {"compute-threads", offsetof(config_t, compute_threads)},
         {"max-body", offsetof(config_t, max_body)},
         {"max-jobs", offsetof(config_t, max_jobs)},
         {"max-batch-rows", offsetof(config_t, max_batch_rows)},
@@ -240,7 +245,7 @@ static void config_parse(config_t *cfg, int argc, char **argv)
     if (cores < 1)
         cores = 1;
     *cfg = (config_t){.bind = "127.0.0.1", .port = 8080, .db = "./neurond.db",
-                      .threads = cores, .max_body = 67108864, .max_jobs = cores,
+                      .threads = cores, .compute_threads = cores, .max_body = 67108864, .max_jobs = cores,
                       .max_batch_rows = 1000000, .max_model_rows = 10000000,
                       .max_params = MODEL_MAX_PARAMS_DEFAULT, .max_layers = MODEL_MAX_LAYERS,
                       .max_units = 100000, .max_graph_nodes = AD_MAX_NODES_DEFAULT,
@@ -542,9 +547,12 @@ int main(int argc, char **argv)
     if (interrupted > 0)
         log_msg(LOG_LEVEL_WARN, "marked %" PRId64 " job(s) of a previous run as interrupted",
                 interrupted);
+    pool_t *pool = NULL;       /* the compute threads every model shares */
     registry_t *registry = NULL;
-    if (registry_new(store, &registry, &err) < 0) {
+    if (pool_new((int32_t)cfg.compute_threads, &pool, &err) < 0 ||
+        registry_new(store, pool, &registry, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
+        pool_free(pool);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -562,6 +570,7 @@ int main(int argc, char **argv)
     if (jobs_new(&app, &jobs, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
         registry_free(registry);
+        pool_free(pool);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -571,6 +580,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "neurond: %s\n", err.msg);
         jobs_free(jobs);
         registry_free(registry);
+        pool_free(pool);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -583,6 +593,7 @@ int main(int argc, char **argv)
         events_free(app.events);
         jobs_free(jobs);
         registry_free(registry);
+        pool_free(pool);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -604,6 +615,7 @@ int main(int argc, char **argv)
         sessions_free(app.sessions);
         datacache_free(app.data_cache);
         registry_free(registry);
+        pool_free(pool);
         store_close(store);
         tokens_free(tokens);
         return 1;
@@ -632,6 +644,7 @@ int main(int argc, char **argv)
     sessions_free(app.sessions);
     datacache_free(app.data_cache);
     registry_free(registry);   /* after every user of the models has stopped */
+    pool_free(pool);
     store_close(store);
     log_msg(LOG_LEVEL_INFO, "stopped");
     return 0;

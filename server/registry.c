@@ -59,6 +59,7 @@ typedef struct entry {
 
 struct registry {
     store_t *store;
+    pool_t *pool;              /* borrowed: lent to every model built here */
     pthread_mutex_t mu;        /* everything above */
     entry_t *bucket[REGISTRY_BUCKETS];
 };
@@ -138,13 +139,14 @@ static void entry_put(registry_t *r, entry_t *e)
     entry_free(e);
 }
 
-int registry_new(store_t *store, registry_t **out, err_t *err)
+int registry_new(store_t *store, pool_t *pool, registry_t **out, err_t *err)
 {
     *out = NULL;
     registry_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return err_set(err, ERR_NOMEM, "out of memory");
     r->store = store;
+    r->pool = pool;
     pthread_mutex_init(&r->mu, NULL);
     *out = r;
     return 0;
@@ -167,12 +169,12 @@ void registry_free(registry_t *r)
 }
 
 /* Build model `id` from its stored spec: resolved, compiled, with the default initial values
- * (the caller overwrites them with the stored ones). */
-static int model_from_store(store_t *st, int64_t id, model_t **out, err_t *err)
+ * (the caller overwrites them with the stored ones), computing on the registry's pool. */
+static int model_from_store(registry_t *r, int64_t id, model_t **out, err_t *err)
 {
     *out = NULL;
     store_model_t row;
-    int rc = store_model_get(st, id, &row, err);
+    int rc = store_model_get(r->store, id, &row, err);
     if (rc < 0)
         return rc;
     cJSON *json = NULL;
@@ -186,8 +188,8 @@ static int model_from_store(store_t *st, int64_t id, model_t **out, err_t *err)
          * lock a stored model out. */
         rc = model_spec_resolve(&spec, INT64_MAX, &inner);
     }
-    if (rc == 0)
-        rc = model_new(&spec, out, &inner);
+    if (rc == 0 && (rc = model_new(&spec, out, &inner)) == 0)
+        model_set_pool(*out, r->pool);
     if (rc < 0 && rc != ERR_NOMEM)
         rc = err_set(err, ERR_DB, "stored spec of model %" PRId64 " is unusable: %s", id,
                      inner.msg);
@@ -219,7 +221,7 @@ static int copy_load(registry_t *r, int64_t id, copy_t *c, err_t *err)
     int rc = store_params_get(r->store, id, &state, err);
     if (rc < 0)
         return rc;
-    if (c->model == NULL && (rc = model_from_store(r->store, id, &c->model, err)) < 0) {
+    if (c->model == NULL && (rc = model_from_store(r, id, &c->model, err)) < 0) {
         store_state_clear(&state);
         return rc;
     }
@@ -393,7 +395,7 @@ int registry_load(registry_t *r, int64_t id, registry_copy_t *out, err_t *err)
         return rc;
     model_t *m = NULL;
     optim_t *o = NULL;
-    if ((rc = model_from_store(r->store, id, &m, err)) < 0 ||
+    if ((rc = model_from_store(r, id, &m, err)) < 0 ||
         (rc = params_apply(m, id, &state, err)) < 0 ||
         (rc = optim_new(&model_spec(m)->optimizer, model_n_params(m), &o, err)) < 0)
         goto fail;

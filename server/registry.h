@@ -45,8 +45,9 @@ typedef struct registry_copy {
     int64_t version;
 } registry_copy_t;
 
-/* New registry over `store` (borrowed, must outlive it). */
-int registry_new(store_t *store, registry_t **out, err_t *err);
+/* New registry over `store`; every model it builds computes on `pool` (may be NULL: one thread).
+ * Both borrowed, must outlive it. */
+int registry_new(store_t *store, pool_t *pool, registry_t **out, err_t *err);
 
 /* Free every cached model. No reader or writer may be active. NULL is a no-op. */
 void registry_free(registry_t *r);

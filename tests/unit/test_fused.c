@@ -51,14 +51,16 @@ static long allocs(void)
 
 /* ---- fused.c directly --------------------------------------------------------------------- */
 
-/* Loss and gradient with max_threads = 1 and = 8 (more threads than rows for small batches):
- * equal to 1e-12 relative. */
+/* Loss and gradient without a pool (one thread) and with a pool of 8 (more threads than rows for
+ * small batches): equal to 1e-12 relative. */
 static void threads_agree(int32_t loss, int32_t n, int32_t k, int32_t rows, int32_t red)
 {
     err_t err = {0};
     fused_t *f1 = NULL, *f8 = NULL;
-    ck_assert_int_eq(fused_new(loss, n, k, red, 1, &f1, &err), 0);
-    ck_assert_int_eq(fused_new(loss, n, k, red, 8, &f8, &err), 0);
+    pool_t *pool8 = NULL;
+    ck_assert_int_eq(pool_new(8, &pool8, &err), 0);
+    ck_assert_int_eq(fused_new(loss, n, k, red, NULL, &f1, &err), 0);
+    ck_assert_int_eq(fused_new(loss, n, k, red, pool8, &f8, &err), 0);
     ck_assert_int_eq(fused_max_threads(f1), 1);
     int64_t n_g = (int64_t)k * (n + 1), n_y = loss == FUSED_LOSS_L2 ? (int64_t)rows * k : rows;
     double *w = malloc(sizeof(double) * (size_t)n_g), *x = malloc(sizeof(double) * (size_t)rows * n);
@@ -89,6 +91,7 @@ static void threads_agree(int32_t loss, int32_t n, int32_t k, int32_t rows, int3
     free(g8);
     fused_free(f1);
     fused_free(f8);
+    pool_free(pool8);
 }
 
 START_TEST(thread_counts_agree)
@@ -109,14 +112,14 @@ START_TEST(bad_arguments)
 {
     err_t err = {0};
     fused_t *f = NULL;
-    ck_assert_int_eq(fused_new(0, 3, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
-    ck_assert_int_eq(fused_new(FUSED_LOSS_BCE, 3, 2, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
-    ck_assert_int_eq(fused_new(FUSED_LOSS_CCE, 3, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
-    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 0, 1, AD_REDUCTION_MEAN, 0, &f, &err), ERR_INVAL);
-    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 3, 1, 7, 0, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(0, 3, 1, AD_REDUCTION_MEAN, NULL, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_BCE, 3, 2, AD_REDUCTION_MEAN, NULL, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_CCE, 3, 1, AD_REDUCTION_MEAN, NULL, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 0, 1, AD_REDUCTION_MEAN, NULL, &f, &err), ERR_INVAL);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 3, 1, 7, NULL, &f, &err), ERR_INVAL);
     ck_assert_ptr_null(f);
     fused_free(NULL);
-    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 2, 1, AD_REDUCTION_MEAN, 0, &f, &err), 0);
+    ck_assert_int_eq(fused_new(FUSED_LOSS_L2, 2, 1, AD_REDUCTION_MEAN, NULL, &f, &err), 0);
     double w[3] = {0}, x[2] = {0}, y[1] = {0}, loss;
     ck_assert_int_eq(fused_loss_grad(f, w, x, y, 0, &loss, NULL, &err), ERR_INVAL);
     fused_free(f);
@@ -163,7 +166,7 @@ START_TEST(single_output_edges)
     err_t err = {0};
     for (size_t l = 0; l < sizeof losses / sizeof losses[0]; ++l) {
         fused_t *f = NULL;
-        ck_assert_int_eq(fused_new(losses[l], 1, 1, AD_REDUCTION_SUM, 1, &f, &err), 0);
+        ck_assert_int_eq(fused_new(losses[l], 1, 1, AD_REDUCTION_SUM, NULL, &f, &err), 0);
         for (size_t i = 0; i < sizeof zs / sizeof zs[0]; ++i)
             for (int t = 0; t < 2; ++t) {
                 double y = (double)t, loss, g[2], term, dz;
@@ -201,7 +204,7 @@ START_TEST(single_output_blocks)
             for (int32_t red = 0; red < 2; ++red) {
                 const int32_t n = widths[wi];
                 fused_t *f = NULL;
-                ck_assert_int_eq(fused_new(losses[l], n, 1, red, 1, &f, &err), 0);
+                ck_assert_int_eq(fused_new(losses[l], n, 1, red, NULL, &f, &err), 0);
                 for (int32_t rows = 1; rows <= MAX_ROWS; ++rows) {
                     const double scale = red == AD_REDUCTION_SUM ? 1.0 : 1.0 / rows;
                     double want_loss = 0.0, loss;
@@ -232,14 +235,18 @@ END_TEST
 
 /* ---- no allocation in the training loop ---------------------------------------------------- */
 
-/* Train `spec` on rows random rows: a first call may allocate (graph buffers, the fused
- * evaluator and its threads); later calls -- full batch, mini-batches, loss-only -- must not. */
+/* Train `spec` on rows random rows, with a compute pool of 4 threads: a first call may allocate
+ * (graph buffers, the fused evaluator); later calls -- full batch, mini-batches, loss-only --
+ * must not. */
 static void train_allocates_nothing(model_spec_t *spec, int32_t rows)
 {
     err_t err = {0};
     model_t *m = NULL;
+    pool_t *pool = NULL;
+    ck_assert_int_eq(pool_new(4, &pool, &err), 0);
     ck_assert_msg(model_spec_resolve(spec, MODEL_MAX_PARAMS_DEFAULT, &err) == 0, "%s", err.msg);
     ck_assert_msg(model_new(spec, &m, &err) == 0, "%s", err.msg);
+    model_set_pool(m, pool);
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     double *x = malloc(sizeof(double) * (size_t)rows * n_x);
     double *y = malloc(sizeof(double) * (size_t)rows * n_y);
@@ -278,6 +285,7 @@ static void train_allocates_nothing(model_spec_t *spec, int32_t rows)
     train_ctx_free(t);
     optim_free(o);
     model_free(m);
+    pool_free(pool);
     model_spec_free(spec);
     free(x);
     free(y);

@@ -471,6 +471,11 @@ static void compare_engines(int32_t kind, int32_t loss, int32_t n_in, int32_t k,
     else if (kind != MODEL_KIND_LOGISTIC)
         s.classes = k;
     model_t *m = make(&s);
+    /* Big batches split across the threads of a pool, as the daemon's models do. */
+    pool_t *pool = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(pool_new(4, &pool, &err), 0);
+    model_set_pool(m, pool);
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     double *x = malloc(sizeof(double) * (size_t)rows * n_x);
     double *y = malloc(sizeof(double) * (size_t)rows * n_y);
@@ -500,6 +505,7 @@ static void compare_engines(int32_t kind, int32_t loss, int32_t n_in, int32_t k,
     free(x);
     free(y);
     model_free(m);
+    pool_free(pool);
 }
 
 START_TEST(test_fused_matches_graph)

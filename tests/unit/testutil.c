@@ -1,7 +1,9 @@
 /* tests/unit/testutil.c -- see testutil.h. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "rng.h"
@@ -30,4 +32,22 @@ void testutil_fill(double *x, int64_t n, double lo, double hi, uint64_t seed)
     rng_seed(&r, seed);
     for (int64_t i = 0; i < n; ++i)
         x[i] = lo + (hi - lo) * rng_uniform(&r);
+}
+
+int testutil_threads(int pid)
+{
+    char path[64];
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/task");
+    else
+        snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *dir = opendir(path);
+    ck_assert_msg(dir != NULL, "cannot open %s", path);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.')
+            ++n;
+    closedir(dir);
+    return n;
 }

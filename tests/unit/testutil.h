@@ -19,6 +19,10 @@ int testutil_close(double got, double want, double rel_tol, double abs_tol);
 /* Run a suite with Check's normal runner, print the summary, return the process exit code. */
 int testutil_run(Suite *s);
 
+/* Threads of process `pid` (0: this one), counted in /proc/<pid>/task; fails the running Check
+ * test when that cannot be read. */
+int testutil_threads(int pid);
+
 /* Deterministic pseudo-random doubles in [lo, hi) for test inputs. */
 void testutil_fill(double *x, int64_t n, double lo, double hi, uint64_t seed);
 
