@@ -110,13 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     cJSON *root = NULL;
     err_t err = {0};
-    int rc = codec_parse((const char *)data, size, 0, &root, &err);
-    if (rc < 0) {
-        FUZZ_CHECK_ERR(rc, err);
+    if (!fuzz_parse_json(data, size, &root))
         return 0;
-    }
     ad_graph_spec_t spec;
-    rc = codec_graph_decode(root, "graph", &spec, &err);
+    int rc = codec_graph_decode(root, "graph", &spec, &err);
     cJSON_Delete(root);
     if (rc < 0) {
         FUZZ_CHECK_ERR(rc, err);

@@ -110,14 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     cJSON *root = NULL;
     err_t err = {0};
-    int rc = codec_parse((const char *)data, size, 0, &root, &err);
-    if (rc < 0) {
-        FUZZ_CHECK_ERR(rc, err);
-        FUZZ_CHECK(root == NULL, "root set on failure");
+    if (!fuzz_parse_json(data, size, &root))
         return 0;
-    }
     model_spec_t spec;
-    rc = codec_spec_decode(root, &spec, &err);
+    int rc = codec_spec_decode(root, &spec, &err);
     cJSON_Delete(root);
     if (rc < 0) {
         FUZZ_CHECK_ERR(rc, err);

@@ -69,6 +69,20 @@ static inline int fuzz_graph_small(const ad_graph_spec_t *g)
     return 1;
 }
 
+/* The input parsed as JSON: 1 with *root set (cJSON_Delete it), or 0 when it is not JSON --
+ * after checking that the failure carries a code and a message and leaves *root NULL. */
+static inline int fuzz_parse_json(const uint8_t *data, size_t size, cJSON **root)
+{
+    err_t err = {0};
+    int rc = codec_parse((const char *)data, size, 0, root, &err);
+    if (rc < 0) {
+        FUZZ_CHECK_ERR(rc, err);
+        FUZZ_CHECK(*root == NULL, "root set on failure");
+        return 0;
+    }
+    return 1;
+}
+
 /* cJSON_PrintUnformatted, or abort on out of memory (which the fuzzer's limits make a bug). */
 static inline char *fuzz_print(const cJSON *j)
 {
