@@ -196,6 +196,9 @@ int events_subscribe(events_t *ev, http_req_t *req, int64_t model_id, err_t *err
     }
     s->stream = stream;
     http_set_header(req, "X-Accel-Buffering", "no");
+    /* A stream that ends (its model deleted) ends the connection too: an EventSource reconnects
+     * on a fresh one, and nothing else was going to use this one. */
+    http_set_header(req, "Connection", "close");
     /* Checked and counted apart, so two racing subscriptions may pass one over the cap: a
      * soft bound, which is all the health probe's room needs. */
     pthread_mutex_lock(&ev->mu);

@@ -33,7 +33,7 @@
 typedef struct events events_t;
 
 #define EVENTS_KEEPALIVE_S 15
-#define EVENTS_PROBE_MS 500                  /* how often idle streams are checked for a gone client */
+#define EVENTS_PROBE_MS 500                  /* idle streams checked for a gone client */
 #define EVENTS_MAX_BUFFER (16u << 20)        /* a client this far behind is dropped */
 
 /*

@@ -36,6 +36,7 @@
 #define HTTP_MAX_SEGMENTS 16
 #define HTTP_STOP_WAIT_MS 30000          /* longest wait for running handlers at shutdown */
 #define HTTP_STREAM_BLOCK 4096
+#define HTTP_EOF_TIMEOUT_S 1             /* connection timeout once the client sent its all */
 #define HTTP_JSON_TYPE "application/json; charset=utf-8"
 
 typedef struct segment {
@@ -100,7 +101,11 @@ struct http_req {
     struct MHD_Connection *conn;
     char method[8];                      /* HEAD is served as GET */
     char method_log[16];
-    char *path;
+    int head;                            /* a HEAD request (method says GET) */
+    int begun;                           /* on_request() has seen it */
+    char *raw_path;                      /* the request target as sent, without the query */
+    char *path;                          /* raw_path percent-decoded */
+    const char *path_error;              /* why the path is refused, or NULL */
     const route_ent_t *route;
     const char *route_label;             /* for metrics: a pattern or NULL */
     int64_t params[HTTP_MAX_PARAMS];
@@ -116,6 +121,8 @@ struct http_req {
     void *sink_state;
     int sink_checked, sink_begun, sink_done, sink_rc;
     err_t sink_err;
+
+    int eof_seen;                        /* the client closed its side: see body_watch_eof() */
 
     int queued;
     int status;
@@ -263,6 +270,7 @@ static void req_free(http_req_t *req)
         req->sink->free_fn(req->sink_state);
     free(req->body);
     free(req->path);
+    free(req->raw_path);
     pthread_mutex_destroy(&req->defer_mu);
     free(req);
 }
@@ -276,31 +284,136 @@ static void copy_str(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
-static http_req_t *req_new(http_server_t *srv, struct MHD_Connection *conn, const char *url,
-                           const char *method)
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decode the path `raw` (len bytes) into a new string. libmicrohttpd decodes too, but
+ * hands over a C string: "%00" would silently end the path there (DELETE
+ * /v1/models/260%00/batches/1 would delete model 260), and "%2F" would become a separator. A
+ * path holding either is refused: `*why` says why, and the result is still returned for the
+ * log. "%" not followed by two hex digits stays as it is, as libmicrohttpd leaves it.
+ */
+static char *path_decode(const char *raw, size_t len, const char **why)
+{
+    *why = NULL;
+    char *out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; ++i) {
+        int hi, lo;
+        if (raw[i] == '%' && i + 2 < len && (hi = hex_digit(raw[i + 1])) >= 0 &&
+            (lo = hex_digit(raw[i + 2])) >= 0) {
+            char c = (char)(hi * 16 + lo);
+            if (c == '\0' && *why == NULL)
+                *why = "the path holds an encoded NUL byte (%00)";
+            else if (c == '/' && *why == NULL)
+                *why = "the path holds an encoded '/' (%2F); path segments are separated by '/' "
+                       "itself";
+            out[o++] = c != '\0' ? c : '?';
+            i += 2;
+        } else {
+            out[o++] = raw[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* A request as soon as its target is known (libmicrohttpd's URI log callback, which runs
+ * before any header is read): keeps the target as sent. The rest is set by req_start(). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     http_req_t *req = calloc(1, sizeof *req);
     if (req == NULL)
         return NULL;
-    req->srv = srv;
+    req->srv = cls;
     req->conn = conn;
     req->t0_ns = mono_ns();
-    if ((req->path = strdup(url != NULL ? url : "/")) == NULL) {
-        free(req);
+    pthread_mutex_init(&req->defer_mu, NULL);
+    if (uri == NULL)
+        uri = "/";
+    if ((req->raw_path = strndup(uri, strcspn(uri, "?#"))) == NULL) {
+        req_free(req);
         return NULL;
     }
-    pthread_mutex_init(&req->defer_mu, NULL);
-    copy_str(req->method_log, sizeof req->method_log, method);
-    copy_str(req->method, sizeof req->method, strcmp(method, "HEAD") == 0 ? "GET" : method);
-    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (rid != NULL && request_id_safe(rid))
-        copy_str(req->rid, sizeof req->rid, rid);
-    else
-        request_id_new(srv, req->rid);
     return req;
 }
 
+/* The first access-handler call: method, decoded path, request id. 0, or -1 out of memory. */
+static int req_start(http_req_t *req, const char *method)
+{
+    req->path = path_decode(req->raw_path, strlen(req->raw_path), &req->path_error);
+    if (req->path == NULL)
+        return -1;
+    req->begun = 1;
+    req->head = strcmp(method, "HEAD") == 0;
+    copy_str(req->method_log, sizeof req->method_log, method);
+    copy_str(req->method, sizeof req->method, req->head ? "GET" : method);
+    const char *rid = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid != NULL && request_id_safe(rid))
+        copy_str(req->rid, sizeof req->rid, rid);
+    else
+        request_id_new(req->srv, req->rid);
+    return 0;
+}
+
 static int route_match(http_req_t *req, int reply);
+
+/* Is `name` (n bytes) one of the comma-separated names in `list`? */
+static int name_listed(const char *list, const char *name, size_t n)
+{
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len == n && memcmp(p, name, n) == 0)
+            return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+typedef struct query_scan {
+    const char *accepted;
+    const char *unknown;                 /* the first name not accepted */
+} query_scan_t;
+
+static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    query_scan_t *q = cls;
+    (void)kind;
+    (void)value;
+    if (key != NULL && key[0] != '\0' && !name_listed(q->accepted, key, strlen(key))) {
+        q->unknown = key;
+        return MHD_NO;                       /* stop at the first */
+    }
+    return MHD_YES;
+}
+
+/* 0 when every query parameter is one the matched route accepts, else ERR_INVAL naming the
+ * first that is not (as an unknown field of a body is refused). */
+static int query_check(const http_req_t *req, err_t *err)
+{
+    const http_route_t *r = req->route->route;
+    query_scan_t q = {.accepted = r->query};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
+    if (q.unknown == NULL)
+        return 0;
+    if (r->query == NULL)
+        return err_set_field(err, ERR_INVAL, q.unknown, "unknown query parameter '%.60s': %s "
+                             "%s takes none", q.unknown, r->method, r->pattern);
+    return err_set_field(err, ERR_INVAL, q.unknown, "unknown query parameter '%.60s': %s %s "
+                         "takes %s", q.unknown, r->method, r->pattern, r->query);
+}
 
 /* The sink listed for this request's method and route, if any (decided once). */
 static void sink_find(http_req_t *req)
@@ -309,8 +422,9 @@ static void sink_find(http_req_t *req)
         return;
     req->sink_checked = 1;
     const http_body_sink_t *k = req->srv->cfg.sinks;
-    if (k == NULL || route_match(req, 0) < 0)
-        return;
+    err_t err;
+    if (k == NULL || route_match(req, 0) < 0 || query_check(req, &err) < 0)
+        return;                              /* dispatch() answers; the body is just kept */
     for (; k->method != NULL; ++k)
         if (strcmp(k->method, req->method) == 0 && strcmp(k->pattern, req->route_label) == 0)
             break;
@@ -595,6 +709,7 @@ static const char *api_code_for(int status, int code)
     case 413: return "payload_too_large";
     case 415: return "unsupported_media_type";
     case 429: return "too_many_requests";
+    case 501: return "not_supported";
     case 503: return "unavailable";
     default: return "internal";
     }
@@ -1001,6 +1116,8 @@ static int route_match(http_req_t *req, int reply)
 {
     if (req->route != NULL)
         return 0;                            /* matched already (a body sink looked first) */
+    if (req->path_error != NULL)
+        return -1;                           /* answered by dispatch() */
     http_server_t *srv = req->srv;
     segment_t seg[HTTP_MAX_SEGMENTS];
     int64_t ids[HTTP_MAX_SEGMENTS];          /* each segment as an id, once, not per route */
@@ -1024,14 +1141,16 @@ static int route_match(http_req_t *req, int reply)
             continue;
         if (any == NULL)
             any = r;
-        if (strcmp(r->route->method, req->method) == 0) {
+        int head_ok = !(r->route->flags & HTTP_ROUTE_NO_HEAD);
+        if (strcmp(r->route->method, req->method) == 0 && (!req->head || head_ok)) {
             if (best == NULL || r->n_param < best->n_param)  /* literal segments win */
                 best = r;
         } else if (strstr(allow, r->route->method) == NULL) {
             size_t used = strlen(allow);
             snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "",
                      r->route->method);
-            if (strcmp(r->route->method, "GET") == 0 && strstr(allow, "HEAD") == NULL) {
+            if (strcmp(r->route->method, "GET") == 0 && head_ok &&
+                strstr(allow, "HEAD") == NULL) {
                 used = strlen(allow);
                 snprintf(allow + used, sizeof allow - used, ", HEAD");
             }
@@ -1051,7 +1170,7 @@ static int route_match(http_req_t *req, int reply)
         req->route_label = any->route->pattern;
         http_set_header(req, MHD_HTTP_HEADER_ALLOW, allow);
         char msg[200];
-        snprintf(msg, sizeof msg, "%s is not allowed on %s (allowed: %s)", req->method,
+        snprintf(msg, sizeof msg, "%s is not allowed on %s (allowed: %s)", req->method_log,
                  any->route->pattern, allow);
         reply_error_status(req, 405, 0, msg, NULL);
         return -1;
@@ -1077,8 +1196,17 @@ static void dispatch(http_req_t *req)
         http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
         return;
     }
+    if (req->path_error != NULL) {
+        err_set_field(&err, ERR_INVAL, "path", "%s", req->path_error);
+        http_reply_error(req, &err);
+        return;
+    }
     if (route_match(req, 1) < 0)
         return;
+    if (query_check(req, &err) < 0) {
+        http_reply_error(req, &err);
+        return;
+    }
     if (req->seen > 0 && (strcmp(req->method, "GET") == 0 || strcmp(req->method, "DELETE") == 0)) {
         /* No route reads a body on these methods: refuse it rather than ignore what the client
          * may have meant as parameters (docs/api.md). */
@@ -1130,19 +1258,88 @@ static enum MHD_Result cl_count_one(void *cls, enum MHD_ValueKind kind, const ch
     return MHD_YES;
 }
 
-/* RFC 9112: an HTTP/1.1 request without Host, or with Content-Length headers that disagree
- * (libmicrohttpd would take the first: a request-smuggling hazard behind a proxy), is answered
- * 400. NULL when the request is fine, else the message. */
-static const char *framing_error(struct MHD_Connection *conn, const char *version)
+/*
+ * RFC 9112 framing that cannot be trusted, answered before any body is read and with the
+ * connection closed, so nothing of this request is taken for a next one: an HTTP/1.1 request
+ * without Host; Content-Length headers that disagree (libmicrohttpd would take the first);
+ * Transfer-Encoding with Content-Length (section 6.1: libmicrohttpd would read the body as
+ * chunked and keep the connection, the classic request-smuggling split behind a proxy); a
+ * transfer coding other than chunked, which libmicrohttpd cannot read (501). 0 when the
+ * request is fine, else the status, with `*msg` saying why.
+ */
+static int framing_error(struct MHD_Connection *conn, const char *version, const char **msg)
 {
     if (version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL)
-        return "an HTTP/1.1 request needs a Host header";
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL) {
+        *msg = "an HTTP/1.1 request needs a Host header";
+        return 400;
+    }
     cl_count_t c = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, cl_count_one, &c);
-    if (c.differ)
-        return "the request has Content-Length headers that disagree";
-    return NULL;
+    if (c.differ) {
+        *msg = "the request has Content-Length headers that disagree";
+        return 400;
+    }
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te == NULL)
+        return 0;
+    if (c.n > 0) {
+        *msg = "the request has both Transfer-Encoding and Content-Length";
+        return 400;
+    }
+    if (strcasecmp(te, "chunked") != 0) {
+        *msg = "Transfer-Encoding other than chunked is not supported";
+        return 501;
+    }
+    return 0;
+}
+
+/* Has the client closed its side of the connection (nothing more will come)? A peek, so
+ * nothing is taken from libmicrohttpd. */
+static int peer_finished(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL)
+        return 0;
+    char c;
+    return recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/*
+ * A request whose body is still expected, from a client that has already closed its sending
+ * side (shutdown(SHUT_WR) after part of a body): libmicrohttpd reads the last bytes and the
+ * end of input in one go and, polling by edge, never looks at the socket again, so the
+ * connection would wait out --idle-timeout. The rest of the body may still sit in
+ * libmicrohttpd's buffer, so the connection is not closed here: its timeout drops to
+ * HTTP_EOF_TIMEOUT_S, and a body that is complete is served before that.
+ */
+static void body_watch_eof(http_req_t *req)
+{
+    if (!req->eof_seen && peer_finished(req->conn)) {
+        req->eof_seen = 1;
+        MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned int)HTTP_EOF_TIMEOUT_S);
+    }
+}
+
+/* Does the request announce a body (Content-Length > 0, or chunked)? */
+static int body_expected(struct MHD_Connection *conn)
+{
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL)
+        return strspn(cl, "0") != strlen(cl);
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+/* Answer at once, before any body is read, and close: the body is never read. */
+static enum MHD_Result answer_now(http_req_t *req)
+{
+    http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+    return queue_reply(req);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1152,26 +1349,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     http_server_t *srv = cls;
     http_req_t *req = *con_cls;
-    if (req == NULL) {
-        if ((req = req_new(srv, conn, url, method)) == NULL)
+    if (req == NULL) {                       /* the URI log callback ran out of memory */
+        if ((req = on_uri(srv, url, conn)) == NULL)
             return MHD_NO;
         *con_cls = req;
+    }
+    if (!req->begun) {
+        if (req_start(req, method) < 0)
+            return MHD_NO;
         atomic_fetch_add(&srv->active, 1);
-        const char *framing = framing_error(conn, version);
-        if (framing != NULL) {
-            /* Where this request ends cannot be trusted: answer before reading a body, and
-             * close, so nothing of it is taken for a next request. */
-            err_t ferr;
-            err_set(&ferr, ERR_INVAL, "%s", framing);
-            http_reply_error(req, &ferr);
-            http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
-            return queue_reply(req);
+        const char *msg = NULL;
+        int status = framing_error(conn, version, &msg);
+        if (status != 0) {
+            reply_error_status(req, status, status == 400 ? ERR_INVAL : 0, msg, NULL);
+            return answer_now(req);
         }
-        if (check_auth(req) < 0) {
-            /* Answer at once: the body is never read and the connection closes. */
-            http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
-            return queue_reply(req);
-        }
+        if (check_auth(req) < 0)
+            return answer_now(req);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL) {
@@ -1179,19 +1373,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno == ERANGE || (end != cl && n > srv->cfg.max_body)) {
-                /* Answer at once: the body is never read and the connection closes. */
                 req->too_big = 1;
                 dispatch(req);
-                http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
-                return queue_reply(req);
+                return answer_now(req);
             }
         }
+        if (body_expected(conn))
+            body_watch_eof(req);
         return MHD_YES;                      /* answer on a later call: keeps keep-alive */
     }
     if (*upload_data_size > 0) {
         if (!req->queued)
             req_append(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        body_watch_eof(req);
         return MHD_YES;
     }
     if (req->queued)
@@ -1216,12 +1411,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return queue_reply(req);
 }
 
+/* The path as the client sent it, which is already percent-encoded: only what would break the
+ * log line (controls, spaces, quotes, bytes over 0x7e) is encoded once more. */
 static void log_path(char *dst, size_t size, const char *path)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)path; *p != '\0' && o + 4 < size; ++p) {
-        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || *p == '%') {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
             dst[o++] = '%';
             dst[o++] = hex[*p >> 4];
             dst[o++] = hex[*p & 15];
@@ -1262,7 +1459,7 @@ static size_t access_record(char *dst, size_t size, const http_req_t *req, int s
                             uint64_t bytes, int64_t ns, int aborted)
 {
     char path[300];
-    log_path(path, sizeof path, req->path);
+    log_path(path, sizeof path, req->raw_path);
     uint64_t us = ns > 0 ? ((uint64_t)ns + 500) / 1000 : 0;
     text_t t = {dst, 0, size};
     text_str(&t, "http method=");
@@ -1294,6 +1491,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req == NULL)
         return;
     *con_cls = NULL;
+    if (!req->begun) {                       /* libmicrohttpd refused it before its headers */
+        req_free(req);
+        return;
+    }
     int64_t ns = mono_ns() - req->t0_ns;
     double secs = (double)ns / 1e9;
     uint64_t bytes = req->bytes;
@@ -1443,6 +1644,7 @@ int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, srv},
         {cfg->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
          (intptr_t)cfg->threads, NULL},
         {MHD_OPTION_END, 0, NULL},

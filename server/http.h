@@ -21,8 +21,14 @@
  *     };
  *
  * Path parameters ({id}, {bid}, ...) match positive decimal int64 values only; anything else
- * (0, "abc", overflow) makes the path unknown: 404 not_found. A known path with another method
- * is 405 method_not_allowed with an Allow header. HEAD is served by the GET handler.
+ * (0, "abc", overflow) makes the path unknown: 404 not_found. A path holding an encoded NUL
+ * (%00) or an encoded '/' (%2F) is 400 invalid_argument. A known path with another method
+ * is 405 method_not_allowed with an Allow header. HEAD is served by the GET handler (its body
+ * dropped), except on routes flagged HTTP_ROUTE_NO_HEAD, where it is 405. Each route lists
+ * the query parameters it reads; any other is 400 invalid_argument naming it, before the
+ * handler runs, so a typo never passes silently:
+ *
+ *     {"GET", "/v1/models", models_list, "limit,after", 0},
  *
  * Every answer carries X-Request-Id (the client's, when it sent a safe one of at most 64
  * characters, else a fresh 16-hex-digit id) and is logged as one line at info level when done.
@@ -55,13 +61,20 @@ typedef struct http_stream http_stream_t;  /* a streamed answer (SSE) */
  */
 typedef int (*http_handler_fn)(http_req_t *req, err_t *err);
 
+/* http_route_t.flags */
+#define HTTP_ROUTE_NO_HEAD 1u      /* GET does work HEAD must not do (a backup, a subscription):
+                                      HEAD is 405 method_not_allowed, Allow: GET */
+
 typedef struct http_route {
     const char *method;        /* "GET", "POST", "PUT", "DELETE"; NULL ends a table */
     const char *pattern;       /* "/v1/models/{id}/train"; also the metrics route label */
     http_handler_fn handler;
+    const char *query;         /* query parameters accepted, comma-separated ("limit,after");
+                                  NULL = none */
+    unsigned flags;            /* HTTP_ROUTE_* */
 } http_route_t;
 
-#define HTTP_ROUTE_END {NULL, NULL, NULL}
+#define HTTP_ROUTE_END {NULL, NULL, NULL, NULL, 0}
 
 typedef struct http_config {
     const char *bind;          /* IPv4 or IPv6 literal, e.g. "127.0.0.1", "::" */

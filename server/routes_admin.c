@@ -108,6 +108,6 @@ static int admin_backup(http_req_t *req, err_t *err)
 }
 
 const http_route_t routes_admin[] = {
-    {"GET", "/v1/backup", admin_backup},
+    {"GET", "/v1/backup", admin_backup, NULL, HTTP_ROUTE_NO_HEAD},
     HTTP_ROUTE_END,
 };

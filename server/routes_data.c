@@ -486,8 +486,9 @@ const http_body_sink_t routes_data_sinks[] = {
 };
 
 const http_route_t routes_data[] = {
-    {"POST", "/v1/models/{id}/batches", batch_create},
-    {"GET", "/v1/models/{id}/batches", batch_list},
-    {"DELETE", "/v1/models/{id}/batches/{bid}", batch_delete},
+    {"POST", "/v1/models/{id}/batches", batch_create, "label_columns,header,rows,cols",
+     0},
+    {"GET", "/v1/models/{id}/batches", batch_list, NULL, 0},
+    {"DELETE", "/v1/models/{id}/batches/{bid}", batch_delete, NULL, 0},
     HTTP_ROUTE_END,
 };

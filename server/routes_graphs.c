@@ -411,6 +411,6 @@ out:
 }
 
 const http_route_t routes_graphs[] = {
-    {"POST", "/v1/graphs/eval", graphs_eval},
+    {"POST", "/v1/graphs/eval", graphs_eval, NULL, 0},
     HTTP_ROUTE_END,
 };

@@ -104,9 +104,9 @@ static int events_get(http_req_t *req, err_t *err)
 }
 
 const http_route_t routes_jobs[] = {
-    {"GET", "/v1/jobs", jobs_list},
-    {"GET", "/v1/jobs/{id}", job_get},
-    {"DELETE", "/v1/jobs/{id}", job_delete},
-    {"GET", "/v1/models/{id}/events", events_get},
+    {"GET", "/v1/jobs", jobs_list, "model_id,status,limit,after", 0},
+    {"GET", "/v1/jobs/{id}", job_get, NULL, 0},
+    {"DELETE", "/v1/jobs/{id}", job_delete, NULL, 0},
+    {"GET", "/v1/models/{id}/events", events_get, NULL, HTTP_ROUTE_NO_HEAD},
     HTTP_ROUTE_END,
 };

@@ -202,11 +202,11 @@ static int meta_web(http_req_t *req, err_t *err)
 }
 
 const http_route_t routes_meta[] = {
-    {"GET", "/healthz", meta_healthz},
-    {"GET", "/metrics", meta_metrics},
-    {"GET", "/openapi.json", meta_openapi},
-    {"GET", "/", meta_web},
-    {"GET", "/app.js", meta_web},
-    {"GET", "/style.css", meta_web},
+    {"GET", "/healthz", meta_healthz, NULL, 0},
+    {"GET", "/metrics", meta_metrics, NULL, 0},
+    {"GET", "/openapi.json", meta_openapi, NULL, 0},
+    {"GET", "/", meta_web, NULL, 0},
+    {"GET", "/app.js", meta_web, NULL, 0},
+    {"GET", "/style.css", meta_web, NULL, 0},
     HTTP_ROUTE_END,
 };

@@ -518,11 +518,11 @@ out:
 }
 
 const http_route_t routes_query[] = {
-    {"POST", "/v1/models/{id}/loss", loss_post},
-    {"POST", "/v1/models/{id}/gradients", gradients_post},
-    {"POST", "/v1/models/{id}/predict", predict_post},
-    {"GET", "/v1/models/{id}/boundary", boundary_get},
-    {"GET", "/v1/models/{id}/history", history_get},
-    {"POST", "/v1/models/{id}/gradcheck", gradcheck_post},
+    {"POST", "/v1/models/{id}/loss", loss_post, NULL, 0},
+    {"POST", "/v1/models/{id}/gradients", gradients_post, NULL, 0},
+    {"POST", "/v1/models/{id}/predict", predict_post, NULL, 0},
+    {"GET", "/v1/models/{id}/boundary", boundary_get, NULL, 0},
+    {"GET", "/v1/models/{id}/history", history_get, "max_points,after_step,limit", 0},
+    {"POST", "/v1/models/{id}/gradcheck", gradcheck_post, NULL, 0},
     HTTP_ROUTE_END,
 };

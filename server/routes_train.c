@@ -178,7 +178,7 @@ out:
 }
 
 const http_route_t routes_train[] = {
-    {"POST", "/v1/models/{id}/train", train_post},
-    {"POST", "/v1/models/{id}/step", step_post},
+    {"POST", "/v1/models/{id}/train", train_post, NULL, 0},
+    {"POST", "/v1/models/{id}/step", step_post, NULL, 0},
     HTTP_ROUTE_END,
 };

@@ -1,8 +1,14 @@
 /* tests/integration/it_badhttp.c -- bad input at the HTTP level, over raw TCP sockets: a
  * truncated body, a body dripped a few bytes at a time while others are served, a wrong
  * Content-Length, invalid UTF-8 and NUL bytes in JSON, a body on GET and DELETE, a header flood,
- * pipelined requests, HTTP/1.0 without Host. After each: /healthz answers 200, nothing changed
- * (unless the case is meant to change something), and no answer is a 5xx. */
+ * pipelined requests, HTTP/1.0 without Host, Transfer-Encoding with Content-Length or an
+ * unknown coding, a client that half-closes mid-body, encoded NUL and '/' in paths, unknown
+ * query parameters, HEAD on routes whose GET does work. After each: /healthz answers 200,
+ * nothing changed (unless the case is meant to change something), and no answer is a 5xx.
+ *
+ * A second daemon (tcase "streams") has few connections and event streams: streams of a
+ * deleted model end, a client that leaves a stream frees its slot at once, streams over
+ * --max-streams are 429 and never starve /healthz, and the access log shows raw paths. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <check.h>
@@ -166,6 +172,50 @@ static void raw_exchange(const void *req, size_t len, int want, raw_read_t *rr)
     raw_send(fd, req, len);
     raw_recv(fd, want, 10000, rr);
     close(fd);
+}
+
+/* Everything the server sends on `fd` until it closes the connection, `needle` appears
+ * (NULL: only the close ends it) or timeout_ms passes. New, NUL-terminated; `*closed` (may be
+ * NULL) says whether the server closed. */
+static char *raw_slurp(int fd, const char *needle, int timeout_ms, int *closed)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    buf[0] = '\0';
+    int done = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    while (!done && (needle == NULL || strstr(buf, needle) == NULL)) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0)
+            break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            done = 1;
+            break;
+        }
+        len += (size_t)n;
+        buf[len] = '\0';
+        ck_assert_msg(len < cap - 1, "answer larger than %zu bytes", cap);
+    }
+    if (closed != NULL)
+        *closed = done;
+    return buf;
+}
+
+/* One request text on a fresh connection, which must get exactly one answer, with `status`. */
+static void raw_expect(const char *req, size_t len, int status)
+{
+    raw_read_t rr;
+    raw_exchange(req, len, 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, status);
+    raw_read_free(&rr);
 }
 
 /* ---- the daemon is fine and nothing changed --------------------------------------------------- */
@@ -672,10 +722,7 @@ START_TEST(http10_no_host)
     raw_read_free(&rr);
     static const char req2[] = "POST /v1/models HTTP/1.0\r\nContent-Type: application/json\r\n"
                                "Content-Length: 28\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
-    raw_exchange(req2, sizeof req2 - 1, 1, &rr);
-    ck_assert_int_eq(rr.n, 1);
-    ck_assert_int_eq(rr.r[0].status, 201);
-    raw_read_free(&rr);
+    raw_expect(req2, sizeof req2 - 1, 201);
     free(snap);
     snap = models_snapshot();
     /* HTTP/1.1 requires Host: 400 from the HTTP layer. */
@@ -700,6 +747,348 @@ START_TEST(http10_no_host)
 }
 END_TEST
 
+
+/* One request on a fresh connection, read until the server closes it (at most 5 s): exactly
+ * one answer with `status` and error `code`, and the connection closed. */
+static void one_answer_then_close(const char *req, int status, const char *code)
+{
+    int fd = raw_connect();
+    raw_send(fd, req, strlen(req));
+    int closed = 0;
+    char *text = raw_slurp(fd, NULL, 5000, &closed);
+    close(fd);
+    ck_assert_msg(closed, "the connection stayed open after: %s", text);
+    ck_assert_msg(count_str(text, "HTTP/1.1 ") == 1, "want one status line: %s", text);
+    int got = 0;
+    sscanf(text, "HTTP/1.1 %d", &got);
+    ck_assert_msg(got == status, "want %d: %s", status, text);
+    char *body = strstr(text, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    check_error(body + 4, code, NULL);
+    free(text);
+}
+
+START_TEST(transfer_encoding)
+{
+    char *snap = models_snapshot();
+    /* RFC 9112 6.1: both headers is a smuggling split; read as chunked, the body here would
+     * create a model and keep the connection for the bytes after it. */
+    one_answer_then_close(
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        "1c\r\n{\"kind\":\"linear\",\"inputs\":2}\r\n0\r\n\r\n"
+        "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        400, "invalid_argument");
+    check_healthy(snap);
+    one_answer_then_close(
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 28\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "{\"kind\":\"linear\",\"inputs\":2}",
+        400, "invalid_argument");
+    check_healthy(snap);
+    /* A coding libmicrohttpd cannot read: answered, not left hanging. */
+    one_answer_then_close(
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: gzip\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}",
+        501, "not_supported");
+    check_healthy(snap);
+    /* chunked alone is fine. */
+    static const char ok[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n1c\r\n{\"kind\":\"linear\",\"inputs\":2}\r\n0\r\n\r\n";
+    raw_expect(ok, sizeof ok - 1, 201);
+    free(snap);
+}
+END_TEST
+
+START_TEST(half_close)
+{
+    char *snap = models_snapshot();
+    /* Part of a body, then the client closes its sending side: the rest can never come, so the
+     * server closes at once rather than after --idle-timeout (30 s here). Sent in one write, as
+     * a client that writes and shuts down does. */
+    static const char part[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n{\"kind\":\"linear\"";
+    static const char none[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n";
+    const char *reqs[] = {part, none};
+    for (int i = 0; i < 2; ++i) {
+        int fd = raw_connect();
+        raw_send(fd, reqs[i], strlen(reqs[i]));
+        shutdown(fd, SHUT_WR);
+        int64_t t0 = now_ms();
+        int closed = 0;
+        char *text = raw_slurp(fd, NULL, 10000, &closed);
+        int64_t ms = now_ms() - t0;
+        close(fd);
+        ck_assert_msg(closed && ms < 3000, "case %d: closed=%d after %lld ms", i, closed,
+                      (long long)ms);
+        ck_assert_msg(strstr(text, "HTTP/1.1 2") == NULL, "case %d acted on: %s", i, text);
+        free(text);
+        check_healthy(snap);
+    }
+    free(snap);
+    /* A complete body followed by the same shutdown is still answered. */
+    static const char whole[] =
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Content-Length: 28\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}";
+    int fd = raw_connect();
+    raw_send(fd, whole, sizeof whole - 1);
+    shutdown(fd, SHUT_WR);
+    int closed = 0;
+    char *text = raw_slurp(fd, NULL, 5000, &closed);
+    close(fd);
+    ck_assert_msg(strncmp(text, "HTTP/1.1 201 ", 13) == 0, "answer: %s", text);
+    free(text);
+}
+END_TEST
+
+/* `method path` on a fresh connection: the one answer (status, headers, body). */
+static void raw_call(const char *method, const char *path, raw_read_t *rr)
+{
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\n\r\n", method, path);
+    raw_exchange(req, (size_t)n, 1, rr);
+    ck_assert_msg(rr->n == 1, "%s %s: no answer", method, path);
+}
+
+/* `method path` must be 400 invalid_argument naming `field`. */
+static void raw_call_invalid(const char *method, const char *path, const char *field)
+{
+    raw_read_t rr;
+    raw_call(method, path, &rr);
+    ck_assert_msg(rr.r[0].status == 400, "%s %s: %d", method, path, rr.r[0].status);
+    check_error(rr.r[0].body, "invalid_argument", field);
+    raw_read_free(&rr);
+}
+
+static int64_t batch_count(int64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
+    cJSON *j = it_call("GET", path, NULL, 200);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "batches"));
+    cJSON_Delete(j);
+    return n;
+}
+
+START_TEST(encoded_path)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    add_rows(id);
+    add_rows(id);
+    char path[128];
+    raw_read_t rr;
+    /* %00 once cut the path: this deleted all of model id. */
+    snprintf(path, sizeof path, "/v1/models/%lld%%00/batches/1", (long long)id);
+    raw_call_invalid("DELETE", path, "path");
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    cJSON_Delete(it_call("GET", path, NULL, 200));
+    ck_assert_int_eq(batch_count(id), 2);
+    /* %2F once worked as a separator. */
+    const char *fmts[] = {"/v1/models%%2F%lld", "/v1/models%%2f%lld",
+                          "/v1/models/%lld%%2Fbatches"};
+    for (int i = 0; i < 3; ++i) {
+        snprintf(path, sizeof path, fmts[i], (long long)id);
+        raw_call_invalid("GET", path, "path");
+    }
+    /* Other escapes still decode: %76 is 'v'. */
+    snprintf(path, sizeof path, "/%%761/models/%lld", (long long)id);
+    raw_call("GET", path, &rr);
+    ck_assert_int_eq(rr.r[0].status, 200);
+    raw_read_free(&rr);
+}
+END_TEST
+
+START_TEST(unknown_query)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    add_rows(id);
+    char path[128];
+    raw_call_invalid("GET", "/v1/models?limit=2&colour=red", "colour");
+    raw_call_invalid("GET", "/healthz?verbose", "verbose");
+    snprintf(path, sizeof path, "/v1/models/%lld/export?fmt=json", (long long)id);
+    raw_call_invalid("GET", path, "fmt");
+    /* A batch upload with an unknown parameter stores nothing. */
+    snprintf(path, sizeof path, "/v1/models/%lld/batches?sheet=2", (long long)id);
+    it_call_t c = {.method = "POST", .path = path, .content_type = "text/csv",
+                   .body = "1,2,3\n4,5,6\n"};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_int_eq(r.status, 400);
+    check_error(r.body, "invalid_argument", "sheet");
+    it_resp_free(&r);
+    ck_assert_int_eq(batch_count(id), 1);
+    /* Declared parameters still work. */
+    snprintf(path, sizeof path, "/v1/models/%lld/batches?header=false", (long long)id);
+    c.path = path;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    it_resp_free(&r);
+    ck_assert_int_eq(batch_count(id), 2);
+}
+END_TEST
+
+START_TEST(head_without_work)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char path[128];
+    raw_read_t rr;
+    /* GET's work (a whole backup, a subscription) is not HEAD's. */
+    snprintf(path, sizeof path, "/v1/models/%lld/events", (long long)id);
+    const char *refused[] = {"/v1/backup", path};
+    for (int i = 0; i < 2; ++i) {
+        int fd = raw_connect();
+        char req[160];
+        int n = snprintf(req, sizeof req, "HEAD %s HTTP/1.1\r\nHost: t\r\n\r\n", refused[i]);
+        raw_send(fd, req, (size_t)n);
+        char *head = raw_slurp(fd, "\r\n\r\n", 5000, NULL);   /* HEAD: no body follows */
+        close(fd);
+        ck_assert_msg(strncmp(head, "HTTP/1.1 405 ", 13) == 0, "HEAD %s: %s", refused[i], head);
+        ck_assert_msg(strstr(head, "\r\nAllow: GET\r\n") != NULL, "HEAD %s: %s", refused[i],
+                      head);
+        free(head);
+    }
+    /* Elsewhere HEAD is GET without the body. */
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    it_call_t c = {.method = "HEAD", .path = path};
+    it_resp_t r;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(r.len, 0);
+    it_resp_free(&r);
+    /* And the Allow of a refused HEAD's route leaves HEAD out. */
+    raw_call("PUT", "/v1/backup", &rr);
+    ck_assert_int_eq(rr.r[0].status, 405);
+    ck_assert_msg(strstr(rr.r[0].head, "\r\nAllow: GET\r\n") != NULL, "%s", rr.r[0].head);
+    raw_read_free(&rr);
+}
+END_TEST
+
+/* ---- event streams and the access log (a daemon of their own) -------------------------------- */
+
+static void setup_streams(void)
+{
+    /* Four connections, two streams: what is left must do for /healthz and API calls. */
+    const char *extra[] = {"--log-level", "info", "--threads", "1", "--max-connections", "4",
+                           "--max-streams", "2", NULL};
+    it_opts_t o = {.extra = extra, .capture_stderr = 1};
+    ck_assert_msg(it_start_opts(&d, it_exe, &o) == 0, "daemon did not start");
+}
+
+/* Open an event stream of model `id` on a new connection: its socket once the stream's first
+ * comment has come, or -1 with the answer's status in *status when the server refused it. */
+static int stream_open(int64_t id, int *status)
+{
+    int fd = raw_connect();
+    char req[128];
+    int n = snprintf(req, sizeof req, "GET /v1/models/%lld/events HTTP/1.1\r\nHost: t\r\n\r\n",
+                     (long long)id);
+    raw_send(fd, req, (size_t)n);
+    char *text = raw_slurp(fd, "\r\n\r\n", 5000, NULL);
+    *status = 0;
+    sscanf(text, "HTTP/1.1 %d", status);
+    if (*status == 200) {
+        if (strstr(text, ": connected") == NULL) {
+            free(text);
+            text = raw_slurp(fd, ": connected", 5000, NULL);
+            ck_assert_msg(strstr(text, ": connected") != NULL, "stream: %s", text);
+        }
+        free(text);
+        return fd;
+    }
+    free(text);
+    close(fd);
+    return -1;
+}
+
+START_TEST(stream_of_deleted_model)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    int status = 0;
+    int fd = stream_open(id, &status);
+    ck_assert_int_eq(status, 200);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    it_call_free("DELETE", path, NULL, 204);
+    int64_t t0 = now_ms();
+    int closed = 0;
+    char *text = raw_slurp(fd, NULL, 10000, &closed);
+    int64_t ms = now_ms() - t0;
+    close(fd);
+    char want[96];
+    snprintf(want, sizeof want, "event: deleted\ndata: {\"model_id\":%lld}\n\n", (long long)id);
+    ck_assert_msg(strstr(text, want) != NULL, "no deleted event: %s", text);
+    ck_assert_msg(closed && ms < 3000, "stream not closed (%d) after %lld ms", closed,
+                  (long long)ms);
+    /* The chunked body ends properly: the last chunk follows the event. */
+    ck_assert_msg(strstr(strstr(text, want), "\r\n0\r\n\r\n") != NULL, "no last chunk: %s", text);
+    free(text);
+}
+END_TEST
+
+START_TEST(stream_limit)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    int status = 0;
+    int a = stream_open(id, &status);
+    ck_assert_int_eq(status, 200);
+    int b = stream_open(id, &status);
+    ck_assert_int_eq(status, 200);
+    /* One more: 429, with the contract's error body. */
+    char req[128];
+    int n = snprintf(req, sizeof req, "GET /v1/models/%lld/events HTTP/1.1\r\nHost: t\r\n\r\n",
+                     (long long)id);
+    raw_read_t rr;
+    raw_exchange(req, (size_t)n, 1, &rr);
+    ck_assert_int_eq(rr.n, 1);
+    ck_assert_int_eq(rr.r[0].status, 429);
+    check_error(rr.r[0].body, "too_many_requests", NULL);
+    ck_assert_ptr_nonnull(strstr(rr.r[0].head, "\r\nRetry-After: 1\r\n"));
+    raw_read_free(&rr);
+    /* The health probe still gets through, on a connection of its own. */
+    raw_call("GET", "/healthz", &rr);
+    ck_assert_int_eq(rr.r[0].status, 200);
+    raw_read_free(&rr);
+    /* A client that leaves an idle stream frees its slot within about a second, not at the
+     * next keep-alive (15 s). */
+    close(a);
+    int64_t t0 = now_ms();
+    int c = -1;
+    while (c < 0 && now_ms() - t0 < 5000) {
+        c = stream_open(id, &status);
+        if (c < 0) {
+            ck_assert_int_eq(status, 429);
+            it_sleep_ms(100);
+        }
+    }
+    int64_t ms = now_ms() - t0;
+    ck_assert_msg(c >= 0 && ms < 2000, "slot free after %lld ms", (long long)ms);
+    close(b);
+    close(c);
+}
+END_TEST
+
+START_TEST(access_log_raw_path)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld%%00/batches/1", (long long)id);
+    raw_read_t rr;
+    raw_call("DELETE", path, &rr);
+    ck_assert_int_eq(rr.r[0].status, 400);
+    raw_read_free(&rr);
+    ck_assert_int_eq(it_stop(&d), 0);
+    char *log = it_read_log(&d);
+    char want[200];
+    snprintf(want, sizeof want, "http method=DELETE path=%s status=400 ", path);
+    ck_assert_msg(strstr(log, want) != NULL, "no '%s' in the log:\n%s", want, log);
+    free(log);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
@@ -716,6 +1105,18 @@ int main(int argc, char **argv)
     tcase_add_test(tc, header_flood);
     tcase_add_test(tc, pipelined);
     tcase_add_test(tc, http10_no_host);
+    tcase_add_test(tc, transfer_encoding);
+    tcase_add_test(tc, half_close);
+    tcase_add_test(tc, encoded_path);
+    tcase_add_test(tc, unknown_query);
+    tcase_add_test(tc, head_without_work);
     suite_add_tcase(s, tc);
+    TCase *ts = tcase_create("streams");
+    tcase_add_checked_fixture(ts, setup_streams, teardown);
+    tcase_set_timeout(ts, 60);
+    tcase_add_test(ts, stream_of_deleted_model);
+    tcase_add_test(ts, stream_limit);
+    tcase_add_test(ts, access_log_raw_path);
+    suite_add_tcase(s, ts);
     return it_run(s);
 }

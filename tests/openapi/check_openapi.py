@@ -5,7 +5,9 @@ Offline and fast (registered with CTest as `openapi`):
   - the document is JSON, OpenAPI 3.0.3, and every internal $ref resolves;
   - every route in server/routes_*.c ({"METHOD", "/path", handler}) is documented with that
     method, and the document has no path the daemon does not serve;
-  - every /v1 operation lists its error answers and every response has a description.
+  - every /v1 operation lists its error answers and every response has a description;
+  - every route's query parameters (the names its route table entry accepts) are exactly the
+    query parameters documented for its operation.
 
 With NEUROND_OPENAPI_VALIDATE=1 it also runs a standard validator through npx
 (@apidevtools/swagger-cli); that needs npm and the network, so it is off by default.
@@ -56,10 +58,16 @@ def main():
     walk(doc)
 
     routes = set()
+    accepted = {}                    # (method, path) -> query names its table entry accepts
     for rf in glob.glob(os.path.join(src, "server", "routes_*.c")):
         with open(rf, encoding="utf-8") as f:
-            for m in re.finditer(r'\{\s*"(GET|POST|PUT|DELETE)"\s*,\s*"([^"]+)"\s*,', f.read()):
-                routes.add((m.group(1).lower(), m.group(2)))
+            text = f.read()
+        for m in re.finditer(r'\{\s*"(GET|POST|PUT|DELETE)"\s*,\s*"([^"]+)"\s*,', text):
+            routes.add((m.group(1).lower(), m.group(2)))
+        for m in re.finditer(r'\{\s*"(GET|POST|PUT|DELETE)"\s*,\s*"([^"]+)"\s*,\s*\w+\s*,'
+                             r'\s*(NULL|"[^"]*")', text):
+            names = set() if m.group(3) == "NULL" else set(m.group(3).strip('"').split(","))
+            accepted[(m.group(1).lower(), m.group(2))] = names
     if len(routes) < 4:
         fail("found only %d routes in server/routes_*.c" % len(routes))
     documented = set()
@@ -73,6 +81,14 @@ def main():
                     fail("%s %s: response %s has no description" % (method.upper(), p, status))
             if p.startswith("/v1/") and not any(s.startswith("4") for s in op["responses"]):
                 fail("%s %s lists no 4xx answer" % (method.upper(), p))
+    for (method, p), names in sorted(accepted.items()):
+        item = doc["paths"].get(p, {})
+        params = item.get("parameters", []) + item.get(method, {}).get("parameters", [])
+        params = [resolve(q["$ref"]) if "$ref" in q else q for q in params]
+        documented_query = {q["name"] for q in params if q.get("in") == "query"}
+        if documented_query != names:
+            fail("%s %s: the route accepts query parameters %s, docs/openapi.json documents %s"
+                 % (method.upper(), p, sorted(names), sorted(documented_query)))
     missing = sorted(routes - documented)
     extra = sorted(documented - routes)
     if missing:
