@@ -588,6 +588,6 @@ const http_route_t routes_models[] = {
     {"POST", "/v1/models/{id}/checkpoints", checkpoint_create, NULL, 0},
     {"GET", "/v1/models/{id}/checkpoints", checkpoint_list, NULL, 0},
     {"POST", "/v1/models/{id}/restore", model_restore, NULL, 0},
-    {"GET", "/v1/models/{id}/export", model_export, NULL, 0},
+    {"GET", "/v1/models/{id}/export", model_export, "format,dtype", 0},
     HTTP_ROUTE_END,
 };
