@@ -36,7 +36,7 @@
 #endif
 
 #define MAX_TOKENS 256
-#define TOKEN_SHORT 16           /* shorter tokens draw a warning at start */
+#define TOKEN_MIN 16             /* shorter tokens refuse the start */
 
 typedef struct config {
     const char *bind;
@@ -105,7 +105,8 @@ static const flag_t flags[] = {
     {"data-cache", FLAG_INT, 0, (int64_t)1 << 50, "1073741824",
      "bytes of stored training rows kept in memory between train calls; 0 keeps none"},
     {"token-file", FLAG_STR, 0, 0, "none (no auth)",
-     "file with bearer tokens, one per line; /v1/* then needs one (see also NEUROND_TOKENS)"},
+     "file with bearer tokens of 16+ characters, one per line, '#' starts a comment; /v1/* "
+     "then needs one (see also NEUROND_TOKENS)"},
     {"protect-all", FLAG_BOOL, 0, 0, "false",
      "with tokens: also protect /metrics, / and /openapi.json (not /healthz)"},
     {"log-level", FLAG_LEVEL, 0, 0, "info", "error | warn | info | debug"},
@@ -138,8 +139,9 @@ static void usage(FILE *f)
                "                                                    (safe while a daemon runs; "
                "OUT.db must not exist) and exit\n\n"
                "environment only:\n"
-               "  NEUROND_TOKENS  bearer tokens separated by commas or whitespace; combined "
-               "with --token-file\n"
+               "  NEUROND_TOKENS  bearer tokens separated by commas or whitespace, '#' starts a "
+               "comment; combined\n"
+               "                  with --token-file\n"
                "  NEUROND_BUSY_TIMEOUT_MS  how long a write waits for a database lock held by "
                "another process (default: 5000)\n");
 }
@@ -347,6 +349,13 @@ static void tokens_add(tokens_t *t, const char *text, size_t len, const char *so
             exit(2);
         }
     }
+    /* A short token is guessable, and a short "token" is usually a word of a comment or of a
+     * sentence that was fed in by mistake: refuse both rather than warn. */
+    if (len < TOKEN_MIN) {
+        fprintf(stderr, "neurond: %s, %s %d: token is shorter than %d characters; use a long "
+                "random one (e.g. openssl rand -hex 32)\n", source, what, pos, TOKEN_MIN);
+        exit(2);
+    }
     if (len > HTTP_TOKEN_MAX) {
         fprintf(stderr, "neurond: %s, %s %d: token longer than %d bytes\n", source, what, pos,
                 HTTP_TOKEN_MAX);
@@ -365,9 +374,19 @@ static void tokens_add(tokens_t *t, const char *text, size_t len, const char *so
         exit(1);
     }
     t->n++;
-    if (len < TOKEN_SHORT)
-        log_msg(LOG_LEVEL_WARN, "%s, %s %d: token is shorter than %d characters; use a long "
-                "random one (e.g. openssl rand -hex 32)", source, what, pos, TOKEN_SHORT);
+}
+
+/*
+ * Where a comment starts in text[0..len): at a '#' that begins the text or follows a space or
+ * tab (so a token may still contain '#'); len when there is none. Token files and NEUROND_TOKENS
+ * read comments alike, so a commented token file gives the same tokens either way.
+ */
+static size_t tokens_comment_start(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; ++i)
+        if (text[i] == '#' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t'))
+            return i;
+    return len;
 }
 
 /* One token per line; blank lines and '#' comments ignored, surrounding whitespace trimmed.
@@ -396,7 +415,10 @@ static void tokens_load_file(tokens_t *t, const char *path)
             ++p;
         while (e > p && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
-        if (*p == '\0' || *p == '#')
+        e = p + tokens_comment_start(p, (size_t)(e - p));
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            --e;
+        if (e == p)
             continue;
         tokens_add(t, p, (size_t)(e - p), source, "line", n_line);
     }
@@ -413,14 +435,19 @@ static void tokens_load_file(tokens_t *t, const char *path)
     }
 }
 
-/* NEUROND_TOKENS: tokens separated by commas or whitespace. Set but empty exits 2, since
- * whoever set it meant to turn authentication on. */
+/* NEUROND_TOKENS: tokens separated by commas or whitespace; a '#' where a token would start
+ * begins a comment that runs to the end of its line (as in a token file). Set but empty exits
+ * 2, since whoever set it meant to turn authentication on. */
 static void tokens_load_env(tokens_t *t, const char *value)
 {
     static const char seps[] = ", \t\r\n";
     int before = t->n, pos = 0;
     for (const char *p = value; *p != '\0';) {
         p += strspn(p, seps);
+        if (*p == '#') {               /* a comment: skip to the end of its line */
+            p += strcspn(p, "\n");
+            continue;
+        }
         size_t len = strcspn(p, seps);
         if (len > 0)
             tokens_add(t, p, len, "NEUROND_TOKENS", "token", ++pos);

@@ -83,7 +83,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-TOKEN=examples-$RANDOM$RANDOM
+TOKEN=examples-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 printf '# tokens for the examples test\n%s\n' "$TOKEN" >"$TMP/tokens"
 "$NEUROND" --bind 127.0.0.1 --port 0 --db "$TMP/neurond.db" --token-file "$TMP/tokens" \
     --log-level warn >"$TMP/daemon.out" 2>"$TMP/daemon.err" &

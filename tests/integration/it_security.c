@@ -1,7 +1,8 @@
 /* tests/integration/it_security.c -- access control end to end: bearer tokens from a file and
  * from NEUROND_TOKENS, 401 on every /v1/ path without a valid one (also a prefix of a valid
  * token, or a valid token with more after it), what stays open with and without --protect-all,
- * tokens never in the log, bad token sources refused at start, loopback as the default bind. */
+ * tokens never in the log, bad token sources refused at start (also tokens under 16 characters),
+ * '#' comments ignored in token files and NEUROND_TOKENS, loopback as the default bind. */
 #define _GNU_SOURCE   /* mkdtemp, strndup */
 #include <check.h>
 #include <errno.h>
@@ -357,6 +358,89 @@ START_TEST(bad_token_sources_exit_2)
 }
 END_TEST
 
+START_TEST(short_token_refuses_start)
+{
+    char path[512], err[4096];
+    make_tmpdir();
+
+    /* 15 characters: one short of the minimum, from the file and from the environment. The
+     * message names the source and position, never the token. */
+    write_file("short", "# ok\n" TOK_FILE_1 "\nshort-secret-15\n", path, sizeof path);
+    const char *a1[] = {"--token-file", path, NULL};
+    ck_assert_int_eq(run_to_exit(a1, NULL, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "line 3") != NULL && strstr(err, "shorter than 16") != NULL &&
+                      strstr(err, "short-secret") == NULL, "%s", err);
+    ck_assert_int_eq(run_to_exit(NULL, "NEUROND_TOKENS=" TOK_ENV_1 ",short-secret-15", err,
+                                 sizeof err), 2);
+    ck_assert_msg(strstr(err, "NEUROND_TOKENS, token 2") != NULL &&
+                      strstr(err, "shorter than 16") != NULL && strstr(err, "short-secret") == NULL,
+                  "%s", err);
+
+    /* Exactly 16 characters is enough. */
+    write_file("sixteen", "sixteen-chars-ok\n", path, sizeof path);
+    const char *extra[] = {"--token-file", path, NULL};
+    ck_assert_int_eq(it_start(&d, it_exe, extra), 0);
+    expect_status("GET", "/v1/models", "Bearer sixteen-chars-ok", NULL, 200);
+}
+END_TEST
+
+/* A commented token file gives the same tokens from --token-file and from NEUROND_TOKENS: the
+ * words of its comments never become tokens. */
+#define COMMENTED_TOKENS                                                                     \
+    "# the one token of this file, # and a comment\n"                                         \
+    "   # indented comment\n"                                                                \
+    TOK_FILE_1 "   # trailing comment\n"                                                     \
+    "tok#en-with-a-hash-inside\n"                                                            \
+    "#\n"
+
+/* The running daemon takes the two tokens of COMMENTED_TOKENS and none of its comment words;
+ * then it is stopped. */
+static void expect_commented_tokens(void)
+{
+    expect_status("GET", "/v1/models", "Bearer " TOK_FILE_1, NULL, 200);
+    expect_status("GET", "/v1/models", "Bearer tok#en-with-a-hash-inside", NULL, 200);
+    static const char *const words[] = {"#", "the", "one", "token", "comment", "indented",
+                                        "trailing", NULL};
+    for (int i = 0; words[i] != NULL; ++i) {
+        char auth[64];
+        snprintf(auth, sizeof auth, "Bearer %s", words[i]);
+        expect_401("GET", "/v1/models", auth, NULL);
+    }
+    it_cleanup(&d);
+}
+
+START_TEST(comments_ignored_in_file_and_env)
+{
+    char path[512], err[4096];
+    make_tmpdir();
+
+    write_file("commented", COMMENTED_TOKENS, path, sizeof path);
+    const char *extra[] = {"--token-file", path, NULL};
+    ck_assert_int_eq(it_start(&d, it_exe, extra), 0);
+    expect_commented_tokens();
+
+    const char *env[] = {"NEUROND_TOKENS=" COMMENTED_TOKENS, NULL};
+    it_opts_t o = {.env = env};
+    ck_assert_int_eq(it_start_opts(&d, it_exe, &o), 0);
+    expect_commented_tokens();
+
+    /* The repository's example token file, all comments, holds no token either way. */
+    snprintf(path, sizeof path, "%s/../../docker/tokens.example.txt", it_golden);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    static char env_text[8192] = "NEUROND_TOKENS=";
+    size_t used = strlen(env_text);
+    used += fread(env_text + used, 1, sizeof env_text - 1 - used, f);
+    env_text[used] = '\0';
+    fclose(f);
+    ck_assert_int_eq(run_to_exit(NULL, env_text, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "NEUROND_TOKENS is set but contains no token") != NULL, "%s", err);
+    const char *a1[] = {"--token-file", path, NULL};
+    ck_assert_int_eq(run_to_exit(a1, NULL, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "contains no token") != NULL, "%s", err);
+}
+END_TEST
+
 START_TEST(default_bind_is_loopback)
 {
     make_tmpdir();
@@ -388,6 +472,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, protect_all_from_environment);
     tcase_add_test(tc, no_tokens_no_auth);
     tcase_add_test(tc, bad_token_sources_exit_2);
+    tcase_add_test(tc, short_token_refuses_start);
+    tcase_add_test(tc, comments_ignored_in_file_and_env);
     tcase_add_test(tc, default_bind_is_loopback);
     suite_add_tcase(s, tc);
     return it_run(s);
