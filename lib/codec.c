@@ -295,13 +295,15 @@ static int require_object(const cJSON *j, const char *path, const char *what, er
  */
 
 /* Shortest of %.15g, %.16g, %.17g that reads back as exactly v. */
-void codec_format_double(double v, char *buf, size_t size)
+int codec_format_double(double v, char *buf, size_t size)
 {
-    for (int prec = 15; prec <= 17; ++prec) {
+    for (int prec = 15; prec < 17; ++prec) {
         snprintf(buf, size, "%.*g", prec, v);
         if (strtod(buf, NULL) == v)
-            return;
+            return prec;
     }
+    snprintf(buf, size, "%.17g", v);   /* always reads back */
+    return 17;
 }
 
 /* cJSON 1.7.15 prints %1.15g whenever it reads back within ~2 ulp (an approximate compare), so
@@ -845,7 +847,7 @@ fail:
  */
 
 /* The JSON shape of parameter tensor k: a graph model's param node shape, else [rows, cols]. */
-static void param_shape(const model_t *m, int32_t k, tensor_shape_t *shape)
+void codec_param_shape(const model_t *m, int32_t k, tensor_shape_t *shape)
 {
     const model_spec_t *spec = model_spec(m);
     const char *name = model_tensor_name(m, k);
@@ -902,7 +904,7 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
         } else {
             seen[k] = 1;
             tensor_shape_t shape;
-            param_shape(m, k, &shape);
+            codec_param_shape(m, k, &shape);
             rc = tensor_walk(c, &shape, path, NULL, NULL, err);
         }
     }
@@ -916,7 +918,7 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
     for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
         int32_t k = model_tensor_find(m, c->string);
         tensor_shape_t shape;
-        param_shape(m, k, &shape);
+        codec_param_shape(m, k, &shape);
         tensor_walk(c, &shape, "parameters", dst + model_tensor_offset(m, k), NULL, NULL);
     }
     free(seen);
@@ -931,7 +933,7 @@ cJSON *codec_params_encode(const model_t *m, const double *params)
     int32_t nt = model_n_tensors(m);
     for (int32_t k = 0; k < nt; ++k) {
         tensor_shape_t shape;
-        param_shape(m, k, &shape);
+        codec_param_shape(m, k, &shape);
         cJSON *t = codec_tensor_encode(&shape, params + model_tensor_offset(m, k));
         if (add(obj, model_tensor_name(m, k), t) < 0) {
             cJSON_Delete(obj);

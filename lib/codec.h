@@ -54,6 +54,10 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
 /* The model's parameters as {"W1": [[...]], ...}. New item. */
 cJSON *codec_params_encode(const model_t *m, const double *params);
 
+/* The JSON shape of the model's parameter tensor k, as codec_params_encode writes it: a graph
+ * model's param node shape ([], [n] or [r, c]), else [rows, cols]. */
+void codec_param_shape(const model_t *m, int32_t k, tensor_shape_t *shape);
+
 /* Parameter values for a spec ("parameters" inside a spec) before the model exists: decoded as
  * named matrices, shapes checked later by model_new. */
 int codec_param_values_decode(const cJSON *json, model_spec_t *spec, err_t *err);
@@ -150,8 +154,10 @@ cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x);
 int codec_tensor_decode(const cJSON *json, const tensor_shape_t *shape, const char *field,
                         double **out, int32_t *rows, err_t *err);
 
-/* The shortest of %.15g, %.16g, %.17g that reads back as exactly v (v finite); buf >= 32. */
-void codec_format_double(double v, char *buf, size_t size);
+/* The shortest of %.15g, %.16g, %.17g that reads back as exactly v (v finite); buf >= 32.
+ * Returns the precision it took (15, 16 or 17), so the same text can be printed again with
+ * one snprintf("%.*g"). */
+int codec_format_double(double v, char *buf, size_t size);
 
 /* A finite double as a JSON number that round-trips exactly (cJSON prints %1.15g then %1.17g). */
 cJSON *codec_number(double v);

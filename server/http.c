@@ -71,6 +71,7 @@ struct http_stream {
     int suspended, woken, closed;
     int fd;                              /* the connection's socket, for http_stream_probe() */
     int peer_gone;                       /* the probe saw the client close: end the stream */
+    uint64_t size;                       /* the body's length, or MHD_SIZE_UNKNOWN (chunked) */
     uint64_t bytes;
     struct http_stream *prev, *next;     /* srv->streams, while a response holds it */
     int listed;
@@ -867,9 +868,10 @@ static void stream_close(http_stream_t *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-int http_reply_stream(http_req_t *req, int status, const char *content_type,
-                      http_stream_read_fn read, void *ctx, http_stream_free_fn free_fn,
-                      http_stream_t **out)
+/* http_reply_stream() of a body of `size` bytes (MHD_SIZE_UNKNOWN: chunked). */
+static int reply_stream(http_req_t *req, int status, const char *content_type, uint64_t size,
+                        http_stream_read_fn read, void *ctx, http_stream_free_fn free_fn,
+                        http_stream_t **out)
 {
     if (out != NULL)
         *out = NULL;
@@ -877,6 +879,7 @@ int http_reply_stream(http_req_t *req, int status, const char *content_type,
     if (s == NULL)
         return ERR_NOMEM;
     pthread_mutex_init(&s->mu, NULL);
+    s->size = size;
     s->srv = req->srv;
     s->conn = req->conn;
     s->read = read;
@@ -893,6 +896,20 @@ int http_reply_stream(http_req_t *req, int status, const char *content_type,
     if (out != NULL)
         *out = s;
     return 0;
+}
+
+int http_reply_stream(http_req_t *req, int status, const char *content_type,
+                      http_stream_read_fn read, void *ctx, http_stream_free_fn free_fn,
+                      http_stream_t **out)
+{
+    return reply_stream(req, status, content_type, MHD_SIZE_UNKNOWN, read, ctx, free_fn, out);
+}
+
+int http_reply_stream_sized(http_req_t *req, int status, const char *content_type,
+                            uint64_t size, http_stream_read_fn read, void *ctx,
+                            http_stream_free_fn free_fn)
+{
+    return reply_stream(req, status, content_type, size, read, ctx, free_fn, NULL);
 }
 
 void http_stream_wake(http_stream_t *s)
@@ -1007,7 +1024,7 @@ static enum MHD_Result queue_reply(http_req_t *req)
         pthread_mutex_lock(&s->mu);
         s->refs++;                         /* the response's reference */
         pthread_mutex_unlock(&s->mu);
-        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK,
+        resp = MHD_create_response_from_callback(s->size, HTTP_STREAM_BLOCK,
                                                  stream_reader, s, stream_response_free);
         if (resp == NULL) {
             stream_unref(s);

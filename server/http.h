@@ -292,6 +292,16 @@ int http_reply_stream(http_req_t *req, int status, const char *content_type,
                       http_stream_read_fn read, void *ctx, http_stream_free_fn free_fn,
                       http_stream_t **out);
 
+/*
+ * http_reply_stream() without a producer, for a body whose length is known before it is
+ * written: `read` must produce exactly `size` bytes. The answer carries Content-Length instead
+ * of being chunked, so a HEAD answer is framed right and has the length, and a client can tell
+ * a body cut short (the daemon stopping) from a whole one.
+ */
+int http_reply_stream_sized(http_req_t *req, int status, const char *content_type,
+                            uint64_t size, http_stream_read_fn read, void *ctx,
+                            http_stream_free_fn free_fn);
+
 /* New data is ready: resume a parked stream. Any thread; harmless after the stream closed. */
 void http_stream_wake(http_stream_t *s);
 

@@ -22,6 +22,7 @@
 #include "export_onnx.h"
 #include "http.h"
 #include "graph.h"
+#include "jsonstream.h"
 #include "model.h"
 #include "optim.h"
 #include "present.h"
@@ -279,7 +280,8 @@ static int model_delete(http_req_t *req, err_t *err)
 
 /* ---- parameters --------------------------------------------------------------------------- */
 
-/* 200 {"step", "parameters"} of model `id`, one committed snapshot. */
+/* 200 {"step", "parameters"} of model `id`, one committed snapshot. Streamed: the parameters
+ * are written as they are sent (jsonstream.h), so a large model costs its values once. */
 static int reply_params(http_req_t *req, int64_t id, err_t *err)
 {
     app_t *app = app_of(req);
@@ -294,30 +296,32 @@ static int reply_params(http_req_t *req, int64_t id, err_t *err)
         registry_read_end(app->registry, id);
         return rc;
     }
-    cJSON *body = NULL;
+    jsonstream_t *js = NULL;
     if (state.n_params != model_n_params(m)) {
         rc = err_set(err, ERR_DB, "model %" PRId64 " has %" PRId64 " stored parameters, its "
                      "spec needs %" PRId64, id, state.n_params, model_n_params(m));
     } else {
-        body = cJSON_CreateObject();
-        cJSON *p = codec_params_encode(m, state.params);
-        if (body == NULL || p == NULL ||
-            !cJSON_AddItemToObject(body, "step", cJSON_CreateNumber((double)state.step))) {
-            cJSON_Delete(p);
-            p = NULL;
-        }
-        if (p == NULL || !cJSON_AddItemToObject(body, "parameters", p)) {
-            cJSON_Delete(p);
-            cJSON_Delete(body);
-            body = NULL;
+        cJSON *head = cJSON_CreateObject();
+        if (head == NULL || cJSON_AddNumberToObject(head, "step", (double)state.step) == NULL) {
+            cJSON_Delete(head);
             rc = nomem(err);
+        } else if (jsonstream_new(head, &js) < 0) {
+            rc = nomem(err);
+        } else {
+            double *params = state.params;
+            state.params = NULL;       /* the stream frees them, also when keeping fails */
+            if (jsonstream_keep(js, params, free) < 0 ||
+                jsonstream_add_params(js, "parameters", m, params) < 0)
+                rc = nomem(err);
         }
     }
     registry_read_end(app->registry, id);
     store_state_clear(&state);
-    if (rc < 0)
+    if (rc < 0) {
+        jsonstream_free(js);
         return rc;
-    return http_reply_json(req, 200, body);
+    }
+    return jsonstream_reply(req, 200, js, err);
 }
 
 static int params_get(http_req_t *req, err_t *err)
@@ -487,6 +491,15 @@ static int model_restore(http_req_t *req, err_t *err)
 
 /* ---- export and import -------------------------------------------------------------------- */
 
+/* A heap registry copy, freed with the export stream that reads it. */
+static void copy_release(void *copy)
+{
+    registry_copy_free(copy);
+    free(copy);
+}
+
+/* Streamed like the parameters: the head is printed by cJSON, then the parameters and the
+ * optimizer state (Adam's is twice the parameters) are written from the copy as they are sent. */
 static int model_export(http_req_t *req, err_t *err)
 {
     const char *format = http_query(req, "format");
@@ -499,43 +512,43 @@ static int model_export(http_req_t *req, err_t *err)
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     store_model_t row;
-    registry_copy_t copy;
-    int rc = registry_load_row(app->registry, id, &row, &copy, err);
-    if (rc < 0)
+    registry_copy_t *copy = malloc(sizeof *copy);
+    if (copy == NULL)
+        return nomem(err);
+    int rc = registry_load_row(app->registry, id, &row, copy, err);
+    if (rc < 0) {
+        free(copy);
         return rc;
-    cJSON *body = cJSON_CreateObject();
-    cJSON *state = cJSON_CreateArray();
-    int ok = body != NULL && state != NULL;
-    int64_t n_state = optim_state_len(copy.optim);
-    const double *sv = optim_state(copy.optim);
-    for (int64_t i = 0; i < n_state && ok; ++i) {
-        cJSON *v = codec_number(sv[i]);
-        ok = v != NULL && cJSON_AddItemToArray(state, v);
-        if (!ok)
-            cJSON_Delete(v);
     }
-    ok = ok && cJSON_AddStringToObject(body, "format", EXPORT_FORMAT) != NULL &&
-         cJSON_AddNumberToObject(body, "version", EXPORT_VERSION) != NULL &&
-         cJSON_AddItemToObject(body, "name", row.name != NULL ? cJSON_CreateString(row.name)
-                                                             : cJSON_CreateNull()) &&
-         cJSON_AddRawToObject(body, "spec", row.spec_json) != NULL &&
-         cJSON_AddItemToObject(body, "step", cJSON_CreateNumber((double)copy.step)) &&
-         cJSON_AddItemToObject(body, "loss", row.has_loss ? codec_number(row.loss)
-                                                          : cJSON_CreateNull()) &&
-         cJSON_AddItemToObject(body, "parameters",
-                               codec_params_encode(copy.model, model_params(copy.model)));
-    if (ok) {
-        ok = cJSON_AddItemToObject(body, "optimizer_state", state);
-        state = NULL;
-    }
-    cJSON_Delete(state);
+    cJSON *head = cJSON_CreateObject();
+    int ok = head != NULL &&
+             cJSON_AddStringToObject(head, "format", EXPORT_FORMAT) != NULL &&
+             cJSON_AddNumberToObject(head, "version", EXPORT_VERSION) != NULL &&
+             cJSON_AddItemToObject(head, "name", row.name != NULL ? cJSON_CreateString(row.name)
+                                                                 : cJSON_CreateNull()) &&
+             cJSON_AddRawToObject(head, "spec", row.spec_json) != NULL &&
+             cJSON_AddItemToObject(head, "step", cJSON_CreateNumber((double)copy->step)) &&
+             cJSON_AddItemToObject(head, "loss", row.has_loss ? codec_number(row.loss)
+                                                              : cJSON_CreateNull());
     store_model_clear(&row);
-    registry_copy_free(&copy);
     if (!ok) {
-        cJSON_Delete(body);
+        cJSON_Delete(head);
+        copy_release(copy);
         return nomem(err);
     }
-    return http_reply_json(req, 200, body);
+    jsonstream_t *js = NULL;
+    if (jsonstream_new(head, &js) < 0) {
+        copy_release(copy);
+        return nomem(err);
+    }
+    if (jsonstream_keep(js, copy, copy_release) < 0 ||
+        jsonstream_add_params(js, "parameters", copy->model, model_params(copy->model)) < 0 ||
+        jsonstream_add_numbers(js, "optimizer_state", optim_state(copy->optim),
+                               optim_state_len(copy->optim)) < 0) {
+        jsonstream_free(js);
+        return nomem(err);
+    }
+    return jsonstream_reply(req, 200, js, err);
 }
 
 static int model_import(http_req_t *req, err_t *err)
