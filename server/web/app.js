@@ -515,7 +515,12 @@
       };
       fact('kind', m.kind);
       renderStep();
-      fact('loss', fmtNum(m.loss), m.loss === null ? 'not trained yet' : String(m.loss));
+      // The model's loss is that of its parameters now, at its step N (the last run's
+      // loss_after); the curve's last point is a history row, the loss at step N-1 before that
+      // update. Both name their step, so they never seem to disagree.
+      fact('loss', m.loss === null ? '–' : `${fmtNum(m.loss)} at step ${fmtInt(m.step)}`,
+        m.loss === null ? 'no loss yet: not trained since it was created, restored or set'
+          : `${m.loss}: the loss of the parameters at step ${m.step}, after the last run`);
       fact('rows', fmtInt(m.rows));
       const hidden = Array.isArray(spec.hidden) && spec.hidden.length
         ? ` → ${spec.hidden.map((h) => `${h.units} ${h.activation || ''}`.trim()).join(' → ')}` : '';
@@ -695,7 +700,7 @@
       const m = { l: 66, r: 14, t: 12, b: 36 };
       svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
       svg.setAttribute('aria-label', pts.length
-        ? `Loss by step: ${pts.length} points from step ${pts[0].step} to ${pts[pts.length - 1].step}, last loss ${fmtNum(pts[pts.length - 1].loss)}`
+        ? `Loss by step: ${pts.length} points from step ${pts[0].step} to ${pts[pts.length - 1].step}, loss recorded at step ${pts[pts.length - 1].step}: ${fmtNum(pts[pts.length - 1].loss)}`
         : 'Loss by step: no points yet');
       svg.replaceChildren();
       curveGeom = null;
@@ -770,7 +775,7 @@
       for (const p of pts) if (p.loss < best.loss) best = p;
       const last = pts[pts.length - 1];
       note.textContent = `${fmtInt(pts.length)} points, steps ${fmtInt(pts[0].step)}–${fmtInt(last.step)} · ` +
-        `last loss ${fmtNum(last.loss)} · lowest ${fmtNum(best.loss)} at step ${fmtInt(best.step)}`;
+        `loss recorded at step ${fmtInt(last.step)}: ${fmtNum(last.loss)} · lowest ${fmtNum(best.loss)} at step ${fmtInt(best.step)}`;
     }
 
     logBox.addEventListener('change', () => { st.logScale = logBox.checked; queueDraw(); });

@@ -167,6 +167,24 @@ test('a model page draws the loss curve of an async run as it trains', async () 
   assert.match(await page.locator('.chart-note').textContent(), /300 points, steps 0–299/);
   assert.ok(apiJob.result.loss_after < apiJob.result.loss_before, 'the run lowered the loss');
 
+  // Two losses are on the page, each naming its step, each equal to its source in the API: the
+  // model's loss now (the parameters at step 300: the run's loss_after) and the loss the last
+  // history row recorded (the parameters at step 299, before its update).
+  const model = await call(OPEN, 'GET', `/v1/models/${circle.id}`);
+  assert.equal(model.step, 300);
+  assert.equal(model.loss, apiJob.result.loss_after);
+  const lossFact = page.locator('[data-fact="loss"]');
+  await eventually(async () => / at step 300$/.test(await lossFact.textContent()), 'loss now at step 300');
+  const nowShown = Number((await lossFact.textContent()).split(' ')[0]);
+  assert.ok(Math.abs(nowShown - model.loss) <= 1e-5 * Math.abs(model.loss), `loss now ${nowShown} vs ${model.loss}`);
+  const lastRow = (await call(OPEN, 'GET', `/v1/models/${circle.id}/history?after_step=298`)).history[0];
+  assert.equal(lastRow.step, 299);
+  const recorded = (await page.locator('.chart-note').textContent()).match(/loss recorded at step 299: (\S+) ·/);
+  assert.ok(recorded, await page.locator('.chart-note').textContent());
+  const recShown = Number(recorded[1]);
+  assert.ok(Math.abs(recShown - lastRow.loss) <= 1e-5 * Math.abs(lastRow.loss), `recorded ${recShown} vs ${lastRow.loss}`);
+  assert.ok(recShown > nowShown, 'the last update lowered the loss: the two values differ');
+
   // Hovering the curve reads a point.
   const box = await chart.locator('svg').boundingBox();
   await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.5);
