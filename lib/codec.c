@@ -1974,11 +1974,41 @@ int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t 
  * Train requests and results.
  */
 
+/* "early_stopping": {"patience" (required, >= 1), "min_delta" (0), "restore_best" (true)}. */
+static int early_stopping_decode(const cJSON *j, train_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"patience", "min_delta", "restore_best", NULL};
+    int rc = require_object(j, "early_stopping", "an object", err);
+    if (rc == 0)
+        rc = check_fields(j, "early_stopping", fields, err);
+    if (rc < 0)
+        return rc;
+    const cJSON *v = member(j, "patience");
+    if (v == NULL)
+        return err_set_field(err, ERR_INVAL, "early_stopping.patience",
+                             "early_stopping.patience is required: evaluations without "
+                             "improvement before the run stops");
+    if ((rc = get_int(v, "early_stopping.patience", 1, CODEC_INT_EXACT_MAX, &req->patience,
+                      err)) < 0)
+        return rc;
+    if ((v = member(j, "min_delta")) != NULL) {
+        if ((rc = get_finite(v, "early_stopping.min_delta", &req->min_delta, err)) < 0)
+            return rc;
+        if (req->min_delta < 0)
+            return err_set_field(err, ERR_INVAL, "early_stopping.min_delta",
+                                 "early_stopping.min_delta = %g must be >= 0", req->min_delta);
+    }
+    if ((v = member(j, "restore_best")) != NULL &&
+        (rc = get_bool(v, "early_stopping.restore_best", &req->restore_best, err)) < 0)
+        return rc;
+    return 0;
+}
+
 int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err)
 {
     static const char *const fields[] = {
         "steps", "epochs", "batch_size", "learning_rate", "tolerance", "target_loss",
-        "history_every", "seed", "async", NULL};
+        "history_every", "seed", "async", "early_stopping", NULL};
     train_req_default(req);
     if (async != NULL)
         *async = 0;
@@ -2028,6 +2058,9 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
             return rc;
         req->seed = (uint64_t)seed;
     }
+    if ((v = member(json, "early_stopping")) != NULL &&
+        (rc = early_stopping_decode(v, req, err)) < 0)
+        return rc;
     if ((v = member(json, "async")) != NULL) {
         int32_t a = 0;   /* -O3 -Wmaybe-uninitialized false positive (Release build) */
         if ((rc = get_bool(v, "async", &a, err)) < 0)
@@ -2038,6 +2071,101 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
     return 0;
 }
 
+static cJSON *int_array(const int64_t *v, int64_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int64_t i = 0; i < n; ++i)
+        if (push(a, codec_int(v[i])) < 0) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* The confusion matrix of k classes as k rows of counts. */
+static cJSON *confusion_encode(const int64_t *c, int32_t k)
+{
+    cJSON *rows = cJSON_CreateArray();
+    for (int32_t i = 0; i < k; ++i)
+        if (push(rows, int_array(c + (int64_t)i * k, k)) < 0) {
+            cJSON_Delete(rows);
+            return NULL;
+        }
+    return rows;
+}
+
+static cJSON *precision_recall_f1(cJSON *o, double accuracy, double p, double r, double f1)
+{
+    if (add(o, "accuracy", codec_number(accuracy)) < 0 ||
+        add(o, "precision", codec_number(p)) < 0 || add(o, "recall", codec_number(r)) < 0 ||
+        add(o, "f1", codec_number(f1)) < 0)
+        return NULL;
+    return o;
+}
+
+static cJSON *metrics_encode(const eval_result_t *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    switch (r->family) {
+    case EVAL_FAMILY_REGRESSION: {
+        const eval_regression_t *g = &r->regression;
+        if (add(o, "mse", codec_number(g->mse)) < 0 || add(o, "rmse", codec_number(g->rmse)) < 0 ||
+            add(o, "mae", codec_number(g->mae)) < 0 || add(o, "r2", codec_number(g->r2)) < 0)
+            goto fail;
+        break;
+    }
+    case EVAL_FAMILY_BINARY: {
+        const eval_binary_t *b = &r->binary;
+        const int64_t cm[4] = {b->tn, b->fp, b->fn, b->tp};
+        if (precision_recall_f1(o, b->accuracy, b->precision, b->recall, b->f1) == NULL ||
+            add(o, "confusion_matrix", confusion_encode(cm, 2)) < 0 ||
+            add(o, "roc_auc", codec_number(b->roc_auc)) < 0 ||
+            (!isnan(b->log_loss) && add(o, "log_loss", codec_number(b->log_loss)) < 0))
+            goto fail;
+        break;
+    }
+    case EVAL_FAMILY_MULTICLASS: {
+        const eval_multiclass_t *mc = &r->multiclass;
+        cJSON *per_class = cJSON_CreateArray();
+        if (precision_recall_f1(o, mc->accuracy, mc->precision, mc->recall, mc->f1) == NULL ||
+            add(o, "confusion_matrix", confusion_encode(mc->confusion, mc->k)) < 0 ||
+            add(o, "per_class", per_class) < 0)
+            goto fail;
+        for (int32_t j = 0; j < mc->k; ++j) {
+            cJSON *c = cJSON_CreateObject();
+            if (push(per_class, c) < 0 || add(c, "class", codec_int(j)) < 0 ||
+                add(c, "precision", codec_number(mc->class_precision[j])) < 0 ||
+                add(c, "recall", codec_number(mc->class_recall[j])) < 0 ||
+                add(c, "f1", codec_number(mc->class_f1[j])) < 0 ||
+                add(c, "support", codec_int(mc->support[j])) < 0)
+                goto fail;
+        }
+        if (!isnan(mc->log_loss) && add(o, "log_loss", codec_number(mc->log_loss)) < 0)
+            goto fail;
+        break;
+    }
+    default:
+        break;
+    }
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+cJSON *codec_eval_encode(const eval_result_t *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (add(o, "rows", codec_int(r->rows)) < 0 || add(o, "loss", codec_number(r->loss)) < 0 ||
+        add(o, "metrics", metrics_encode(r)) < 0) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 cJSON *codec_train_result_encode(const train_result_t *res)
 {
     const char *stopped = train_stop_name(res->stopped);
@@ -2046,7 +2174,12 @@ cJSON *codec_train_result_encode(const train_result_t *res)
         add(o, "step", codec_int(res->step)) < 0 ||
         add(o, "loss_before", codec_number(res->loss_before)) < 0 ||
         add(o, "loss_after", codec_number(res->loss_after)) < 0 ||
+        (res->validated && add(o, "val_loss_after", codec_number(res->val_loss_after)) < 0) ||
         add(o, "stopped", cJSON_CreateString(stopped != NULL ? stopped : "unknown")) < 0 ||
+        (res->early_stopping &&
+         (add(o, "best_step", res->best_step >= 0 ? codec_int(res->best_step)
+                                                   : cJSON_CreateNull()) < 0 ||
+          add(o, "best_val_loss", codec_number(res->best_val_loss)) < 0)) ||
         add(o, "elapsed_ms", codec_number(res->elapsed_ms)) < 0) {
         cJSON_Delete(o);
         return NULL;

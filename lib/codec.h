@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "graph.h"
+#include "evaluate.h"
 #include "model.h"
 #include "train.h"
 
@@ -145,6 +146,10 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
 
 /* Train result as API.md's object (model_id added by the caller). New item. */
 cJSON *codec_train_result_encode(const train_result_t *res);
+
+/* An evaluation as {"rows","loss","metrics":{…}}, the metrics of its family (API.md
+ * "/evaluate"). New item, NULL when out of memory. */
+cJSON *codec_eval_encode(const eval_result_t *r);
 
 /* A tensor of the given shape as JSON: scalar -> number, [n] -> array, [r,c] -> nested. */
 cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x);

@@ -1193,7 +1193,22 @@ static int has_boundary(const model_t *m)
            || (m->spec.kind == MODEL_KIND_LINEAR && m->spec.outputs == 1);
 }
 
+static int predict(model_t *m, const double *x, int32_t rows, int with_scores,
+                   model_prediction_t *out, err_t *err);
+
 int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t *out, err_t *err)
+{
+    return predict(m, x, rows, 0, out, err);
+}
+
+int model_predict_scores(model_t *m, const double *x, int32_t rows, model_prediction_t *out,
+                         err_t *err)
+{
+    return predict(m, x, rows, 1, out, err);
+}
+
+static int predict(model_t *m, const double *x, int32_t rows, int with_scores,
+                   model_prediction_t *out, err_t *err)
 {
     memset(out, 0, sizeof *out);
     int rc = forward_predict(m, x, rows, err);
@@ -1223,6 +1238,19 @@ int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t 
         for (int32_t i = 0; i < rows; ++i)
             out->classes[i] = class_of_row(m, i);
     }
+    /* The logits, for metrics that need them exactly (log loss without log(0)). */
+    if (with_scores && model_is_classifier(m)) {
+        const tensor_shape_t *ss = ad_shape(m->g, m->node_score);
+        int64_t n_score_elem = tensor_shape_elems(ss);
+        if (n_score_elem == (int64_t)rows * tensor_shape_cols(ss)) {
+            out->n_score = tensor_shape_cols(ss);
+            out->scores = malloc((size_t)n_score_elem * sizeof *out->scores + 1);
+            if (out->scores == NULL)
+                goto nomem;
+            memcpy(out->scores, ad_value(m->g, m->node_score),
+                   (size_t)n_score_elem * sizeof *out->scores);
+        }
+    }
     double norm = has_boundary(m) ? normal_norm(m) : 0.0;
     if (has_boundary(m) && norm > 0.0) {
         const double *z = ad_value(m->g, m->node_score);
@@ -1245,6 +1273,7 @@ void model_prediction_free(model_prediction_t *p)
     free(p->outputs);
     free(p->classes);
     free(p->margins);
+    free(p->scores);
     memset(p, 0, sizeof *p);
 }
 

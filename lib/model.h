@@ -203,12 +203,19 @@ typedef struct model_prediction {
     double *outputs;        /* rows * n_out */
     int32_t *classes;       /* rows, or NULL for non-classifiers */
     double *margins;        /* rows, or NULL (logistic, perceptron, linear with 1 output) */
+    int32_t n_score;        /* numbers per row in scores */
+    double *scores;         /* model_predict_scores() only: rows * n_score pre-activations of
+                             * a classifier (logits; ovo: pair-row logits); else NULL */
 } model_prediction_t;
 
 /* Predict for rows of x (n_x each). *out's arrays are new; free with model_prediction_free. */
 int model_predict(model_t *m, const double *x, int32_t rows, model_prediction_t *out,
                   err_t *err);
 void model_prediction_free(model_prediction_t *p);
+
+/* model_predict() plus the classifier's scores (metrics need the logits themselves). */
+int model_predict_scores(model_t *m, const double *x, int32_t rows, model_prediction_t *out,
+                         err_t *err);
 
 /* Decision boundary of a 1-output linear / logistic / perceptron model: normal = θ1..n (n_x
  * doubles), unit_normal = normal / ‖normal‖, offset = −θ0 / ‖normal‖. ERR_INVAL for other kinds

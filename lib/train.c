@@ -28,6 +28,11 @@ struct train_ctx {
     int32_t *idx;          /* row order of epoch `epoch` */
     int64_t epoch;         /* epoch whose order idx holds; -1 = none yet in this call */
     double *bx, *by;       /* gathered mini-batch rows */
+    batch_t val;           /* borrowed validation rows; rows 0 = none */
+    int classifier;        /* validation also measures accuracy */
+    double *best_theta;    /* early stopping: θ and optimizer state at the best evaluation */
+    double *best_state;
+    double *swap;          /* θ of the model while a snapshot is evaluated */
 };
 
 void train_req_default(train_req_t *req)
@@ -41,6 +46,9 @@ void train_req_default(train_req_t *req)
     req->target_loss = NAN;
     req->history_every = 1;
     req->seed = 0;
+    req->patience = 0;
+    req->min_delta = 0.0;
+    req->restore_best = 1;
 }
 
 int train_req_validate(const train_req_t *req, err_t *err)
@@ -69,6 +77,18 @@ int train_req_validate(const train_req_t *req, err_t *err)
         return err_set_field(err, ERR_INVAL, "history_every",
                              "history_every must be >= 0, got %lld",
                              (long long)req->history_every);
+    if (req->patience < 0 || req->patience > TRAIN_MAX_STEPS)
+        return err_set_field(err, ERR_INVAL, "early_stopping.patience",
+                             "early_stopping.patience must be in [1, %lld], got %lld",
+                             TRAIN_MAX_STEPS, (long long)req->patience);
+    if (!isfinite(req->min_delta) || req->min_delta < 0.0)
+        return err_set_field(err, ERR_INVAL, "early_stopping.min_delta",
+                             "early_stopping.min_delta must be a finite number >= 0, got %g",
+                             req->min_delta);
+    /* Early stopping watches the recorded rows' evaluations: with none there is nothing. */
+    if (req->patience > 0 && req->history_every == 0)
+        return err_set_field(err, ERR_INVAL, "early_stopping",
+                             "early_stopping needs recorded rows: history_every must be >= 1");
     return 0;
 }
 
@@ -114,6 +134,8 @@ const char *train_stop_name(int32_t stop)
         return "diverged";
     case TRAIN_STOP_CANCELLED:
         return "cancelled";
+    case TRAIN_STOP_EARLY_STOPPING:
+        return "early_stopping";
     default:
         return "unknown";
     }
@@ -171,7 +193,62 @@ void train_ctx_free(train_ctx_t *t)
     free(t->idx);
     free(t->bx);
     free(t->by);
+    free(t->best_theta);
+    free(t->best_state);
+    free(t->swap);
     free(t);
+}
+
+/* Validation loss (and accuracy) at the model's current θ. */
+static int validate(train_ctx_t *t, double *loss, double *accuracy, err_t *err)
+{
+    *accuracy = NAN;
+    int rc = model_loss_grad(t->m, &t->val, loss, NULL, err);
+    if (rc == 0 && t->classifier) {
+        int64_t wrong = 0;
+        rc = model_accuracy(t->m, &t->val, accuracy, &wrong, err);
+    }
+    return rc;
+}
+
+int train_ctx_set_validation(train_ctx_t *t, const batch_t *val, err_t *err)
+{
+    t->val = (batch_t){0};
+    if (val == NULL || val->rows < 1)
+        return 0;
+    if (val->n_x != model_n_x(t->m) || val->n_y != model_n_y(t->m) || val->x == NULL ||
+        val->y == NULL)
+        return err_set(err, ERR_SHAPE, "validation rows have %d inputs and %d labels, the "
+                       "model expects %d and %d", (int)val->n_x, (int)val->n_y,
+                       (int)model_n_x(t->m), (int)model_n_y(t->m));
+    if (t->best_theta == NULL) {
+        t->best_theta = malloc(((size_t)t->n + 1) * sizeof(double));
+        t->best_state = malloc(((size_t)t->state_len + 1) * sizeof(double));
+        t->swap = malloc(((size_t)t->n + 1) * sizeof(double));
+        if (t->best_theta == NULL || t->best_state == NULL || t->swap == NULL)
+            return err_set(err, ERR_NOMEM, "early-stopping buffers for %lld parameters: no "
+                           "memory", (long long)t->n);
+    }
+    t->val = *val;
+    t->classifier = model_is_classifier(t->m);
+    double loss, accuracy;
+    int rc = validate(t, &loss, &accuracy, err);
+    if (rc < 0)
+        t->val = (batch_t){0};
+    return rc;
+}
+
+/* Validation of θ_s, s the step before the most recent update, whose θ the snapshot holds:
+ * for a row that turned out to be the call's last only after its update. */
+static int validate_snapshot(train_ctx_t *t, double *loss, double *accuracy, err_t *err)
+{
+    double *theta = model_params(t->m);
+    const size_t bytes = (size_t)t->n * sizeof(double);
+    memcpy(t->swap, theta, bytes);
+    memcpy(theta, t->snap_theta, bytes);
+    int rc = validate(t, loss, accuracy, err);
+    memcpy(theta, t->swap, bytes);
+    return rc;
 }
 
 /* Per-epoch shuffle seed: depends on (seed, epoch) only, so a call is reproducible. rng_seed()
@@ -254,13 +331,21 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(res, 0, sizeof *res);
-    res->loss_before = res->loss_after = NAN;
+    res->loss_before = res->loss_after = res->val_loss_after = res->best_val_loss = NAN;
+    res->best_step = -1;
     res->step = *global_step;
     res->stopped = TRAIN_STOP_MAX_STEPS;
 
     int rc = train_req_validate(req, err);
     if (rc < 0)
         return rc;
+    const int validating = t->val.rows > 0, early = req->patience > 0;
+    if (early && !validating)
+        return err_set_field(err, ERR_INVAL, "early_stopping",
+                             "early_stopping needs validation rows: POST batches with "
+                             "?split=validation first");
+    res->validated = validating;
+    res->early_stopping = early;
 
     const int32_t rows = t->data.rows;
     const int full = req->batch_size == 0 || req->batch_size >= rows;
@@ -287,7 +372,10 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     int all_rows = 0;          /* `loss` was evaluated on every row */
     int have_next = 0;         /* lbfgs left loss and gradient at the new θ in `loss`, grad */
     train_row_t row = {0};
+    int row_validated = 0;     /* `row` carries its validation values */
     double loss = NAN, loss_prev = NAN;
+    double best = NAN;         /* early stopping: best validation loss of this call */
+    int64_t stale = 0;         /* evaluations since the last improvement */
     int32_t stop = 0;
     batch_t b;
 
@@ -315,6 +403,31 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
         if (k == 0 && all_rows)
             res->loss_before = loss;
 
+        /* The rows this call will record are its evaluations: validate θ_t before any stop
+         * rule, so early stopping sees step t's value. */
+        double val_loss = NAN, val_accuracy = NAN;
+        const int64_t every = req->history_every;
+        const int evaluated = validating && k < steps && isfinite(loss) && every > 0 &&
+                              ((s0 + k) % every == 0 || k == steps - 1);
+        if (evaluated) {
+            if ((rc = validate(t, &val_loss, &val_accuracy, err)) < 0)
+                goto fail;
+            if (early) {
+                if (res->best_step < 0 || val_loss < best - req->min_delta) {
+                    best = val_loss;
+                    stale = 0;
+                    res->best_step = s0 + k;
+                    res->best_val_loss = val_loss;
+                    memcpy(t->best_theta, theta, (size_t)t->n * sizeof(double));
+                    if (t->state_len > 0)
+                        memcpy(t->best_state, optim_state(t->o),
+                               (size_t)t->state_len * sizeof(double));
+                } else {
+                    ++stale;
+                }
+            }
+        }
+
         if (!isfinite(loss) && steps > 0)
             stop = TRAIN_STOP_DIVERGED;
         else if (k == steps)
@@ -323,6 +436,8 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             stop = TRAIN_STOP_TARGET_LOSS;
         else if (k > 0 && fabs(loss - loss_prev) < req->tolerance)
             stop = TRAIN_STOP_TOLERANCE;
+        else if (early && evaluated && stale >= req->patience)
+            stop = TRAIN_STOP_EARLY_STOPPING;
         else if (cancel != NULL && atomic_load_explicit(cancel, memory_order_relaxed) != 0)
             stop = TRAIN_STOP_CANCELLED;
         if (stop != 0)
@@ -337,7 +452,9 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
         }
         const double lr = optim_schedule_rate(schedule, base_lr, s0 + k);
         row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = tensor_norm2(grad, t->n),
-                            .learning_rate = lr};
+                            .learning_rate = lr, .val_loss = val_loss,
+                            .val_accuracy = val_accuracy};
+        row_validated = evaluated;
         snapshot_save(t);
         if (lbfgs) {
             int moved = 0;
@@ -385,6 +502,14 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
             loss_prev = loss;
     }
 
+    /* Early stopping with restore_best: back to θ_b and its optimizer state. The step still
+     * counts every update made and the history keeps every row. */
+    if (stop == TRAIN_STOP_EARLY_STOPPING && req->restore_best && res->best_step < s0 + k) {
+        memcpy(theta, t->best_theta, (size_t)t->n * sizeof(double));
+        if (t->state_len > 0)
+            memcpy(optim_state(t->o), t->best_state, (size_t)t->state_len * sizeof(double));
+        all_rows = 0;          /* loss_after is the loss at θ_b */
+    }
     /* A mini-batch loss is not the loss on all rows that loss_after reports. */
     if (!all_rows && !(stop == TRAIN_STOP_DIVERGED && pending)) {
         rc = model_loss_grad(t->m, &t->data, &loss, NULL, err);
@@ -407,8 +532,14 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
         }
     }
     res->loss_after = loss;
+    if (validating && (rc = validate(t, &res->val_loss_after, &(double){0}, err)) < 0)
+        goto fail;
     if (pending) {
         pending = 0;
+        /* The call's last row is recorded; validate it if it was not planned to be. */
+        if (validating && !row_validated && req->history_every > 0 &&
+            (rc = validate_snapshot(t, &row.val_loss, &row.val_accuracy, err)) < 0)
+            goto fail;
         rc = report(hooks, &row, req->history_every, 1);
         if (rc < 0)
             goto aborted;

@@ -8,6 +8,15 @@
  *    s being the last step whose loss was finite, with the optimizer state it had there, and
  *    stops with TRAIN_STOP_DIVERGED.
  *
+ * Validation (train_ctx_set_validation): while the context has validation rows, every recorded
+ * row also carries val_loss (and val_accuracy for classifiers) at θ_t, one forward pass over
+ * those rows each, and the result val_loss_after at the final θ. Early stopping watches these
+ * evaluations (API.md "Validation data, evaluation and early stopping"): an evaluation at step
+ * t improves when val_loss_t < best − min_delta (the first always does); after `patience`
+ * evaluations in a row without improvement the run stops at that step, before its update, and
+ * with restore_best the parameters and optimizer state go back to those of the best step.
+ * Stop rules are checked in the order target_loss, tolerance, early stopping.
+ *
  * The callback sees a history row only once it is final: the row for step t is reported when
  * loss_{t+1} has been found finite (or at the end of the call), at which moment the model's
  * parameters and optimizer state are exactly those of global step t+1. So a caller that commits
@@ -47,6 +56,7 @@ enum train_stop {
     TRAIN_STOP_CONVERGED = 4,
     TRAIN_STOP_DIVERGED = 5,
     TRAIN_STOP_CANCELLED = 6,
+    TRAIN_STOP_EARLY_STOPPING = 7,
 };
 
 typedef struct train_req {
@@ -58,6 +68,9 @@ typedef struct train_req {
     double target_loss;     /* NAN = none */
     int64_t history_every;  /* >= 0; 0 records no rows */
     uint64_t seed;          /* mini-batch shuffling */
+    int64_t patience;       /* early stopping: evaluations without improvement; 0 = off */
+    double min_delta;       /* early stopping: >= 0 */
+    int32_t restore_best;   /* early stopping: 1 = back to the best step's θ when it fires */
 } train_req_t;
 
 /* One history row (the update θ_t → θ_{t+1}). */
@@ -66,6 +79,8 @@ typedef struct train_row {
     double loss;            /* loss_t */
     double grad_norm;       /* ‖g_t‖₂ over all parameters, without the weight-decay term */
     double learning_rate;
+    double val_loss;        /* loss_t on the validation rows; NaN without them */
+    double val_accuracy;    /* accuracy_t on the validation rows (classifiers); else NaN */
     int32_t recorded;       /* 1 when history_every selects this row (or it is the call's last) */
 } train_row_t;
 
@@ -87,6 +102,11 @@ typedef struct train_result {
     double loss_after;      /* loss on all rows at the final θ */
     int32_t stopped;        /* enum train_stop */
     double elapsed_ms;
+    int32_t validated;      /* 1: the context had validation rows; val_loss_after applies */
+    double val_loss_after;  /* validation loss at the final θ */
+    int32_t early_stopping; /* 1: early stopping was requested; best_step, best_val_loss apply */
+    int64_t best_step;      /* global step of the best evaluation; -1 when none was made */
+    double best_val_loss;
 } train_result_t;
 
 typedef struct train_ctx train_ctx_t;
@@ -95,7 +115,8 @@ typedef struct train_ctx train_ctx_t;
 void train_req_default(train_req_t *req);
 
 /* Range checks (steps >= 0, epochs >= 0, batch_size >= 0, learning_rate > 0 when set,
- * tolerance >= 0, history_every >= 0); err->field names the request field. */
+ * tolerance >= 0, history_every >= 0, patience >= 0, min_delta >= 0, early stopping only with
+ * history_every >= 1); err->field names the request field ("early_stopping.patience"). */
 int train_req_validate(const train_req_t *req, err_t *err);
 
 /*
@@ -116,6 +137,11 @@ const char *train_stop_name(int32_t stop);
  * Allocates every buffer the loop needs (snapshots, shuffled indices, gather buffers). */
 int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out, err_t *err);
 void train_ctx_free(train_ctx_t *t);
+
+/* Evaluate on `val` (borrowed, must outlive the ctx; NULL or 0 rows: none) at every recorded
+ * row. Makes the buffers early stopping needs and runs one evaluation, so the model's buffers
+ * are sized for these rows and train_run() still allocates nothing. */
+int train_ctx_set_validation(train_ctx_t *t, const batch_t *val, err_t *err);
 
 /* Run one train call. *global_step is the model's step before and is advanced (or rolled back).
  * The optimizer state is checked first (optim_state_check): a state the engine could not have

@@ -129,8 +129,8 @@ const datacache_entry_t *datacache_get(datacache_t *dc, int64_t id, const store_
 }
 
 const datacache_entry_t *datacache_put(datacache_t *dc, int64_t id, const store_data_stamp_t *stamp,
-                                       int64_t rows, int32_t n_x, int32_t n_y, double *x,
-                                       double *y)
+                                       int64_t rows, int64_t val_rows, int32_t n_x, int32_t n_y,
+                                       double *x, double *y)
 {
     node_t *n = calloc(1, sizeof *n);
     if (n == NULL) {
@@ -138,10 +138,12 @@ const datacache_entry_t *datacache_put(datacache_t *dc, int64_t id, const store_
         free(y);
         return NULL;
     }
-    n->e = (datacache_entry_t){.rows = rows, .n_x = n_x, .n_y = n_y, .x = x, .y = y};
+    n->e = (datacache_entry_t){.rows = rows, .val_rows = val_rows, .n_x = n_x, .n_y = n_y,
+                               .x = x, .y = y, .val_x = x + rows * n_x,
+                               .val_y = y != NULL ? y + rows * n_y : NULL};
     n->id = id;
     n->stamp = *stamp;
-    n->bytes = rows * (int64_t)(n_x + n_y) * (int64_t)sizeof(double);
+    n->bytes = (rows + val_rows) * (int64_t)(n_x + n_y) * (int64_t)sizeof(double);
     n->refs = 1;
     pthread_mutex_lock(&dc->mu);
     node_t *old = find(dc, id);
@@ -188,12 +190,12 @@ int datacache_rows(datacache_t *dc, store_t *st, int64_t id, int32_t n_x, int32_
         return rc;
     if ((*out = datacache_get(dc, id, &stamp, n_x, n_y)) != NULL)
         return 0;
-    int64_t rows = 0;
+    int64_t rows = 0, val_rows = 0;
     double *x = NULL, *y = NULL;
-    if ((rc = store_batch_load_all(st, id, n_x, n_y, &rows, &x, &y, &stamp, err)) < 0 ||
-        rows == 0)
+    if ((rc = store_batch_load_all(st, id, n_x, n_y, &rows, &val_rows, &x, &y, &stamp, err)) < 0 ||
+        rows + val_rows == 0)
         return rc;
-    *out = datacache_put(dc, id, &stamp, rows, n_x, n_y, x, y);
+    *out = datacache_put(dc, id, &stamp, rows, val_rows, n_x, n_y, x, y);
     if (*out == NULL)
         return err_set(err, ERR_NOMEM, "out of memory keeping %" PRId64 " rows", rows);
     return 0;

@@ -22,10 +22,13 @@
 typedef struct datacache datacache_t;
 
 typedef struct datacache_entry {
-    int64_t rows;
+    int64_t rows;                /* train rows */
+    int64_t val_rows;            /* validation rows, stored after the train rows */
     int32_t n_x, n_y;
     const double *x;             /* rows × n_x, row major */
     const double *y;             /* rows × n_y; NULL when n_y is 0 */
+    const double *val_x;         /* val_rows × n_x (x + rows × n_x) */
+    const double *val_y;         /* val_rows × n_y */
 } datacache_entry_t;
 
 /* A cache holding at most `budget` bytes of entries not in use (0: keeps nothing). NULL when
@@ -38,17 +41,19 @@ void datacache_free(datacache_t *dc);
 const datacache_entry_t *datacache_get(datacache_t *dc, int64_t id, const store_data_stamp_t *stamp,
                                        int32_t n_x, int32_t n_y);
 
-/* Take ownership of x and y (malloc'd) as the data of model `id` at `stamp`, replacing an older
- * entry, and return it in use. When out of memory the arrays are freed and NULL returned. */
+/* Take ownership of x and y (malloc'd: `rows` train rows, then `val_rows` validation rows) as
+ * the data of model `id` at `stamp`, replacing an older entry, and return it in use. When out
+ * of memory the arrays are freed and NULL returned. */
 const datacache_entry_t *datacache_put(datacache_t *dc, int64_t id, const store_data_stamp_t *stamp,
-                                       int64_t rows, int32_t n_x, int32_t n_y, double *x,
-                                       double *y);
+                                       int64_t rows, int64_t val_rows, int32_t n_x, int32_t n_y,
+                                       double *x, double *y);
 
 void datacache_release(datacache_t *dc, const datacache_entry_t *e);
 
-/* All stored rows of model `id` (n_x + n_y columns), in use: the cached entry when the model's
- * batches have not changed since they were read, else read from `st` as one snapshot and kept.
- * `*out` is NULL when the model has no rows. Release it with datacache_release(). */
+/* All stored rows of model `id` (n_x + n_y columns), both splits, in use: the cached entry when
+ * the model's batches have not changed since they were read, else read from `st` as one
+ * snapshot and kept. `*out` is NULL when the model has no rows in either split. Release it
+ * with datacache_release(). */
 int datacache_rows(datacache_t *dc, store_t *st, int64_t id, int32_t n_x, int32_t n_y,
                    const datacache_entry_t **out, err_t *err);
 

@@ -31,6 +31,38 @@ cJSON *present_id(int64_t id)
     return cJSON_CreateNumber((double)id);
 }
 
+int present_split_from_name(const char *name, int32_t *split, err_t *err)
+{
+    if (name != NULL && strcmp(name, "train") == 0) {
+        *split = STORE_SPLIT_TRAIN;
+        return 0;
+    }
+    if (name != NULL && strcmp(name, "validation") == 0) {
+        *split = STORE_SPLIT_VALIDATION;
+        return 0;
+    }
+    return err_set_field(err, ERR_INVAL, "split", "split: unknown split \"%.40s\" (train | "
+                         "validation)", name != NULL ? name : "");
+}
+
+const char *present_split_name(int32_t split)
+{
+    return split == STORE_SPLIT_VALIDATION ? "validation" : "train";
+}
+
+int present_get_split(const cJSON *obj, int32_t *split, err_t *err)
+{
+    *split = -1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "split");
+    if (v == NULL || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsString(v))
+        return err_set_field(err, ERR_INVAL, "split",
+                             "split must be a string (train | validation), got %s",
+                             present_json_type(v));
+    return present_split_from_name(v->valuestring, split, err);
+}
+
 cJSON *present_model(const store_model_t *m, registry_t *reg)
 {
     /* In this process the registry knows for sure whether a run holds the model; the stored
@@ -49,6 +81,8 @@ cJSON *present_model(const store_model_t *m, registry_t *reg)
         !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)m->step)) ||
         cJSON_AddStringToObject(o, "status", training ? "training" : "idle") == NULL ||
         !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)m->rows)) ||
+        !cJSON_AddItemToObject(o, "validation_rows",
+                               cJSON_CreateNumber((double)m->validation_rows)) ||
         !cJSON_AddItemToObject(o, "loss", loss) ||
         cJSON_AddStringToObject(o, "created_at", m->created_at) == NULL ||
         cJSON_AddStringToObject(o, "updated_at", m->updated_at) == NULL) {

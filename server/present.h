@@ -27,7 +27,7 @@
 
 /*
  * The model object: {"id","name" (null when unnamed),"kind","spec","step","status","rows",
- * "loss" (null before training),"created_at","updated_at"}. "spec" is m->spec_json embedded
+ * "validation_rows","loss" (null before training),"created_at","updated_at"}. "spec" is m->spec_json embedded
  * verbatim (it was printed by codec_spec_encode, so its numbers round-trip). "status" is
  * "training" while a training run holds the model in `reg` (an async job from the moment it is
  * queued), or while the stored status says so; `reg` may be NULL (stored status only). New item,
@@ -60,6 +60,15 @@ int present_get_text(const cJSON *obj, const char *key, size_t size, const char 
  * null, another type, a fraction or a value out of range: ERR_INVAL naming key. */
 int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
                     int64_t dflt, int64_t *out, err_t *err);
+
+/* A split by name: "train" -> STORE_SPLIT_TRAIN, "validation" -> STORE_SPLIT_VALIDATION;
+ * anything else (NULL included) is ERR_INVAL naming `split`. */
+int present_split_from_name(const char *name, int32_t *split, err_t *err);
+const char *present_split_name(int32_t split);
+
+/* Optional member "split" of a request body: *split = -1 when absent or null, else the split it
+ * names (ERR_INVAL naming `split` for another type or an unknown name). */
+int present_get_split(const cJSON *obj, int32_t *split, err_t *err);
 
 /* The id of `m` as a cJSON number (ids are below 2^53). */
 cJSON *present_id(int64_t id);

@@ -46,9 +46,12 @@ static int query_label_columns(http_req_t *req, int32_t n_y, err_t *err)
     return 0;
 }
 
-static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *b, err_t *err)
+/* A JSON batch; `*split` is the body's "split" (-1 when it has none). */
+static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t *b,
+                       int32_t *split, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", NULL};
+    static const char *const fields[] = {"x", "y", "split", NULL};
+    *split = -1;
     const app_limits_t *lim = &app_of(req)->limits;
     batchjson_opts_t opts = {.n_x = n_x, .n_y = n_y, .max_rows = lim->max_batch_rows,
                              .max_depth = lim->max_depth};
@@ -68,10 +71,19 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) == 0)
+    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+        (rc = present_get_split(body, split, err)) == 0)
         rc = present_batch_decode(req, body, n_x, n_y, 1, b, err);
     cJSON_Delete(body);
     return rc;
+}
+
+/* ?split= (train when absent), for every content type. */
+static int query_split(http_req_t *req, int32_t *split, err_t *err)
+{
+    const char *q = http_query(req, "split");
+    *split = STORE_SPLIT_TRAIN;
+    return q != NULL ? present_split_from_name(q, split, err) : 0;
 }
 
 enum ingest_kind { INGEST_NONE = 0, INGEST_CSV, INGEST_RAW };
@@ -373,7 +385,8 @@ static int check_model_rows(app_t *app, int64_t id, const codec_batch_t *b, err_
     int rc = store_model_get(app->store, id, &row, err);
     if (rc < 0)
         return rc;
-    int64_t have = row.rows, max = app->limits.max_model_rows;
+    /* Both splits live in one matrix in the data cache: they share the limits. */
+    int64_t have = row.rows + row.validation_rows, max = app->limits.max_model_rows;
     store_model_clear(&row);
     if (have + b->rows > max)
         return err_set_field(err, ERR_INVAL, "x",
@@ -405,17 +418,30 @@ static int batch_create(http_req_t *req, err_t *err)
     codec_batch_t b = {0};
     model_t *m = NULL;
     int64_t batch_id = 0, total = 0;
+    int32_t split = STORE_SPLIT_TRAIN, body_split = -1;
     int rc = registry_write_begin(app->registry, id, REGISTRY_SHORT, err);
     if (rc < 0)
         return rc;
+    if ((rc = query_split(req, &split, err)) < 0)
+        goto out;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     registry_read_end(app->registry, id);
     /* Decode without holding the read copy: a large body must not stall predictions. */
-    rc = in != NULL ? ingest_finish(in, n_x, n_y, &b, err) : decode_json(req, n_x, n_y, &b, err);
+    rc = in != NULL ? ingest_finish(in, n_x, n_y, &b, err)
+                    : decode_json(req, n_x, n_y, &b, &body_split, err);
     if (rc < 0)
         goto out;
+    if (body_split >= 0) {
+        if (http_query(req, "split") != NULL && body_split != split) {
+            rc = err_set_field(err, ERR_INVAL, "split", "split: the query says \"%s\" and the "
+                               "body \"%s\"; give one, or the same in both",
+                               present_split_name(split), present_split_name(body_split));
+            goto out;
+        }
+        split = body_split;
+    }
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
     batch_t view = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
@@ -423,8 +449,8 @@ static int batch_create(http_req_t *req, err_t *err)
     registry_read_end(app->registry, id);
     if (rc < 0 || (rc = check_model_rows(app, id, &b, err)) < 0)
         goto out;
-    rc = store_batch_insert(app->store, id, b.rows, b.n_x, b.n_y, b.x, b.y, &batch_id, &total,
-                            err);
+    rc = store_batch_insert(app->store, id, split, b.rows, b.n_x, b.n_y, b.x, b.y, &batch_id,
+                            &total, err);
 out:
     registry_write_end(app->registry, id);
     int64_t rows = b.rows;
@@ -455,6 +481,7 @@ static int batch_list(http_req_t *req, err_t *err)
         if (o == NULL || !cJSON_AddItemToArray(list, o) ||
             !cJSON_AddItemToObject(o, "batch_id", present_id(rows[i].id)) ||
             !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)rows[i].rows)) ||
+            cJSON_AddStringToObject(o, "split", present_split_name(rows[i].split)) == NULL ||
             cJSON_AddStringToObject(o, "created_at", rows[i].created_at) == NULL)
             list = NULL;
     }
@@ -486,7 +513,7 @@ const http_body_sink_t routes_data_sinks[] = {
 };
 
 const http_route_t routes_data[] = {
-    {"POST", "/v1/models/{id}/batches", batch_create, "label_columns,header,rows,cols",
+    {"POST", "/v1/models/{id}/batches", batch_create, "label_columns,header,rows,cols,split",
      0},
     {"GET", "/v1/models/{id}/batches", batch_list, NULL, 0},
     {"DELETE", "/v1/models/{id}/batches/{bid}", batch_delete, NULL, 0},

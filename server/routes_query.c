@@ -3,7 +3,8 @@
  *
  * Everything here reads: the cached model (registry_read_begin) answers at once, even while a
  * training run holds the model, and nothing changes the model (gradcheck perturbs a private
- * copy). Data is an inline {"x","y"} or, when both are absent, every stored row.
+ * copy). Data is an inline {"x","y"}, or the stored rows of a split: {"split":"validation"},
+ * and the train rows when neither is given.
  */
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -14,6 +15,7 @@
 
 #include "app.h"
 #include "codec.h"
+#include "evaluate.h"
 #include "http.h"
 #include "model.h"
 #include "present.h"
@@ -65,18 +67,22 @@ static int model_dims(app_t *app, int64_t id, int32_t *n_x, int32_t *n_y, err_t 
     return 0;
 }
 
-/* {"x","y"} from the body, or all stored rows when neither is given. Labels are checked later,
- * against the model. */
+/* {"x","y"} from the body, or the stored rows of the body's "split" (train when it names none).
+ * Labels are checked later, against the model. */
 static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_data_t *d,
                           err_t *err)
 {
     app_t *app = app_of(req);
     memset(d, 0, sizeof *d);
-    int32_t n_x = 0, n_y = 0;
+    int32_t n_x = 0, n_y = 0, split = -1;
     int rc = model_dims(app, id, &n_x, &n_y, err);
-    if (rc < 0)
+    if (rc < 0 || (rc = present_get_split(body, &split, err)) < 0)
         return rc;
-    if (has_member(body, "x") || has_member(body, "y")) {
+    const int inline_rows = has_member(body, "x") || has_member(body, "y");
+    if (inline_rows && split >= 0)
+        return err_set_field(err, ERR_INVAL, "split",
+                             "give either inline rows (x, y) or a split of stored rows, not both");
+    if (inline_rows) {
         if ((rc = present_batch_decode(req, body, n_x, n_y, 1, &d->cb, err)) < 0)
             return rc;
         d->b = (batch_t){.rows = d->cb.rows, .n_x = d->cb.n_x, .n_y = d->cb.n_y, .x = d->cb.x,
@@ -86,17 +92,25 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
     d->dc = app->data_cache;
     if ((rc = datacache_rows(d->dc, app->store, id, n_x, n_y, &d->stored, err)) < 0)
         return rc;
-    int64_t rows = d->stored != NULL ? d->stored->rows : 0;
-    if (rows == 0)
+    const int validation = split == STORE_SPLIT_VALIDATION;
+    int64_t rows = d->stored == NULL ? 0 : validation ? d->stored->val_rows : d->stored->rows;
+    if (rows == 0) {
+        query_data_free(d);
+        if (split >= 0)
+            return err_set_field(err, ERR_INVAL, "split", "split \"%s\" has no stored rows: "
+                                 "POST batches with ?split=%s first", present_split_name(split),
+                                 present_split_name(split));
         return err_set_field(err, ERR_INVAL, "x",
                              "model has no stored rows: POST batches first, or send x and y");
+    }
     if (rows > INT32_MAX) {
         query_data_free(d);
         return err_set(err, ERR_INVAL, "model %" PRId64 " has %" PRId64 " stored rows; at most "
                        "%d can be evaluated at once", id, rows, INT32_MAX);
     }
-    d->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y, .x = d->stored->x,
-                     .y = d->stored->y};
+    d->b = (batch_t){.rows = (int32_t)rows, .n_x = n_x, .n_y = n_y,
+                     .x = validation ? d->stored->val_x : d->stored->x,
+                     .y = validation ? d->stored->val_y : d->stored->y};
     return 0;
 }
 
@@ -145,7 +159,7 @@ static int query_body(http_req_t *req, const char *const *fields, cJSON **out, e
 /* POST /v1/models/{id}/loss -> {"loss","rows","accuracy"?,"errors"?}. */
 static int loss_post(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", NULL};
+    static const char *const fields[] = {"x", "y", "split", NULL};
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     cJSON *body = NULL;
@@ -187,7 +201,7 @@ out:
 /* POST /v1/models/{id}/gradients -> {"loss","gradients":{"W1":[[...]]},"norm"}. */
 static int gradients_post(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", NULL};
+    static const char *const fields[] = {"x", "y", "split", NULL};
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     cJSON *body = NULL;
@@ -418,6 +432,9 @@ static int history_get(http_req_t *req, err_t *err)
             add_item(h, "loss", codec_number(r->loss)) < 0 ||
             add_item(h, "grad_norm", codec_number(r->grad_norm)) < 0 ||
             add_item(h, "learning_rate", codec_number(r->learning_rate)) < 0 ||
+            (!isnan(r->val_loss) && add_item(h, "val_loss", codec_number(r->val_loss)) < 0) ||
+            (!isnan(r->val_accuracy) &&
+             add_item(h, "val_accuracy", codec_number(r->val_accuracy)) < 0) ||
             add_item(h, "at", cJSON_CreateString(r->at)) < 0 || !cJSON_AddItemToArray(list, h)) {
             cJSON_Delete(h);
             list = NULL;
@@ -436,7 +453,7 @@ static int history_get(http_req_t *req, err_t *err)
  * the largest is at most 1e-5. */
 static int gradcheck_post(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", "epsilon", NULL};
+    static const char *const fields[] = {"x", "y", "split", "epsilon", NULL};
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     cJSON *body = NULL;
@@ -517,7 +534,41 @@ out:
     return rc;
 }
 
+/* POST /v1/models/{id}/evaluate {} | {"split"} | {"x","y"} -> {"rows","loss","metrics"}: the
+ * metrics of the model's family at its current parameters (lib/evaluate.h). */
+static int evaluate_post(http_req_t *req, err_t *err)
+{
+    static const char *const fields[] = {"x", "y", "split", NULL};
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    cJSON *body = NULL;
+    query_data_t d;
+    int rc = query_body(req, fields, &body, err);
+    if (rc < 0)
+        return rc;
+    rc = query_data_get(req, id, body, &d, err);
+    cJSON_Delete(body);
+    if (rc < 0)
+        return rc;
+    model_t *m = NULL;
+    eval_result_t r = {0};
+    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
+        goto out;
+    if ((rc = model_check_labels(m, &d.b, err)) == 0)
+        rc = eval_model(m, &d.b, &r, err);
+    registry_read_end(app->registry, id);
+    if (rc == 0) {
+        cJSON *o = codec_eval_encode(&r);
+        rc = o != NULL ? http_reply_json(req, 200, o) : reply_nomem(o, err);
+    }
+out:
+    eval_result_free(&r);
+    query_data_free(&d);
+    return rc;
+}
+
 const http_route_t routes_query[] = {
+    {"POST", "/v1/models/{id}/evaluate", evaluate_post, NULL, 0},
     {"POST", "/v1/models/{id}/loss", loss_post, NULL, 0},
     {"POST", "/v1/models/{id}/gradients", gradients_post, NULL, 0},
     {"POST", "/v1/models/{id}/predict", predict_post, NULL, 0},

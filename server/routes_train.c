@@ -62,9 +62,10 @@ static void *sync_run_main(void *arg)
     return NULL;
 }
 
-/* The steps a call implies (epochs over the rows stored now, the model's step), checked before
- * anything runs or is queued: a job that could never run must not be answered 202. */
-static int check_steps(app_t *app, int64_t id, const train_req_t *req, err_t *err)
+/* What the stored model must allow, checked before anything runs or is queued, so a job that
+ * could never run is a 400, not a 202: the steps a call implies (epochs over the rows stored
+ * now, the model's step), and validation rows for early stopping to watch. */
+static int check_request(app_t *app, int64_t id, const train_req_t *req, err_t *err)
 {
     store_model_t row;
     int rc = store_model_get(app->store, id, &row, err);
@@ -72,6 +73,10 @@ static int check_steps(app_t *app, int64_t id, const train_req_t *req, err_t *er
         return rc;
     int64_t steps = 0;
     rc = train_req_steps(req, row.rows, row.step, &steps, err);
+    if (rc == 0 && req->patience > 0 && row.validation_rows == 0)
+        rc = err_set_field(err, ERR_INVAL, "early_stopping",
+                           "early_stopping needs validation rows: POST batches with "
+                           "?split=validation first");
     store_model_clear(&row);
     return rc;
 }
@@ -92,7 +97,7 @@ static int train_post(http_req_t *req, err_t *err)
     if (rc == 0)
         rc = train_req_validate(&o.req, err);
     if (rc == 0)
-        rc = check_steps(app, id, &o.req, err);
+        rc = check_request(app, id, &o.req, err);
     if (rc < 0) {
         cJSON_Delete(body);
         return rc;

@@ -928,7 +928,8 @@ void store_rollback(store_t *s)
 /* ---- models ------------------------------------------------------------------------------- */
 
 #define MODEL_COLUMNS \
-    "id, name, kind, spec_json, step, status, rows, loss, version, created_at, updated_at"
+    "id, name, kind, spec_json, step, status, rows, loss, version, created_at, updated_at," \
+    " validation_rows"
 
 void store_model_clear(store_model_t *m)
 {
@@ -958,6 +959,7 @@ static int model_read_row(sqlite3_stmt *st, store_model_t *m, err_t *err)
     m->version = sqlite3_column_int64(st, 8);
     column_text_copy(st, 9, m->created_at, sizeof m->created_at);
     column_text_copy(st, 10, m->updated_at, sizeof m->updated_at);
+    m->validation_rows = sqlite3_column_int64(st, 11);
     return 0;
 nomem:
     store_model_clear(m);
@@ -1297,6 +1299,7 @@ typedef struct hist_chunk {
     int64_t stride;              /* steps are first + i·stride; 0: each record holds its step */
     int64_t at_ms;               /* time of the append, ms since 1970-01-01 UTC */
     int lr_shared;               /* 1: every record's learning rate is `lr` */
+    int val;                     /* validation values per record: 0, 1 (loss), 2 (+ accuracy) */
     double lr;
     const unsigned char *data;
     char at[STORE_TIME_MAX];
@@ -1304,7 +1307,7 @@ typedef struct hist_chunk {
 
 static int64_t hist_rec_size(const hist_chunk_t *ch)
 {
-    return 16 + (ch->stride == 0 ? 8 : 0) + (ch->lr_shared ? 0 : 8);
+    return 16 + (ch->stride == 0 ? 8 : 0) + 8 * (int64_t)ch->val + (ch->lr_shared ? 0 : 8);
 }
 
 static int64_t now_ms(void)
@@ -1356,10 +1359,17 @@ static void hist_get(const hist_chunk_t *ch, int64_t i, store_history_row_t *r)
     }
     memcpy(&r->loss, p, 8);
     memcpy(&r->grad_norm, p + 8, 8);
+    p += 16;
+    r->val_loss = r->val_accuracy = NAN;
+    if (ch->val >= 1)
+        memcpy(&r->val_loss, p, 8);
+    if (ch->val >= 2)
+        memcpy(&r->val_accuracy, p + 8, 8);
+    p += 8 * ch->val;
     if (ch->lr_shared)
         r->learning_rate = ch->lr;
     else
-        memcpy(&r->learning_rate, p + 16, 8);
+        memcpy(&r->learning_rate, p, 8);
     memcpy(r->at, ch->at, STORE_TIME_MAX);
 }
 
@@ -1372,7 +1382,9 @@ static int64_t hist_step(const hist_chunk_t *ch, int64_t i)
     return step;
 }
 
-#define HIST_COLUMNS "first_step, last_step, n, stride, at_ms, learning_rate, data"
+/* `val` came with migration 3: migration 2 writes chunks without it (HIST_COLUMNS_V2). */
+#define HIST_COLUMNS_V2 "first_step, last_step, n, stride, at_ms, learning_rate, data"
+#define HIST_COLUMNS HIST_COLUMNS_V2 ", val"
 
 /* The chunk in columns col.. of `st` (HIST_COLUMNS), checked. `data` lives until `st` moves. */
 static int hist_column(conn_t *c, sqlite3_stmt *st, int col, hist_chunk_t *ch, err_t *err)
@@ -1386,6 +1398,10 @@ static int hist_column(conn_t *c, sqlite3_stmt *st, int col, hist_chunk_t *ch, e
     ch->lr = ch->lr_shared ? sqlite3_column_double(st, col + 5) : 0.0;
     ch->data = sqlite3_column_blob(st, col + 6);
     int64_t bytes = sqlite3_column_bytes(st, col + 6);
+    ch->val = sqlite3_column_int(st, col + 7);
+    if (ch->val < 0 || ch->val > 2)
+        return err_set(err, ERR_DB, "history chunk at step %" PRId64 " has val %d", ch->first,
+                       ch->val);
     if (ch->data == NULL && bytes > 0)
         return db_fail(c->db, sqlite3_errcode(c->db), "reading history", err);
     if (ch->n < 1 || ch->stride < 0 || bytes != ch->n * hist_rec_size(ch))
@@ -1402,9 +1418,19 @@ static int hist_insert(conn_t *c, int64_t id, const store_history_row_t *rows, i
 {
     static const char sql[] =
         "INSERT INTO history_chunks(model_id, " HIST_COLUMNS ")"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    static const char sql_v2[] =
+        "INSERT INTO history_chunks(model_id, " HIST_COLUMNS_V2 ")"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
     hist_chunk_t ch = {.first = rows[0].step, .last = rows[n - 1].step, .n = n, .at_ms = at_ms,
                        .lr_shared = 1, .lr = rows[0].learning_rate};
+    /* The widest record any row needs: a row without validation values stores NaN there. */
+    for (int64_t i = 0; i < n; ++i) {
+        if (!isnan(rows[i].val_accuracy))
+            ch.val = 2;
+        else if (!isnan(rows[i].val_loss) && ch.val < 1)
+            ch.val = 1;
+    }
     ch.stride = n > 1 ? rows[1].step - rows[0].step : 1;
     for (int64_t i = 1; i < n; ++i) {
         if (rows[i].step - rows[i - 1].step != ch.stride)
@@ -1427,13 +1453,18 @@ static int hist_insert(conn_t *c, int64_t id, const store_history_row_t *rows, i
         memcpy(p, &rows[i].loss, 8);
         memcpy(p + 8, &rows[i].grad_norm, 8);
         p += 16;
+        if (ch.val >= 1)
+            memcpy(p, &rows[i].val_loss, 8);
+        if (ch.val >= 2)
+            memcpy(p + 8, &rows[i].val_accuracy, 8);
+        p += 8 * ch.val;
         if (!ch.lr_shared) {
             memcpy(p, &rows[i].learning_rate, 8);
             p += 8;
         }
     }
     sqlite3_stmt *st = NULL;
-    int rc = stmt_get(c, sql, &st, err);
+    int rc = stmt_get(c, ch.val > 0 ? sql : sql_v2, &st, err);
     if (rc == 0) {
         sqlite3_bind_int64(st, 1, id);
         sqlite3_bind_int64(st, 2, ch.first);
@@ -1446,6 +1477,8 @@ static int hist_insert(conn_t *c, int64_t id, const store_history_row_t *rows, i
         else
             sqlite3_bind_null(st, 7);
         sqlite3_bind_blob64(st, 8, buf, (sqlite3_uint64)(n * size), SQLITE_STATIC);
+        if (ch.val > 0)
+            sqlite3_bind_int(st, 9, ch.val);
         rc = step_done(c, st, "writing history", err);
         stmt_done(st);
     }
@@ -1559,7 +1592,8 @@ static int hist_from_rows(conn_t *c, err_t *err)
         store_history_row_t r = {.step = sqlite3_column_int64(st, 1),
                                  .loss = column_double_or_nan(st, 2),
                                  .grad_norm = column_double_or_nan(st, 3),
-                                 .learning_rate = column_double_or_nan(st, 4)};
+                                 .learning_rate = column_double_or_nan(st, 4),
+                                 .val_loss = NAN, .val_accuracy = NAN};
         column_text_copy(st, 5, r.at, sizeof r.at);
         int64_t at = 0;
         if (time_to_ms(r.at, &at) < 0)
@@ -1657,17 +1691,23 @@ out:
 
 /* ---- batches ---------------------------------------------------------------------------------- */
 
-int store_batch_insert(store_t *s, int64_t id, int64_t rows, int32_t n_x, int32_t n_y,
-                       const double *x, const double *y, int64_t *batch_id, int64_t *total_rows,
-                       err_t *err)
+int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int32_t n_x,
+                       int32_t n_y, const double *x, const double *y, int64_t *batch_id,
+                       int64_t *total_rows, err_t *err)
 {
-    static const char sql_model[] =
+    static const char sql_model_train[] =
         "UPDATE models SET rows = rows + ?2, version = version + 1, updated_at = ?3"
         " WHERE id = ?1 RETURNING rows";
+    static const char sql_model_val[] =
+        "UPDATE models SET validation_rows = validation_rows + ?2, version = version + 1,"
+        " updated_at = ?3 WHERE id = ?1 RETURNING validation_rows";
     static const char sql_batch[] =
-        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at, split)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
     *batch_id = 0;
+    if (split != STORE_SPLIT_TRAIN && split != STORE_SPLIT_VALIDATION)
+        return err_set(err, ERR_INTERNAL, "unknown split %d", (int)split);
+    const char *sql_model = split == STORE_SPLIT_TRAIN ? sql_model_train : sql_model_val;
     if (rows < 1 || n_x < 1 || n_y < 0)
         return err_set(err, ERR_INVAL, "batch of %" PRId64 " rows x (%d, %d) columns", rows,
                        (int)n_x, (int)n_y);
@@ -1705,6 +1745,7 @@ int store_batch_insert(store_t *s, int64_t id, int64_t rows, int32_t n_x, int32_
     bind_doubles(st, 5, x, rows * n_x);
     bind_doubles(st, 6, y, rows * n_y);
     sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 8, split);
     rc = step_done(c, st, "storing a batch", err);
     stmt_done(st);
     if (rc == 0)
@@ -1723,7 +1764,8 @@ out:
 int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *n, err_t *err)
 {
     static const char sql[] =
-        "SELECT id, rows, n_x, n_y, created_at FROM batches WHERE model_id = ?1 ORDER BY id";
+        "SELECT id, rows, n_x, n_y, created_at, split FROM batches WHERE model_id = ?1"
+        " ORDER BY id";
     *out = NULL;
     *n = 0;
     conn_t *c = NULL;
@@ -1756,6 +1798,7 @@ int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *
         b->n_x = sqlite3_column_int(st, 2);
         b->n_y = sqlite3_column_int(st, 3);
         column_text_copy(st, 4, b->created_at, sizeof b->created_at);
+        b->split = sqlite3_column_int(st, 5);
     }
     if (src != SQLITE_DONE)
         rc = db_fail(c->db, src, "listing batches", err);
@@ -1774,13 +1817,14 @@ out:
 int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
 {
     static const char sql_del[] =
-        "DELETE FROM batches WHERE id = ?2 AND model_id = ?1 RETURNING rows";
+        "DELETE FROM batches WHERE id = ?2 AND model_id = ?1 RETURNING rows, split";
     static const char sql_model[] =
-        "UPDATE models SET rows = rows - ?2, version = version + 1, updated_at = ?3"
-        " WHERE id = ?1";
+        "UPDATE models SET rows = rows - ?2, validation_rows = validation_rows - ?4,"
+        " version = version + 1, updated_at = ?3 WHERE id = ?1";
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
     int64_t rows = 0;
+    int split = STORE_SPLIT_TRAIN;
     int own = 0, src, rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
         return rc;
@@ -1793,6 +1837,7 @@ int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
     src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
         rows = sqlite3_column_int64(st, 0);
+        split = sqlite3_column_int(st, 1);
         src = sqlite3_step(st);    /* finish the statement so the delete is complete */
     } else if (src == SQLITE_DONE) {
         rc = err_set(err, ERR_NOTFOUND, "batch %" PRId64 " of model %" PRId64 " not found",
@@ -1808,8 +1853,9 @@ int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
     sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, rows);
+    sqlite3_bind_int64(st, 2, split == STORE_SPLIT_TRAIN ? rows : 0);
     sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, split == STORE_SPLIT_TRAIN ? 0 : rows);
     rc = step_done(c, st, "updating a model", err);
     stmt_done(st);
 out:
@@ -1818,7 +1864,8 @@ out:
 
 /* Rows, batches and last batch id of model `id`: the stamp below. */
 static const char sql_batch_stamp[] =
-    "SELECT COALESCE(SUM(rows), 0), COUNT(*), COALESCE(MAX(id), 0) FROM batches"
+    "SELECT COALESCE(SUM(rows), 0), COUNT(*), COALESCE(MAX(id), 0),"
+    " COALESCE(SUM(CASE WHEN split = 0 THEN rows ELSE 0 END), 0) FROM batches"
     " WHERE model_id = ?1";
 
 int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *err)
@@ -1842,17 +1889,20 @@ int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *
 }
 
 int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
-                         double **x, double **y, store_data_stamp_t *stamp, err_t *err)
+                         int64_t *val_rows, double **x, double **y, store_data_stamp_t *stamp,
+                         err_t *err)
 {
+    /* Train rows first: training reads them as one block, evaluation the block after. */
     static const char sql_all[] =
-        "SELECT id, rows, n_x, n_y, x, y FROM batches WHERE model_id = ?1 ORDER BY id";
+        "SELECT id, rows, n_x, n_y, x, y FROM batches WHERE model_id = ?1 ORDER BY split, id";
     *rows = 0;
+    *val_rows = 0;
     *x = NULL;
     *y = NULL;
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
     double *bx = NULL, *by = NULL;
-    int64_t total = 0, at = 0;
+    int64_t total = 0, train = 0, at = 0;
     int own = 0, src, rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
         return rc;
@@ -1864,6 +1914,7 @@ int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64
     src = sqlite3_step(st);
     if (src == SQLITE_ROW) {
         total = sqlite3_column_int64(st, 0);
+        train = sqlite3_column_int64(st, 3);
         if (stamp != NULL)
             *stamp = (store_data_stamp_t){.batches = sqlite3_column_int64(st, 1),
                                           .last_id = sqlite3_column_int64(st, 2)};
@@ -1921,7 +1972,8 @@ out:
         free(by);
         return rc;
     }
-    *rows = total;
+    *rows = train;
+    *val_rows = total - train;
     *x = bx;
     *y = by;
     return 0;
@@ -2110,9 +2162,9 @@ out:
 int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, err_t *err)
 {
     static const char sql_model[] =
-        "INSERT INTO models(name, kind, spec_json, step, status, rows, loss, created_at,"
-        " updated_at) SELECT ?2, kind, spec_json, step, 'idle', rows, loss, ?3, ?3"
-        " FROM models WHERE id = ?1";
+        "INSERT INTO models(name, kind, spec_json, step, status, rows, validation_rows, loss,"
+        " created_at, updated_at) SELECT ?2, kind, spec_json, step, 'idle', rows,"
+        " validation_rows, loss, ?3, ?3 FROM models WHERE id = ?1";
     static const char sql_params[] =
         "INSERT INTO parameters(model_id, data) SELECT ?2, data FROM parameters"
         " WHERE model_id = ?1";
@@ -2120,8 +2172,8 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
         "INSERT INTO optim_state(model_id, data) SELECT ?2, data FROM optim_state"
         " WHERE model_id = ?1";
     static const char sql_batches[] =
-        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at)"
-        " SELECT ?2, rows, n_x, n_y, x, y, created_at FROM batches WHERE model_id = ?1"
+        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at, split)"
+        " SELECT ?2, rows, n_x, n_y, x, y, created_at, split FROM batches WHERE model_id = ?1"
         " ORDER BY id";
     static const char sql_step[] = "SELECT step FROM models WHERE id = ?1";
     /* Chunks that start before the fork's step; hist_truncate() then trims the last one. */

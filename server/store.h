@@ -42,7 +42,8 @@ typedef struct store_model {
     char *spec_json;
     int64_t step;
     char status[16];             /* "idle" | "training" */
-    int64_t rows;                /* stored training rows */
+    int64_t rows;                /* stored training rows (split train) */
+    int64_t validation_rows;     /* stored rows of split validation */
     int has_loss;                /* 0: loss is null (never trained) */
     double loss;
     int64_t version;             /* bumped by every change to the model or its state */
@@ -66,12 +67,18 @@ typedef struct store_history_row {
     double loss;
     double grad_norm;
     double learning_rate;
+    double val_loss;             /* NaN: absent (no validation rows) */
+    double val_accuracy;         /* NaN: absent (no validation rows, or not a classifier) */
     char at[STORE_TIME_MAX];     /* "" on append = now */
 } store_history_row_t;
+
+/* Persisted in batches.split: append only. */
+enum store_split { STORE_SPLIT_TRAIN = 0, STORE_SPLIT_VALIDATION = 1 };
 
 typedef struct store_batch_info {
     int64_t id;
     int64_t rows;
+    int32_t split;               /* enum store_split */
     int32_t n_x, n_y;
     char created_at[STORE_TIME_MAX];
 } store_batch_info_t;
@@ -226,14 +233,14 @@ int store_history_sample(store_t *s, int64_t id, int64_t max_points, store_histo
 /* ---- training batches ---------------------------------------------------------------------- */
 
 /*
- * Store a batch of `rows` rows (x: rows*n_x, y: rows*n_y float64, row major) for model `id`
- * and add `rows` to models.rows, in one transaction. `*batch_id` is the new id and
- * `*total_rows` (may be NULL) the model's stored rows after the insert. ERR_NOTFOUND when the
- * model is absent.
+ * Store a batch of `rows` rows (x: rows*n_x, y: rows*n_y float64, row major) of `split` (enum
+ * store_split) for model `id` and add `rows` to models.rows (train) or models.validation_rows,
+ * in one transaction. `*batch_id` is the new id and `*total_rows` (may be NULL) the model's
+ * stored rows of that split after the insert. ERR_NOTFOUND when the model is absent.
  */
-int store_batch_insert(store_t *s, int64_t id, int64_t rows, int32_t n_x, int32_t n_y,
-                       const double *x, const double *y, int64_t *batch_id, int64_t *total_rows,
-                       err_t *err);
+int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int32_t n_x,
+                       int32_t n_y, const double *x, const double *y, int64_t *batch_id,
+                       int64_t *total_rows, err_t *err);
 
 /* The batches of model `id`, by id. `*out` new (free()), NULL when n == 0. ERR_NOTFOUND when the
  * model is absent. */
@@ -256,13 +263,15 @@ typedef struct store_data_stamp {
 int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *err);
 
 /*
- * All stored rows of model `id`, batches concatenated in id order, as one snapshot: `*x`
- * (rows*n_x) and `*y` (rows*n_y) are new (free()), NULL when there are no rows (`*rows` = 0).
- * Every batch must have n_x/n_y equal to the given ones (ERR_SHAPE otherwise). `*stamp` (when
- * not NULL) is the stamp of that snapshot.
+ * All stored rows of model `id` as one snapshot: the `*rows` train rows, then the `*val_rows`
+ * validation rows, each split's batches concatenated in id order. `*x` ((rows+val_rows)*n_x)
+ * and `*y` are new (free()), NULL when there are no rows at all. Every batch must have n_x/n_y
+ * equal to the given ones (ERR_SHAPE otherwise). `*stamp` (when not NULL) is the stamp of that
+ * snapshot.
  */
 int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64_t *rows,
-                         double **x, double **y, store_data_stamp_t *stamp, err_t *err);
+                         int64_t *val_rows, double **x, double **y, store_data_stamp_t *stamp,
+                         err_t *err);
 
 /* ---- checkpoints and forks ------------------------------------------------------------------ */
 

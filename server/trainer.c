@@ -97,8 +97,19 @@ static int rows_push(run_t *r, const train_row_t *row)
     }
     r->rows[r->n_rows++] = (store_history_row_t){.step = row->step, .loss = row->loss,
                                                  .grad_norm = row->grad_norm,
-                                                 .learning_rate = row->learning_rate};
+                                                 .learning_rate = row->learning_rate,
+                                                 .val_loss = row->val_loss,
+                                                 .val_accuracy = row->val_accuracy};
     return 0;
+}
+
+/* The validation rows of an entry (none when e is NULL). */
+static batch_t validation_rows(const datacache_entry_t *e, const model_t *m)
+{
+    if (e == NULL || e->val_rows < 1 || e->val_rows > INT32_MAX)
+        return (batch_t){0};
+    return (batch_t){.rows = (int32_t)e->val_rows, .n_x = model_n_x(m), .n_y = model_n_y(m),
+                     .x = e->val_x, .y = e->val_y};
 }
 
 /* One transaction: parameters, optimizer state and `step`, the buffered rows, the job's
@@ -233,6 +244,7 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
 
     run_t r = {.app = app, .o = o};
     session_t local = {0}, *st = &local;
+    const datacache_entry_t *inline_val = NULL;   /* stored rows, for an inline batch's run */
     int fresh = 1;
     int status_set = 0;
     int rc = train_req_validate(&o->req, err);
@@ -276,8 +288,20 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
         goto out;
     *started = 1;
-    if (fresh && (rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0)
-        goto out;
+    if (fresh) {
+        /* An inline batch (/step) is validated on the stored validation rows too. */
+        const datacache_entry_t *val = st->rows;
+        if (o->batch != NULL &&
+            (rc = datacache_rows(app->data_cache, app->store, o->model_id, model_n_x(r.m),
+                                 model_n_y(r.m), &inline_val, err)) < 0)
+            goto out;
+        if (o->batch != NULL)
+            val = inline_val;
+        batch_t vb = validation_rows(val, r.m);
+        if ((rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0 ||
+            (rc = train_ctx_set_validation(st->tc, &vb, err)) < 0)
+            goto out;
+    }
     train_ctx_t *tc = st->tc;
 
     if (o->set_status) {
@@ -339,6 +363,7 @@ out:
     else
         session_free(st);
     free(r.rows);
+    datacache_release(app->data_cache, inline_val);
     if (o->lock != TRAINER_LOCK_HELD)
         registry_write_end(app->registry, o->model_id);
     return rc;

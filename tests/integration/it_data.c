@@ -147,7 +147,8 @@ START_TEST(json_batches)
     cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "batches");
     ck_assert_int_eq(cJSON_GetArraySize(list), 2);
     cJSON *first = cJSON_GetArrayItem(list, 0);
-    ck_assert_int_eq(cJSON_GetArraySize(first), 3);
+    ck_assert_int_eq(cJSON_GetArraySize(first), 4);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(first, "split")->valuestring, "train");
     ck_assert_int_eq((int64_t)cJSON_GetObjectItemCaseSensitive(first, "batch_id")->valuedouble,
                      b1);
     ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(first, "rows")->valuedouble, 3);

@@ -162,8 +162,10 @@ START_TEST(create_and_get)
     cJSON *m = it_json("GET", pathf("/v1/models/%" PRId64, id), NULL, &status);
     ck_assert_int_eq(status, 200);
     static const char *const keys[] = {"id", "name", "kind", "spec", "step", "status", "rows",
-                                       "loss", "created_at", "updated_at"};
-    ck_assert_int_eq(cJSON_GetArraySize(m), 10);
+                                       "validation_rows", "loss", "created_at", "updated_at"};
+    ck_assert_int_eq(cJSON_GetArraySize(m), 11);
+    ck_assert_int_eq((int)cJSON_GetObjectItemCaseSensitive(m, "validation_rows")->valuedouble,
+                     0);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; ++i)
         ck_assert_msg(cJSON_HasObjectItem(m, keys[i]), "model object lacks %s", keys[i]);
     ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(m, "name")));

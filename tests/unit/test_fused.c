@@ -235,9 +235,10 @@ END_TEST
 
 /* ---- no allocation in the training loop ---------------------------------------------------- */
 
-/* Train `spec` on rows random rows, with a compute pool of 4 threads: a first call may allocate
- * (graph buffers, the fused evaluator); later calls -- full batch, mini-batches, loss-only --
- * must not. */
+/* Train `spec` on rows random rows, with a compute pool of 4 threads, validating on half of
+ * them with early stopping watching: a first call may allocate (graph buffers, the fused
+ * evaluator); later calls -- full batch, mini-batches, loss-only, each validating every
+ * recorded row -- must not. */
 static void train_allocates_nothing(model_spec_t *spec, int32_t rows)
 {
     err_t err = {0};
@@ -258,9 +259,12 @@ static void train_allocates_nothing(model_spec_t *spec, int32_t rows)
     ck_assert_int_eq(optim_new(&spec->optimizer, model_n_params(m), &o, &err), 0);
     train_ctx_t *t = NULL;
     ck_assert_int_eq(train_ctx_new(m, o, &b, &t, &err), 0);
+    batch_t val = {rows / 2 > 0 ? rows / 2 : 1, n_x, n_y, x, y};
+    ck_assert_int_eq(train_ctx_set_validation(t, &val, &err), 0);
     train_req_t req;
     train_req_default(&req);
     req.steps = 3;
+    req.patience = 1000;
     int64_t step = 0;
     train_result_t res;
     long warm = allocs();
