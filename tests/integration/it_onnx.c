@@ -190,7 +190,7 @@ START_TEST(refusals_name_the_field)
         {"format=onnnx", "format"},         {"format=", "format"},
         {"format=ONNX", "format"},          {"format=onnx&dtype=float16", "dtype"},
         {"format=onnx&dtype=", "dtype"},    {"format=json&dtype=float32", "dtype"},
-        {"dtype=float64", "dtype"},
+        {"dtype=float64", "dtype"},         {"format=onnx&opset=13", "opset"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
         snprintf(path, sizeof path, "/v1/models/%" PRId64 "/export?%s", id, cases[i][0]);
