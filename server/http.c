@@ -384,36 +384,43 @@ static int name_listed(const char *list, const char *name, size_t n)
 
 typedef struct query_scan {
     const char *accepted;
-    const char *unknown;                 /* the first name not accepted */
+    const char *bad;                     /* the first parameter refused */
+    int nul;                             /* ... for an encoded NUL, else for not being accepted */
 } query_scan_t;
 
 static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
+                                      size_t key_size, const char *value, size_t value_size)
 {
     query_scan_t *q = cls;
     (void)kind;
-    (void)value;
-    if (key != NULL && key[0] != '\0' && !name_listed(q->accepted, key, strlen(key))) {
-        q->unknown = key;
+    if (key == NULL || key_size == 0)
+        return MHD_YES;
+    /* Decoded values are C strings to every reader: a "%00" would silently cut them. */
+    q->nul = strlen(key) != key_size || (value != NULL && strlen(value) != value_size);
+    if (q->nul || !name_listed(q->accepted, key, key_size)) {
+        q->bad = key;
         return MHD_NO;                       /* stop at the first */
     }
     return MHD_YES;
 }
 
 /* 0 when every query parameter is one the matched route accepts, else ERR_INVAL naming the
- * first that is not (as an unknown field of a body is refused). */
+ * first that is not (as an unknown field of a body is refused), or that holds a NUL byte. */
 static int query_check(const http_req_t *req, err_t *err)
 {
     const http_route_t *r = req->route->route;
     query_scan_t q = {.accepted = r->query};
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
-    if (q.unknown == NULL)
+    MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
+    if (q.bad == NULL)
         return 0;
+    if (q.nul)
+        return err_set_field(err, ERR_INVAL, q.bad, "query parameter '%.60s' holds an encoded "
+                             "NUL byte (%%00)", q.bad);
     if (r->query == NULL)
-        return err_set_field(err, ERR_INVAL, q.unknown, "unknown query parameter '%.60s': %s "
-                             "%s takes none", q.unknown, r->method, r->pattern);
-    return err_set_field(err, ERR_INVAL, q.unknown, "unknown query parameter '%.60s': %s %s "
-                         "takes %s", q.unknown, r->method, r->pattern, r->query);
+        return err_set_field(err, ERR_INVAL, q.bad, "unknown query parameter '%.60s': %s %s "
+                             "takes none", q.bad, r->method, r->pattern);
+    return err_set_field(err, ERR_INVAL, q.bad, "unknown query parameter '%.60s': %s %s takes "
+                         "%s", q.bad, r->method, r->pattern, r->query);
 }
 
 /* The sink listed for this request's method and route, if any (decided once). */

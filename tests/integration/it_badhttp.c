@@ -909,6 +909,8 @@ START_TEST(unknown_query)
     char path[128];
     raw_call_invalid("GET", "/v1/models?limit=2&colour=red", "colour");
     raw_call_invalid("GET", "/healthz?verbose", "verbose");
+    /* A NUL would cut the value for every reader: limit=1%00000 is not limit=1. */
+    raw_call_invalid("GET", "/v1/models?limit=1%00000", "limit");
     snprintf(path, sizeof path, "/v1/models/%lld/export?fmt=json", (long long)id);
     raw_call_invalid("GET", path, "fmt");
     /* A batch upload with an unknown parameter stores nothing. */
