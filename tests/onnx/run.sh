@@ -26,32 +26,16 @@ if [ ! -f "$here/node_modules/onnxruntime-node/package.json" ]; then
     skip "npm ci could not install onnxruntime-node"
 fi
 
-dir=$(mktemp -d)
-pid=
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-"$neurond" --bind 127.0.0.1 --port 0 --db "$dir/onnx.db" --log-level warn >"$dir/neurond.log" 2>&1 &
-pid=$!
-port=$(daemon_port "$dir/neurond.log") || true
-[ -n "$port" ] || { echo "neurond did not start:" >&2; cat "$dir/neurond.log" >&2; exit 1; }
+daemon_workdir
+dir=$daemon_dir
+daemon_start "$neurond" "$dir"
 
 mkdir "$dir/exports"
 status=0
-NEUROND_URL=http://127.0.0.1:$port ONNX_OUT_DIR=$dir/exports \
+NEUROND_URL=$daemon_url ONNX_OUT_DIR=$dir/exports \
   node --test --test-reporter=spec --test-concurrency=1 "$here/onnx.test.cjs" || status=$?
 "$py" "$here/check_models.py" "$dir/exports" || status=1
 
-kill -TERM "$pid" 2>/dev/null || true
-rc=0
-wait "$pid" || rc=$?
-pid=
-if [ "$rc" -ne 0 ] || grep -qE 'Sanitizer|runtime error' "$dir/neurond.log"; then
-  echo "neurond exited with status $rc or reported a sanitizer error"
-  status=1
-fi
+daemon_stop "$dir" || status=1
 [ "$status" -eq 0 ] || { echo "--- neurond log:"; tail -n 60 "$dir/neurond.log"; }
 exit "$status"
