@@ -3,8 +3,8 @@
 
     check.py CASE URL OUTPUT_FILE        (NEUROND_TOKEN in the environment when auth is on)
 
-CASE is walkthrough | logistic_csv | softmax_iris | graph_jacobian | client_py. The example's
-printed answers (every output line that starts with "{") are checked against the expected
+CASE is walkthrough | logistic_csv | softmax_iris | early_stopping_iris | graph_jacobian |
+client_py | onnx_node. The example's printed answers (every output line that starts with "{") are checked against the expected
 numbers, then the model it created is read back through the API: the check never trusts the
 example's own summary. Standard library only. Exit 0 when everything holds, else 1 with the
 reasons on stderr.
@@ -130,6 +130,37 @@ def check_softmax_iris(api, text):
         expect(close(sum(row), 1.0), "probabilities %r do not sum to 1" % row)
 
 
+def check_early_stopping_iris(api, text):
+    mid = done_model(text)
+    if mid is None:
+        return
+    m = api("GET", "/v1/models/%d" % mid)
+    expect(m["rows"] == 120 and m["validation_rows"] == 30,
+           "rows %r and validation_rows %r, expected 120 and 30" % (m["rows"], m["validation_rows"]))
+    runs = [a for a in answers(text) if "stopped" in a]
+    if not expect(runs, "no train result printed"):
+        return
+    run = runs[-1]
+    expect(run["stopped"] == "early_stopping", "stopped %r, expected early_stopping" % run["stopped"])
+    expect(m["step"] == run["step"], "model step %r, the run said %r" % (m["step"], run["step"]))
+    best = run["best_step"]
+    expect(0 <= best < run["step"], "best_step %r not before the stop step %r" % (best, run["step"]))
+    # The model was put back at the best step: its validation loss is the best one, and history
+    # recorded that loss at that step.
+    val = api("POST", "/v1/models/%d/loss" % mid, {"split": "validation"})
+    expect(close(val["loss"], run["best_val_loss"], 1e-12) and
+           close(val["loss"], run["val_loss_after"], 1e-12),
+           "validation loss %r, the run's best %r" % (val["loss"], run["best_val_loss"]))
+    rows = api("GET", "/v1/models/%d/history?after_step=%d&limit=1" % (mid, best - 1))["history"]
+    expect(rows and rows[0]["step"] == best and close(rows[0]["val_loss"], run["best_val_loss"]),
+           "history row of the best step %r" % rows[:1])
+    ev = api("POST", "/v1/models/%d/evaluate" % mid, {"split": "validation"})
+    expect(ev["rows"] == 30, "validation rows %r, expected 30" % ev["rows"])
+    expect(ev["metrics"]["accuracy"] >= 0.9, "validation accuracy %r < 0.9" % ev["metrics"]["accuracy"])
+    cm = ev["metrics"]["confusion_matrix"]
+    expect([sum(r) for r in cm] == [10, 10, 10], "confusion matrix rows %r, expected 10 each" % cm)
+
+
 def check_graph_jacobian(api, text):
     got = [a for a in answers(text) if "jacobian" in a]
     want = [[[1], [3]], [[3, 2], [3, 18]], [[9], [57]]]
@@ -174,7 +205,8 @@ def check_onnx_node(api, text):
 
 CASES = {"walkthrough": check_walkthrough, "logistic_csv": check_logistic_csv,
          "softmax_iris": check_softmax_iris, "graph_jacobian": check_graph_jacobian,
-         "client_py": check_client_py, "onnx_node": check_onnx_node}
+         "client_py": check_client_py, "onnx_node": check_onnx_node,
+         "early_stopping_iris": check_early_stopping_iris}
 
 
 def main():

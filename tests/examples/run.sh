@@ -15,6 +15,9 @@
 #                   separable.csv on its side of the boundary
 #   softmax_iris    examples/softmax_iris.sh: accuracy >= 0.9 on the 150 flowers, the first flower
 #                   of each species predicted right
+#   early_stopping_iris  examples/early_stopping_iris.sh: 120 train and 30 validation rows, the
+#                   run stopped early and the model is back at its best step (its validation loss
+#                   is best_val_loss, history's row there says the same), validation accuracy >= 0.9
 #   graph_jacobian  examples/graph_jacobian.sh: Jacobians [[1],[3]], [[3,2],[3,18]], [[9],[57]] and
 #                   dL/dt = 66, each within 1e-9
 #   client_py       examples/client.py with Debian's /usr/bin/python3: accuracy >= 0.99, equal to
@@ -32,7 +35,7 @@
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then
-    echo "usage: $0 NEUROND [walkthrough|logistic_csv|softmax_iris|graph_jacobian|client_py|onnx_node|http_error]..." >&2
+    echo "usage: $0 NEUROND [walkthrough|logistic_csv|softmax_iris|early_stopping_iris|graph_jacobian|client_py|onnx_node|http_error]..." >&2
     exit 2
 fi
 NEUROND=$1
@@ -42,7 +45,8 @@ SRC=$(cd "$HERE/../.." && pwd)
 EX=$SRC/examples
 CASES=("$@")
 if [ "${#CASES[@]}" -eq 0 ]; then
-    CASES=(walkthrough logistic_csv softmax_iris graph_jacobian client_py onnx_node http_error)
+    CASES=(walkthrough logistic_csv softmax_iris early_stopping_iris graph_jacobian client_py onnx_node
+        http_error)
 fi
 
 # onnx_node needs node and onnxruntime-node (shared with tests/onnx, installed there).
@@ -138,7 +142,7 @@ expect_failure() {
 
 for c in "${CASES[@]}"; do
     case $c in
-    walkthrough | logistic_csv | softmax_iris | graph_jacobian)
+    walkthrough | logistic_csv | softmax_iris | early_stopping_iris | graph_jacobian)
         run_example "$c" bash "$EX/$c.sh" || failed=1
         ;;
     client_py)
@@ -153,7 +157,7 @@ for c in "${CASES[@]}"; do
         fi
         ;;
     http_error)
-        for s in walkthrough logistic_csv softmax_iris graph_jacobian; do
+        for s in walkthrough logistic_csv softmax_iris early_stopping_iris graph_jacobian; do
             expect_failure "without a token" "$URL" "" "$EX/$s.sh" "401" || failed=1
         done
         expect_failure "with a wrong token" "$URL" "wrong-$TOKEN" "$EX/graph_jacobian.sh" \
