@@ -493,6 +493,37 @@ static int batch_list(http_req_t *req, err_t *err)
     return http_reply_json(req, 200, body);
 }
 
+/* GET /v1/models/{id}/batches/{bid}: the batch's rows as stored, {"batch_id","rows","split",
+ * "created_at","x","y"} (y one number per row, or a list per row for several label columns). */
+static int batch_get(http_req_t *req, err_t *err)
+{
+    store_batch_info_t info;
+    double *x = NULL, *y = NULL;
+    int rc = store_batch_get(app_of(req)->store, http_param(req, 0), http_param(req, 1), &info,
+                             &x, &y, err);
+    if (rc < 0)
+        return rc;
+    cJSON *body = cJSON_CreateObject();
+    tensor_shape_t xs = {.n_d = 2, .d = {(int32_t)info.rows, info.n_x}};
+    tensor_shape_t ys = info.n_y == 1 ? (tensor_shape_t){.n_d = 1, .d = {(int32_t)info.rows, 1}}
+                                      : (tensor_shape_t){.n_d = 2, .d = {(int32_t)info.rows,
+                                                                         info.n_y}};
+    if (body == NULL || !cJSON_AddItemToObject(body, "batch_id", present_id(info.id)) ||
+        !cJSON_AddItemToObject(body, "rows", cJSON_CreateNumber((double)info.rows)) ||
+        cJSON_AddStringToObject(body, "split", present_split_name(info.split)) == NULL ||
+        cJSON_AddStringToObject(body, "created_at", info.created_at) == NULL ||
+        !cJSON_AddItemToObject(body, "x", codec_tensor_encode(&xs, x)) ||
+        !cJSON_AddItemToObject(body, "y", codec_tensor_encode(&ys, y))) {
+        cJSON_Delete(body);
+        body = NULL;
+    }
+    free(x);
+    free(y);
+    if (body == NULL)
+        return nomem(err);
+    return http_reply_json(req, 200, body);
+}
+
 static int batch_delete(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
@@ -516,6 +547,7 @@ const http_route_t routes_data[] = {
     {"POST", "/v1/models/{id}/batches", batch_create, "label_columns,header,rows,cols,split",
      0},
     {"GET", "/v1/models/{id}/batches", batch_list, NULL, 0},
+    {"GET", "/v1/models/{id}/batches/{bid}", batch_get, NULL, 0},
     {"DELETE", "/v1/models/{id}/batches/{bid}", batch_delete, NULL, 0},
     HTTP_ROUTE_END,
 };

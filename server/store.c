@@ -1814,6 +1814,56 @@ out:
     return 0;
 }
 
+int store_batch_get(store_t *s, int64_t id, int64_t batch_id, store_batch_info_t *info,
+                    double **x, double **y, err_t *err)
+{
+    static const char sql[] =
+        "SELECT id, rows, n_x, n_y, created_at, split, x, y FROM batches"
+        " WHERE id = ?2 AND model_id = ?1";
+    *x = NULL;
+    *y = NULL;
+    memset(info, 0, sizeof *info);
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t nx = 0, ny = 0;
+    int own = 0, src, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 0, &own, err)) < 0)
+        return rc;
+    if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, batch_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_DONE) {
+        rc = err_set(err, ERR_NOTFOUND, "batch %" PRId64 " of model %" PRId64 " not found",
+                     batch_id, id);
+        goto out;
+    }
+    if (src != SQLITE_ROW) {
+        rc = db_fail(c->db, src, "reading a batch", err);
+        goto out;
+    }
+    info->id = sqlite3_column_int64(st, 0);
+    info->rows = sqlite3_column_int64(st, 1);
+    info->n_x = sqlite3_column_int(st, 2);
+    info->n_y = sqlite3_column_int(st, 3);
+    column_text_copy(st, 4, info->created_at, sizeof info->created_at);
+    info->split = sqlite3_column_int(st, 5);
+    if ((rc = column_doubles(st, 6, x, &nx, err)) == 0)
+        rc = column_doubles(st, 7, y, &ny, err);
+    if (rc == 0 && (nx != info->rows * info->n_x || ny != info->rows * info->n_y))
+        rc = err_set(err, ERR_DB, "batch %" PRId64 " is damaged (sizes disagree)", batch_id);
+out:
+    stmt_done(st);
+    rc = tx_leave(c, own, rc, err);
+    if (rc < 0) {
+        free(*x);
+        free(*y);
+        *x = *y = NULL;
+    }
+    return rc;
+}
+
 int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
 {
     static const char sql_del[] =

@@ -246,6 +246,11 @@ int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int3
  * model is absent. */
 int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *n, err_t *err);
 
+/* Batch `batch_id` of model `id`: its info and its rows, `*x` (rows*n_x) and `*y` (rows*n_y)
+ * new (free()). ERR_NOTFOUND when either is absent (or the batch belongs to another model). */
+int store_batch_get(store_t *s, int64_t id, int64_t batch_id, store_batch_info_t *info,
+                    double **x, double **y, err_t *err);
+
 /* Delete batch `batch_id` of model `id` and subtract its rows. ERR_NOTFOUND when either is
  * absent (or the batch belongs to another model). */
 int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err);

@@ -426,6 +426,7 @@ START_TEST(unknown_and_methods)
     /* Another model's batch is not this model's. */
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/%" PRId64, id, bid);
     check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
+    check_error("GET", path, NULL, NULL, 404, "not_found", NULL);
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/abc", id);
     check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
     ck_assert_int_eq(model_rows(other), 1);
@@ -435,7 +436,7 @@ START_TEST(unknown_and_methods)
     } wrong[] = {
         {"PUT", "/v1/models/%" PRId64 "/batches", "POST"},
         {"DELETE", "/v1/models/%" PRId64 "/batches", "GET"},
-        {"GET", "/v1/models/%" PRId64 "/batches/1", "DELETE"},
+        {"PUT", "/v1/models/%" PRId64 "/batches/1", "GET, HEAD, DELETE"},
     };
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; ++i) {
         long status = 0;

@@ -131,6 +131,22 @@ START_TEST(splits_are_stored_and_counted)
                                      "\"y\":[0,1,1,0,1]}");
     ck_assert(stored == inline_rows);
 
+    /* A batch reads back with its split and rows exactly as stored. */
+    char bpath[128];
+    snprintf(bpath, sizeof bpath, "/v1/models/%" PRId64 "/batches/%" PRId64, id, second + 2);
+    cJSON *rawb = it_call("GET", bpath, NULL, 200);
+    ck_assert_str_eq(get(rawb, "split")->valuestring, "validation");
+    ck_assert_int_eq((int)it_num(rawb, "rows"), 2);
+    char *xy = cJSON_PrintUnformatted(get(rawb, "x"));
+    ck_assert_str_eq(xy, "[[1.5,0.2],[0.2,1.6]]");
+    free(xy);
+    xy = cJSON_PrintUnformatted(get(rawb, "y"));
+    ck_assert_str_eq(xy, "[0,1]");
+    free(xy);
+    cJSON_Delete(rawb);
+    snprintf(bpath, sizeof bpath, "/v1/models/%" PRId64 "/batches/%" PRId64, id, second + 100);
+    it_call_free("GET", bpath, NULL, 404);
+
     /* Deleting a validation batch takes its rows off validation_rows only. */
     char path[128];
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/%" PRId64, id, second);
