@@ -48,12 +48,14 @@ typedef struct conn {
     struct conn *idle_next;        /* in store.idle: released by a thread that ended */
     int busy_ms;                   /* the store's busy timeout */
     int64_t busy_since_ns;         /* when the current wait for a lock began (busy_wait) */
+    int bind_rc;                   /* first failed bind of the statement in use (bind_*) */
 } conn_t;
 
 struct store {
     char *path;
     uint64_t uid;
     int busy_ms;                   /* busy timeout of every connection */
+    int max_length;                /* largest string or BLOB stored; 0 = SQLite's default */
     int schema_version;
     pthread_mutex_t mu;            /* guards conns, idle and n_idle */
     conn_t *conns;                 /* every connection */
@@ -287,6 +289,8 @@ static int conn_open(store_t *s, conn_t **out, err_t *err)
     sqlite3_wal_hook(c->db, wal_committed, s);
     c->busy_ms = s->busy_ms;
     sqlite3_busy_handler(c->db, busy_wait, c);
+    if (s->max_length > 0)
+        sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, s->max_length);
     /* journal_mode first: it must run outside a transaction, and reading the header is also the
      * first point where a file that is not a database is detected. */
     rc = conn_exec(c, "PRAGMA journal_mode=WAL", "setting WAL mode", err);
@@ -340,6 +344,7 @@ static int conn_get(store_t *s, conn_t **out, err_t *err)
 static int stmt_get(conn_t *c, const char *sql, sqlite3_stmt **out, err_t *err)
 {
     *out = NULL;
+    c->bind_rc = SQLITE_OK;
     for (int i = 0; i < c->n_cache; ++i) {
         if (c->cache[i].sql == sql) {
             *out = c->cache[i].st;
@@ -367,20 +372,76 @@ static void stmt_done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
-/* Bind n doubles as a BLOB; an empty array is a zero-length BLOB, not NULL. */
-static int bind_doubles(sqlite3_stmt *st, int i, const double *x, int64_t n)
+/*
+ * Every bind goes through these: a failed bind (a value over SQLite's length limit, above all)
+ * is remembered on the connection and fails the statement's next conn_step() with its code, so
+ * no bind result is ignored and no statement ever runs with a parameter silently left NULL.
+ * stmt_get() clears it for the next statement.
+ */
+static void bind_noted(conn_t *c, int rc)
 {
-    if (n <= 0 || x == NULL)
-        return sqlite3_bind_zeroblob(st, i, 0);
-    return sqlite3_bind_blob64(st, i, x, (sqlite3_uint64)n * sizeof(double), SQLITE_STATIC);
+    if (rc != SQLITE_OK && c->bind_rc == SQLITE_OK)
+        c->bind_rc = rc;
 }
 
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+static void bind_int64(conn_t *c, sqlite3_stmt *st, int i, int64_t v)
+{
+    bind_noted(c, sqlite3_bind_int64(st, i, v));
+}
+
+static void bind_int(conn_t *c, sqlite3_stmt *st, int i, int v)
+{
+    bind_noted(c, sqlite3_bind_int(st, i, v));
+}
+
+static void bind_double(conn_t *c, sqlite3_stmt *st, int i, double v)
+{
+    bind_noted(c, sqlite3_bind_double(st, i, v));
+}
+
+static void bind_null(conn_t *c, sqlite3_stmt *st, int i)
+{
+    bind_noted(c, sqlite3_bind_null(st, i));
+}
+
+static void bind_text(conn_t *c, sqlite3_stmt *st, int i, const char *v, int n,
+                      sqlite3_destructor_type keep)
+{
+    bind_noted(c, sqlite3_bind_text(st, i, v, n, keep));
+}
+
+static void bind_blob64(conn_t *c, sqlite3_stmt *st, int i, const void *v, sqlite3_uint64 n,
+                        sqlite3_destructor_type keep)
+{
+    bind_noted(c, sqlite3_bind_blob64(st, i, v, n, keep));
+}
+
+/* sqlite3_step(), or the failure of a bind since stmt_get() without stepping. */
+static int conn_step(conn_t *c, sqlite3_stmt *st)
+{
+    int rc = c->bind_rc;
+    if (rc != SQLITE_OK) {
+        c->bind_rc = SQLITE_OK;
+        return rc;
+    }
+    return sqlite3_step(st);
+}
+
+/* Bind n doubles as a BLOB; an empty array is a zero-length BLOB, not NULL. */
+static void bind_doubles(conn_t *c, sqlite3_stmt *st, int i, const double *x, int64_t n)
+{
+    if (n <= 0 || x == NULL)
+        bind_noted(c, sqlite3_bind_zeroblob(st, i, 0));
+    else
+        bind_blob64(c, st, i, x, (sqlite3_uint64)n * sizeof(double), SQLITE_STATIC);
+}
+
+static void bind_text_or_null(conn_t *c, sqlite3_stmt *st, int i, const char *s)
 {
     if (s == NULL)
-        sqlite3_bind_null(st, i);
+        bind_null(c, st, i);
     else
-        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+        bind_text(c, st, i, s, -1, SQLITE_TRANSIENT);
 }
 
 /* Copy BLOB column `col` into a new double array. NULL and *n = 0 when empty. */
@@ -452,7 +513,7 @@ static int tx_leave(conn_t *c, int own, int rc, err_t *err)
 /* Step a statement expected to finish without rows. */
 static int step_done(conn_t *c, sqlite3_stmt *st, const char *what, err_t *err)
 {
-    int rc = sqlite3_step(st);
+    int rc = conn_step(c, st);
     if (rc == SQLITE_DONE || rc == SQLITE_ROW)
         return 0;
     return db_fail(c->db, rc, what, err);
@@ -467,8 +528,8 @@ static int model_int(conn_t *c, const char *sql, int64_t id, int64_t *out, err_t
     int rc = stmt_get(c, sql, &st, err);
     if (rc < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    int src = conn_step(c, st);
     if (src == SQLITE_ROW)
         *out = sqlite3_column_int64(st, 0);
     else if (src == SQLITE_DONE)
@@ -527,8 +588,8 @@ static int migrate_one(store_t *s, conn_t *c, int version, const embedded_file_t
     /* Re-check inside the write lock: another process may have migrated meanwhile. */
     if ((rc = stmt_get(c, sql_has, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int(st, 1, version);
-    int src = sqlite3_step(st);
+    bind_int(c, st, 1, version);
+    int src = conn_step(c, st);
     stmt_done(st);
     if (src == SQLITE_ROW)
         goto out;
@@ -553,9 +614,9 @@ static int migrate_one(store_t *s, conn_t *c, int version, const embedded_file_t
     store_now(now);
     if ((rc = stmt_get(c, sql_add, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int(st, 1, version);
-    sqlite3_bind_text(st, 2, f->path, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    bind_int(c, st, 1, version);
+    bind_text(c, st, 2, f->path, -1, SQLITE_STATIC);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "recording a migration", err);
     stmt_done(st);
 out:
@@ -587,7 +648,7 @@ static int migrate(store_t *s, conn_t *c, err_t *err)
     sqlite3_stmt *st = NULL;
     if ((rc = stmt_get(c, sql_max, &st, err)) < 0)
         return rc;
-    int src = sqlite3_step(st);
+    int src = conn_step(c, st);
     int have = src == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     stmt_done(st);
     if (src != SQLITE_ROW)
@@ -597,6 +658,22 @@ static int migrate(store_t *s, conn_t *c, err_t *err)
                        "database schema version %d is newer than this neurond knows (%d): "
                        "upgrade neurond", have, known);
     s->schema_version = have;
+    return 0;
+}
+
+/* Environment variable `name` as an integer in [lo, hi] into *out; unset leaves *out. */
+static int env_int(const char *name, long lo, long hi, const char *unit, int *out, err_t *err)
+{
+    const char *env = getenv(name);
+    if (env == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(env, &end, 10);
+    if (env[0] == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi)
+        return err_set(err, ERR_INVAL, "%s='%.40s': expected an integer in [%ld, %ld] (%s)",
+                       name, env, lo, hi, unit);
+    *out = (int)v;
     return 0;
 }
 
@@ -613,26 +690,23 @@ int store_open(const char *path, store_t **out, err_t *err)
     s->uid = atomic_fetch_add(&store_next_uid, 1);
     s->busy_ms = STORE_BUSY_TIMEOUT_MS;
     /* Tests (and operators with slow disks) may change how long a write waits for a lock held
-     * by another process before it is answered 503; docs/operations.md. */
-    const char *env = getenv("NEUROND_BUSY_TIMEOUT_MS");
-    if (env != NULL) {
-        char *end = NULL;
-        errno = 0;
-        long v = strtol(env, &end, 10);
-        if (env[0] == '\0' || *end != '\0' || errno != 0 || v < 0 || v > 600000) {
-            free(s->path);
-            free(s);
-            return err_set(err, ERR_INVAL, "NEUROND_BUSY_TIMEOUT_MS='%.40s': expected an "
-                           "integer in [0, 600000] (milliseconds)", env);
-        }
-        s->busy_ms = (int)v;
+     * by another process before it is answered 503, and lower the largest value the database
+     * stores (to see a too-large value refused without writing a gigabyte); docs/operations.md. */
+    int rc = env_int("NEUROND_BUSY_TIMEOUT_MS", 0, 600000, "milliseconds", &s->busy_ms, err);
+    if (rc == 0)
+        rc = env_int("NEUROND_SQLITE_MAX_LENGTH", 1000, 1000000000, "bytes", &s->max_length,
+                     err);
+    if (rc < 0) {
+        free(s->path);
+        free(s);
+        return rc;
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->ping_mu, NULL);
     pthread_mutex_init(&s->ckpt_mu, NULL);
     pthread_cond_init(&s->ckpt_cv, NULL);
     conn_t *c = NULL;
-    int rc = conn_get(s, &c, err);
+    rc = conn_get(s, &c, err);
     if (rc == 0)
         rc = migrate(s, c, err);
     if (rc == 0) {
@@ -731,7 +805,7 @@ int store_ping(store_t *s, err_t *err)
         if (rc == 0) {
             char ts[STORE_TIME_MAX];
             store_now(ts);
-            sqlite3_bind_text(st, 1, ts, -1, SQLITE_TRANSIENT);
+            bind_text(c, st, 1, ts, -1, SQLITE_TRANSIENT);
             rc = step_done(c, st, "probing the database", &e);
             stmt_done(st);
         }
@@ -987,10 +1061,10 @@ int store_model_insert(store_t *s, const char *name, const char *kind, const cha
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    bind_text_or_null(st, 1, name != NULL && name[0] != '\0' ? name : NULL);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, spec_json, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, now, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(c, st, 1, name != NULL && name[0] != '\0' ? name : NULL);
+    bind_text(c, st, 2, kind, -1, SQLITE_TRANSIENT);
+    bind_text(c, st, 3, spec_json, -1, SQLITE_TRANSIENT);
+    bind_text(c, st, 4, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "inserting a model", err);
     stmt_done(st);
     if (rc == ERR_CONFLICT) {
@@ -1003,16 +1077,16 @@ int store_model_insert(store_t *s, const char *name, const char *kind, const cha
     int64_t new_id = sqlite3_last_insert_rowid(c->db);
     if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, new_id);
-    bind_doubles(st, 2, params, n_params);
+    bind_int64(c, st, 1, new_id);
+    bind_doubles(c, st, 2, params, n_params);
     rc = step_done(c, st, "storing parameters", err);
     stmt_done(st);
     if (rc < 0)
         goto out;
     if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, new_id);
-    bind_doubles(st, 2, optim, n_optim);
+    bind_int64(c, st, 1, new_id);
+    bind_doubles(c, st, 2, optim, n_optim);
     rc = step_done(c, st, "storing optimizer state", err);
     stmt_done(st);
     if (rc == 0)
@@ -1033,8 +1107,8 @@ int store_model_get(store_t *s, int64_t id, store_model_t *out, err_t *err)
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    int src = conn_step(c, st);
     if (src == SQLITE_ROW)
         rc = model_read_row(st, out, err);
     else if (src == SQLITE_DONE)
@@ -1075,10 +1149,10 @@ int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **o
         rc = err_set(err, ERR_NOMEM, "out of memory listing models");
         goto out;
     }
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, limit + 1);   /* one more row says whether a next page exists */
+    bind_int64(c, st, 1, after);
+    bind_int64(c, st, 2, limit + 1);   /* one more row says whether a next page exists */
     int src;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((src = conn_step(c, st)) == SQLITE_ROW) {
         if (count == limit) {
             *next = rows[count - 1].id;
             break;
@@ -1113,7 +1187,7 @@ int store_model_delete(store_t *s, int64_t id, err_t *err)
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
+    bind_int64(c, st, 1, id);
     rc = step_done(c, st, "deleting a model", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
@@ -1146,8 +1220,8 @@ int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *er
         stmt_done(st);
         return rc;
     }
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 1, id);
+    bind_text(c, st, 2, status, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "updating a model's status", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
@@ -1187,8 +1261,8 @@ int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err)
         return rc;
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW) {
         out->step = sqlite3_column_int64(st, 0);
         out->version = sqlite3_column_int64(st, 1);
@@ -1201,8 +1275,8 @@ int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err)
         goto out;
     if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW)
         rc = column_doubles(st, 0, &out->params, &out->n_params, err);
     else if (src != SQLITE_DONE)
@@ -1212,8 +1286,8 @@ int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err)
         goto out;
     if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW)
         rc = column_doubles(st, 0, &out->optim, &out->n_optim, err);
     else if (src != SQLITE_DONE)
@@ -1250,14 +1324,14 @@ int store_params_put(store_t *s, int64_t id, const double *params, int64_t n_par
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, step);
-    sqlite3_bind_int(st, 4, loss != NULL);
+    bind_int64(c, st, 1, id);
+    bind_text(c, st, 2, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 3, step);
+    bind_int(c, st, 4, loss != NULL);
     if (loss != NULL && isfinite(*loss))
-        sqlite3_bind_double(st, 5, *loss);
+        bind_double(c, st, 5, *loss);
     else
-        sqlite3_bind_null(st, 5);
+        bind_null(c, st, 5);
     rc = step_done(c, st, "updating a model", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
@@ -1266,16 +1340,16 @@ int store_params_put(store_t *s, int64_t id, const double *params, int64_t n_par
         goto out;
     if ((rc = stmt_get(c, sql_params, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    bind_doubles(st, 2, params, n_params);
+    bind_int64(c, st, 1, id);
+    bind_doubles(c, st, 2, params, n_params);
     rc = step_done(c, st, "storing parameters", err);
     stmt_done(st);
     if (rc < 0 || optim == NULL)
         goto out;
     if ((rc = stmt_get(c, sql_optim, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    bind_doubles(st, 2, optim, n_optim);
+    bind_int64(c, st, 1, id);
+    bind_doubles(c, st, 2, optim, n_optim);
     rc = step_done(c, st, "storing optimizer state", err);
     stmt_done(st);
 out:
@@ -1466,19 +1540,19 @@ static int hist_insert(conn_t *c, int64_t id, const store_history_row_t *rows, i
     sqlite3_stmt *st = NULL;
     int rc = stmt_get(c, ch.val > 0 ? sql : sql_v2, &st, err);
     if (rc == 0) {
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int64(st, 2, ch.first);
-        sqlite3_bind_int64(st, 3, ch.last);
-        sqlite3_bind_int64(st, 4, ch.n);
-        sqlite3_bind_int64(st, 5, ch.stride);
-        sqlite3_bind_int64(st, 6, ch.at_ms);
+        bind_int64(c, st, 1, id);
+        bind_int64(c, st, 2, ch.first);
+        bind_int64(c, st, 3, ch.last);
+        bind_int64(c, st, 4, ch.n);
+        bind_int64(c, st, 5, ch.stride);
+        bind_int64(c, st, 6, ch.at_ms);
         if (ch.lr_shared)
-            sqlite3_bind_double(st, 7, ch.lr);
+            bind_double(c, st, 7, ch.lr);
         else
-            sqlite3_bind_null(st, 7);
-        sqlite3_bind_blob64(st, 8, buf, (sqlite3_uint64)(n * size), SQLITE_STATIC);
+            bind_null(c, st, 7);
+        bind_blob64(c, st, 8, buf, (sqlite3_uint64)(n * size), SQLITE_STATIC);
         if (ch.val > 0)
-            sqlite3_bind_int(st, 9, ch.val);
+            bind_int(c, st, 9, ch.val);
         rc = step_done(c, st, "writing history", err);
         stmt_done(st);
     }
@@ -1500,15 +1574,15 @@ static int hist_truncate(conn_t *c, int64_t id, int64_t step, err_t *err)
     int rc = stmt_get(c, sql_delete, &st, err);
     if (rc < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, step);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, step);
     rc = step_done(c, st, "trimming history", err);
     stmt_done(st);
     if (rc < 0 || (rc = stmt_get(c, sql_straddle, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, step);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, step);
+    int src = conn_step(c, st);
     if (src != SQLITE_ROW) {
         stmt_done(st);
         return src == SQLITE_DONE ? 0 : db_fail(c->db, src, "trimming history", err);
@@ -1528,8 +1602,8 @@ static int hist_truncate(conn_t *c, int64_t id, int64_t step, err_t *err)
     }
     stmt_done(st);
     if (rc == 0 && (rc = stmt_get(c, sql_drop, &st, err)) == 0) {
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int64(st, 2, ch.first);
+        bind_int64(c, st, 1, id);
+        bind_int64(c, st, 2, ch.first);
         rc = step_done(c, st, "trimming history", err);
         stmt_done(st);
     }
@@ -1587,7 +1661,7 @@ static int hist_from_rows(conn_t *c, err_t *err)
     sqlite3_stmt *st = NULL;
     int64_t model = -1, k = 0, run_at = 0;
     int rc = stmt_get(c, sql_rows, &st, err), src = SQLITE_DONE;
-    while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == 0 && (src = conn_step(c, st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         store_history_row_t r = {.step = sqlite3_column_int64(st, 1),
                                  .loss = column_double_or_nan(st, 2),
@@ -1654,10 +1728,10 @@ int store_history_list(store_t *s, int64_t id, int64_t after_step, int64_t limit
         return rc;
     if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, after_step);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, after_step);
     int src = SQLITE_DONE;
-    while (!more && (src = sqlite3_step(st)) == SQLITE_ROW) {
+    while (!more && (src = conn_step(c, st)) == SQLITE_ROW) {
         hist_chunk_t ch;
         if ((rc = hist_column(c, st, 0, &ch, err)) < 0)
             goto out;
@@ -1723,10 +1797,10 @@ int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int3
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, rows);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, rows);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW)
         total = sqlite3_column_int64(st, 0);
     else if (src == SQLITE_DONE)
@@ -1738,14 +1812,14 @@ int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int3
         goto out;
     if ((rc = stmt_get(c, sql_batch, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, rows);
-    sqlite3_bind_int(st, 3, n_x);
-    sqlite3_bind_int(st, 4, n_y);
-    bind_doubles(st, 5, x, rows * n_x);
-    bind_doubles(st, 6, y, rows * n_y);
-    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 8, split);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, rows);
+    bind_int(c, st, 3, n_x);
+    bind_int(c, st, 4, n_y);
+    bind_doubles(c, st, 5, x, rows * n_x);
+    bind_doubles(c, st, 6, y, rows * n_y);
+    bind_text(c, st, 7, now, -1, SQLITE_TRANSIENT);
+    bind_int(c, st, 8, split);
     rc = step_done(c, st, "storing a batch", err);
     stmt_done(st);
     if (rc == 0)
@@ -1779,9 +1853,9 @@ int store_batch_list(store_t *s, int64_t id, store_batch_info_t **out, int64_t *
         goto out;
     if ((rc = stmt_get(c, sql, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
+    bind_int64(c, st, 1, id);
     int src;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((src = conn_step(c, st)) == SQLITE_ROW) {
         if (count == cap) {
             int64_t ncap = cap == 0 ? 16 : cap * 2;
             store_batch_info_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
@@ -1882,13 +1956,13 @@ int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
         goto out;
     if ((rc = stmt_get(c, sql_del, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, batch_id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, batch_id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW) {
         rows = sqlite3_column_int64(st, 0);
         split = sqlite3_column_int(st, 1);
-        src = sqlite3_step(st);    /* finish the statement so the delete is complete */
+        src = conn_step(c, st);    /* finish the statement so the delete is complete */
     } else if (src == SQLITE_DONE) {
         rc = err_set(err, ERR_NOTFOUND, "batch %" PRId64 " of model %" PRId64 " not found",
                      batch_id, id);
@@ -1902,10 +1976,10 @@ int store_batch_delete(store_t *s, int64_t id, int64_t batch_id, err_t *err)
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, split == STORE_SPLIT_TRAIN ? rows : 0);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, split == STORE_SPLIT_TRAIN ? 0 : rows);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, split == STORE_SPLIT_TRAIN ? rows : 0);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 4, split == STORE_SPLIT_TRAIN ? 0 : rows);
     rc = step_done(c, st, "updating a model", err);
     stmt_done(st);
 out:
@@ -1926,8 +2000,8 @@ int store_batch_stamp(store_t *s, int64_t id, store_data_stamp_t *stamp, err_t *
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql_batch_stamp, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    int src = conn_step(c, st);
     if (src == SQLITE_ROW) {
         stamp->batches = sqlite3_column_int64(st, 1);
         stamp->last_id = sqlite3_column_int64(st, 2);
@@ -1960,8 +2034,8 @@ int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64
         goto out;
     if ((rc = stmt_get(c, sql_batch_stamp, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW) {
         total = sqlite3_column_int64(st, 0);
         train = sqlite3_column_int64(st, 3);
@@ -1989,8 +2063,8 @@ int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64
     tensor_advise_huge_pages(bx, (size_t)(total * n_x) * sizeof *bx);
     if ((rc = stmt_get(c, sql_all, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    bind_int64(c, st, 1, id);
+    while ((src = conn_step(c, st)) == SQLITE_ROW) {
         int64_t bid = sqlite3_column_int64(st, 0), r = sqlite3_column_int64(st, 1);
         int bnx = sqlite3_column_int(st, 2), bny = sqlite3_column_int(st, 3);
         if (bnx != n_x || bny != n_y) {
@@ -2050,14 +2124,14 @@ int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *
         return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
-    sqlite3_bind_int64(st, 1, id);
-    bind_text_or_null(st, 2, label);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_text_or_null(c, st, 2, label);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
+    int src = conn_step(c, st);
     if (src == SQLITE_ROW) {
         cid = sqlite3_column_int64(st, 0);
         cstep = sqlite3_column_int64(st, 1);
-        src = sqlite3_step(st);    /* finish the statement so the insert is complete */
+        src = conn_step(c, st);    /* finish the statement so the insert is complete */
         if (src != SQLITE_DONE)
             rc = db_fail(c->db, src, "saving a checkpoint", err);
     } else if (src == SQLITE_DONE) {
@@ -2101,9 +2175,9 @@ int store_checkpoint_list(store_t *s, int64_t id, store_checkpoint_t **out, int6
         goto out;
     if ((rc = stmt_get(c, sql, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
+    bind_int64(c, st, 1, id);
     int src;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((src = conn_step(c, st)) == SQLITE_ROW) {
         if (count == cap) {
             int64_t ncap = cap == 0 ? 16 : cap * 2;
             store_checkpoint_t *nr = realloc(rows, (size_t)ncap * sizeof *rows);
@@ -2165,9 +2239,9 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
         goto out;
     if ((rc = stmt_get(c, sql_find, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, checkpoint_id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, checkpoint_id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW)
         cstep = sqlite3_column_int64(st, 0);
     else if (src == SQLITE_DONE)
@@ -2183,8 +2257,8 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
     for (int i = 0; i < 2 && rc == 0; ++i) {
         if ((rc = stmt_get(c, two[i], &st, err)) < 0)
             goto out;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int64(st, 2, checkpoint_id);
+        bind_int64(c, st, 1, id);
+        bind_int64(c, st, 2, checkpoint_id);
         rc = step_done(c, st, "restoring a checkpoint", err);
         stmt_done(st);
     }
@@ -2194,9 +2268,9 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, cstep);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, cstep);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "restoring a checkpoint", err);
     stmt_done(st);
     if (rc < 0)
@@ -2244,9 +2318,9 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
     store_now(now);
     if ((rc = stmt_get(c, sql_model, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    bind_text_or_null(st, 2, name != NULL && name[0] != '\0' ? name : NULL);
-    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 1, id);
+    bind_text_or_null(c, st, 2, name != NULL && name[0] != '\0' ? name : NULL);
+    bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "forking a model", err);
     stmt_done(st);
     if (rc == ERR_CONFLICT) {
@@ -2261,8 +2335,8 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
     for (int i = 0; i < 4 && rc == 0; ++i) {
         if ((rc = stmt_get(c, copies[i], &st, err)) < 0)
             goto out;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int64(st, 2, nid);
+        bind_int64(c, st, 1, id);
+        bind_int64(c, st, 2, nid);
         rc = step_done(c, st, "copying a model", err);
         stmt_done(st);
     }
@@ -2298,7 +2372,7 @@ int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
     store_now(now);
     if ((rc = stmt_get(c, sql_jobs, &st, err)) < 0)
         goto out;
-    sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
+    bind_text(c, st, 1, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "marking interrupted jobs", err);
     stmt_done(st);
     if (rc < 0)
@@ -2336,8 +2410,8 @@ int store_history_sample(store_t *s, int64_t id, int64_t max_points, store_histo
         return rc;
     if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql_count, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    src = conn_step(c, st);
     if (src == SQLITE_ROW)
         total = sqlite3_column_int64(st, 0);
     else
@@ -2353,11 +2427,11 @@ int store_history_sample(store_t *s, int64_t id, int64_t max_points, store_histo
     }
     if ((rc = stmt_get(c, sql_chunks, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
+    bind_int64(c, st, 1, id);
     /* Record index of sample k: round(k (total−1) / (want−1)); strictly increasing because
      * want <= total, so each record is taken at most once. A chunk's records are unpacked
      * only when a sample falls in it. */
-    while (count < want && (src = sqlite3_step(st)) == SQLITE_ROW) {
+    while (count < want && (src = conn_step(c, st)) == SQLITE_ROW) {
         int64_t k = sqlite3_column_int64(st, 2);
         hist_chunk_t ch = {.data = NULL};
         for (;;) {
@@ -2445,10 +2519,10 @@ int store_job_insert(store_t *s, int64_t id, const char *request_json, int64_t s
     store_now(now);
     if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, request_json, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, steps);
-    sqlite3_bind_text(st, 4, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 1, id);
+    bind_text(c, st, 2, request_json, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 3, steps);
+    bind_text(c, st, 4, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "inserting a job", err);
     stmt_done(st);
     if (rc == 0)
@@ -2469,8 +2543,8 @@ int store_job_get(store_t *s, int64_t job_id, store_job_t *out, err_t *err)
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, job_id);
-    int src = sqlite3_step(st);
+    bind_int64(c, st, 1, job_id);
+    int src = conn_step(c, st);
     if (src == SQLITE_ROW)
         rc = job_read_row(st, out, err);
     else if (src == SQLITE_DONE)
@@ -2509,12 +2583,12 @@ int store_job_list(store_t *s, int64_t model_id, const char *status, int64_t lim
     int rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         return rc;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, model_id);
-    bind_text_or_null(st, 3, status);
-    sqlite3_bind_int64(st, 4, limit + 1);
+    bind_int64(c, st, 1, after);
+    bind_int64(c, st, 2, model_id);
+    bind_text_or_null(c, st, 3, status);
+    bind_int64(c, st, 4, limit + 1);
     int src;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((src = conn_step(c, st)) == SQLITE_ROW) {
         if (count == limit) {
             *next = rows[count - 1].id;
             break;
@@ -2565,15 +2639,15 @@ int store_job_progress(store_t *s, int64_t job_id, int64_t step, int64_t steps,
         return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
-    sqlite3_bind_int64(st, 1, job_id);
-    sqlite3_bind_int64(st, 2, step);
-    sqlite3_bind_int64(st, 3, steps);
-    sqlite3_bind_int(st, 4, loss != NULL);
+    bind_int64(c, st, 1, job_id);
+    bind_int64(c, st, 2, step);
+    bind_int64(c, st, 3, steps);
+    bind_int(c, st, 4, loss != NULL);
     if (loss != NULL && isfinite(*loss))
-        sqlite3_bind_double(st, 5, *loss);
+        bind_double(c, st, 5, *loss);
     else
-        sqlite3_bind_null(st, 5);
-    sqlite3_bind_text(st, 6, now, -1, SQLITE_TRANSIENT);
+        bind_null(c, st, 5);
+    bind_text(c, st, 6, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "updating a job's progress", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)
@@ -2594,11 +2668,11 @@ int store_job_set_status(store_t *s, int64_t job_id, const char *status,
         return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
-    sqlite3_bind_int64(st, 1, job_id);
-    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
-    bind_text_or_null(st, 3, result_json);
-    bind_text_or_null(st, 4, error);
-    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    bind_int64(c, st, 1, job_id);
+    bind_text(c, st, 2, status, -1, SQLITE_TRANSIENT);
+    bind_text_or_null(c, st, 3, result_json);
+    bind_text_or_null(c, st, 4, error);
+    bind_text(c, st, 5, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "updating a job's status", err);
     stmt_done(st);
     if (rc == 0 && sqlite3_changes(c->db) == 0)

@@ -262,6 +262,20 @@ START_TEST(params_limit)
                  "{\"kind\":\"mlp\",\"inputs\":10,\"hidden\":[{\"units\":50},{\"units\":50}]}", 0,
                  400, "invalid_argument", NULL, "--max-params");
     create("{\"kind\":\"mlp\",\"inputs\":10,\"hidden\":[{\"units\":20}]}");   /* 241 */
+    /* Optimizer state counts: lbfgs keeps 2 x history vectors, so history x parameters must be
+     * within --max-params (100 parameters: history 10 fits, 11 does not). */
+    expect_limit("POST", "/v1/models", JSON,
+                 "{\"kind\":\"linear\",\"inputs\":99,"
+                 "\"optimizer\":{\"method\":\"lbfgs\",\"history\":11}}", 0,
+                 400, "invalid_argument", "optimizer.history", "--max-params");
+    create("{\"kind\":\"linear\",\"inputs\":99,"
+           "\"optimizer\":{\"method\":\"lbfgs\",\"history\":10}}");
+    /* The dimension at fault is named. */
+    expect_limit("POST", "/v1/models", JSON, "{\"kind\":\"softmax\",\"inputs\":2,\"classes\":5000}",
+                 0, 400, "invalid_argument", "classes", "--max-params");
+    expect_limit("POST", "/v1/models", JSON,
+                 "{\"kind\":\"mlp\",\"inputs\":2,\"hidden\":[{\"units\":3},{\"units\":900}]}",
+                 0, 400, "invalid_argument", "hidden[1].units", "--max-params");
     /* A graph model: a param without a value is zeros of any shape -- counted before building. */
     const char *graph_model =
         "{\"kind\":\"graph\",\"graph\":{\"nodes\":["
@@ -297,6 +311,39 @@ START_TEST(params_limit)
              c200);
     expect_limit("POST", "/v1/models", JSON, outer, 0, 400, "invalid_argument", "graph.nodes[8]",
                  "--max-params");
+    still_up();
+}
+END_TEST
+
+/* A value over the database's length limit fails its bind: the answer is 413, never a 500
+ * (once "NOT NULL constraint failed" from the NULL a failed bind leaves), and nothing of the
+ * model is stored. The limit is lowered to 100 kB so the test writes little. */
+START_TEST(value_over_storage_limit)
+{
+    setenv("NEUROND_SQLITE_MAX_LENGTH", "100000", 1);
+    start(NULL);
+    unsetenv("NEUROND_SQLITE_MAX_LENGTH");
+    char *before = NULL;
+    {
+        long status = 0;
+        cJSON *j = call("GET", "/v1/models", NULL, NULL, 0, &status);
+        before = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+    }
+    /* 100 parameters and history 100: 20 103 doubles of lbfgs state, 160 kB. */
+    const char *spec = "{\"kind\":\"linear\",\"inputs\":99,"
+                       "\"optimizer\":{\"method\":\"lbfgs\",\"history\":100}}";
+    expect_limit("POST", "/v1/models", JSON, spec, 0, 413, "payload_too_large", NULL,
+                 "too large");
+    long status = 0;
+    cJSON *j = call("GET", "/v1/models", NULL, NULL, 0, &status);
+    char *after = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    ck_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    create("{\"kind\":\"linear\",\"inputs\":99,"
+           "\"optimizer\":{\"method\":\"lbfgs\",\"history\":10}}");   /* 16 kB */
     still_up();
 }
 END_TEST
@@ -618,6 +665,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, batch_rows_limit);
     tcase_add_test(tc, model_rows_limit);
     tcase_add_test(tc, params_limit);
+    tcase_add_test(tc, value_over_storage_limit);
     tcase_add_test(tc, graph_eval_memory_limits);
     tcase_add_test(tc, layers_units_limits);
     tcase_add_test(tc, graph_nodes_limit);
