@@ -32,25 +32,12 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "router.h"
 
-#define HTTP_MAX_SEGMENTS 16
 #define HTTP_STOP_WAIT_MS 30000          /* longest wait for running handlers at shutdown */
 #define HTTP_STREAM_BLOCK 4096
 #define HTTP_EOF_TIMEOUT_S 1             /* connection timeout once the client sent its all */
 #define HTTP_JSON_TYPE "application/json; charset=utf-8"
-
-typedef struct segment {
-    const char *s;
-    size_t len;
-    int param;                           /* "{...}": a positive int64 */
-} segment_t;
-
-typedef struct route_ent {
-    const http_route_t *route;
-    int n_seg;
-    int n_param;
-    segment_t seg[HTTP_MAX_SEGMENTS];
-} route_ent_t;
 
 typedef struct header {
     char *name, *value;
@@ -80,8 +67,7 @@ struct http_stream {
 struct http_server {
     struct MHD_Daemon *d;
     http_config_t cfg;
-    route_ent_t *routes;
-    int n_routes;
+    router_t *router;
     uint16_t port;
     atomic_int stopping;
     atomic_int active;                   /* requests begun and not completed */
@@ -107,8 +93,9 @@ struct http_req {
     char *raw_path;                      /* the request target as sent, without the query */
     char *path;                          /* raw_path percent-decoded */
     const char *path_error;              /* why the path is refused, or NULL */
-    const route_ent_t *route;
+    const http_route_t *route;
     const char *route_label;             /* for metrics: a pattern or NULL */
+    int n_param;
     int64_t params[HTTP_MAX_PARAMS];
     char rid[HTTP_REQUEST_ID_MAX];
     int64_t t0_ns;
@@ -180,47 +167,6 @@ static int request_id_safe(const char *v)
             return 0;
     }
     return n > 0;
-}
-
-/* Parse a path segment as a positive decimal int64; 0 on any failure. */
-static int64_t parse_id(const char *s, size_t len)
-{
-    if (len == 0 || len > 19)
-        return 0;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; ++i) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    return v;
-}
-
-/* Split "/a/b/c" into segments; -1 when there are too many or the path is not absolute. */
-static int split_path(const char *path, segment_t *seg, int max)
-{
-    if (path[0] != '/')
-        return -1;
-    int n = 0;
-    const char *p = path + 1;
-    if (*p == '\0')
-        return 0;                          /* "/" */
-    for (;;) {
-        const char *e = strchr(p, '/');
-        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-        if (n == max)
-            return -1;
-        seg[n].s = p;
-        seg[n].len = len;
-        seg[n].param = len >= 2 && p[0] == '{' && p[len - 1] == '}';
-        n++;
-        if (e == NULL)
-            return n;
-        p = e + 1;
-    }
 }
 
 /* ---- requests -------------------------------------------------------------------------------- */
@@ -408,7 +354,7 @@ static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const 
  * first that is not (as an unknown field of a body is refused), or that holds a NUL byte. */
 static int query_check(const http_req_t *req, err_t *err)
 {
-    const http_route_t *r = req->route->route;
+    const http_route_t *r = req->route;
     query_scan_t q = {.accepted = r->query};
     MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
     if (q.bad == NULL)
@@ -555,7 +501,7 @@ void *http_body_state(const http_req_t *req)
 
 int64_t http_param(const http_req_t *req, int i)
 {
-    if (req->route == NULL || i < 0 || i >= req->route->n_param)
+    if (req->route == NULL || i < 0 || i >= req->n_param)
         return 0;
     return req->params[i];
 }
@@ -1142,60 +1088,23 @@ static int route_match(http_req_t *req, int reply)
         return 0;                            /* matched already (a body sink looked first) */
     if (req->path_error != NULL)
         return -1;                           /* answered by dispatch() */
-    http_server_t *srv = req->srv;
-    segment_t seg[HTTP_MAX_SEGMENTS];
-    int64_t ids[HTTP_MAX_SEGMENTS];          /* each segment as an id, once, not per route */
-    int n = split_path(req->path, seg, HTTP_MAX_SEGMENTS);
-    for (int k = 0; k < n; ++k)
-        ids[k] = parse_id(seg[k].s, seg[k].len);
-    const route_ent_t *best = NULL, *any = NULL;
-    char allow[128] = "";
-    for (int i = 0; n >= 0 && i < srv->n_routes; ++i) {
-        const route_ent_t *r = &srv->routes[i];
-        if (r->n_seg != n)
-            continue;
-        int ok = 1;
-        for (int k = 0; k < n && ok; ++k) {
-            if (r->seg[k].param)
-                ok = ids[k] > 0;
-            else
-                ok = r->seg[k].len == seg[k].len && memcmp(r->seg[k].s, seg[k].s, seg[k].len) == 0;
-        }
-        if (!ok)
-            continue;
-        if (any == NULL)
-            any = r;
-        int head_ok = !(r->route->flags & HTTP_ROUTE_NO_HEAD);
-        if (strcmp(r->route->method, req->method) == 0 && (!req->head || head_ok)) {
-            if (best == NULL || r->n_param < best->n_param)  /* literal segments win */
-                best = r;
-        } else if (strstr(allow, r->route->method) == NULL) {
-            size_t used = strlen(allow);
-            snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "",
-                     r->route->method);
-            if (strcmp(r->route->method, "GET") == 0 && head_ok &&
-                strstr(allow, "HEAD") == NULL) {
-                used = strlen(allow);
-                snprintf(allow + used, sizeof allow - used, ", HEAD");
-            }
-        }
-    }
-    if (best != NULL) {
-        req->route = best;
-        req->route_label = best->route->pattern;
-        for (int k = 0, p = 0; k < n; ++k)
-            if (best->seg[k].param)
-                req->params[p++] = ids[k];
+    router_match_t m;
+    int found = router_match(req->srv->router, req->method, req->head, req->path, &m);
+    if (found == ROUTER_FOUND) {
+        req->route = m.route;
+        req->route_label = m.route->pattern;
+        req->n_param = m.n_param;
+        memcpy(req->params, m.params, sizeof req->params);
         return 0;
     }
     if (!reply)
         return -1;
-    if (any != NULL) {
-        req->route_label = any->route->pattern;
-        http_set_header(req, MHD_HTTP_HEADER_ALLOW, allow);
+    if (found == ROUTER_NOT_ALLOWED) {
+        req->route_label = m.route->pattern;
+        http_set_header(req, MHD_HTTP_HEADER_ALLOW, m.allow);
         char msg[200];
         snprintf(msg, sizeof msg, "%s is not allowed on %s (allowed: %s)", req->method_log,
-                 any->route->pattern, allow);
+                 m.route->pattern, m.allow);
         reply_error_status(req, 405, 0, msg, NULL);
         return -1;
     }
@@ -1235,7 +1144,7 @@ static void dispatch(http_req_t *req)
         /* No route reads a body on these methods: refuse it rather than ignore what the client
          * may have meant as parameters (docs/api.md). */
         err_set(&err, ERR_INVAL, "%s %s takes no request body (%zu bytes were sent); put "
-                "parameters in the query string", req->method_log, req->route->route->pattern,
+                "parameters in the query string", req->method_log, req->route->pattern,
                 req->seen);
         http_reply_error(req, &err);
         return;
@@ -1246,7 +1155,7 @@ static void dispatch(http_req_t *req)
         http_reply_error(req, &req->sink_err);
         return;
     }
-    int rc = req->route->route->handler(req, &err);
+    int rc = req->route->handler(req, &err);
     if (rc < 0) {
         pthread_mutex_lock(&req->defer_mu);
         req->deferred = 0;
@@ -1258,7 +1167,7 @@ static void dispatch(http_req_t *req)
         return;                              /* the worker answers; see defer_park() */
     } else if (req->kind == REPLY_NONE) {
         err_set(&err, ERR_INTERNAL, "handler for %s %s produced no answer", req->method,
-                req->route->route->pattern);
+                req->route->pattern);
         http_reply_error(req, &err);
     }
 }
@@ -1553,32 +1462,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- server ---------------------------------------------------------------------------------- */
 
-static int routes_build(http_server_t *srv, err_t *err)
-{
-    int n = 0;
-    for (const http_route_t *const *t = srv->cfg.tables; t != NULL && *t != NULL; ++t)
-        for (const http_route_t *r = *t; r->method != NULL; ++r)
-            n++;
-    srv->routes = calloc((size_t)(n > 0 ? n : 1), sizeof *srv->routes);
-    if (srv->routes == NULL)
-        return err_set(err, ERR_NOMEM, "out of memory building routes");
-    for (const http_route_t *const *t = srv->cfg.tables; t != NULL && *t != NULL; ++t) {
-        for (const http_route_t *r = *t; r->method != NULL; ++r) {
-            route_ent_t *e = &srv->routes[srv->n_routes++];
-            e->route = r;
-            e->n_seg = split_path(r->pattern, e->seg, HTTP_MAX_SEGMENTS);
-            if (e->n_seg < 0 || r->handler == NULL)
-                return err_set(err, ERR_INTERNAL, "bad route %s %s", r->method, r->pattern);
-            for (int k = 0; k < e->n_seg; ++k)
-                e->n_param += e->seg[k].param;
-            if (e->n_param > HTTP_MAX_PARAMS)
-                return err_set(err, ERR_INTERNAL, "route %s has more than %d parameters",
-                               r->pattern, HTTP_MAX_PARAMS);
-        }
-    }
-    return 0;
-}
-
 /* Copy cfg.tokens into the zero-padded table tokens_match() reads. */
 static int tokens_copy(http_server_t *srv, err_t *err)
 {
@@ -1617,7 +1500,7 @@ static void server_free(http_server_t *srv)
         explicit_bzero(srv->tok, srv->n_tok * srv->tok_stride);
     free(srv->tok);
     free(srv->tok_len);
-    free(srv->routes);
+    router_free(srv->router);
     free(srv);
 }
 
@@ -1631,7 +1514,7 @@ int http_server_start(const http_config_t *cfg, http_server_t **out, err_t *err)
     pthread_mutex_init(&srv->streams_mu, NULL);
     if (getrandom(&srv->rid_seed, sizeof srv->rid_seed, 0) != (ssize_t)sizeof srv->rid_seed)
         srv->rid_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)mono_ns();
-    int rc = routes_build(srv, err);
+    int rc = router_new(srv->cfg.tables, &srv->router, err);
     if (rc == 0)
         rc = tokens_copy(srv, err);
     if (rc < 0) {
