@@ -111,6 +111,8 @@ struct http_req {
     err_t sink_err;
 
     int eof_seen;                        /* the client closed its side: see body_watch_eof() */
+    int64_t declared;                    /* Content-Length, or -1 (chunked, or none) */
+    uint64_t received;                   /* body bytes libmicrohttpd handed over */
 
     int queued;
     int status;
@@ -1244,17 +1246,23 @@ static int peer_finished(struct MHD_Connection *conn)
  * A request whose body is still expected, from a client that has already closed its sending
  * side (shutdown(SHUT_WR) after part of a body): libmicrohttpd reads the last bytes and the
  * end of input in one go and, polling by edge, never looks at the socket again, so the
- * connection would wait out --idle-timeout. The rest of the body may still sit in
- * libmicrohttpd's buffer, so the connection is not closed here: its timeout drops to
- * HTTP_EOF_TIMEOUT_S, and a body that is complete is served before that.
+ * connection would wait out --idle-timeout.
+ *
+ * Returns 1 when the body can never be complete: libmicrohttpd hands over all the body it has
+ * buffered in one call, so once that is taken, fewer bytes than Content-Length and nothing
+ * more to read means the rest will not come. Before the first body bytes (or for a chunked
+ * body) some may still sit in libmicrohttpd's buffer: then the connection's timeout only drops
+ * to HTTP_EOF_TIMEOUT_S, and a body that is complete is served before that.
  */
-static void body_watch_eof(http_req_t *req)
+static int body_watch_eof(http_req_t *req)
 {
     if (!req->eof_seen && peer_finished(req->conn)) {
         req->eof_seen = 1;
         MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned int)HTTP_EOF_TIMEOUT_S);
     }
+    return req->eof_seen && req->received > 0 && req->declared >= 0 &&
+           req->received < (uint64_t)req->declared;
 }
 
 /* Does the request announce a body (Content-Length > 0, or chunked)? */
@@ -1301,6 +1309,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return answer_now(req);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+        req->declared = -1;
         if (cl != NULL) {
             char *end = NULL;
             errno = 0;
@@ -1310,6 +1319,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 dispatch(req);
                 return answer_now(req);
             }
+            req->declared = (int64_t)n;      /* <= --max-body */
         }
         if (body_expected(conn))
             body_watch_eof(req);
@@ -1318,9 +1328,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         if (!req->queued)
             req_append(req, upload_data, *upload_data_size);
+        req->received += *upload_data_size;
         *upload_data_size = 0;
-        body_watch_eof(req);
-        return MHD_YES;
+        /* Closing, not answering: the client can no longer read what it cut short. */
+        return body_watch_eof(req) ? MHD_NO : MHD_YES;
     }
     if (req->queued)
         return MHD_YES;

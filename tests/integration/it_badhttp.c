@@ -823,7 +823,10 @@ START_TEST(half_close)
         char *text = raw_slurp(fd, NULL, 10000, &closed);
         int64_t ms = now_ms() - t0;
         close(fd);
-        ck_assert_msg(closed && ms < 3000, "case %d: closed=%d after %lld ms", i, closed,
+        /* With part of the body the server knows at once; with none, libmicrohttpd may still
+         * hold it, so it waits a second. */
+        int64_t max_ms = i == 0 ? 500 : 3000;
+        ck_assert_msg(closed && ms < max_ms, "case %d: closed=%d after %lld ms", i, closed,
                       (long long)ms);
         ck_assert_msg(strstr(text, "HTTP/1.1 2") == NULL, "case %d acted on: %s", i, text);
         free(text);
