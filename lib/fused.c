@@ -713,9 +713,12 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *poo
     }
     *out = f;
     return 0;
-nomem:
+nomem: {
+    /* Read before fused_free(f): f is gone after it. */
+    const int n_threads = (int)f->max_threads;
     fused_free(f);
-    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", (int)f->max_threads);
+    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", n_threads);
+}
 }
 
 void fused_free(fused_t *f)
