@@ -522,6 +522,7 @@
         m.loss === null ? 'no loss yet: not trained since it was created, restored or set'
           : `${m.loss}: the loss of the parameters at step ${m.step}, after the last run`);
       fact('rows', fmtInt(m.rows));
+      fact('validation_rows', fmtInt(m.validation_rows ?? 0));
       const hidden = Array.isArray(spec.hidden) && spec.hidden.length
         ? ` → ${spec.hidden.map((h) => `${h.units} ${h.activation || ''}`.trim()).join(' → ')}` : '';
       const out = spec.classes ? `${spec.classes} classes` : `${spec.outputs ?? 1} out`;
@@ -629,7 +630,7 @@
       if (mine !== curveLoads) return;
       const pending = st.pending;
       st.pending = null;
-      if (rows) st.points = rows.map((h) => ({ step: h.step, loss: h.loss }));
+      if (rows) st.points = rows.map((h) => ({ step: h.step, loss: h.loss, val: h.val_loss }));
       for (const p of pending) addPoint(p.step, p.loss);
       queueDraw();
     }
@@ -692,7 +693,11 @@
 
     function drawCurve() {
       const pts = st.points.filter((p) => p.loss !== null && Number.isFinite(p.loss));
-      const canLog = pts.length > 0 && pts.every((p) => p.loss > 0);
+      // The validation curve: rows recorded while the model had validation rows (from history;
+      // progress events carry the training loss only, so it catches up when a run ends).
+      const vpts = pts.filter((p) => typeof p.val === 'number' && Number.isFinite(p.val));
+      q('.chart-legend').hidden = vpts.length === 0;
+      const canLog = pts.length > 0 && pts.every((p) => p.loss > 0) && vpts.every((p) => p.val > 0);
       logBox.disabled = !canLog;
       logBox.title = canLog ? '' : 'A log scale needs every loss above zero';
       const log = st.logScale && canLog;
@@ -716,6 +721,7 @@
       if (x0 === x1) { x0 -= 1; x1 += 1; }
       let y0 = Infinity, y1 = -Infinity;
       for (const p of pts) { if (p.loss < y0) y0 = p.loss; if (p.loss > y1) y1 = p.loss; }
+      for (const p of vpts) { if (p.val < y0) y0 = p.val; if (p.val > y1) y1 = p.val; }
       const ty = log ? Math.log10 : (v) => v;
       let l0 = ty(y0), l1 = ty(y1);
       if (l0 === l1) { const d = Math.abs(l0) * 0.1 || 1; l0 -= d; l1 += d; }
@@ -765,6 +771,10 @@
       }
       const d = drawn.map((p, i) => `${i ? 'L' : 'M'}${px(p.step).toFixed(1)},${py(p.loss).toFixed(1)}`).join('');
       svg.append(svgEl('path', { class: 'line', d, 'data-vertices': drawn.length }));
+      if (vpts.length > 0) {
+        const vd = vpts.map((p, i) => `${i ? 'L' : 'M'}${px(p.step).toFixed(1)},${py(p.val).toFixed(1)}`).join('');
+        svg.append(svgEl('path', { class: 'val-line', d: vd, 'data-vertices': vpts.length }));
+      }
 
       const cross = svgEl('line', { class: 'cross', y1: m.t, y2: H - m.b, visibility: 'hidden' });
       const marker = svgEl('circle', { class: 'marker', r: 4, visibility: 'hidden' });
@@ -776,6 +786,11 @@
       const last = pts[pts.length - 1];
       note.textContent = `${fmtInt(pts.length)} points, steps ${fmtInt(pts[0].step)}–${fmtInt(last.step)} · ` +
         `loss recorded at step ${fmtInt(last.step)}: ${fmtNum(last.loss)} · lowest ${fmtNum(best.loss)} at step ${fmtInt(best.step)}`;
+      if (vpts.length > 0) {
+        let vbest = vpts[0];
+        for (const p of vpts) if (p.val < vbest.val) vbest = p;
+        note.textContent += ` · validation loss lowest ${fmtNum(vbest.val)} at step ${fmtInt(vbest.step)}`;
+      }
     }
 
     logBox.addEventListener('change', () => { st.logScale = logBox.checked; queueDraw(); });
@@ -796,6 +811,7 @@
         else addPoint(data.step, data.loss);
         renderStep();
         queueDraw();
+        queuePlot();
         const j = st.job;
         if (j && !j.id && j.status === 'running') {   // a synchronous run has no job to poll
           j.progress.step = Math.max(0, st.liveStep - j.startStep);
@@ -817,7 +833,7 @@
       clearTimeout(afterRunTimer);
       afterRunTimer = setTimeout(() => {
         if (signal.aborted) return;
-        loadModel();
+        loadModel().then(() => { loadEval(); loadPlot(); });
         loadCurve();
         loadParams();
         loadHistory();
@@ -1173,10 +1189,204 @@
       loadHistory();
     });
 
+    /* -- evaluation on each split -- */
+
+    const evals = q('.evals');
+    const evalError = q('.eval-error');
+    const METRIC_NAMES = ['accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'log_loss', 'mse', 'rmse', 'mae', 'r2'];
+
+    function confusionTable(split, cm) {
+      const k = cm.length;
+      const head = el('tr', {}, el('th', { text: 'true / predicted' }),
+        ...cm.map((_, j) => el('th', { scope: 'col', text: String(j) })));
+      const rows = cm.map((row, i) => el('tr', {}, el('th', { scope: 'row', text: String(i) }),
+        ...row.map((v, j) => el('td', { class: i === j ? 'hit' : '', text: fmtInt(v) }))));
+      return el('table', { class: 'confusion', 'data-split': split, 'data-classes': k },
+        el('caption', { class: 'sr-only', text: `Confusion matrix on the ${split} rows: row = true class, column = predicted` }),
+        el('thead', {}, head), el('tbody', {}, ...rows));
+    }
+
+    function evalBlock(split, r) {
+      const m = r.metrics || {};
+      const parts = METRIC_NAMES.filter((k) => k in m)
+        .map((k) => `${k} ${m[k] === null ? '–' : fmtNum(m[k], 4)}`);
+      const block = el('div', { class: 'eval', 'data-split': split },
+        el('h3', { text: `${split === 'validation' ? 'Validation' : 'Training'} rows: ${fmtInt(r.rows)}` }),
+        el('p', { class: 'metrics-line', text: [`loss ${fmtNum(r.loss, 6)}`, ...parts].join(' · ') }));
+      if (Array.isArray(m.confusion_matrix)) block.append(confusionTable(split, m.confusion_matrix));
+      return block;
+    }
+
+    let evalLoads = 0;
+    async function loadEval() {
+      const m = st.model;
+      if (!m) return;
+      const mine = ++evalLoads;
+      const splits = [];
+      if (m.rows > 0) splits.push('train');
+      if ((m.validation_rows ?? 0) > 0) splits.push('validation');
+      try {
+        const results = await Promise.all(splits.map((split) =>
+          api(`/v1/models/${id}/evaluate`, { method: 'POST', body: { split }, signal })));
+        if (mine !== evalLoads) return;
+        evals.replaceChildren(...(splits.length
+          ? results.map((r, i) => evalBlock(splits[i], r))
+          : [el('p', { class: 'empty', text: 'No stored rows to evaluate on.' })]));
+        showError(evalError, null);
+      } catch (e) {
+        if (!isAbort(e)) showError(evalError, e);
+      }
+    }
+    q('.refresh-eval').addEventListener('click', loadEval);
+
+    /* -- two inputs: the stored rows over the decision regions -- */
+
+    const plotCard = q('.plot-card');
+    const plotBox = q('.plot');
+    const plotError = q('.plot-error');
+    const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+    const PLOT_GRID = 40;         // cells per side of the decision-region grid
+    const PLOT_MAX_ROWS = 4000;   // stored rows drawn at most
+    const plot = { rows: null, rowsKey: '', busy: false, again: false, timer: 0 };
+
+    const plottable = (m) => m && m.kind !== 'graph' && m.spec && m.spec.inputs === 2;
+    const oneOutput = (m) => ['logistic', 'perceptron'].includes(m.kind) ||
+      (m.kind === 'linear' && (m.spec.outputs ?? 1) === 1);
+
+    /* Every stored row with its split and label, read batch by batch (GET …/batches/{bid}). */
+    async function plotRows() {
+      const list = (await api(`/v1/models/${id}/batches`, { signal })).batches;
+      const key = list.map((b) => b.batch_id).join(',');
+      if (plot.rows && key === plot.rowsKey) return plot.rows;
+      const rows = [];
+      for (const b of list) {
+        if (rows.length >= PLOT_MAX_ROWS) break;
+        const r = await api(`/v1/models/${id}/batches/${b.batch_id}`, { signal });
+        r.x.forEach((x, i) => {
+          if (rows.length < PLOT_MAX_ROWS) rows.push({ x, y: Array.isArray(r.y[i]) ? r.y[i][0] : r.y[i], split: r.split });
+        });
+      }
+      plot.rows = rows;
+      plot.rowsKey = key;
+      return rows;
+    }
+
+    async function drawPlot() {
+      const m = st.model;
+      plotCard.hidden = !plottable(m);
+      if (plotCard.hidden) return;
+      const rows = await plotRows();
+      let x0 = -1, x1 = 1, y0 = -1, y1 = 1;
+      if (rows.length) {
+        x0 = Math.min(...rows.map((r) => r.x[0])); x1 = Math.max(...rows.map((r) => r.x[0]));
+        y0 = Math.min(...rows.map((r) => r.x[1])); y1 = Math.max(...rows.map((r) => r.x[1]));
+      }
+      const padX = (x1 - x0) * 0.08 || 1, padY = (y1 - y0) * 0.08 || 1;
+      x0 -= padX; x1 += padX; y0 -= padY; y1 += padY;
+      const n = PLOT_GRID, W = 400;
+      const grid = [];
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++)
+        grid.push([x0 + ((j + 0.5) / n) * (x1 - x0), y1 - ((i + 0.5) / n) * (y1 - y0)]);
+      const pred = await api(`/v1/models/${id}/predict`, { method: 'POST', body: { x: grid }, signal });
+      let boundary = null;
+      if (oneOutput(m)) {
+        try { boundary = await api(`/v1/models/${id}/boundary`, { signal }); } catch (e) { if (isAbort(e)) throw e; }
+      }
+      const sx = (v) => ((v - x0) / (x1 - x0)) * W, sy = (v) => ((y1 - v) / (y1 - y0)) * W;
+      // A cell's class: the prediction's class, or for linear regression the sign of ŷ (the
+      // side of its boundary). Regression with several outputs has no regions.
+      const regionOf = (i) => pred.classes ? pred.classes[i]
+        : (typeof pred.outputs[i] === 'number' ? (pred.outputs[i] > 0 ? 1 : 0) : null);
+      const classifier = Array.isArray(pred.classes);
+      let maxAbs = 0;
+      for (const r of rows) maxAbs = Math.max(maxAbs, Math.abs(r.y));
+      const fillOf = (label) => classifier ? PALETTE[label % PALETTE.length]
+        : `rgb(${colour(maxAbs > 0 ? label / maxAbs : 0).join(',')})`;
+
+      const svg = svgEl('svg', { viewBox: `0 0 ${W} ${W}`, role: 'img', 'data-points': rows.length });
+      const clip = svgEl('clipPath', { id: `plot-clip-${id}` });
+      clip.append(svgEl('rect', { x: 0, y: 0, width: W, height: W }));
+      svg.append(clip);
+      const regions = svgEl('g', { class: 'regions', 'shape-rendering': 'crispEdges' });
+      const cw = W / n;
+      let nRegions = 0;
+      grid.forEach((_, k) => {
+        const c = regionOf(k);
+        if (c === null) return;
+        nRegions++;
+        regions.append(svgEl('rect', { x: ((k % n) * cw).toFixed(2), y: (Math.floor(k / n) * cw).toFixed(2),
+          width: (cw + 0.3).toFixed(2), height: (cw + 0.3).toFixed(2), fill: PALETTE[c % PALETTE.length],
+          'fill-opacity': 0.22, 'data-class': c }));
+      });
+      svg.append(regions);
+      svg.dataset.regions = String(nRegions);
+      if (boundary) {
+        // θ0 + θ·x = 0 is the line u·x = offset (u the unit normal): through offset·u, along u⊥.
+        const [u1, u2] = boundary.unit_normal, o = boundary.offset;
+        const L = 4 * Math.hypot(x1 - x0, y1 - y0);
+        const px0 = o * u1, py0 = o * u2;
+        svg.append(svgEl('line', { class: 'boundary', 'clip-path': `url(#plot-clip-${id})`,
+          x1: sx(px0 - L * u2), y1: sy(py0 + L * u1), x2: sx(px0 + L * u2), y2: sy(py0 - L * u1) }));
+        // The unit normal, drawn from the boundary point nearest the middle of the view.
+        const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+        const t = (cx - px0) * -u2 + (cy - py0) * u1;
+        const bx = px0 - t * u2, by = py0 + t * u1;
+        const len = 0.15 * Math.min(x1 - x0, y1 - y0) / Math.hypot(u1, u2);
+        const ex = bx + len * u1, ey = by + len * u2;
+        const ang = Math.atan2(sy(ey) - sy(by), sx(ex) - sx(bx));
+        const head = (a) => `${(sx(ex) - 9 * Math.cos(ang + a)).toFixed(1)},${(sy(ey) - 9 * Math.sin(ang + a)).toFixed(1)}`;
+        const arrow = svgEl('g', { class: 'normal', 'data-unit-normal': `${u1},${u2}` });
+        arrow.append(svgEl('line', { x1: sx(bx), y1: sy(by), x2: sx(ex), y2: sy(ey) }));
+        arrow.append(svgEl('polyline', { points: `${head(0.45)} ${sx(ex).toFixed(1)},${sy(ey).toFixed(1)} ${head(-0.45)}`, fill: 'none' }));
+        svg.append(arrow);
+      }
+      const pts = svgEl('g', { class: 'points' });
+      for (const r of rows) {
+        const attrs = { class: `pt ${r.split}`, fill: fillOf(r.y), 'data-label': r.y };
+        if (r.split === 'validation') attrs.stroke = fillOf(r.y);
+        if (r.split === 'validation') {
+          pts.append(svgEl('rect', { ...attrs, x: (sx(r.x[0]) - 4).toFixed(1), y: (sy(r.x[1]) - 4).toFixed(1), width: 8, height: 8 }));
+        } else {
+          pts.append(svgEl('circle', { ...attrs, cx: sx(r.x[0]).toFixed(1), cy: sy(r.x[1]).toFixed(1), r: 3.5 }));
+        }
+      }
+      svg.append(pts, svgEl('rect', { class: 'frame', x: 0, y: 0, width: W, height: W }));
+      const nVal = rows.filter((r) => r.split === 'validation').length;
+      svg.setAttribute('aria-label', `${rows.length - nVal} training rows (circles) and ${nVal} validation rows (squares) ` +
+        `coloured by label over the model's decision regions${boundary ? ', with its boundary line and unit normal' : ''}`);
+      plotBox.replaceChildren(svg);
+      q('.plot-note').textContent = `x1 ${fmtNum(x0, 3)} to ${fmtNum(x1, 3)}, x2 ${fmtNum(y0, 3)} to ${fmtNum(y1, 3)} · ` +
+        `circles: training rows, squares: validation rows${boundary ? ` · unit normal (${fmtNum(boundary.unit_normal[0], 3)}, ${fmtNum(boundary.unit_normal[1], 3)}), offset ${fmtNum(boundary.offset, 4)}` : ''}`;
+    }
+
+    /* One drawing at a time; a request during one draws again once it ends. */
+    async function loadPlot() {
+      if (plot.busy) { plot.again = true; return; }
+      plot.busy = true;
+      try {
+        do {
+          plot.again = false;
+          await drawPlot();
+        } while (plot.again && !signal.aborted);
+        showError(plotError, null);
+      } catch (e) {
+        if (!isAbort(e)) showError(plotError, e);
+      } finally {
+        plot.busy = false;
+      }
+    }
+    /* While a run reports progress, redraw the regions about twice a second. */
+    function queuePlot() {
+      if (plot.timer || !plottable(st.model)) return;
+      plot.timer = setTimeout(() => { plot.timer = 0; if (!signal.aborted) loadPlot(); }, 500);
+    }
+
     /* -- start: the model first (a 404 stops the rest), then the parts -- */
 
     (async () => {
       if (!(await loadModel())) return;
+      loadEval();
+      loadPlot();
       loadParams();
       loadHistory();
       findActiveJob();

@@ -289,6 +289,115 @@ test('API errors are shown with their code and message', async () => {
   await page.getByRole('heading', { name: 'Not found' }).waitFor();
 });
 
+/* Two clouds in the plane, labelled by which side of x1 + x2 = 0.3 they fall on; the validation
+ * rows get a few labels the line cannot fit, so the two curves part. */
+function lineBatch(n, seed, flip) {
+  let s = seed >>> 0;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  const x = [], y = [];
+  for (let i = 0; i < n; i++) {
+    const a = rnd() * 2, b = rnd() * 2;
+    x.push([a, b]);
+    const side = a + b > 0.3 ? 1 : 0;
+    y.push(i < flip ? 1 - side : side);
+  }
+  return { x, y };
+}
+
+const sumOf = (rows) => rows.flat().reduce((a, b) => a + b, 0);
+
+test('validation: both curves, the evaluation of each split, the rows over the decision regions', async () => {
+  const m = await call(OPEN, 'POST', '/v1/models', {
+    name: 'two-inputs', kind: 'logistic', inputs: 2, init: { method: 'zeros' },
+    optimizer: { method: 'sgd', learning_rate: 0.5 },
+  });
+  await call(OPEN, 'POST', `/v1/models/${m.id}/batches`, lineBatch(50, 11, 0));
+  await call(OPEN, 'POST', `/v1/models/${m.id}/batches?split=validation`, lineBatch(20, 12, 3));
+  const run = await call(OPEN, 'POST', `/v1/models/${m.id}/train`, { steps: 40, history_every: 2 });
+  assert.ok(Number.isFinite(run.val_loss_after));
+
+  await page.goto(`${OPEN}/#/models/${m.id}`);
+  await page.getByRole('heading', { level: 1, name: 'two-inputs' }).waitFor();
+  assert.equal(await page.locator('[data-fact="validation_rows"]').textContent(), '20');
+
+  // The validation curve beside the training curve: one vertex per recorded row.
+  const chart = page.locator('.chart');
+  await chart.locator('path.val-line').waitFor();
+  assert.equal(await attr(chart.locator('path.val-line'), 'data-vertices'), 21);
+  assert.ok(await page.locator('.chart-legend').isVisible());
+  assert.match(await page.locator('.chart-note').textContent(), /validation loss lowest/);
+
+  // /evaluate on each split, the confusion matrix as a table equal to the API's.
+  for (const split of ['train', 'validation']) {
+    const ev = await call(OPEN, 'POST', `/v1/models/${m.id}/evaluate`, { split });
+    const table = page.locator(`.evals table.confusion[data-split="${split}"]`);
+    await table.waitFor();
+    const cells = await table.locator('tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => Number(td.textContent))));
+    assert.deepEqual(cells, ev.metrics.confusion_matrix, split);
+    assert.equal(sumOf(cells), split === 'train' ? 50 : 20);
+    const line = await page.locator(`.eval[data-split="${split}"] .metrics-line`).textContent();
+    assert.match(line, /accuracy .* roc_auc .* log_loss/, split);
+  }
+
+  // The stored rows (circles for training, squares for validation) over the regions, with the
+  // boundary and its unit normal, equal to GET /boundary.
+  const plot = page.locator('.plot svg');
+  await plot.waitFor();
+  assert.equal(await attr(plot, 'data-points'), 70);
+  assert.equal(await page.locator('.plot circle.pt.train').count(), 50);
+  assert.equal(await page.locator('.plot rect.pt.validation').count(), 20);
+  assert.equal(await attr(plot, 'data-regions'), 1600);
+  const classes = new Set(await page.locator('.plot .regions rect').evaluateAll((rs) => rs.map((r) => r.dataset.class)));
+  assert.deepEqual([...classes].sort(), ['0', '1'], 'both classes have a region');
+  await page.locator('.plot line.boundary').waitFor();
+  const shownNormal = async () => (await page.locator('.plot .normal').getAttribute('data-unit-normal')).split(',').map(Number);
+  const b = await call(OPEN, 'GET', `/v1/models/${m.id}/boundary`);
+  assert.deepEqual(await shownNormal(), b.unit_normal);
+
+  // Live: an async run from the page moves the boundary; the plot follows it.
+  await page.getByLabel('Steps').fill('200');
+  await page.getByLabel('History every').fill('5');
+  await page.getByLabel('Learning rate').fill('2');
+  await page.getByLabel('Run as a background job').check();
+  await page.getByRole('button', { name: 'Start training' }).click();
+  await page.locator('.job[data-status="succeeded"]').waitFor();
+  const after = await call(OPEN, 'GET', `/v1/models/${m.id}/boundary`);
+  assert.notDeepEqual(after.unit_normal, b.unit_normal, 'the run moved the boundary');
+  await eventually(async () => JSON.stringify(await shownNormal()) === JSON.stringify(after.unit_normal),
+    'the plot shows the boundary after the run');
+});
+
+test('a three-class model gets its regions and a 3×3 confusion matrix, and no boundary line', async () => {
+  const m = await call(OPEN, 'POST', '/v1/models', {
+    name: 'three-classes', kind: 'softmax', inputs: 2, classes: 3,
+    optimizer: { method: 'adam', learning_rate: 0.1 },
+  });
+  const x = [], y = [];
+  for (let i = 0; i < 30; i++) {
+    const c = i % 3, a = (i * 0.37) % 1;
+    x.push([c === 1 ? 2 + a : -a, c === 2 ? 2 + a : a]);
+    y.push(c);
+  }
+  await call(OPEN, 'POST', `/v1/models/${m.id}/batches`, { x, y });
+  await call(OPEN, 'POST', `/v1/models/${m.id}/train`, { steps: 100 });
+  await page.goto(`${OPEN}/#/models/${m.id}`);
+  await page.getByRole('heading', { level: 1, name: 'three-classes' }).waitFor();
+  const table = page.locator('.evals table.confusion[data-split="train"]');
+  await table.waitFor();
+  assert.equal(await attr(table, 'data-classes'), 3);
+  assert.equal(await table.locator('tbody td').count(), 9);
+  assert.equal(await page.locator('.evals table.confusion[data-split="validation"]').count(), 0);
+  const plot = page.locator('.plot svg');
+  await plot.waitFor();
+  assert.equal(await attr(plot, 'data-points'), 30);
+  const classes = new Set(await page.locator('.plot .regions rect').evaluateAll((rs) => rs.map((r) => r.dataset.class)));
+  assert.equal(classes.size, 3, 'every class has a region');
+  assert.equal(await page.locator('.plot line.boundary').count(), 0);
+  // No validation rows: no validation curve.
+  assert.equal(await page.locator('.chart path.val-line').count(), 0);
+});
+
 test('with tokens the page asks once for a token, then every /v1 call carries it', async () => {
   const m = await call(AUTH, 'POST', '/v1/models', { name: 'guarded', kind: 'logistic', inputs: 2 }, TOKEN);
   await call(AUTH, 'POST', `/v1/models/${m.id}/batches`, { x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [0, 0, 0, 1] }, TOKEN);
