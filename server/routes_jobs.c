@@ -95,12 +95,16 @@ static int events_get(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
-    store_model_t m;
-    int rc = store_model_get(app->store, id, &m, err);
-    store_model_clear(&m);
-    if (rc < 0)
+    int64_t version = 0;
+    int rc = store_model_version(app->store, id, &version, err);
+    if (rc < 0 || (rc = events_subscribe(app->events, req, id, err)) < 0)
         return rc;
-    return events_subscribe(app->events, req, id, err);
+    /* A DELETE between the check and the subscription found no stream to end: look again,
+     * now that a deletion would find this one. */
+    err_t gone = {0};
+    if (store_model_version(app->store, id, &version, &gone) == ERR_NOTFOUND)
+        events_model_deleted(app->events, id);
+    return 0;
 }
 
 const http_route_t routes_jobs[] = {
