@@ -1079,26 +1079,39 @@ static int take_fused(model_t *m, int32_t rows)
     return 1;
 }
 
-int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err)
+static int check_batch(const model_t *m, const batch_t *b, err_t *err)
 {
-    int rc;
     if (b->n_x != m->n_x || b->n_y != m->n_y || b->y == NULL)
         return err_set(err, ERR_SHAPE, "batch has %d inputs and %d label columns, the model "
                        "expects %d and %d", b->n_x, b->n_y, m->n_x, m->n_y);
-    if (take_fused(m, b->rows))
-        return fused_loss_grad(m->fused, ad_params(m->g) + m->tensor_offset[0], b->x, b->y,
-                               b->rows, loss, grad, err);
-    if ((rc = bind_rows(m, b->rows, err)) < 0)
+    return 0;
+}
+
+/* The graph's whole forward pass on b, its loss into *loss. b stays bound: unbind_batch(). */
+static int graph_forward(model_t *m, const batch_t *b, double *loss, err_t *err)
+{
+    int rc;
+    if ((rc = bind_rows(m, b->rows, err)) < 0 ||
+        (rc = ad_bind_input_view(m->g, m->node_x, b->x, err)) < 0 ||
+        (rc = ad_bind_input_view(m->g, m->node_y, b->y, err)) < 0)
         return rc;
-    if ((rc = ad_bind_input_view(m->g, m->node_x, b->x, err)) < 0
-        || (rc = ad_bind_input_view(m->g, m->node_y, b->y, err)) < 0)
-        goto out;
     if (m->node_t >= 0)
         fill_ova_ovo_targets(m, b);
     if ((rc = ad_forward(m->g, err)) < 0)
-        goto out;
+        return rc;
     *loss = ad_value(m->g, m->node_loss)[0];
-    if (grad == NULL)
+    return 0;
+}
+
+int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, err_t *err)
+{
+    int rc = check_batch(m, b, err);
+    if (rc < 0)
+        return rc;
+    if (take_fused(m, b->rows))
+        return fused_loss_grad(m->fused, ad_params(m->g) + m->tensor_offset[0], b->x, b->y,
+                               b->rows, loss, grad, err);
+    if ((rc = graph_forward(m, b, loss, err)) < 0 || grad == NULL)
         goto out;
     if ((rc = ad_backward_params(m->g, m->node_loss, err)) < 0)
         goto out;
@@ -1178,6 +1191,31 @@ int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *erro
     *errors = wrong;
     *accuracy = b->rows > 0 ? 1.0 - (double)wrong / b->rows : 0.0;
     return 0;
+}
+
+int model_loss_accuracy(model_t *m, const batch_t *b, double *loss, double *accuracy,
+                        err_t *err)
+{
+    int rc = check_batch(m, b, err);
+    *accuracy = NAN;
+    if (rc < 0)
+        return rc;
+    const int classifier = model_is_classifier(m);
+    int64_t wrong = 0;
+    if (!classifier || take_fused(m, b->rows)) {
+        /* The one-pass kernels give the loss only: the classes take the graph's forward. */
+        if ((rc = model_loss_grad(m, b, loss, NULL, err)) == 0 && classifier)
+            rc = model_accuracy(m, b, accuracy, &wrong, err);
+        return rc;
+    }
+    /* The graph's forward pass computes the scores on its way to the loss. */
+    if ((rc = graph_forward(m, b, loss, err)) == 0) {
+        for (int32_t i = 0; i < b->rows; ++i)
+            wrong += class_of_row(m, i) != (int32_t)b->y[(int64_t)i * b->n_y];
+        *accuracy = 1.0 - (double)wrong / b->rows;
+    }
+    unbind_batch(m);
+    return rc;
 }
 
 /* ‖θ1..n‖ of the single row of W1, or 0. */

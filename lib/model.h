@@ -193,6 +193,12 @@ void model_set_pool(model_t *m, pool_t *pool);
 int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *errors,
                    err_t *err);
 
+/* Loss on b and, for classifiers, accuracy (else NaN), from one forward pass where the graph
+ * evaluates b (batches the one-pass kernels take need a second for the classes). Allocates
+ * nothing when b->rows does not exceed the largest batch seen before. */
+int model_loss_accuracy(model_t *m, const batch_t *b, double *loss, double *accuracy,
+                        err_t *err);
+
 /* 1 for the classifier kinds listed above. */
 int model_is_classifier(const model_t *m);
 

@@ -29,7 +29,6 @@ struct train_ctx {
     int64_t epoch;         /* epoch whose order idx holds; -1 = none yet in this call */
     double *bx, *by;       /* gathered mini-batch rows */
     batch_t val;           /* borrowed validation rows; rows 0 = none */
-    int classifier;        /* validation also measures accuracy */
     double *best_theta;    /* early stopping: θ and optimizer state at the best evaluation */
     double *best_state;
     double *swap;          /* θ of the model while a snapshot is evaluated */
@@ -202,13 +201,7 @@ void train_ctx_free(train_ctx_t *t)
 /* Validation loss (and accuracy) at the model's current θ. */
 static int validate(train_ctx_t *t, double *loss, double *accuracy, err_t *err)
 {
-    *accuracy = NAN;
-    int rc = model_loss_grad(t->m, &t->val, loss, NULL, err);
-    if (rc == 0 && t->classifier) {
-        int64_t wrong = 0;
-        rc = model_accuracy(t->m, &t->val, accuracy, &wrong, err);
-    }
-    return rc;
+    return model_loss_accuracy(t->m, &t->val, loss, accuracy, err);
 }
 
 int train_ctx_set_validation(train_ctx_t *t, const batch_t *val, err_t *err)
@@ -230,7 +223,6 @@ int train_ctx_set_validation(train_ctx_t *t, const batch_t *val, err_t *err)
                            "memory", (long long)t->n);
     }
     t->val = *val;
-    t->classifier = model_is_classifier(t->m);
     double loss, accuracy;
     int rc = validate(t, &loss, &accuracy, err);
     if (rc < 0)

@@ -1254,6 +1254,16 @@ START_TEST(test_train_req_decode)
     ck_assert_int_eq(async, 0);
     ck_assert_int_eq(train_str("{\"steps\": 0}", &req, NULL, &err), 0);
     ck_assert_int_eq(req.steps, 0);
+    ck_assert_int_eq(req.patience, 0);   /* no early stopping unless asked */
+    ck_assert_int_eq(train_str("{\"early_stopping\": {\"patience\": 4}}", &req, NULL, &err), 0);
+    ck_assert_int_eq(req.patience, 4);
+    ck_assert(req.min_delta == 0.0);
+    ck_assert_int_eq(req.restore_best, 1);
+    ck_assert_int_eq(train_str("{\"early_stopping\": {\"patience\": 2, \"min_delta\": 0.5,"
+                               " \"restore_best\": false}}", &req, NULL, &err), 0);
+    ck_assert(req.patience == 2 && req.min_delta == 0.5 && req.restore_best == 0);
+    ck_assert_int_eq(train_str("{\"early_stopping\": null}", &req, NULL, &err), 0);
+    ck_assert_int_eq(req.patience, 0);
 
     static const struct {
         const char *json, *field, *part;
@@ -1274,6 +1284,17 @@ START_TEST(test_train_req_decode)
         {"{\"history_every\": -1}", "history_every", "out of range"},
         {"{\"seed\": 1e17}", "seed", "out of range"},
         {"{\"async\": 1}", "async", "true or false"},
+        {"{\"early_stopping\": 3}", "early_stopping", "object"},
+        {"{\"early_stopping\": {}}", "early_stopping.patience", "required"},
+        {"{\"early_stopping\": {\"patience\": 0}}", "early_stopping.patience", "out of range"},
+        {"{\"early_stopping\": {\"patience\": 2, \"min_delta\": -0.1}}",
+         "early_stopping.min_delta", ">= 0"},
+        {"{\"early_stopping\": {\"patience\": 2, \"min_delta\": 1e999}}",
+         "early_stopping.min_delta", "finite"},
+        {"{\"early_stopping\": {\"patience\": 2, \"restore_best\": \"yes\"}}",
+         "early_stopping.restore_best", "true or false"},
+        {"{\"early_stopping\": {\"patience\": 2, \"mode\": \"min\"}}",
+         "early_stopping.mode", "unknown field"},
         {"[]", "", "object"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
@@ -1298,6 +1319,44 @@ START_TEST(test_train_result_and_tensor)
     ck_assert(cJSON_GetObjectItemCaseSensitive(j, "loss_after")->valuedouble == 1.0 / 3.0);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "stopped")->valuestring, "tolerance");
     ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(j, "elapsed_ms"));
+    /* Without validation rows or early stopping, their fields are absent. */
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(j, "val_loss_after"));
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(j, "best_step"));
+    cJSON_Delete(j);
+    res.validated = 1;
+    res.val_loss_after = 0.25;
+    res.early_stopping = 1;
+    res.best_step = 9;
+    res.best_val_loss = 0.125;
+    res.stopped = TRAIN_STOP_EARLY_STOPPING;
+    j = codec_train_result_encode(&res);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(j, "val_loss_after")->valuedouble == 0.25);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(j, "best_step")->valuedouble == 9.0);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(j, "best_val_loss")->valuedouble == 0.125);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "stopped")->valuestring, "early_stopping");
+    cJSON_Delete(j);
+    res.best_step = -1;       /* requested, but no evaluation was made */
+    j = codec_train_result_encode(&res);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "best_step")));
+    cJSON_Delete(j);
+
+    /* An evaluation: rows, loss and the family's metrics; a NaN AUC is null. */
+    eval_result_t ev = {.rows = 4, .loss = 0.5, .family = EVAL_FAMILY_BINARY,
+                        .binary = {.accuracy = 0.75, .precision = 1, .recall = 0.5, .f1 = 2.0 / 3,
+                                   .tn = 2, .fp = 0, .fn = 1, .tp = 1, .roc_auc = NAN,
+                                   .log_loss = 0.5}};
+    j = codec_eval_encode(&ev);
+    text = cJSON_PrintUnformatted(j);
+    ck_assert_str_eq(text, "{\"rows\":4,\"loss\":0.5,\"metrics\":{\"accuracy\":0.75,\"precision\":1,"
+                           "\"recall\":0.5,\"f1\":0.6666666666666666,\"confusion_matrix\":[[2,0],[1,1]],"
+                           "\"roc_auc\":null,\"log_loss\":0.5}}");
+    free(text);
+    cJSON_Delete(j);
+    ev = (eval_result_t){.rows = 2, .loss = 3, .family = EVAL_FAMILY_NONE};
+    j = codec_eval_encode(&ev);
+    text = cJSON_PrintUnformatted(j);
+    ck_assert_str_eq(text, "{\"rows\":2,\"loss\":3,\"metrics\":{}}");
+    free(text);
     cJSON_Delete(j);
 
     /* Tensors: scalar, vector, matrix, and AD_ROWS on decode. */

@@ -240,6 +240,23 @@ START_TEST(model_families)
     ck_assert(isnan(r.multiclass.log_loss));
     eval_result_free(&r);
 
+    /* model_loss_accuracy: one pass on the graph, the same numbers as loss and accuracy apart. */
+    model_t *all[] = {lin, logi, perc, soft, ova};
+    const batch_t *bs[] = {&b, &b, &b, &bc, &bc};
+    for (int i = 0; i < 5; ++i) {
+        double l1 = 0, l2 = 0, a1 = 0, a2 = 0;
+        int64_t wrong = 0;
+        ck_assert_int_eq(model_loss_accuracy(all[i], bs[i], &l1, &a1, &err), 0);
+        ck_assert_int_eq(model_loss_grad(all[i], bs[i], &l2, NULL, &err), 0);
+        ck_assert(l1 == l2);
+        if (model_is_classifier(all[i])) {
+            ck_assert_int_eq(model_accuracy(all[i], bs[i], &a2, &wrong, &err), 0);
+            ck_assert(a1 == a2);
+        } else {
+            ck_assert(isnan(a1));
+        }
+    }
+
     model_free(lin);
     model_free(logi);
     model_free(perc);

@@ -749,7 +749,20 @@ START_TEST(request_validation)
     EXPECT_BAD("target_loss", target_loss, INFINITY);
     EXPECT_BAD("target_loss", target_loss, -INFINITY);
     EXPECT_BAD("history_every", history_every, -1);
+    EXPECT_BAD("early_stopping.patience", patience, -1);
+    EXPECT_BAD("early_stopping.min_delta", min_delta, -0.5);
+    EXPECT_BAD("early_stopping.min_delta", min_delta, NAN);
 #undef EXPECT_BAD
+    {
+        /* Early stopping watches recorded rows: none with history_every 0. */
+        train_req_t r = d;
+        err_t e = {0};
+        r.patience = 3;
+        ck_assert_int_eq(train_req_validate(&r, &e), 0);
+        r.history_every = 0;
+        ck_assert_int_eq(train_req_validate(&r, &e), ERR_INVAL);
+        ck_assert_str_eq(e.field, "early_stopping");
+    }
 
     fix_t f;
     fix_linear(&f, OPTIM_METHOD_SGD, 0.05, AD_REDUCTION_MEAN);
