@@ -199,6 +199,27 @@ START_TEST(schedule_is_stored_exported_and_imported)
 }
 END_TEST
 
+/* PUT /parameters keeps the step, so the schedule goes on from it; /step uses the rate of the
+ * model's step. Step schedule: 0.2 for steps 0-1, 0.1 for 2-3, 0.05 for 4-5. */
+START_TEST(put_parameters_and_step_follow_the_global_step)
+{
+    int64_t id = model_with_data("{\"kind\":\"linear\",\"inputs\":2,\"optimizer\":{\"method\":"
+                                 "\"sgd\",\"learning_rate\":0.2,\"schedule\":{\"kind\":\"step\","
+                                 "\"step_size\":2,\"gamma\":0.5}}}");
+    char path[96];
+    train(id, 3);
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/parameters", id);
+    it_call_free("PUT", path, "{\"parameters\":{\"W1\":[[0,0,0]]}}", 200);
+    train(id, 1);                                   /* step 3: 0.1 */
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/step", id);
+    it_call_free("POST", path, "{\"x\":[[1,2]],\"y\":[3]}", 200);           /* step 4: 0.05 */
+    it_call_free("POST", path, "{\"x\":[[1,2]],\"y\":[3],\"learning_rate\":1}", 200); /* 0.25 */
+    char *rates = rates_text(id);
+    ck_assert_str_eq(rates, "[0.2,0.2,0.1,0.1,0.05,0.25]");
+    free(rates);
+}
+END_TEST
+
 /* A spec that must be refused with 400 naming `field`, leaving no model behind. */
 static void expect_refused(const char *optimizer, const char *field)
 {
@@ -265,6 +286,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, restore_then_train_reproduces_the_run);
     tcase_add_test(tc, schedule_is_stored_exported_and_imported);
     tcase_add_test(tc, malformed_schedules_are_refused);
+    tcase_add_test(tc, put_parameters_and_step_follow_the_global_step);
     suite_add_tcase(s, tc);
     return it_run(s);
 }
