@@ -1693,6 +1693,29 @@ static int csv_line_error(codec_csv_stream_t *s, int64_t line, const char *fmt, 
     return s->rc = err_set_field(&s->err, ERR_INVAL, field, fmt, (long long)line, a, b);
 }
 
+/* A row's labels against the model's rule, so a bad label is named by its line and column
+ * like every other CSV error (a JSON batch names it y[i] instead). */
+static int csv_labels_check(codec_csv_stream_t *s, int64_t line, const double *yr)
+{
+    const int64_t k = s->o.label_classes;
+    for (int64_t j = 0; j < s->o.label_columns; ++j) {
+        const double v = yr[j];
+        char rule[64] = "";
+        if (s->o.label_binary && v != 0.0 && v != 1.0)
+            snprintf(rule, sizeof rule, "labels must be 0 or 1");
+        else if (k > 0 && (v != floor(v) || v < 0 || v >= (double)k))
+            snprintf(rule, sizeof rule, "labels must be class indices 0..%lld", (long long)k - 1);
+        if (rule[0] != '\0') {
+            char field[32];
+            snprintf(field, sizeof field, "line %lld", (long long)line);
+            return s->rc = err_set_field(&s->err, ERR_INVAL, field,
+                                         "line %lld: column %lld (label) = %g: %s",
+                                         (long long)line, (long long)(s->o.n_x + j + 1), v, rule);
+        }
+    }
+    return 0;
+}
+
 /* One physical line [ls, le) without its '\n'. */
 static void csv_line(codec_csv_stream_t *s, const char *ls, const char *le)
 {
@@ -1768,6 +1791,8 @@ static void csv_line(codec_csv_stream_t *s, const char *ls, const char *le)
     /* A wrong field count is the clearer message, so it wins over a bad value. */
     if (nf + 1 != cols)
         rc = csv_line_error(s, line, "line %lld: has %lld fields, expected %lld", nf + 1, cols);
+    else if (rc == 0)
+        rc = csv_labels_check(s, line, yr);
     s->rc = rc;
     s->rows++;
 }

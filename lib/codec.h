@@ -82,12 +82,15 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
 typedef struct codec_csv_opts {
     int32_t n_x;             /* features per row the model expects */
     int32_t label_columns;   /* trailing label columns (default 1) */
+    int32_t label_binary;    /* 1: every label must be 0 or 1 (model_label_rule) */
+    int32_t label_classes;   /* k > 0: every label must be a class index 0..k-1 */
     int32_t header;          /* -1 auto, 0 never, 1 always */
     int64_t max_rows;
 } codec_csv_opts_t;
 
-/* CSV text -> batch. Lines are 1-based physical lines, header included; errors name
- * "line 17". Blank trailing lines are ignored; CRLF accepted. */
+/* CSV text -> batch. Lines are 1-based physical lines, header included; every error about a
+ * line names it as the field ("line 17") and its message gives the column where there is one,
+ * a label out of the rule included. Blank trailing lines are ignored; CRLF accepted. */
 int codec_csv_decode(const char *text, size_t len, const codec_csv_opts_t *opts,
                      codec_batch_t *out, err_t *err);
 

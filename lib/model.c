@@ -948,13 +948,21 @@ static int is_binary(const model_t *m)
            || (m->spec.kind == MODEL_KIND_MLP && m->spec.output_activation == MODEL_ACT_SIGMOID);
 }
 
+void model_label_rule(const model_t *m, int32_t *binary, int32_t *classes)
+{
+    *binary = is_binary(m);
+    *classes = is_class_kind(m->spec.kind)
+                       || (m->spec.kind == MODEL_KIND_MLP
+                           && m->spec.output_activation == MODEL_ACT_SOFTMAX)
+                   ? m->spec.classes
+                   : 0;
+}
+
 int model_check_labels(const model_t *m, const batch_t *b, err_t *err)
 {
-    int binary = is_binary(m);
-    int32_t k = m->spec.classes;
-    int classes = is_class_kind(m->spec.kind)
-                  || (m->spec.kind == MODEL_KIND_MLP
-                      && m->spec.output_activation == MODEL_ACT_SOFTMAX);
+    int32_t binary, k;
+    model_label_rule(m, &binary, &k);
+    const int classes = k > 0;
     for (int32_t i = 0; i < b->rows; ++i) {
         for (int32_t j = 0; j < b->n_y; ++j) {
             double v = b->y[(int64_t)i * b->n_y + j];

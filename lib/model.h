@@ -146,8 +146,12 @@ const model_spec_t *model_spec(const model_t *m);
 int32_t model_n_x(const model_t *m);
 int32_t model_n_y(const model_t *m);
 
-/* Check labels of a batch: 0/1 for binary kinds, integer 0..k-1 for class kinds, finite
- * numbers for regression. err->field is "y[i]" (or "y[i][j]"). */
+/* The labels the model accepts: *binary = 1 for 0 or 1 only (binary kinds); *classes = k > 0
+ * for integer class indices 0..k-1 (class kinds); both 0 for any finite number (regression). */
+void model_label_rule(const model_t *m, int32_t *binary, int32_t *classes);
+
+/* Check labels of a batch against model_label_rule(); every label must be finite.
+ * err->field is "y[i]" (or "y[i][j]"). */
 int model_check_labels(const model_t *m, const batch_t *b, err_t *err);
 
 /* Flat parameters and gradients (borrowed, model_n_params() doubles each). */

@@ -94,6 +94,7 @@ typedef struct ingest {
     int rc;                      /* an error found before the body, reported by the handler */
     err_t err;
     int32_t n_x, n_y;
+    int32_t label_binary, label_classes;   /* model_label_rule(), checked per CSV line */
     codec_csv_stream_t *csv;
     /* raw: rows x cols float64, split into x and y as whole rows arrive */
     int64_t rows, cols, cap_rows, done_rows, bad_row, bad_col;
@@ -122,6 +123,8 @@ static int csv_begin(http_req_t *req, ingest_t *in, err_t *err)
         return rc;
     int64_t max = app_of(req)->limits.max_batch_rows;
     codec_csv_opts_t opts = {.n_x = in->n_x, .label_columns = in->n_y, .header = -1,
+                             .label_binary = in->label_binary,
+                             .label_classes = in->label_classes,
                              .max_rows = max};
     const char *h = http_query(req, "header");
     if (h != NULL) {
@@ -344,6 +347,7 @@ static int ingest_begin(http_req_t *req, void **state, err_t *err)
         return 0;                /* e.g. 404: the handler's lock says so first */
     in->n_x = model_n_x(m);
     in->n_y = model_n_y(m);
+    model_label_rule(m, &in->label_binary, &in->label_classes);
     registry_read_end(app->registry, id);
     in->kind = kind;
     in->rc = kind == INGEST_CSV ? csv_begin(req, in, &in->err) : raw_begin(req, in, &in->err);

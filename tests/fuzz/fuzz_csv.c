@@ -1,12 +1,13 @@
 /* tests/fuzz/fuzz_csv.c -- CSV bodies as POST /v1/models/{id}/data receives them (text/csv).
  *
  * Input layout: byte 0 = n_x (bits 0-2, 0..7), label columns (bits 3-4, 0..3), header (bits 5-6:
- * auto, never, always, auto); byte 1 = max_rows (bits 0-3, 0 = no limit); the rest is the CSV
- * text, not NUL-terminated (libFuzzer's buffer is exactly that long, so ASan sees any read past
- * its end).
+ * auto, never, always, auto); byte 1 = max_rows (bits 0-3, 0 = no limit), label rule (bits 4-5:
+ * any, 0 or 1, 3 classes, 4 classes); the rest is the CSV text, not NUL-terminated (libFuzzer's
+ * buffer is exactly that long, so ASan sees any read past its end).
  *
- * Contracts checked: a failure has a negative code and a message and leaves the batch empty; a
- * success has 1..max_rows rows, the requested column counts, finite values, y exactly when
+ * Contracts checked: a failure has a negative code and a message, leaves the batch empty, and
+ * when it names a field that is "line N" with N a line of the text; a success has 1..max_rows
+ * rows, the requested column counts, finite values, labels within the rule, y exactly when
  * there are label columns, and every value equal bit for bit to strtod() of its field.
  */
 #include <math.h>
@@ -79,13 +80,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .label_columns = (data[0] >> 3) & 3,
         .header = headers[(data[0] >> 5) & 3],
         .max_rows = data[1] & 15,
+        .label_binary = ((data[1] >> 4) & 3) == 1,
+        .label_classes = ((data[1] >> 4) & 3) >= 2 ? ((data[1] >> 4) & 3) + 1 : 0,
     };
+    /* Physical lines bound the rows: one row per line at most. */
+    int64_t lines = 1;
+    for (size_t i = 2; i < size; ++i)
+        lines += data[i] == '\n';
     codec_batch_t b;
     err_t err = {0};
     int rc = codec_csv_decode((const char *)data + 2, size - 2, &o, &b, &err);
     if (rc < 0) {
         FUZZ_CHECK_ERR(rc, err);
         FUZZ_CHECK(b.x == NULL && b.y == NULL && b.rows == 0, "batch kept on failure");
+        long long at = 0;
+        FUZZ_CHECK(err.field[0] == '\0' ||
+                       (sscanf(err.field, "line %lld", &at) == 1 && at >= 1 && at <= lines),
+                   "field \"%s\" is not a line of the %lld", err.field, (long long)lines);
         return 0;
     }
     FUZZ_CHECK(o.n_x + o.label_columns >= 1, "decoded with no columns");
@@ -98,12 +109,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                (void *)b.y, o.label_columns);
     for (int64_t i = 0; i < (int64_t)b.rows * b.n_x; ++i)
         FUZZ_CHECK(isfinite(b.x[i]), "x value %lld not finite", (long long)i);
-    for (int64_t i = 0; b.y != NULL && i < (int64_t)b.rows * b.n_y; ++i)
-        FUZZ_CHECK(isfinite(b.y[i]), "y value %lld not finite", (long long)i);
-    /* Physical lines bound the rows: one row per line at most. */
-    int64_t lines = 1;
-    for (size_t i = 2; i < size; ++i)
-        lines += data[i] == '\n';
+    for (int64_t i = 0; b.y != NULL && i < (int64_t)b.rows * b.n_y; ++i) {
+        const double v = b.y[i];
+        FUZZ_CHECK(isfinite(v), "y value %lld not finite", (long long)i);
+        FUZZ_CHECK(!o.label_binary || v == 0.0 || v == 1.0, "label %g kept, rule 0 or 1", v);
+        FUZZ_CHECK(o.label_classes == 0 || (v == floor(v) && v >= 0 && v < o.label_classes),
+                   "label %g kept, rule %d classes", v, o.label_classes);
+    }
     FUZZ_CHECK(b.rows <= lines, "rows=%d from %lld lines", b.rows, (long long)lines);
     check_values(&b, (const char *)data + 2, size - 2);
     codec_batch_free(&b);

@@ -265,6 +265,7 @@ START_TEST(csv_bad_input)
 {
     int64_t id = create_model(LINEAR);
     int64_t logi = create_model("{\"kind\":\"logistic\",\"inputs\":2}");
+    int64_t softmax = create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
     cJSON_Delete(post_ok(id, "", CSV, "1,2,3\n", 0, 1));
     static const struct {
         int which;
@@ -284,9 +285,15 @@ START_TEST(csv_bad_input)
         {0, "?label_columns=x", "1,2,3\n", "label_columns"},
         {0, "", "", NULL},
         {0, "", "x1,x2,y\n", NULL},
-        {1, "", "1,2,0\n3,4,2\n", "y[1]"},
+        /* A label out of range names its line, like every other CSV error. */
+        {1, "", "1,2,0\n3,4,2\n", "line 2"},
+        {1, "", "x1,x2,y\n1,2,0\n3,4,1\n5,6,0.5\n", "line 4"},
+        {2, "", "x1,x2,y\n1,2,0\n3,4,3\n", "line 3"},
+        {2, "", "1,2,2\n3,4,-1\n", "line 2"},
+        {2, "", "1,2,1.5\n", "line 1"},
+        {2, "", "1,2,9\n3,4\n", "line 1"},   /* the first bad line wins */
     };
-    const int64_t ids[2] = {id, logi};
+    const int64_t ids[3] = {id, logi, softmax};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         char path[256];
         snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", ids[bad[i].which],

@@ -954,6 +954,35 @@ static int csv_str(const char *text, int32_t n_x, int32_t labels, int32_t header
     return rc;
 }
 
+/* Labels are checked on their line when a rule is given: the error names the line and the
+ * message the column. */
+START_TEST(test_csv_label_rule)
+{
+    codec_batch_t b;
+    err_t err = {0};
+    codec_csv_opts_t o = {.n_x = 2, .label_columns = 1, .header = -1, .label_classes = 3};
+    const char ok[] = "a,b,y\n1,2,0\n3,4,2\n";
+    ck_assert_int_eq(codec_csv_decode(ok, sizeof ok - 1, &o, &b, &err), 0);
+    ck_assert_int_eq(b.rows, 2);
+    codec_batch_free(&b);
+    const char bad[] = "a,b,y\n1,2,0\n3,4,3\n5,6,7\n";
+    ck_assert_int_eq(codec_csv_decode(bad, sizeof bad - 1, &o, &b, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "line 3");
+    ck_assert_ptr_nonnull(strstr(err.msg, "column 3"));
+    ck_assert_ptr_null(b.x);
+    const char frac[] = "1,2,0.5\n";
+    ck_assert_int_eq(codec_csv_decode(frac, sizeof frac - 1, &o, &b, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "line 1");
+    codec_csv_opts_t bin = {.n_x = 1, .label_columns = 1, .header = 0, .label_binary = 1};
+    const char two[] = "1,1\n2,0\n3,2\n";
+    ck_assert_int_eq(codec_csv_decode(two, sizeof two - 1, &bin, &b, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "line 3");
+    codec_csv_opts_t any = {.n_x = 1, .label_columns = 1, .header = 0};
+    ck_assert_int_eq(codec_csv_decode(two, sizeof two - 1, &any, &b, &err), 0);
+    codec_batch_free(&b);
+}
+END_TEST
+
 START_TEST(test_csv_decode)
 {
     codec_batch_t b;
@@ -1419,6 +1448,7 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_batch_decode);
     tcase_add_test(tc, test_batch_errors);
     tcase_add_test(tc, test_csv_decode);
+    tcase_add_test(tc, test_csv_label_rule);
     tcase_add_test(tc, test_csv_errors);
     tcase_add_test(tc, test_csv_stream_any_split);
     tcase_add_test(tc, test_csv_large_and_blank_heavy);
