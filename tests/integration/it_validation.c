@@ -471,6 +471,56 @@ START_TEST(early_stopping_matches_reference)
 }
 END_TEST
 
+/* kill -9 in the middle of a job that validates every row and watches for early stopping: after
+ * the restart the model is at a committed step whose every history row carries its validation
+ * loss, and training goes on from there. */
+START_TEST(kill9_keeps_history_and_step_together)
+{
+    int64_t id = model_with_splits(SPEC);
+    cJSON *job = it_call("POST", pathf("/v1/models/%" PRId64 "/train", id),
+                         "{\"steps\":100000000,\"async\":true,"
+                         "\"early_stopping\":{\"patience\":100000000}}", 202);
+    cJSON_Delete(job);
+    int64_t step = 0;
+    for (int waited = 0; step < 200 && waited < 20000; waited += 20) {
+        it_sleep_ms(20);
+        cJSON *m = it_call("GET", pathf("/v1/models/%" PRId64, id), NULL, 200);
+        step = (int64_t)it_num(m, "step");
+        cJSON_Delete(m);
+    }
+    ck_assert_msg(step >= 200, "the job made %" PRId64 " steps", step);
+    it_kill9(&d);
+    ck_assert_int_eq(it_start_again(&d), 0);
+
+    cJSON *m = it_call("GET", pathf("/v1/models/%" PRId64, id), NULL, 200);
+    step = (int64_t)it_num(m, "step");
+    ck_assert_int_eq((int)it_num(m, "validation_rows"), 5);
+    cJSON_Delete(m);
+    cJSON *h = it_call("GET", pathf("/v1/models/%" PRId64 "/history?max_points=100000", id), NULL,
+                       200);
+    const cJSON *rows = get(h, "history");
+    ck_assert_int_eq(cJSON_GetArraySize(rows), (int)step);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        ck_assert(cJSON_IsNumber(get(r, "val_loss")));
+        ck_assert(cJSON_IsNumber(get(r, "val_accuracy")));
+    }
+    ck_assert_int_eq((int)it_num(cJSON_GetArrayItem(rows, cJSON_GetArraySize(rows) - 1), "step"),
+                     (int)step - 1);
+    cJSON_Delete(h);
+    /* Going on: the next row's validation loss is that of the committed parameters. */
+    double val = loss_of(id, "{\"split\":\"validation\"}");
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/train", id), "{\"steps\":1}", 200);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/history?after_step=%" PRId64, id,
+             step - 1);
+    h = it_call("GET", path, NULL, 200);
+    ck_assert(it_num(cJSON_GetArrayItem(get(h, "history"), 0), "val_loss") == val);
+    cJSON_Delete(h);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
@@ -483,6 +533,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, training_reads_train_rows_and_records_validation);
     tcase_add_test(tc, queries_take_a_split);
     tcase_add_test(tc, early_stopping_matches_reference);
+    tcase_add_test(tc, kill9_keeps_history_and_step_together);
     suite_add_tcase(s, tc);
     return it_run(s);
 }
