@@ -250,6 +250,49 @@ static int64_t check_consistent(int64_t id)
     return step;
 }
 
+/* 400 naming `field`, as the answer to POST `body` on `path`. */
+static void expect_field(const char *path, const char *body, const char *field)
+{
+    cJSON *j = it_call("POST", path, body, 400);
+    ck_assert_msg(j != NULL, "POST %s: no JSON", path);
+    cJSON *e = get(j, "error");
+    ck_assert_str_eq(get(e, "code")->valuestring, "invalid_argument");
+    cJSON *f = get(e, "field");
+    ck_assert_msg(cJSON_IsString(f) && strcmp(f->valuestring, field) == 0,
+                  "POST %s %s: want field %s", path, body, field);
+    cJSON_Delete(j);
+}
+
+/* What a call implies is checked before it runs or is queued: an async request that could
+ * never run is 400, not 202 and a job failing later; batch_size 0 is not the full batch. */
+START_TEST(request_bounds_up_front)
+{
+    int64_t id = small_model();   /* 32 rows */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    expect_field(path, "{\"epochs\":1e9,\"batch_size\":1,\"async\":true}", "epochs");
+    expect_field(path, "{\"epochs\":1e9,\"batch_size\":1}", "epochs");
+    /* 32 batches per epoch: 31250000 epochs are 10^9 steps, one more epoch is too many. */
+    expect_field(path, "{\"epochs\":31250001,\"batch_size\":1,\"async\":true}", "epochs");
+    expect_field(path, "{\"batch_size\":0}", "batch_size");
+    expect_field(path, "{\"batch_size\":0,\"async\":true}", "batch_size");
+    expect_field(path, "{\"batch_size\":-3}", "batch_size");
+    expect_field(path, "{\"steps\":1000000001,\"async\":true}", "steps");
+    snprintf(path, sizeof path, "/v1/jobs?model_id=%lld", (long long)id);
+    cJSON *jobs = it_call("GET", path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(jobs, "jobs")), 0);
+    cJSON_Delete(jobs);
+    cJSON *m = model_get(id);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
+    cJSON_Delete(m);
+    /* null is the full batch. */
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    cJSON *j = it_call("POST", path, "{\"epochs\":2,\"batch_size\":null}", 200);
+    ck_assert_int_eq((int64_t)it_num(j, "steps_run"), 2);
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(async_lifecycle)
 {
     int64_t id = small_model();
@@ -1046,6 +1089,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, async_lifecycle);
+    tcase_add_test(tc, request_bounds_up_front);
     tcase_add_test(tc, cancel_and_conflicts);
     tcase_add_test(tc, sse_events);
     tcase_add_test(tc, history_paging);
