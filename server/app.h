@@ -22,7 +22,7 @@
 
 /* Resource limits, each set by a flag (docs/security.md lists them with their defaults). A
  * request over a data limit is 400 invalid_argument naming the field and the flag; over
- * max_body 413; over max_jobs 429. */
+ * max_body 413; over max_jobs or max_sync_runs 429. */
 typedef struct app_limits {
     size_t max_body;         /* --max-body: request body, bytes */
     int64_t max_batch_rows;  /* --max-batch-rows: rows in one batch or inline x */
@@ -33,6 +33,7 @@ typedef struct app_limits {
     int32_t max_graph_nodes; /* --max-graph-nodes: nodes of a graph model or graph eval */
     int32_t max_depth;       /* --max-depth: JSON nesting depth of request bodies */
     int64_t max_jobs;        /* --max-jobs: concurrent async training jobs */
+    int64_t max_sync_runs;   /* --max-sync-runs: concurrent synchronous train calls */
 } app_limits_t;
 
 typedef struct app {

@@ -38,9 +38,11 @@ typedef struct job {
 
 struct jobs {
     app_t *app;
-    pthread_mutex_t mu;        /* guards jobs, n_active */
+    pthread_mutex_t mu;        /* guards jobs, n_active, n_sync */
+    pthread_cond_t sync_done;  /* signalled when n_sync drops, for jobs_shutdown() */
     job_t *jobs;
     int64_t n_active;
+    int64_t n_sync;            /* synchronous runs between jobs_sync_begin() and _end() */
     atomic_int stopping;
 };
 
@@ -78,33 +80,55 @@ static char *result_text(int64_t model_id, const train_result_t *res)
     return text;
 }
 
-/* The run is over and committed as far as it could be: free the model, then record the
- * job's end (before the trainer publishes `done`, so a client that saw it reads the job's
- * final status). */
+/* The status and error a job ends with, given its run's result. */
+static const char *job_end_status(const job_t *jb, const train_result_t *res, const char **error)
+{
+    *error = NULL;
+    if (res->stopped != TRAIN_STOP_CANCELLED)
+        return "succeeded";
+    if (atomic_load(&jb->by_user))
+        return "cancelled";
+    *error = "interrupted";    /* stopped by the daemon's shutdown */
+    return "failed";
+}
+
+/* trainer_opts_t.record_end: the job's end, in the transaction of its run's final commit, so
+ * no crash can separate the model's final step from the job's status and result. */
+static int job_record_end(void *ctx, const train_result_t *res, err_t *err)
+{
+    job_t *jb = ctx;
+    const char *error = NULL;
+    const char *status = job_end_status(jb, res, &error);
+    char *result = result_text(jb->model_id, res);
+    if (result == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory recording job %" PRId64 "'s end", jb->id);
+    int rc = store_job_set_status(jb->owner->app->store, jb->id, status, result, error, err);
+    free(result);
+    return rc;
+}
+
+/* trainer_opts_t.on_end: the run is over and has released the model. A run that succeeded
+ * recorded the job's end in its final commit; a failed one records it now (before the trainer
+ * publishes `done`, so a client that saw it reads the job's final status), with what it had
+ * committed (steps_run > 0) beside the reason. */
 static void job_end(void *ctx, int rc, const train_result_t *res, const err_t *err)
 {
     job_t *jb = ctx;
     jobs_t *j = jb->owner;
     app_t *app = j->app;
-    const char *status = "succeeded", *error = NULL;
+    const char *error = NULL;
+    const char *status = job_end_status(jb, res, &error);
     if (rc < 0) {
         status = "failed";
         error = err->msg[0] != '\0' ? err->msg : err_str(rc);
-    } else if (res->stopped == TRAIN_STOP_CANCELLED) {
-        if (atomic_load(&jb->by_user)) {
-            status = "cancelled";
-        } else {
-            status = "failed";
-            error = "interrupted";
-        }
     }
-    char *result = rc < 0 ? NULL : result_text(jb->model_id, res);
-    /* Freed first, so a client that sees the job's end never gets 409 from the model. */
-    registry_write_end(app->registry, jb->model_id);
     log_msg(rc < 0 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO,
             "job %" PRId64 " (model %" PRId64 ") %s: %" PRId64 " steps%s%s", jb->id,
             jb->model_id, status, res->steps_run, error != NULL ? ": " : "",
             error != NULL ? error : "");
+    if (rc == 0)
+        return;
+    char *result = res->steps_run > 0 ? result_text(jb->model_id, res) : NULL;
     /* Often the storage trouble that ended the run (disk full, read-only, locked) also stops
      * the job's end from being recorded: try again until the storage is back, or until
      * shutdown (the next start then marks the job interrupted). */
@@ -137,7 +161,7 @@ static void *job_main(void *arg)
 
     trainer_opts_t o = {.model_id = jb->model_id, .req = jb->req, .job_id = jb->id,
                         .cancel = &jb->cancel, .lock = TRAINER_LOCK_HELD, .set_status = 1,
-                        .on_end = job_end, .end_ctx = jb};
+                        .record_end = job_record_end, .on_end = job_end, .end_ctx = jb};
     train_result_t res;
     err = (err_t){0};
     trainer_run(app, &o, &res, &err);
@@ -293,6 +317,7 @@ int jobs_new(app_t *app, jobs_t **out, err_t *err)
         return err_set(err, ERR_NOMEM, "out of memory for the job pool");
     j->app = app;
     pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->sync_done, NULL);
     *out = j;
     return 0;
 }
@@ -305,6 +330,11 @@ void jobs_shutdown(jobs_t *j)
     atomic_store(&j->stopping, 1);
     for (job_t *jb = j->jobs; jb != NULL; jb = jb->next)
         atomic_store(&jb->cancel, 1);
+    /* Synchronous runs see app->stopping as their cancel flag: they stop at the next step
+     * boundary, commit, answer and leave. Wait for them here, before anything they use (the
+     * server they answer through, the store, the registry) goes away. */
+    while (j->n_sync > 0)
+        pthread_cond_wait(&j->sync_done, &j->mu);
     pthread_mutex_unlock(&j->mu);
     /* Every job thread ends at its next step boundary, its state committed; join them all
      * while the HTTP server (whose streams they publish to) still exists. */
@@ -325,6 +355,33 @@ void jobs_free(jobs_t *j)
     if (j == NULL)
         return;
     jobs_shutdown(j);
+    pthread_cond_destroy(&j->sync_done);
     pthread_mutex_destroy(&j->mu);
     free(j);
+}
+
+int jobs_sync_begin(jobs_t *j, err_t *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&j->mu);
+    if (atomic_load(&j->stopping)) {
+        rc = err_set(err, ERR_UNAVAILABLE, "shutting down: no new training runs");
+    } else if (j->n_sync >= j->app->limits.max_sync_runs) {
+        int64_t max = j->app->limits.max_sync_runs;
+        rc = err_set(err, ERR_BUSY, "%" PRId64 " synchronous train call%s already running "
+                     "(--max-sync-runs): retry later, or train with \"async\":true", max,
+                     max == 1 ? " is" : "s are");
+    } else {
+        j->n_sync++;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+void jobs_sync_end(jobs_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->n_sync--;
+    pthread_cond_broadcast(&j->sync_done);
+    pthread_mutex_unlock(&j->mu);
 }

@@ -33,12 +33,20 @@ typedef struct jobs jobs_t;
 int jobs_new(app_t *app, jobs_t **out, err_t *err);
 
 /* Shut down the pool: running jobs stop at their next step boundary (state committed), new
- * submissions get ERR_UNAVAILABLE, and every job thread is joined. Call BEFORE
+ * submissions get ERR_UNAVAILABLE, every job thread is joined and every synchronous run begun
+ * with jobs_sync_begin() is waited for (set app->stopping first: their cancel flag). Call BEFORE
  * http_server_stop(): jobs publish to the server's streams. Idempotent; NULL is a no-op. */
 void jobs_shutdown(jobs_t *j);
 
 /* jobs_shutdown() if not yet, then free. NULL is a no-op. */
 void jobs_free(jobs_t *j);
+
+/* A synchronous training run (POST /train without async) starts: at most
+ * app->limits.max_sync_runs at once (--max-sync-runs), more is ERR_BUSY (429); after
+ * jobs_shutdown() began, ERR_UNAVAILABLE. Each successful call needs one jobs_sync_end(), made
+ * by the run's thread after its last use of the server, the store and the registry. */
+int jobs_sync_begin(jobs_t *j, err_t *err);
+void jobs_sync_end(jobs_t *j);
 
 /*
  * Submit an async run of `req` on model `model_id` (request_json is stored with the job).

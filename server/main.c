@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -46,6 +47,7 @@ typedef struct config {
     int64_t compute_threads;
     int64_t max_body;
     int64_t max_jobs;
+    int64_t max_sync_runs;
     int64_t max_batch_rows;
     int64_t max_model_rows;
     int64_t max_params;
@@ -73,6 +75,10 @@ typedef struct flag {
     const char *help;
 } flag_t;
 
+/* Synchronous train calls at once: a call waits on commits (fsyncs) as much as it computes,
+ * so more than one per core keeps the cores busy; the cap bounds the threads they take. */
+#define SYNC_RUNS_DEFAULT(cores) ((cores) * 4 > 16 ? (cores) * 4 : 16)
+
 /* Models whose training state (model copy, optimizer, working buffers) is kept between train
  * calls: the most recently trained ones. */
 #define TRAIN_SESSIONS 2
@@ -88,6 +94,8 @@ static const flag_t flags[] = {
      "threads one training call's big batches are split over, shared by every model"},
     {"max-body", FLAG_INT, 1, (int64_t)1 << 40, "67108864", "largest request body, bytes"},
     {"max-jobs", FLAG_INT, 1, 1024, "number of cores", "concurrent asynchronous training jobs"},
+    {"max-sync-runs", FLAG_INT, 1, 1024, "4 per core, at least 16",
+     "concurrent synchronous train calls (each runs on its own thread)"},
     {"max-batch-rows", FLAG_INT, 1, INT32_MAX, "1000000", "rows in one batch or inline x"},
     {"max-model-rows", FLAG_INT, 1, INT32_MAX, "10000000", "stored training rows per model"},
     {"max-params", FLAG_INT, 1, TENSOR_MAX_ELEMS, "50000000",
@@ -166,6 +174,7 @@ static int64_t *int_field(config_t *cfg, const char *name)
         {"compute-threads", offsetof(config_t, compute_threads)},
         {"max-body", offsetof(config_t, max_body)},
         {"max-jobs", offsetof(config_t, max_jobs)},
+        {"max-sync-runs", offsetof(config_t, max_sync_runs)},
         {"max-batch-rows", offsetof(config_t, max_batch_rows)},
         {"max-model-rows", offsetof(config_t, max_model_rows)},
         {"max-params", offsetof(config_t, max_params)},
@@ -248,6 +257,7 @@ static void config_parse(config_t *cfg, int argc, char **argv)
         cores = 1;
     *cfg = (config_t){.bind = "127.0.0.1", .port = 8080, .db = "./neurond.db",
                       .threads = cores, .compute_threads = cores, .max_body = 67108864, .max_jobs = cores,
+                      .max_sync_runs = SYNC_RUNS_DEFAULT(cores),
                       .max_batch_rows = 1000000, .max_model_rows = 10000000,
                       .max_params = MODEL_MAX_PARAMS_DEFAULT, .max_layers = MODEL_MAX_LAYERS,
                       .max_units = 100000, .max_graph_nodes = AD_MAX_NODES_DEFAULT,
@@ -518,6 +528,41 @@ static int signal_wait(void)
     }
 }
 
+/*
+ * One daemon per database: a second one would mark the first one's running jobs interrupted
+ * and train the same models beside it, each overwriting the other's commits. flock() on
+ * "<db>.lock", held (the descriptor left open) for the life of the process, is released by the
+ * kernel however the process ends, kill -9 included, so a stale lock file never blocks a start.
+ * A separate file, not the database itself: SQLite's own fcntl locks on the database would be
+ * dropped by closing any other descriptor of it. Returns the descriptor, or exits 1.
+ */
+static int db_lock_take(const char *db)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s.lock", db) >= (int)sizeof path) {
+        fprintf(stderr, "neurond: database path '%s' is too long\n", db);
+        exit(1);
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "neurond: cannot open lock file '%s': %s\n", path, strerror(errno));
+        exit(1);
+    }
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EWOULDBLOCK)
+            fprintf(stderr, "neurond: database '%s' is in use by another neurond (lock file "
+                    "'%s' is held): stop that one first, or give this one another --db\n", db,
+                    path);
+        else
+            fprintf(stderr, "neurond: cannot lock '%s': %s\n", path, strerror(errno));
+        close(fd);
+        exit(1);
+    }
+    return fd;
+}
+
 /* neurond --backup OUT --db FILE: copy FILE as one committed state (a running daemon may keep
  * writing it), without creating or migrating it, and exit: 0 when OUT is written, else 1. */
 static int backup_run(const config_t *cfg)
@@ -557,6 +602,9 @@ int main(int argc, char **argv)
         log_msg(LOG_LEVEL_WARN, "listening on %s without tokens: anyone who can reach it can "
                 "read and change every model (see docs/security.md)", cfg.bind);
 
+    /* Before the database is touched: migrations and marking jobs interrupted belong to the
+     * one daemon that owns it. Held until the process exits. */
+    int db_lock = db_lock_take(cfg.db);
     err_t err = {0};
     store_t *store = NULL;
     if (store_open(cfg.db, &store, &err) < 0) {
@@ -591,7 +639,7 @@ int main(int argc, char **argv)
         .max_model_rows = cfg.max_model_rows, .max_params = cfg.max_params,
         .max_layers = (int32_t)cfg.max_layers, .max_units = (int32_t)cfg.max_units,
         .max_graph_nodes = (int32_t)cfg.max_graph_nodes, .max_depth = (int32_t)cfg.max_depth,
-        .max_jobs = cfg.max_jobs};
+        .max_jobs = cfg.max_jobs, .max_sync_runs = cfg.max_sync_runs};
     app.registry = registry;
     jobs_t *jobs = NULL;
     if (jobs_new(&app, &jobs, &err) < 0) {
@@ -673,6 +721,7 @@ int main(int argc, char **argv)
     registry_free(registry);   /* after every user of the models has stopped */
     pool_free(pool);
     store_close(store);
+    close(db_lock);            /* after the last write: the next daemon may start now */
     log_msg(LOG_LEVEL_INFO, "stopped");
     return 0;
 }

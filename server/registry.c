@@ -378,11 +378,15 @@ int registry_load_row(registry_t *r, int64_t id, store_model_t *row, registry_co
                       err_t *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = store_model_get(r->store, id, row, err);
+    /* The row (name, loss) and the state (parameters, optimizer, step) from one snapshot: read
+     * apart, a train commit in between would pair a loss with parameters it does not describe. */
+    int rc = store_begin_read(r->store, err);
     if (rc < 0)
         return rc;
-    if ((rc = registry_load(r, id, out, err)) < 0)
+    if ((rc = store_model_get(r->store, id, row, err)) == 0 &&
+        (rc = registry_load(r, id, out, err)) < 0)
         store_model_clear(row);
+    store_rollback(r->store);
     return rc;
 }
 

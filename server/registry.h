@@ -79,8 +79,9 @@ int registry_is_training(registry_t *r, int64_t id);
 int registry_load(registry_t *r, int64_t id, registry_copy_t *out, err_t *err);
 void registry_copy_free(registry_copy_t *c);
 
-/* registry_load() together with the model's stored row (name, spec): both are filled, or
- * neither (*row cleared, *out zeroed) on failure. Release with store_model_clear() and
+/* registry_load() together with the model's stored row (name, spec, loss), both read in one
+ * read transaction (one committed state; the calling thread must have none open): both are
+ * filled, or neither (*row cleared, *out zeroed) on failure. Release with store_model_clear() and
  * registry_copy_free(). What the exports read. */
 int registry_load_row(registry_t *r, int64_t id, store_model_t *row, registry_copy_t *out,
                       err_t *err);

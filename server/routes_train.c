@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "http.h"
 #include "jobs.h"
+#include "log.h"
 #include "present.h"
 #include "registry.h"
 #include "routes.h"
@@ -48,17 +49,27 @@ typedef struct sync_run {
 static void *sync_run_main(void *arg)
 {
     sync_run_t *sr = arg;
+    app_t *app = sr->app;
     int64_t id = sr->o.model_id;
     err_t err = {0};
     train_result_t res;
-    int rc = trainer_run(sr->app, &sr->o, &res, &err);
+    int rc = trainer_run(app, &sr->o, &res, &err);
+    if (rc < 0 && res.steps_run > 0) {
+        /* Steps were committed before the run had to stop: an error would tell the client
+         * that nothing happened, and its retry would train them twice. Answer what the model
+         * now is (stopped "cancelled"); the log keeps the reason. */
+        log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": train call stopped after %" PRId64
+                " committed steps: %s", id, res.steps_run, err.msg);
+        rc = 0;
+    }
     if (rc == 0 && (rc = reply_result(sr->req, id, &res)) < 0)
         err_set(&err, rc, "out of memory encoding the train result");
     if (rc < 0)
         http_reply_error(sr->req, &err);
-    store_thread_end(sr->app->store);      /* this thread's connection: one per run otherwise */
+    store_thread_end(app->store);          /* this thread's connection: one per run otherwise */
     http_resume(sr->req);                  /* sr->req belongs to the server from here on */
     free(sr);
+    jobs_sync_end(app->jobs);              /* last: shutdown may free everything after it */
     return NULL;
 }
 
@@ -115,9 +126,14 @@ static int train_post(http_req_t *req, err_t *err)
         return reply_job(req, job_id, err);
     }
     cJSON_Delete(body);
+    /* One thread per call, so they are counted: 250 calls at once must not make 250 threads. */
+    if ((rc = jobs_sync_begin(app->jobs, err)) < 0)
+        return rc;
     sync_run_t *sr = malloc(sizeof *sr);
-    if (sr == NULL)
+    if (sr == NULL) {
+        jobs_sync_end(app->jobs);
         return err_set(err, ERR_NOMEM, "out of memory");
+    }
     *sr = (sync_run_t){.req = req, .app = app, .o = o};
     pthread_attr_t attr;
     pthread_t t;
@@ -128,6 +144,7 @@ static int train_post(http_req_t *req, err_t *err)
     pthread_attr_destroy(&attr);
     if (prc != 0) {
         free(sr);
+        jobs_sync_end(app->jobs);
         return err_set(err, ERR_UNAVAILABLE, "cannot start a training thread: %s",
                        strerror(prc));
     }

@@ -76,6 +76,9 @@ static _Thread_local struct {
     uint64_t uid;
     conn_t *conn;
 } tl_conn;
+/* The calling thread's last storage failure was a lock held past the busy timeout (see
+ * store_failed_busy()). Per thread, like the connections. */
+static _Thread_local int tl_failed_busy;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -168,6 +171,7 @@ errno_only:
  */
 static int db_fail(sqlite3 *db, int rc, const char *what, err_t *err)
 {
+    tl_failed_busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
     const char *detail = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     if ((rc & 0xff) == SQLITE_IOERR && db != NULL) {
         char cause[160];
@@ -970,15 +974,37 @@ out:
 
 /* ---- transactions ----------------------------------------------------------------------------- */
 
-int store_begin(store_t *s, err_t *err)
+/* Start the calling thread's transaction with `sql`; none may be open. */
+static int tx_begin(store_t *s, const char *sql, err_t *err)
 {
     conn_t *c = NULL;
     int rc = conn_get(s, &c, err);
     if (rc < 0)
         return rc;
     if (!sqlite3_get_autocommit(c->db))
-        return err_set(err, ERR_INTERNAL, "store_begin: a transaction is already open");
-    return conn_exec(c, "BEGIN IMMEDIATE", "starting a transaction", err);
+        return err_set(err, ERR_INTERNAL, "a transaction is already open");
+    tl_failed_busy = 0;
+    if ((rc = conn_exec(c, sql, "starting a transaction", err)) < 0 &&
+        !sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_begin(store_t *s, err_t *err)
+{
+    return tx_begin(s, "BEGIN IMMEDIATE", err);
+}
+
+int store_begin_read(store_t *s, err_t *err)
+{
+    /* A deferred BEGIN takes its snapshot at the first read; reading schema_version now pins
+     * it, so every later read of the transaction sees this moment. */
+    return tx_begin(s, "BEGIN; SELECT 1 FROM schema_version LIMIT 1", err);
+}
+
+int store_failed_busy(void)
+{
+    return tl_failed_busy;
 }
 
 int store_commit(store_t *s, err_t *err)
@@ -1905,9 +1931,9 @@ int store_batch_get(store_t *s, int64_t id, int64_t batch_id, store_batch_info_t
         return rc;
     if ((rc = model_exists(c, id, err)) < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
         goto out;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, batch_id);
-    src = sqlite3_step(st);
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, batch_id);
+    src = conn_step(c, st);
     if (src == SQLITE_DONE) {
         rc = err_set(err, ERR_NOTFOUND, "batch %" PRId64 " of model %" PRId64 " not found",
                      batch_id, id);
@@ -2110,18 +2136,24 @@ int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *
 {
     /* One statement reads the model's state and writes the copy: a consistent snapshot. */
     static const char sql[] =
-        "INSERT INTO checkpoints(model_id, step, label, params, optim, created_at)"
-        " SELECT m.id, m.step, ?2, p.data, o.data, ?3 FROM models m"
+        "INSERT INTO checkpoints(model_id, step, label, params, optim, created_at, history_saved)"
+        " SELECT m.id, m.step, ?2, p.data, o.data, ?3, 1 FROM models m"
         " JOIN parameters p ON p.model_id = m.id"
         " LEFT JOIN optim_state o ON o.model_id = m.id WHERE m.id = ?1"
         " RETURNING id, step";
+    /* The history it was taken with, in the same transaction: every row is before the step. */
+    static const char sql_history[] =
+        "INSERT INTO checkpoint_history(checkpoint_id, " HIST_COLUMNS ")"
+        " SELECT ?2, " HIST_COLUMNS " FROM history_chunks WHERE model_id = ?1 AND first_step < ?3";
     *checkpoint_id = 0;
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
     int64_t cid = 0, cstep = 0;
-    int rc = conn_get(s, &c, err);
-    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
+    int own = 0, rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
         return rc;
+    if ((rc = stmt_get(c, sql, &st, err)) < 0)
+        goto out;
     char now[STORE_TIME_MAX];
     store_now(now);
     bind_int64(c, st, 1, id);
@@ -2140,7 +2172,15 @@ int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *
         rc = db_fail(c->db, src, "saving a checkpoint", err);
     }
     stmt_done(st);
-    if (rc < 0)
+    if (rc < 0 || (rc = stmt_get(c, sql_history, &st, err)) < 0)
+        goto out;
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, cid);
+    bind_int64(c, st, 3, cstep);
+    rc = step_done(c, st, "saving a checkpoint's history", err);
+    stmt_done(st);
+out:
+    if ((rc = tx_leave(c, own, rc, err)) < 0)
         return rc;
     *checkpoint_id = cid;
     if (step != NULL)
@@ -2218,7 +2258,12 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
                              err_t *err)
 {
     static const char sql_find[] =
-        "SELECT step FROM checkpoints WHERE id = ?2 AND model_id = ?1";
+        "SELECT step, history_saved FROM checkpoints WHERE id = ?2 AND model_id = ?1";
+    /* A checkpoint with its history: the model's history becomes exactly that. */
+    static const char sql_hist_clear[] = "DELETE FROM history_chunks WHERE model_id = ?1";
+    static const char sql_hist_back[] =
+        "INSERT INTO history_chunks(model_id, " HIST_COLUMNS ")"
+        " SELECT ?1, " HIST_COLUMNS " FROM checkpoint_history WHERE checkpoint_id = ?2";
     static const char sql_params[] =
         "UPDATE parameters SET data = (SELECT params FROM checkpoints WHERE id = ?2)"
         " WHERE model_id = ?1";
@@ -2232,6 +2277,7 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
     int64_t cstep = 0;
+    int history_saved = 0;
     int own = 0, src, rc = conn_get(s, &c, err);
     if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
         return rc;
@@ -2242,14 +2288,16 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
     bind_int64(c, st, 1, id);
     bind_int64(c, st, 2, checkpoint_id);
     src = conn_step(c, st);
-    if (src == SQLITE_ROW)
+    if (src == SQLITE_ROW) {
         cstep = sqlite3_column_int64(st, 0);
-    else if (src == SQLITE_DONE)
+        history_saved = sqlite3_column_int(st, 1);
+    } else if (src == SQLITE_DONE) {
         rc = err_set_field(err, ERR_NOTFOUND, "checkpoint_id",
                            "checkpoint %" PRId64 " of model %" PRId64 " not found",
                            checkpoint_id, id);
-    else
+    } else {
         rc = db_fail(c->db, src, "reading a checkpoint", err);
+    }
     stmt_done(st);
     if (rc < 0)
         goto out;
@@ -2273,9 +2321,20 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
     bind_text(c, st, 3, now, -1, SQLITE_TRANSIENT);
     rc = step_done(c, st, "restoring a checkpoint", err);
     stmt_done(st);
-    if (rc < 0)
-        goto out;
-    rc = hist_truncate(c, id, cstep, err);
+    const char *const hist[] = {sql_hist_clear, sql_hist_back};
+    for (int i = 0; i < 2 && history_saved && rc == 0; ++i) {
+        if ((rc = stmt_get(c, hist[i], &st, err)) < 0)
+            goto out;
+        bind_int64(c, st, 1, id);
+        if (i == 1)
+            bind_int64(c, st, 2, checkpoint_id);
+        rc = step_done(c, st, "restoring a checkpoint's history", err);
+        stmt_done(st);
+    }
+    /* A checkpoint older than its history copy (or, defensively, a copied chunk reaching its
+     * step) keeps the rule it was made under: no row at or after the restored step. */
+    if (rc == 0)
+        rc = hist_truncate(c, id, cstep, err);
 out:
     rc = tx_leave(c, own, rc, err);
     if (rc == 0 && step != NULL)

@@ -149,6 +149,17 @@ int store_commit(store_t *s, err_t *err);
 /* Roll back the calling thread's transaction, if any. Never fails. */
 void store_rollback(store_t *s);
 
+/* A read transaction on the calling thread's connection: every store read until
+ * store_rollback() sees one committed state, however many statements it takes (e.g. a model's
+ * row and its parameters for an export). Takes no lock; writers go on. No nesting. */
+int store_begin_read(store_t *s, err_t *err);
+
+/* 1 when the calling thread's last failed store call failed only because another writer held
+ * the database lock past the busy timeout (ERR_UNAVAILABLE "storage busy"): the same call may
+ * succeed later. 0 after any other failure (full, read-only, I/O), and after store_begin()
+ * until something fails again. */
+int store_failed_busy(void);
+
 /* ---- models ------------------------------------------------------------------------------- */
 
 /*
@@ -291,8 +302,8 @@ typedef struct store_checkpoint {
 
 /*
  * Save the current parameters, optimizer state and step of model `id` as a checkpoint labelled
- * `label` (NULL: none), read and written by one statement, so it is one committed state even
- * while a training run commits. `*checkpoint_id` is the new id, `*step` (may be NULL) its step.
+ * `label` (NULL: none), with a copy of its history, in one transaction, so it is one committed
+ * state even while a training run commits. `*checkpoint_id` is the new id, `*step` (may be NULL) its step.
  * ERR_NOTFOUND when the model is absent.
  */
 int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *checkpoint_id,
@@ -306,8 +317,9 @@ void store_checkpoint_list_free(store_checkpoint_t *rows, int64_t n);
 
 /*
  * Bring model `id` back to checkpoint `checkpoint_id`: parameters, optimizer state and step;
- * its last loss becomes null (it described parameters that are gone); history rows with step >=
- * the checkpoint's step are deleted; version and updated_at bumped. One transaction (joins the
+ * its last loss becomes null (it described parameters that are gone); its history becomes the
+ * one saved with the checkpoint (for a checkpoint saved before schema 4, which has none: history
+ * rows with step >= the checkpoint's step are deleted); version and updated_at bumped. One transaction (joins the
  * caller's). `*step` (may be NULL) is the restored step. ERR_NOTFOUND when the model is absent,
  * or (field "checkpoint_id") when it has no such checkpoint.
  */

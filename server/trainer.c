@@ -29,6 +29,10 @@
  * its time committing. The step cap bounds the history rows buffered between commits. */
 #define TRAINER_CHUNK_STEPS 100000
 #define TRAINER_CHUNK_NS 500000000LL
+/* Backoff between attempts of a commit that found the database locked; each attempt itself
+ * waits up to the busy timeout. */
+#define TRAINER_RETRY_FIRST_MS 10
+#define TRAINER_RETRY_MAX_MS 1000
 
 typedef struct run {
     app_t *app;
@@ -44,8 +48,18 @@ typedef struct run {
     int64_t last_ns;             /* time of the last commit */
     train_row_t last;            /* the last row reported, recorded or not */
     int have_last;
+    double committed_loss;       /* loss at the last committed step, when a row reported it */
+    int64_t final_version;       /* the model's version as the final commit left it */
+    int lock_held;               /* the model's write lock is still ours */
     err_t commit_err;
 } run_t;
+
+static void lock_release(run_t *r)
+{
+    if (r->lock_held)
+        registry_write_end(r->app->registry, r->o->model_id);
+    r->lock_held = 0;
+}
 
 static int64_t now_ns(void)
 {
@@ -114,9 +128,10 @@ static batch_t validation_rows(const datacache_entry_t *e, const model_t *m)
 
 /* One transaction: parameters, optimizer state and `step`, the buffered rows, the job's
  * progress, and with `idle` the model's status back to idle (one sync, not two); `loss` (may
- * be NULL) is the model's new last loss. */
+ * be NULL) is the model's new last loss. `end` (the final commit's result, or NULL) goes to
+ * the on_end hook in the same transaction. */
 static int commit(run_t *r, int64_t step, const double *loss, double progress_loss, int idle,
-                  err_t *err)
+                  const train_result_t *end, err_t *err)
 {
     store_t *st = r->app->store;
     const trainer_opts_t *o = r->o;
@@ -131,11 +146,15 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
          (rc = store_job_progress(st, o->job_id, step - r->s0, r->planned,
                                   isfinite(progress_loss) ? &progress_loss : NULL, err)) < 0) ||
         (idle && (rc = store_model_set_status(st, o->model_id, "idle", err)) < 0) ||
+        (end != NULL && o->record_end != NULL && (rc = o->record_end(o->end_ctx, end, err)) < 0) ||
+        (end != NULL && (rc = store_model_version(st, o->model_id, &r->final_version, err)) < 0) ||
         (rc = store_commit(st, err)) < 0) {
         store_rollback(st);
         return rc;
     }
     registry_committed(r->app->registry, o->model_id);
+    if (end != NULL)
+        lock_release(r);   /* the end is visible: the model must be writable at once */
     r->n_rows = 0;
     r->uncommitted = 0;
     r->last_ns = now_ns();
@@ -144,7 +163,50 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
         metrics_training_steps_add(done - r->counted);
         r->counted = done;
     }
+    r->committed_loss = NAN;
     return 0;
+}
+
+static int flag_set(const atomic_int *flag)
+{
+    return flag != NULL && atomic_load(flag) != 0;
+}
+
+/* Sleep `ms`, in slices, returning early (1) once the daemon is stopping. */
+static int wait_unless_stopping(const run_t *r, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 10) {
+        if (flag_set(&r->app->stopping))
+            return 1;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return flag_set(&r->app->stopping);
+}
+
+/*
+ * commit(), attempted again while it fails only because another writer holds the database
+ * lock (a fork or an upload of this daemon, or another process): the state is in memory, so
+ * waiting loses nothing, and failing would throw away steps the caller cannot tell from
+ * nothing. `give_up` (may be NULL) ends the retries early, as does the daemon stopping.
+ */
+static int commit_patiently(run_t *r, int64_t step, const double *loss, double progress_loss,
+                            int idle, const train_result_t *end, const atomic_int *give_up,
+                            err_t *err)
+{
+    int backoff = TRAINER_RETRY_FIRST_MS;
+    for (int attempt = 0;; ++attempt) {
+        int rc = commit(r, step, loss, progress_loss, idle, end, err);
+        if (rc == 0 || rc != ERR_UNAVAILABLE || !store_failed_busy() || flag_set(give_up) ||
+            flag_set(&r->app->stopping))
+            return rc;
+        if (attempt == 0)
+            log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot commit step %" PRId64 " yet (%s); "
+                    "retrying", r->o->model_id, step, err->msg);
+        if (wait_unless_stopping(r, backoff))
+            return rc;
+        backoff = backoff * 2 > TRAINER_RETRY_MAX_MS ? TRAINER_RETRY_MAX_MS : backoff * 2;
+    }
 }
 
 static int on_row(void *ctx, const train_row_t *row)
@@ -152,6 +214,8 @@ static int on_row(void *ctx, const train_row_t *row)
     run_t *r = ctx;
     r->last = *row;
     r->have_last = 1;
+    if (row->step == r->s0 + r->counted)
+        r->committed_loss = row->loss;    /* the loss at the committed parameters */
     if (row->recorded) {
         if (rows_push(r, row) < 0)
             return r->commit_err.code;
@@ -159,21 +223,27 @@ static int on_row(void *ctx, const train_row_t *row)
     }
     ++r->uncommitted;
     if (r->uncommitted >= TRAINER_CHUNK_STEPS || now_ns() - r->last_ns >= TRAINER_CHUNK_NS) {
-        int rc = commit(r, row->step + 1, NULL, row->loss, 0, &r->commit_err);
-        if (rc < 0)
+        /* Cancelled while waiting for the lock: stop retrying here and let the run stop at
+         * this step; the final commit takes these rows with it. */
+        int rc = commit_patiently(r, row->step + 1, NULL, row->loss, 0, NULL, r->o->cancel,
+                                  &r->commit_err);
+        if (rc < 0 && !(flag_set(r->o->cancel) && store_failed_busy()))
             return rc;
     }
     return 0;
 }
 
-static int lock_take(app_t *app, const trainer_opts_t *o, err_t *err)
+static int lock_take(run_t *r, err_t *err)
 {
-    if (o->lock == TRAINER_LOCK_HELD)
-        return 0;
-    return registry_write_begin(app->registry, o->model_id,
-                                o->lock == TRAINER_LOCK_SHORT ? REGISTRY_SHORT
-                                                              : REGISTRY_TRAINING,
-                                err);
+    const trainer_opts_t *o = r->o;
+    int rc = o->lock == TRAINER_LOCK_HELD
+                 ? 0
+                 : registry_write_begin(r->app->registry, o->model_id,
+                                        o->lock == TRAINER_LOCK_SHORT ? REGISTRY_SHORT
+                                                                      : REGISTRY_TRAINING,
+                                        err);
+    r->lock_held = rc == 0;
+    return rc;
 }
 
 /* A kept session of model `id` still describes it: nobody changed the model since its last
@@ -242,15 +312,18 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     res->loss_before = res->loss_after = NAN;
     res->stopped = TRAIN_STOP_MAX_STEPS;
 
-    run_t r = {.app = app, .o = o};
+    run_t r = {.app = app, .o = o, .committed_loss = NAN,
+               .lock_held = o->lock == TRAINER_LOCK_HELD};
     session_t local = {0}, *st = &local;
     const datacache_entry_t *inline_val = NULL;   /* stored rows, for an inline batch's run */
     int fresh = 1;
     int status_set = 0;
     int rc = train_req_validate(&o->req, err);
-    if (rc < 0)
+    if (rc < 0) {
+        lock_release(&r);
         return rc;
-    if ((rc = lock_take(app, o, err)) < 0)
+    }
+    if ((rc = lock_take(&r, err)) < 0)
         return rc;
     if ((rc = state_get(app, o, &st, &local, &fresh, err)) < 0)
         goto out;
@@ -281,8 +354,11 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
                                "model has no stored rows: POST batches first");
             goto out;
         }
-        /* steps 0 on no data evaluates nothing: the losses stay null. */
+        /* steps 0 on no data evaluates nothing: the losses stay null, the model as it is;
+         * the commit only records the end (a job's). */
         *started = 1;
+        if (o->record_end != NULL)
+            rc = commit_patiently(&r, r.s0, NULL, NAN, 0, res, NULL, err);
         goto out;
     }
     if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
@@ -332,7 +408,8 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
         events_progress(app->events, o->model_id, r.last.step, r.last.loss);
     }
     double loss = res->loss_after;
-    rc = commit(&r, res->step, &loss, loss, status_set, err);
+    res->elapsed_ms = (double)(now_ns() - t0) / 1e6;   /* for on_end: the steps */
+    rc = commit_patiently(&r, res->step, &loss, loss, status_set, res, NULL, err);
     if (rc < 0)
         goto out;
     status_set = 0;
@@ -345,18 +422,24 @@ out:
             log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot reset status: %s", o->model_id,
                     serr.msg);
     }
-    if (rc < 0 && r.s0 + r.counted < res->step) {
-        /* Updates made but never committed do not count. */
+    if (rc < 0) {
+        /* Updates made but never committed do not count: the result describes the model as
+         * the store holds it. */
         res->step = r.s0 + r.counted;
+        res->steps_run = r.counted;
+        res->loss_after = r.counted > 0 ? r.committed_loss : res->loss_before;
+        res->val_loss_after = NAN;         /* not evaluated at the committed step */
+        res->stopped = TRAIN_STOP_CANCELLED;
     }
-    /* Kept only when the state in memory is exactly the committed one. */
-    if (st != &local && rc == 0 && st->tc != NULL) {
-        err_t verr = {0};
+    lock_release(&r);
+    /* Kept only when the state in memory is exactly the committed one: the version the final
+     * commit left (another writer may have changed the model since; the session then no longer
+     * matches and is dropped at its next use). */
+    if (st != &local && rc == 0 && st->tc != NULL && r.final_version > 0) {
         st->copy.step = res->step;
-        if (store_model_version(app->store, o->model_id, &st->version, &verr) == 0) {
-            sessions_put(app->sessions, st);
-            st = NULL;
-        }
+        st->version = r.final_version;
+        sessions_put(app->sessions, st);
+        st = NULL;
     }
     if (st == &local)
         session_clear(&local);
@@ -364,8 +447,6 @@ out:
         session_free(st);
     free(r.rows);
     datacache_release(app->data_cache, inline_val);
-    if (o->lock != TRAINER_LOCK_HELD)
-        registry_write_end(app->registry, o->model_id);
     return rc;
 }
 

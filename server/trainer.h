@@ -2,7 +2,8 @@
  * (sync), async jobs (jobs.c) and POST /step.
  *
  * A run takes the model's write lock (REGISTRY_TRAINING for train, REGISTRY_SHORT for step;
- * 409 when a training run holds it), trains a private copy (registry_load) on all stored rows or
+ * 409 when a training run holds it) and releases it right after its final commit: whoever sees
+ * that commit (a job's end, the model's step) can write the model at once. It trains a private copy (registry_load) on all stored rows or
  * on an inline batch, and commits in chunks of at most ~0.5 s or 100 000 updates: parameters,
  * optimizer state, step, the recorded history rows and the job's progress go into ONE
  * transaction each, so after a crash the model is exactly at some committed step with its
@@ -29,7 +30,7 @@
 #include "train.h"
 
 enum trainer_lock {
-    TRAINER_LOCK_HELD = 0,      /* the caller holds the TRAINING lock and releases it */
+    TRAINER_LOCK_HELD = 0,      /* the caller holds the TRAINING lock; the run releases it */
     TRAINER_LOCK_TRAINING = 1,  /* take REGISTRY_TRAINING for the run (POST /train) */
     TRAINER_LOCK_SHORT = 2,     /* take REGISTRY_SHORT for the run (POST /step) */
 };
@@ -46,8 +47,12 @@ typedef struct trainer_opts {
     const atomic_int *cancel;      /* checked between steps; may be NULL */
     int lock;                      /* enum trainer_lock */
     int set_status;                /* 1: model status 'training' during the run */
-    trainer_end_fn on_end;         /* may be NULL: e.g. a job records its end here */
-    void *end_ctx;
+    /* Called inside the transaction of the final commit with the result (elapsed_ms covering
+     * the steps, not that commit): a job records its end there, so no crash can separate the
+     * final state from it. A failure rolls the commit back. May be NULL. */
+    int (*record_end)(void *ctx, const train_result_t *res, err_t *err);
+    trainer_end_fn on_end;         /* may be NULL: e.g. a failed job records its end here */
+    void *end_ctx;                 /* for record_end and on_end */
 } trainer_opts_t;
 
 /*
@@ -55,7 +60,13 @@ typedef struct trainer_opts {
  * cancellation, or steps 0) and the final state is committed. Errors: ERR_NOTFOUND (model),
  * ERR_CONFLICT (locked), ERR_INVAL ("model has no stored rows", field "steps"/"epochs"; label
  * errors of an inline batch), storage errors (the model then stays at its last committed chunk).
- * `*res` is filled as far as it is known even on failure.
+ *
+ * A commit that finds the database locked by another writer (store_failed_busy) is retried
+ * with backoff while the training waits, until it succeeds or app->stopping is set: the
+ * daemon's own contention never fails a run. When a run fails after committing chunks, `*res`
+ * describes exactly what was committed (steps_run, step, loss_after = the loss at that step
+ * when known, else NaN; stopped CANCELLED), so the caller can answer it; res->steps_run == 0
+ * then means nothing changed. `*res` is filled as far as it is known on every failure.
  */
 int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err);
 

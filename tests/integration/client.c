@@ -544,6 +544,51 @@ int64_t it_create_model(const char *spec)
     return id;
 }
 
+int64_t it_now_ms(void)
+{
+    return now_ms();
+}
+
+const char *it_str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsString(v), "%s is not a string", key);
+    return v->valuestring;
+}
+
+void it_finish(it_daemon_t *d)
+{
+    int rc = d->pid > 0 ? it_stop(d) : 0;
+    it_cleanup(d);
+    ck_assert_msg(rc == 0, "daemon exit status %d on SIGTERM", rc);
+}
+
+long it_post_thread(const char *path, const char *body, char **answer)
+{
+    *answer = NULL;
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return 0;
+    char url[4096];
+    snprintf(url, sizeof url, "%s%s", it_base, path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    grow_t got = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    *answer = got.p != NULL ? got.p : strdup("");
+    return status;
+}
+
 void it_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

@@ -166,4 +166,19 @@ int64_t it_create_model(const char *spec);
 
 void it_sleep_ms(int ms);
 
+/* Milliseconds on the monotonic clock. */
+int64_t it_now_ms(void);
+
+/* Member `key` of `o`, which must be a string (fails the running Check test otherwise).
+ * Borrowed from `o`. */
+const char *it_str(const cJSON *o, const char *key);
+
+/* SIGTERM the daemon, wait for it, remove its directory: the checked fixtures' teardown. Fails
+ * the running Check test unless the daemon exited 0 (under the sanitizers: without a leak). */
+void it_finish(it_daemon_t *d);
+
+/* POST `body` (JSON) to `path` of the current daemon from any thread, on a connection of its
+ * own; `*answer` is the body (new: free()). Returns the status, 0 on a transport error. */
+long it_post_thread(const char *path, const char *body, char **answer);
+
 #endif /* ND_IT_CLIENT_H */

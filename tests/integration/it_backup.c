@@ -446,6 +446,8 @@ START_TEST(history_rows_migrate)
              "DROP TABLE history_chunks;"
              "ALTER TABLE batches DROP COLUMN split;"
              "ALTER TABLE models DROP COLUMN validation_rows;"
+             "DROP TABLE checkpoint_history;"
+             "ALTER TABLE checkpoints DROP COLUMN history_saved;"
              "DELETE FROM schema_version WHERE version >= 2;"
              "CREATE TABLE history (model_id INTEGER NOT NULL REFERENCES models(id)"
              " ON DELETE CASCADE, step INTEGER NOT NULL, loss REAL, grad_norm REAL,"

@@ -11,7 +11,9 @@
  *   /healthz says 503, a run that cannot commit ends cleanly at its last committed step, nothing
  *   is corrupted, and service resumes without a restart once the fault is gone.
  * - An outside writer holding the database lock: writes wait for it (busy timeout) and
- *   succeed; held past the busy timeout (NEUROND_BUSY_TIMEOUT_MS) they answer 503, never 500.
+ *   succeed; held past the busy timeout (NEUROND_BUSY_TIMEOUT_MS) they answer 503, never 500,
+ *   but training runs wait for the lock and go on.
+ * - A second neurond on the same database refuses to start and leaves the first one alone.
  *
  * Sub-cases that need privileges this machine may not grant (mounting tmpfs, setting the
  * immutable attribute) end with IT_SKIP, each in a ctest test of its own that then reports
@@ -36,6 +38,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -731,8 +734,8 @@ static void ro_note_teardown(void)
     ro_clear();
     /* The test's own cleanup removed the directory unless it failed; then remove it now. */
     char sub[PATH_MAX + 32];
-    for (int i = 0; i < 3; ++i) {
-        static const char *const names[] = {"t.db", "t.db-wal", "t.db-shm"};
+    for (int i = 0; i < 4; ++i) {
+        static const char *const names[] = {"t.db", "t.db-wal", "t.db-shm", "t.db.lock"};
         snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
         unlink(sub);
     }
@@ -868,7 +871,10 @@ START_TEST(busy_waits)
 END_TEST
 
 /* A 300 ms busy timeout: a lock held for 2.5 s turns writes into 503 (never 500); reads go on
- * (WAL readers do not wait for writers); once the lock is gone, writes succeed again. */
+ * (WAL readers do not wait for writers); once the lock is gone, writes succeed again. Training
+ * runs are the exception: their state is in memory, so a commit that finds the lock taken waits
+ * for it -- a running job goes on, and a sync train call answers once it could commit, with
+ * every step it was asked for (an error would hide the steps a retry would then train twice). */
 START_TEST(busy_timeout)
 {
     setenv("NEUROND_BUSY_TIMEOUT_MS", "300", 1);
@@ -892,7 +898,6 @@ START_TEST(busy_timeout)
     int64_t waited = now_ms() - t0;
     ck_assert_msg(waited >= 250 && waited < 2000, "503 after %lld ms", (long long)waited);
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    expect_unavailable("POST", path, "{\"steps\":3}", "busy");
     expect_unavailable("POST", path, "{\"steps\":3,\"async\":true}", "busy");
     snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)id);
     char *b = batch_json(10, 3, 0, 1);
@@ -903,19 +908,111 @@ START_TEST(busy_timeout)
     snprintf(path, sizeof path, "/v1/models/%lld/predict", (long long)id);
     it_call_free("POST", path, "{\"x\":[[1,2,3]]}", 200);
     ck_assert_int_eq(model_step(id), 2);
+    /* Waits for the lock instead of failing after its steps. */
+    ck_assert_int_eq(train(id, 3), 5);
+    ck_assert_msg(now_ms() - t0 >= 2000, "trained through a held lock after %lld ms",
+                  (long long)(now_ms() - t0));
     lock_end(&l, t);
 
-    /* The job could not commit while the lock was held: it failed, at a committed step. */
-    cJSON *j = job_wait_final(job, 20000);
-    ck_assert_str_eq(str(j, "status"), "failed");
-    ck_assert_msg(strstr(str(j, "error"), "busy") != NULL, "job error: %s", str(j, "error"));
+    /* The job waited for the lock and goes on committing. */
+    cJSON *j = job_get(job);
+    ck_assert_str_eq(str(j, "status"), "running");
+    int64_t during = (int64_t)it_num(get(j, "progress"), "step");
     cJSON_Delete(j);
-    int64_t s = check_consistent(busy);
+    for (int64_t t1 = now_ms();; it_sleep_ms(50)) {
+        j = job_get(job);
+        int64_t now = (int64_t)it_num(get(j, "progress"), "step");
+        ck_assert_str_eq(str(j, "status"), "running");
+        cJSON_Delete(j);
+        if (now > during)
+            break;
+        ck_assert_msg(now_ms() - t1 < 10000, "the job made no progress after the lock");
+    }
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    it_call_free("DELETE", path, NULL, 202);
+    j = job_wait_final(job, 20000);
+    ck_assert_str_eq(str(j, "status"), "cancelled");
+    int64_t s = (int64_t)it_num(get(j, "result"), "step");
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(busy), s);
     ck_assert_int_eq(train(busy, 2), s + 2);
-    ck_assert_int_eq(train(id, 3), 5);
     ck_assert_int_eq(check_consistent(id), 5);
     wait_health(1, 3000);
     check_integrity();
+}
+END_TEST
+
+/* ---- c. one daemon per database -------------------------------------------------------------- */
+
+/* Run a second neurond on d's database, its stderr to `log`; its wait status. One that is
+ * still running after 5 s started serving: it is killed and the status says SIGKILL. */
+static int run_second(const char *log)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int null = open("/dev/null", O_WRONLY);
+        if (fd < 0 || null < 0)
+            _exit(127);
+        dup2(fd, STDERR_FILENO);
+        dup2(null, STDOUT_FILENO);
+        execl(it_exe, it_exe, "--port", "0", "--db", d.db, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    for (int64_t t0 = now_ms(); waitpid(pid, &status, WNOHANG) == 0; it_sleep_ms(20)) {
+        if (now_ms() - t0 > 5000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+    }
+    return status;
+}
+
+/* A second neurond on the same database file refuses to start (exit 1, a message naming the
+ * other daemon), and the first one's running job goes on untouched: not marked interrupted,
+ * its model still training. Once the first has stopped, a new daemon starts on the file. */
+START_TEST(second_daemon_refused)
+{
+    start_default();
+    int64_t id = small_model();
+    int64_t job = submit(id, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    job_wait_progress(job);
+
+    char log[PATH_MAX + 32];
+    snprintf(log, sizeof log, "%s/second.log", d.dir);
+    int status = run_second(log);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "second daemon: wait status %d (expected exit 1)", status);
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[1024] = "";
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    fclose(f);
+    ck_assert_msg(strstr(line, "in use by another neurond") != NULL, "message: %s", line);
+
+    /* The first daemon and its job never noticed. */
+    cJSON *j = job_get(job);
+    ck_assert_str_eq(str(j, "status"), "running");
+    cJSON_Delete(j);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    it_call_free("DELETE", path, NULL, 202);
+    j = job_wait_final(job, 20000);
+    ck_assert_str_eq(str(j, "status"), "cancelled");
+    cJSON_Delete(j);
+    int64_t step = check_consistent(id);
+    ck_assert(step > 0);
+
+    /* The lock goes with the process that held it, by SIGTERM or by SIGKILL. */
+    ck_assert_int_eq(it_restart(&d), 0);
+    ck_assert_int_eq(model_step(id), step);
+    it_kill9(&d);
+    ck_assert_int_eq(it_start_again(&d), 0);
+    ck_assert_int_eq(check_consistent(id), step);
 }
 END_TEST
 
@@ -941,6 +1038,11 @@ int main(int argc, char **argv)
     tcase_add_test(ts, busy_waits);
     tcase_add_test(ts, busy_timeout);
     suite_add_tcase(s, ts);
+    TCase *te = tcase_create("exclusive");
+    tcase_add_checked_fixture(te, NULL, teardown);
+    tcase_set_timeout(te, 120);
+    tcase_add_test(te, second_daemon_refused);
+    suite_add_tcase(s, te);
     TCase *tr = it_separate_case(s, "readonly");
     tcase_add_unchecked_fixture(tr, ro_note_setup, ro_note_teardown);
     tcase_add_checked_fixture(tr, NULL, teardown);
