@@ -38,11 +38,12 @@ typedef struct job {
 
 struct jobs {
     app_t *app;
-    pthread_mutex_t mu;        /* guards jobs, n_active, n_sync */
+    pthread_mutex_t mu;        /* guards jobs, n_active, n_sync, n_sync_slots */
     pthread_cond_t sync_done;  /* signalled when n_sync drops, for jobs_shutdown() */
     job_t *jobs;
     int64_t n_active;
     int64_t n_sync;            /* synchronous runs between jobs_sync_begin() and _end() */
+    int64_t n_sync_slots;      /* those of them not yet answered: what --max-sync-runs caps */
     atomic_int stopping;
 };
 
@@ -366,16 +367,24 @@ int jobs_sync_begin(jobs_t *j, err_t *err)
     pthread_mutex_lock(&j->mu);
     if (atomic_load(&j->stopping)) {
         rc = err_set(err, ERR_UNAVAILABLE, "shutting down: no new training runs");
-    } else if (j->n_sync >= j->app->limits.max_sync_runs) {
+    } else if (j->n_sync_slots >= j->app->limits.max_sync_runs) {
         int64_t max = j->app->limits.max_sync_runs;
         rc = err_set(err, ERR_BUSY, "%" PRId64 " synchronous train call%s already running "
                      "(--max-sync-runs): retry later, or train with \"async\":true", max,
                      max == 1 ? " is" : "s are");
     } else {
         j->n_sync++;
+        j->n_sync_slots++;
     }
     pthread_mutex_unlock(&j->mu);
     return rc;
+}
+
+void jobs_sync_answered(jobs_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->n_sync_slots--;
+    pthread_mutex_unlock(&j->mu);
 }
 
 void jobs_sync_end(jobs_t *j)

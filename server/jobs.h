@@ -43,9 +43,12 @@ void jobs_free(jobs_t *j);
 
 /* A synchronous training run (POST /train without async) starts: at most
  * app->limits.max_sync_runs at once (--max-sync-runs), more is ERR_BUSY (429); after
- * jobs_shutdown() began, ERR_UNAVAILABLE. Each successful call needs one jobs_sync_end(), made
- * by the run's thread after its last use of the server, the store and the registry. */
+ * jobs_shutdown() began, ERR_UNAVAILABLE. Each successful call needs, from the run's thread,
+ * one jobs_sync_answered() just before its answer goes out (its slot is free then, so a client
+ * that sends its next call on seeing the answer is never refused for it) and then one
+ * jobs_sync_end() after its last use of the server, the store and the registry. */
 int jobs_sync_begin(jobs_t *j, err_t *err);
+void jobs_sync_answered(jobs_t *j);
 void jobs_sync_end(jobs_t *j);
 
 /*

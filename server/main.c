@@ -563,6 +563,26 @@ static int db_lock_take(const char *db)
     return fd;
 }
 
+/* What a previous process left unfinished: the jobs it was running (failed "interrupted" now)
+ * and the models it was forking or deleting (removed). 0, or -1 with the reason printed. */
+static int db_recover(store_t *store, const char *db)
+{
+    err_t err = {0};
+    int64_t interrupted = 0, purged = 0;
+    if (store_jobs_mark_interrupted(store, &interrupted, &err) < 0 ||
+        store_models_purge(store, &purged, &err) < 0) {
+        fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", db, err.msg);
+        return -1;
+    }
+    if (interrupted > 0)
+        log_msg(LOG_LEVEL_WARN, "marked %" PRId64 " job(s) of a previous run as interrupted",
+                interrupted);
+    if (purged > 0)
+        log_msg(LOG_LEVEL_WARN, "removed %" PRId64 " model(s) a previous run left half forked "
+                "or half deleted", purged);
+    return 0;
+}
+
 /* neurond --backup OUT --db FILE: copy FILE as one committed state (a running daemon may keep
  * writing it), without creating or migrating it, and exit: 0 when OUT is written, else 1. */
 static int backup_run(const config_t *cfg)
@@ -612,16 +632,11 @@ int main(int argc, char **argv)
         tokens_free(tokens);
         return 1;
     }
-    int64_t interrupted = 0;
-    if (store_jobs_mark_interrupted(store, &interrupted, &err) < 0) {
-        fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", cfg.db, err.msg);
+    if (db_recover(store, cfg.db) < 0) {
         store_close(store);
         tokens_free(tokens);
         return 1;
     }
-    if (interrupted > 0)
-        log_msg(LOG_LEVEL_WARN, "marked %" PRId64 " job(s) of a previous run as interrupted",
-                interrupted);
     pool_t *pool = NULL;       /* the compute threads every model shares */
     registry_t *registry = NULL;
     if (pool_new((int32_t)cfg.compute_threads, &pool, &err) < 0 ||

@@ -67,6 +67,7 @@ static void *sync_run_main(void *arg)
     if (rc < 0)
         http_reply_error(sr->req, &err);
     store_thread_end(app->store);          /* this thread's connection: one per run otherwise */
+    jobs_sync_answered(app->jobs);
     http_resume(sr->req);                  /* sr->req belongs to the server from here on */
     free(sr);
     jobs_sync_end(app->jobs);              /* last: shutdown may free everything after it */
@@ -131,6 +132,7 @@ static int train_post(http_req_t *req, err_t *err)
         return rc;
     sync_run_t *sr = malloc(sizeof *sr);
     if (sr == NULL) {
+        jobs_sync_answered(app->jobs);
         jobs_sync_end(app->jobs);
         return err_set(err, ERR_NOMEM, "out of memory");
     }
@@ -144,6 +146,7 @@ static int train_post(http_req_t *req, err_t *err)
     pthread_attr_destroy(&attr);
     if (prc != 0) {
         free(sr);
+        jobs_sync_answered(app->jobs);
         jobs_sync_end(app->jobs);
         return err_set(err, ERR_UNAVAILABLE, "cannot start a training thread: %s",
                        strerror(prc));

@@ -36,6 +36,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define STORE_IDLE_MAX 8           /* connections kept for threads still to come */
 #define STORE_STMT_CACHE 128       /* distinct SQL texts in this file, with room to grow */
 #define STORE_PING_TTL_NS 1000000000LL
+/* Batch data a fork copies, or a delete removes, per transaction (at least one batch, at most
+ * STORE_STEP_BATCHES of them): each transaction holds the write lock only that long. */
+#define STORE_STEP_BYTES (4 << 20)
+#define STORE_STEP_BATCHES 256
+#define STORE_TEXT_(x) #x
+#define STORE_TEXT(x) STORE_TEXT_(x)           /* a constant's value inside an SQL literal */
 
 typedef struct conn {
     sqlite3 *db;
@@ -546,7 +552,7 @@ static int model_int(conn_t *c, const char *sql, int64_t id, int64_t *out, err_t
 
 static int model_exists(conn_t *c, int64_t id, err_t *err)
 {
-    static const char sql[] = "SELECT 1 FROM models WHERE id = ?1";
+    static const char sql[] = "SELECT 1 FROM models WHERE id = ?1 AND hidden = 0";
     int64_t one = 0;
     return model_int(c, sql, id, &one, err);
 }
@@ -1126,7 +1132,8 @@ out:
 
 int store_model_get(store_t *s, int64_t id, store_model_t *out, err_t *err)
 {
-    static const char sql[] = "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1";
+    static const char sql[] =
+        "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1 AND hidden = 0";
     memset(out, 0, sizeof *out);
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
@@ -1158,7 +1165,7 @@ int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **o
                      int64_t *next, err_t *err)
 {
     static const char sql[] =
-        "SELECT " MODEL_COLUMNS " FROM models WHERE id > ?1 ORDER BY id LIMIT ?2";
+        "SELECT " MODEL_COLUMNS " FROM models WHERE id > ?1 AND hidden = 0 ORDER BY id LIMIT ?2";
     *out = NULL;
     *n = 0;
     *next = 0;
@@ -1205,25 +1212,9 @@ out:
     return 0;
 }
 
-int store_model_delete(store_t *s, int64_t id, err_t *err)
-{
-    static const char sql[] = "DELETE FROM models WHERE id = ?1";
-    conn_t *c = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = conn_get(s, &c, err);
-    if (rc < 0 || (rc = stmt_get(c, sql, &st, err)) < 0)
-        return rc;
-    bind_int64(c, st, 1, id);
-    rc = step_done(c, st, "deleting a model", err);
-    stmt_done(st);
-    if (rc == 0 && sqlite3_changes(c->db) == 0)
-        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
-    return rc;
-}
-
 int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err)
 {
-    static const char sql[] = "SELECT version FROM models WHERE id = ?1";
+    static const char sql[] = "SELECT version FROM models WHERE id = ?1 AND hidden = 0";
     conn_t *c = NULL;
     int rc = conn_get(s, &c, err);
     return rc < 0 ? rc : model_int(c, sql, id, version, err);
@@ -1231,7 +1222,7 @@ int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err)
 
 int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *err)
 {
-    static const char sql[] = "UPDATE models SET status = ?2 WHERE id = ?1";
+    static const char sql[] = "UPDATE models SET status = ?2 WHERE id = ?1 AND hidden = 0";
     conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
     int rc = conn_get(s, &c, err);
@@ -1276,7 +1267,8 @@ void store_state_clear(store_state_t *st)
 
 int store_params_get(store_t *s, int64_t id, store_state_t *out, err_t *err)
 {
-    static const char sql_model[] = "SELECT step, version FROM models WHERE id = ?1";
+    static const char sql_model[] =
+        "SELECT step, version FROM models WHERE id = ?1 AND hidden = 0";
     static const char sql_params[] = "SELECT data FROM parameters WHERE model_id = ?1";
     static const char sql_optim[] = "SELECT data FROM optim_state WHERE model_id = ?1";
     memset(out, 0, sizeof *out);
@@ -1334,7 +1326,7 @@ int store_params_put(store_t *s, int64_t id, const double *params, int64_t n_par
         "UPDATE models SET version = version + 1, updated_at = ?2,"
         " step = CASE WHEN ?3 >= 0 THEN ?3 ELSE step END,"
         " loss = CASE WHEN ?4 THEN ?5 ELSE loss END"
-        " WHERE id = ?1";
+        " WHERE id = ?1 AND hidden = 0";
     static const char sql_params[] =
         "INSERT INTO parameters(model_id, data) VALUES (?1, ?2)"
         " ON CONFLICT(model_id) DO UPDATE SET data = excluded.data";
@@ -1797,10 +1789,10 @@ int store_batch_insert(store_t *s, int64_t id, int32_t split, int64_t rows, int3
 {
     static const char sql_model_train[] =
         "UPDATE models SET rows = rows + ?2, version = version + 1, updated_at = ?3"
-        " WHERE id = ?1 RETURNING rows";
+        " WHERE id = ?1 AND hidden = 0 RETURNING rows";
     static const char sql_model_val[] =
         "UPDATE models SET validation_rows = validation_rows + ?2, version = version + 1,"
-        " updated_at = ?3 WHERE id = ?1 RETURNING validation_rows";
+        " updated_at = ?3 WHERE id = ?1 AND hidden = 0 RETURNING validation_rows";
     static const char sql_batch[] =
         "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at, split)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -2139,7 +2131,7 @@ int store_checkpoint_insert(store_t *s, int64_t id, const char *label, int64_t *
         "INSERT INTO checkpoints(model_id, step, label, params, optim, created_at, history_saved)"
         " SELECT m.id, m.step, ?2, p.data, o.data, ?3, 1 FROM models m"
         " JOIN parameters p ON p.model_id = m.id"
-        " LEFT JOIN optim_state o ON o.model_id = m.id WHERE m.id = ?1"
+        " LEFT JOIN optim_state o ON o.model_id = m.id WHERE m.id = ?1 AND m.hidden = 0"
         " RETURNING id, step";
     /* The history it was taken with, in the same transaction: every row is before the step. */
     static const char sql_history[] =
@@ -2342,34 +2334,185 @@ out:
     return rc;
 }
 
-int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, err_t *err)
+/* Between two transactions of a long copy or delete: a writer waiting for the lock polls every
+ * millisecond at most (busy_wait), and without a pause this thread would take the lock again
+ * at once and win every race for it until its work is done. */
+static void step_pause(void)
+{
+    struct timespec ts = {0, 2 * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Run `sql` (?1 = id, deleting a bounded slice of model `id`'s rows) in a transaction of its
+ * own, again and again until it deletes nothing. */
+static int delete_in_steps(conn_t *c, const char *sql, int64_t id, err_t *err)
+{
+    for (;;) {
+        sqlite3_stmt *st = NULL;
+        int own = 0, rc = tx_enter(c, 1, &own, err);
+        if (rc < 0)
+            return rc;
+        int64_t changed = 0;
+        if ((rc = stmt_get(c, sql, &st, err)) == 0) {
+            bind_int64(c, st, 1, id);
+            rc = step_done(c, st, "deleting a model's data", err);
+            changed = sqlite3_changes64(c->db);
+            stmt_done(st);
+        }
+        if ((rc = tx_leave(c, own, rc, err)) < 0 || changed == 0)
+            return rc;
+        step_pause();
+    }
+}
+
+/* The next batches of model `id` after batch `after` (up to `max_id`, 0: any) for one
+ * transaction of a long copy or delete: up to STORE_STEP_BYTES of data, at least one batch, at
+ * most STORE_STEP_BATCHES. `*n` is how many ids went to `ids` (0: none left). */
+static int batch_slice(conn_t *c, int64_t id, int64_t after, int64_t max_id, int64_t *ids,
+                       int *n, err_t *err)
+{
+    static const char sql[] =
+        "SELECT id, length(x) + length(y) FROM batches WHERE model_id = ?1 AND id > ?2"
+        " AND (?3 = 0 OR id <= ?3) ORDER BY id LIMIT " STORE_TEXT(STORE_STEP_BATCHES);
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt_get(c, sql, &st, err), src = SQLITE_DONE;
+    if (rc < 0)
+        return rc;
+    bind_int64(c, st, 1, id);
+    bind_int64(c, st, 2, after);
+    bind_int64(c, st, 3, max_id);
+    int64_t bytes = 0;
+    while (bytes < STORE_STEP_BYTES && (src = conn_step(c, st)) == SQLITE_ROW) {
+        ids[(*n)++] = sqlite3_column_int64(st, 0);
+        bytes += sqlite3_column_int64(st, 1);
+    }
+    if (bytes < STORE_STEP_BYTES && src != SQLITE_DONE)
+        rc = db_fail(c->db, src, "reading batches", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Delete every batch of model `id`, a slice (batch_slice) per transaction. */
+static int batches_purge(conn_t *c, int64_t id, err_t *err)
+{
+    static const char sql[] = "DELETE FROM batches WHERE id = ?1";
+    int64_t ids[STORE_STEP_BATCHES];
+    for (int n = 1; n > 0; step_pause()) {
+        sqlite3_stmt *st = NULL;
+        int own = 0, rc = tx_enter(c, 1, &own, err);
+        if (rc < 0)
+            return rc;
+        rc = batch_slice(c, id, 0, 0, ids, &n, err);
+        for (int i = 0; i < n && rc == 0; ++i) {
+            if ((rc = stmt_get(c, sql, &st, err)) < 0)
+                break;
+            bind_int64(c, st, 1, ids[i]);
+            rc = step_done(c, st, "deleting a batch", err);
+            stmt_done(st);
+        }
+        if ((rc = tx_leave(c, own, rc, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Remove hidden model `id` and everything of it: its large rows (batches, history,
+ * checkpoints) a slice per transaction, then the row itself with what is left (cascade). */
+static int model_purge(conn_t *c, int64_t id, err_t *err)
+{
+    static const char sql_history[] =
+        "DELETE FROM history_chunks WHERE model_id = ?1 AND first_step IN (SELECT first_step"
+        " FROM history_chunks WHERE model_id = ?1 ORDER BY first_step LIMIT 256)";
+    static const char sql_checkpoints[] =
+        "DELETE FROM checkpoints WHERE id IN (SELECT id FROM checkpoints WHERE model_id = ?1"
+        " ORDER BY id LIMIT 4)";
+    static const char sql_model[] = "DELETE FROM models WHERE id = ?1 AND hidden = 1";
+    const char *const steps[] = {sql_history, sql_checkpoints, sql_model};
+    int rc = batches_purge(c, id, err);
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0] && rc == 0; ++i)
+        rc = delete_in_steps(c, steps[i], id, err);
+    return rc;
+}
+
+int store_model_delete(store_t *s, int64_t id, err_t *err)
+{
+    /* Hidden first, in one short transaction: from here the model is gone for every reader
+     * and writer, and its name is free. */
+    static const char sql_hide[] =
+        "UPDATE models SET hidden = 1, name = NULL WHERE id = ?1 AND hidden = 0";
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = stmt_get(c, sql_hide, &st, err)) < 0)
+        return rc;
+    bind_int64(c, st, 1, id);
+    rc = step_done(c, st, "deleting a model", err);
+    stmt_done(st);
+    if (rc == 0 && sqlite3_changes(c->db) == 0)
+        rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
+    if (rc < 0)
+        return rc;
+    /* The delete has happened as far as anyone can see. Data that cannot be removed now (the
+     * storage failed meanwhile) stays hidden, and store_models_purge() removes it at the next
+     * start: an error here would tell the client that nothing was deleted. */
+    err_t perr = {0};
+    (void)model_purge(c, id, &perr);
+    return 0;
+}
+
+int store_models_purge(store_t *s, int64_t *n, err_t *err)
+{
+    static const char sql[] = "SELECT id FROM models WHERE hidden = 1 ORDER BY id LIMIT 1";
+    if (n != NULL)
+        *n = 0;
+    conn_t *c = NULL;
+    int rc = conn_get(s, &c, err);
+    for (int64_t done = 0; rc == 0; ++done) {
+        sqlite3_stmt *st = NULL;
+        int64_t id = 0;
+        if ((rc = stmt_get(c, sql, &st, err)) < 0)
+            break;
+        int src = conn_step(c, st);
+        if (src == SQLITE_ROW)
+            id = sqlite3_column_int64(st, 0);
+        else if (src != SQLITE_DONE)
+            rc = db_fail(c->db, src, "finding hidden models", err);
+        stmt_done(st);
+        if (rc < 0 || id == 0)
+            break;
+        if ((rc = model_purge(c, id, err)) == 0 && n != NULL)
+            *n = done + 1;
+    }
+    return rc;
+}
+
+/* Fork, first transaction: the copy's row (hidden), parameters, optimizer state and history
+ * from one snapshot of the source. `*max_batch` is the source's last batch then. */
+static int fork_begin(conn_t *c, int64_t id, const char *name, int64_t *nid, int64_t *max_batch,
+                      err_t *err)
 {
     static const char sql_model[] =
         "INSERT INTO models(name, kind, spec_json, step, status, rows, validation_rows, loss,"
-        " created_at, updated_at) SELECT ?2, kind, spec_json, step, 'idle', rows,"
-        " validation_rows, loss, ?3, ?3 FROM models WHERE id = ?1";
+        " created_at, updated_at, hidden) SELECT ?2, kind, spec_json, step, 'idle', 0, 0, loss,"
+        " ?3, ?3, 1 FROM models WHERE id = ?1";
     static const char sql_params[] =
         "INSERT INTO parameters(model_id, data) SELECT ?2, data FROM parameters"
         " WHERE model_id = ?1";
     static const char sql_optim[] =
         "INSERT INTO optim_state(model_id, data) SELECT ?2, data FROM optim_state"
         " WHERE model_id = ?1";
-    static const char sql_batches[] =
-        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at, split)"
-        " SELECT ?2, rows, n_x, n_y, x, y, created_at, split FROM batches WHERE model_id = ?1"
-        " ORDER BY id";
     static const char sql_step[] = "SELECT step FROM models WHERE id = ?1";
+    static const char sql_max[] =
+        "SELECT COALESCE(MAX(id), 0) FROM batches WHERE model_id = ?1";
     /* Chunks that start before the fork's step; hist_truncate() then trims the last one. */
     static const char sql_history[] =
         "INSERT INTO history_chunks(model_id, " HIST_COLUMNS ")"
         " SELECT ?2, " HIST_COLUMNS " FROM history_chunks"
         " WHERE model_id = ?1 AND first_step < (SELECT step FROM models WHERE id = ?1)";
-    *new_id = 0;
-    conn_t *c = NULL;
     sqlite3_stmt *st = NULL;
-    int64_t nid = 0;
-    int own = 0, rc = conn_get(s, &c, err);
-    if (rc < 0 || (rc = tx_enter(c, 1, &own, err)) < 0)
+    int own = 0, rc = tx_enter(c, 1, &own, err);
+    if (rc < 0)
         return rc;
     if ((rc = model_exists(c, id, err)) < 0)
         goto out;
@@ -2389,24 +2532,99 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
     }
     if (rc < 0)
         goto out;
-    nid = sqlite3_last_insert_rowid(c->db);
-    const char *const copies[] = {sql_params, sql_optim, sql_batches, sql_history};
-    for (int i = 0; i < 4 && rc == 0; ++i) {
+    *nid = sqlite3_last_insert_rowid(c->db);
+    const char *const copies[] = {sql_params, sql_optim, sql_history};
+    for (int i = 0; i < 3 && rc == 0; ++i) {
         if ((rc = stmt_get(c, copies[i], &st, err)) < 0)
             goto out;
         bind_int64(c, st, 1, id);
-        bind_int64(c, st, 2, nid);
+        bind_int64(c, st, 2, *nid);
         rc = step_done(c, st, "copying a model", err);
         stmt_done(st);
     }
     int64_t step = 0;
-    if (rc == 0 && (rc = model_int(c, sql_step, nid, &step, err)) == 0)
-        rc = hist_truncate(c, nid, step, err);
+    if (rc == 0 && (rc = model_int(c, sql_step, *nid, &step, err)) == 0 &&
+        (rc = hist_truncate(c, *nid, step, err)) == 0)
+        rc = model_int(c, sql_max, id, max_batch, err);
 out:
-    rc = tx_leave(c, own, rc, err);
-    if (rc == 0)
-        *new_id = nid;
+    return tx_leave(c, own, rc, err);
+}
+
+/* Fork, one later transaction: copy the source's next slice of batches after `*cursor` up to
+ * `max_batch`. `*copied` says how many (0: all are). */
+static int fork_batches(conn_t *c, int64_t id, int64_t nid, int64_t max_batch, int64_t *cursor,
+                        int *copied, err_t *err)
+{
+    static const char sql_copy[] =
+        "INSERT INTO batches(model_id, rows, n_x, n_y, x, y, created_at, split)"
+        " SELECT ?2, rows, n_x, n_y, x, y, created_at, split FROM batches WHERE id = ?1";
+    int64_t ids[STORE_STEP_BATCHES];
+    int n = 0;
+    *copied = 0;
+    sqlite3_stmt *st = NULL;
+    int own = 0, rc = tx_enter(c, 1, &own, err);
+    if (rc < 0)
+        return rc;
+    /* A source deleted meanwhile ends the fork. */
+    if ((rc = model_exists(c, id, err)) < 0 ||
+        (rc = batch_slice(c, id, *cursor, max_batch, ids, &n, err)) < 0)
+        goto out;
+    for (int i = 0; i < n && rc == 0; ++i) {
+        if ((rc = stmt_get(c, sql_copy, &st, err)) < 0)
+            goto out;
+        bind_int64(c, st, 1, ids[i]);
+        bind_int64(c, st, 2, nid);
+        rc = step_done(c, st, "copying a batch", err);
+        stmt_done(st);
+    }
+out:
+    if ((rc = tx_leave(c, own, rc, err)) == 0 && n > 0) {
+        *cursor = ids[n - 1];
+        *copied = n;
+    }
     return rc;
+}
+
+/*
+ * A fork copies the source's batches, which may be gigabytes: in one transaction that held
+ * the write lock long enough to make every other writer fail ("storage busy"). So the copy is
+ * hidden while its batches are copied a few per transaction, and one last short transaction
+ * makes it visible, with the rows it has. Parameters, optimizer state, step and history come
+ * from one snapshot (the first transaction); the batches are the source's batches up to its
+ * last one at that moment, minus any deleted meanwhile.
+ */
+int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, err_t *err)
+{
+    static const char sql_show[] =
+        "UPDATE models SET hidden = 0, version = version + 1,"
+        " rows = (SELECT COALESCE(SUM(rows), 0) FROM batches WHERE model_id = ?1 AND split = 0),"
+        " validation_rows = (SELECT COALESCE(SUM(rows), 0) FROM batches"
+        " WHERE model_id = ?1 AND split <> 0)"
+        " WHERE id = ?1";
+    *new_id = 0;
+    conn_t *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t nid = 0, max_batch = 0, cursor = 0;
+    int copied = 1;
+    int rc = conn_get(s, &c, err);
+    if (rc < 0 || (rc = fork_begin(c, id, name, &nid, &max_batch, err)) < 0)
+        return rc;
+    while (rc == 0 && copied > 0) {
+        step_pause();
+        rc = fork_batches(c, id, nid, max_batch, &cursor, &copied, err);
+    }
+    if (rc == 0 && (rc = stmt_get(c, sql_show, &st, err)) == 0) {
+        bind_int64(c, st, 1, nid);
+        rc = step_done(c, st, "forking a model", err);
+        stmt_done(st);
+    }
+    if (rc < 0) {
+        err_t perr = {0};
+        (void)model_purge(c, nid, &perr);   /* what is left, store_models_purge() takes */
+        return rc;
+    }
+    *new_id = nid;
+    return 0;
 }
 
 /* ---- jobs ------------------------------------------------------------------------------------- */

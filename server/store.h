@@ -186,9 +186,16 @@ int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **o
                      int64_t *next, err_t *err);
 void store_model_list_free(store_model_t *rows, int64_t n);
 
-/* Delete a model; its parameters, batches, history, checkpoints and jobs go with it (cascade).
- * ERR_NOTFOUND when absent. */
+/* Delete a model; its parameters, batches, history, checkpoints and jobs go with it. One short
+ * transaction hides the model (from then on every store call treats it as absent and its name
+ * is free), then its data is removed a slice per transaction, so a large model never holds the
+ * write lock for long. Must not be called inside a transaction. ERR_NOTFOUND when absent.
+ * Once hidden, 0: data the storage did not let it remove is left to store_models_purge(). */
 int store_model_delete(store_t *s, int64_t id, err_t *err);
+
+/* At start-up: remove every model a crash (or a storage failure) left hidden in the middle of
+ * a fork or a delete, in slices as store_model_delete() does. `*n` (may be NULL) is how many. */
+int store_models_purge(store_t *s, int64_t *n, err_t *err);
 
 /* The model's version now (bumped by every change to the model or its state). */
 int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err);
@@ -327,9 +334,13 @@ int store_checkpoint_restore(store_t *s, int64_t id, int64_t checkpoint_id, int6
                              err_t *err);
 
 /*
- * A new model copied from model `id` in one transaction: kind, spec, step, last loss, rows,
- * parameters, optimizer state, every batch (copied, not shared, so either model can be deleted)
- * and the history rows before its step. The copy is idle and named `name` (NULL: unnamed).
+ * A new model copied from model `id`: kind, spec, step, last loss, parameters, optimizer state
+ * and the history rows before its step from one snapshot (one transaction); then every batch
+ * (copied, not shared, so either model can be deleted) a few per transaction, the copy hidden
+ * meanwhile (absent for every other store call); a last transaction makes it visible with the
+ * rows of the batches it got. A batch added to or deleted from the source during the copy may
+ * or may not be in it. Must not be called inside a transaction. The copy is idle and named
+ * `name` (NULL: unnamed; the name is taken from the first transaction on).
  * `*new_id` is its id. ERR_NOTFOUND when `id` is absent; ERR_CONFLICT (field "name") when the
  * name is taken.
  */

@@ -448,6 +448,7 @@ START_TEST(history_rows_migrate)
              "ALTER TABLE models DROP COLUMN validation_rows;"
              "DROP TABLE checkpoint_history;"
              "ALTER TABLE checkpoints DROP COLUMN history_saved;"
+             "ALTER TABLE models DROP COLUMN hidden;"
              "DELETE FROM schema_version WHERE version >= 2;"
              "CREATE TABLE history (model_id INTEGER NOT NULL REFERENCES models(id)"
              " ON DELETE CASCADE, step INTEGER NOT NULL, loss REAL, grad_norm REAL,"

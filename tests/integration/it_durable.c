@@ -13,6 +13,7 @@
 #include <check.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,135 @@ START_TEST(sync_runs_capped)
 }
 END_TEST
 
+/* ---- long writes in steps ----------------------------------------------------------------- */
+
+#define BIG_BATCHES 32
+#define BIG_ROWS 50000             /* x 5 columns x 8 bytes: 2 MB a batch, 64 MB a model */
+
+/* A model with BIG_BATCHES raw batches of BIG_ROWS rows (4 inputs, 1 label). */
+static int64_t big_model(void)
+{
+    int64_t id = it_create_model("{\"kind\":\"linear\",\"inputs\":4}");
+    size_t n = (size_t)BIG_ROWS * 5;
+    double *v = malloc(n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    for (size_t i = 0; i < n; ++i)
+        v[i] = (double)(i % 97) / 97.0;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches?rows=%d&cols=5", (long long)id,
+             BIG_ROWS);
+    for (int b = 0; b < BIG_BATCHES; ++b) {
+        it_call_t call = {.method = "POST", .path = path,
+                          .content_type = "application/octet-stream", .body = (const char *)v,
+                          .len = n * sizeof *v};
+        it_resp_t r;
+        ck_assert_int_eq(it_do(&call, &r), 0);
+        ck_assert_msg(r.status == 201, "batch %d: %ld %s", b, r.status, r.body);
+        it_resp_free(&r);
+    }
+    free(v);
+    return id;
+}
+
+typedef struct writer {
+    int64_t model;
+    atomic_int stop;
+    int writes, failures;
+    long last_status;
+    char last_answer[256];
+    pthread_t thread;
+} writer_t;
+
+/* Short writes (a small batch each) on another model while a long write runs: with a 200 ms
+ * busy timeout, each fails unless the long write lets go of the lock often. */
+static void *writer_main(void *arg)
+{
+    writer_t *w = arg;
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)w->model);
+    while (!atomic_load(&w->stop)) {
+        char *answer = NULL;
+        long status = it_post_thread(path, "{\"x\":[[1,2,3]],\"y\":[1]}", &answer);
+        w->writes++;
+        if (status != 201) {
+            w->failures++;
+            w->last_status = status;
+            snprintf(w->last_answer, sizeof w->last_answer, "%s", answer);
+        }
+        free(answer);
+    }
+    return NULL;
+}
+
+static void writer_start(writer_t *w, int64_t model)
+{
+    memset(w, 0, sizeof *w);
+    w->model = model;
+    ck_assert_int_eq(pthread_create(&w->thread, NULL, writer_main, w), 0);
+    it_sleep_ms(50);
+}
+
+static void writer_stop(writer_t *w, const char *during)
+{
+    atomic_store(&w->stop, 1);
+    pthread_join(w->thread, NULL);
+    ck_assert_msg(w->writes > 0, "no write during the %s", during);
+    ck_assert_msg(w->failures == 0, "%d of %d writes failed during the %s: %ld %s", w->failures,
+                  w->writes, during, w->last_status, w->last_answer);
+}
+
+START_TEST(long_writes_in_steps)
+{
+    const char *extra[] = {"--log-level", "error", NULL};
+    it_opts_t opts = {.extra = extra, .env = (const char *const[]){
+                                          "NEUROND_BUSY_TIMEOUT_MS=200", NULL}};
+    ck_assert_msg(it_start_opts(&d, it_exe, &opts) == 0, "daemon did not start");
+    int64_t big = big_model();
+    cJSON_Delete(train(big, "{\"steps\":3,\"history_every\":1}"));
+    int64_t small = linear_model(3, 8);
+
+    static writer_t w;
+    writer_start(&w, small);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)big);
+    cJSON *f = it_call("POST", path, "{\"name\":\"big-copy\"}", 201);
+    writer_stop(&w, "fork");
+    int64_t copy = (int64_t)it_num(f, "id");
+    ck_assert_int_eq((int64_t)it_num(f, "rows"), (int64_t)BIG_BATCHES * BIG_ROWS);
+    ck_assert_int_eq((int64_t)it_num(f, "step"), 3);
+    ck_assert_str_eq(str(f, "name"), "big-copy");
+    cJSON_Delete(f);
+    snprintf(path, sizeof path, "/v1/models/%lld/batches", (long long)copy);
+    cJSON *b = it_call("GET", path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(b, "batches")), BIG_BATCHES);
+    cJSON_Delete(b);
+    char *h_big = history_text(big), *h_copy = history_text(copy);
+    ck_assert_str_eq(h_copy, h_big);
+    free(h_big);
+    free(h_copy);
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)copy);
+    cJSON *l1 = it_call("POST", path, "{}", 200);
+    snprintf(path, sizeof path, "/v1/models/%lld/loss", (long long)big);
+    cJSON *l2 = it_call("POST", path, "{}", 200);
+    ck_assert_double_eq(it_num(l1, "loss"), it_num(l2, "loss"));
+    ck_assert_int_eq((int64_t)it_num(l1, "rows"), (int64_t)BIG_BATCHES * BIG_ROWS);
+    cJSON_Delete(l1);
+    cJSON_Delete(l2);
+
+    /* Deleting it: gone at once for readers, its name free, writes elsewhere unharmed. */
+    writer_start(&w, small);
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)copy);
+    it_call_free("DELETE", path, NULL, 204);
+    writer_stop(&w, "delete");
+    it_call_free("GET", path, NULL, 404);
+    snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)big);
+    cJSON_Delete(it_call("POST", path, "{\"name\":\"big-copy\"}", 201));
+    cJSON *list = it_call("GET", "/v1/models", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(list, "models")), 3);
+    cJSON_Delete(list);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
@@ -466,6 +596,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tl, NULL, teardown);
     tcase_set_timeout(tl, 120);
     tcase_add_test(tl, sync_runs_capped);
+    tcase_add_test(tl, long_writes_in_steps);
     suite_add_tcase(s, tl);
     return it_run(s);
 }
