@@ -38,7 +38,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define STORE_PING_TTL_NS 1000000000LL
 /* Batch data a fork copies, or a delete removes, per transaction (at least one batch, at most
  * STORE_STEP_BATCHES of them): each transaction holds the write lock only that long. */
-#define STORE_STEP_BYTES (4 << 20)
+#define STORE_STEP_BYTES (1 << 20)
 #define STORE_STEP_BATCHES 256
 #define STORE_TEXT_(x) #x
 #define STORE_TEXT(x) STORE_TEXT_(x)           /* a constant's value inside an SQL literal */

@@ -490,7 +490,7 @@ typedef struct writer {
     pthread_t thread;
 } writer_t;
 
-/* Short writes (a small batch each) on another model while a long write runs: with a 200 ms
+/* Short writes (a small batch each) on another model while a long write runs: with a 500 ms
  * busy timeout, each fails unless the long write lets go of the lock often. */
 static void *writer_main(void *arg)
 {
@@ -532,7 +532,7 @@ START_TEST(long_writes_in_steps)
 {
     const char *extra[] = {"--log-level", "error", NULL};
     it_opts_t opts = {.extra = extra, .env = (const char *const[]){
-                                          "NEUROND_BUSY_TIMEOUT_MS=200", NULL}};
+                                          "NEUROND_BUSY_TIMEOUT_MS=500", NULL}};
     ck_assert_msg(it_start_opts(&d, it_exe, &opts) == 0, "daemon did not start");
     int64_t big = big_model();
     cJSON_Delete(train(big, "{\"steps\":3,\"history_every\":1}"));
