@@ -396,6 +396,30 @@ START_TEST(cancel_and_conflicts)
 }
 END_TEST
 
+/* An lbfgs job stops promptly on DELETE, also while its line search runs (each trial is a pass
+ * over every row), and the model stays at a committed step with its history. */
+START_TEST(cancel_lbfgs_job)
+{
+    int64_t id = it_create_model(
+        "{\"kind\":\"mlp\",\"inputs\":8,\"hidden\":[{\"units\":64,\"activation\":\"tanh\"},"
+        "{\"units\":64,\"activation\":\"tanh\"}],\"init\":{\"method\":\"xavier\",\"seed\":3},"
+        "\"optimizer\":{\"method\":\"lbfgs\",\"history\":5,\"max_line_search\":200}}");
+    add_rows(id, 3000, 8);
+    int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
+    job_wait_progress(job);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    it_call_free("DELETE", path, NULL, 202);
+    cJSON *j = job_wait(job, "cancelled", 5000);
+    cJSON *res = get(j, "result");
+    ck_assert_str_eq(get(res, "stopped")->valuestring, "cancelled");
+    int64_t step = (int64_t)it_num(res, "step");
+    ck_assert(step > 0);
+    cJSON_Delete(j);
+    ck_assert_int_eq(check_consistent(id), step);
+}
+END_TEST
+
 START_TEST(too_many_jobs)
 {
     int64_t a = slow_model(), b = slow_model(), c = small_model();
@@ -1091,6 +1115,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, async_lifecycle);
     tcase_add_test(tc, request_bounds_up_front);
     tcase_add_test(tc, cancel_and_conflicts);
+    tcase_add_test(tc, cancel_lbfgs_job);
     tcase_add_test(tc, sse_events);
     tcase_add_test(tc, history_paging);
     tcase_add_test(tc, history_long_runs);
