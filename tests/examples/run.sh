@@ -89,6 +89,10 @@ trap cleanup EXIT
 
 TOKEN=examples-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 printf '# tokens for the examples test\n%s\n' "$TOKEN" >"$TMP/tokens"
+# The files exist before the daemon starts: the background job opens its redirections only once
+# it runs, and the loop below may read them first.
+: >"$TMP/daemon.out"
+: >"$TMP/daemon.err"
 "$NEUROND" --bind 127.0.0.1 --port 0 --db "$TMP/neurond.db" --token-file "$TMP/tokens" \
     --log-level warn >"$TMP/daemon.out" 2>"$TMP/daemon.err" &
 PID=$!
