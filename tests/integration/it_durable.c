@@ -11,6 +11,7 @@
  *   on other models, with a short busy timeout, never fails meanwhile.
  */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -371,6 +372,31 @@ static void *long_call_main(void *arg)
     return NULL;
 }
 
+/* Threads of the daemon now (/proc/<pid>/task). */
+static int daemon_threads(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)d.pid);
+    DIR *dir = opendir(path);
+    ck_assert_ptr_nonnull(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+#define REFUSED_CALLS 40
+
+static void *refused_main(void *arg)
+{
+    long_call_t *lc = arg;
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)lc->model);
+    lc->status = it_post_thread(path, "{\"steps\":100000}", &lc->answer);
+    return NULL;
+}
+
 static void wait_status(int64_t id, const char *want)
 {
     for (int64_t t0 = now_ms();; it_sleep_ms(20)) {
@@ -391,6 +417,8 @@ START_TEST(sync_runs_capped)
     int64_t ids[4];
     for (int i = 0; i < 4; ++i)
         ids[i] = linear_model(3, 32);
+    cJSON_Delete(train(ids[3], "{\"steps\":1}"));   /* the store's and pools' threads exist */
+    int threads_idle = daemon_threads();
     long_call_t calls[2];
     for (int i = 0; i < 2; ++i) {
         calls[i] = (long_call_t){.model = ids[i]};
@@ -398,6 +426,23 @@ START_TEST(sync_runs_capped)
     }
     for (int i = 0; i < 2; ++i)
         wait_status(ids[i], "training");
+
+    /* Many more at once are all refused, and make no thread: one per running call, no more
+     * (+1: the store's checkpointer may have started meanwhile). */
+    static long_call_t refused[REFUSED_CALLS];
+    for (int i = 0; i < REFUSED_CALLS; ++i) {
+        refused[i] = (long_call_t){.model = ids[2 + i % 2]};
+        ck_assert_int_eq(pthread_create(&refused[i].thread, NULL, refused_main, &refused[i]), 0);
+    }
+    for (int i = 0; i < REFUSED_CALLS; ++i) {
+        pthread_join(refused[i].thread, NULL);
+        ck_assert_msg(refused[i].status == 429, "call %d: %ld %s", i, refused[i].status,
+                      refused[i].answer);
+        free(refused[i].answer);
+    }
+    int threads_busy = daemon_threads();
+    ck_assert_msg(threads_busy <= threads_idle + 2 + 1, "%d threads with 2 runs, %d idle",
+                  threads_busy, threads_idle);
 
     /* A third synchronous call is refused at once; an async job is not counted. */
     char path[96];
