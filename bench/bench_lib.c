@@ -16,9 +16,16 @@
  *                                progress callbacks (CLOCK_MONOTONIC), then one plain train_run
  *                                of N steps timed as a whole (what POST /train is compared
  *                                with), then P steps with every cblas_dgemm call timed.
- *   ceil [--smoke] [--threads T] dgemm GFLOP/s (square 2000, 1 and T threads, best of 5) and
+ *   ceil [--smoke] [--threads T] dgemm GFLOP/s (square 2000, 1 and T threads, best of 5),
  *                                triad a = b + s·c GB/s over 3 × 256 MiB with T pthreads
- *                                (STREAM's byte count: 24 bytes per element, best of 10).
+ *                                (STREAM's byte count: 24 bytes per element, best of 10), and
+ *                                read GB/s: the same T threads summing b and c, nothing written.
+ *   products WORKLOAD.json [--threads T] [--reps R]
+ *                                cblas_dgemm alone on the products of one full-batch step of
+ *                                the workload (forward, weight gradient, input gradient above
+ *                                the first layer; their shapes and transposes), best of R each.
+ *   epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K] [--threads T]
+ *                                E train_run calls of one shuffled mini-batch epoch each, timed.
  *   lbfgs WORKLOAD.json DIR [--target L] [--max-steps S] [--reps R] [--threads T]
  *                                time for a fresh model to reach loss <= L with lbfgs; prints
  *                                {"available":false,...} while optim_new() rejects the method.
@@ -134,6 +141,18 @@ static const char *arg_value(int argc, char **argv, const char *name, const char
         if (strcmp(argv[i], name) == 0)
             return argv[i + 1];
     return def;
+}
+
+/* An integer option, at least `min`: anything else ends the run with a message. */
+static int64_t arg_int(int argc, char **argv, const char *name, const char *def, int64_t min)
+{
+    const char *s = arg_value(argc, argv, name, def);
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min)
+        die("%s must be an integer >= %lld, got '%s'", name, (long long)min, s);
+    return v;
 }
 
 static int arg_flag(int argc, char **argv, const char *name)
@@ -470,40 +489,65 @@ static void print_double(const char *key, double v, int comma)
         printf("\"%s\":null%s", key, comma ? "," : "");
 }
 
+/* What a timed train_run needs for one workload: its model at θ0, its rows, an optimizer and
+ * a training context over all rows. */
+typedef struct bench_train {
+    workload_t w;
+    model_t *m;
+    loaded_t data;
+    optim_t *o;
+    train_ctx_t *t;
+    train_req_t req;   /* defaults, history_every 0: the timed calls record nothing */
+    int64_t step;      /* the model's global step */
+    int64_t warmup;    /* --warmup: untimed updates first */
+    int threads;       /* --threads: OpenBLAS's; 0 leaves its default */
+} bench_train_t;
+
+/* Reads the options every timed run shares, --threads and --warmup (default `warmup_default`,
+ * at least 1). */
+static void bench_train_open(bench_train_t *bt, const char *wpath, const char *dir, int argc,
+                             char **argv, const char *warmup_default)
+{
+    bt->threads = (int)arg_int(argc, argv, "--threads", "0", 0);
+    bt->warmup = arg_int(argc, argv, "--warmup", warmup_default, 1);
+    bt->step = 0;
+    train_req_default(&bt->req);
+    bt->req.history_every = 0;
+    if (bt->threads > 0)
+        openblas_set_num_threads(bt->threads);
+    workload_load(&bt->w, wpath);
+    bt->m = workload_model(&bt->w, NULL);
+    load_data(&bt->w, dir, bt->m, &bt->data);
+    err_t err = {0};
+    bt->o = NULL;
+    bt->t = NULL;
+    if (optim_new(&bt->w.spec.optimizer, model_n_params(bt->m), &bt->o, &err) < 0 ||
+        train_ctx_new(bt->m, bt->o, &bt->data.b, &bt->t, &err) < 0)
+        die("%s: %s", bt->w.name, err.msg);
+}
+
+static void bench_train_close(bench_train_t *bt)
+{
+    train_ctx_free(bt->t);
+    optim_free(bt->o);
+    loaded_free(&bt->data);
+    model_free(bt->m);
+    workload_free(&bt->w);
+}
+
 static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
 {
-    const int64_t steps = atoll(arg_value(argc, argv, "--steps", "20"));
-    const int64_t warmup = atoll(arg_value(argc, argv, "--warmup", "3"));
-    const int threads = atoi(arg_value(argc, argv, "--threads", "0"));
-    const int64_t prof = atoll(arg_value(argc, argv, "--profile", "3"));
-    if (steps < 1 || warmup < 1 || prof < 0)
-        die("run: --steps and --warmup must be >= 1, --profile >= 0");
-    if (threads > 0)
-        openblas_set_num_threads(threads);
-
-    workload_t w;
-    workload_load(&w, wpath);
-    model_t *m = workload_model(&w, NULL);
-    loaded_t data;
-    load_data(&w, dir, m, &data);
-
-    err_t err = {0};
-    optim_t *o = NULL;
-    if (optim_new(&w.spec.optimizer, model_n_params(m), &o, &err) < 0)
-        die("%s: optim_new: %s", w.name, err.msg);
-    train_ctx_t *t = NULL;
-    if (train_ctx_new(m, o, &data.b, &t, &err) < 0)
-        die("%s: train_ctx_new: %s", w.name, err.msg);
-
-    int64_t step = 0;
-    train_req_t req;
-    train_req_default(&req);
-    req.history_every = 0;
+    const int64_t steps = arg_int(argc, argv, "--steps", "20", 1);
+    const int64_t prof = arg_int(argc, argv, "--profile", "3", 0);
+    bench_train_t bt;
+    bench_train_open(&bt, wpath, dir, argc, argv, "3");
+    train_ctx_t *t = bt.t;
+    const workload_t w = bt.w;
     train_result_t res;
 
     /* Warm-up: also the cross-check figures (loss at θ0 and at θ_warmup). */
-    req.steps = warmup;
-    train_or_die(t, &req, &step, NULL, &res, w.name);
+    bt.req.steps = bt.warmup;
+    train_or_die(t, &bt.req, &bt.step, NULL, &res, w.name);
     const double loss0 = res.loss_before, lossk = res.loss_after;
 
     /* Per-step times: in a call of S steps the progress callback for row k-1 runs right after
@@ -513,16 +557,16 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
     stamp_ctx_t sc = {.t = xmalloc((size_t)(steps + 2) * sizeof(uint64_t)), .n = 0,
                       .cap = steps + 2};
     train_hooks_t hooks = {.on_row = on_row_stamp, .ctx = &sc, .cancel = NULL};
-    req.steps = steps + 2;
-    train_or_die(t, &req, &step, &hooks, &res, w.name);
+    bt.req.steps = steps + 2;
+    train_or_die(t, &bt.req, &bt.step, &hooks, &res, w.name);
     if (sc.n != steps + 2)
         die("%s: %lld progress callbacks for %lld steps", w.name, (long long)sc.n,
             (long long)(steps + 2));
 
     /* One train call of `steps` steps, as POST /train runs it (no history, no hooks). */
-    req.steps = steps;
+    bt.req.steps = steps;
     uint64_t c0 = now_ns();
-    train_or_die(t, &req, &step, NULL, &res, w.name);
+    train_or_die(t, &bt.req, &bt.step, NULL, &res, w.name);
     const double call_ms = (double)(now_ns() - c0) / 1e6;
     const double call_elapsed_ms = res.elapsed_ms;
 
@@ -535,8 +579,8 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
         prof_ctx_t pc = {.t = xmalloc((size_t)(prof + 2) * sizeof(uint64_t)), .n = 0,
                          .last = prof};
         train_hooks_t ph = {.on_row = on_row_prof, .ctx = &pc, .cancel = NULL};
-        req.steps = prof + 2;
-        train_or_die(t, &req, &step, &ph, &res, w.name);
+        bt.req.steps = prof + 2;
+        train_or_die(t, &bt.req, &bt.step, &ph, &res, w.name);
         g_gemm.on = 0;
         if (pc.n != prof + 2)
             die("%s: profile pass: %lld callbacks", w.name, (long long)pc.n);
@@ -545,10 +589,10 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
     }
 
     printf("{\"runner\":\"lib\",\"workload\":\"%s\",\"threads\":%d,\"corename\":\"%s\",",
-           w.name, threads, openblas_get_corename());
+           w.name, bt.threads, openblas_get_corename());
     print_double("loss0", loss0, 1);
     print_double("lossk", lossk, 1);
-    printf("\"warmup\":%lld,\"steps\":%lld,\"step_us\":[", (long long)warmup, (long long)steps);
+    printf("\"warmup\":%lld,\"steps\":%lld,\"step_us\":[", (long long)bt.warmup, (long long)steps);
     for (int64_t i = 0; i < steps; ++i)
         printf("%s%.3f", i ? "," : "", (double)(sc.t[i + 1] - sc.t[i]) / 1e3);
     printf("],\"train_call_ms\":%.3f,\"train_call_elapsed_ms\":%.3f,", call_ms, call_elapsed_ms);
@@ -572,11 +616,7 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
     fflush(stdout);
 
     free(sc.t);
-    train_ctx_free(t);
-    optim_free(o);
-    loaded_free(&data);
-    model_free(m);
-    workload_free(&w);
+    bench_train_close(&bt);
     return 0;
 }
 
@@ -646,7 +686,69 @@ static void triad_pass(triad_arg_t *args, int threads)
         pthread_join(th[i], NULL);
 }
 
-static double triad_gbs(size_t n, int threads, int reps, double *check)
+/* Read bandwidth: every thread sums its share of two arrays the triad already first-touched.
+ * Four independent vector sums (SSE2, which every x86-64 has) keep the adds off the critical
+ * path, so memory, not the adder, sets the pace; nothing is written. The one-pass workloads
+ * (W1, W5) read X once a step at best. */
+typedef double v2d_t __attribute__((vector_size(16)));
+
+typedef struct read_arg {
+    const double *b, *c;
+    size_t lo, hi;
+    double sum;
+} read_arg_t;
+
+static void *read_worker(void *p)
+{
+    read_arg_t *r = p;
+    v2d_t acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    size_t i = r->lo;
+    for (; i + 8 <= r->hi; i += 8)
+        for (int k = 0; k < 4; ++k) {
+            v2d_t vb, vc;
+            memcpy(&vb, r->b + i + 2 * (size_t)k, sizeof vb);
+            memcpy(&vc, r->c + i + 2 * (size_t)k, sizeof vc);
+            acc[k] += vb + vc;
+        }
+    double sum = 0.0;
+    for (int k = 0; k < 4; ++k)
+        sum += acc[k][0] + acc[k][1];
+    for (; i < r->hi; ++i)
+        sum += r->b[i] + r->c[i];
+    r->sum = sum;
+    return NULL;
+}
+
+static double read_gbs(const double *b, const double *c, size_t n, int threads, int reps,
+                       double *check)
+{
+    read_arg_t args[64];
+    pthread_t th[64];
+    double best = 0.0;
+    for (int r = 0; r < reps + 1; ++r) {
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < threads; ++i) {
+            args[i] = (read_arg_t){.b = b, .c = c, .lo = n * (size_t)i / (size_t)threads,
+                                   .hi = n * (size_t)(i + 1) / (size_t)threads};
+            if (pthread_create(&th[i], NULL, read_worker, &args[i]) != 0)
+                die("pthread_create failed");
+        }
+        double sum = 0.0;
+        for (int i = 0; i < threads; ++i) {
+            pthread_join(th[i], NULL);
+            sum += args[i].sum;
+        }
+        double s = (double)(now_ns() - t0) / 1e9;
+        double g = 2.0 * (double)n * sizeof(double) / s / 1e9;
+        if (r > 0 && g > best)
+            best = g;
+        *check = sum;
+    }
+    return best;
+}
+
+static double triad_gbs(size_t n, int threads, int reps, double *check, double *read_bw,
+                        double *read_check)
 {
     if (threads > 64)
         threads = 64;
@@ -669,6 +771,7 @@ static double triad_gbs(size_t n, int threads, int reps, double *check)
             best = g;
     }
     *check = a[n / 2];   /* 1 + 3·2 = 7: the loop really ran */
+    *read_bw = read_gbs(b, c, n, threads, reps, read_check);
     free(a);
     free(b);
     free(c);
@@ -687,16 +790,141 @@ static int cmd_ceil(int argc, char **argv)
     const size_t tn = smoke ? ((size_t)1 << 22) : ((size_t)1 << 25);   /* 32 MiB / 256 MiB each */
     double g1 = dgemm_gflops(n, 1, smoke ? 2 : 5);
     double gt = dgemm_gflops(n, threads, smoke ? 2 : 5);
-    double check = 0.0;
-    double bw = triad_gbs(tn, threads, smoke ? 3 : 10, &check);
+    double check = 0.0, rbw = 0.0, rcheck = 0.0;
+    double bw = triad_gbs(tn, threads, smoke ? 3 : 10, &check, &rbw, &rcheck);
     if (check != 7.0)
         die("triad: wrong result %g", check);
+    if (rcheck != 3.0 * (double)tn)   /* b = 1, c = 2 everywhere: exact in double */
+        die("read: wrong sum %g", rcheck);
     printf("{\"cmd\":\"ceil\",\"dgemm_n\":%d,\"dgemm_gflops_1\":%.2f,\"dgemm_gflops_t\":%.2f,"
-           "\"threads\":%d,\"triad_mib_per_array\":%zu,\"triad_gbs\":%.3f,\"corename\":\"%s\","
-           "\"config\":\"%s\"}\n",
-           n, g1, gt, threads, tn * sizeof(double) >> 20, bw, openblas_get_corename(),
+           "\"threads\":%d,\"triad_mib_per_array\":%zu,\"triad_gbs\":%.3f,\"read_gbs\":%.3f,"
+           "\"corename\":\"%s\",\"config\":\"%s\"}\n",
+           n, g1, gt, threads, tn * sizeof(double) >> 20, bw, rbw, openblas_get_corename(),
            openblas_get_config());
     fflush(stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ products floor */
+
+/* One product C[m×n] = op(A)[m×k]·op(B)[k×n], row major, operands packed densely. */
+typedef struct product {
+    int ta, tb, m, n, k;
+} product_t;
+
+/* The matrix products of one full-batch gradient step of a dense stack on `rows` rows: per
+ * layer the forward A·Wᵀ and the weight gradient Gᵀ·A, and above the first layer the input
+ * gradient G·W. That is the BLAS work of the step, whoever does it. */
+static int step_products(const model_t *m, int32_t rows, product_t *out, int cap)
+{
+    int n = 0;
+    for (int32_t l = 0; l < model_n_tensors(m) && n + 3 <= cap; ++l) {
+        int32_t units, cols;
+        model_tensor_shape(m, l, &units, &cols);
+        const int in = cols - 1;   /* column 0 is the bias */
+        out[n++] = (product_t){0, 1, rows, units, in};
+        out[n++] = (product_t){1, 0, units, in, rows};
+        if (l > 0)
+            out[n++] = (product_t){0, 0, rows, in, units};
+    }
+    return n;
+}
+
+static double product_ms(const product_t *p, int reps)
+{
+    const int lda = p->ta ? p->m : p->k, ldb = p->tb ? p->k : p->n;
+    const size_t na = (size_t)p->m * (size_t)p->k, nb = (size_t)p->k * (size_t)p->n,
+                 nc = (size_t)p->m * (size_t)p->n;
+    double *a = xmalloc_huge(na * sizeof *a), *b = xmalloc_huge(nb * sizeof *b),
+           *c = xmalloc_huge(nc * sizeof *c);
+    rng_t r;
+    rng_seed(&r, 9);
+    for (size_t i = 0; i < na; ++i)
+        a[i] = rng_uniform(&r);
+    for (size_t i = 0; i < nb; ++i)
+        b[i] = rng_uniform(&r) - 0.5;
+    memset(c, 0, nc * sizeof *c);
+    double best = INFINITY;
+    for (int i = 0; i < reps + 1; ++i) {   /* the first call warms the threads and pages */
+        uint64_t t0 = now_ns();
+        __real_cblas_dgemm(CblasRowMajor, p->ta ? CblasTrans : CblasNoTrans,
+                           p->tb ? CblasTrans : CblasNoTrans, p->m, p->n, p->k, 1.0, a, lda, b,
+                           ldb, 0.0, c, p->n);
+        const double ms = (double)(now_ns() - t0) / 1e6;
+        if (i > 0 && ms < best)
+            best = ms;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+static int cmd_products(const char *wpath, int argc, char **argv)
+{
+    const int threads = atoi(arg_value(argc, argv, "--threads", "0"));
+    const int reps = atoi(arg_value(argc, argv, "--reps", "5"));
+    if (reps < 1)
+        die("products: --reps must be >= 1");
+    if (threads > 0)
+        openblas_set_num_threads(threads);
+    workload_t w;
+    workload_load(&w, wpath);
+    model_t *m = workload_model(&w, NULL);
+    product_t prods[48];
+    const int n = step_products(m, (int32_t)w.rows, prods, 48);
+    double total = 0.0, gflop = 0.0;
+    printf("{\"cmd\":\"products\",\"workload\":\"%s\",\"threads\":%d,\"products\":[", w.name,
+           threads);
+    for (int i = 0; i < n; ++i) {
+        const double ms = product_ms(&prods[i], reps);
+        const double g = 2.0 * prods[i].m * (double)prods[i].n * prods[i].k / 1e9;
+        total += ms;
+        gflop += g;
+        printf("%s{\"op\":\"%s%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"ms\":%.4f}", i ? "," : "",
+               prods[i].ta ? "T" : "N", prods[i].tb ? "T" : "N", prods[i].m, prods[i].n,
+               prods[i].k, ms);
+    }
+    printf("],\"gflop\":%.6f,\"ms\":%.4f}\n", gflop, total);
+    fflush(stdout);
+    model_free(m);
+    workload_free(&w);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ mini-batch epochs */
+
+/* Shuffled mini-batch epochs through train_run, as POST /train {"epochs":1,"batch_size":B}
+ * runs them: one warm-up call of `warmup` steps, then E calls of one epoch each (seed = call
+ * number, so every epoch draws its own order), each timed as a whole. */
+static int cmd_epoch(const char *wpath, const char *dir, int argc, char **argv)
+{
+    const int64_t epochs = arg_int(argc, argv, "--epochs", "2", 1);
+    const int32_t bs = (int32_t)arg_int(argc, argv, "--batch-size", "128", 1);
+    bench_train_t bt;
+    bench_train_open(&bt, wpath, dir, argc, argv, "20");
+    bt.req.batch_size = bs;
+    bt.req.steps = bt.warmup;
+    train_result_t res;
+    train_or_die(bt.t, &bt.req, &bt.step, NULL, &res, bt.w.name);
+    const double loss0 = res.loss_before;
+    bt.req.steps = 0;
+    bt.req.epochs = 1;
+    printf("{\"runner\":\"lib\",\"workload\":\"%s\",\"batch_size\":%d,\"threads\":%d,", bt.w.name,
+           bs, bt.threads);
+    print_double("loss0", loss0, 1);
+    printf("\"epoch_ms\":[");
+    for (int64_t e = 0; e < epochs; ++e) {
+        bt.req.seed = (uint64_t)e + 1;
+        const uint64_t t0 = now_ns();
+        train_or_die(bt.t, &bt.req, &bt.step, NULL, &res, bt.w.name);
+        printf("%s%.3f", e ? "," : "", (double)(now_ns() - t0) / 1e6);
+    }
+    printf("],");
+    print_double("loss_after", res.loss_after, 0);
+    printf(",\"steps_per_epoch\":%lld}\n", (long long)res.steps_run);
+    fflush(stdout);
+    bench_train_close(&bt);
     return 0;
 }
 
@@ -870,8 +1098,9 @@ static int cmd_selftest(const char *self)
         write_file(wp, selftest_workloads[i], strlen(selftest_workloads[i]));
         snprintf(cmd, sizeof cmd, "'%s' gen '%s' '%s' && '%s' run '%s' '%s' --steps 5 "
                  "--warmup 2 --threads 1 --profile 2 && '%s' lbfgs '%s' '%s' --reps 1 "
-                 "--max-steps 5",
-                 self, wp, dir, self, wp, dir, self, wp, dir);
+                 "--max-steps 5 && '%s' products '%s' --reps 1 && '%s' epoch '%s' '%s' "
+                 "--batch-size 32 --epochs 1 --warmup 2 --threads 1",
+                 self, wp, dir, self, wp, dir, self, wp, dir, self, wp, self, wp, dir);
         if (system(cmd) != 0) {
             fprintf(stderr, "bench_lib selftest: workload %zu failed\n", i);
             rc = 1;
@@ -904,6 +1133,10 @@ int main(int argc, char **argv)
         return cmd_lbfgs(argv[2], argv[3], argc, argv);
     if (argc >= 2 && strcmp(argv[1], "body") == 0)
         return cmd_body(argc, argv);
+    if (argc >= 3 && strcmp(argv[1], "products") == 0)
+        return cmd_products(argv[2], argc, argv);
+    if (argc >= 4 && strcmp(argv[1], "epoch") == 0)
+        return cmd_epoch(argv[2], argv[3], argc, argv);
     if (argc >= 2 && strcmp(argv[1], "selftest") == 0)
     {
         char self[1024];
@@ -916,6 +1149,8 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "usage: bench_lib gen|run|lbfgs WORKLOAD.json DIR [options]\n"
             "       bench_lib ceil [--smoke] [--threads T]\n"
+            "       bench_lib products WORKLOAD.json [--threads T] [--reps R]\n"
+            "       bench_lib epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K]\n"
             "       bench_lib body --format csv|json|raw --bytes B --out FILE\n"
             "       bench_lib selftest\n(see the comment at the top of bench/bench_lib.c)\n");
     return 2;

@@ -73,15 +73,17 @@ def emit(obj):
     sys.stdout.flush()
 
 
-def args(argv):
+def args(argv, extra=None):
     """peer.py DIR WORKLOAD.json [WORKLOAD.json ...] [--steps N] [--warmup K] [--threads T]
 
     Several workloads in one process save the interpreter's start-up (torch takes seconds) in
     smoke runs; each workload still gets its own JSON line. --steps defaults to the workload
-    file's "steps"."""
+    file's "steps". `extra` names more integer options (default 0), filled in place."""
     if len(argv) < 3:
         raise SystemExit("usage: %s DIR WORKLOAD.json... [--steps N] [--warmup K] [--threads T]" % argv[0])
     opts = {"--steps": 0, "--warmup": 3, "--threads": 0}
+    if extra is not None:
+        opts.update(extra)
     files = []
     i = 2
     while i < len(argv):
@@ -93,6 +95,8 @@ def args(argv):
         else:
             files.append(argv[i])
             i += 1
+    if extra is not None:
+        extra.update({k: opts[k] for k in extra})
     return argv[1], files, opts["--steps"], opts["--warmup"], opts["--threads"]
 
 

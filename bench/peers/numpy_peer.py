@@ -5,8 +5,11 @@ gradients and a plain SGD update, per step timed with perf_counter_ns.
 
 Prints one JSON line per workload: loss at θ0 and after the K warm-up steps (cross-checked against
 libneuron by scripts/bench), the N per-step times in µs, and the BLAS threadpoolctl sees.
-Weight gradients are G.T @ X (the fast orientation for OpenBLAS's thin products: W2's
-10-column product is ~1.8x slower written X.T @ G), biases G.sum(0). Run it with
+One-output models (W1, W5) are written with a weight vector (matrix-vector products, as anyone
+would); the others keep weights [out, in] with weight gradients G.T @ X (the fast orientation for
+OpenBLAS's thin products: W2's 10-column product is ~1.8x slower written X.T @ G), biases
+G.sum(0). Sigmoid is 0.5(1 + tanh(z/2)) and the logistic loss np.logaddexp(0, z) - yz: one
+transcendental each, no second exp. Run it with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (scripts/bench does).
 """
 import sys
@@ -17,9 +20,15 @@ import numpy as np
 import common
 
 
+def sigmoid(z):
+    """σ(z) with one transcendental and no overflow: 1/(1+exp(-z)) takes an exp, a division and
+    warns on large |z|."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 def act_fwd(name, z):
     if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-z))
+        return sigmoid(z)
     if name == "tanh":
         return np.tanh(z)
     if name == "relu":
@@ -38,7 +47,41 @@ def act_bwd(name, a, g):
     return g
 
 
+def make_vector_step(w):
+    """One-output models (logistic, linear regression) the way anyone writes them: a weight
+    vector and a scalar bias, X @ w and X.T @ g as matrix-vector products."""
+    X, lr, loss_kind = w["X"], w["lr"], w["loss"]
+    y = np.ascontiguousarray(w["Y"][:, 0])
+    W, b = w["layers"][0]
+    wv = W[0]                       # a view: the update lands in the layer
+    m = X.shape[0]
+    logistic = w["acts"][-1] == "sigmoid"
+    if not (logistic and loss_kind == "bce") and not (w["acts"][-1] == "linear" and loss_kind == "l2"):
+        raise SystemExit("numpy peer: output %s with loss %s is not benchmarked" % (w["acts"][-1], loss_kind))
+
+    def loss_grad(grad):
+        z = X @ wv + b[0]
+        if logistic:
+            loss = float(np.mean(np.logaddexp(0.0, z) - y * z))
+            if not grad:
+                return loss
+            g = (sigmoid(z) - y) / m
+        else:
+            d = z - y
+            loss = float(d @ d / m)
+            if not grad:
+                return loss
+            g = d * (2.0 / m)
+        wv[...] -= lr * (X.T @ g)     # in place: wv and b stay the layer's own arrays
+        b[0] -= lr * g.sum()
+        return loss
+
+    return loss_grad
+
+
 def make_step(w):
+    if len(w["layers"]) == 1 and w["sizes"][-1] == 1:
+        return make_vector_step(w)
     X, Y, layers, acts, loss_kind, lr = w["X"], w["Y"], w["layers"], w["acts"], w["loss"], w["lr"]
     m = X.shape[0]
     out_act = acts[-1]
@@ -65,10 +108,10 @@ def make_step(w):
             g[rows, labels] -= 1.0
             g /= m
         elif out_act == "sigmoid" and loss_kind == "bce":  # bce from the logit, stably
-            loss = float(np.mean(np.maximum(z, 0.0) - z * Y + np.log1p(np.exp(-np.abs(z)))))
+            loss = float(np.mean(np.logaddexp(0.0, z) - z * Y))
             if not grad:
                 return loss
-            g = (1.0 / (1.0 + np.exp(-z)) - Y) / m
+            g = (sigmoid(z) - Y) / m
         elif out_act == "linear" and loss_kind == "l2":
             d = z - Y
             loss = float(np.einsum("ij,ij->", d, d) / m)
