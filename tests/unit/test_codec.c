@@ -954,6 +954,69 @@ static int csv_str(const char *text, int32_t n_x, int32_t labels, int32_t header
     return rc;
 }
 
+/* An export decodes to its parts; the step is bounded; a state is checked against the engine's
+ * invariants at the export's step, and a refused one leaves the optimizer zeroed. */
+START_TEST(test_export_decode)
+{
+    err_t err = {0};
+    codec_export_t ex;
+    cJSON *j = parse_ok("{\"format\":\"neurond-model\",\"version\":1,\"loss\":null,"
+                        "\"spec\":{\"name\":\"inner\",\"kind\":\"linear\",\"inputs\":1,"
+                        "\"optimizer\":{\"method\":\"adam\"}},\"step\":1000000000000000,"
+                        "\"parameters\":{\"W1\":[[1,2]]},\"optimizer_state\":[0,0,0,0,0]}");
+    ck_assert_int_eq(codec_export_decode(j, &ex, &err), 0);
+    ck_assert_str_eq(ex.name, "inner");
+    ck_assert_int_eq(ex.step, TRAIN_STEP_MAX);
+    ck_assert(isnan(ex.loss));
+    ck_assert_ptr_nonnull(ex.parameters);
+    ck_assert_ptr_nonnull(ex.optimizer_state);
+    optim_t *o = NULL;
+    ck_assert_int_eq(optim_new(&ex.spec.optimizer, 2, &o, &err), 0);
+    ck_assert_int_eq(codec_optim_state_decode(ex.optimizer_state, o, ex.step, &err), 0);
+    cJSON *bad = parse_ok("[0.5,0,0,0,0]");          /* a moment before adam's first step */
+    ck_assert_int_eq(codec_optim_state_decode(bad, o, ex.step, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "optimizer_state");
+    for (int i = 0; i < 5; ++i)
+        ck_assert_double_eq(optim_state(o)[i], 0.0);
+    cJSON_Delete(bad);
+    bad = parse_ok("[0,0,0,0,\"1\"]");
+    ck_assert_int_eq(codec_optim_state_decode(bad, o, ex.step, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "optimizer_state[4]");
+    cJSON_Delete(bad);
+    bad = parse_ok("[0,0,0,0]");
+    ck_assert_int_eq(codec_optim_state_decode(bad, o, ex.step, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "optimizer_state");
+    cJSON_Delete(bad);
+    optim_free(o);
+    codec_export_free(&ex);
+    cJSON_Delete(j);
+
+    static const struct {
+        const char *body, *field;
+    } refused[] = {
+        {"{\"format\":\"neurond-model\",\"version\":1,\"step\":1000000000000001,"
+         "\"spec\":{\"kind\":\"linear\",\"inputs\":1},\"parameters\":{}}", "step"},
+        {"{\"format\":\"neurond-model\",\"version\":1,\"step\":2.5,"
+         "\"spec\":{\"kind\":\"linear\",\"inputs\":1},\"parameters\":{}}", "step"},
+        {"{\"format\":\"neurond-model\",\"version\":1,"
+         "\"spec\":{\"kind\":\"linear\",\"inputz\":1},\"parameters\":{}}", "spec.inputz"},
+        {"{\"format\":\"neurond-model\",\"version\":1,\"spec\":{\"kind\":\"linear\","
+         "\"inputs\":1}}", "parameters"},
+        {"{\"format\":\"neurond-model\",\"version\":1,\"spec\":{\"kind\":\"linear\","
+         "\"inputs\":1},\"parameters\":{},\"extra\":0}", "extra"},
+        {"{\"format\":\"neurond-model\",\"version\":1,\"name\":\"\",\"spec\":{\"kind\":"
+         "\"linear\",\"inputs\":1},\"parameters\":{}}", "name"},
+        {"[]", ""},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+        j = parse_ok(refused[i].body);
+        ck_assert_int_eq(codec_export_decode(j, &ex, &err), ERR_INVAL);
+        ck_assert_str_eq(err.field, refused[i].field);
+        cJSON_Delete(j);
+    }
+}
+END_TEST
+
 /* Labels are checked on their line when a rule is given: the error names the line and the
  * message the column. */
 START_TEST(test_csv_label_rule)
@@ -1449,6 +1512,7 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_batch_errors);
     tcase_add_test(tc, test_csv_decode);
     tcase_add_test(tc, test_csv_label_rule);
+    tcase_add_test(tc, test_export_decode);
     tcase_add_test(tc, test_csv_errors);
     tcase_add_test(tc, test_csv_stream_any_split);
     tcase_add_test(tc, test_csv_large_and_blank_heavy);
