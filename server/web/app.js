@@ -812,6 +812,7 @@
         renderStep();
         queueDraw();
         queuePlot();
+        queueValidationCurve();
         const j = st.job;
         if (j && !j.id && j.status === 'running') {   // a synchronous run has no job to poll
           j.progress.step = Math.max(0, st.liveStep - j.startStep);
@@ -1375,6 +1376,14 @@
         plot.busy = false;
       }
     }
+    /* Progress events carry the training loss only: while a run reports progress on a model with
+     * validation rows, reload the curve from history every 1.5 s for its validation loss. */
+    let valCurveTimer = 0;
+    function queueValidationCurve() {
+      if (valCurveTimer || !st.model || !(st.model.validation_rows > 0)) return;
+      valCurveTimer = setTimeout(() => { valCurveTimer = 0; if (!signal.aborted) loadCurve(); }, 1500);
+    }
+
     /* While a run reports progress, redraw the regions about twice a second. */
     function queuePlot() {
       if (plot.timer || !plottable(st.model)) return;

@@ -366,6 +366,12 @@ test('validation: both curves, the evaluation of each split, the rows over the d
   assert.notDeepEqual(after.unit_normal, b.unit_normal, 'the run moved the boundary');
   await eventually(async () => JSON.stringify(await shownNormal()) === JSON.stringify(after.unit_normal),
     'the plot shows the boundary after the run');
+  // The validation curve followed the run: one vertex per recorded row, as history has them.
+  const recorded = (await call(OPEN, 'GET', `/v1/models/${m.id}/history?max_points=100000`)).history
+    .filter((h) => typeof h.val_loss === 'number').length;
+  assert.equal(recorded, 21 + 41);   // steps 40, 45, …, 235 and the last, 239
+  await eventually(async () => (await attr(chart.locator('path.val-line'), 'data-vertices')) === recorded,
+    `${recorded} validation points`);
 });
 
 test('a three-class model gets its regions and a 3×3 confusion matrix, and no boundary line', async () => {
