@@ -65,19 +65,32 @@ typedef struct config {
     int log_level;
 } config_t;
 
-enum flag_kind { FLAG_STR, FLAG_INT, FLAG_ADDR, FLAG_LEVEL, FLAG_BOOL };
+enum flag_kind {
+    FLAG_INT,                  /* int64_t field, in [min, max] */
+    FLAG_STR,                  /* const char * field, not empty */
+    FLAG_ADDR,                 /* const char * field, an IPv4 or IPv6 literal */
+    FLAG_BOOL,                 /* int field: 1, true, yes / 0, false, no */
+    FLAG_LEVEL,                /* int field: error | warn | info | debug (log.h) */
+};
 
+/*
+ * One row per flag drives everything about it: the command line (--name VALUE, --name=VALUE),
+ * its environment variable (NEUROND_NAME, dashes as underscores), its default, its check and
+ * its line in --help. The default is written as a user would type it and set through the same
+ * check, or computed from the core count (per_core) for the flags that follow the machine;
+ * NULL leaves the field zero (unset: no token file; --max-streams decided after parsing).
+ */
 typedef struct flag {
     const char *name;          /* without the leading dashes */
     enum flag_kind kind;
+    size_t field;              /* offsetof(config_t, ...), of the type its kind says */
     int64_t min, max;          /* FLAG_INT */
-    const char *dflt;          /* shown by --help */
+    const char *dflt;          /* the default, as typed; NULL: per_core, or unset */
+    int per_core;              /* FLAG_INT: the default is this many per online core, */
+    int at_least;              /* and at least this many */
+    const char *dflt_help;     /* --help's words for a default that is not one value */
     const char *help;
 } flag_t;
-
-/* Synchronous train calls at once: a call waits on commits (fsyncs) as much as it computes,
- * so more than one per core keeps the cores busy; the cap bounds the threads they take. */
-#define SYNC_RUNS_DEFAULT(cores) ((cores) * 4 > 16 ? (cores) * 4 : 16)
 
 /* Models whose training state (model copy, optimizer, working buffers) is kept between train
  * calls: the most recently trained ones. */
@@ -85,40 +98,67 @@ typedef struct flag {
 
 #define MAX_STREAMS_DEFAULT 64
 
+#define FIELD(name) offsetof(config_t, name)
+
 static const flag_t flags[] = {
-    {"bind", FLAG_ADDR, 0, 0, "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"},
-    {"port", FLAG_INT, 0, 65535, "8080", "TCP port; 0 picks a free one"},
-    {"db", FLAG_STR, 0, 0, "./neurond.db", "SQLite database file (created if missing)"},
-    {"threads", FLAG_INT, 1, 1024, "number of cores", "HTTP worker threads"},
-    {"compute-threads", FLAG_INT, 1, POOL_MAX_THREADS, "number of cores",
-     "threads one training call's big batches are split over, shared by every model"},
-    {"max-body", FLAG_INT, 1, (int64_t)1 << 40, "67108864", "largest request body, bytes"},
-    {"max-jobs", FLAG_INT, 1, 1024, "number of cores", "concurrent asynchronous training jobs"},
-    {"max-sync-runs", FLAG_INT, 1, 1024, "4 per core, at least 16",
-     "concurrent synchronous train calls (each runs on its own thread)"},
-    {"max-batch-rows", FLAG_INT, 1, INT32_MAX, "1000000", "rows in one batch or inline x"},
-    {"max-model-rows", FLAG_INT, 1, INT32_MAX, "10000000", "stored training rows per model"},
-    {"max-params", FLAG_INT, 1, TENSOR_MAX_ELEMS, "50000000",
-     "parameters per model; elements of a graph evaluation's tensors"},
-    {"max-layers", FLAG_INT, 0, MODEL_MAX_LAYERS, "64", "hidden layers of an mlp"},
-    {"max-units", FLAG_INT, 1, MODEL_MAX_UNITS, "100000",
-     "inputs, outputs, classes, units per layer"},
-    {"max-graph-nodes", FLAG_INT, 1, AD_MAX_NODES_DEFAULT, "10000",
-     "nodes of a graph model or a graph evaluation"},
-    {"max-depth", FLAG_INT, 1, 1000, "64", "JSON nesting depth of a request body"},
-    {"max-connections", FLAG_INT, 1, 1000000, "1024", "concurrent HTTP connections"},
-    {"max-streams", FLAG_INT, 1, 1000000, "64, at most half of --max-connections",
-     "concurrent event streams (below --max-connections: room for /healthz and API calls)"},
-    {"idle-timeout", FLAG_INT, 1, 86400, "30", "seconds before an idle connection is closed"},
-    {"data-cache", FLAG_INT, 0, (int64_t)1 << 50, "1073741824",
-     "bytes of stored training rows kept in memory between train calls; 0 keeps none"},
-    {"token-file", FLAG_STR, 0, 0, "none (no auth)",
-     "file with bearer tokens of 16+ characters, one per line, '#' starts a comment; /v1/* "
-     "then needs one (see also NEUROND_TOKENS)"},
-    {"protect-all", FLAG_BOOL, 0, 0, "false",
-     "with tokens: also protect /metrics, / and /openapi.json (not /healthz)"},
-    {"log-level", FLAG_LEVEL, 0, 0, "info", "error | warn | info | debug"},
+    {.name = "bind", .kind = FLAG_ADDR, .field = FIELD(bind), .dflt = "127.0.0.1",
+     .help = "address to listen on (IPv4 or IPv6 literal)"},
+    {.name = "port", .kind = FLAG_INT, .field = FIELD(port), .min = 0, .max = 65535,
+     .dflt = "8080", .help = "TCP port; 0 picks a free one"},
+    {.name = "db", .kind = FLAG_STR, .field = FIELD(db), .dflt = "./neurond.db",
+     .help = "SQLite database file (created if missing)"},
+    {.name = "threads", .kind = FLAG_INT, .field = FIELD(threads), .min = 1, .max = 1024,
+     .per_core = 1, .dflt_help = "number of cores", .help = "HTTP worker threads"},
+    {.name = "compute-threads", .kind = FLAG_INT, .field = FIELD(compute_threads), .min = 1,
+     .max = POOL_MAX_THREADS, .per_core = 1, .dflt_help = "number of cores",
+     .help = "threads one training call's big batches are split over, shared by every model"},
+    {.name = "max-body", .kind = FLAG_INT, .field = FIELD(max_body), .min = 1,
+     .max = (int64_t)1 << 40, .dflt = "67108864", .help = "largest request body, bytes"},
+    {.name = "max-jobs", .kind = FLAG_INT, .field = FIELD(max_jobs), .min = 1, .max = 1024,
+     .per_core = 1, .dflt_help = "number of cores",
+     .help = "concurrent asynchronous training jobs"},
+    /* A synchronous train call waits on commits (fsyncs) as much as it computes, so more than
+     * one per core keeps the cores busy; the cap bounds the threads they take. */
+    {.name = "max-sync-runs", .kind = FLAG_INT, .field = FIELD(max_sync_runs), .min = 1,
+     .max = 1024, .per_core = 4, .at_least = 16, .dflt_help = "4 per core, at least 16",
+     .help = "concurrent synchronous train calls (each runs on its own thread)"},
+    {.name = "max-batch-rows", .kind = FLAG_INT, .field = FIELD(max_batch_rows), .min = 1,
+     .max = INT32_MAX, .dflt = "1000000", .help = "rows in one batch or inline x"},
+    {.name = "max-model-rows", .kind = FLAG_INT, .field = FIELD(max_model_rows), .min = 1,
+     .max = INT32_MAX, .dflt = "10000000", .help = "stored training rows per model"},
+    {.name = "max-params", .kind = FLAG_INT, .field = FIELD(max_params), .min = 1,
+     .max = TENSOR_MAX_ELEMS, .dflt = "50000000",
+     .help = "parameters per model; elements of a graph evaluation's tensors"},
+    {.name = "max-layers", .kind = FLAG_INT, .field = FIELD(max_layers), .min = 0,
+     .max = MODEL_MAX_LAYERS, .dflt = "64", .help = "hidden layers of an mlp"},
+    {.name = "max-units", .kind = FLAG_INT, .field = FIELD(max_units), .min = 1,
+     .max = MODEL_MAX_UNITS, .dflt = "100000", .help = "inputs, outputs, classes, units per layer"},
+    {.name = "max-graph-nodes", .kind = FLAG_INT, .field = FIELD(max_graph_nodes), .min = 1,
+     .max = AD_MAX_NODES_DEFAULT, .dflt = "10000",
+     .help = "nodes of a graph model or a graph evaluation"},
+    {.name = "max-depth", .kind = FLAG_INT, .field = FIELD(max_depth), .min = 1, .max = 1000,
+     .dflt = "64", .help = "JSON nesting depth of a request body"},
+    {.name = "max-connections", .kind = FLAG_INT, .field = FIELD(max_connections), .min = 1,
+     .max = 1000000, .dflt = "1024", .help = "concurrent HTTP connections"},
+    {.name = "max-streams", .kind = FLAG_INT, .field = FIELD(max_streams), .min = 1,
+     .max = 1000000, .dflt_help = "64, at most half of --max-connections",
+     .help = "concurrent event streams (below --max-connections: room for /healthz and API "
+             "calls)"},
+    {.name = "idle-timeout", .kind = FLAG_INT, .field = FIELD(idle_timeout), .min = 1,
+     .max = 86400, .dflt = "30", .help = "seconds before an idle connection is closed"},
+    {.name = "data-cache", .kind = FLAG_INT, .field = FIELD(data_cache), .min = 0,
+     .max = (int64_t)1 << 50, .dflt = "1073741824",
+     .help = "bytes of stored training rows kept in memory between train calls; 0 keeps none"},
+    {.name = "token-file", .kind = FLAG_STR, .field = FIELD(token_file),
+     .dflt_help = "none (no auth)",
+     .help = "file with bearer tokens of 16+ characters, one per line, '#' starts a comment; "
+             "/v1/* then needs one (see also NEUROND_TOKENS)"},
+    {.name = "protect-all", .kind = FLAG_BOOL, .field = FIELD(protect_all), .dflt = "false",
+     .help = "with tokens: also protect /metrics, / and /openapi.json (not /healthz)"},
+    {.name = "log-level", .kind = FLAG_LEVEL, .field = FIELD(log_level), .dflt = "info",
+     .help = "error | warn | info | debug"},
 };
+#undef FIELD
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
 static void env_name(const char *flag, char *out, size_t size)
@@ -138,7 +178,7 @@ static void usage(FILE *f)
         char env[64];
         env_name(flags[i].name, env, sizeof env);
         fprintf(f, "  --%-16s %-24s %s (default: %s)\n", flags[i].name, env, flags[i].help,
-                flags[i].dflt);
+                flags[i].dflt_help != NULL ? flags[i].dflt_help : flags[i].dflt);
     }
     fprintf(f, "  --help                                            show this text\n"
                "  --version                                         print the version\n"
@@ -162,40 +202,10 @@ static _Noreturn void bad_value(const flag_t *fl, const char *value, const char 
     exit(2);
 }
 
-/* The config field of an integer flag. */
-static int64_t *int_field(config_t *cfg, const char *name)
-{
-    static const struct {
-        const char *name;
-        size_t off;
-    } map[] = {
-        {"port", offsetof(config_t, port)},
-        {"threads", offsetof(config_t, threads)},
-        {"compute-threads", offsetof(config_t, compute_threads)},
-        {"max-body", offsetof(config_t, max_body)},
-        {"max-jobs", offsetof(config_t, max_jobs)},
-        {"max-sync-runs", offsetof(config_t, max_sync_runs)},
-        {"max-batch-rows", offsetof(config_t, max_batch_rows)},
-        {"max-model-rows", offsetof(config_t, max_model_rows)},
-        {"max-params", offsetof(config_t, max_params)},
-        {"max-layers", offsetof(config_t, max_layers)},
-        {"max-units", offsetof(config_t, max_units)},
-        {"max-graph-nodes", offsetof(config_t, max_graph_nodes)},
-        {"max-depth", offsetof(config_t, max_depth)},
-        {"max-connections", offsetof(config_t, max_connections)},
-        {"max-streams", offsetof(config_t, max_streams)},
-        {"idle-timeout", offsetof(config_t, idle_timeout)},
-        {"data-cache", offsetof(config_t, data_cache)},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; ++i)
-        if (strcmp(map[i].name, name) == 0)
-            return (int64_t *)((char *)cfg + map[i].off);
-    abort();   /* a FLAG_INT in flags[] without a field here: our bug */
-}
-
-/* Validate and store one value; exits 2 when it is bad. */
+/* Validate and store one value in its config field; exits 2 when it is bad. */
 static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const char *source)
 {
+    void *field = (char *)cfg + fl->field;
     char why[128];
     switch (fl->kind) {
     case FLAG_INT: {
@@ -207,16 +217,16 @@ static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const c
                      fl->min, fl->max);
             bad_value(fl, value, source, why);
         }
-        *int_field(cfg, fl->name) = v;
+        *(int64_t *)field = v;
         break;
     }
     case FLAG_BOOL:
         if (strcmp(value, "1") == 0 || strcasecmp(value, "true") == 0 ||
             strcasecmp(value, "yes") == 0)
-            cfg->protect_all = 1;
+            *(int *)field = 1;
         else if (strcmp(value, "0") == 0 || strcasecmp(value, "false") == 0 ||
                  strcasecmp(value, "no") == 0)
-            cfg->protect_all = 0;
+            *(int *)field = 0;
         else
             bad_value(fl, value, source, "expected 1, true, yes, 0, false or no");
         break;
@@ -224,21 +234,36 @@ static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const c
         unsigned char buf[sizeof(struct in6_addr)];
         if (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1)
             bad_value(fl, value, source, "expected an IPv4 or IPv6 address such as 127.0.0.1");
-        cfg->bind = value;
+        *(const char **)field = value;
         break;
     }
     case FLAG_LEVEL:
-        if (log_level_parse(value, &cfg->log_level) < 0)
+        if (log_level_parse(value, (int *)field) < 0)
             bad_value(fl, value, source, "expected error, warn, info or debug");
         break;
     case FLAG_STR:
         if (value[0] == '\0')
             bad_value(fl, value, source, "must not be empty");
-        if (strcmp(fl->name, "db") == 0)
-            cfg->db = value;
-        else if (strcmp(fl->name, "token-file") == 0)
-            cfg->token_file = value;
+        *(const char **)field = value;
         break;
+    }
+}
+
+/* Every flag at its default (flags[]), before the command line and the environment. */
+static void config_defaults(config_t *cfg)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    *cfg = (config_t){0};
+    for (size_t i = 0; i < N_FLAGS; ++i) {
+        const flag_t *fl = &flags[i];
+        if (fl->per_core > 0) {
+            int64_t n = fl->per_core * (int64_t)cores;
+            *(int64_t *)((char *)cfg + fl->field) = n > fl->at_least ? n : fl->at_least;
+        }
+        else if (fl->dflt != NULL)
+            flag_set(cfg, fl, fl->dflt, "the default");
     }
 }
 
@@ -252,18 +277,7 @@ static const flag_t *flag_find(const char *name, size_t len)
 
 static void config_parse(config_t *cfg, int argc, char **argv)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores < 1)
-        cores = 1;
-    *cfg = (config_t){.bind = "127.0.0.1", .port = 8080, .db = "./neurond.db",
-                      .threads = cores, .compute_threads = cores, .max_body = 67108864, .max_jobs = cores,
-                      .max_sync_runs = SYNC_RUNS_DEFAULT(cores),
-                      .max_batch_rows = 1000000, .max_model_rows = 10000000,
-                      .max_params = MODEL_MAX_PARAMS_DEFAULT, .max_layers = MODEL_MAX_LAYERS,
-                      .max_units = 100000, .max_graph_nodes = AD_MAX_NODES_DEFAULT,
-                      .max_depth = 64, .max_connections = 1024, .idle_timeout = 30,
-                      .data_cache = (int64_t)1 << 30,
-                      .token_file = NULL, .protect_all = 0, .log_level = LOG_LEVEL_INFO};
+    config_defaults(cfg);
     /* Command line first, so a flag given there makes its environment variable irrelevant
      * (even an invalid one). */
     const char *given[N_FLAGS] = {0};
