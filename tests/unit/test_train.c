@@ -715,6 +715,124 @@ START_TEST(golden_perceptron)
 }
 END_TEST
 
+/* ---- validation and early stopping against the hand-written trajectory ------------------ */
+
+#define VAL_ROWS 3
+#define ES_STEPS 120
+
+/* Validation rows: the first three training inputs with the targets θ_5 predicts, so the
+ * validation loss falls to 0 at step 5 and rises after it. */
+static void val_rows(const traj_t *tr, double *vy)
+{
+    for (int32_t i = 0; i < VAL_ROWS; ++i) {
+        const double *xi = lin_x + i * LIN_NX;
+        vy[i] = tr->theta[5][0];
+        for (int32_t j = 0; j < LIN_NX; ++j)
+            vy[i] += tr->theta[5][j + 1] * xi[j];
+    }
+}
+
+static double val_loss_at(const double *th, const double *vy)
+{
+    double loss = 0.0;
+    for (int32_t i = 0; i < VAL_ROWS; ++i) {
+        double r = th[0] - vy[i];
+        for (int32_t j = 0; j < LIN_NX; ++j)
+            r += th[j + 1] * lin_x[i * LIN_NX + j];
+        loss += r * r;
+    }
+    return loss / VAL_ROWS;
+}
+
+/* Returns the step the run stopped at. */
+static int64_t check_early_stop(const traj_t *tr, const double *vy, int64_t patience,
+                                double min_delta, int restore, int64_t every)
+{
+    /* The contract's rule over the evaluations t % every == 0 (and the last planned step). */
+    int64_t stop = ES_STEPS, best = -1, stale = 0;
+    double best_val = NAN;
+    for (int64_t t = 0; t < ES_STEPS && stop == ES_STEPS; ++t) {
+        if (t % every != 0 && t != ES_STEPS - 1)
+            continue;
+        double v = val_loss_at(tr->theta[t], vy);
+        if (best < 0 || v < best_val - min_delta) {
+            best = t;
+            best_val = v;
+            stale = 0;
+        } else if (++stale >= patience) {
+            stop = t;
+        }
+    }
+    fix_t f;
+    fix_linear(&f, OPTIM_METHOD_SGD, 0.05, AD_REDUCTION_MEAN);
+    batch_t val = {.rows = VAL_ROWS, .n_x = LIN_NX, .n_y = 1, .x = lin_x, .y = vy};
+    err_t err = {0};
+    ck_assert_int_eq(train_ctx_set_validation(f.t, &val, &err), 0);
+    train_req_t req;
+    train_req_default(&req);
+    req.steps = ES_STEPS;
+    req.history_every = every;
+    req.patience = patience;
+    req.min_delta = min_delta;
+    req.restore_best = restore;
+    rec_t r;
+    rec_init(&r);
+    int64_t step = 0;
+    train_result_t res;
+    ck_assert_int_eq(run(&f, &req, &step, &r, &res), 0);
+    ck_assert_int_eq(res.stopped, stop < ES_STEPS ? TRAIN_STOP_EARLY_STOPPING
+                                                  : TRAIN_STOP_MAX_STEPS);
+    ck_assert_int_eq(res.steps_run, stop);
+    ck_assert_int_eq(step, stop);
+    ck_assert_int_eq(res.best_step, best);
+    ck_assert_close(res.best_val_loss, best_val, 1e-10, 1e-13);
+    const int64_t at = stop < ES_STEPS && restore ? best : stop;
+    for (int32_t j = 0; j < LIN_NP; ++j)
+        ck_assert_close(model_params(f.m)[j], tr->theta[at][j], 1e-11, 1e-13);
+    ck_assert_close(res.loss_after, tr->loss[at], 1e-11, 1e-13);
+    ck_assert_close(res.val_loss_after, val_loss_at(tr->theta[at], vy), 1e-10, 1e-13);
+    /* Every recorded row carries θ_t's validation loss; linear regression has no accuracy. */
+    for (int32_t i = 0; i < r.n; ++i) {
+        if (!r.rows[i].recorded)
+            continue;
+        ck_assert_close(r.rows[i].val_loss, val_loss_at(tr->theta[r.rows[i].step], vy), 1e-10,
+                        1e-13);
+        ck_assert(isnan(r.rows[i].val_accuracy));
+    }
+    fix_free(&f);
+    return stop;
+}
+
+START_TEST(early_stopping_matches_hand_gd)
+{
+    static traj_t tr;
+    hand_gd(&tr, 0.05, ES_STEPS);
+    double vy[VAL_ROWS];
+    val_rows(&tr, vy);
+    /* The validation loss is lowest at step 5: patience 1 stops at step 6. */
+    ck_assert_int_eq(check_early_stop(&tr, vy, 1, 0.0, 1, 1), 6);
+    ck_assert_int_eq(check_early_stop(&tr, vy, 4, 0.0, 1, 1), 9);
+    check_early_stop(&tr, vy, 4, 0.0, 0, 1);
+    check_early_stop(&tr, vy, 2, 1e-3, 1, 1);
+    check_early_stop(&tr, vy, 3, 0.0, 1, 4);
+    ck_assert_int_eq(check_early_stop(&tr, vy, 1000, 0.0, 1, 1), ES_STEPS);   /* never fires */
+
+    /* Without validation rows early stopping is refused, naming it. */
+    fix_t f;
+    fix_linear(&f, OPTIM_METHOD_SGD, 0.05, AD_REDUCTION_MEAN);
+    train_req_t req;
+    train_req_default(&req);
+    req.patience = 2;
+    int64_t step = 0;
+    train_result_t res;
+    err_t err = {0};
+    ck_assert_int_eq(train_run(f.t, &req, &step, NULL, &res, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "early_stopping");
+    ck_assert_int_eq(step, 0);
+    fix_free(&f);
+}
+END_TEST
+
 START_TEST(request_validation)
 {
     train_req_t d;
@@ -853,6 +971,7 @@ int main(void)
     tcase_add_test(loop, minibatch_determinism);
     tcase_add_test(loop, minibatch_partition);
     tcase_add_test(loop, request_validation);
+    tcase_add_test(loop, early_stopping_matches_hand_gd);
     suite_add_tcase(s, loop);
     TCase *gold = tcase_create("golden");
     tcase_add_test(gold, golden_linear_sgd);
