@@ -129,7 +129,7 @@ static batch_t validation_rows(const datacache_entry_t *e, const model_t *m)
 /* One transaction: parameters, optimizer state and `step`, the buffered rows, the job's
  * progress, and with `idle` the model's status back to idle (one sync, not two); `loss` (may
  * be NULL) is the model's new last loss. `end` (the final commit's result, or NULL) goes to
- * the on_end hook in the same transaction. */
+ * the record_end hook in the same transaction. */
 static int commit(run_t *r, int64_t step, const double *loss, double progress_loss, int idle,
                   const train_result_t *end, err_t *err)
 {
