@@ -246,6 +246,35 @@ START_TEST(restore_sparse_history)
 }
 END_TEST
 
+/* The history a checkpoint keeps has the validation losses its rows were recorded with, and a
+ * fork made while the model has validation rows gets them too. */
+START_TEST(restore_validation_history)
+{
+    int64_t id = linear_model(2, 12);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/batches?split=validation", (long long)id);
+    it_call_free("POST", path, "{\"x\":[[0.5,-0.5],[1,0.25]],\"y\":[0.25,0.5]}", 201);
+    cJSON_Delete(train(id, "{\"steps\":4,\"history_every\":1}"));
+    char *at4 = history_text(id);
+    ck_assert_msg(strstr(at4, "\"val_loss\"") != NULL, "no val_loss in %s", at4);
+    int64_t c4 = checkpoint(id);
+    cJSON_Delete(train(id, "{\"steps\":3,\"history_every\":1}"));
+    restore(id, c4, 4);
+    char *back = history_text(id);
+    ck_assert_str_eq(back, at4);
+    snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)id);
+    cJSON *f = it_call("POST", path, "{}", 201);
+    ck_assert_int_eq((int64_t)it_num(f, "rows"), 12);
+    ck_assert_int_eq((int64_t)it_num(f, "validation_rows"), 2);
+    char *forked = history_text((int64_t)it_num(f, "id"));
+    ck_assert_str_eq(forked, at4);
+    cJSON_Delete(f);
+    free(forked);
+    free(back);
+    free(at4);
+}
+END_TEST
+
 /* ---- export: one snapshot -------------------------------------------------------------- */
 
 #define EXPORT_CALLS 150
@@ -634,6 +663,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, restore_across_branches);
     tcase_add_test(tc, restore_sparse_history);
+    tcase_add_test(tc, restore_validation_history);
     tcase_add_test(tc, export_one_snapshot);
     tcase_add_test(tc, job_end_with_final_state);
     suite_add_tcase(s, tc);
