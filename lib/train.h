@@ -133,8 +133,10 @@ int train_req_steps(const train_req_t *req, int64_t rows, int64_t global_step, i
  * "cancelled"). */
 const char *train_stop_name(int32_t stop);
 
-/* A training context over model m, optimizer o and the data (borrowed, must outlive the ctx).
- * Allocates every buffer the loop needs (snapshots, shuffled indices, gather buffers). */
+/* A training context over model m, optimizer o and the data (borrowed, must outlive the ctx
+ * and keep its values: a call reuses the loss on all rows that the previous call found at the
+ * same θ, see train_run). Allocates every buffer the loop needs (snapshots, shuffled indices,
+ * gather buffers). */
 int train_ctx_new(model_t *m, optim_t *o, const batch_t *data, train_ctx_t **out, err_t *err);
 void train_ctx_free(train_ctx_t *t);
 

@@ -571,6 +571,17 @@ START_TEST(epochs_full_batch)
 }
 END_TEST
 
+/* The defaults with `epochs` epochs of mini-batches of `batch_size` rows, shuffled from `seed`. */
+static train_req_t minibatch_req(int64_t epochs, int32_t batch_size, uint64_t seed)
+{
+    train_req_t req;
+    train_req_default(&req);
+    req.epochs = epochs;
+    req.batch_size = batch_size;
+    req.seed = seed;
+    return req;
+}
+
 START_TEST(minibatch_determinism)
 {
     fix_t a, b, c;
@@ -611,11 +622,7 @@ START_TEST(minibatch_partition)
     fix_linear(&f, OPTIM_METHOD_SGD, 1e-300, AD_REDUCTION_SUM);
     static rec_t r;
     rec_init(&r);
-    train_req_t req;
-    train_req_default(&req);
-    req.epochs = 3;
-    req.batch_size = 3;
-    req.seed = 7;
+    train_req_t req = minibatch_req(3, 3, 7);
     int64_t step = 0;
     train_result_t res;
     ck_assert_int_eq(run(&f, &req, &step, &r, &res), 0);
@@ -629,6 +636,56 @@ START_TEST(minibatch_partition)
     /* Reshuffled each epoch: the per-batch losses do not simply repeat. */
     ck_assert(r.rows[0].loss != r.rows[3].loss || r.rows[0].loss != r.rows[6].loss ||
               r.rows[1].loss != r.rows[4].loss);
+    fix_free(&f);
+}
+END_TEST
+
+START_TEST(minibatch_loss_before_carried_over)
+{
+    /* A mini-batch call that starts at the θ where the previous call evaluated every row
+     * reports that loss as loss_before; once θ moved outside train_run it evaluates again. */
+    fix_t f;
+    fix_linear(&f, OPTIM_METHOD_SGD, 0.01, AD_REDUCTION_MEAN);
+    train_req_t req = minibatch_req(1, 3, 1);
+    int64_t step = 0;
+    train_result_t r1, r2, r3;
+    ck_assert_int_eq(run(&f, &req, &step, NULL, &r1), 0);
+    const double at_r1 = full_loss(&f);
+    ck_assert_double_eq(r1.loss_after, at_r1);
+    req.seed = 2;
+    ck_assert_int_eq(run(&f, &req, &step, NULL, &r2), 0);
+    ck_assert_double_eq(r2.loss_before, at_r1);
+    ck_assert_double_eq(r2.loss_before, r1.loss_after);
+    ck_assert(r2.loss_after != r2.loss_before);
+
+    model_params(f.m)[0] += 0.5;
+    const double moved = full_loss(&f);
+    ck_assert(moved != r2.loss_after);
+    ck_assert_int_eq(run(&f, &req, &step, NULL, &r3), 0);
+    ck_assert_double_eq(r3.loss_before, moved);
+    ck_assert_int_eq(step, 9);
+    fix_free(&f);
+}
+END_TEST
+
+START_TEST(minibatch_loss_before_not_recomputed)
+{
+    /* The carried-over loss really spares the pass over every row: with the rows changed
+     * behind the context's back (which train.h forbids), loss_before is still the old one. */
+    static double y[LIN_ROWS];
+    memcpy(y, lin_y, sizeof y);
+    opts_t op = {.kind = MODEL_KIND_LINEAR, .inputs = LIN_NX, .method = OPTIM_METHOD_SGD,
+                 .reduction = AD_REDUCTION_MEAN, .lr = 0.01, .w0 = lin_w0};
+    fix_t f;
+    fix_init(&f, &op, lin_x, y, LIN_ROWS);
+    train_req_t req = minibatch_req(1, 3, 0);
+    int64_t step = 0;
+    train_result_t r1, r2;
+    ck_assert_int_eq(run(&f, &req, &step, NULL, &r1), 0);
+    y[0] += 10.0;
+    ck_assert(full_loss(&f) != r1.loss_after);
+    ck_assert_int_eq(run(&f, &req, &step, NULL, &r2), 0);
+    ck_assert_double_eq(r2.loss_before, r1.loss_after);
     fix_free(&f);
 }
 END_TEST
@@ -970,6 +1027,8 @@ int main(void)
     tcase_add_test(loop, epochs_full_batch);
     tcase_add_test(loop, minibatch_determinism);
     tcase_add_test(loop, minibatch_partition);
+    tcase_add_test(loop, minibatch_loss_before_carried_over);
+    tcase_add_test(loop, minibatch_loss_before_not_recomputed);
     tcase_add_test(loop, request_validation);
     tcase_add_test(loop, early_stopping_matches_hand_gd);
     suite_add_tcase(s, loop);
