@@ -83,7 +83,7 @@ def minibatch_workloads(smoke):
     epoch at a time at each of BATCH_SIZES (bench/README.md)."""
     rows = 3000 if smoke else 60000
     return [{"name": "MB-" + act, "title": "MLP 784-128(%s)-10(softmax), %dk rows" % (act, rows // 1000),
-             "task": "class", "rows": rows, "data_seed": 106, "steps": 1, "epochs": 1 if smoke else 2,
+             "task": "class", "rows": rows, "data_seed": 106, "steps": 1, "epochs": 1,
              "spec": {"name": "bench-MB-" + act, "kind": "mlp", "inputs": 784,
                       "hidden": [{"units": 128, "activation": act}], "outputs": 10,
                       "output_activation": "softmax", "loss": "cce", "reduction": "mean",
@@ -92,6 +92,8 @@ def minibatch_workloads(smoke):
 
 
 BATCH_SIZES = (32, 128, 1024)
+# OpenBLAS's fallback kernels for x86-64 CPUs it cannot identify (no AVX)
+OLD_OPENBLAS_CORES = ("Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Northwood", "Banias")
 MB_WARMUP = 20   # untimed mini-batches before the timed epochs, in every runner
 
 
@@ -723,8 +725,11 @@ def machine_info(args, py):
                                                              "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
     try:
         with open("/proc/cpuinfo") as f:
-            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
-            info["cpu"] = m.group(1) if m else "?"
+            text = f.read()
+        m = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+        info["cpu"] = m.group(1) if m else "?"
+        fl = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+        info["cpu_simd"] = [x for x in ("avx2", "avx512f") if fl and x in fl.group(1).split()]
     except OSError:
         info["cpu"] = "?"
     try:
@@ -775,6 +780,13 @@ def render(R, errors, notes):
         L.append("- **⚠ the machine was busy** (1-minute load average above its %s cores): absolute times and "
                  "fractions of the ceilings are pessimistic and noisy; the ratios between interleaved runners "
                  "are the trustworthy figures. Re-run on an idle machine for figures to quote." % env.get("cores"))
+    ceils0 = (R.get("ceils") or [{}])[0]
+    if ceils0.get("corename") in OLD_OPENBLAS_CORES and env.get("cpu_simd"):
+        L.append("- **⚠ OpenBLAS runs its %s kernel** on a CPU with %s: this OpenBLAS does not know the CPU model and "
+                 "falls back to a pre-AVX kernel, so every `cblas_dgemm` here (libneuron's, numpy's, the floors') runs "
+                 "several times below what the CPU can do. The ratios compare like with like; the absolute times do "
+                 "not describe the hardware. `OPENBLAS_CORETYPE=Haswell` (or `SkylakeX`) in the environment selects a "
+                 "fitting kernel (docs/operations.md)." % (ceils0["corename"], ", ".join(env["cpu_simd"]).upper()))
     oe = env.get("openblas_env", {})
     L.append("- environment: " + ", ".join("%s=%s" % (k, v if v is not None else "(unset)") for k, v in oe.items()) +
              " — libneuron and neurond run with it as is; the Python peers run with OPENBLAS_CORETYPE and "
