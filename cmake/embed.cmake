@@ -1,6 +1,6 @@
 # Writes ${OUT}: every schema migration, web asset and the OpenAPI document as C byte arrays,
 # so the daemon needs no files beside its binary. Run by the build (see CMakeLists.txt).
-file(GLOB schema RELATIVE ${SRC} ${SRC}/schema/*.sql)
+file(GLOB schema RELATIVE ${SRC} ${SRC}/schema/*/*.sql)
 file(GLOB web RELATIVE ${SRC} ${SRC}/server/web/*)
 set(files ${schema} ${web})
 if(EXISTS ${SRC}/docs/openapi.json)

@@ -7,8 +7,9 @@
 -- grad_norm float64, [learning_rate float64, when learning_rate is NULL]; a NaN loss or
 -- grad_norm is null. Chunks of a model never overlap in steps; records ascend by step.
 --
--- store.c converts the rows of the old `history` table into chunks and drops it in this same
--- transaction (migration_finish): packing doubles into BLOBs is not expressible in SQL.
+-- server/store_history.c converts the rows of the old `history` table into chunks and drops it
+-- in this same transaction (migration_finish): packing doubles into BLOBs is not expressible in
+-- SQL.
 
 CREATE TABLE history_chunks (
     model_id       INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
