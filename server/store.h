@@ -1,4 +1,5 @@
-/* server/store.h -- persistence: the only module that speaks SQL (SQLite underneath).
+/* server/store.h -- persistence: the only module that speaks SQL (SQLite underneath, through
+ * the driver interface of db.h).
  *
  * One store_t per process. Every thread that calls a store_ function gets its own SQLite
  * connection, opened lazily on first use and closed by store_close(); a thread's transaction
@@ -88,7 +89,7 @@ typedef struct store_batch_info {
 /*
  * Open (creating if needed) the database at `path`, set WAL, synchronous=FULL, foreign keys and
  * a 5 s busy timeout (NEUROND_BUSY_TIMEOUT_MS in the environment overrides it: 0..600000, else
- * ERR_INVAL), and apply every embedded migration schema/NNN_*.sql not yet recorded in
+ * ERR_INVAL), and apply every embedded migration schema/sqlite/NNN_*.sql not yet recorded in
  * schema_version, each in its own transaction. `*out` is new (free with store_close()), NULL on
  * failure. A database written by a newer neurond (unknown higher version) is refused.
  */
