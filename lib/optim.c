@@ -194,12 +194,18 @@ int optim_cfg_validate(const optim_cfg_t *cfg, err_t *err)
     int rc = optim_schedule_validate(&cfg->schedule, err);
     if (rc < 0)
         return rc;
-    /* The line search picks lbfgs's step length; a schedule would only fight it. */
+    /* The line search picks lbfgs's step length; a schedule would only fight it. The plain
+     * constant rate (what an export shows) is no schedule; a warmup ramp is one. */
     if (cfg->method == OPTIM_METHOD_LBFGS && cfg->schedule.kind != OPTIM_SCHEDULE_CONSTANT)
         return err_set_field(err, ERR_INVAL, "optimizer.schedule",
                              "optimizer.schedule: lbfgs takes no learning-rate schedule (its "
                              "line search sets the step), got \"%s\"",
                              optim_schedule_name(cfg->schedule.kind));
+    if (cfg->method == OPTIM_METHOD_LBFGS && cfg->schedule.warmup_steps != 0)
+        return err_set_field(err, ERR_INVAL, "optimizer.schedule",
+                             "optimizer.schedule: lbfgs takes no learning-rate schedule (its "
+                             "line search sets the step), got warmup_steps = %lld",
+                             (long long)cfg->schedule.warmup_steps);
     return 0;
 }
 

@@ -266,6 +266,9 @@ START_TEST(malformed_schedules_are_refused)
         {"{\"schedule\":{\"kind\":\"constant\",\"warmup\":5}}", "optimizer.schedule.warmup"},
         {"{\"method\":\"lbfgs\",\"schedule\":{\"kind\":\"exponential\",\"gamma\":0.9}}",
          "optimizer.schedule"},
+        /* A warmup ramp on the constant kind is a schedule too. */
+        {"{\"method\":\"lbfgs\",\"schedule\":{\"kind\":\"constant\",\"warmup_steps\":3}}",
+         "optimizer.schedule"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
         expect_refused(cases[i].optimizer, cases[i].field);
