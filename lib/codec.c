@@ -2008,14 +2008,19 @@ static int early_stopping_decode(const cJSON *j, train_req_t *req, err_t *err)
         rc = check_fields(j, "early_stopping", fields, err);
     if (rc < 0)
         return rc;
+    /* A missing or bad patience leaves no early stopping to speak of: the error names the
+     * whole object, as it does when validation rows or recorded rows are missing. */
     const cJSON *v = member(j, "patience");
     if (v == NULL)
-        return err_set_field(err, ERR_INVAL, "early_stopping.patience",
+        return err_set_field(err, ERR_INVAL, "early_stopping",
                              "early_stopping.patience is required: evaluations without "
                              "improvement before the run stops");
     if ((rc = get_int(v, "early_stopping.patience", 1, CODEC_INT_EXACT_MAX, &req->patience,
-                      err)) < 0)
+                      err)) < 0) {
+        if (err != NULL)
+            snprintf(err->field, sizeof err->field, "%s", "early_stopping");
         return rc;
+    }
     if ((v = member(j, "min_delta")) != NULL) {
         if ((rc = get_finite(v, "early_stopping.min_delta", &req->min_delta, err)) < 0)
             return rc;

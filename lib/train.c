@@ -82,7 +82,7 @@ int train_req_validate(const train_req_t *req, err_t *err)
                              "history_every must be >= 0, got %lld",
                              (long long)req->history_every);
     if (req->patience < 0 || req->patience > TRAIN_MAX_STEPS)
-        return err_set_field(err, ERR_INVAL, "early_stopping.patience",
+        return err_set_field(err, ERR_INVAL, "early_stopping",
                              "early_stopping.patience must be in [1, %lld], got %lld",
                              TRAIN_MAX_STEPS, (long long)req->patience);
     if (!isfinite(req->min_delta) || req->min_delta < 0.0)

@@ -205,10 +205,10 @@ START_TEST(bad_splits_change_nothing)
     expect_400("POST", train,
                "{\"steps\":5,\"history_every\":0,\"early_stopping\":{\"patience\":2}}",
                "early_stopping");
-    expect_400("POST", train, "{\"early_stopping\":{}}", "early_stopping.patience");
-    expect_400("POST", train, "{\"early_stopping\":{\"patience\":0}}", "early_stopping.patience");
+    expect_400("POST", train, "{\"early_stopping\":{}}", "early_stopping");
+    expect_400("POST", train, "{\"early_stopping\":{\"patience\":0}}", "early_stopping");
     expect_400("POST", train, "{\"early_stopping\":{\"patience\":1.5}}",
-               "early_stopping.patience");
+               "early_stopping");
     expect_400("POST", train, "{\"early_stopping\":{\"patience\":2,\"min_delta\":-1}}",
                "early_stopping.min_delta");
     expect_400("POST", train, "{\"early_stopping\":{\"patience\":2,\"restore_best\":1}}",

@@ -924,7 +924,7 @@ START_TEST(request_validation)
     EXPECT_BAD("target_loss", target_loss, INFINITY);
     EXPECT_BAD("target_loss", target_loss, -INFINITY);
     EXPECT_BAD("history_every", history_every, -1);
-    EXPECT_BAD("early_stopping.patience", patience, -1);
+    EXPECT_BAD("early_stopping", patience, -1);
     EXPECT_BAD("early_stopping.min_delta", min_delta, -0.5);
     EXPECT_BAD("early_stopping.min_delta", min_delta, NAN);
 #undef EXPECT_BAD
