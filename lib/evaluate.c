@@ -21,8 +21,10 @@ int32_t eval_family_of(const model_t *m)
     case MODEL_KIND_OVO:
         return EVAL_FAMILY_MULTICLASS;
     case MODEL_KIND_MLP:
+        /* Several sigmoid outputs are independent 0/1 targets, not one decision: /predict
+         * gives them no classes, and there is no one confusion matrix to report. */
         if (s->output_activation == MODEL_ACT_SIGMOID)
-            return EVAL_FAMILY_BINARY;
+            return s->outputs == 1 ? EVAL_FAMILY_BINARY : EVAL_FAMILY_NONE;
         if (s->output_activation == MODEL_ACT_SOFTMAX)
             return EVAL_FAMILY_MULTICLASS;
         return EVAL_FAMILY_REGRESSION;

@@ -30,7 +30,7 @@
 
 /* Which metrics a model gets. */
 enum eval_family {
-    EVAL_FAMILY_NONE = 0,        /* graph models: loss only */
+    EVAL_FAMILY_NONE = 0,        /* graph models, several sigmoid outputs: loss only */
     EVAL_FAMILY_REGRESSION = 1,
     EVAL_FAMILY_BINARY = 2,
     EVAL_FAMILY_MULTICLASS = 3,

@@ -1185,6 +1185,14 @@ static int32_t class_of_row(model_t *m, int32_t i)
     return best;
 }
 
+/* The share of rows classified right, as correct/rows: 1 − wrong/rows can differ from it in
+ * the last bit (0.19999999999999996 for 0.2), and /evaluate and scikit-learn count the
+ * correct ones. */
+static double accuracy_of(int64_t wrong, int32_t rows)
+{
+    return rows > 0 ? (double)(rows - wrong) / (double)rows : 0.0;
+}
+
 int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *errors, err_t *err)
 {
     int rc;
@@ -1197,7 +1205,7 @@ int model_accuracy(model_t *m, const batch_t *b, double *accuracy, int64_t *erro
     for (int32_t i = 0; i < b->rows; ++i)
         wrong += class_of_row(m, i) != (int32_t)b->y[(int64_t)i * b->n_y];
     *errors = wrong;
-    *accuracy = b->rows > 0 ? 1.0 - (double)wrong / b->rows : 0.0;
+    *accuracy = accuracy_of(wrong, b->rows);
     return 0;
 }
 
@@ -1220,7 +1228,7 @@ int model_loss_accuracy(model_t *m, const batch_t *b, double *loss, double *accu
     if ((rc = graph_forward(m, b, loss, err)) == 0) {
         for (int32_t i = 0; i < b->rows; ++i)
             wrong += class_of_row(m, i) != (int32_t)b->y[(int64_t)i * b->n_y];
-        *accuracy = 1.0 - (double)wrong / b->rows;
+        *accuracy = accuracy_of(wrong, b->rows);
     }
     unbind_batch(m);
     return rc;

@@ -284,6 +284,59 @@ START_TEST(training_reads_train_rows_and_records_validation)
 }
 END_TEST
 
+/* Accuracy is correct/rows, as /evaluate and scikit-learn count it: with one row of five right,
+ * 0.2 exactly, not 1 − 4/5 = 0.19999999999999996. All three answers agree to the bit. */
+START_TEST(accuracy_counts_the_correct_rows)
+{
+    int64_t id = it_create_model(SPEC);   /* zeros: z = 0 everywhere, so every row says 0 */
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches", id), TRAIN, 201);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches?split=validation", id),
+                 "{\"x\":[[0,0],[1,1],[2,0],[0,2],[3,3]],\"y\":[1,1,1,1,0]}", 201);
+    cJSON *l = it_call("POST", pathf("/v1/models/%" PRId64 "/loss", id),
+                       "{\"split\":\"validation\"}", 200);
+    ck_assert(it_num(l, "accuracy") == 0.2);
+    cJSON_Delete(l);
+    cJSON *e = it_call("POST", pathf("/v1/models/%" PRId64 "/evaluate", id),
+                       "{\"split\":\"validation\"}", 200);
+    ck_assert(it_num(get(e, "metrics"), "accuracy") == 0.2);
+    cJSON_Delete(e);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/train", id), "{\"steps\":1}", 200);
+    cJSON *h = it_call("GET", pathf("/v1/models/%" PRId64 "/history", id), NULL, 200);
+    ck_assert(it_num(cJSON_GetArrayItem(get(h, "history"), 0), "val_accuracy") == 0.2);
+    cJSON_Delete(h);
+}
+END_TEST
+
+/* An mlp with several sigmoid outputs has independent 0/1 targets and no single class:
+ * /evaluate answers its loss with metrics {} (it used to read the labels as one column and
+ * crash the daemon), and its history rows carry val_loss without val_accuracy. */
+START_TEST(several_sigmoid_outputs_evaluate_to_the_loss)
+{
+    static const char rows[] = "{\"x\":[[0.1,0.2],[0.5,-0.3],[1,1],[-1,0.4]],"
+                               "\"y\":[[0,1],[1,1],[0,0],[1,0]]}";
+    int64_t id = it_create_model("{\"kind\":\"mlp\",\"inputs\":2,\"outputs\":2,"
+                                 "\"hidden\":[{\"units\":3,\"activation\":\"tanh\"}],"
+                                 "\"output_activation\":\"sigmoid\"}");
+    cJSON *e = it_call("POST", pathf("/v1/models/%" PRId64 "/evaluate", id), rows, 200);
+    ck_assert_int_eq((int)it_num(e, "rows"), 4);
+    ck_assert(it_num(e, "loss") == loss_of(id, rows));
+    ck_assert(cJSON_IsObject(get(e, "metrics")) && get(e, "metrics")->child == NULL);
+    cJSON_Delete(e);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches", id), rows, 201);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/batches?split=validation", id), rows, 201);
+    e = it_call("POST", pathf("/v1/models/%" PRId64 "/evaluate", id), "{\"split\":\"validation\"}",
+                200);
+    ck_assert(get(e, "metrics")->child == NULL);
+    cJSON_Delete(e);
+    it_call_free("POST", pathf("/v1/models/%" PRId64 "/train", id), "{\"steps\":2}", 200);
+    cJSON *h = it_call("GET", pathf("/v1/models/%" PRId64 "/history", id), NULL, 200);
+    const cJSON *r = cJSON_GetArrayItem(get(h, "history"), 0);
+    ck_assert(cJSON_IsNumber(get(r, "val_loss")));
+    ck_assert(cJSON_GetObjectItem(r, "val_accuracy") == NULL);
+    cJSON_Delete(h);
+}
+END_TEST
+
 START_TEST(queries_take_a_split)
 {
     int64_t id = model_with_splits(SPEC);
@@ -531,6 +584,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, splits_are_stored_and_counted);
     tcase_add_test(tc, bad_splits_change_nothing);
     tcase_add_test(tc, training_reads_train_rows_and_records_validation);
+    tcase_add_test(tc, accuracy_counts_the_correct_rows);
+    tcase_add_test(tc, several_sigmoid_outputs_evaluate_to_the_loss);
     tcase_add_test(tc, queries_take_a_split);
     tcase_add_test(tc, early_stopping_matches_reference);
     tcase_add_test(tc, kill9_keeps_history_and_step_together);
