@@ -281,6 +281,45 @@ static const char *emit_argmax(builder_t *b, const char *v, const char *out)
     return out_of(n);
 }
 
+/* log_softmax(z) over the last axis as ops.c's op_log_softmax computes it: (z − max) −
+ * log1p(rest), rest = Σ exp(z_j − max) over every column but the first largest. ONNX's
+ * LogSoftmax takes log(Σ exp) instead: rounding 1 + rest to a double loses the dominant class's
+ * log-probability (≈ −rest) once its logit leads by 9 or more, far beyond 1e-12 relative. ONNX
+ * has no Log1p, so log1p(rest) is log(u)·rest/(u − 1) with u = 1 + rest (a few ulps; rest
+ * itself where u rounds to 1). Needs the scalars "zero" and "one". */
+static const char *emit_log_softmax(builder_t *b, const char *z, const char *out)
+{
+    static const int64_t last = -1;
+    const char *axes = b_init_i64(b, "axes_last", 1, &last, 1);
+    const char *axis = b_init_i64(b, "axis_last", 0, &last, 1);
+    Onnx__NodeProto *arg = b_node(b, "ArgMax", NULL, z, NULL, NULL);
+    b_attr_int(b, arg, "axis", -1);
+    b_attr_int(b, arg, "keepdims", 1);
+    Onnx__NodeProto *mx = b_node(b, "GatherElements", NULL, z, out_of(arg), NULL);
+    b_attr_int(b, mx, "axis", -1);
+    const char *d = out_of(b_node(b, "Sub", NULL, z, out_of(mx), NULL));
+    const char *e = out_of(b_node(b, "Exp", NULL, d, NULL, NULL));
+    /* The first maximum is left out of rest; later ties count exp(0) = 1, as in ops.c. */
+    const char *is_max = out_of(b_node(b, "Equal", NULL, d, "zero", NULL));
+    const char *seen = out_of(b_node(b, "CumSum", NULL, emit_cast(b, is_max, b->elem, NULL),
+                                     axis, NULL));
+    const char *first = out_of(b_node(b, "And", NULL, is_max,
+                                      out_of(b_node(b, "Equal", NULL, seen, "one", NULL)), NULL));
+    Onnx__NodeProto *rest = b_node(b, "ReduceSum", NULL,
+                                   out_of(b_node(b, "Where", NULL, first, "zero", e)), axes, NULL);
+    b_attr_int(b, rest, "keepdims", 1);
+    const char *r = out_of(rest);
+    const char *u = out_of(b_node(b, "Add", NULL, "one", r, NULL));
+    const char *ratio = out_of(b_node(b, "Div", NULL,
+                                      out_of(b_node(b, "Mul", NULL,
+                                                    out_of(b_node(b, "Log", NULL, u, NULL, NULL)),
+                                                    r, NULL)),
+                                      out_of(b_node(b, "Sub", NULL, u, "one", NULL)), NULL));
+    const char *rounds_to_one = out_of(b_node(b, "Equal", NULL, u, "one", NULL));
+    const char *log1p_rest = out_of(b_node(b, "Where", NULL, rounds_to_one, r, ratio));
+    return out_of(b_node(b, "Sub", out, d, log1p_rest, NULL));
+}
+
 /* A raw little-endian initializer of `width`-byte integers (int32, bool) from v[0..n). */
 static const char *b_init_ints(builder_t *b, const char *name, int32_t elem, size_t width,
                                int32_t n_dims, const int64_t *dims, const int32_t *v, int64_t n)
@@ -602,15 +641,17 @@ static int emit_graph_node(builder_t *b, model_t *m, int32_t i, const char **nam
         name[i] = out_of(n);
         return 0;
     }
-    case AD_OP_SOFTMAX:
-    case AD_OP_LOG_SOFTMAX: {
-        Onnx__NodeProto *n = b_node(b, op == AD_OP_SOFTMAX ? "Softmax" : "LogSoftmax", out, a,
-                                    NULL, NULL);
+    case AD_OP_SOFTMAX: {
+        Onnx__NodeProto *n = b_node(b, "Softmax", out, a, NULL, NULL);
         b_attr_int(b, n, "axis", -1);
         sh[i] = sh[c0];
         name[i] = out_of(n);
         return 0;
     }
+    case AD_OP_LOG_SOFTMAX:
+        sh[i] = sh[c0];
+        name[i] = emit_log_softmax(b, a, out);
+        return 0;
     case AD_OP_MATMUL: {
         const ad_node_spec_t *ns = spec_node(&s->graph, ad_id(g, i));
         int tb = ns != NULL && ns->transpose_b;

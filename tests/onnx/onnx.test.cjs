@@ -228,6 +228,30 @@ test('graph', async () => {
   await bothDtypes(spec, 77, 'graph', 10, 0.005);
 });
 
+// log_softmax where one logit leads by far: the dominant class's log-probability is about
+// -exp(-gap), which log(sum exp) rounds away; the export computes log1p as neurond does.
+test('graph_log_softmax_dominant', async () => {
+  const model = await ok('POST', '/v1/models', {
+    name: `onnx-graph-lsm-${++seq}`, kind: 'graph', inputs: 2, outputs: 3,
+    graph: {
+      nodes: [
+        { id: 'x', op: 'input', shape: [null, 2] },
+        { id: 'y', op: 'input', shape: [null, 3] },
+        { id: 'xb', op: 'bias', inputs: ['x'] },
+        { id: 'W', op: 'param', shape: [3, 3], value: [[30, 2, -1], [0, -3, 4], [-12, 1, 1]] },
+        { id: 'a', op: 'matmul', inputs: ['xb', 'W'], transpose_b: true },
+        { id: 'ls', op: 'log_softmax', inputs: ['a'] },
+        { id: 'L', op: 'l2_loss', inputs: ['ls', 'y'] },
+      ],
+      output: 'L',
+    },
+  }, 201);
+  const x = rows(rng(5), ROWS, 2, 3);
+  const { pred } = await compare(model.id, 'graph_log_softmax', x, 'float64');
+  // The rows really are dominated: some log-probability is a tiny negative number.
+  assert.ok(pred.outputs.flat().some((v) => v < 0 && v > -1e-6));
+});
+
 test('graph_not_exportable', async () => {
   // The prediction adds a loss of the labels: a loss has no ONNX counterpart.
   const spec = graphSpec([[0.1, 0.5, -0.3], [-0.2, 0.4, 0.7], [0.3, -0.6, 0.2]], [[0.05, 0.3, -0.2, 0.4]]);
