@@ -37,6 +37,7 @@
 #define HTTP_STOP_WAIT_MS 30000          /* longest wait for running handlers at shutdown */
 #define HTTP_STREAM_BLOCK 4096
 #define HTTP_EOF_TIMEOUT_S 1             /* connection timeout once the client sent its all */
+#define HTTP_LOG_TARGET_MAX 32768        /* longest request target shown whole in the log */
 #define HTTP_JSON_TYPE "application/json; charset=utf-8"
 
 typedef struct header {
@@ -91,6 +92,7 @@ struct http_req {
     int head;                            /* a HEAD request (method says GET) */
     int begun;                           /* on_request() has seen it */
     char *raw_path;                      /* the request target as sent, without the query */
+    const char *target, *target_end;     /* libmicrohttpd's copy of the target, while it lasts */
     char *path;                          /* raw_path percent-decoded */
     const char *path_error;              /* why the path is refused, or NULL */
     const http_route_t *route;
@@ -289,8 +291,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     req->conn = conn;
     req->t0_ns = mono_ns();
     pthread_mutex_init(&req->defer_mu, NULL);
-    if (uri == NULL)
+    if (uri != NULL) {
+        req->target = uri;
+        req->target_end = uri + strlen(uri);
+    } else {
         uri = "/";
+    }
     if ((req->raw_path = strndup(uri, strcspn(uri, "?#"))) == NULL) {
         req_free(req);
         return NULL;
@@ -298,12 +304,46 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return req;
 }
 
+/* libmicrohttpd hands the request target over as a C string, so a raw NUL byte in it (not a
+ * valid target character, RFC 9112 §3.2) silently cuts it: `DELETE /v1/models/1\0/batches/2`
+ * would reach us as `DELETE /v1/models/1`. The library ends the target in place, with a NUL
+ * just before the HTTP version, in the same request-line buffer, so a target whose string
+ * stops anywhere else held a NUL byte. Then the path is refused, and raw_path becomes the
+ * whole path as sent, each NUL shown as %00, so the log says what was asked. 0, or -1 out of
+ * memory. */
+static int refuse_raw_nul(http_req_t *req, const char *version)
+{
+    if (req->target == NULL || version == req->target_end + 1)
+        return 0;
+    req->path_error = "the request target holds a NUL byte";
+    if (req->target_end != req->target + strlen(req->raw_path) || version < req->target_end ||
+        version - req->target > HTTP_LOG_TARGET_MAX)
+        return 0;                            /* the NUL is in the query, or an unknown layout */
+    size_t span = (size_t)(version - 1 - req->target), n = 0;
+    char *shown = malloc(3 * span + 1);
+    if (shown == NULL)
+        return -1;
+    for (size_t i = 0; i < span && req->target[i] != '?' && req->target[i] != '#'; ++i) {
+        if (req->target[i] == '\0') {
+            memcpy(shown + n, "%00", 3);
+            n += 3;
+        } else {
+            shown[n++] = req->target[i];
+        }
+    }
+    shown[n] = '\0';
+    free(req->raw_path);
+    req->raw_path = shown;
+    return 0;
+}
+
 /* The first access-handler call: method, decoded path, request id. 0, or -1 out of memory. */
-static int req_start(http_req_t *req, const char *method)
+static int req_start(http_req_t *req, const char *method, const char *version)
 {
     req->path = path_decode(req->raw_path, strlen(req->raw_path), &req->path_error);
-    if (req->path == NULL)
+    if (req->path == NULL || refuse_raw_nul(req, version) < 0)
         return -1;
+    req->target = req->target_end = NULL;    /* the library may reuse its buffer from now on */
     req->begun = 1;
     req->head = strcmp(method, "HEAD") == 0;
     copy_str(req->method_log, sizeof req->method_log, method);
@@ -1293,10 +1333,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req == NULL) {                       /* the URI log callback ran out of memory */
         if ((req = on_uri(srv, url, conn)) == NULL)
             return MHD_NO;
+        req->target = NULL;                  /* url is not the library's copy of the target */
         *con_cls = req;
     }
     if (!req->begun) {
-        if (req_start(req, method) < 0)
+        if (req_start(req, method, version) < 0)
             return MHD_NO;
         atomic_fetch_add(&srv->active, 1);
         const char *msg = NULL;

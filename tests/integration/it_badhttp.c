@@ -905,6 +905,47 @@ START_TEST(encoded_path)
 }
 END_TEST
 
+/* `head` (with the model id for its %lld), a raw NUL byte, then `tail`, on a fresh connection:
+ * the one answer. */
+static void raw_call_nul(const char *head, int64_t id, const char *tail, raw_read_t *rr)
+{
+    char req[256];
+    int n = snprintf(req, sizeof req, head, (long long)id);
+    ck_assert(n > 0 && (size_t)n + 1 + strlen(tail) < sizeof req);
+    req[n++] = '\0';
+    memcpy(req + n, tail, strlen(tail));
+    raw_exchange(req, (size_t)n + strlen(tail), 1, rr);
+    ck_assert_msg(rr->n == 1, "%s\\0%s: no answer", head, tail);
+}
+
+/* A raw NUL byte in the request line, not percent-encoded: libmicrohttpd hands the target
+ * over as a C string, so it once cut the path as %00 did, and this deleted all of model id. */
+START_TEST(raw_nul_in_target)
+{
+    int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
+    add_rows(id);
+    add_rows(id);
+    static const char *const parts[][2] = {
+        {"DELETE /v1/models/%lld", "/batches/1 HTTP/1.1\r\nHost: t\r\n\r\n"},
+        {"DELETE /v1/models/%lld", "HTTP/1.1 HTTP/1.1\r\nHost: t\r\n\r\n"},
+        {"DELETE /v1/models/%lld?x", " HTTP/1.1\r\nHost: t\r\n\r\n"},
+        {"GET /v1/models/%lld/batches", " HTTP/1.1\r\nHost: t\r\n\r\n"},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; ++i) {
+        raw_read_t rr;
+        raw_call_nul(parts[i][0], id, parts[i][1], &rr);
+        ck_assert_msg(rr.r[0].status == 400, "%s\\0%s: %d", parts[i][0], parts[i][1],
+                      rr.r[0].status);
+        check_error(rr.r[0].body, "invalid_argument", "path");
+        raw_read_free(&rr);
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
+    cJSON_Delete(it_call("GET", path, NULL, 200));
+    ck_assert_int_eq(batch_count(id), 2);
+}
+END_TEST
+
 START_TEST(unknown_query)
 {
     int64_t id = create_model("{\"kind\":\"linear\",\"inputs\":2}");
@@ -1085,10 +1126,17 @@ START_TEST(access_log_raw_path)
     raw_call("DELETE", path, &rr);
     ck_assert_int_eq(rr.r[0].status, 400);
     raw_read_free(&rr);
+    /* A raw NUL is shown as %00: the line says what was asked, not the path it would cut to. */
+    raw_call_nul("DELETE /v1/models/%lld", id, "/batches/2 HTTP/1.1\r\nHost: t\r\n\r\n", &rr);
+    ck_assert_int_eq(rr.r[0].status, 400);
+    raw_read_free(&rr);
     ck_assert_int_eq(it_stop(&d), 0);
     char *log = it_read_log(&d);
     char want[200];
     snprintf(want, sizeof want, "http method=DELETE path=%s status=400 ", path);
+    ck_assert_msg(strstr(log, want) != NULL, "no '%s' in the log:\n%s", want, log);
+    snprintf(want, sizeof want, "http method=DELETE path=/v1/models/%lld%%00/batches/2 status=400 ",
+             (long long)id);
     ck_assert_msg(strstr(log, want) != NULL, "no '%s' in the log:\n%s", want, log);
     free(log);
 }
@@ -1113,6 +1161,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, transfer_encoding);
     tcase_add_test(tc, half_close);
     tcase_add_test(tc, encoded_path);
+    tcase_add_test(tc, raw_nul_in_target);
     tcase_add_test(tc, unknown_query);
     tcase_add_test(tc, head_without_work);
     suite_add_tcase(s, tc);
