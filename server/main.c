@@ -544,33 +544,31 @@ static int signal_wait(void)
 
 /*
  * One daemon per database: a second one would mark the first one's running jobs interrupted
- * and train the same models beside it, each overwriting the other's commits. flock() on
- * "<db>.lock", held (the descriptor left open) for the life of the process, is released by the
- * kernel however the process ends, kill -9 included, so a stale lock file never blocks a start.
- * A separate file, not the database itself: SQLite's own fcntl locks on the database would be
- * dropped by closing any other descriptor of it. Returns the descriptor, or exits 1.
+ * and train the same models beside it, each overwriting the other's commits. flock() on the
+ * database file itself, held (the descriptor left open) for the life of the process: a lock
+ * belongs to the file, not to the name, so a second daemon given a symbolic link, a hard link
+ * or another spelling of the path is refused too, and the kernel releases it however the
+ * process ends, kill -9 included. flock() and SQLite's fcntl() locks do not interact; the one
+ * rule is that closing a descriptor of the database drops SQLite's fcntl() locks, so this one
+ * is closed only after the store. Read-only suffices for flock() (a read-only database still
+ * starts) and creating the file empty is what SQLite would do. Returns the descriptor, or
+ * exits 1.
  */
 static int db_lock_take(const char *db)
 {
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s.lock", db) >= (int)sizeof path) {
-        fprintf(stderr, "neurond: database path '%s' is too long\n", db);
-        exit(1);
-    }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(db, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        fprintf(stderr, "neurond: cannot open lock file '%s': %s\n", path, strerror(errno));
+        fprintf(stderr, "neurond: cannot open database '%s': %s\n", db, strerror(errno));
         exit(1);
     }
     while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         if (errno == EINTR)
             continue;
         if (errno == EWOULDBLOCK)
-            fprintf(stderr, "neurond: database '%s' is in use by another neurond (lock file "
-                    "'%s' is held): stop that one first, or give this one another --db\n", db,
-                    path);
+            fprintf(stderr, "neurond: database '%s' is in use by another neurond (it holds the "
+                    "file's lock): stop that one first, or give this one another --db\n", db);
         else
-            fprintf(stderr, "neurond: cannot lock '%s': %s\n", path, strerror(errno));
+            fprintf(stderr, "neurond: cannot lock '%s': %s\n", db, strerror(errno));
         close(fd);
         exit(1);
     }

@@ -736,8 +736,8 @@ static void ro_note_teardown(void)
     ro_clear();
     /* The test's own cleanup removed the directory unless it failed; then remove it now. */
     char sub[PATH_MAX + 32];
-    for (int i = 0; i < 4; ++i) {
-        static const char *const names[] = {"t.db", "t.db-wal", "t.db-shm", "t.db.lock"};
+    for (int i = 0; i < 3; ++i) {
+        static const char *const names[] = {"t.db", "t.db-wal", "t.db-shm"};
         snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
         unlink(sub);
     }
@@ -946,9 +946,9 @@ END_TEST
 
 /* ---- c. one daemon per database -------------------------------------------------------------- */
 
-/* Run a second neurond on d's database, its stderr to `log`; its wait status. One that is
+/* Run a second neurond on the database `db`, its stderr to `log`; its wait status. One that is
  * still running after 5 s started serving: it is killed and the status says SIGKILL. */
-static int run_second(const char *log)
+static int run_second(const char *log, const char *db)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -960,7 +960,7 @@ static int run_second(const char *log)
             _exit(127);
         dup2(fd, STDERR_FILENO);
         dup2(null, STDOUT_FILENO);
-        execl(it_exe, it_exe, "--port", "0", "--db", d.db, (char *)NULL);
+        execl(it_exe, it_exe, "--port", "0", "--db", db, (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -984,17 +984,30 @@ START_TEST(second_daemon_refused)
     int64_t job = submit(id, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
     job_wait_progress(job);
 
-    char log[PATH_MAX + 32];
-    snprintf(log, sizeof log, "%s/second.log", d.dir);
-    int status = run_second(log);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
-                  "second daemon: wait status %d (expected exit 1)", status);
-    FILE *f = fopen(log, "r");
-    ck_assert_ptr_nonnull(f);
-    char line[1024] = "";
-    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    fclose(f);
-    ck_assert_msg(strstr(line, "in use by another neurond") != NULL, "message: %s", line);
+    /* The same file by its path, another spelling of it, a symbolic and a hard link: a lock
+     * on a name beside the file once let the last three start. */
+    char names[4][PATH_MAX + 32];
+    snprintf(names[0], sizeof names[0], "%s", d.db);
+    snprintf(names[1], sizeof names[1], "%s/./t.db", d.dir);
+    snprintf(names[2], sizeof names[2], "%s/symlink.db", d.dir);
+    snprintf(names[3], sizeof names[3], "%s/hardlink.db", d.dir);
+    ck_assert_msg(symlink(d.db, names[2]) == 0 && link(d.db, names[3]) == 0, "links to %s: %s",
+                  d.db, strerror(errno));
+    for (int i = 0; i < 4; ++i) {
+        char log[PATH_MAX + 32];
+        snprintf(log, sizeof log, "%s/second.log", d.dir);
+        int status = run_second(log, names[i]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                      "second daemon on %s: wait status %d (expected exit 1)", names[i], status);
+        FILE *f = fopen(log, "r");
+        ck_assert_ptr_nonnull(f);
+        char line[1024] = "";
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+        fclose(f);
+        ck_assert_msg(strstr(line, "in use by another neurond") != NULL, "message: %s", line);
+    }
+    unlink(names[2]);
+    unlink(names[3]);
 
     /* The first daemon and its job never noticed. */
     cJSON *j = job_get(job);
