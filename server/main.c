@@ -38,6 +38,7 @@
 
 #define MAX_TOKENS 256
 #define TOKEN_MIN 16             /* shorter tokens refuse the start */
+#define UTF8_BOM "\xef\xbb\xbf"   /* may begin a token file; skipped */
 
 typedef struct config {
     const char *bind;
@@ -367,9 +368,11 @@ static void tokens_add(tokens_t *t, const char *text, size_t len, const char *so
 {
     for (size_t i = 0; i < len; ++i) {
         unsigned char c = (unsigned char)text[i];
-        if (c <= 0x20 || c == 0x7f) {
-            fprintf(stderr, "neurond: %s, %s %d: a token must not contain spaces or control "
-                    "characters\n", source, what, pos);
+        /* A client sends its token in an HTTP header, which carries ASCII: a token with other
+         * bytes (a stray byte order mark, say) could never be matched, so it is refused. */
+        if (c <= 0x20 || c >= 0x7f) {
+            fprintf(stderr, "neurond: %s, %s %d: a token must be printable ASCII: no spaces, "
+                    "control characters or other bytes\n", source, what, pos);
             exit(2);
         }
     }
@@ -435,6 +438,9 @@ static void tokens_load_file(tokens_t *t, const char *path)
             exit(2);
         }
         char *p = line, *e = line + len;
+        /* Editors on some systems begin a UTF-8 file with a byte order mark: not a token's. */
+        if (n_line == 1 && strncmp(p, UTF8_BOM, strlen(UTF8_BOM)) == 0)
+            p += strlen(UTF8_BOM);
         while (*p == ' ' || *p == '\t')
             ++p;
         while (e > p && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))

@@ -351,6 +351,12 @@ START_TEST(bad_token_sources_exit_2)
     ck_assert_msg(strstr(err, "line 1") != NULL && strstr(err, "secret-part") == NULL, "%s",
                   err);
 
+    /* A byte outside printable ASCII (here é) can never arrive in a header: refused too. */
+    write_file("accent", "secret-part-one-\xc3\xa9\n", path, sizeof path);
+    ck_assert_int_eq(run_to_exit(a4, NULL, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "line 1") != NULL && strstr(err, "printable ASCII") != NULL &&
+                      strstr(err, "secret-part") == NULL, "%s", err);
+
     /* A bad --protect-all value. */
     const char *a5[] = {"--protect-all=maybe", NULL};
     ck_assert_int_eq(run_to_exit(a5, NULL, err, sizeof err), 2);
@@ -376,8 +382,9 @@ START_TEST(short_token_refuses_start)
                       strstr(err, "shorter than 16") != NULL && strstr(err, "short-secret") == NULL,
                   "%s", err);
 
-    /* Exactly 16 characters is enough. */
-    write_file("sixteen", "sixteen-chars-ok\n", path, sizeof path);
+    /* Exactly 16 characters is enough, and a byte order mark before the first line (as some
+     * editors write) is not part of its token: it once made that token unusable. */
+    write_file("sixteen", "\xef\xbb\xbfsixteen-chars-ok\n", path, sizeof path);
     const char *extra[] = {"--token-file", path, NULL};
     ck_assert_int_eq(it_start(&d, it_exe, extra), 0);
     expect_status("GET", "/v1/models", "Bearer sixteen-chars-ok", NULL, 200);
