@@ -25,7 +25,8 @@
     X(TOOBIG, -11, "payload too large")                             \
     X(BUSY, -12, "too many requests")                               \
     X(INTERNAL, -13, "internal error")                              \
-    X(MEDIA, -14, "unsupported media type")
+    X(MEDIA, -14, "unsupported media type")                         \
+    X(NOTSUPPORTED, -15, "not supported by this storage backend")
 
 #define X(name, val, msg) ERR_##name = val,
 enum err_code { ERR_OK = 0, ERR_MAP(X) };

@@ -1,5 +1,160 @@
-/* server/db.c -- the parts of the driver interface that are the same for every engine. */
+/* server/db.c -- the driver interface's front: picks a database's driver when it is opened and
+ * forwards every call to it; and the parts that are the same for every engine. */
 #include "db.h"
+
+#include <string.h>
+
+#include "db_driver.h"
+
+int db_pg_address(const char *path)
+{
+    return strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0;
+}
+
+int db_address_is_file(const char *path)
+{
+    return !db_pg_address(path);
+}
+
+const char *db_display_name(const char *path)
+{
+    return db_pg_address(path) ? "PostgreSQL (--db)" : path;
+}
+
+int db_open(const char *path, enum db_open_mode mode, const db_config_t *config, db_t **out,
+            err_t *err)
+{
+    const db_driver_t *driver = db_pg_address(path) ? &db_pg_driver : &db_sqlite_driver;
+    return driver->open(path, mode, config, out, err);
+}
+
+void db_close(db_t *d)
+{
+    if (d != NULL)
+        d->driver->close(d);
+}
+
+const char *db_dialect(const db_t *d)
+{
+    return d->driver->dialect;
+}
+
+int db_conn(db_t *d, db_conn_t **out, err_t *err)
+{
+    return d->driver->conn(d, out, err);
+}
+
+void db_thread_end(db_t *d)
+{
+    if (d != NULL)
+        d->driver->thread_end(d);
+}
+
+int db_prepare(db_conn_t *c, const char *sql, db_stmt_t **out, err_t *err)
+{
+    return c->driver->prepare(c, sql, out, err);
+}
+
+void db_stmt_done(db_stmt_t *st)
+{
+    if (st != NULL)
+        st->driver->stmt_done(st);
+}
+
+int db_bind_int64(db_stmt_t *st, int i, int64_t v, err_t *err)
+{
+    return st->driver->bind_int64(st, i, v, err);
+}
+
+int db_bind_double(db_stmt_t *st, int i, double v, err_t *err)
+{
+    return st->driver->bind_double(st, i, v, err);
+}
+
+int db_bind_text(db_stmt_t *st, int i, const char *text, err_t *err)
+{
+    return st->driver->bind_text(st, i, text, err);
+}
+
+int db_bind_blob(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err)
+{
+    return st->driver->bind_blob(st, i, p, n, err);
+}
+
+int db_bind_null(db_stmt_t *st, int i, err_t *err)
+{
+    return st->driver->bind_null(st, i, err);
+}
+
+int db_step(db_stmt_t *st, const char *what, err_t *err)
+{
+    return st->driver->step(st, what, err);
+}
+
+int64_t db_column_int64(db_stmt_t *st, int col)
+{
+    return st->driver->column_int64(st, col);
+}
+
+double db_column_double(db_stmt_t *st, int col)
+{
+    return st->driver->column_double(st, col);
+}
+
+int db_column_is_null(db_stmt_t *st, int col)
+{
+    return st->driver->column_is_null(st, col);
+}
+
+const char *db_column_text(db_stmt_t *st, int col)
+{
+    return st->driver->column_text(st, col);
+}
+
+const void *db_column_blob(db_stmt_t *st, int col, int64_t *bytes)
+{
+    return st->driver->column_blob(st, col, bytes);
+}
+
+int64_t db_changes(db_conn_t *c)
+{
+    return c->driver->changes(c);
+}
+
+int db_begin(db_conn_t *c, enum db_tx_kind kind, err_t *err)
+{
+    return c->driver->begin(c, kind, err);
+}
+
+int db_commit(db_conn_t *c, err_t *err)
+{
+    return c->driver->commit(c, err);
+}
+
+void db_rollback(db_conn_t *c)
+{
+    c->driver->rollback(c);
+}
+
+int db_in_tx(db_conn_t *c)
+{
+    return c->driver->in_tx(c);
+}
+
+int db_exec(db_conn_t *c, const char *script, const char *what, err_t *err)
+{
+    return c->driver->exec(c, script, what, err);
+}
+
+int db_set_durable(db_conn_t *c, int durable, err_t *err)
+{
+    return c->driver->set_durable(c, durable, err);
+}
+
+int db_backup(db_conn_t *c, const char *out_path, err_t *err)
+{
+    return c->driver->backup(c, out_path, err);
+}
 
 int db_bind_values(db_stmt_t *st, const db_value_t *v, int n, err_t *err)
 {

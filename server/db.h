@@ -65,6 +65,13 @@ typedef struct db_config {
 int db_open(const char *path, enum db_open_mode mode, const db_config_t *config, db_t **out,
             err_t *err);
 
+/* 1 when `path` names a file (a SQLite database), 0 for a server's address (PostgreSQL). */
+int db_address_is_file(const char *path);
+
+/* `path` as it may be shown in logs and messages: a PostgreSQL address may hold a password, so
+ * it is shown as "PostgreSQL (--db)"; a file name as it is. Static or `path` itself. */
+const char *db_display_name(const char *path);
+
 /* Close every connection of `d`. Call when no other thread uses it. NULL is a no-op. */
 void db_close(db_t *d);
 

@@ -1,14 +1,15 @@
-/* server/db_sqlite.c -- the SQLite driver of db.h: the only file that includes sqlite3.h.
+/* server/db_sqlite.c -- the SQLite driver of db.h (db_driver.h): the only file that includes
+ * sqlite3.h.
  *
  * Each thread gets its own connection (SQLite connections must not be shared across threads
  * without serialising them, and WAL lets readers run beside the one writer). The connection is
  * found through a thread-local slot tagged with the database's unique id, so a stale slot from an
- * earlier db_t can never be mistaken for a live one; the db_t owns the list of connections and
- * closes them all in db_close(). Statements are prepared once per connection and cached by the
- * address of their SQL literal. A db_stmt_t is the sqlite3_stmt itself: nothing stands between
- * the store's column reads and SQLite's.
+ * earlier database can never be mistaken for a live one; the database owns the list of
+ * connections and closes them all in sq_close(). Statements are prepared once per connection and
+ * cached by the address of their SQL literal; a statement is the sqlite3_stmt behind the
+ * driver's tag, so the store's column reads go straight to SQLite's.
  */
-#include "db.h"
+#include "db_driver.h"
 
 #include <errno.h>
 #include <math.h>
@@ -30,28 +31,37 @@
 #define DB_STMT_CACHE 128          /* distinct SQL texts of the store, with room to grow */
 #define DB_BACKUP_TRIES 50         /* x 100 ms: a busy timeout, for a source that is locked */
 
-struct db_conn {
+typedef struct sq_db sq_db_t;
+typedef struct sq_conn sq_conn_t;
+typedef struct sq_stmt {
+    db_stmt_t base;
+    sqlite3_stmt *raw;
+} sq_stmt_t;
+
+struct sq_conn {
+    db_conn_t base;
     sqlite3 *db;
     int n_cache;
     struct {
         const char *sql;           /* the literal's address is the key */
-        sqlite3_stmt *st;
+        sq_stmt_t st;
     } cache[DB_STMT_CACHE];
-    struct db_conn *next;
-    struct db_conn *idle_next;     /* in db.idle: released by a thread that ended */
+    struct sq_conn *next;
+    struct sq_conn *idle_next;     /* in db.idle: released by a thread that ended */
     int busy_ms;                   /* the database's busy timeout */
     int64_t busy_since_ns;         /* when the current wait for a lock began (busy_wait) */
 };
 
-struct db {
+struct sq_db {
+    db_t base;
     char *path;
     uint64_t uid;
     enum db_open_mode mode;
     int busy_ms;                   /* busy timeout of every connection */
     int max_length;                /* SQLITE_LIMIT_LENGTH of every connection; 0: default */
     pthread_mutex_t mu;            /* guards conns, idle and n_idle */
-    db_conn_t *conns;              /* every connection */
-    db_conn_t *idle;               /* connections of ended threads, for the next new thread */
+    sq_conn_t *conns;              /* every connection */
+    sq_conn_t *idle;               /* connections of ended threads, for the next new thread */
     int n_idle;
     pthread_mutex_t ckpt_mu;       /* guards the checkpointer's flags */
     pthread_cond_t ckpt_cv;
@@ -62,14 +72,18 @@ struct db {
 static atomic_uint_fast64_t db_next_uid = 1;
 static _Thread_local struct {
     uint64_t uid;
-    db_conn_t *conn;
+    sq_conn_t *conn;
 } tl_conn;
 /* The calling thread's last failure was a lock held past the busy timeout (db_failed_busy). */
 static _Thread_local int tl_failed_busy;
 
+static void sq_thread_end(db_t *base);
+static void sq_rollback(db_conn_t *base);
+static int conn_get(sq_db_t *d, sq_conn_t **out, err_t *err);
+
 static sqlite3_stmt *raw(db_stmt_t *st)
 {
-    return (sqlite3_stmt *)st;
+    return ((sq_stmt_t *)st)->raw;
 }
 
 static int64_t mono_ns(void)
@@ -89,7 +103,7 @@ static int64_t mono_ns(void)
  */
 static int busy_wait(void *arg, int n)
 {
-    db_conn_t *c = arg;
+    sq_conn_t *c = arg;
     int64_t now = mono_ns();
     if (n == 0)
         c->busy_since_ns = now;
@@ -200,12 +214,12 @@ static int sqlite_exec(sqlite3 *db, const char *sql, const char *what, err_t *er
     return rc == SQLITE_OK ? 0 : sqlite_fail(db, rc, what, err);
 }
 
-static void conn_free(db_conn_t *c)
+static void conn_free(sq_conn_t *c)
 {
     if (c == NULL)
         return;
     for (int i = 0; i < c->n_cache; ++i)
-        sqlite3_finalize(c->cache[i].st);
+        sqlite3_finalize(c->cache[i].st.raw);
     sqlite3_close_v2(c->db);
     free(c);
 }
@@ -220,7 +234,7 @@ static int wal_committed(void *ctx, sqlite3 *db, const char *name, int pages)
 {
     (void)db;
     (void)name;
-    db_t *d = ctx;
+    sq_db_t *d = ctx;
     if (pages >= DB_CHECKPOINT_PAGES) {
         pthread_mutex_lock(&d->ckpt_mu);
         d->ckpt_wanted = 1;
@@ -232,7 +246,7 @@ static int wal_committed(void *ctx, sqlite3 *db, const char *name, int pages)
 
 static void *checkpointer(void *arg)
 {
-    db_t *d = arg;
+    sq_db_t *d = arg;
     pthread_mutex_lock(&d->ckpt_mu);
     while (!d->ckpt_stop) {
         if (!d->ckpt_wanted) {
@@ -241,24 +255,25 @@ static void *checkpointer(void *arg)
         }
         d->ckpt_wanted = 0;
         pthread_mutex_unlock(&d->ckpt_mu);
-        db_conn_t *c = NULL;
+        sq_conn_t *c = NULL;
         /* PASSIVE never waits for readers or writers; what it cannot copy now waits for the
          * next wake-up. A failure (disk full, I/O) leaves the WAL as it is: nothing is lost. */
-        if (db_conn(d, &c, NULL) == 0)
+        if (conn_get(d, &c, NULL) == 0)
             sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&d->ckpt_mu);
     }
     pthread_mutex_unlock(&d->ckpt_mu);
-    db_thread_end(d);
+    sq_thread_end(&d->base);
     return NULL;
 }
 
-static int conn_open(db_t *d, db_conn_t **out, err_t *err)
+static int conn_open(sq_db_t *d, sq_conn_t **out, err_t *err)
 {
     *out = NULL;
-    db_conn_t *c = calloc(1, sizeof *c);
+    sq_conn_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
+    c->base.driver = &db_sqlite_driver;
     /* An existing file is opened read-write without CREATE: reading a WAL database may need to
      * create its -shm file, and a missing file must not become an empty database. */
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
@@ -297,7 +312,7 @@ static int conn_open(db_t *d, db_conn_t **out, err_t *err)
     return 0;
 }
 
-int db_conn(db_t *d, db_conn_t **out, err_t *err)
+static int conn_get(sq_db_t *d, sq_conn_t **out, err_t *err)
 {
     if (tl_conn.uid == d->uid && tl_conn.conn != NULL) {
         *out = tl_conn.conn;
@@ -305,7 +320,7 @@ int db_conn(db_t *d, db_conn_t **out, err_t *err)
     }
     *out = NULL;
     pthread_mutex_lock(&d->mu);
-    db_conn_t *c = d->idle;
+    sq_conn_t *c = d->idle;
     if (c != NULL) {
         d->idle = c->idle_next;
         d->n_idle--;
@@ -327,15 +342,26 @@ int db_conn(db_t *d, db_conn_t **out, err_t *err)
     return 0;
 }
 
-int db_open(const char *path, enum db_open_mode mode, const db_config_t *config, db_t **out,
-            err_t *err)
+static int sq_conn(db_t *d, db_conn_t **out, err_t *err)
+{
+    sq_conn_t *c = NULL;
+    int rc = conn_get((sq_db_t *)d, &c, err);
+    *out = c != NULL ? &c->base : NULL;
+    return rc;
+}
+
+static void sq_close(db_t *base);
+
+static int sq_open(const char *path, enum db_open_mode mode, const db_config_t *config,
+                   db_t **out, err_t *err)
 {
     *out = NULL;
-    db_t *d = calloc(1, sizeof *d);
+    sq_db_t *d = calloc(1, sizeof *d);
     if (d == NULL || (d->path = strdup(path)) == NULL) {
         free(d);
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
     }
+    d->base.driver = &db_sqlite_driver;
     d->uid = atomic_fetch_add(&db_next_uid, 1);
     d->mode = mode;
     d->busy_ms = config->busy_ms;
@@ -343,8 +369,8 @@ int db_open(const char *path, enum db_open_mode mode, const db_config_t *config,
     pthread_mutex_init(&d->mu, NULL);
     pthread_mutex_init(&d->ckpt_mu, NULL);
     pthread_cond_init(&d->ckpt_cv, NULL);
-    db_conn_t *c = NULL;
-    int rc = db_conn(d, &c, err);
+    sq_conn_t *c = NULL;
+    int rc = conn_get(d, &c, err);
     if (rc == 0 && mode == DB_OPEN_SERVE) {
         if (pthread_create(&d->ckpt_thread, NULL, checkpointer, d) != 0)
             rc = err_set(err, ERR_NOMEM, "cannot start the checkpoint thread");
@@ -352,15 +378,16 @@ int db_open(const char *path, enum db_open_mode mode, const db_config_t *config,
             d->ckpt_started = 1;
     }
     if (rc < 0) {
-        db_close(d);
+        sq_close(&d->base);
         return rc;
     }
-    *out = d;
+    *out = &d->base;
     return 0;
 }
 
-void db_close(db_t *d)
+static void sq_close(db_t *base)
 {
+    sq_db_t *d = (sq_db_t *)base;
     if (d == NULL)
         return;
     if (d->ckpt_started) {
@@ -371,13 +398,13 @@ void db_close(db_t *d)
         pthread_join(d->ckpt_thread, NULL);
     }
     pthread_mutex_lock(&d->mu);
-    db_conn_t *c = d->conns;
+    sq_conn_t *c = d->conns;
     d->conns = NULL;
     d->idle = NULL;
     d->n_idle = 0;
     pthread_mutex_unlock(&d->mu);
     while (c != NULL) {
-        db_conn_t *next = c->next;
+        sq_conn_t *next = c->next;
         conn_free(c);
         c = next;
     }
@@ -390,19 +417,14 @@ void db_close(db_t *d)
     free(d);
 }
 
-const char *db_dialect(const db_t *d)
+static void sq_thread_end(db_t *base)
 {
-    (void)d;
-    return "sqlite";
-}
-
-void db_thread_end(db_t *d)
-{
+    sq_db_t *d = (sq_db_t *)base;
     if (d == NULL || tl_conn.uid != d->uid || tl_conn.conn == NULL)
         return;
-    db_conn_t *c = tl_conn.conn;
+    sq_conn_t *c = tl_conn.conn;
     tl_conn.conn = NULL;
-    db_rollback(c);
+    sq_rollback(&c->base);
     pthread_mutex_lock(&d->mu);
     if (d->n_idle < DB_IDLE_MAX) {
         /* Kept for the next thread: opening a connection and preparing its statements again
@@ -413,7 +435,7 @@ void db_thread_end(db_t *d)
         pthread_mutex_unlock(&d->mu);
         return;
     }
-    for (db_conn_t **p = &d->conns; *p != NULL; p = &(*p)->next) {
+    for (sq_conn_t **p = &d->conns; *p != NULL; p = &(*p)->next) {
         if (*p == c) {
             *p = c->next;
             break;
@@ -425,12 +447,13 @@ void db_thread_end(db_t *d)
 
 /* ---- statements ------------------------------------------------------------------------------ */
 
-int db_prepare(db_conn_t *c, const char *sql, db_stmt_t **out, err_t *err)
+static int sq_prepare(db_conn_t *base, const char *sql, db_stmt_t **out, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     *out = NULL;
     for (int i = 0; i < c->n_cache; ++i) {
         if (c->cache[i].sql == sql) {
-            *out = (db_stmt_t *)c->cache[i].st;
+            *out = &c->cache[i].st.base;
             return 0;
         }
     }
@@ -441,13 +464,13 @@ int db_prepare(db_conn_t *c, const char *sql, db_stmt_t **out, err_t *err)
     if (rc != SQLITE_OK)
         return sqlite_fail(c->db, rc, "preparing a statement", err);
     c->cache[c->n_cache].sql = sql;
-    c->cache[c->n_cache].st = st;
+    c->cache[c->n_cache].st = (sq_stmt_t){.base.driver = &db_sqlite_driver, .raw = st};
+    *out = &c->cache[c->n_cache].st.base;
     c->n_cache++;
-    *out = (db_stmt_t *)st;
     return 0;
 }
 
-void db_stmt_done(db_stmt_t *st)
+static void sq_stmt_done(db_stmt_t *st)
 {
     if (st == NULL)
         return;
@@ -461,25 +484,25 @@ static int bind_result(db_stmt_t *st, int rc, err_t *err)
                                              err);
 }
 
-int db_bind_int64(db_stmt_t *st, int i, int64_t v, err_t *err)
+static int sq_bind_int64(db_stmt_t *st, int i, int64_t v, err_t *err)
 {
     return bind_result(st, sqlite3_bind_int64(raw(st), i, v), err);
 }
 
-int db_bind_double(db_stmt_t *st, int i, double v, err_t *err)
+static int sq_bind_double(db_stmt_t *st, int i, double v, err_t *err)
 {
     int rc = isfinite(v) ? sqlite3_bind_double(raw(st), i, v) : sqlite3_bind_null(raw(st), i);
     return bind_result(st, rc, err);
 }
 
-int db_bind_text(db_stmt_t *st, int i, const char *text, err_t *err)
+static int sq_bind_text(db_stmt_t *st, int i, const char *text, err_t *err)
 {
     int rc = text == NULL ? sqlite3_bind_null(raw(st), i)
                           : sqlite3_bind_text(raw(st), i, text, -1, SQLITE_TRANSIENT);
     return bind_result(st, rc, err);
 }
 
-int db_bind_blob(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err)
+static int sq_bind_blob(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err)
 {
     if (n < 0)
         return err_set(err, ERR_INTERNAL, "db_bind_blob: %lld bytes", (long long)n);
@@ -489,12 +512,12 @@ int db_bind_blob(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err)
     return bind_result(st, rc, err);
 }
 
-int db_bind_null(db_stmt_t *st, int i, err_t *err)
+static int sq_bind_null(db_stmt_t *st, int i, err_t *err)
 {
     return bind_result(st, sqlite3_bind_null(raw(st), i), err);
 }
 
-int db_step(db_stmt_t *st, const char *what, err_t *err)
+static int sq_step(db_stmt_t *st, const char *what, err_t *err)
 {
     int rc = sqlite3_step(raw(st));
     if (rc == SQLITE_ROW)
@@ -504,27 +527,27 @@ int db_step(db_stmt_t *st, const char *what, err_t *err)
     return sqlite_fail(sqlite3_db_handle(raw(st)), rc, what, err);
 }
 
-int64_t db_column_int64(db_stmt_t *st, int col)
+static int64_t sq_column_int64(db_stmt_t *st, int col)
 {
     return sqlite3_column_int64(raw(st), col);
 }
 
-double db_column_double(db_stmt_t *st, int col)
+static double sq_column_double(db_stmt_t *st, int col)
 {
     return sqlite3_column_double(raw(st), col);
 }
 
-int db_column_is_null(db_stmt_t *st, int col)
+static int sq_column_is_null(db_stmt_t *st, int col)
 {
     return sqlite3_column_type(raw(st), col) == SQLITE_NULL;
 }
 
-const char *db_column_text(db_stmt_t *st, int col)
+static const char *sq_column_text(db_stmt_t *st, int col)
 {
     return (const char *)sqlite3_column_text(raw(st), col);
 }
 
-const void *db_column_blob(db_stmt_t *st, int col, int64_t *bytes)
+static const void *sq_column_blob(db_stmt_t *st, int col, int64_t *bytes)
 {
     /* blob first, then bytes: the order SQLite documents for a value that needs converting. */
     const void *p = sqlite3_column_blob(raw(st), col);
@@ -542,47 +565,54 @@ void db_failed_busy_clear(void)
     tl_failed_busy = 0;
 }
 
-int64_t db_changes(db_conn_t *c)
+static int64_t sq_changes(db_conn_t *base)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     return sqlite3_changes64(c->db);
 }
 
 /* ---- transactions and scripts ---------------------------------------------------------------- */
 
-int db_begin(db_conn_t *c, enum db_tx_kind kind, err_t *err)
+static int sq_begin(db_conn_t *base, enum db_tx_kind kind, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     if (!sqlite3_get_autocommit(c->db))
         return err_set(err, ERR_INTERNAL, "a transaction is already open");
     return sqlite_exec(c->db, kind == DB_TX_WRITE ? "BEGIN IMMEDIATE" : "BEGIN",
                        "starting a transaction", err);
 }
 
-int db_commit(db_conn_t *c, err_t *err)
+static int sq_commit(db_conn_t *base, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     int rc = sqlite_exec(c->db, "COMMIT", "committing", err);
     if (rc < 0)
-        db_rollback(c);
+        sq_rollback(base);
     return rc;
 }
 
-void db_rollback(db_conn_t *c)
+static void sq_rollback(db_conn_t *base)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     if (!sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int db_in_tx(db_conn_t *c)
+static int sq_in_tx(db_conn_t *base)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     return !sqlite3_get_autocommit(c->db);
 }
 
-int db_exec(db_conn_t *c, const char *script, const char *what, err_t *err)
+static int sq_exec(db_conn_t *base, const char *script, const char *what, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     return sqlite_exec(c->db, script, what, err);
 }
 
-int db_set_durable(db_conn_t *c, int durable, err_t *err)
+static int sq_set_durable(db_conn_t *base, int durable, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     return sqlite_exec(c->db, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                        durable ? "restoring full syncs" : "relaxing a sync", err);
 }
@@ -657,7 +687,37 @@ out:
 }
 
 
-int db_backup(db_conn_t *c, const char *out_path, err_t *err)
+static int sq_backup(db_conn_t *base, const char *out_path, err_t *err)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     return backup_copy(c->db, out_path, err);
 }
+
+const db_driver_t db_sqlite_driver = {
+    .dialect = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .conn = sq_conn,
+    .thread_end = sq_thread_end,
+    .prepare = sq_prepare,
+    .stmt_done = sq_stmt_done,
+    .bind_int64 = sq_bind_int64,
+    .bind_double = sq_bind_double,
+    .bind_text = sq_bind_text,
+    .bind_blob = sq_bind_blob,
+    .bind_null = sq_bind_null,
+    .step = sq_step,
+    .column_int64 = sq_column_int64,
+    .column_double = sq_column_double,
+    .column_is_null = sq_column_is_null,
+    .column_text = sq_column_text,
+    .column_blob = sq_column_blob,
+    .changes = sq_changes,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .in_tx = sq_in_tx,
+    .exec = sq_exec,
+    .set_durable = sq_set_durable,
+    .backup = sq_backup,
+};

@@ -685,6 +685,8 @@ int http_status_for(int code)
         return 415;
     case ERR_BUSY:
         return 429;
+    case ERR_NOTSUPPORTED:
+        return 501;
     case ERR_UNAVAILABLE:
         return 503;
     default:

@@ -107,7 +107,7 @@ static const flag_t flags[] = {
     {.name = "port", .kind = FLAG_INT, .field = FIELD(port), .min = 0, .max = 65535,
      .dflt = "8080", .help = "TCP port; 0 picks a free one"},
     {.name = "db", .kind = FLAG_STR, .field = FIELD(db), .dflt = "./neurond.db",
-     .help = "SQLite database file (created if missing)"},
+     .help = "SQLite database file (created if missing), or a postgresql:// address"},
     {.name = "threads", .kind = FLAG_INT, .field = FIELD(threads), .min = 1, .max = 1024,
      .per_core = 1, .dflt_help = "number of cores", .help = "HTTP worker threads"},
     {.name = "compute-threads", .kind = FLAG_INT, .field = FIELD(compute_threads), .min = 1,
@@ -589,7 +589,8 @@ static int db_recover(store_t *store, const char *db)
     int64_t interrupted = 0, purged = 0;
     if (store_jobs_mark_interrupted(store, &interrupted, &err) < 0 ||
         store_models_purge(store, &purged, &err) < 0) {
-        fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", db, err.msg);
+        fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", store_display_name(db),
+                err.msg);
         return -1;
     }
     if (interrupted > 0)
@@ -608,7 +609,8 @@ static int backup_run(const config_t *cfg)
     err_t err = {0};
     int version = 0;
     if (store_backup_file(cfg->db, cfg->backup, &version, &err) < 0) {
-        fprintf(stderr, "neurond: backup of '%s' failed: %s\n", cfg->db, err.msg);
+        fprintf(stderr, "neurond: backup of '%s' failed: %s\n", store_display_name(cfg->db),
+                err.msg);
         return 1;
     }
     printf("neurond: backed up '%s' (schema v%d) to '%s'\n", cfg->db, version, cfg->backup);
@@ -642,11 +644,13 @@ int main(int argc, char **argv)
 
     /* Before the database is touched: migrations and marking jobs interrupted belong to the
      * one daemon that owns it. Held until the process exits. */
-    int db_lock = db_lock_take(cfg.db);
+    /* A PostgreSQL database is locked by the driver, with an advisory lock (docs/operations.md). */
+    int db_lock = store_address_is_file(cfg.db) ? db_lock_take(cfg.db) : -1;
     err_t err = {0};
     store_t *store = NULL;
     if (store_open(cfg.db, &store, &err) < 0) {
-        fprintf(stderr, "neurond: cannot open database '%s': %s\n", cfg.db, err.msg);
+        fprintf(stderr, "neurond: cannot open database '%s': %s\n", store_display_name(cfg.db),
+                err.msg);
         tokens_free(tokens);
         return 1;
     }
@@ -739,7 +743,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
             " threads, schema v%d%s)", NEUROND_VERSION, cfg.bind, (unsigned)http_server_port(srv),
-            cfg.db, cfg.threads, store_schema_version(store), auth);
+            store_display_name(cfg.db), cfg.threads, store_schema_version(store), auth);
 
     int sig = signal_wait();
     log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
@@ -754,7 +758,8 @@ int main(int argc, char **argv)
     registry_free(registry);   /* after every user of the models has stopped */
     pool_free(pool);
     store_close(store);
-    close(db_lock);            /* after the last write: the next daemon may start now */
+    if (db_lock >= 0)
+        close(db_lock);        /* after the last write: the next daemon may start now */
     log_msg(LOG_LEVEL_INFO, "stopped");
     return 0;
 }

@@ -53,6 +53,9 @@ static void backup_reader_free(void *ctx)
 static int admin_backup(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
+    if (strcmp(store_dialect(app->store), "sqlite") != 0)
+        return err_set(err, ERR_NOTSUPPORTED, "GET /v1/backup copies a SQLite database; back "
+                       "up PostgreSQL with pg_dump");
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.backup-XXXXXX", store_path(app->store)) >=
         sizeof tmp)

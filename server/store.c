@@ -388,6 +388,21 @@ const char *store_path(const store_t *s)
     return s->path;
 }
 
+const char *store_dialect(const store_t *s)
+{
+    return db_dialect(s->db);
+}
+
+int store_address_is_file(const char *path)
+{
+    return db_address_is_file(path);
+}
+
+const char *store_display_name(const char *path)
+{
+    return db_display_name(path);
+}
+
 /* ---- transactions ----------------------------------------------------------------------------- */
 
 /* Start the calling thread's transaction of `kind`; none may be open. */

@@ -118,6 +118,15 @@ int store_ping(store_t *s, err_t *err);
 /* The database path given to store_open(). Borrowed: valid until store_close(). */
 const char *store_path(const store_t *s);
 
+/* The SQL dialect of `s`'s database: "sqlite" or "postgresql". Static string. */
+const char *store_dialect(const store_t *s);
+
+/* 1 when the --db value `path` is a file (SQLite), 0 for a PostgreSQL address. */
+int store_address_is_file(const char *path);
+
+/* A --db value as logs and messages may show it (no password of a PostgreSQL address). */
+const char *store_display_name(const char *path);
+
 /* ---- backups -------------------------------------------------------------------------------- */
 
 /*

@@ -20,6 +20,9 @@ int store_backup_file(const char *db_path, const char *out_path, int *schema_ver
     static const char sql_version[] = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
     if (schema_version != NULL)
         *schema_version = 0;
+    if (!db_address_is_file(db_path))
+        return err_set(err, ERR_NOTSUPPORTED, "neurond copies SQLite databases; back up "
+                       "PostgreSQL with pg_dump");
     struct stat st;
     if (stat(db_path, &st) != 0)
         return err_set(err, ERR_NOTFOUND, "database '%s' does not exist", db_path);

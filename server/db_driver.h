@@ -1,0 +1,61 @@
+/* server/db_driver.h -- what a storage driver provides to db.c: one table of functions.
+ *
+ * db.h's functions are the same for every engine; db.c picks the driver when a database is opened
+ * (by the form of its address) and forwards every later call through the object's driver. Each
+ * driver's database, connection and statement structs begin with the matching base struct below,
+ * so db.c can find the driver from any of them and the driver can cast back to its own struct.
+ * Only db.c and the drivers include this header.
+ */
+#ifndef ND_DB_DRIVER_H
+#define ND_DB_DRIVER_H
+
+#include "db.h"
+
+typedef struct db_driver {
+    const char *dialect;        /* db_dialect(): the schema/<dialect>/ of its migrations */
+    int (*open)(const char *path, enum db_open_mode mode, const db_config_t *config, db_t **out,
+                err_t *err);
+    void (*close)(db_t *d);
+    int (*conn)(db_t *d, db_conn_t **out, err_t *err);
+    void (*thread_end)(db_t *d);
+    int (*prepare)(db_conn_t *c, const char *sql, db_stmt_t **out, err_t *err);
+    void (*stmt_done)(db_stmt_t *st);
+    int (*bind_int64)(db_stmt_t *st, int i, int64_t v, err_t *err);
+    int (*bind_double)(db_stmt_t *st, int i, double v, err_t *err);
+    int (*bind_text)(db_stmt_t *st, int i, const char *text, err_t *err);
+    int (*bind_blob)(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err);
+    int (*bind_null)(db_stmt_t *st, int i, err_t *err);
+    int (*step)(db_stmt_t *st, const char *what, err_t *err);
+    int64_t (*column_int64)(db_stmt_t *st, int col);
+    double (*column_double)(db_stmt_t *st, int col);
+    int (*column_is_null)(db_stmt_t *st, int col);
+    const char *(*column_text)(db_stmt_t *st, int col);
+    const void *(*column_blob)(db_stmt_t *st, int col, int64_t *bytes);
+    int64_t (*changes)(db_conn_t *c);
+    int (*begin)(db_conn_t *c, enum db_tx_kind kind, err_t *err);
+    int (*commit)(db_conn_t *c, err_t *err);
+    void (*rollback)(db_conn_t *c);
+    int (*in_tx)(db_conn_t *c);
+    int (*exec)(db_conn_t *c, const char *script, const char *what, err_t *err);
+    int (*set_durable)(db_conn_t *c, int durable, err_t *err);
+    int (*backup)(db_conn_t *c, const char *out_path, err_t *err);
+} db_driver_t;
+
+/* The first member of every driver's database, connection and statement. */
+struct db {
+    const db_driver_t *driver;
+};
+struct db_conn {
+    const db_driver_t *driver;
+};
+struct db_stmt {
+    const db_driver_t *driver;
+};
+
+extern const db_driver_t db_sqlite_driver;     /* db_sqlite.c: a file name */
+extern const db_driver_t db_pg_driver;         /* db_pg.c: postgresql:// or postgres:// */
+
+/* 1 when `path` is a PostgreSQL address (a URI libpq accepts), not a file name. */
+int db_pg_address(const char *path);
+
+#endif /* ND_DB_DRIVER_H */
