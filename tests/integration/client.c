@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
@@ -205,6 +206,38 @@ int it_start(it_daemon_t *d, const char *exe, const char *const *extra)
     return it_start_opts(d, exe, &o);
 }
 
+int it_backend_pg(void)
+{
+    const char *pg = getenv("NEUROND_TEST_PG");
+    return pg != NULL && pg[0] != '\0';
+}
+
+/*
+ * A new, empty database in the test cluster of NEUROND_TEST_PG (tests/pg/with_postgres.sh),
+ * its address in `out`: every daemon a test starts gets a database of its own, as it gets a
+ * SQLite file of its own otherwise. The name is ours (pid and a counter), never input.
+ */
+static int pg_fresh_database(char *out, size_t size)
+{
+    static int counter;
+    const char *admin = getenv("NEUROND_TEST_PG");
+    const char *slash = strrchr(admin, '/');
+    char name[64], sql[128];
+    snprintf(name, sizeof name, "it_%d_%d", (int)getpid(), ++counter);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    PGconn *pg = PQconnectdb(admin);
+    PGresult *res = PQstatus(pg) == CONNECTION_OK ? PQexec(pg, sql) : NULL;
+    int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "it: cannot create database %s: %s", name, PQerrorMessage(pg));
+    PQclear(res);
+    PQfinish(pg);
+    if (!ok || slash == NULL ||
+        (size_t)snprintf(out, size, "%.*s/%s", (int)(slash - admin), admin, name) >= size)
+        return -1;
+    return 0;
+}
+
 int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts)
 {
     const char *const *extra = opts != NULL ? opts->extra : NULL;
@@ -218,6 +251,8 @@ int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts)
         return -1;
     }
     snprintf(d->db, sizeof d->db, "%s/t.db", d->dir);
+    if (it_backend_pg() && pg_fresh_database(d->db, sizeof d->db) < 0)
+        return -1;
     for (; extra != NULL && extra[d->n_extra] != NULL && d->n_extra < IT_MAX_ARGS; d->n_extra++)
         d->extra[d->n_extra] = strdup(extra[d->n_extra]);
     const char *const *env = opts != NULL ? opts->env : NULL;

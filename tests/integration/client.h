@@ -85,6 +85,11 @@ void it_skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * NULL). Returns 0, or -1 (message on stderr) when it did not come up within 10 s. */
 int it_start(it_daemon_t *d, const char *exe, const char *const *extra);
 
+/* 1 when the daemons run on PostgreSQL: NEUROND_TEST_PG names a test cluster
+ * (tests/pg/with_postgres.sh) and each it_start() gets a fresh database in it (d->db is its
+ * address); 0 for the SQLite file <dir>/t.db. */
+int it_backend_pg(void);
+
 /* it_start() with environment variables and stderr capture; kept for restarts. */
 int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts);
 

@@ -258,7 +258,10 @@ START_TEST(large_model_in_bounded_memory)
     double per = peak_per_param("/v1/models/1/parameters", &body);
     fprintf(stderr, "GET parameters: peak %.1f bytes per parameter, %zu bytes of JSON\n", per,
             strlen(body));
-    ck_assert_msg(per < 48.0 * SLACK, "GET parameters: %.1f bytes per parameter", per);
+    /* On PostgreSQL libpq holds the value twice more: in its connection's input buffer and in
+     * the result the store copies it from. */
+    double limit = (48.0 + (it_backend_pg() ? 16.0 : 0.0)) * SLACK;
+    ck_assert_msg(per < limit, "GET parameters: %.1f bytes per parameter", per);
     ck_assert_int_eq(strncmp(body, "{\"step\":0,\"parameters\":{\"W1\":[[", 30), 0);
     ck_assert_int_eq(count_numbers(body, "\"W1\":"), BIG_PARAMS);
     ck_assert_str_eq(body + strlen(body) - 4, "]]}}");

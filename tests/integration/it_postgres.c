@@ -1,0 +1,172 @@
+/* tests/integration/it_postgres.c -- what only the PostgreSQL backend does: a server that goes
+ * away and comes back, the one-daemon-per-database lock, a schema newer than the binary, and
+ * backups left to pg_dump. Runs under tests/pg/with_postgres.sh (NEUROND_TEST_PG); without it
+ * every case is skipped. */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static it_daemon_t d;
+
+static void setup(void)
+{
+    ck_assert_msg(it_start(&d, it_exe, NULL) == 0, "daemon did not start");
+}
+
+static void teardown(void)
+{
+    it_cleanup(&d);
+}
+
+/* Run a NEUROND_TEST_PG_* command of tests/pg/with_postgres.sh. */
+static void pg_server(const char *var)
+{
+    const char *cmd = getenv(var);
+    ck_assert_msg(cmd != NULL, "%s is not set", var);
+    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
+}
+
+/* Run `sql` on the daemon's own database, from outside. */
+static void pg_sql(const char *sql)
+{
+    PGconn *pg = PQconnectdb(d.db);
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
+    PGresult *res = PQexec(pg, sql);
+    ExecStatusType status = PQresultStatus(res);
+    ck_assert_msg(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK, "%s: %s", sql,
+                  PQresultErrorMessage(res));
+    PQclear(res);
+    PQfinish(pg);
+}
+
+/* Run `cmd` (a shell command line, stderr joined to stdout): its output in `out`, its status. */
+static int run_command(const char *cmd, char *out, size_t size)
+{
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    return pclose(p);
+}
+
+static void expect_error(const char *method, const char *path, const char *body, long want,
+                         const char *code)
+{
+    cJSON *j = it_call(method, path, body, want);
+    const cJSON *e = cJSON_GetObjectItem(j, "error");
+    const cJSON *c = cJSON_GetObjectItem(e, "code");
+    ck_assert_msg(cJSON_IsString(c) && strcmp(c->valuestring, code) == 0,
+                  "%s %s: want error code %s", method, path, code);
+    cJSON_Delete(j);
+}
+
+static const char model_spec[] =
+    "{\"kind\":\"linear\",\"inputs\":2,\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.1}}";
+static const char batch[] = "{\"x\":[[1,2],[3,4],[5,6],[7,8]],\"y\":[3,7,11,15]}";
+
+START_TEST(outage_answers_503_then_recovers)
+{
+    ck_assert_int_eq(it_create_model(model_spec), 1);
+    it_call_free("POST", "/v1/models/1/batches", batch, 201);
+    it_call_free("POST", "/v1/models/1/train", "{\"steps\":5}", 200);
+
+    pg_server("NEUROND_TEST_PG_STOP");
+    /* Every request that needs the database: 503 unavailable, never 500; the daemon stays up. */
+    expect_error("GET", "/v1/models/1", NULL, 503, "unavailable");
+    expect_error("GET", "/v1/models", NULL, 503, "unavailable");
+    expect_error("POST", "/v1/models/1/train", "{\"steps\":5}", 503, "unavailable");
+    expect_error("POST", "/v1/models", model_spec, 503, "unavailable");
+    it_sleep_ms(1100);       /* /healthz checks the database at most once a second */
+    long status = 0;
+    cJSON *h = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 503);
+    cJSON_Delete(h);
+
+    pg_server("NEUROND_TEST_PG_START");
+    /* Back without a restart of the daemon, and nothing committed lost: step 5. */
+    cJSON *m = it_call("GET", "/v1/models/1", NULL, 200);
+    ck_assert_int_eq((int)it_num(m, "step"), 5);
+    cJSON_Delete(m);
+    it_call_free("POST", "/v1/models/1/train", "{\"steps\":5}", 200);
+    m = it_call("GET", "/v1/models/1", NULL, 200);
+    ck_assert_int_eq((int)it_num(m, "step"), 10);
+    cJSON_Delete(m);
+    cJSON *hist = it_call("GET", "/v1/models/1/history", NULL, 200);
+    const cJSON *rows = cJSON_GetObjectItem(hist, "history");
+    ck_assert_int_eq(cJSON_GetArraySize(rows), 10);
+    for (int i = 0; i < 10; ++i)
+        ck_assert_int_eq((int)it_num(cJSON_GetArrayItem(rows, i), "step"), i);
+    cJSON_Delete(hist);
+    it_sleep_ms(1100);
+    h = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    cJSON_Delete(h);
+}
+END_TEST
+
+START_TEST(second_daemon_on_the_database_refuses)
+{
+    char cmd[2 * PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "'%s' --port 0 --db '%s' 2>&1", it_exe, d.db);
+    char out[1024];
+    int rc = run_command(cmd, out, sizeof out);
+    ck_assert_msg(rc != 0, "a second daemon started on the same database: %s", out);
+    ck_assert_msg(strstr(out, "another neurond is serving this PostgreSQL database") != NULL,
+                  "%s", out);
+    ck_assert_msg(strstr(out, "neurond@") == NULL, "the address was printed: %s", out);
+    /* The first one still serves. */
+    it_call_free("GET", "/v1/models", NULL, 200);
+}
+END_TEST
+
+START_TEST(schema_newer_than_binary_refuses)
+{
+    ck_assert_int_eq(it_stop(&d), 0);
+    pg_sql("INSERT INTO schema_version(version, name, applied_at)"
+           " VALUES (999, 'schema/postgresql/999_future.sql', '2030-01-01T00:00:00.000Z')");
+    char cmd[2 * PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "'%s' --port 0 --db '%s' 2>&1", it_exe, d.db);
+    char out[1024];
+    ck_assert_int_ne(run_command(cmd, out, sizeof out), 0);
+    ck_assert_msg(strstr(out, "schema version 999 is newer") != NULL, "%s", out);
+}
+END_TEST
+
+START_TEST(backup_is_pg_dump)
+{
+    expect_error("GET", "/v1/backup", NULL, 501, "not_supported");
+    char out[PATH_MAX + 16], cmd[4 * PATH_MAX + 64];
+    snprintf(out, sizeof out, "%s/copy.db", d.dir);
+    snprintf(cmd, sizeof cmd, "'%s' --backup '%s' --db '%s' 2>&1", it_exe, out, d.db);
+    char text[1024];
+    ck_assert_int_ne(run_command(cmd, text, sizeof text), 0);
+    ck_assert_msg(strstr(text, "pg_dump") != NULL, "%s", text);
+    ck_assert_int_ne(access(out, F_OK), 0);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv);
+    if (!it_backend_pg()) {
+        printf("SKIP: needs a PostgreSQL test cluster (run under tests/pg/with_postgres.sh)\n");
+        return IT_EXIT_SKIPPED;
+    }
+    Suite *s = suite_create("postgres");
+    TCase *tc = tcase_create("postgres");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, outage_answers_503_then_recovers);
+    tcase_add_test(tc, second_daemon_on_the_database_refuses);
+    tcase_add_test(tc, schema_newer_than_binary_refuses);
+    tcase_add_test(tc, backup_is_pg_dump);
+    suite_add_tcase(s, tc);
+    return it_run(s);
+}
