@@ -5,7 +5,8 @@
 daemon_port() {
   local log=$1 port=
   for _ in $(seq 200); do
-    port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+    # LOG may not exist yet: the daemon's redirection happens in its own background child.
+    port=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null | head -n 1) || port=
     [ -n "$port" ] && { echo "$port"; return 0; }
     sleep 0.05
   done

@@ -93,6 +93,7 @@ trap cleanup EXIT
 # ------------------------------------------------------------------ start the daemon
 args=(--bind 127.0.0.1 --port 0 --db "$dir/load.db" --log-level warn)
 [ -n "$threads" ] && args+=(--threads "$threads")
+: >"$dir/stdout"   # exists before the background child opens it, for the sed below
 "$neurond" "${args[@]}" >"$dir/stdout" 2>"$dir/log" &
 pid=$!
 port=

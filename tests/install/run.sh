@@ -24,6 +24,7 @@ bin=$work/prefix/bin/neurond
 
 mkdir "$work/run"
 cd "$work/run"
+: >"$work/stdout.log"   # exists before the background child opens it, for the sed below
 "$bin" --port 0 --db "$work/run/t.db" >"$work/stdout.log" 2>"$work/stderr.log" &
 pid=$!
 port=

@@ -10,6 +10,9 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 
+# The log exists before the daemon starts: the redirection happens in the background child,
+# and a read of a missing log would stop this script (set -e).
+: >"$dir/log"
 "$neurond" --port 0 --db "$dir/t.db" >"$dir/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
