@@ -32,7 +32,7 @@
  * is empty. *out is new: cJSON_Delete(). */
 int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t *err);
 
-/* Spec: every field of API.md's model specification, unknown fields rejected (field = name).
+/* Spec: every field of docs/api.md's model specification, unknown fields rejected (field = name).
  * Numbers must be finite; integers must be integral and in range. The spec is NOT resolved
  * (see model_spec_resolve). On failure the spec is freed. */
 int codec_spec_decode(const cJSON *json, model_spec_t *spec, err_t *err);
@@ -144,14 +144,14 @@ void codec_export_free(codec_export_t *e);
  * On failure the state is zeroed. */
 int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t *err);
 
-/* Train request fields of API.md, unknown fields rejected; null means "unset". */
+/* Train request fields of docs/api.md, unknown fields rejected; null means "unset". */
 int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err);
 
-/* Train result as API.md's object (model_id added by the caller). New item. */
+/* Train result as docs/api.md's object (model_id added by the caller). New item. */
 cJSON *codec_train_result_encode(const train_result_t *res);
 
-/* An evaluation as {"rows","loss","metrics":{…}}, the metrics of its family (API.md
- * "/evaluate"). New item, NULL when out of memory. */
+/* An evaluation as {"rows","loss","metrics":{…}}, the metrics of its family (docs/api.md
+ * "POST /v1/models/{id}/evaluate"). New item, NULL when out of memory. */
 cJSON *codec_eval_encode(const eval_result_t *r);
 
 /* A tensor of the given shape as JSON: scalar -> number, [n] -> array, [r,c] -> nested. */

@@ -2,9 +2,9 @@
  * gradients, predictions and the decision boundary.
  *
  * Every dense layer is one matrix W of shape [units_out, 1 + units_in] with the bias in column 0,
- * named W1..WL from input to output (API.md "Parameter layout"). A graph model's parameters are
- * its param nodes, named by node id. All parameters live in one flat array (model_params()), in
- * layer order, each row major.
+ * named W1..WL from input to output (docs/api.md "Parameter layout"). A graph model's
+ * parameters are its param nodes, named by node id. All parameters live in one flat array
+ * (model_params()), in layer order, each row major.
  *
  *     model_t *m = NULL;
  *     if (model_new(&spec, &m, &err) < 0) return err.code;
@@ -209,7 +209,7 @@ int model_is_classifier(const model_t *m);
 typedef struct model_prediction {
     int32_t rows;
     int32_t n_out;          /* numbers per row in outputs */
-    int32_t per_row_scalar; /* 1: outputs is one number per row (API.md /predict table) */
+    int32_t per_row_scalar; /* 1: outputs is one number per row (docs/api.md, /predict) */
     double *outputs;        /* rows * n_out */
     int32_t *classes;       /* rows, or NULL for non-classifiers */
     double *margins;        /* rows, or NULL (logistic, perceptron, linear with 1 output) */

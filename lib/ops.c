@@ -691,7 +691,7 @@ static int op_affine(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-/* [m,n] -> [m,1+n] with column 0 all ones: the bias trick of API.md. */
+/* [m,n] -> [m,1+n] with column 0 all ones: the bias column of docs/api.md "Parameter layout". */
 static int op_bias(ad_node_t *p, int pass, err_t *err)
 {
     ad_node_t *c = p->child[0];

@@ -1,7 +1,7 @@
 /* lib/optim.h -- optimizers as pure functions over flat parameter arrays.
  *
- * The update for step t (API.md "Step semantics"), with g the loss gradient, λ the weight decay
- * and θ̃ = θ masked by `decay_mask` (0 on bias columns, so biases never decay):
+ * The update for step t (docs/api.md "Step semantics"), with g the loss gradient, λ the weight
+ * decay and θ̃ = θ masked by `decay_mask` (0 on bias columns, so biases never decay):
  *   sgd:      θ ← θ − η (g + λθ̃)
  *   momentum: v ← μ v + (g + λθ̃);  θ ← θ − η v              (v starts at 0)
  *   adam:     PyTorch Adam with bias correction on d = g + λθ̃:

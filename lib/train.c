@@ -1,4 +1,4 @@
-/* lib/train.c -- the training loop; see train.h and API.md "Precise semantics".
+/* lib/train.c -- the training loop; see train.h and docs/api.md "Step semantics".
  *
  * One snapshot (θ and optimizer state as they were before the most recent update) is enough for
  * every rollback: whether the update itself produced a non-finite value or the loss evaluated

@@ -1,7 +1,7 @@
 /* lib/train.h -- the training loop: full batch or shuffled mini-batches, stop rules, divergence
  * rollback, a per-step progress callback and a cancellation flag.
  *
- * Semantics are API.md's "Step semantics" and "Precise semantics", exactly:
+ * Semantics are docs/api.md's "Step semantics" and "Validation and early stopping", exactly:
  *  - step t evaluates loss_t and the gradient at θ_t, then checks the stop rules (target_loss;
  *    tolerance on |loss_t − loss_{t−1}| when t is not the call's first step), then updates;
  *  - if loss_t, or any parameter after the update, is not finite, the model goes back to θ_s,
@@ -11,7 +11,7 @@
  * Validation (train_ctx_set_validation): while the context has validation rows, every recorded
  * row also carries val_loss (and val_accuracy for classifiers) at θ_t, one forward pass over
  * those rows each, and the result val_loss_after at the final θ. Early stopping watches these
- * evaluations (API.md "Validation data, evaluation and early stopping"): an evaluation at step
+ * evaluations (docs/api.md "Validation and early stopping"): an evaluation at step
  * t improves when val_loss_t < best − min_delta (the first always does); after `patience`
  * evaluations in a row without improvement the run stops at that step, before its update, and
  * with restore_best the parameters and optimizer state go back to those of the best step.
@@ -111,7 +111,7 @@ typedef struct train_result {
 
 typedef struct train_ctx train_ctx_t;
 
-/* Defaults of API.md's train request. */
+/* Defaults of the train request (docs/api.md "POST /v1/models/{id}/train"). */
 void train_req_default(train_req_t *req);
 
 /* Range checks (steps >= 0, epochs >= 0, batch_size >= 0, learning_rate > 0 when set,

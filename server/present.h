@@ -1,4 +1,4 @@
-/* server/present.h -- what several route files share: the model object of API.md, JSON request
+/* server/present.h -- what several route files share: the model object of docs/api.md, JSON request
  * bodies, and small field checks for request objects decoded outside lib/codec.
  *
  *     cJSON *body = NULL;

@@ -1,7 +1,7 @@
 /* server/routes_models.c -- models as a resource: create, list, read, delete, parameters, fork,
  * checkpoints and restore, export and import.
  *
- * Choices where API.md is silent (documented in docs/api.md):
+ * Choices where the contract is silent (docs/api.md "Choices where the contract is silent"):
  *  - the stored "spec" is the resolved spec without "name" (the name is the model's, and fork
  *    and import may change it) and without initial "parameters" (they are the parameters);
  *  - PUT /parameters keeps the step, zeroes the optimizer state (its moments belonged to the

@@ -93,7 +93,7 @@ static int check_request(app_t *app, int64_t id, const train_req_t *req, err_t *
     return rc;
 }
 
-/* POST /v1/models/{id}/train: a train request (API.md); an empty body is the defaults. */
+/* POST /v1/models/{id}/train: a train request (docs/api.md); an empty body is the defaults. */
 static int train_post(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);

@@ -89,7 +89,7 @@ cJSON *trainer_result_json(int64_t model_id, const train_result_t *res)
         cJSON_Delete(id);
         return NULL;
     }
-    /* model_id first, as API.md lists it. */
+    /* model_id first, as docs/api.md lists it. */
     cJSON_InsertItemInArray(o, 0, id);
     id->string = strdup("model_id");
     if (id->string == NULL) {
@@ -397,7 +397,7 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
         goto out;
     }
     /* With history_every > 1 a rollback can make an unrecorded row the call's last update;
-     * the last step of every call is recorded (API.md "History"). */
+     * the last step of every call is recorded (docs/api.md "GET /v1/models/{id}/history"). */
     if (o->req.history_every > 0 && r.have_last && !r.last.recorded &&
         r.last.step == res->step - 1) {
         r.last.recorded = 1;

@@ -1,7 +1,7 @@
 """bench/peers/common.py -- what the numpy and PyTorch peers share: the workload file, the data
 and θ0 written by `bench_lib gen`, the parameter layout, and the JSON line they print.
 
-Layout (API.md "Parameter layout"): every dense layer is one matrix [units_out, 1 + units_in]
+Layout (docs/api.md "Parameter layout"): every dense layer is one matrix [units_out, 1 + units_in]
 with the bias in column 0, layers W1..WL in order, each row major, all in one flat array. The
 peers keep each layer as a contiguous weight matrix [units_out, units_in] plus a bias vector,
 their natural (and fastest) form; the numbers are the same.

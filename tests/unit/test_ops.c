@@ -1,5 +1,5 @@
 /* tests/unit/test_ops.c -- every op's forward on known values, and its backward against central
- * finite differences (STYLE.md rule 15), plus the numerics that must hold at extreme logits. */
+ * finite differences (every op's gradient is checked this way), plus the numerics that must hold at extreme logits. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
