@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "graph.h"
+#include "opset.h"
 #include "tensor.h"
 
 typedef struct ad_node {

@@ -43,6 +43,7 @@
 #include <sys/types.h>
 
 #include "err.h"
+#include "router.h"          /* the route tables: http_route_t */
 
 typedef struct cJSON cJSON;
 
@@ -50,31 +51,8 @@ typedef struct http_req http_req_t;        /* one request; lives until its answe
 typedef struct http_server http_server_t;  /* the daemon */
 typedef struct http_stream http_stream_t;  /* a streamed answer (SSE) */
 
-#define HTTP_MAX_PARAMS 4                  /* {…} segments in one pattern */
 #define HTTP_REQUEST_ID_MAX 65             /* 64 characters + NUL */
 #define HTTP_TOKEN_MAX 1024                /* longest bearer token, bytes */
-
-/*
- * A handler answers through http_reply_*() and returns 0, or returns a negative err code with
- * `err` filled, and http.c answers http_reply_error(err) (discarding any reply set before).
- * Returning 0 without a reply is a bug, answered 500.
- */
-typedef int (*http_handler_fn)(http_req_t *req, err_t *err);
-
-/* http_route_t.flags */
-#define HTTP_ROUTE_NO_HEAD 1u      /* GET does work HEAD must not do (a backup, a subscription):
-                                      HEAD is 405 method_not_allowed, Allow: GET */
-
-typedef struct http_route {
-    const char *method;        /* "GET", "POST", "PUT", "DELETE"; NULL ends a table */
-    const char *pattern;       /* "/v1/models/{id}/train"; also the metrics route label */
-    http_handler_fn handler;
-    const char *query;         /* query parameters accepted, comma-separated ("limit,after");
-                                  NULL = none */
-    unsigned flags;            /* HTTP_ROUTE_* */
-} http_route_t;
-
-#define HTTP_ROUTE_END {NULL, NULL, NULL, NULL, 0}
 
 typedef struct http_config {
     const char *bind;          /* IPv4 or IPv6 literal, e.g. "127.0.0.1", "::" */

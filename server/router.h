@@ -19,7 +19,34 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "http.h"
+
+/* One request, defined by http.h; a handler takes it. The route tables are declared here, with
+ * the matching, so that http.h includes this header and not the other way round. */
+typedef struct http_req http_req_t;
+
+#define HTTP_MAX_PARAMS 4                  /* {…} segments in one pattern */
+
+/*
+ * A handler answers through http_reply_*() and returns 0, or returns a negative err code with
+ * `err` filled, and http.c answers http_reply_error(err) (discarding any reply set before).
+ * Returning 0 without a reply is a bug, answered 500.
+ */
+typedef int (*http_handler_fn)(http_req_t *req, err_t *err);
+
+/* http_route_t.flags */
+#define HTTP_ROUTE_NO_HEAD 1u      /* GET does work HEAD must not do (a backup, a subscription):
+                                      HEAD is 405 method_not_allowed, Allow: GET */
+
+typedef struct http_route {
+    const char *method;        /* "GET", "POST", "PUT", "DELETE"; NULL ends a table */
+    const char *pattern;       /* "/v1/models/{id}/train"; also the metrics route label */
+    http_handler_fn handler;
+    const char *query;         /* query parameters accepted, comma-separated ("limit,after");
+                                  NULL = none */
+    unsigned flags;            /* HTTP_ROUTE_* */
+} http_route_t;
+
+#define HTTP_ROUTE_END {NULL, NULL, NULL, NULL, 0}
 
 #define ROUTER_MAX_SEGMENTS 16           /* path segments of a pattern or of a matched path */
 
