@@ -20,7 +20,7 @@
  * Small helpers: JSON types, numbers, strings, field paths.
  */
 
-static const char *json_type(const cJSON *j)
+const char *codec_json_type(const cJSON *j)
 {
     if (j == NULL)
         return "nothing";
@@ -104,7 +104,7 @@ static int get_finite(const cJSON *j, const char *path, double *out, err_t *err)
     double v;
     if (!json_number(j, &v))
         return err_set_field(err, ERR_INVAL, path, "%s must be a number, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     if (!isfinite(v))
         return err_set_field(err, ERR_INVAL, path, "%s must be a finite number", path);
     *out = v;
@@ -117,7 +117,7 @@ static int get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int
     double v;
     if (!json_number(j, &v))
         return err_set_field(err, ERR_INVAL, path, "%s must be an integer, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     if (!isfinite(v))
         return err_set_field(err, ERR_INVAL, path, "%s must be a finite integer", path);
     if (v != floor(v))
@@ -143,7 +143,7 @@ static int get_bool(const cJSON *j, const char *path, int32_t *out, err_t *err)
 {
     if (!cJSON_IsBool(j))
         return err_set_field(err, ERR_INVAL, path, "%s must be true or false, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     *out = cJSON_IsTrue(j) ? 1 : 0;
     return 0;
 }
@@ -207,7 +207,7 @@ static int get_name(const cJSON *j, const char *path, char *out, size_t size, er
 {
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return err_set_field(err, ERR_INVAL, path, "%s must be a string, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     int rc = check_name(j->valuestring, path, size, err);
     if (rc < 0)
         return rc;
@@ -221,7 +221,7 @@ static int get_enum(const cJSON *j, const char *path, int32_t (*from_name)(const
 {
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return err_set_field(err, ERR_INVAL, path, "%s must be a string (%s), got %s", path,
-                             allowed, json_type(j));
+                             allowed, codec_json_type(j));
     int32_t v = from_name(j->valuestring);
     if (v <= 0)
         return err_set_field(err, ERR_INVAL, path, "%s: unknown value \"%.40s\" (expected %s)",
@@ -254,10 +254,14 @@ static int get_reduction(const cJSON *j, const char *path, int32_t *out, err_t *
     return rc;
 }
 
-/* Reject members not in `allowed` (NULL-terminated) and members given twice. */
-static int check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
-                        err_t *err)
+int codec_check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
+                       err_t *err)
 {
+    if (prefix == NULL)
+        prefix = "";
+    if (!cJSON_IsObject(obj))
+        return err_set_field(err, ERR_INVAL, prefix, "%s must be an object, got %s",
+                             prefix[0] != '\0' ? prefix : "the body", codec_json_type(obj));
     char path[CODEC_PATH_MAX];
     for (const cJSON *c = obj->child; c != NULL; c = c->next) {
         const char *key = c->string != NULL ? c->string : "";
@@ -273,11 +277,11 @@ static int check_fields(const cJSON *obj, const char *prefix, const char *const 
                 used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
                                          a == allowed ? "" : ", ", *a);
             return err_set_field(err, ERR_INVAL, path, "unknown field \"%.60s\" (expected %s)",
-                                 path, list);
+                                 path, allowed[0] != NULL ? list : "no fields");
         }
         for (const cJSON *d = obj->child; d != c; d = d->next)
             if (d->string != NULL && strcmp(d->string, key) == 0)
-                return err_set_field(err, ERR_INVAL, path, "%s is given twice", path);
+                return err_set_field(err, ERR_INVAL, path, "%.60s is given twice", path);
     }
     return 0;
 }
@@ -286,7 +290,7 @@ static int require_object(const cJSON *j, const char *path, const char *what, er
 {
     if (!cJSON_IsObject(j))
         return err_set_field(err, ERR_INVAL, path, "%s must be %s, got %s",
-                             path[0] != '\0' ? path : "the body", what, json_type(j));
+                             path[0] != '\0' ? path : "the body", what, codec_json_type(j));
     return 0;
 }
 
@@ -488,9 +492,9 @@ static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const cha
     if (!cJSON_IsArray(json)) {
         if (shape->n_d == 1)
             return err_set_field(err, ERR_INVAL, field, "%s must be an array of numbers, got %s",
-                                 field, json_type(json));
+                                 field, codec_json_type(json));
         return err_set_field(err, ERR_INVAL, field, "%s must be an array of rows, got %s",
-                             field, json_type(json));
+                             field, codec_json_type(json));
     }
     int64_t n = cJSON_GetArraySize(json);
     if (want == AD_ROWS) {
@@ -518,7 +522,7 @@ static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const cha
         }
         if (!cJSON_IsArray(r))
             return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d numbers, got %s",
-                                 path, cols, json_type(r));
+                                 path, cols, codec_json_type(r));
         int64_t m = cJSON_GetArraySize(r);
         if (m != cols)
             return err_set_field(err, ERR_INVAL, path, "%s has %lld values, expected %d", path,
@@ -617,7 +621,7 @@ static int shape_decode(const cJSON *j, const char *path, int rows_ok, tensor_sh
     if (!cJSON_IsArray(j))
         return err_set_field(err, ERR_INVAL, path,
                              "%s must be an array of at most 2 dimensions, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     int n = cJSON_GetArraySize(j);
     if (n > TENSOR_MAX_DIM)
         return err_set_field(err, ERR_INVAL, path, "%s has %d dimensions, at most %d", path, n,
@@ -654,7 +658,7 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
     char sub[CODEC_PATH_MAX], item[CODEC_PATH_MAX];
     int rc = require_object(j, path, "an object", err);
     if (rc == 0)
-        rc = check_fields(j, path, fields, err);
+        rc = codec_check_fields(j, path, fields, err);
     if (rc < 0)
         return rc;
 
@@ -685,7 +689,7 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
     if ((v = member(j, "inputs")) != NULL) {
         if (!cJSON_IsArray(v))
             return err_set_field(err, ERR_INVAL, sub, "%s must be an array of node ids, got %s",
-                                 sub, json_type(v));
+                                 sub, codec_json_type(v));
         int cnt = cJSON_GetArraySize(v);
         if (cnt > AD_MAX_CHILD)
             return err_set_field(err, ERR_INVAL, sub, "%s has %d entries, at most %d", sub, cnt,
@@ -754,7 +758,7 @@ int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *g
     memset(graph, 0, sizeof *graph);
     int rc = require_object(json, pre, "an object with \"nodes\" and \"output\"", err);
     if (rc == 0)
-        rc = check_fields(json, pre, fields, err);
+        rc = codec_check_fields(json, pre, fields, err);
     if (rc < 0)
         return rc;
 
@@ -764,7 +768,7 @@ int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *g
         return err_set_field(err, ERR_INVAL, path, "%s is required", path);
     if (!cJSON_IsArray(nodes))
         return err_set_field(err, ERR_INVAL, path, "%s must be an array of nodes, got %s", path,
-                             json_type(nodes));
+                             codec_json_type(nodes));
     int n = cJSON_GetArraySize(nodes);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, path, "%s is empty", path);
@@ -955,7 +959,7 @@ static int infer_shape(const cJSON *j, const char *path, tensor_shape_t *shape, 
     if (!cJSON_IsArray(j))
         return err_set_field(err, ERR_INVAL, path,
                              "%s must be a number or nested arrays of numbers, got %s", path,
-                             json_type(j));
+                             codec_json_type(j));
     int n = cJSON_GetArraySize(j);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, path, "%s is empty", path);
@@ -1049,7 +1053,7 @@ static int hidden_decode(const cJSON *j, model_spec_t *spec, err_t *err)
     if (!cJSON_IsArray(j))
         return err_set_field(err, ERR_INVAL, "hidden",
                              "hidden must be an array of {\"units\", \"activation\"}, got %s",
-                             json_type(j));
+                             codec_json_type(j));
     int n = cJSON_GetArraySize(j);
     if (n > MODEL_MAX_LAYERS)
         return err_set_field(err, ERR_INVAL, "hidden", "hidden has %d layers, at most %d", n,
@@ -1060,7 +1064,7 @@ static int hidden_decode(const cJSON *j, model_spec_t *spec, err_t *err)
         path_index(path, "hidden", spec->n_hidden++);
         int rc = require_object(e, path, "an object {\"units\", \"activation\"}", err);
         if (rc == 0)
-            rc = check_fields(e, path, fields, err);
+            rc = codec_check_fields(e, path, fields, err);
         if (rc < 0)
             return rc;
         path_key(sub, path, "units");
@@ -1085,7 +1089,7 @@ static int init_decode(const cJSON *j, model_spec_t *spec, err_t *err)
     static const char *const fields[] = {"method", "scale", "seed", NULL};
     int rc = require_object(j, "init", "an object {\"method\", \"scale\", \"seed\"}", err);
     if (rc == 0)
-        rc = check_fields(j, "init", fields, err);
+        rc = codec_check_fields(j, "init", fields, err);
     const cJSON *v;
     if (rc == 0 && (v = member(j, "method")) != NULL)
         rc = get_enum(v, "init.method", model_init_from_name, "uniform | normal | xavier | zeros",
@@ -1124,7 +1128,7 @@ static int schedule_decode(const cJSON *j, optim_schedule_t *s, err_t *err)
     int32_t kind = 0;
     if ((rc = get_enum(v, "optimizer.schedule.kind", optim_schedule_from_name, allowed, &kind,
                        err)) < 0 ||
-        (rc = check_fields(j, "optimizer.schedule", kind_fields[kind], err)) < 0)
+        (rc = codec_check_fields(j, "optimizer.schedule", kind_fields[kind], err)) < 0)
         return rc;
     optim_schedule_default(s, kind);
     if ((v = member(j, "warmup_steps")) != NULL &&
@@ -1167,7 +1171,7 @@ static int optimizer_decode(const cJSON *j, optim_cfg_t *cfg, err_t *err)
     char path[CODEC_PATH_MAX];
     int rc = require_object(j, "optimizer", "an object", err);
     if (rc == 0)
-        rc = check_fields(j, "optimizer", fields, err);
+        rc = codec_check_fields(j, "optimizer", fields, err);
     if (rc < 0)
         return rc;
     /* The method picks the defaults of every other field. */
@@ -1206,7 +1210,7 @@ static int spec_decode(const cJSON *json, model_spec_t *spec, err_t *err)
         "reduction", "init", "parameters", "optimizer", "graph", NULL};
     int rc = require_object(json, "", "a JSON object (a model spec)", err);
     if (rc == 0)
-        rc = check_fields(json, "", fields, err);
+        rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
     const cJSON *v;
@@ -1430,7 +1434,7 @@ static int row_decode(const cJSON *row, const char *name, int64_t i, int32_t wan
     path_index(path, name, i);
     if (!cJSON_IsArray(row))
         return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d number%s, got %s",
-                             path, want, plural(want), json_type(row));
+                             path, want, plural(want), codec_json_type(row));
     int64_t count = 0, bad = -1;
     const cJSON *bad_item = NULL;
     for (const cJSON *e = row->child; e != NULL; e = e->next, ++count) {
@@ -1471,7 +1475,7 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
                              n_x, plural(n_x));
     if (!cJSON_IsArray(jx))
         return err_set_field(err, ERR_INVAL, "x", "x must be an array of rows, got %s",
-                             json_type(jx));
+                             codec_json_type(jx));
     int64_t rows = cJSON_GetArraySize(jx);
     if (rows == 0)
         return err_set_field(err, ERR_INVAL, "x", "x has no rows");
@@ -1486,7 +1490,7 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
         if (!cJSON_IsArray(jy))
             return err_set_field(err, ERR_INVAL, "y",
                                  "y must be an array with one label per row, got %s",
-                                 json_type(jy));
+                                 codec_json_type(jy));
         int64_t ylen = cJSON_GetArraySize(jy);
         if (ylen != rows)
             return err_set_field(err, ERR_INVAL, "y", "y has %lld value%s for %lld row%s of x",
@@ -1919,7 +1923,7 @@ int codec_export_decode(const cJSON *json, codec_export_t *out, err_t *err)
     out->loss = NAN;
     int rc = require_object(json, "", "a JSON object (an export)", err);
     if (rc == 0)
-        rc = check_fields(json, "", fields, err);
+        rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
     const cJSON *v = member(json, "format");
@@ -1974,7 +1978,7 @@ int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t 
     if (!cJSON_IsArray(json))
         return err_set_field(err, ERR_INVAL, "optimizer_state",
                              "optimizer_state must be an array of %lld numbers, got %s",
-                             (long long)len, json_type(json));
+                             (long long)len, codec_json_type(json));
     int64_t count = cJSON_GetArraySize(json);
     if (count != len)
         return err_set_field(err, ERR_INVAL, "optimizer_state",
@@ -2005,7 +2009,7 @@ static int early_stopping_decode(const cJSON *j, train_req_t *req, err_t *err)
     static const char *const fields[] = {"patience", "min_delta", "restore_best", NULL};
     int rc = require_object(j, "early_stopping", "an object", err);
     if (rc == 0)
-        rc = check_fields(j, "early_stopping", fields, err);
+        rc = codec_check_fields(j, "early_stopping", fields, err);
     if (rc < 0)
         return rc;
     /* A missing or bad patience leaves no early stopping to speak of: the error names the
@@ -2046,7 +2050,7 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
         return 0;
     int rc = require_object(json, "", "a JSON object (a train request)", err);
     if (rc == 0)
-        rc = check_fields(json, "", fields, err);
+        rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
     const cJSON *v, *steps = member(json, "steps"), *epochs = member(json, "epochs");

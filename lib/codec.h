@@ -27,6 +27,16 @@
 
 #define CODEC_MAX_DEPTH_DEFAULT 64
 
+/* What a JSON value is, for error messages: "a number", "an array", "null", "nothing" (NULL). */
+const char *codec_json_type(const cJSON *j);
+
+/* Every member of object `obj` must be named in `allowed` (NULL-terminated) and given once:
+ * else ERR_INVAL naming "<prefix>.<member>" (the member alone when prefix is "" or NULL), with
+ * the allowed names in the message, so a typo never passes silently. ERR_INVAL naming prefix
+ * when obj is not an object. */
+int codec_check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
+                       err_t *err);
+
 /* Parse JSON text (not necessarily NUL-terminated). ERR_JSON with the byte offset (and line)
  * in the message when it is not JSON, or nests deeper than max_depth; ERR_INVAL when the body
  * is empty. *out is new: cJSON_Delete(). */

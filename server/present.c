@@ -9,23 +9,6 @@
 #include "app.h"
 #include "codec.h"
 
-const char *present_json_type(const cJSON *j)
-{
-    if (j == NULL)
-        return "nothing";
-    if (cJSON_IsNull(j))
-        return "null";
-    if (cJSON_IsBool(j))
-        return "a boolean";
-    if (cJSON_IsNumber(j))
-        return "a number";
-    if (cJSON_IsString(j))
-        return "a string";
-    if (cJSON_IsArray(j))
-        return "an array";
-    return "an object";
-}
-
 cJSON *present_id(int64_t id)
 {
     return cJSON_CreateNumber((double)id);
@@ -59,7 +42,7 @@ int present_get_split(const cJSON *obj, int32_t *split, err_t *err)
     if (!cJSON_IsString(v))
         return err_set_field(err, ERR_INVAL, "split",
                              "split must be a string (train | validation), got %s",
-                             present_json_type(v));
+                             codec_json_type(v));
     return present_split_from_name(v->valuestring, split, err);
 }
 
@@ -166,33 +149,6 @@ int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_
     return codec_batch_decode(body, n_x, n_y, require_y, max, out, err);
 }
 
-int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err)
-{
-    if (!cJSON_IsObject(obj))
-        return err_set(err, ERR_INVAL, "the body must be a JSON object, got %s",
-                       present_json_type(obj));
-    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
-        const char *key = c->string != NULL ? c->string : "";
-        int known = 0;
-        for (const char *const *a = allowed; *a != NULL && !known; ++a)
-            known = strcmp(*a, key) == 0;
-        if (!known) {
-            char list[160];
-            size_t used = 0;
-            list[0] = '\0';
-            for (const char *const *a = allowed; *a != NULL && used < sizeof list; ++a)
-                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
-                                         a == allowed ? "" : ", ", *a);
-            return err_set_field(err, ERR_INVAL, key, "unknown field \"%.60s\" (expected %s)",
-                                 key, allowed[0] != NULL ? list : "no fields");
-        }
-        for (const cJSON *d = obj->child; d != c; d = d->next)
-            if (d->string != NULL && strcmp(d->string, key) == 0)
-                return err_set_field(err, ERR_INVAL, key, "%.60s is given twice", key);
-    }
-    return 0;
-}
-
 /* 1 when s is valid UTF-8 without control characters. */
 static int text_ok(const unsigned char *p)
 {
@@ -236,7 +192,7 @@ int present_get_text(const cJSON *obj, const char *key, size_t size, const char 
         return 0;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return err_set_field(err, ERR_INVAL, key, "%s must be a string, got %s", key,
-                             present_json_type(j));
+                             codec_json_type(j));
     size_t n = strlen(j->valuestring);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, key, "%s must not be empty", key);
@@ -262,7 +218,7 @@ int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo,
     }
     if (!cJSON_IsNumber(j))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer, got %s", key,
-                             present_json_type(j));
+                             codec_json_type(j));
     double v = j->valuedouble;
     if (!isfinite(v) || v != floor(v))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer", key);

@@ -5,7 +5,7 @@
  *     if (present_body_json(req, 1, &body, err) < 0)     // 415 / 400 invalid_json
  *         return err->code;
  *     static const char *const fields[] = {"label", NULL};
- *     if (present_check_fields(body, fields, err) < 0) ...   // 400 naming the unknown field
+ *     if (codec_check_fields(body, "", fields, err) < 0) ...   // 400 naming the unknown field
  *     ...
  *     return http_reply_json(req, 200, present_model(&row, app->registry));
  */
@@ -42,13 +42,6 @@ cJSON *present_model(const store_model_t *m, registry_t *reg);
  * than --max-depth, is ERR_JSON with the offset. `*out` is new (cJSON_Delete).
  */
 int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
-
-/* ERR_INVAL naming the first member of `obj` not in `allowed` (NULL-terminated), or given
- * twice; ERR_INVAL when obj is not an object. */
-int present_check_fields(const cJSON *obj, const char *const *allowed, err_t *err);
-
-/* What a JSON value is, for error messages: "a number", "an array", "null", "nothing" (NULL). */
-const char *present_json_type(const cJSON *j);
 
 /* Optional string member `key` of obj: *out = NULL when absent or null; else it must be a
  * non-empty UTF-8 string without control characters, shorter than `size` bytes. Borrowed

@@ -71,7 +71,7 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+    if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
         (rc = present_get_split(body, split, err)) == 0)
         rc = present_batch_decode(req, body, n_x, n_y, 1, b, err);
     cJSON_Delete(body);

@@ -24,27 +24,6 @@
 #define GRAPHS_MAX_JACOBIAN_ROWS 10000      /* elements of "of": one backward pass each */
 #define GRAPHS_MAX_JACOBIAN 1000000LL       /* entries of the Jacobian */
 
-/* Reject members not in `allowed` and members given twice. */
-static int check_fields(const cJSON *obj, const char *prefix, const char *const *allowed,
-                        const char *expected, err_t *err)
-{
-    char path[ERR_FIELD_MAX];
-    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
-        const char *key = c->string != NULL ? c->string : "";
-        int known = 0;
-        for (const char *const *a = allowed; *a != NULL && !known; ++a)
-            known = strcmp(*a, key) == 0;
-        snprintf(path, sizeof path, "%s%.100s", prefix, key);
-        if (!known)
-            return err_set_field(err, ERR_INVAL, path, "unknown field \"%s\" (expected %s)", path,
-                                 expected);
-        for (const cJSON *d = obj->child; d != c; d = d->next)
-            if (d->string != NULL && strcmp(d->string, key) == 0)
-                return err_set_field(err, ERR_INVAL, path, "%s is given twice", path);
-    }
-    return 0;
-}
-
 /*
  * ad_graph_build() and ad_forward() name a node by its id in err->field ("output" and "nodes"
  * for the graph as a whole). Turn that into a path into the request: "graph.nodes[3]",
@@ -178,7 +157,7 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
         return 0;
     if (!cJSON_IsArray(wrt))
         return err_set_field(err, ERR_INVAL, "wrt", "wrt must be an array of node ids, got %s",
-                             present_json_type(wrt));
+                             codec_json_type(wrt));
     int n = cJSON_GetArraySize(wrt);
     if (n > GRAPHS_MAX_WRT)
         return err_set_field(err, ERR_INVAL, "wrt", "wrt has %d entries, at most %d", n,
@@ -192,7 +171,7 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
         if (!cJSON_IsString(e)) {
             free(idx);
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
-                                 field, present_json_type(e));
+                                 field, codec_json_type(e));
         }
         if ((idx[k] = ad_find(g, e->valuestring)) < 0) {
             free(idx);
@@ -215,8 +194,8 @@ static int decode_jacobian(const cJSON *j, ad_graph_t *g, int32_t *of, int32_t *
     if (!cJSON_IsObject(j))
         return err_set_field(err, ERR_INVAL, "jacobian",
                              "jacobian must be an object {\"of\": id, \"wrt\": id}, got %s",
-                             present_json_type(j));
-    int rc = check_fields(j, "jacobian.", fields, "of, wrt", err);
+                             codec_json_type(j));
+    int rc = codec_check_fields(j, "jacobian", fields, err);
     if (rc < 0)
         return rc;
     for (int k = 0; k < 2; ++k) {
@@ -228,7 +207,7 @@ static int decode_jacobian(const cJSON *j, ad_graph_t *g, int32_t *of, int32_t *
             return err_set_field(err, ERR_INVAL, field, "%s is required", field);
         if (!cJSON_IsString(v))
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
-                                 field, present_json_type(v));
+                                 field, codec_json_type(v));
         int32_t node = ad_find(g, v->valuestring);
         if (node < 0)
             return err_set_field(err, ERR_INVAL, field, "%s: the graph has no node \"%.100s\"",
@@ -277,10 +256,10 @@ static int graphs_eval(http_req_t *req, err_t *err)
         goto out;
     if (!cJSON_IsObject(root)) {
         rc = err_set(err, ERR_INVAL, "the body must be a JSON object, got %s",
-                     present_json_type(root));
+                     codec_json_type(root));
         goto out;
     }
-    if ((rc = check_fields(root, "", fields, "graph, inputs, wrt, jacobian", err)) < 0)
+    if ((rc = codec_check_fields(root, "", fields, err)) < 0)
         goto out;
 
     /* The graph: decode, refuse oversized ones before allocating per node, build. */
@@ -312,7 +291,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     if (inputs != NULL && !cJSON_IsNull(inputs) && !cJSON_IsObject(inputs)) {
         rc = err_set_field(err, ERR_INVAL, "inputs",
                            "inputs must be an object {node id: value}, got %s",
-                           present_json_type(inputs));
+                           codec_json_type(inputs));
         goto out;
     }
     if (cJSON_IsNull(inputs))

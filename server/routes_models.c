@@ -343,7 +343,7 @@ static int params_put(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) < 0)
+    if ((rc = codec_check_fields(body, "", fields, err)) < 0)
         goto out;
     const cJSON *jp = cJSON_GetObjectItemCaseSensitive(body, "parameters");
     if (jp == NULL) {
@@ -400,7 +400,7 @@ static int model_fork(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 1, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+    if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
         (rc = present_get_text(body, "name", MODEL_NAME_MAX, &name, err)) == 0)
         rc = store_model_fork(app->store, http_param(req, 0), name, &new_id, err);
     cJSON_Delete(body);
@@ -420,7 +420,7 @@ static int checkpoint_create(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 1, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) == 0 &&
+    if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
         (rc = present_get_text(body, "label", PRESENT_LABEL_MAX, &label, err)) == 0)
         rc = store_checkpoint_insert(app_of(req)->store, http_param(req, 0), label, &cid, &step,
                                      err);
@@ -473,7 +473,7 @@ static int model_restore(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) == 0)
+    if ((rc = codec_check_fields(body, "", fields, err)) == 0)
         rc = present_get_int(body, "checkpoint_id", 1, 1, ID_MAX, 0, &cid, err);
     cJSON_Delete(body);
     if (rc < 0)

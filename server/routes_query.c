@@ -149,7 +149,7 @@ static int query_body(http_req_t *req, const char *const *fields, cJSON **out, e
     int rc = present_body_json(req, 1, out, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(*out, fields, err)) < 0) {
+    if ((rc = codec_check_fields(*out, "", fields, err)) < 0) {
         cJSON_Delete(*out);
         *out = NULL;
     }
@@ -343,7 +343,7 @@ static int predict_post(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) < 0)
+    if ((rc = codec_check_fields(body, "", fields, err)) < 0)
         goto out;
     /* One borrow for the shape and the forward pass: the copy is this thread's alone, so
      * decoding while holding it keeps no other reader waiting. */

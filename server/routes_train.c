@@ -166,7 +166,7 @@ static int step_post(http_req_t *req, err_t *err)
     int rc = present_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
-    if ((rc = present_check_fields(body, fields, err)) < 0)
+    if ((rc = codec_check_fields(body, "", fields, err)) < 0)
         goto out;
     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_SHORT,
                         .cancel = &app->stopping};

@@ -1491,6 +1491,58 @@ START_TEST(test_train_result_and_tensor)
 }
 END_TEST
 
+/* The one field checker every request object goes through: unknown and repeated members are
+ * named with their path, the allowed names are listed, a non-object is refused. */
+START_TEST(test_check_fields)
+{
+    static const char *const fields[] = {"of", "wrt", NULL};
+    static const char *const none[] = {NULL};
+    err_t err = {0};
+    cJSON *ok = parse_ok("{\"wrt\":1,\"of\":2}");
+    ck_assert_int_eq(codec_check_fields(ok, "jacobian", fields, &err), 0);
+    cJSON_Delete(ok);
+
+    cJSON *typo = parse_ok("{\"of\":1,\"wtr\":2}");
+    ck_assert_int_eq(codec_check_fields(typo, "jacobian", fields, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "jacobian.wtr");
+    ck_assert_str_eq(err.msg, "unknown field \"jacobian.wtr\" (expected of, wrt)");
+    ck_assert_int_eq(codec_check_fields(typo, "", fields, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "wtr");
+    ck_assert_int_eq(codec_check_fields(typo, "", none, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "of");
+    ck_assert_str_eq(err.msg, "unknown field \"of\" (expected no fields)");
+    cJSON_Delete(typo);
+
+    cJSON *twice = parse_ok("{\"of\":1,\"wrt\":2,\"of\":3}");
+    ck_assert_int_eq(codec_check_fields(twice, NULL, fields, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "of");
+    ck_assert_str_eq(err.msg, "of is given twice");
+    cJSON_Delete(twice);
+
+    cJSON *arr = parse_ok("[1]");
+    ck_assert_int_eq(codec_check_fields(arr, "", fields, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "");
+    ck_assert_str_eq(err.msg, "the body must be an object, got an array");
+    ck_assert_int_eq(codec_check_fields(arr, "early_stopping", fields, &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "early_stopping");
+    cJSON_Delete(arr);
+}
+END_TEST
+
+START_TEST(test_json_type_names)
+{
+    const char *const texts[] = {"1", "\"s\"", "[]", "{}", "null", "true"};
+    const char *const names[] = {"a number", "a string", "an array", "an object", "null",
+                                 "a boolean"};
+    for (int i = 0; i < 6; ++i) {
+        cJSON *j = parse_ok(texts[i]);
+        ck_assert_str_eq(codec_json_type(j), names[i]);
+        cJSON_Delete(j);
+    }
+    ck_assert_str_eq(codec_json_type(NULL), "nothing");
+}
+END_TEST
+
 static Suite *codec_suite(void)
 {
     Suite *s = suite_create("codec");
@@ -1519,6 +1571,8 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_csv_numbers_match_strtod);
     tcase_add_test(tc, test_train_req_decode);
     tcase_add_test(tc, test_train_result_and_tensor);
+    tcase_add_test(tc, test_check_fields);
+    tcase_add_test(tc, test_json_type_names);
     suite_add_tcase(s, tc);
     return s;
 }
