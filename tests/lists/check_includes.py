@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tests/lists/check_includes.py -- the includes of lib/ and server/ run one way.
 
-A module is a header and its C file (graph.h + graph.c). Module A depends on module B when
+A module is a header and its C file (graph.h + graph.c), with its private header if it has
+one (store_internal.h belongs to store). Module A depends on module B when
 a.h or a.c includes "b.h". The dependencies must form no cycle: when graph.c needs ops.h,
 ops.h and ops.c must not need graph.h, or the two are one module in two files. lib/ must not
 include a server/ header at all.
@@ -16,6 +17,10 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 DIRS = ["lib", "server"]
 
 
+def module_of(stem):
+    return stem[:-len("_internal")] if stem.endswith("_internal") else stem
+
+
 def modules(root):
     """{module: (dir, set of included header names)} for every .h/.c of DIRS."""
     deps = {}
@@ -23,11 +28,12 @@ def modules(root):
     for d in DIRS:
         for name in sorted(os.listdir(os.path.join(root, d))):
             stem, ext = os.path.splitext(name)
+            stem = module_of(stem)
             if ext not in (".h", ".c"):
                 continue
             with open(os.path.join(root, d, name), encoding="utf-8") as f:
                 included = set(INCLUDE.findall(f.read()))
-            deps.setdefault(stem, set()).update(os.path.splitext(i)[0] for i in included)
+            deps.setdefault(stem, set()).update(module_of(os.path.splitext(i)[0]) for i in included)
             where[stem] = d
     return deps, where
 
