@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """tests/lists/check_includes.py -- the includes of lib/ and server/ run one way.
 
-A module is a header and its C file (graph.h + graph.c), with its private header if it has
-one (store_internal.h belongs to store). Module A depends on module B when
+A module is a header and its C file (graph.h + graph.c), with its private headers: a header
+a_b.h without a C file of its own, beside a module a, belongs to a (store_internal.h to store,
+db_driver.h to db). Module A depends on module B when
 a.h or a.c includes "b.h". The dependencies must form no cycle: when graph.c needs ops.h,
 ops.h and ops.c must not need graph.h, or the two are one module in two files. lib/ must not
 include a server/ header at all.
@@ -17,24 +18,35 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 DIRS = ["lib", "server"]
 
 
-def module_of(stem):
-    return stem[:-len("_internal")] if stem.endswith("_internal") else stem
+def private_owner(stem, stems_with_c, stems):
+    """The module a private header belongs to, or the stem itself."""
+    if stem in stems_with_c or "_" not in stem:
+        return stem
+    owner = stem.rsplit("_", 1)[0]
+    return owner if owner in stems else stem
 
 
 def modules(root):
-    """{module: (dir, set of included header names)} for every .h/.c of DIRS."""
-    deps = {}
-    where = {}
+    """{module: set of modules it includes}, and {module: its directory}, over DIRS."""
+    files = []
     for d in DIRS:
         for name in sorted(os.listdir(os.path.join(root, d))):
             stem, ext = os.path.splitext(name)
-            stem = module_of(stem)
-            if ext not in (".h", ".c"):
-                continue
-            with open(os.path.join(root, d, name), encoding="utf-8") as f:
-                included = set(INCLUDE.findall(f.read()))
-            deps.setdefault(stem, set()).update(module_of(os.path.splitext(i)[0]) for i in included)
-            where[stem] = d
+            if ext in (".h", ".c"):
+                files.append((d, name, stem, ext))
+    stems = {f[2] for f in files}
+    stems_with_c = {f[2] for f in files if f[3] == ".c"}
+
+    def module(stem):
+        return private_owner(stem, stems_with_c, stems)
+
+    deps, where = {}, {}
+    for d, name, stem, _ in files:
+        with open(os.path.join(root, d, name), encoding="utf-8") as f:
+            included = INCLUDE.findall(f.read())
+        m = module(stem)
+        deps.setdefault(m, set()).update(module(os.path.splitext(i)[0]) for i in included)
+        where[m] = d
     return deps, where
 
 
