@@ -42,9 +42,10 @@ trap 'exit 130' INT TERM
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${as[@]}" "$bindir/initdb" -D "$dir/data" -U neurond --auth=trust -E UTF8 --no-sync \
   >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-# fsync off: a test cluster's data need not survive a power cut, and it is much faster.
+# fsync off: a test cluster's data need not survive a power cut, and it is much faster. A
+# measurement against SQLite's durable commits sets NEUROND_TEST_PG_FSYNC=on.
 pg_ctl="${as[*]} $bindir/pg_ctl -D $dir/data -l $dir/server.log -w -t 30"
-options="-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200"
+options="-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=${NEUROND_TEST_PG_FSYNC:-off} -c max_connections=200"
 started=1
 $pg_ctl -o "$options" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
