@@ -370,11 +370,32 @@ static int name_listed(const char *list, const char *name, size_t n)
     return 0;
 }
 
+enum query_fault { QUERY_FAULT_UNKNOWN = 0, QUERY_FAULT_NUL, QUERY_FAULT_TWICE };
+
+/* A route takes a handful of parameters; more than this many accepted ones in one request
+ * means one of them is repeated. */
+#define QUERY_SEEN_MAX 16
+
 typedef struct query_scan {
     const char *accepted;
     const char *bad;                     /* the first parameter refused */
-    int nul;                             /* ... for an encoded NUL, else for not being accepted */
+    int fault;                           /* enum query_fault: why `bad` was refused */
+    const char *seen[QUERY_SEEN_MAX];    /* accepted names so far */
+    size_t n_seen;
 } query_scan_t;
+
+/* 1 when `key` was already given in this query: ?split=validation&split=train is refused, not
+ * read as whichever came first. */
+static int query_seen(query_scan_t *q, const char *key)
+{
+    for (size_t i = 0; i < q->n_seen; ++i)
+        if (strcmp(q->seen[i], key) == 0)
+            return 1;
+    if (q->n_seen == QUERY_SEEN_MAX)
+        return 1;
+    q->seen[q->n_seen++] = key;
+    return 0;
+}
 
 static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
                                       size_t key_size, const char *value, size_t value_size)
@@ -384,16 +405,21 @@ static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const 
     if (key == NULL || key_size == 0)
         return MHD_YES;
     /* Decoded values are C strings to every reader: a "%00" would silently cut them. */
-    q->nul = strlen(key) != key_size || (value != NULL && strlen(value) != value_size);
-    if (q->nul || !name_listed(q->accepted, key, key_size)) {
-        q->bad = key;
-        return MHD_NO;                       /* stop at the first */
-    }
-    return MHD_YES;
+    if (strlen(key) != key_size || (value != NULL && strlen(value) != value_size))
+        q->fault = QUERY_FAULT_NUL;
+    else if (!name_listed(q->accepted, key, key_size))
+        q->fault = QUERY_FAULT_UNKNOWN;
+    else if (query_seen(q, key))
+        q->fault = QUERY_FAULT_TWICE;
+    else
+        return MHD_YES;
+    q->bad = key;
+    return MHD_NO;                           /* stop at the first */
 }
 
-/* 0 when every query parameter is one the matched route accepts, else ERR_INVAL naming the
- * first that is not (as an unknown field of a body is refused), or that holds a NUL byte. */
+/* 0 when every query parameter is one the matched route accepts, given once, else ERR_INVAL
+ * naming the first that is not (as an unknown or repeated field of a body is refused), or
+ * that holds a NUL byte. */
 static int query_check(const http_req_t *req, err_t *err)
 {
     const http_route_t *r = req->route;
@@ -401,9 +427,12 @@ static int query_check(const http_req_t *req, err_t *err)
     MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND, query_scan_one, &q);
     if (q.bad == NULL)
         return 0;
-    if (q.nul)
+    if (q.fault == QUERY_FAULT_NUL)
         return err_set_field(err, ERR_INVAL, q.bad, "query parameter '%.60s' holds an encoded "
                              "NUL byte (%%00)", q.bad);
+    if (q.fault == QUERY_FAULT_TWICE)
+        return err_set_field(err, ERR_INVAL, q.bad, "query parameter '%.60s' is given twice",
+                             q.bad);
     if (r->query == NULL)
         return err_set_field(err, ERR_INVAL, q.bad, "unknown query parameter '%.60s': %s %s "
                              "takes none", q.bad, r->method, r->pattern);

@@ -955,6 +955,10 @@ START_TEST(unknown_query)
     raw_call_invalid("GET", "/healthz?verbose", "verbose");
     /* A NUL would cut the value for every reader: limit=1%00000 is not limit=1. */
     raw_call_invalid("GET", "/v1/models?limit=1%00000", "limit");
+    /* A repeated parameter is refused, not read as whichever came first. */
+    raw_call_invalid("GET", "/v1/models?limit=2&limit=3", "limit");
+    snprintf(path, sizeof path, "/v1/models/%lld/export?format=onnx&format=json", (long long)id);
+    raw_call_invalid("GET", path, "format");
     snprintf(path, sizeof path, "/v1/models/%lld/export?fmt=json", (long long)id);
     raw_call_invalid("GET", path, "fmt");
     /* A batch upload with an unknown parameter stores nothing. */
@@ -965,6 +969,14 @@ START_TEST(unknown_query)
     ck_assert_int_eq(it_do(&c, &r), 0);
     ck_assert_int_eq(r.status, 400);
     check_error(r.body, "invalid_argument", "sheet");
+    it_resp_free(&r);
+    ck_assert_int_eq(batch_count(id), 1);
+    snprintf(path, sizeof path, "/v1/models/%lld/batches?split=validation&split=train",
+             (long long)id);
+    c.path = path;
+    ck_assert_int_eq(it_do(&c, &r), 0);
+    ck_assert_int_eq(r.status, 400);
+    check_error(r.body, "invalid_argument", "split");
     it_resp_free(&r);
     ck_assert_int_eq(batch_count(id), 1);
     /* Declared parameters still work. */
