@@ -1245,21 +1245,30 @@ static void dispatch(http_req_t *req)
     }
 }
 
-typedef struct cl_count {
-    int n, differ;
-    const char *first;
-} cl_count_t;
+/* What the request's header fields say about its framing, gathered in one pass. */
+typedef struct header_scan {
+    int n_length, lengths_differ;        /* Content-Length fields, and whether they disagree */
+    const char *first_length;
+    int n_host;
+    int bad_name;                        /* a field name with whitespace in it */
+} header_scan_t;
 
-static enum MHD_Result cl_count_one(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+static enum MHD_Result header_scan_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
 {
-    cl_count_t *c = cls;
+    header_scan_t *h = cls;
     (void)kind;
-    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        if (c->n++ == 0)
-            c->first = value;
-        else if (value == NULL || c->first == NULL || strcmp(value, c->first) != 0)
-            c->differ = 1;
+    if (key == NULL)
+        return MHD_YES;
+    if (key[0] == '\0' || strpbrk(key, " \t") != NULL)
+        h->bad_name = 1;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+        h->n_host++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (h->n_length++ == 0)
+            h->first_length = value;
+        else if (value == NULL || h->first_length == NULL || strcmp(value, h->first_length) != 0)
+            h->lengths_differ = 1;
     }
     return MHD_YES;
 }
@@ -1267,7 +1276,10 @@ static enum MHD_Result cl_count_one(void *cls, enum MHD_ValueKind kind, const ch
 /*
  * RFC 9112 framing that cannot be trusted, answered before any body is read and with the
  * connection closed, so nothing of this request is taken for a next one: an HTTP/1.1 request
- * without Host; Content-Length headers that disagree (libmicrohttpd would take the first);
+ * without Host, or with two (section 3.2); whitespace between a field name and its colon
+ * (section 5.1: libmicrohttpd keeps it in the name, so "Content-Length :" or
+ * "Transfer-Encoding :" would frame nothing here while a proxy in front may honour it);
+ * Content-Length headers that disagree (libmicrohttpd would take the first);
  * Transfer-Encoding with Content-Length (section 6.1: libmicrohttpd would read the body as
  * chunked and keep the connection, the classic request-smuggling split behind a proxy); a
  * transfer coding other than chunked, which libmicrohttpd cannot read (501). 0 when the
@@ -1275,14 +1287,21 @@ static enum MHD_Result cl_count_one(void *cls, enum MHD_ValueKind kind, const ch
  */
 static int framing_error(struct MHD_Connection *conn, const char *version, const char **msg)
 {
-    if (version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST) == NULL) {
+    header_scan_t h = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, header_scan_one, &h);
+    if (version != NULL && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && h.n_host == 0) {
         *msg = "an HTTP/1.1 request needs a Host header";
         return 400;
     }
-    cl_count_t c = {0};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, cl_count_one, &c);
-    if (c.differ) {
+    if (h.n_host > 1) {
+        *msg = "the request has more than one Host header";
+        return 400;
+    }
+    if (h.bad_name) {
+        *msg = "a header field name holds whitespace (none is allowed before the colon)";
+        return 400;
+    }
+    if (h.lengths_differ) {
         *msg = "the request has Content-Length headers that disagree";
         return 400;
     }
@@ -1290,7 +1309,7 @@ static int framing_error(struct MHD_Connection *conn, const char *version, const
                                                  MHD_HTTP_HEADER_TRANSFER_ENCODING);
     if (te == NULL)
         return 0;
-    if (c.n > 0) {
+    if (h.n_length > 0) {
         *msg = "the request has both Transfer-Encoding and Content-Length";
         return 400;
     }
