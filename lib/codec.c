@@ -122,8 +122,11 @@ static int get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int
         return err_set_field(err, ERR_INVAL, path, "%s must be a finite integer", path);
     if (v != floor(v))
         return err_set_field(err, ERR_INVAL, path, "%s must be an integer, got %.15g", path, v);
+    /* Integers below 2^53 are printed whole: %g would show 10^15 + 1 as "1e+15", inside the
+     * very range it is refused for. */
     if (v < (double)lo || v > (double)hi)
-        return err_set_field(err, ERR_INVAL, path, "%s = %.15g is out of range [%lld, %lld]",
+        return err_set_field(err, ERR_INVAL, path, fabs(v) < 0x1p53 ? "%s = %.0f is out of range "
+                             "[%lld, %lld]" : "%s = %.15g is out of range [%lld, %lld]",
                              path, v, (long long)lo, (long long)hi);
     *out = (int64_t)v;
     return 0;
