@@ -2203,11 +2203,12 @@ cJSON *codec_eval_encode(const eval_result_t *r)
     return o;
 }
 
-cJSON *codec_train_result_encode(const train_result_t *res)
+cJSON *codec_train_result_encode(int64_t model_id, const train_result_t *res)
 {
     const char *stopped = train_stop_name(res->stopped);
     cJSON *o = cJSON_CreateObject();
-    if (add(o, "steps_run", codec_int(res->steps_run)) < 0 ||
+    if ((model_id > 0 && add(o, "model_id", codec_int(model_id)) < 0) ||
+        add(o, "steps_run", codec_int(res->steps_run)) < 0 ||
         add(o, "step", codec_int(res->step)) < 0 ||
         add(o, "loss_before", codec_number(res->loss_before)) < 0 ||
         add(o, "loss_after", codec_number(res->loss_after)) < 0 ||

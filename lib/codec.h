@@ -157,8 +157,9 @@ int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t 
 /* Train request fields of docs/api.md, unknown fields rejected; null means "unset". */
 int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_t *err);
 
-/* Train result as docs/api.md's object (model_id added by the caller). New item. */
-cJSON *codec_train_result_encode(const train_result_t *res);
+/* Train result as docs/api.md's object, model_id first as it lists it (left out when model_id
+ * is 0: a result of no stored model). New item, NULL when out of memory. */
+cJSON *codec_train_result_encode(int64_t model_id, const train_result_t *res);
 
 /* An evaluation as {"rows","loss","metrics":{…}}, the metrics of its family (docs/api.md
  * "POST /v1/models/{id}/evaluate"). New item, NULL when out of memory. */

@@ -75,7 +75,7 @@ static void jobs_reap(jobs_t *j)
 
 static char *result_text(int64_t model_id, const train_result_t *res)
 {
-    cJSON *o = trainer_result_json(model_id, res);
+    cJSON *o = codec_train_result_encode(model_id, res);
     char *text = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return text;

@@ -35,7 +35,7 @@ static int reply_job(http_req_t *req, int64_t job_id, err_t *err)
 
 static int reply_result(http_req_t *req, int64_t id, const train_result_t *res)
 {
-    return http_reply_json(req, 200, trainer_result_json(id, res));
+    return http_reply_json(req, 200, codec_train_result_encode(id, res));
 }
 
 /* A synchronous run on its own thread: a run may take minutes, and a server thread blocked

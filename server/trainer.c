@@ -80,25 +80,6 @@ int64_t trainer_planned_steps(const train_req_t *req, int64_t rows)
     return req->epochs > INT64_MAX / per_epoch ? INT64_MAX : req->epochs * per_epoch;
 }
 
-cJSON *trainer_result_json(int64_t model_id, const train_result_t *res)
-{
-    cJSON *o = codec_train_result_encode(res);
-    cJSON *id = cJSON_CreateNumber((double)model_id);
-    if (o == NULL || id == NULL) {
-        cJSON_Delete(o);
-        cJSON_Delete(id);
-        return NULL;
-    }
-    /* model_id first, as docs/api.md lists it. */
-    cJSON_InsertItemInArray(o, 0, id);
-    id->string = strdup("model_id");
-    if (id->string == NULL) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
 static int rows_push(run_t *r, const train_row_t *row)
 {
     if (r->n_rows == r->cap_rows) {
@@ -461,7 +442,7 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     if (rc < 0) {
         events_done(app->events, o->model_id, NULL, err);
     } else {
-        cJSON *result = trainer_result_json(o->model_id, res);
+        cJSON *result = codec_train_result_encode(o->model_id, res);
         events_done(app->events, o->model_id, result, NULL);
         cJSON_Delete(result);
     }

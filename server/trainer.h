@@ -70,10 +70,6 @@ typedef struct trainer_opts {
  */
 int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t *err);
 
-/* The train result JSON of docs/api.md: {"model_id", "steps_run", "step", "loss_before",
- * "loss_after", "stopped", "elapsed_ms"}. New item, NULL when out of memory. */
-cJSON *trainer_result_json(int64_t model_id, const train_result_t *res);
-
 /* Updates the run will make at most, for the job's progress: steps, or epochs × batches per
  * epoch over `rows` stored rows. */
 int64_t trainer_planned_steps(const train_req_t *req, int64_t rows);

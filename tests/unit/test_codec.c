@@ -1404,7 +1404,7 @@ START_TEST(test_train_result_and_tensor)
     train_result_t res = {.steps_run = 7, .step = 12345678901234LL, .loss_before = 0.1,
                           .loss_after = 1.0 / 3.0, .stopped = TRAIN_STOP_TOLERANCE,
                           .elapsed_ms = 1.5};
-    cJSON *j = codec_train_result_encode(&res);
+    cJSON *j = codec_train_result_encode(0, &res);
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     j = parse_ok(text);
@@ -1424,16 +1424,25 @@ START_TEST(test_train_result_and_tensor)
     res.best_step = 9;
     res.best_val_loss = 0.125;
     res.stopped = TRAIN_STOP_EARLY_STOPPING;
-    j = codec_train_result_encode(&res);
+    j = codec_train_result_encode(0, &res);
     ck_assert(cJSON_GetObjectItemCaseSensitive(j, "val_loss_after")->valuedouble == 0.25);
     ck_assert(cJSON_GetObjectItemCaseSensitive(j, "best_step")->valuedouble == 9.0);
     ck_assert(cJSON_GetObjectItemCaseSensitive(j, "best_val_loss")->valuedouble == 0.125);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "stopped")->valuestring, "early_stopping");
     cJSON_Delete(j);
     res.best_step = -1;       /* requested, but no evaluation was made */
-    j = codec_train_result_encode(&res);
+    j = codec_train_result_encode(0, &res);
     ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "best_step")));
     cJSON_Delete(j);
+    /* A run's answer: model_id first, as docs/api.md lists the fields. */
+    res = (train_result_t){.steps_run = 2, .step = 5, .loss_before = 0.5, .loss_after = 0.25,
+                           .stopped = TRAIN_STOP_MAX_STEPS, .elapsed_ms = 1.5};
+    j = codec_train_result_encode(3, &res);
+    text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    ck_assert_str_eq(text, "{\"model_id\":3,\"steps_run\":2,\"step\":5,\"loss_before\":0.5,"
+                           "\"loss_after\":0.25,\"stopped\":\"max_steps\",\"elapsed_ms\":1.5}");
+    free(text);
 
     /* An evaluation: rows, loss and the family's metrics; a NaN AUC is null. */
     eval_result_t ev = {.rows = 4, .loss = 0.5, .family = EVAL_FAMILY_BINARY,
