@@ -21,7 +21,8 @@
 #include "codec.h"
 #include "http.h"
 #include "model.h"
-#include "present.h"
+#include "request.h"
+#include "reply.h"
 #include "registry.h"
 #include "routes.h"
 #include "store.h"
@@ -68,12 +69,12 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
         return 0;
     }
     cJSON *body = NULL;
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
-        (rc = present_get_split(body, split, err)) == 0)
-        rc = present_batch_decode(req, body, n_x, n_y, 1, b, err);
+        (rc = request_get_split(body, split, err)) == 0)
+        rc = request_batch_decode(req, body, n_x, n_y, 1, b, err);
     cJSON_Delete(body);
     return rc;
 }
@@ -83,7 +84,7 @@ static int query_split(http_req_t *req, int32_t *split, err_t *err)
 {
     const char *q = http_query(req, "split");
     *split = STORE_SPLIT_TRAIN;
-    return q != NULL ? present_split_from_name(q, split, err) : 0;
+    return q != NULL ? request_split_from_name(q, split, err) : 0;
 }
 
 enum ingest_kind { INGEST_NONE = 0, INGEST_CSV, INGEST_RAW };
@@ -145,7 +146,7 @@ static int csv_finish(ingest_t *in, codec_batch_t *b, err_t *err)
 {
     int rc = codec_csv_stream_finish(in->csv, b, err);
     if (rc == ERR_INVAL)
-        present_note_flag(err, "more than the limit of", "--max-batch-rows");
+        request_note_flag(err, "more than the limit of", "--max-batch-rows");
     return rc;
 }
 
@@ -441,7 +442,7 @@ static int batch_create(http_req_t *req, err_t *err)
         if (http_query(req, "split") != NULL && body_split != split) {
             rc = err_set_field(err, ERR_INVAL, "split", "split: the query says \"%s\" and the "
                                "body \"%s\"; give one, or the same in both",
-                               present_split_name(split), present_split_name(body_split));
+                               reply_split_name(split), reply_split_name(body_split));
             goto out;
         }
         split = body_split;
@@ -462,7 +463,7 @@ out:
     if (rc < 0)
         return rc;
     cJSON *body = cJSON_CreateObject();
-    if (body == NULL || !cJSON_AddItemToObject(body, "batch_id", present_id(batch_id)) ||
+    if (body == NULL || !cJSON_AddItemToObject(body, "batch_id", reply_id(batch_id)) ||
         !cJSON_AddItemToObject(body, "rows", cJSON_CreateNumber((double)rows)) ||
         !cJSON_AddItemToObject(body, "total_rows", cJSON_CreateNumber((double)total))) {
         cJSON_Delete(body);
@@ -483,9 +484,9 @@ static int batch_list(http_req_t *req, err_t *err)
     for (int64_t i = 0; i < n && list != NULL; ++i) {
         cJSON *o = cJSON_CreateObject();
         if (o == NULL || !cJSON_AddItemToArray(list, o) ||
-            !cJSON_AddItemToObject(o, "batch_id", present_id(rows[i].id)) ||
+            !cJSON_AddItemToObject(o, "batch_id", reply_id(rows[i].id)) ||
             !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)rows[i].rows)) ||
-            cJSON_AddStringToObject(o, "split", present_split_name(rows[i].split)) == NULL ||
+            cJSON_AddStringToObject(o, "split", reply_split_name(rows[i].split)) == NULL ||
             cJSON_AddStringToObject(o, "created_at", rows[i].created_at) == NULL)
             list = NULL;
     }
@@ -512,9 +513,9 @@ static int batch_get(http_req_t *req, err_t *err)
     tensor_shape_t ys = info.n_y == 1 ? (tensor_shape_t){.n_d = 1, .d = {(int32_t)info.rows, 1}}
                                       : (tensor_shape_t){.n_d = 2, .d = {(int32_t)info.rows,
                                                                          info.n_y}};
-    if (body == NULL || !cJSON_AddItemToObject(body, "batch_id", present_id(info.id)) ||
+    if (body == NULL || !cJSON_AddItemToObject(body, "batch_id", reply_id(info.id)) ||
         !cJSON_AddItemToObject(body, "rows", cJSON_CreateNumber((double)info.rows)) ||
-        cJSON_AddStringToObject(body, "split", present_split_name(info.split)) == NULL ||
+        cJSON_AddStringToObject(body, "split", reply_split_name(info.split)) == NULL ||
         cJSON_AddStringToObject(body, "created_at", info.created_at) == NULL ||
         !cJSON_AddItemToObject(body, "x", codec_tensor_encode(&xs, x)) ||
         !cJSON_AddItemToObject(body, "y", codec_tensor_encode(&ys, y))) {

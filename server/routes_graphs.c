@@ -17,7 +17,8 @@
 #include "codec.h"
 #include "graph.h"
 #include "http.h"
-#include "present.h"
+#include "request.h"
+#include "reply.h"
 #include "routes.h"
 
 #define GRAPHS_MAX_WRT 10000                /* entries of "wrt" (duplicates allowed) */
@@ -127,7 +128,7 @@ static int bind_inputs(const cJSON *inputs, const ad_graph_spec_t *spec, ad_grap
         }
     }
     if ((rc = ad_graph_bind(g, rows > 0 ? rows : 1, err)) < 0) {
-        present_note_flag(err, "limit of", "--max-params");
+        request_note_flag(err, "limit of", "--max-params");
         node_field(spec, err);
         goto out;
     }
@@ -251,7 +252,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     int32_t *wrt = NULL, n_wrt = 0, jac_of = -1, jac_wrt = -1;
     double *jac = NULL;
     char *grad_done = NULL;
-    int rc = present_body_json(req, 0, &root, err);
+    int rc = request_body_json(req, 0, &root, err);
     if (rc < 0)
         goto out;
     if (!cJSON_IsObject(root)) {
@@ -277,11 +278,11 @@ static int graphs_eval(http_req_t *req, err_t *err)
         goto out;
     }
     if ((rc = codec_graph_decode(gj, "graph", &spec, err)) < 0 ||
-        (rc = present_graph_leaf_limit(&spec, "graph", lim->max_params, err)) < 0)
+        (rc = request_graph_leaf_limit(&spec, "graph", lim->max_params, err)) < 0)
         goto out;
     /* Every value the evaluation holds, intermediate results too, within --max-params. */
     if ((rc = ad_graph_build_capped(&spec, lim->max_graph_nodes, lim->max_params, &g, err)) < 0) {
-        present_note_flag(err, "limit of", "--max-params");
+        request_note_flag(err, "limit of", "--max-params");
         node_field(&spec, err);
         goto out;
     }

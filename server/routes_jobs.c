@@ -8,7 +8,7 @@
 #include "http.h"
 #include "events.h"
 #include "jobs.h"
-#include "present.h"
+#include "reply.h"
 #include "routes.h"
 #include "store.h"
 
@@ -81,7 +81,7 @@ static int jobs_list(http_req_t *req, err_t *err)
         cJSON_AddItemToArray(list, o);
     }
     store_job_list_free(rows, n);
-    cJSON *jnext = next > 0 ? present_id(next) : cJSON_CreateNull();
+    cJSON *jnext = next > 0 ? reply_id(next) : cJSON_CreateNull();
     if (list == NULL || !cJSON_AddItemToObject(body, "next", jnext)) {
         cJSON_Delete(jnext);
         cJSON_Delete(body);

@@ -25,7 +25,8 @@
 #include "jsonstream.h"
 #include "model.h"
 #include "optim.h"
-#include "present.h"
+#include "request.h"
+#include "reply.h"
 #include "registry.h"
 #include "sessions.h"
 #include "routes.h"
@@ -49,7 +50,7 @@ static int reply_model(http_req_t *req, int64_t id, int status, err_t *err)
     int rc = store_model_get(app_of(req)->store, id, &row, err);
     if (rc < 0)
         return rc;
-    cJSON *body = present_model(&row, app_of(req)->registry);
+    cJSON *body = reply_model_object(&row, app_of(req)->registry);
     store_model_clear(&row);
     if (body == NULL)
         return nomem(err);
@@ -119,7 +120,7 @@ static int check_graph_size(const app_limits_t *lim, const model_spec_t *spec, e
                 break;
             }
         }
-        present_note_flag(err, "limit of", "2 x --max-params");
+        request_note_flag(err, "limit of", "2 x --max-params");
     }
     return rc;
 }
@@ -130,11 +131,11 @@ static int model_build(const app_limits_t *lim, model_spec_t *spec, model_t **ou
 {
     int rc = check_spec_limits(lim, spec, err);
     if (rc == 0 && spec->kind == MODEL_KIND_GRAPH)
-        rc = present_graph_leaf_limit(&spec->graph, "graph", lim->max_params, err);
+        rc = request_graph_leaf_limit(&spec->graph, "graph", lim->max_params, err);
     if (rc < 0)
         return rc;
     if ((rc = model_spec_resolve(spec, lim->max_params, err)) < 0) {
-        present_note_flag(err, "would have more than", "--max-params");
+        request_note_flag(err, "would have more than", "--max-params");
         return rc;
     }
     if ((rc = check_spec_limits(lim, spec, err)) < 0)
@@ -208,7 +209,7 @@ static int models_create(http_req_t *req, err_t *err)
     model_spec_t spec;
     model_t *m = NULL;
     int64_t id = 0;
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     rc = codec_spec_decode(body, &spec, err);
@@ -236,7 +237,7 @@ static int models_list(http_req_t *req, err_t *err)
     cJSON *body = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(body, "models");
     for (int64_t i = 0; i < n && list != NULL; ++i) {
-        cJSON *o = present_model(&rows[i], app_of(req)->registry);
+        cJSON *o = reply_model_object(&rows[i], app_of(req)->registry);
         if (o == NULL || !cJSON_AddItemToArray(list, o)) {
             cJSON_Delete(o);
             list = NULL;
@@ -244,7 +245,7 @@ static int models_list(http_req_t *req, err_t *err)
     }
     store_model_list_free(rows, n);
     if (list == NULL ||
-        !cJSON_AddItemToObject(body, "next", next > 0 ? present_id(next) : cJSON_CreateNull())) {
+        !cJSON_AddItemToObject(body, "next", next > 0 ? reply_id(next) : cJSON_CreateNull())) {
         cJSON_Delete(body);
         return nomem(err);
     }
@@ -340,7 +341,7 @@ static int params_put(http_req_t *req, err_t *err)
     double *theta = NULL;
     int64_t n = 0;
     int locked = 0, reading = 0;
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) < 0)
@@ -397,11 +398,11 @@ static int model_fork(http_req_t *req, err_t *err)
     cJSON *body = NULL;
     const char *name = NULL;
     int64_t new_id = 0;
-    int rc = present_body_json(req, 1, &body, err);
+    int rc = request_body_json(req, 1, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
-        (rc = present_get_text(body, "name", MODEL_NAME_MAX, &name, err)) == 0)
+        (rc = request_get_text(body, "name", MODEL_NAME_MAX, &name, err)) == 0)
         rc = store_model_fork(app->store, http_param(req, 0), name, &new_id, err);
     cJSON_Delete(body);
     if (rc < 0)
@@ -417,18 +418,18 @@ static int checkpoint_create(http_req_t *req, err_t *err)
     cJSON *body = NULL;
     const char *label = NULL;
     int64_t cid = 0, step = 0;
-    int rc = present_body_json(req, 1, &body, err);
+    int rc = request_body_json(req, 1, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) == 0 &&
-        (rc = present_get_text(body, "label", PRESENT_LABEL_MAX, &label, err)) == 0)
+        (rc = request_get_text(body, "label", REQUEST_LABEL_MAX, &label, err)) == 0)
         rc = store_checkpoint_insert(app_of(req)->store, http_param(req, 0), label, &cid, &step,
                                      err);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;
     cJSON *out = cJSON_CreateObject();
-    if (out == NULL || !cJSON_AddItemToObject(out, "checkpoint_id", present_id(cid)) ||
+    if (out == NULL || !cJSON_AddItemToObject(out, "checkpoint_id", reply_id(cid)) ||
         !cJSON_AddItemToObject(out, "step", cJSON_CreateNumber((double)step))) {
         cJSON_Delete(out);
         return nomem(err);
@@ -448,7 +449,7 @@ static int checkpoint_list(http_req_t *req, err_t *err)
     for (int64_t i = 0; i < n && list != NULL; ++i) {
         cJSON *o = cJSON_CreateObject();
         if (o == NULL || !cJSON_AddItemToArray(list, o) ||
-            !cJSON_AddItemToObject(o, "checkpoint_id", present_id(rows[i].id)) ||
+            !cJSON_AddItemToObject(o, "checkpoint_id", reply_id(rows[i].id)) ||
             !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)rows[i].step)) ||
             !cJSON_AddItemToObject(o, "label", rows[i].label != NULL
                                                    ? cJSON_CreateString(rows[i].label)
@@ -470,11 +471,11 @@ static int model_restore(http_req_t *req, err_t *err)
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0), cid = 0;
     cJSON *body = NULL;
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) == 0)
-        rc = present_get_int(body, "checkpoint_id", 1, 1, ID_MAX, 0, &cid, err);
+        rc = request_get_int(body, "checkpoint_id", 1, 1, ID_MAX, 0, &cid, err);
     cJSON_Delete(body);
     if (rc < 0)
         return rc;
@@ -559,7 +560,7 @@ static int model_import(http_req_t *req, err_t *err)
     model_t *m = NULL;
     optim_t *o = NULL;
     int64_t id = 0;
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_export_decode(body, &ex, err)) < 0)

@@ -18,7 +18,8 @@
 #include "evaluate.h"
 #include "http.h"
 #include "model.h"
-#include "present.h"
+#include "request.h"
+#include "reply.h"
 #include "registry.h"
 #include "routes.h"
 #include "store.h"
@@ -76,14 +77,14 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
     memset(d, 0, sizeof *d);
     int32_t n_x = 0, n_y = 0, split = -1;
     int rc = model_dims(app, id, &n_x, &n_y, err);
-    if (rc < 0 || (rc = present_get_split(body, &split, err)) < 0)
+    if (rc < 0 || (rc = request_get_split(body, &split, err)) < 0)
         return rc;
     const int inline_rows = has_member(body, "x") || has_member(body, "y");
     if (inline_rows && split >= 0)
         return err_set_field(err, ERR_INVAL, "split",
                              "give either inline rows (x, y) or a split of stored rows, not both");
     if (inline_rows) {
-        if ((rc = present_batch_decode(req, body, n_x, n_y, 1, &d->cb, err)) < 0)
+        if ((rc = request_batch_decode(req, body, n_x, n_y, 1, &d->cb, err)) < 0)
             return rc;
         d->b = (batch_t){.rows = d->cb.rows, .n_x = d->cb.n_x, .n_y = d->cb.n_y, .x = d->cb.x,
                          .y = d->cb.y};
@@ -98,8 +99,8 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
         query_data_free(d);
         if (split >= 0)
             return err_set_field(err, ERR_INVAL, "split", "split \"%s\" has no stored rows: "
-                                 "POST batches with ?split=%s first", present_split_name(split),
-                                 present_split_name(split));
+                                 "POST batches with ?split=%s first", reply_split_name(split),
+                                 reply_split_name(split));
         return err_set_field(err, ERR_INVAL, "x",
                              "model has no stored rows: POST batches first, or send x and y");
     }
@@ -146,7 +147,7 @@ static int reply_nomem(cJSON *body, err_t *err)
 /* Body for loss / gradients / gradcheck: an object with only the allowed fields. */
 static int query_body(http_req_t *req, const char *const *fields, cJSON **out, err_t *err)
 {
-    int rc = present_body_json(req, 1, out, err);
+    int rc = request_body_json(req, 1, out, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(*out, "", fields, err)) < 0) {
@@ -340,7 +341,7 @@ static int predict_post(http_req_t *req, err_t *err)
     cJSON *body = NULL;
     codec_batch_t b = {0};
     model_prediction_t p = {0};
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) < 0)
@@ -350,7 +351,7 @@ static int predict_post(http_req_t *req, err_t *err)
     model_t *m = NULL;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
-    if ((rc = present_batch_decode(req, body, model_n_x(m), model_n_y(m), 0, &b, err)) == 0)
+    if ((rc = request_batch_decode(req, body, model_n_x(m), model_n_y(m), 0, &b, err)) == 0)
         rc = model_predict(m, b.x, b.rows, &p, err);
     registry_read_end(app->registry, id);
     if (rc < 0)

@@ -13,7 +13,8 @@
 #include "http.h"
 #include "jobs.h"
 #include "log.h"
-#include "present.h"
+#include "request.h"
+#include "reply.h"
 #include "registry.h"
 #include "routes.h"
 #include "store.h"
@@ -99,7 +100,7 @@ static int train_post(http_req_t *req, err_t *err)
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     cJSON *body = NULL;
-    int rc = present_body_json(req, 1, &body, err);
+    int rc = request_body_json(req, 1, &body, err);
     if (rc < 0)
         return rc;
     trainer_opts_t o = {.model_id = id, .lock = TRAINER_LOCK_TRAINING, .set_status = 1,
@@ -163,7 +164,7 @@ static int step_post(http_req_t *req, err_t *err)
     int64_t id = http_param(req, 0);
     cJSON *body = NULL;
     codec_batch_t b = {0};
-    int rc = present_body_json(req, 0, &body, err);
+    int rc = request_body_json(req, 0, &body, err);
     if (rc < 0)
         return rc;
     if ((rc = codec_check_fields(body, "", fields, err)) < 0)
@@ -188,7 +189,7 @@ static int step_post(http_req_t *req, err_t *err)
         goto out;
     int32_t n_x = model_n_x(m), n_y = model_n_y(m);
     registry_read_end(app->registry, id);
-    if ((rc = present_batch_decode(req, body, n_x, n_y, 1, &b, err)) < 0)
+    if ((rc = request_batch_decode(req, body, n_x, n_y, 1, &b, err)) < 0)
         goto out;
     batch_t batch = {.rows = b.rows, .n_x = b.n_x, .n_y = b.n_y, .x = b.x, .y = b.y};
     o.batch = &batch;

@@ -1,39 +1,30 @@
-/* server/present.h -- what several route files share: the model object of docs/api.md, JSON request
- * bodies, and small field checks for request objects decoded outside lib/codec.
+/* server/request.h -- reading requests, for the route files: the JSON body, typed members,
+ * splits, inline rows, and the limits a request is held to. Every error names the field. The
+ * answers are built with reply.h.
  *
  *     cJSON *body = NULL;
- *     if (present_body_json(req, 1, &body, err) < 0)     // 415 / 400 invalid_json
+ *     if (request_body_json(req, 1, &body, err) < 0)     // 415 / 400 invalid_json
  *         return err->code;
  *     static const char *const fields[] = {"label", NULL};
  *     if (codec_check_fields(body, "", fields, err) < 0) ...   // 400 naming the unknown field
- *     ...
- *     return http_reply_json(req, 200, present_model(&row, app->registry));
+ *     const char *label = NULL;
+ *     if (request_get_text(body, "label", REQUEST_LABEL_MAX + 1, &label, err) < 0) ...
  */
-#ifndef ND_PRESENT_H
-#define ND_PRESENT_H
+#ifndef ND_REQUEST_H
+#define ND_REQUEST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
 
 #include "codec.h"
 #include "err.h"
+#include "graph.h"
 #include "http.h"
-#include "registry.h"
-#include "store.h"
 
 /* Longest checkpoint label, bytes. */
-#define PRESENT_LABEL_MAX 200
-
-/*
- * The model object: {"id","name" (null when unnamed),"kind","spec","step","status","rows",
- * "validation_rows","loss" (null before training),"created_at","updated_at"}. "spec" is m->spec_json embedded
- * verbatim (it was printed by codec_spec_encode, so its numbers round-trip). "status" is
- * "training" while a training run holds the model in `reg` (an async job from the moment it is
- * queued), or while the stored status says so; `reg` may be NULL (stored status only). New item,
- * NULL when out of memory.
- */
-cJSON *present_model(const store_model_t *m, registry_t *reg);
+#define REQUEST_LABEL_MAX 200
 
 /*
  * The request body as JSON. Content-Type must be application/json (parameters allowed); a
@@ -41,37 +32,33 @@ cJSON *present_model(const store_model_t *m, registry_t *reg);
  * empty body is `{}` when empty_ok, else ERR_INVAL. Unparseable text, or text nesting deeper
  * than --max-depth, is ERR_JSON with the offset. `*out` is new (cJSON_Delete).
  */
-int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
+int request_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err);
 
 /* Optional string member `key` of obj: *out = NULL when absent or null; else it must be a
  * non-empty UTF-8 string without control characters, shorter than `size` bytes. Borrowed
  * (points into obj). */
-int present_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
+int request_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
                      err_t *err);
 
 /* Integer member `key` in [lo, hi]; when absent, ERR_INVAL if `required`, else `*out` = dflt.
  * null, another type, a fraction or a value out of range: ERR_INVAL naming key. */
-int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
+int request_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
                     int64_t dflt, int64_t *out, err_t *err);
 
 /* A split by name: "train" -> STORE_SPLIT_TRAIN, "validation" -> STORE_SPLIT_VALIDATION;
  * anything else (NULL included) is ERR_INVAL naming `split`. */
-int present_split_from_name(const char *name, int32_t *split, err_t *err);
-const char *present_split_name(int32_t split);
+int request_split_from_name(const char *name, int32_t *split, err_t *err);
 
 /* Optional member "split" of a request body: *split = -1 when absent or null, else the split it
  * names (ERR_INVAL naming `split` for another type or an unknown name). */
-int present_get_split(const cJSON *obj, int32_t *split, err_t *err);
-
-/* The id of `m` as a cJSON number (ids are below 2^53). */
-cJSON *present_id(int64_t id);
+int request_get_split(const cJSON *obj, int32_t *split, err_t *err);
 
 /*
  * Inline rows {"x": [[...]], "y": [...]} of a request (codec_batch_decode()), with at most
  * --max-batch-rows rows: more is ERR_INVAL with field "x" and a message naming the flag.
  * `*out` owns its arrays (codec_batch_free), also zeroed on failure.
  */
-int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
+int request_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
                          int require_y, codec_batch_t *out, err_t *err);
 
 /*
@@ -80,11 +67,11 @@ int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_
  * "<prefix>.nodes[i].shape" for the node that crosses it. Run before building the graph, so a
  * small request cannot make the daemon allocate gigabytes of zeros.
  */
-int present_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
+int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
                              err_t *err);
 
 /* When err->msg contains `needle`, append " (<flag>)": lib reports a limit, the server knows
  * which flag sets it. */
-void present_note_flag(err_t *err, const char *needle, const char *flag);
+void request_note_flag(err_t *err, const char *needle, const char *flag);
 
-#endif /* ND_PRESENT_H */
+#endif /* ND_REQUEST_H */

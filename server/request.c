@@ -1,5 +1,6 @@
-/* server/present.c -- the model object and request-body helpers shared by the route files. */
-#include "present.h"
+/* server/request.c -- reading requests: the JSON body, typed members, splits, inline rows and
+ * the limits a request body is held to. */
+#include "request.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -8,13 +9,9 @@
 
 #include "app.h"
 #include "codec.h"
+#include "store.h"
 
-cJSON *present_id(int64_t id)
-{
-    return cJSON_CreateNumber((double)id);
-}
-
-int present_split_from_name(const char *name, int32_t *split, err_t *err)
+int request_split_from_name(const char *name, int32_t *split, err_t *err)
 {
     if (name != NULL && strcmp(name, "train") == 0) {
         *split = STORE_SPLIT_TRAIN;
@@ -28,12 +25,7 @@ int present_split_from_name(const char *name, int32_t *split, err_t *err)
                          "validation)", name != NULL ? name : "");
 }
 
-const char *present_split_name(int32_t split)
-{
-    return split == STORE_SPLIT_VALIDATION ? "validation" : "train";
-}
-
-int present_get_split(const cJSON *obj, int32_t *split, err_t *err)
+int request_get_split(const cJSON *obj, int32_t *split, err_t *err)
 {
     *split = -1;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "split");
@@ -43,39 +35,10 @@ int present_get_split(const cJSON *obj, int32_t *split, err_t *err)
         return err_set_field(err, ERR_INVAL, "split",
                              "split must be a string (train | validation), got %s",
                              codec_json_type(v));
-    return present_split_from_name(v->valuestring, split, err);
+    return request_split_from_name(cJSON_GetStringValue(v), split, err);
 }
 
-cJSON *present_model(const store_model_t *m, registry_t *reg)
-{
-    /* In this process the registry knows for sure whether a run holds the model; the stored
-     * status can be stale (its reset to idle fails while the storage is unavailable). */
-    int training = reg != NULL ? registry_is_training(reg, m->id)
-                               : strcmp(m->status, "training") == 0;
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL)
-        return NULL;
-    cJSON *loss = m->has_loss ? codec_number(m->loss) : cJSON_CreateNull();
-    if (!cJSON_AddItemToObject(o, "id", present_id(m->id)) ||
-        !cJSON_AddItemToObject(o, "name", m->name != NULL ? cJSON_CreateString(m->name)
-                                                          : cJSON_CreateNull()) ||
-        cJSON_AddStringToObject(o, "kind", m->kind) == NULL ||
-        cJSON_AddRawToObject(o, "spec", m->spec_json) == NULL ||
-        !cJSON_AddItemToObject(o, "step", cJSON_CreateNumber((double)m->step)) ||
-        cJSON_AddStringToObject(o, "status", training ? "training" : "idle") == NULL ||
-        !cJSON_AddItemToObject(o, "rows", cJSON_CreateNumber((double)m->rows)) ||
-        !cJSON_AddItemToObject(o, "validation_rows",
-                               cJSON_CreateNumber((double)m->validation_rows)) ||
-        !cJSON_AddItemToObject(o, "loss", loss) ||
-        cJSON_AddStringToObject(o, "created_at", m->created_at) == NULL ||
-        cJSON_AddStringToObject(o, "updated_at", m->updated_at) == NULL) {
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err)
+int request_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err)
 {
     *out = NULL;
     size_t len = 0;
@@ -96,11 +59,11 @@ int present_body_json(http_req_t *req, int empty_ok, cJSON **out, err_t *err)
     }
     int rc = codec_parse(body, len, app_of(req)->limits.max_depth, out, err);
     if (rc == ERR_JSON)
-        present_note_flag(err, "nests deeper", "--max-depth");
+        request_note_flag(err, "nests deeper", "--max-depth");
     return rc;
 }
 
-void present_note_flag(err_t *err, const char *needle, const char *flag)
+void request_note_flag(err_t *err, const char *needle, const char *flag)
 {
     if (err == NULL || strstr(err->msg, needle) == NULL || strstr(err->msg, flag) != NULL)
         return;
@@ -108,7 +71,7 @@ void present_note_flag(err_t *err, const char *needle, const char *flag)
     snprintf(err->msg + used, sizeof err->msg - used, " (%s)", flag);
 }
 
-int present_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
+int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
                              err_t *err)
 {
     int64_t sum = 0;
@@ -136,7 +99,7 @@ int present_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, in
     return 0;
 }
 
-int present_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
+int request_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_t n_y,
                          int require_y, codec_batch_t *out, err_t *err)
 {
     memset(out, 0, sizeof *out);
@@ -183,30 +146,31 @@ static int text_ok(const unsigned char *p)
     return 1;
 }
 
-int present_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
+int request_get_text(const cJSON *obj, const char *key, size_t size, const char **out,
                      err_t *err)
 {
     *out = NULL;
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (j == NULL || cJSON_IsNull(j))
         return 0;
-    if (!cJSON_IsString(j) || j->valuestring == NULL)
+    const char *text = cJSON_GetStringValue(j);
+    if (text == NULL)
         return err_set_field(err, ERR_INVAL, key, "%s must be a string, got %s", key,
                              codec_json_type(j));
-    size_t n = strlen(j->valuestring);
+    size_t n = strlen(text);
     if (n == 0)
         return err_set_field(err, ERR_INVAL, key, "%s must not be empty", key);
     if (n >= size)
         return err_set_field(err, ERR_INVAL, key, "%s is %zu bytes long, at most %zu", key, n,
                              size - 1);
-    if (!text_ok((const unsigned char *)j->valuestring))
+    if (!text_ok((const unsigned char *)text))
         return err_set_field(err, ERR_INVAL, key,
                              "%s must be UTF-8 text without control characters", key);
-    *out = j->valuestring;
+    *out = text;
     return 0;
 }
 
-int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
+int request_get_int(const cJSON *obj, const char *key, int required, int64_t lo, int64_t hi,
                     int64_t dflt, int64_t *out, err_t *err)
 {
     *out = dflt;
@@ -219,7 +183,7 @@ int present_get_int(const cJSON *obj, const char *key, int required, int64_t lo,
     if (!cJSON_IsNumber(j))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer, got %s", key,
                              codec_json_type(j));
-    double v = j->valuedouble;
+    double v = cJSON_GetNumberValue(j);
     if (!isfinite(v) || v != floor(v))
         return err_set_field(err, ERR_INVAL, key, "%s must be an integer", key);
     if (v < (double)lo || v > (double)hi)
