@@ -1281,7 +1281,8 @@ static enum MHD_Result header_scan_one(void *cls, enum MHD_ValueKind kind, const
  * "Transfer-Encoding :" would frame nothing here while a proxy in front may honour it);
  * Content-Length headers that disagree (libmicrohttpd would take the first);
  * Transfer-Encoding with Content-Length (section 6.1: libmicrohttpd would read the body as
- * chunked and keep the connection, the classic request-smuggling split behind a proxy); a
+ * chunked and keep the connection, the classic request-smuggling split behind a proxy);
+ * Transfer-Encoding in HTTP/1.0, which has none (section 6.1: framing to treat as faulty); a
  * transfer coding other than chunked, which libmicrohttpd cannot read (501). 0 when the
  * request is fine, else the status, with `*msg` saying why.
  */
@@ -1311,6 +1312,10 @@ static int framing_error(struct MHD_Connection *conn, const char *version, const
         return 0;
     if (h.n_length > 0) {
         *msg = "the request has both Transfer-Encoding and Content-Length";
+        return 400;
+    }
+    if (version != NULL && strcmp(version, MHD_HTTP_VERSION_1_0) == 0) {
+        *msg = "an HTTP/1.0 request cannot use Transfer-Encoding";
         return 400;
     }
     if (strcasecmp(te, "chunked") != 0) {

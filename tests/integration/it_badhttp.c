@@ -804,6 +804,13 @@ START_TEST(transfer_encoding)
         "POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
         "Content-Length\t: 28\r\n\r\n{\"kind\":\"linear\",\"inputs\":2}",
         400, "invalid_argument");
+    /* RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding; read as chunked, the connection was
+     * once kept for the bytes after the body. */
+    one_answer_then_close(
+        "POST /v1/models HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: application/json"
+        "\r\nTransfer-Encoding: chunked\r\n\r\n1c\r\n{\"kind\":\"linear\",\"inputs\":2}\r\n0\r\n\r\n"
+        "GET /healthz HTTP/1.0\r\n\r\n",
+        400, "invalid_argument");
     /* RFC 9112 3.2: two Host fields are refused, also from HTTP/1.0. */
     one_answer_then_close("GET /healthz HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400,
                           "invalid_argument");
