@@ -86,6 +86,11 @@ int db_bind_null(db_stmt_t *st, int i, err_t *err)
     return st->driver->bind_null(st, i, err);
 }
 
+int db_stmt_writes(db_stmt_t *st)
+{
+    return st->driver->stmt_writes(st);
+}
+
 int db_step(db_stmt_t *st, const char *what, err_t *err)
 {
     return st->driver->step(st, what, err);

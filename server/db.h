@@ -128,6 +128,9 @@ typedef struct db_value {
 /* Bind v[0..n-1] to parameters 1..n; stops at the first failure and returns it. */
 int db_bind_values(db_stmt_t *st, const db_value_t *v, int n, err_t *err);
 
+/* 1 when `st` can change the database (INSERT, UPDATE, DELETE, DDL), 0 for a read. */
+int db_stmt_writes(db_stmt_t *st);
+
 /* Run `st` one step: DB_ROW (a row is readable through the column getters), DB_DONE, or a
  * negative error (`what` names the operation in its message). */
 int db_step(db_stmt_t *st, const char *what, err_t *err);

@@ -25,6 +25,7 @@ typedef struct db_driver {
     int (*bind_text)(db_stmt_t *st, int i, const char *text, err_t *err);
     int (*bind_blob)(db_stmt_t *st, int i, const void *p, int64_t n, err_t *err);
     int (*bind_null)(db_stmt_t *st, int i, err_t *err);
+    int (*stmt_writes)(db_stmt_t *st);
     int (*step)(db_stmt_t *st, const char *what, err_t *err);
     int64_t (*column_int64)(db_stmt_t *st, int col);
     double (*column_double)(db_stmt_t *st, int col);

@@ -586,6 +586,13 @@ static int pg_bind_null(db_stmt_t *base, int i, err_t *err)
     return param_slot(base, i, err) != NULL ? 0 : ERR_DB;
 }
 
+/* The store's reads are the statements that begin with SELECT (db.h's one dialect). */
+static int pg_stmt_writes(db_stmt_t *base)
+{
+    const pg_stmt_t *st = (const pg_stmt_t *)base;
+    return strncmp(st->sql, "SELECT", 6) != 0;
+}
+
 static int pg_step(db_stmt_t *base, const char *what, err_t *err)
 {
     pg_stmt_t *st = (pg_stmt_t *)base;
@@ -847,6 +854,7 @@ const db_driver_t db_pg_driver = {
     .bind_text = pg_bind_text,
     .bind_blob = pg_bind_blob,
     .bind_null = pg_bind_null,
+    .stmt_writes = pg_stmt_writes,
     .step = pg_step,
     .column_int64 = pg_column_int64,
     .column_double = pg_column_double,

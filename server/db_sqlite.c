@@ -517,6 +517,11 @@ static int sq_bind_null(db_stmt_t *st, int i, err_t *err)
     return bind_result(st, sqlite3_bind_null(raw(st), i), err);
 }
 
+static int sq_stmt_writes(db_stmt_t *st)
+{
+    return !sqlite3_stmt_readonly(raw(st));
+}
+
 static int sq_step(db_stmt_t *st, const char *what, err_t *err)
 {
     int rc = sqlite3_step(raw(st));
@@ -706,6 +711,7 @@ const db_driver_t db_sqlite_driver = {
     .bind_text = sq_bind_text,
     .bind_blob = sq_bind_blob,
     .bind_null = sq_bind_null,
+    .stmt_writes = sq_stmt_writes,
     .step = sq_step,
     .column_int64 = sq_column_int64,
     .column_double = sq_column_double,

@@ -120,8 +120,9 @@ int store__get_row(db_conn_t *c, const char *sql, const db_value_t *args, int n_
         rc = err_set(err, ERR_NOTFOUND, "%s %" PRId64 " not found", noun, id);
     } else if (rc == DB_ROW) {
         rc = read(st, dst, err);
-        /* A RETURNING statement has done its work only once it has stepped to its end. */
-        if (rc == 0)
+        /* A RETURNING statement has done its work only once it has stepped to its end; a
+         * read is over when its row is read (db_stmt_done() ends it). */
+        if (rc == 0 && db_stmt_writes(st))
             rc = finish(st, db_step(st, what, err), what, err);
         if (rc == 0 && noun == NULL)
             rc = DB_ROW;
