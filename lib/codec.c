@@ -8,12 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_internal.h"
 #include "numparse.h"
 
-#define CODEC_PATH_MAX 256
-#define CODEC_INT_EXACT_MAX 9007199254740992LL  /* 2^53: larger integers are not exact doubles */
-#define CODEC_MAX_ENTRIES 1000000               /* graph nodes or parameter tensors in one body */
-#define CODEC_MAX_HISTORY 1000                  /* lbfgs memory and line-search iterations */
 
 /* ---------------------------------------------------------------------------------------------
  * Small helpers: JSON types, numbers, strings, field paths.
@@ -63,7 +60,7 @@ static int json_number(const cJSON *j, double *v)
 }
 
 /* A member of an object, or NULL when it is absent or null (null means "use the default"). */
-static const cJSON *member(const cJSON *obj, const char *key)
+const cJSON *codec__member(const cJSON *obj, const char *key)
 {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
     return cJSON_IsNull(j) ? NULL : j;
@@ -82,7 +79,7 @@ static size_t path_append(char *dst, size_t used, const char *s)
 }
 
 /* dst = "<prefix>.<key>", or "<key>" when prefix is empty. dst may not alias key. */
-static void path_key(char *dst, const char *prefix, const char *key)
+void codec__path_key(char *dst, const char *prefix, const char *key)
 {
     size_t used = 0;
     if (prefix != NULL && prefix[0] != '\0')
@@ -91,14 +88,14 @@ static void path_key(char *dst, const char *prefix, const char *key)
 }
 
 /* dst = "<prefix>[i]". */
-static void path_index(char *dst, const char *prefix, int64_t i)
+void codec__path_index(char *dst, const char *prefix, int64_t i)
 {
     char idx[32];
     snprintf(idx, sizeof idx, "[%lld]", (long long)i);
     path_append(dst, path_append(dst, 0, prefix), idx);
 }
 
-static int get_finite(const cJSON *j, const char *path, double *out, err_t *err)
+int codec__get_finite(const cJSON *j, const char *path, double *out, err_t *err)
 {
     double v;
     if (!json_number(j, &v))
@@ -110,7 +107,7 @@ static int get_finite(const cJSON *j, const char *path, double *out, err_t *err)
     return 0;
 }
 
-static int get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int64_t *out,
+int codec__get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int64_t *out,
                    err_t *err)
 {
     double v;
@@ -131,17 +128,17 @@ static int get_int(const cJSON *j, const char *path, int64_t lo, int64_t hi, int
     return 0;
 }
 
-static int get_int32(const cJSON *j, const char *path, int64_t lo, int64_t hi, int32_t *out,
+int codec__get_int32(const cJSON *j, const char *path, int64_t lo, int64_t hi, int32_t *out,
                      err_t *err)
 {
     int64_t v = 0;
-    int rc = get_int(j, path, lo, hi, &v, err);
+    int rc = codec__get_int(j, path, lo, hi, &v, err);
     if (rc == 0)
         *out = (int32_t)v;
     return rc;
 }
 
-static int get_bool(const cJSON *j, const char *path, int32_t *out, err_t *err)
+int codec__get_bool(const cJSON *j, const char *path, int32_t *out, err_t *err)
 {
     if (!cJSON_IsBool(j))
         return err_set_field(err, ERR_INVAL, path, "%s must be true or false, got %s", path,
@@ -205,7 +202,7 @@ static int check_name(const char *s, const char *path, size_t size, err_t *err)
     return 0;
 }
 
-static int get_name(const cJSON *j, const char *path, char *out, size_t size, err_t *err)
+int codec__get_name(const cJSON *j, const char *path, char *out, size_t size, err_t *err)
 {
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return err_set_field(err, ERR_INVAL, path, "%s must be a string, got %s", path,
@@ -218,7 +215,7 @@ static int get_name(const cJSON *j, const char *path, char *out, size_t size, er
 }
 
 /* A string among names mapped by from_name (0 = unknown); `allowed` lists them for the message. */
-static int get_enum(const cJSON *j, const char *path, int32_t (*from_name)(const char *),
+int codec__get_enum(const cJSON *j, const char *path, int32_t (*from_name)(const char *),
                     const char *allowed, int32_t *out, err_t *err)
 {
     if (!cJSON_IsString(j) || j->valuestring == NULL)
@@ -242,15 +239,15 @@ static int32_t reduction_code(const char *s)
     return 0;
 }
 
-static const char *reduction_name(int32_t r)
+const char *codec__reduction_name(int32_t r)
 {
     return r == AD_REDUCTION_SUM ? "sum" : "mean";
 }
 
-static int get_reduction(const cJSON *j, const char *path, int32_t *out, err_t *err)
+int codec__get_reduction(const cJSON *j, const char *path, int32_t *out, err_t *err)
 {
     int32_t v = 0;
-    int rc = get_enum(j, path, reduction_code, "mean | sum", &v, err);
+    int rc = codec__get_enum(j, path, reduction_code, "mean | sum", &v, err);
     if (rc == 0)
         *out = v - 1;
     return rc;
@@ -270,7 +267,7 @@ int codec_check_fields(const cJSON *obj, const char *prefix, const char *const *
         int known = 0;
         for (const char *const *a = allowed; *a != NULL && !known; ++a)
             known = strcmp(*a, key) == 0;
-        path_key(path, prefix, key);
+        codec__path_key(path, prefix, key);
         if (!known) {
             char list[160];
             size_t used = 0;
@@ -288,7 +285,7 @@ int codec_check_fields(const cJSON *obj, const char *prefix, const char *const *
     return 0;
 }
 
-static int require_object(const cJSON *j, const char *path, const char *what, err_t *err)
+int codec__require_object(const cJSON *j, const char *path, const char *what, err_t *err)
 {
     if (!cJSON_IsObject(j))
         return err_set_field(err, ERR_INVAL, path, "%s must be %s, got %s",
@@ -331,7 +328,7 @@ cJSON *codec_number(double v)
 }
 
 /* An integer; cJSON prints integers below 10^15 exactly, so those stay plain number items. */
-static cJSON *codec_int(int64_t v)
+cJSON *codec__int(int64_t v)
 {
     if (v > -1000000000000000LL && v < 1000000000000000LL)
         return cJSON_CreateNumber((double)v);
@@ -346,7 +343,7 @@ static cJSON *codec_int(int64_t v)
 }
 
 /* Add `item` to obj (NULL obj or item: failure). Frees item when it cannot be added. */
-static int add(cJSON *obj, const char *key, cJSON *item)
+int codec__add(cJSON *obj, const char *key, cJSON *item)
 {
     if (item == NULL)
         return -1;
@@ -357,7 +354,7 @@ static int add(cJSON *obj, const char *key, cJSON *item)
     return 0;
 }
 
-static int push(cJSON *arr, cJSON *item)
+int codec__push(cJSON *arr, cJSON *item)
 {
     if (item == NULL)
         return -1;
@@ -480,7 +477,7 @@ static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const cha
     char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
     if (shape->n_d == 0) {
         double v;
-        int rc = get_finite(json, field, &v, err);
+        int rc = codec__get_finite(json, field, &v, err);
         if (rc < 0)
             return rc;
         if (dst != NULL)
@@ -512,10 +509,10 @@ static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const cha
     }
     int64_t i = 0;
     for (const cJSON *r = json->child; r != NULL; r = r->next, ++i) {
-        path_index(path, field, i);
+        codec__path_index(path, field, i);
         if (shape->n_d == 1) {
             double v;
-            int rc = get_finite(r, path, &v, err);
+            int rc = codec__get_finite(r, path, &v, err);
             if (rc < 0)
                 return rc;
             if (dst != NULL)
@@ -533,8 +530,8 @@ static int tensor_walk(const cJSON *json, const tensor_shape_t *shape, const cha
         for (const cJSON *e = r->child; e != NULL; e = e->next, ++j) {
             double v;
             if (!json_number(e, &v) || !isfinite(v)) {
-                path_index(sub, path, j);
-                return get_finite(e, sub, &v, err);
+                codec__path_index(sub, path, j);
+                return codec__get_finite(e, sub, &v, err);
             }
             if (dst != NULL)
                 dst[i * cols + j] = v;
@@ -555,16 +552,16 @@ cJSON *codec_tensor_encode(const tensor_shape_t *shape, const double *x)
     int32_t rows = shape->d[0];
     for (int32_t i = 0; i < rows; ++i) {
         if (shape->n_d == 1) {
-            if (push(arr, codec_number(x[i])) < 0)
+            if (codec__push(arr, codec_number(x[i])) < 0)
                 goto fail;
             continue;
         }
         int32_t cols = shape->d[1];
         cJSON *row = cJSON_CreateArray();
-        if (push(arr, row) < 0)
+        if (codec__push(arr, row) < 0)
             goto fail;
         for (int32_t j = 0; j < cols; ++j)
-            if (push(row, codec_number(x[(int64_t)i * cols + j])) < 0)
+            if (codec__push(row, codec_number(x[(int64_t)i * cols + j])) < 0)
                 goto fail;
     }
     return arr;
@@ -632,7 +629,7 @@ static int shape_decode(const cJSON *j, const char *path, int rows_ok, tensor_sh
     shape->d[0] = shape->d[1] = 1;
     int32_t k = 0;
     for (const cJSON *e = j->child; e != NULL; e = e->next, ++k) {
-        path_index(sub, path, k);
+        codec__path_index(sub, path, k);
         if (cJSON_IsNull(e) && k == 0) {
             if (!rows_ok)
                 return err_set_field(err, ERR_INVAL, sub,
@@ -640,7 +637,7 @@ static int shape_decode(const cJSON *j, const char *path, int rows_ok, tensor_sh
             shape->d[0] = AD_ROWS;
             continue;
         }
-        int rc = get_int32(e, sub, 0, INT32_MAX, &shape->d[k], err);
+        int rc = codec__get_int32(e, sub, 0, INT32_MAX, &shape->d[k], err);
         if (rc < 0)
             return rc;
     }
@@ -658,21 +655,21 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
     static const char *const fields[] = {
         "id", "op", "inputs", "shape", "value", "reduction", "transpose_b", NULL};
     char sub[CODEC_PATH_MAX], item[CODEC_PATH_MAX];
-    int rc = require_object(j, path, "an object", err);
+    int rc = codec__require_object(j, path, "an object", err);
     if (rc == 0)
         rc = codec_check_fields(j, path, fields, err);
     if (rc < 0)
         return rc;
 
-    path_key(sub, path, "id");
-    const cJSON *v = member(j, "id");
+    codec__path_key(sub, path, "id");
+    const cJSON *v = codec__member(j, "id");
     if (v == NULL)
         return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
-    if ((rc = get_name(v, sub, n->id, sizeof n->id, err)) < 0)
+    if ((rc = codec__get_name(v, sub, n->id, sizeof n->id, err)) < 0)
         return rc;
 
-    path_key(sub, path, "op");
-    if ((v = member(j, "op")) == NULL)
+    codec__path_key(sub, path, "op");
+    if ((v = codec__member(j, "op")) == NULL)
         return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
     if (cJSON_IsString(v) && public_op_from_name(v->valuestring) == 0) {
         char ops[200];
@@ -684,11 +681,11 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
         return err_set_field(err, ERR_INVAL, sub, "%s: unknown op \"%.30s\" (ops: %s)", sub,
                              v->valuestring, ops);
     }
-    if ((rc = get_enum(v, sub, public_op_from_name, "a graph op", &n->op, err)) < 0)
+    if ((rc = codec__get_enum(v, sub, public_op_from_name, "a graph op", &n->op, err)) < 0)
         return rc;
 
-    path_key(sub, path, "inputs");
-    if ((v = member(j, "inputs")) != NULL) {
+    codec__path_key(sub, path, "inputs");
+    if ((v = codec__member(j, "inputs")) != NULL) {
         if (!cJSON_IsArray(v))
             return err_set_field(err, ERR_INVAL, sub, "%s must be an array of node ids, got %s",
                                  sub, codec_json_type(v));
@@ -697,16 +694,16 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
             return err_set_field(err, ERR_INVAL, sub, "%s has %d entries, at most %d", sub, cnt,
                                  AD_MAX_CHILD);
         for (const cJSON *e = v->child; e != NULL; e = e->next, ++n->n_in) {
-            path_index(item, sub, n->n_in);
-            if ((rc = get_name(e, item, n->in[n->n_in], AD_ID_MAX, err)) < 0)
+            codec__path_index(item, sub, n->n_in);
+            if ((rc = codec__get_name(e, item, n->in[n->n_in], AD_ID_MAX, err)) < 0)
                 return rc;
         }
     }
 
     n->shape.n_d = 0;
     n->shape.d[0] = n->shape.d[1] = 1;
-    path_key(sub, path, "shape");
-    v = member(j, "shape");
+    codec__path_key(sub, path, "shape");
+    v = codec__member(j, "shape");
     if (op_is_leaf(n->op)) {
         if (v == NULL)
             return err_set_field(err, ERR_INVAL, sub, "%s is required for %s nodes", sub,
@@ -718,8 +715,8 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
                              "%s: only input, param and const nodes take a shape", sub);
     }
 
-    path_key(sub, path, "value");
-    v = member(j, "value");
+    codec__path_key(sub, path, "value");
+    v = codec__member(j, "value");
     if (v != NULL) {
         if (n->op != AD_OP_PARAM && n->op != AD_OP_CONST)
             return err_set_field(err, ERR_INVAL, sub,
@@ -731,21 +728,21 @@ static int node_decode(const cJSON *j, const char *path, ad_node_spec_t *n, err_
     }
 
     n->reduction = AD_REDUCTION_MEAN;
-    path_key(sub, path, "reduction");
-    if ((v = member(j, "reduction")) != NULL) {
+    codec__path_key(sub, path, "reduction");
+    if ((v = codec__member(j, "reduction")) != NULL) {
         if (!op_is_loss(n->op))
             return err_set_field(err, ERR_INVAL, sub,
                                  "%s: only l2_loss, bce_loss and cce_loss take a reduction", sub);
-        if ((rc = get_reduction(v, sub, &n->reduction, err)) < 0)
+        if ((rc = codec__get_reduction(v, sub, &n->reduction, err)) < 0)
             return rc;
     }
 
-    path_key(sub, path, "transpose_b");
-    if ((v = member(j, "transpose_b")) != NULL) {
+    codec__path_key(sub, path, "transpose_b");
+    if ((v = codec__member(j, "transpose_b")) != NULL) {
         if (n->op != AD_OP_MATMUL)
             return err_set_field(err, ERR_INVAL, sub, "%s: only matmul nodes take transpose_b",
                                  sub);
-        if ((rc = get_bool(v, sub, &n->transpose_b, err)) < 0)
+        if ((rc = codec__get_bool(v, sub, &n->transpose_b, err)) < 0)
             return rc;
     }
     return 0;
@@ -758,14 +755,14 @@ int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *g
     char path[CODEC_PATH_MAX], sub[CODEC_PATH_MAX];
     const char *pre = prefix != NULL ? prefix : "";
     memset(graph, 0, sizeof *graph);
-    int rc = require_object(json, pre, "an object with \"nodes\" and \"output\"", err);
+    int rc = codec__require_object(json, pre, "an object with \"nodes\" and \"output\"", err);
     if (rc == 0)
         rc = codec_check_fields(json, pre, fields, err);
     if (rc < 0)
         return rc;
 
-    path_key(path, pre, "nodes");
-    const cJSON *nodes = member(json, "nodes");
+    codec__path_key(path, pre, "nodes");
+    const cJSON *nodes = codec__member(json, "nodes");
     if (nodes == NULL)
         return err_set_field(err, ERR_INVAL, path, "%s is required", path);
     if (!cJSON_IsArray(nodes))
@@ -778,18 +775,18 @@ int codec_graph_decode(const cJSON *json, const char *prefix, ad_graph_spec_t *g
         return err_set_field(err, ERR_INVAL, path, "%s has %d nodes, at most %d", path, n,
                              CODEC_MAX_ENTRIES);
 
-    path_key(sub, pre, "output");
-    const cJSON *output = member(json, "output");
+    codec__path_key(sub, pre, "output");
+    const cJSON *output = codec__member(json, "output");
     if (output == NULL)
         return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
-    if ((rc = get_name(output, sub, graph->output, sizeof graph->output, err)) < 0)
+    if ((rc = codec__get_name(output, sub, graph->output, sizeof graph->output, err)) < 0)
         return rc;
 
     graph->node = calloc((size_t)n, sizeof *graph->node);
     if (graph->node == NULL)
         return err_set_field(err, ERR_NOMEM, path, "%s: out of memory for %d nodes", path, n);
     for (const cJSON *e = nodes->child; e != NULL; e = e->next) {
-        path_index(sub, path, graph->n_node);
+        codec__path_index(sub, path, graph->n_node);
         /* Counted before decoding so a failure frees the node's value too. */
         ad_node_spec_t *node = &graph->node[graph->n_node++];
         if ((rc = node_decode(e, sub, node, err)) < 0) {
@@ -805,42 +802,42 @@ cJSON *codec_graph_encode(const ad_graph_spec_t *graph)
 {
     cJSON *obj = cJSON_CreateObject();
     cJSON *nodes = cJSON_CreateArray();
-    if (add(obj, "nodes", nodes) < 0)
+    if (codec__add(obj, "nodes", nodes) < 0)
         goto fail;
     for (int32_t i = 0; i < graph->n_node; ++i) {
         const ad_node_spec_t *n = &graph->node[i];
         const char *op = ad_op_name(n->op);
         cJSON *node = cJSON_CreateObject();
-        if (push(nodes, node) < 0 || add(node, "id", cJSON_CreateString(n->id)) < 0 ||
-            add(node, "op", cJSON_CreateString(op != NULL ? op : "")) < 0)
+        if (codec__push(nodes, node) < 0 || codec__add(node, "id", cJSON_CreateString(n->id)) < 0 ||
+            codec__add(node, "op", cJSON_CreateString(op != NULL ? op : "")) < 0)
             goto fail;
         if (n->n_in > 0) {
             cJSON *in = cJSON_CreateArray();
-            if (add(node, "inputs", in) < 0)
+            if (codec__add(node, "inputs", in) < 0)
                 goto fail;
             for (int32_t k = 0; k < n->n_in; ++k)
-                if (push(in, cJSON_CreateString(n->in[k])) < 0)
+                if (codec__push(in, cJSON_CreateString(n->in[k])) < 0)
                     goto fail;
         }
         if (op_is_leaf(n->op)) {
             cJSON *shape = cJSON_CreateArray();
-            if (add(node, "shape", shape) < 0)
+            if (codec__add(node, "shape", shape) < 0)
                 goto fail;
             for (int32_t k = 0; k < n->shape.n_d; ++k)
-                if (push(shape, n->shape.d[k] == AD_ROWS ? cJSON_CreateNull()
-                                                         : codec_int(n->shape.d[k])) < 0)
+                if (codec__push(shape, n->shape.d[k] == AD_ROWS ? cJSON_CreateNull()
+                                                         : codec__int(n->shape.d[k])) < 0)
                     goto fail;
         }
-        if (n->value != NULL && add(node, "value", codec_tensor_encode(&n->shape, n->value)) < 0)
+        if (n->value != NULL && codec__add(node, "value", codec_tensor_encode(&n->shape, n->value)) < 0)
             goto fail;
         if (op_is_loss(n->op) &&
-            add(node, "reduction", cJSON_CreateString(reduction_name(n->reduction))) < 0)
+            codec__add(node, "reduction", cJSON_CreateString(codec__reduction_name(n->reduction))) < 0)
             goto fail;
         if (n->op == AD_OP_MATMUL && n->transpose_b &&
-            add(node, "transpose_b", cJSON_CreateTrue()) < 0)
+            codec__add(node, "transpose_b", cJSON_CreateTrue()) < 0)
             goto fail;
     }
-    if (add(obj, "output", cJSON_CreateString(graph->output)) < 0)
+    if (codec__add(obj, "output", cJSON_CreateString(graph->output)) < 0)
         goto fail;
     return obj;
 fail:
@@ -890,7 +887,7 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
                         err_t *err)
 {
     char path[CODEC_PATH_MAX];
-    int rc = require_object(json, "parameters", "an object of named nested arrays", err);
+    int rc = codec__require_object(json, "parameters", "an object of named nested arrays", err);
     if (rc < 0)
         return rc;
     int32_t nt = model_n_tensors(m);
@@ -901,7 +898,7 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
     /* Pass 1 validates everything; pass 2 writes, so a bad tensor leaves dst untouched. */
     for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
         const char *name = c->string != NULL ? c->string : "";
-        path_key(path, "parameters", name);
+        codec__path_key(path, "parameters", name);
         int32_t k = model_tensor_find(m, name);
         if (k < 0) {
             rc = unknown_param(m, path, name, err);
@@ -916,7 +913,7 @@ int codec_params_decode(const cJSON *json, const model_t *m, int require_all, do
     }
     for (int32_t k = 0; k < nt && rc == 0 && require_all; ++k) {
         if (!seen[k]) {
-            path_key(path, "parameters", model_tensor_name(m, k));
+            codec__path_key(path, "parameters", model_tensor_name(m, k));
             rc = err_set_field(err, ERR_INVAL, path, "%s is missing (every parameter is required)",
                                path);
         }
@@ -941,7 +938,7 @@ cJSON *codec_params_encode(const model_t *m, const double *params)
         tensor_shape_t shape;
         codec_param_shape(m, k, &shape);
         cJSON *t = codec_tensor_encode(&shape, params + model_tensor_offset(m, k));
-        if (add(obj, model_tensor_name(m, k), t) < 0) {
+        if (codec__add(obj, model_tensor_name(m, k), t) < 0) {
             cJSON_Delete(obj);
             return NULL;
         }
@@ -970,7 +967,7 @@ static int infer_shape(const cJSON *j, const char *path, tensor_shape_t *shape, 
     if (cJSON_IsArray(j->child)) {
         int cols = cJSON_GetArraySize(j->child);
         if (cols == 0) {
-            path_index(sub, path, 0);
+            codec__path_index(sub, path, 0);
             return err_set_field(err, ERR_INVAL, sub, "%s is empty", sub);
         }
         shape->n_d = 2;
@@ -992,7 +989,7 @@ static void param_values_free(model_param_value_t *pv, int32_t n)
 int codec_param_values_decode(const cJSON *json, model_spec_t *spec, err_t *err)
 {
     char path[CODEC_PATH_MAX];
-    int rc = require_object(json, "parameters", "an object of named nested arrays", err);
+    int rc = codec__require_object(json, "parameters", "an object of named nested arrays", err);
     if (rc < 0)
         return rc;
     int n = cJSON_GetArraySize(json);
@@ -1005,7 +1002,7 @@ int codec_param_values_decode(const cJSON *json, model_spec_t *spec, err_t *err)
     int32_t k = 0;
     for (const cJSON *c = json->child; c != NULL && rc == 0; c = c->next) {
         const char *name = c->string != NULL ? c->string : "";
-        path_key(path, "parameters", name);
+        codec__path_key(path, "parameters", name);
         rc = check_name(name, path, AD_ID_MAX, err);
         for (int32_t i = 0; i < k && rc == 0; ++i)
             if (strcmp(pv[i].name, name) == 0)
@@ -1063,23 +1060,23 @@ static int hidden_decode(const cJSON *j, model_spec_t *spec, err_t *err)
     spec->n_hidden = 0;
     for (const cJSON *e = j->child; e != NULL; e = e->next) {
         model_layer_t *layer = &spec->hidden[spec->n_hidden];
-        path_index(path, "hidden", spec->n_hidden++);
-        int rc = require_object(e, path, "an object {\"units\", \"activation\"}", err);
+        codec__path_index(path, "hidden", spec->n_hidden++);
+        int rc = codec__require_object(e, path, "an object {\"units\", \"activation\"}", err);
         if (rc == 0)
             rc = codec_check_fields(e, path, fields, err);
         if (rc < 0)
             return rc;
-        path_key(sub, path, "units");
-        const cJSON *v = member(e, "units");
+        codec__path_key(sub, path, "units");
+        const cJSON *v = codec__member(e, "units");
         if (v == NULL)
             return err_set_field(err, ERR_INVAL, sub, "%s is required", sub);
-        if ((rc = get_int32(v, sub, 1, MODEL_MAX_UNITS, &layer->units, err)) < 0)
+        if ((rc = codec__get_int32(v, sub, 1, MODEL_MAX_UNITS, &layer->units, err)) < 0)
             return rc;
         /* Absent: 0, which model_spec_resolve() turns into the default (sigmoid). */
         layer->activation = 0;
-        path_key(sub, path, "activation");
-        if ((v = member(e, "activation")) != NULL &&
-            (rc = get_enum(v, sub, hidden_act_from_name, "sigmoid | tanh | relu | linear",
+        codec__path_key(sub, path, "activation");
+        if ((v = codec__member(e, "activation")) != NULL &&
+            (rc = codec__get_enum(v, sub, hidden_act_from_name, "sigmoid | tanh | relu | linear",
                            &layer->activation, err)) < 0)
             return rc;
     }
@@ -1089,22 +1086,22 @@ static int hidden_decode(const cJSON *j, model_spec_t *spec, err_t *err)
 static int init_decode(const cJSON *j, model_spec_t *spec, err_t *err)
 {
     static const char *const fields[] = {"method", "scale", "seed", NULL};
-    int rc = require_object(j, "init", "an object {\"method\", \"scale\", \"seed\"}", err);
+    int rc = codec__require_object(j, "init", "an object {\"method\", \"scale\", \"seed\"}", err);
     if (rc == 0)
         rc = codec_check_fields(j, "init", fields, err);
     const cJSON *v;
-    if (rc == 0 && (v = member(j, "method")) != NULL)
-        rc = get_enum(v, "init.method", model_init_from_name, "uniform | normal | xavier | zeros",
+    if (rc == 0 && (v = codec__member(j, "method")) != NULL)
+        rc = codec__get_enum(v, "init.method", model_init_from_name, "uniform | normal | xavier | zeros",
                       &spec->init_method, err);
-    if (rc == 0 && (v = member(j, "scale")) != NULL) {
-        rc = get_finite(v, "init.scale", &spec->init_scale, err);
+    if (rc == 0 && (v = codec__member(j, "scale")) != NULL) {
+        rc = codec__get_finite(v, "init.scale", &spec->init_scale, err);
         if (rc == 0 && spec->init_scale < 0)
             rc = err_set_field(err, ERR_INVAL, "init.scale", "init.scale = %g must be >= 0",
                                spec->init_scale);
     }
     int64_t seed;
-    if (rc == 0 && (v = member(j, "seed")) != NULL &&
-        (rc = get_int(v, "init.seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) == 0)
+    if (rc == 0 && (v = codec__member(j, "seed")) != NULL &&
+        (rc = codec__get_int(v, "init.seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) == 0)
         spec->init_seed = (uint64_t)seed;
     return rc;
 }
@@ -1120,35 +1117,35 @@ static int schedule_decode(const cJSON *j, optim_schedule_t *s, err_t *err)
         [OPTIM_SCHEDULE_COSINE] = {"kind", "warmup_steps", "t_max", "eta_min", NULL},
     };
     const char *const allowed = "constant | step | exponential | cosine";
-    int rc = require_object(j, "optimizer.schedule", "an object", err);
+    int rc = codec__require_object(j, "optimizer.schedule", "an object", err);
     if (rc < 0)
         return rc;
-    const cJSON *v = member(j, "kind");
+    const cJSON *v = codec__member(j, "kind");
     if (v == NULL)
         return err_set_field(err, ERR_INVAL, "optimizer.schedule.kind",
                              "optimizer.schedule.kind is required (%s)", allowed);
     int32_t kind = 0;
-    if ((rc = get_enum(v, "optimizer.schedule.kind", optim_schedule_from_name, allowed, &kind,
+    if ((rc = codec__get_enum(v, "optimizer.schedule.kind", optim_schedule_from_name, allowed, &kind,
                        err)) < 0 ||
         (rc = codec_check_fields(j, "optimizer.schedule", kind_fields[kind], err)) < 0)
         return rc;
     optim_schedule_default(s, kind);
-    if ((v = member(j, "warmup_steps")) != NULL &&
-        (rc = get_int(v, "optimizer.schedule.warmup_steps", 0, CODEC_INT_EXACT_MAX,
+    if ((v = codec__member(j, "warmup_steps")) != NULL &&
+        (rc = codec__get_int(v, "optimizer.schedule.warmup_steps", 0, CODEC_INT_EXACT_MAX,
                       &s->warmup_steps, err)) < 0)
         return rc;
-    if ((v = member(j, "step_size")) != NULL &&
-        (rc = get_int(v, "optimizer.schedule.step_size", 1, CODEC_INT_EXACT_MAX, &s->step_size,
+    if ((v = codec__member(j, "step_size")) != NULL &&
+        (rc = codec__get_int(v, "optimizer.schedule.step_size", 1, CODEC_INT_EXACT_MAX, &s->step_size,
                       err)) < 0)
         return rc;
-    if ((v = member(j, "t_max")) != NULL &&
-        (rc = get_int(v, "optimizer.schedule.t_max", 1, CODEC_INT_EXACT_MAX, &s->t_max, err)) < 0)
+    if ((v = codec__member(j, "t_max")) != NULL &&
+        (rc = codec__get_int(v, "optimizer.schedule.t_max", 1, CODEC_INT_EXACT_MAX, &s->t_max, err)) < 0)
         return rc;
-    if ((v = member(j, "gamma")) != NULL &&
-        (rc = get_finite(v, "optimizer.schedule.gamma", &s->gamma, err)) < 0)
+    if ((v = codec__member(j, "gamma")) != NULL &&
+        (rc = codec__get_finite(v, "optimizer.schedule.gamma", &s->gamma, err)) < 0)
         return rc;
-    if ((v = member(j, "eta_min")) != NULL &&
-        (rc = get_finite(v, "optimizer.schedule.eta_min", &s->eta_min, err)) < 0)
+    if ((v = codec__member(j, "eta_min")) != NULL &&
+        (rc = codec__get_finite(v, "optimizer.schedule.eta_min", &s->eta_min, err)) < 0)
         return rc;
     /* Required fields and ranges: the same check a spec from any other source gets. */
     return optim_schedule_validate(s, err);
@@ -1171,35 +1168,35 @@ static int optimizer_decode(const cJSON *j, optim_cfg_t *cfg, err_t *err)
         {"weight_decay", offsetof(optim_cfg_t, weight_decay)},
     };
     char path[CODEC_PATH_MAX];
-    int rc = require_object(j, "optimizer", "an object", err);
+    int rc = codec__require_object(j, "optimizer", "an object", err);
     if (rc == 0)
         rc = codec_check_fields(j, "optimizer", fields, err);
     if (rc < 0)
         return rc;
     /* The method picks the defaults of every other field. */
-    const cJSON *v = member(j, "method");
+    const cJSON *v = codec__member(j, "method");
     if (v != NULL) {
         int32_t method;
-        if ((rc = get_enum(v, "optimizer.method", optim_method_from_name,
+        if ((rc = codec__get_enum(v, "optimizer.method", optim_method_from_name,
                            "sgd | momentum | adam | lbfgs", &method, err)) < 0)
             return rc;
         optim_cfg_default(cfg, method);
     }
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; ++i) {
-        if ((v = member(j, reals[i].name)) == NULL)
+        if ((v = codec__member(j, reals[i].name)) == NULL)
             continue;
-        path_key(path, "optimizer", reals[i].name);
-        if ((rc = get_finite(v, path, (double *)((char *)cfg + reals[i].off), err)) < 0)
+        codec__path_key(path, "optimizer", reals[i].name);
+        if ((rc = codec__get_finite(v, path, (double *)((char *)cfg + reals[i].off), err)) < 0)
             return rc;
     }
-    if ((v = member(j, "history")) != NULL &&
-        (rc = get_int32(v, "optimizer.history", 1, CODEC_MAX_HISTORY, &cfg->history, err)) < 0)
+    if ((v = codec__member(j, "history")) != NULL &&
+        (rc = codec__get_int32(v, "optimizer.history", 1, CODEC_MAX_HISTORY, &cfg->history, err)) < 0)
         return rc;
-    if ((v = member(j, "max_line_search")) != NULL &&
-        (rc = get_int32(v, "optimizer.max_line_search", 1, CODEC_MAX_HISTORY,
+    if ((v = codec__member(j, "max_line_search")) != NULL &&
+        (rc = codec__get_int32(v, "optimizer.max_line_search", 1, CODEC_MAX_HISTORY,
                         &cfg->max_line_search, err)) < 0)
         return rc;
-    if ((v = member(j, "schedule")) != NULL &&
+    if ((v = codec__member(j, "schedule")) != NULL &&
         (rc = schedule_decode(v, &cfg->schedule, err)) < 0)
         return rc;
     return 0;
@@ -1210,57 +1207,57 @@ static int spec_decode(const cJSON *json, model_spec_t *spec, err_t *err)
     static const char *const fields[] = {
         "name", "kind", "inputs", "outputs", "classes", "hidden", "output_activation", "loss",
         "reduction", "init", "parameters", "optimizer", "graph", NULL};
-    int rc = require_object(json, "", "a JSON object (a model spec)", err);
+    int rc = codec__require_object(json, "", "a JSON object (a model spec)", err);
     if (rc == 0)
         rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
     const cJSON *v;
-    if ((v = member(json, "name")) != NULL &&
-        (rc = get_name(v, "name", spec->name, sizeof spec->name, err)) < 0)
+    if ((v = codec__member(json, "name")) != NULL &&
+        (rc = codec__get_name(v, "name", spec->name, sizeof spec->name, err)) < 0)
         return rc;
-    if ((v = member(json, "kind")) == NULL)
+    if ((v = codec__member(json, "kind")) == NULL)
         return err_set_field(err, ERR_INVAL, "kind",
                              "kind is required (linear | logistic | softmax | perceptron | mlp | "
                              "ova | ovo | graph)");
-    if ((rc = get_enum(v, "kind", model_kind_from_name,
+    if ((rc = codec__get_enum(v, "kind", model_kind_from_name,
                        "linear | logistic | softmax | perceptron | mlp | ova | ovo | graph",
                        &spec->kind, err)) < 0)
         return rc;
-    if ((v = member(json, "inputs")) != NULL) {
-        if ((rc = get_int32(v, "inputs", 1, MODEL_MAX_UNITS, &spec->inputs, err)) < 0)
+    if ((v = codec__member(json, "inputs")) != NULL) {
+        if ((rc = codec__get_int32(v, "inputs", 1, MODEL_MAX_UNITS, &spec->inputs, err)) < 0)
             return rc;
     } else if (spec->kind != MODEL_KIND_GRAPH) {
         return err_set_field(err, ERR_INVAL, "inputs",
                              "inputs is required: the number of features per row");
     }
-    if ((v = member(json, "outputs")) != NULL &&
-        (rc = get_int32(v, "outputs", 1, MODEL_MAX_UNITS, &spec->outputs, err)) < 0)
+    if ((v = codec__member(json, "outputs")) != NULL &&
+        (rc = codec__get_int32(v, "outputs", 1, MODEL_MAX_UNITS, &spec->outputs, err)) < 0)
         return rc;
-    if ((v = member(json, "classes")) != NULL &&
-        (rc = get_int32(v, "classes", 2, MODEL_MAX_UNITS, &spec->classes, err)) < 0)
+    if ((v = codec__member(json, "classes")) != NULL &&
+        (rc = codec__get_int32(v, "classes", 2, MODEL_MAX_UNITS, &spec->classes, err)) < 0)
         return rc;
-    if ((v = member(json, "hidden")) != NULL && (rc = hidden_decode(v, spec, err)) < 0)
+    if ((v = codec__member(json, "hidden")) != NULL && (rc = hidden_decode(v, spec, err)) < 0)
         return rc;
-    if ((v = member(json, "output_activation")) != NULL &&
-        (rc = get_enum(v, "output_activation", output_act_from_name,
+    if ((v = codec__member(json, "output_activation")) != NULL &&
+        (rc = codec__get_enum(v, "output_activation", output_act_from_name,
                        "linear | sigmoid | softmax", &spec->output_activation, err)) < 0)
         return rc;
-    if ((v = member(json, "loss")) != NULL &&
-        (rc = get_enum(v, "loss", model_loss_from_name, "l2 | bce | cce", &spec->loss, err)) < 0)
+    if ((v = codec__member(json, "loss")) != NULL &&
+        (rc = codec__get_enum(v, "loss", model_loss_from_name, "l2 | bce | cce", &spec->loss, err)) < 0)
         return rc;
-    if ((v = member(json, "reduction")) != NULL &&
-        (rc = get_reduction(v, "reduction", &spec->reduction, err)) < 0)
+    if ((v = codec__member(json, "reduction")) != NULL &&
+        (rc = codec__get_reduction(v, "reduction", &spec->reduction, err)) < 0)
         return rc;
-    if ((v = member(json, "init")) != NULL && (rc = init_decode(v, spec, err)) < 0)
+    if ((v = codec__member(json, "init")) != NULL && (rc = init_decode(v, spec, err)) < 0)
         return rc;
-    if ((v = member(json, "parameters")) != NULL &&
+    if ((v = codec__member(json, "parameters")) != NULL &&
         (rc = codec_param_values_decode(v, spec, err)) < 0)
         return rc;
-    if ((v = member(json, "optimizer")) != NULL &&
+    if ((v = codec__member(json, "optimizer")) != NULL &&
         (rc = optimizer_decode(v, &spec->optimizer, err)) < 0)
         return rc;
-    if ((v = member(json, "graph")) != NULL &&
+    if ((v = codec__member(json, "graph")) != NULL &&
         (rc = codec_graph_decode(v, "graph", &spec->graph, err)) < 0)
         return rc;
     return 0;
@@ -1278,7 +1275,7 @@ int codec_spec_decode(const cJSON *json, model_spec_t *spec, err_t *err)
 
 static int add_name(cJSON *obj, const char *key, const char *name)
 {
-    return add(obj, key, cJSON_CreateString(name != NULL ? name : "unknown"));
+    return codec__add(obj, key, cJSON_CreateString(name != NULL ? name : "unknown"));
 }
 
 /* An enum field by name, only when it has a name that decodes back to the same value (unset
@@ -1289,7 +1286,7 @@ static int add_enum(cJSON *obj, const char *key, int32_t v, const char *(*name_o
     const char *name = v != 0 ? name_of(v) : NULL;
     if (name == NULL || from_name(name) != v)
         return 0;
-    return add(obj, key, cJSON_CreateString(name));
+    return codec__add(obj, key, cJSON_CreateString(name));
 }
 
 /* The kind and the fields it takes, defaults included, so a stored spec says every rate. */
@@ -1298,14 +1295,14 @@ static cJSON *schedule_encode(const optim_schedule_t *s)
     cJSON *o = cJSON_CreateObject();
     if (add_name(o, "kind", optim_schedule_name(s->kind)) < 0)
         goto fail;
-    if ((s->kind == OPTIM_SCHEDULE_STEP && add(o, "step_size", codec_int(s->step_size)) < 0) ||
-        (s->kind == OPTIM_SCHEDULE_COSINE && (add(o, "t_max", codec_int(s->t_max)) < 0 ||
-                                              add(o, "eta_min", codec_number(s->eta_min)) < 0)))
+    if ((s->kind == OPTIM_SCHEDULE_STEP && codec__add(o, "step_size", codec__int(s->step_size)) < 0) ||
+        (s->kind == OPTIM_SCHEDULE_COSINE && (codec__add(o, "t_max", codec__int(s->t_max)) < 0 ||
+                                              codec__add(o, "eta_min", codec_number(s->eta_min)) < 0)))
         goto fail;
     if ((s->kind == OPTIM_SCHEDULE_STEP || s->kind == OPTIM_SCHEDULE_EXPONENTIAL) &&
-        add(o, "gamma", codec_number(s->gamma)) < 0)
+        codec__add(o, "gamma", codec_number(s->gamma)) < 0)
         goto fail;
-    if (add(o, "warmup_steps", codec_int(s->warmup_steps)) < 0)
+    if (codec__add(o, "warmup_steps", codec__int(s->warmup_steps)) < 0)
         goto fail;
     return o;
 fail:
@@ -1319,21 +1316,21 @@ static cJSON *optimizer_encode(const optim_cfg_t *cfg)
     optim_cfg_default(&def, cfg->method);
     cJSON *o = cJSON_CreateObject();
     if (add_name(o, "method", optim_method_name(cfg->method)) < 0 ||
-        add(o, "learning_rate", codec_number(cfg->learning_rate)) < 0 ||
-        add(o, "momentum", codec_number(cfg->momentum)) < 0 ||
-        add(o, "beta1", codec_number(cfg->beta1)) < 0 ||
-        add(o, "beta2", codec_number(cfg->beta2)) < 0 ||
-        add(o, "epsilon", codec_number(cfg->epsilon)) < 0 ||
-        add(o, "weight_decay", codec_number(cfg->weight_decay)) < 0)
+        codec__add(o, "learning_rate", codec_number(cfg->learning_rate)) < 0 ||
+        codec__add(o, "momentum", codec_number(cfg->momentum)) < 0 ||
+        codec__add(o, "beta1", codec_number(cfg->beta1)) < 0 ||
+        codec__add(o, "beta2", codec_number(cfg->beta2)) < 0 ||
+        codec__add(o, "epsilon", codec_number(cfg->epsilon)) < 0 ||
+        codec__add(o, "weight_decay", codec_number(cfg->weight_decay)) < 0)
         goto fail;
     /* lbfgs options only where they mean something (or differ from the default). */
     int lbfgs = cfg->method == OPTIM_METHOD_LBFGS;
-    if ((lbfgs || cfg->history != def.history) && add(o, "history", codec_int(cfg->history)) < 0)
+    if ((lbfgs || cfg->history != def.history) && codec__add(o, "history", codec__int(cfg->history)) < 0)
         goto fail;
     if ((lbfgs || cfg->max_line_search != def.max_line_search) &&
-        add(o, "max_line_search", codec_int(cfg->max_line_search)) < 0)
+        codec__add(o, "max_line_search", codec__int(cfg->max_line_search)) < 0)
         goto fail;
-    if (add(o, "schedule", schedule_encode(&cfg->schedule)) < 0)
+    if (codec__add(o, "schedule", schedule_encode(&cfg->schedule)) < 0)
         goto fail;
     return o;
 fail:
@@ -1351,26 +1348,26 @@ cJSON *codec_spec_encode(const model_spec_t *spec)
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)
         goto fail;
-    if (spec->name[0] != '\0' && add(o, "name", cJSON_CreateString(spec->name)) < 0)
+    if (spec->name[0] != '\0' && codec__add(o, "name", cJSON_CreateString(spec->name)) < 0)
         goto fail;
     if (add_name(o, "kind", model_kind_name(kind)) < 0)
         goto fail;
-    if (spec->inputs > 0 && add(o, "inputs", codec_int(spec->inputs)) < 0)
+    if (spec->inputs > 0 && codec__add(o, "inputs", codec__int(spec->inputs)) < 0)
         goto fail;
     /* 0 is "unset" for outputs and classes; model_spec_resolve() fills in what the kind uses
      * (and rejects the rest), so a resolved spec shows its real sizes. */
-    if (spec->outputs != 0 && add(o, "outputs", codec_int(spec->outputs)) < 0)
+    if (spec->outputs != 0 && codec__add(o, "outputs", codec__int(spec->outputs)) < 0)
         goto fail;
-    if (spec->classes != 0 && add(o, "classes", codec_int(spec->classes)) < 0)
+    if (spec->classes != 0 && codec__add(o, "classes", codec__int(spec->classes)) < 0)
         goto fail;
     if (kind == MODEL_KIND_MLP || spec->n_hidden > 0) {
         cJSON *hidden = cJSON_CreateArray();
-        if (add(o, "hidden", hidden) < 0)
+        if (codec__add(o, "hidden", hidden) < 0)
             goto fail;
         for (int32_t i = 0; i < spec->n_hidden; ++i) {
             cJSON *layer = cJSON_CreateObject();
-            if (push(hidden, layer) < 0 ||
-                add(layer, "units", codec_int(spec->hidden[i].units)) < 0 ||
+            if (codec__push(hidden, layer) < 0 ||
+                codec__add(layer, "units", codec__int(spec->hidden[i].units)) < 0 ||
                 add_enum(layer, "activation", spec->hidden[i].activation, model_act_name,
                          model_act_from_name) < 0)
                 goto fail;
@@ -1380,18 +1377,18 @@ cJSON *codec_spec_encode(const model_spec_t *spec)
                  model_act_from_name) < 0 ||
         add_enum(o, "loss", spec->loss, model_loss_name, model_loss_from_name) < 0)
         goto fail;
-    if (add(o, "reduction", cJSON_CreateString(reduction_name(spec->reduction))) < 0)
+    if (codec__add(o, "reduction", cJSON_CreateString(codec__reduction_name(spec->reduction))) < 0)
         goto fail;
     cJSON *init = cJSON_CreateObject();
-    if (add(o, "init", init) < 0 ||
+    if (codec__add(o, "init", init) < 0 ||
         add_name(init, "method", model_init_name(spec->init_method)) < 0 ||
-        add(init, "scale", codec_number(spec->init_scale)) < 0 ||
-        add(init, "seed", codec_int((int64_t)spec->init_seed)) < 0)
+        codec__add(init, "scale", codec_number(spec->init_scale)) < 0 ||
+        codec__add(init, "seed", codec__int((int64_t)spec->init_seed)) < 0)
         goto fail;
-    if (add(o, "optimizer", optimizer_encode(&spec->optimizer)) < 0)
+    if (codec__add(o, "optimizer", optimizer_encode(&spec->optimizer)) < 0)
         goto fail;
     if (spec->graph.n_node > 0 &&
-        add(o, "graph", codec_graph_encode(&spec->graph)) < 0)
+        codec__add(o, "graph", codec_graph_encode(&spec->graph)) < 0)
         goto fail;
     return o;
 fail:
@@ -1433,7 +1430,7 @@ static int row_decode(const cJSON *row, const char *name, int64_t i, int32_t wan
         if (e == NULL && count == want)
             return 0;
     }
-    path_index(path, name, i);
+    codec__path_index(path, name, i);
     if (!cJSON_IsArray(row))
         return err_set_field(err, ERR_INVAL, path, "%s must be an array of %d number%s, got %s",
                              path, want, plural(want), codec_json_type(row));
@@ -1457,8 +1454,8 @@ static int row_decode(const cJSON *row, const char *name, int64_t i, int32_t wan
                              path, (long long)count, plural(count), want, what, plural(want));
     if (bad >= 0) {
         double v;
-        path_index(sub, path, bad);
-        return get_finite(bad_item, sub, &v, err);
+        codec__path_index(sub, path, bad);
+        return codec__get_finite(bad_item, sub, &v, err);
     }
     return 0;
 }
@@ -1468,10 +1465,10 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
 {
     char path[CODEC_PATH_MAX];
     memset(out, 0, sizeof *out);
-    int rc = require_object(json, "", "a JSON object with \"x\" and \"y\"", err);
+    int rc = codec__require_object(json, "", "a JSON object with \"x\" and \"y\"", err);
     if (rc < 0)
         return rc;
-    const cJSON *jx = member(json, "x"), *jy = member(json, "y");
+    const cJSON *jx = codec__member(json, "x"), *jy = codec__member(json, "y");
     if (jx == NULL)
         return err_set_field(err, ERR_INVAL, "x", "x is required: an array of rows of %d number%s",
                              n_x, plural(n_x));
@@ -1523,8 +1520,8 @@ int codec_batch_decode(const cJSON *json, int32_t n_x, int32_t n_y, int require_
             continue;
         }
         if (n_y == 1 && !cJSON_IsArray(r)) {
-            path_index(path, "y", i);
-            rc = get_finite(r, path, &v, err);
+            codec__path_index(path, "y", i);
+            rc = codec__get_finite(r, path, &v, err);
             goto fail;
         }
         if ((rc = row_decode(r, "y", i, n_y, "label", out->y + i * n_y, err)) < 0)
@@ -1549,36 +1546,36 @@ int codec_export_decode(const cJSON *json, codec_export_t *out, err_t *err)
                                          "parameters", "optimizer_state", NULL};
     memset(out, 0, sizeof *out);
     out->loss = NAN;
-    int rc = require_object(json, "", "a JSON object (an export)", err);
+    int rc = codec__require_object(json, "", "a JSON object (an export)", err);
     if (rc == 0)
         rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
-    const cJSON *v = member(json, "format");
+    const cJSON *v = codec__member(json, "format");
     if (!cJSON_IsString(v) || strcmp(v->valuestring, CODEC_EXPORT_FORMAT) != 0)
         return err_set_field(err, ERR_INVAL, "format", "format must be \"" CODEC_EXPORT_FORMAT
                              "\" (the body of GET /v1/models/{id}/export)");
     int64_t version = 0;
-    if ((v = member(json, "version")) == NULL)
+    if ((v = codec__member(json, "version")) == NULL)
         return err_set_field(err, ERR_INVAL, "version", "version is required");
-    if ((rc = get_int(v, "version", 1, CODEC_INT_EXACT_MAX, &version, err)) < 0)
+    if ((rc = codec__get_int(v, "version", 1, CODEC_INT_EXACT_MAX, &version, err)) < 0)
         return rc;
     if (version != CODEC_EXPORT_VERSION)
         return err_set_field(err, ERR_INVAL, "version", "export version %lld is not supported "
                              "(this neurond reads version %d)", (long long)version,
                              CODEC_EXPORT_VERSION);
-    if ((v = member(json, "name")) != NULL &&
-        (rc = get_name(v, "name", out->name, sizeof out->name, err)) < 0)
+    if ((v = codec__member(json, "name")) != NULL &&
+        (rc = codec__get_name(v, "name", out->name, sizeof out->name, err)) < 0)
         return rc;
-    if ((v = member(json, "step")) != NULL &&
-        (rc = get_int(v, "step", 0, TRAIN_STEP_MAX, &out->step, err)) < 0)
+    if ((v = codec__member(json, "step")) != NULL &&
+        (rc = codec__get_int(v, "step", 0, TRAIN_STEP_MAX, &out->step, err)) < 0)
         return rc;
-    if ((v = member(json, "loss")) != NULL && (rc = get_finite(v, "loss", &out->loss, err)) < 0)
+    if ((v = codec__member(json, "loss")) != NULL && (rc = codec__get_finite(v, "loss", &out->loss, err)) < 0)
         return rc;
-    if ((out->parameters = member(json, "parameters")) == NULL)
+    if ((out->parameters = codec__member(json, "parameters")) == NULL)
         return err_set_field(err, ERR_INVAL, "parameters", "parameters is required");
-    out->optimizer_state = member(json, "optimizer_state");
-    if ((v = member(json, "spec")) == NULL)
+    out->optimizer_state = codec__member(json, "optimizer_state");
+    if ((v = codec__member(json, "spec")) == NULL)
         return err_set_field(err, ERR_INVAL, "spec", "spec is required");
     if ((rc = codec_spec_decode(v, &out->spec, err)) < 0) {
         if (err != NULL && err->field[0] == '\0')
@@ -1617,8 +1614,8 @@ int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t 
     int rc = 0;
     for (const cJSON *e = json->child; e != NULL && rc == 0; e = e->next, ++i) {
         char path[48];
-        path_index(path, "optimizer_state", i);
-        rc = get_finite(e, path, &dst[i], err);
+        codec__path_index(path, "optimizer_state", i);
+        rc = codec__get_finite(e, path, &dst[i], err);
     }
     if (rc == 0)
         rc = optim_state_check(o, step, err);
@@ -1635,33 +1632,33 @@ int codec_optim_state_decode(const cJSON *json, optim_t *o, int64_t step, err_t 
 static int early_stopping_decode(const cJSON *j, train_req_t *req, err_t *err)
 {
     static const char *const fields[] = {"patience", "min_delta", "restore_best", NULL};
-    int rc = require_object(j, "early_stopping", "an object", err);
+    int rc = codec__require_object(j, "early_stopping", "an object", err);
     if (rc == 0)
         rc = codec_check_fields(j, "early_stopping", fields, err);
     if (rc < 0)
         return rc;
     /* A missing or bad patience leaves no early stopping to speak of: the error names the
      * whole object, as it does when validation rows or recorded rows are missing. */
-    const cJSON *v = member(j, "patience");
+    const cJSON *v = codec__member(j, "patience");
     if (v == NULL)
         return err_set_field(err, ERR_INVAL, "early_stopping",
                              "early_stopping.patience is required: evaluations without "
                              "improvement before the run stops");
-    if ((rc = get_int(v, "early_stopping.patience", 1, CODEC_INT_EXACT_MAX, &req->patience,
+    if ((rc = codec__get_int(v, "early_stopping.patience", 1, CODEC_INT_EXACT_MAX, &req->patience,
                       err)) < 0) {
         if (err != NULL)
             snprintf(err->field, sizeof err->field, "%s", "early_stopping");
         return rc;
     }
-    if ((v = member(j, "min_delta")) != NULL) {
-        if ((rc = get_finite(v, "early_stopping.min_delta", &req->min_delta, err)) < 0)
+    if ((v = codec__member(j, "min_delta")) != NULL) {
+        if ((rc = codec__get_finite(v, "early_stopping.min_delta", &req->min_delta, err)) < 0)
             return rc;
         if (req->min_delta < 0)
             return err_set_field(err, ERR_INVAL, "early_stopping.min_delta",
                                  "early_stopping.min_delta = %g must be >= 0", req->min_delta);
     }
-    if ((v = member(j, "restore_best")) != NULL &&
-        (rc = get_bool(v, "early_stopping.restore_best", &req->restore_best, err)) < 0)
+    if ((v = codec__member(j, "restore_best")) != NULL &&
+        (rc = codec__get_bool(v, "early_stopping.restore_best", &req->restore_best, err)) < 0)
         return rc;
     return 0;
 }
@@ -1676,56 +1673,56 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
         *async = 0;
     if (json == NULL || cJSON_IsNull(json))
         return 0;
-    int rc = require_object(json, "", "a JSON object (a train request)", err);
+    int rc = codec__require_object(json, "", "a JSON object (a train request)", err);
     if (rc == 0)
         rc = codec_check_fields(json, "", fields, err);
     if (rc < 0)
         return rc;
-    const cJSON *v, *steps = member(json, "steps"), *epochs = member(json, "epochs");
+    const cJSON *v, *steps = codec__member(json, "steps"), *epochs = codec__member(json, "epochs");
     if (steps != NULL && epochs != NULL)
         return err_set_field(err, ERR_INVAL, "epochs", "give either steps or epochs, not both");
     if (steps != NULL &&
-        (rc = get_int(steps, "steps", 0, CODEC_INT_EXACT_MAX, &req->steps, err)) < 0)
+        (rc = codec__get_int(steps, "steps", 0, CODEC_INT_EXACT_MAX, &req->steps, err)) < 0)
         return rc;
     if (epochs != NULL &&
-        (rc = get_int(epochs, "epochs", 0, CODEC_INT_EXACT_MAX, &req->epochs, err)) < 0)
+        (rc = codec__get_int(epochs, "epochs", 0, CODEC_INT_EXACT_MAX, &req->epochs, err)) < 0)
         return rc;
     /* null is the full batch; 0 rows per mini-batch is not a size. */
-    if ((v = member(json, "batch_size")) != NULL &&
-        (rc = get_int32(v, "batch_size", 1, INT32_MAX, &req->batch_size, err)) < 0)
+    if ((v = codec__member(json, "batch_size")) != NULL &&
+        (rc = codec__get_int32(v, "batch_size", 1, INT32_MAX, &req->batch_size, err)) < 0)
         return rc;
-    if ((v = member(json, "learning_rate")) != NULL) {
-        if ((rc = get_finite(v, "learning_rate", &req->learning_rate, err)) < 0)
+    if ((v = codec__member(json, "learning_rate")) != NULL) {
+        if ((rc = codec__get_finite(v, "learning_rate", &req->learning_rate, err)) < 0)
             return rc;
         if (req->learning_rate <= 0)
             return err_set_field(err, ERR_INVAL, "learning_rate", "learning_rate = %g must be > 0",
                                  req->learning_rate);
     }
-    if ((v = member(json, "tolerance")) != NULL) {
-        if ((rc = get_finite(v, "tolerance", &req->tolerance, err)) < 0)
+    if ((v = codec__member(json, "tolerance")) != NULL) {
+        if ((rc = codec__get_finite(v, "tolerance", &req->tolerance, err)) < 0)
             return rc;
         if (req->tolerance < 0)
             return err_set_field(err, ERR_INVAL, "tolerance", "tolerance = %g must be >= 0",
                                  req->tolerance);
     }
-    if ((v = member(json, "target_loss")) != NULL &&
-        (rc = get_finite(v, "target_loss", &req->target_loss, err)) < 0)
+    if ((v = codec__member(json, "target_loss")) != NULL &&
+        (rc = codec__get_finite(v, "target_loss", &req->target_loss, err)) < 0)
         return rc;
-    if ((v = member(json, "history_every")) != NULL &&
-        (rc = get_int(v, "history_every", 0, CODEC_INT_EXACT_MAX, &req->history_every, err)) < 0)
+    if ((v = codec__member(json, "history_every")) != NULL &&
+        (rc = codec__get_int(v, "history_every", 0, CODEC_INT_EXACT_MAX, &req->history_every, err)) < 0)
         return rc;
     int64_t seed;
-    if ((v = member(json, "seed")) != NULL) {
-        if ((rc = get_int(v, "seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) < 0)
+    if ((v = codec__member(json, "seed")) != NULL) {
+        if ((rc = codec__get_int(v, "seed", 0, CODEC_INT_EXACT_MAX, &seed, err)) < 0)
             return rc;
         req->seed = (uint64_t)seed;
     }
-    if ((v = member(json, "early_stopping")) != NULL &&
+    if ((v = codec__member(json, "early_stopping")) != NULL &&
         (rc = early_stopping_decode(v, req, err)) < 0)
         return rc;
-    if ((v = member(json, "async")) != NULL) {
+    if ((v = codec__member(json, "async")) != NULL) {
         int32_t a = 0;   /* -O3 -Wmaybe-uninitialized false positive (Release build) */
-        if ((rc = get_bool(v, "async", &a, err)) < 0)
+        if ((rc = codec__get_bool(v, "async", &a, err)) < 0)
             return rc;
         if (async != NULL)
             *async = a;
@@ -1737,7 +1734,7 @@ static cJSON *int_array(const int64_t *v, int64_t n)
 {
     cJSON *a = cJSON_CreateArray();
     for (int64_t i = 0; i < n; ++i)
-        if (push(a, codec_int(v[i])) < 0) {
+        if (codec__push(a, codec__int(v[i])) < 0) {
             cJSON_Delete(a);
             return NULL;
         }
@@ -1749,7 +1746,7 @@ static cJSON *confusion_encode(const int64_t *c, int32_t k)
 {
     cJSON *rows = cJSON_CreateArray();
     for (int32_t i = 0; i < k; ++i)
-        if (push(rows, int_array(c + (int64_t)i * k, k)) < 0) {
+        if (codec__push(rows, int_array(c + (int64_t)i * k, k)) < 0) {
             cJSON_Delete(rows);
             return NULL;
         }
@@ -1758,9 +1755,9 @@ static cJSON *confusion_encode(const int64_t *c, int32_t k)
 
 static cJSON *precision_recall_f1(cJSON *o, double accuracy, double p, double r, double f1)
 {
-    if (add(o, "accuracy", codec_number(accuracy)) < 0 ||
-        add(o, "precision", codec_number(p)) < 0 || add(o, "recall", codec_number(r)) < 0 ||
-        add(o, "f1", codec_number(f1)) < 0)
+    if (codec__add(o, "accuracy", codec_number(accuracy)) < 0 ||
+        codec__add(o, "precision", codec_number(p)) < 0 || codec__add(o, "recall", codec_number(r)) < 0 ||
+        codec__add(o, "f1", codec_number(f1)) < 0)
         return NULL;
     return o;
 }
@@ -1773,8 +1770,8 @@ static cJSON *metrics_encode(const eval_result_t *r)
     switch (r->family) {
     case EVAL_FAMILY_REGRESSION: {
         const eval_regression_t *g = &r->regression;
-        if (add(o, "mse", codec_number(g->mse)) < 0 || add(o, "rmse", codec_number(g->rmse)) < 0 ||
-            add(o, "mae", codec_number(g->mae)) < 0 || add(o, "r2", codec_number(g->r2)) < 0)
+        if (codec__add(o, "mse", codec_number(g->mse)) < 0 || codec__add(o, "rmse", codec_number(g->rmse)) < 0 ||
+            codec__add(o, "mae", codec_number(g->mae)) < 0 || codec__add(o, "r2", codec_number(g->r2)) < 0)
             goto fail;
         break;
     }
@@ -1782,9 +1779,9 @@ static cJSON *metrics_encode(const eval_result_t *r)
         const eval_binary_t *b = &r->binary;
         const int64_t cm[4] = {b->tn, b->fp, b->fn, b->tp};
         if (precision_recall_f1(o, b->accuracy, b->precision, b->recall, b->f1) == NULL ||
-            add(o, "confusion_matrix", confusion_encode(cm, 2)) < 0 ||
-            add(o, "roc_auc", codec_number(b->roc_auc)) < 0 ||
-            (!isnan(b->log_loss) && add(o, "log_loss", codec_number(b->log_loss)) < 0))
+            codec__add(o, "confusion_matrix", confusion_encode(cm, 2)) < 0 ||
+            codec__add(o, "roc_auc", codec_number(b->roc_auc)) < 0 ||
+            (!isnan(b->log_loss) && codec__add(o, "log_loss", codec_number(b->log_loss)) < 0))
             goto fail;
         break;
     }
@@ -1792,19 +1789,19 @@ static cJSON *metrics_encode(const eval_result_t *r)
         const eval_multiclass_t *mc = &r->multiclass;
         cJSON *per_class = cJSON_CreateArray();
         if (precision_recall_f1(o, mc->accuracy, mc->precision, mc->recall, mc->f1) == NULL ||
-            add(o, "confusion_matrix", confusion_encode(mc->confusion, mc->k)) < 0 ||
-            add(o, "per_class", per_class) < 0)
+            codec__add(o, "confusion_matrix", confusion_encode(mc->confusion, mc->k)) < 0 ||
+            codec__add(o, "per_class", per_class) < 0)
             goto fail;
         for (int32_t j = 0; j < mc->k; ++j) {
             cJSON *c = cJSON_CreateObject();
-            if (push(per_class, c) < 0 || add(c, "class", codec_int(j)) < 0 ||
-                add(c, "precision", codec_number(mc->class_precision[j])) < 0 ||
-                add(c, "recall", codec_number(mc->class_recall[j])) < 0 ||
-                add(c, "f1", codec_number(mc->class_f1[j])) < 0 ||
-                add(c, "support", codec_int(mc->support[j])) < 0)
+            if (codec__push(per_class, c) < 0 || codec__add(c, "class", codec__int(j)) < 0 ||
+                codec__add(c, "precision", codec_number(mc->class_precision[j])) < 0 ||
+                codec__add(c, "recall", codec_number(mc->class_recall[j])) < 0 ||
+                codec__add(c, "f1", codec_number(mc->class_f1[j])) < 0 ||
+                codec__add(c, "support", codec__int(mc->support[j])) < 0)
                 goto fail;
         }
-        if (!isnan(mc->log_loss) && add(o, "log_loss", codec_number(mc->log_loss)) < 0)
+        if (!isnan(mc->log_loss) && codec__add(o, "log_loss", codec_number(mc->log_loss)) < 0)
             goto fail;
         break;
     }
@@ -1820,8 +1817,8 @@ fail:
 cJSON *codec_eval_encode(const eval_result_t *r)
 {
     cJSON *o = cJSON_CreateObject();
-    if (add(o, "rows", codec_int(r->rows)) < 0 || add(o, "loss", codec_number(r->loss)) < 0 ||
-        add(o, "metrics", metrics_encode(r)) < 0) {
+    if (codec__add(o, "rows", codec__int(r->rows)) < 0 || codec__add(o, "loss", codec_number(r->loss)) < 0 ||
+        codec__add(o, "metrics", metrics_encode(r)) < 0) {
         cJSON_Delete(o);
         return NULL;
     }
@@ -1832,18 +1829,18 @@ cJSON *codec_train_result_encode(int64_t model_id, const train_result_t *res)
 {
     const char *stopped = train_stop_name(res->stopped);
     cJSON *o = cJSON_CreateObject();
-    if ((model_id > 0 && add(o, "model_id", codec_int(model_id)) < 0) ||
-        add(o, "steps_run", codec_int(res->steps_run)) < 0 ||
-        add(o, "step", codec_int(res->step)) < 0 ||
-        add(o, "loss_before", codec_number(res->loss_before)) < 0 ||
-        add(o, "loss_after", codec_number(res->loss_after)) < 0 ||
-        (res->validated && add(o, "val_loss_after", codec_number(res->val_loss_after)) < 0) ||
-        add(o, "stopped", cJSON_CreateString(stopped != NULL ? stopped : "unknown")) < 0 ||
+    if ((model_id > 0 && codec__add(o, "model_id", codec__int(model_id)) < 0) ||
+        codec__add(o, "steps_run", codec__int(res->steps_run)) < 0 ||
+        codec__add(o, "step", codec__int(res->step)) < 0 ||
+        codec__add(o, "loss_before", codec_number(res->loss_before)) < 0 ||
+        codec__add(o, "loss_after", codec_number(res->loss_after)) < 0 ||
+        (res->validated && codec__add(o, "val_loss_after", codec_number(res->val_loss_after)) < 0) ||
+        codec__add(o, "stopped", cJSON_CreateString(stopped != NULL ? stopped : "unknown")) < 0 ||
         (res->early_stopping &&
-         (add(o, "best_step", res->best_step >= 0 ? codec_int(res->best_step)
+         (codec__add(o, "best_step", res->best_step >= 0 ? codec__int(res->best_step)
                                                    : cJSON_CreateNull()) < 0 ||
-          add(o, "best_val_loss", codec_number(res->best_val_loss)) < 0)) ||
-        add(o, "elapsed_ms", codec_number(res->elapsed_ms)) < 0) {
+          codec__add(o, "best_val_loss", codec_number(res->best_val_loss)) < 0)) ||
+        codec__add(o, "elapsed_ms", codec_number(res->elapsed_ms)) < 0) {
         cJSON_Delete(o);
         return NULL;
     }
