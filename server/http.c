@@ -1,6 +1,6 @@
 /* server/http.c -- libmicrohttpd glue: request state, body limits, routing, replies, streams.
  *
- * Request life cycle (STYLE rule 19): the first access-handler call creates the http_req_t and
+ * Request life cycle: the first access-handler call creates the http_req_t and
  * returns without answering -- libmicrohttpd 0.9.75 closes the connection after any request
  * answered on its first call, so answering later is what keeps connections alive. Body chunks
  * are appended on the following calls; the final call (no more data) dispatches to the route
