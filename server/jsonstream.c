@@ -164,6 +164,17 @@ int jsonstream_add_numbers(jsonstream_t *js, const char *key, const double *x, i
     return rc == 0 ? add_tensor(js, &shape, x) : rc;
 }
 
+int jsonstream_add_item(jsonstream_t *js, const char *key, cJSON *item)
+{
+    char *text = item != NULL ? cJSON_PrintUnformatted(item) : NULL;
+    cJSON_Delete(item);
+    int rc = text != NULL ? add_member(js, key) : ERR_NOMEM;
+    if (rc == 0)
+        rc = add_text(js, text, NULL);
+    cJSON_free(text);
+    return rc;
+}
+
 int jsonstream_keep(jsonstream_t *js, void *owned, void (*free_fn)(void *))
 {
     if (js->n_keep == JSONSTREAM_MAX_KEEP) {

@@ -1,4 +1,5 @@
-/* server/jsonstream.h -- JSON answers too large to build as one tree: parameters, exports.
+/* server/jsonstream.h -- JSON answers too large to build as one tree: parameters, gradients,
+ * exports.
  *
  * A cJSON tree costs about 130 bytes per number and its printed text another 20, so building
  * the answer of a 45-million-parameter model whole would take gigabytes. A jsonstream prints
@@ -43,6 +44,10 @@ int jsonstream_add_params(jsonstream_t *js, const char *key, const model_t *m,
 
 /* Append the member `key`: x[0..n) as a flat array of numbers. `x` is borrowed. ERR_NOMEM. */
 int jsonstream_add_numbers(jsonstream_t *js, const char *key, const double *x, int64_t n);
+
+/* Append the member `key`: `item` as cJSON prints it (a small value after a streamed one, as
+ * "norm" after "gradients"). `item` is taken, freed here also on failure. ERR_NOMEM. */
+int jsonstream_add_item(jsonstream_t *js, const char *key, cJSON *item);
 
 /* Free `owned` with `free_fn` when the stream is freed (after the last byte was sent, or on
  * failure). On ERR_NOMEM `owned` is freed at once. */

@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "evaluate.h"
 #include "http.h"
+#include "jsonstream.h"
 #include "model.h"
 #include "request.h"
 #include "reply.h"
@@ -199,7 +200,9 @@ out:
     return rc;
 }
 
-/* POST /v1/models/{id}/gradients -> {"loss","gradients":{"W1":[[...]]},"norm"}. */
+/* POST /v1/models/{id}/gradients -> {"loss","gradients":{"W1":[[...]]},"norm"}. Streamed
+ * (jsonstream.h): a cJSON tree of the gradients would cost about 130 bytes per parameter, so a
+ * copy of them is all a large model's answer holds. */
 static int gradients_post(http_req_t *req, err_t *err)
 {
     static const char *const fields[] = {"x", "y", "split", NULL};
@@ -218,22 +221,35 @@ static int gradients_post(http_req_t *req, err_t *err)
     double loss = NAN;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
-    cJSON *o = NULL;
-    if (!model_has_gradients(m))
+    jsonstream_t *js = NULL;
+    if (!model_has_gradients(m)) {
         rc = err_set(err, ERR_INVAL, "a perceptron has no gradients: its update is the "
                      "perceptron rule (POST /step or /train)");
-    else if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
-             (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) == 0) {
-        const double *g = model_grads(m);
-        o = cJSON_CreateObject();
-        if (add_item(o, "loss", codec_number(loss)) < 0 ||
-            add_item(o, "gradients", codec_params_encode(m, g)) < 0 ||
-            add_item(o, "norm", codec_number(tensor_norm2(g, model_n_params(m)))) < 0)
-            rc = reply_nomem(o, err), o = NULL;
+    } else if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
+               (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) == 0) {
+        /* The model's gradient buffer is the next reader's once the lock is released. */
+        const int64_t n = model_n_params(m);
+        double *g = malloc((size_t)(n > 0 ? n : 1) * sizeof *g);
+        cJSON *head = cJSON_CreateObject();
+        if (g != NULL)
+            memcpy(g, model_grads(m), (size_t)n * sizeof *g);
+        if (g == NULL || add_item(head, "loss", codec_number(loss)) < 0) {
+            free(g);
+            rc = reply_nomem(head, err);
+        } else if (jsonstream_new(head, &js) < 0) {
+            free(g);
+            rc = reply_nomem(NULL, err);
+        } else if (jsonstream_keep(js, g, free) < 0 ||
+                   jsonstream_add_params(js, "gradients", m, g) < 0 ||
+                   jsonstream_add_item(js, "norm", codec_number(tensor_norm2(g, n))) < 0) {
+            rc = reply_nomem(NULL, err);
+        }
     }
     registry_read_end(app->registry, id);
-    if (rc == 0)
-        rc = http_reply_json(req, 200, o);
+    if (rc < 0)
+        jsonstream_free(js);
+    else
+        rc = jsonstream_reply(req, 200, js, err);
 out:
     query_data_free(&d);
     return rc;

@@ -1,5 +1,5 @@
-/* tests/integration/it_bigread.c -- GET /v1/models/{id}/parameters and /export are written
- * while they are sent: the bytes are exactly those the daemon printed when it built the whole
+/* tests/integration/it_bigread.c -- GET /v1/models/{id}/parameters and /export, and POST
+ * /gradients, are written while they are sent: the bytes are exactly those the daemon printed when it built the whole
  * answer as one JSON tree (the expected texts below are such answers, captured from it), and a
  * large model's answer costs the daemon a small multiple of its parameters' own size (read from
  * /proc/<pid>/status: VmHWM after resetting it through /proc/<pid>/clear_refs). */
@@ -231,17 +231,24 @@ static long count_numbers(const char *text, const char *from)
 #define BIG_IN 999
 #define BIG_PARAMS ((long)BIG_OUT * (BIG_IN + 1))
 
-/* The daemon's peak memory while it answers GET `path`, above its resident size before, in
- * bytes per parameter of the big model; `*out` gets the answer. */
-static double peak_per_param(const char *path, char **out)
+/* The daemon's peak memory while it answers `method path` (with the JSON `body`, or none), above
+ * its resident size before, in bytes per parameter of the big model; `*out` gets the answer. */
+static double peak_per_param_of(const char *method, const char *path, const char *body,
+                                char **out)
 {
     long rss = proc_status_kb(d.pid, "VmRSS");
     reset_peak(d.pid);
     long status = 0;
-    ck_assert_int_eq(it_request("GET", path, NULL, NULL, &status, out, NULL), 0);
+    ck_assert_int_eq(it_request(method, path, body != NULL ? "application/json" : NULL, body,
+                                &status, out, NULL), 0);
     ck_assert_int_eq(status, 200);
     long peak = proc_status_kb(d.pid, "VmHWM");
     return (double)(peak - rss) * 1024.0 / (double)BIG_PARAMS;
+}
+
+static double peak_per_param(const char *path, char **out)
+{
+    return peak_per_param_of("GET", path, NULL, out);
 }
 
 START_TEST(large_model_in_bounded_memory)
@@ -275,6 +282,31 @@ START_TEST(large_model_in_bounded_memory)
     ck_assert_int_eq(count_numbers(body, "\"parameters\":{\"W1\":"), BIG_PARAMS);
     ck_assert_int_eq(count_numbers(body, "\"optimizer_state\":"), BIG_PARAMS);
     ck_assert_str_eq(body + strlen(body) - 2, "]}");
+    free(body);
+
+    /* POST /gradients answers as many numbers again, computed on one inline row: it built a
+     * JSON tree of them too (about 130 bytes per parameter) until it was streamed as well. */
+    size_t cap = 16 * (BIG_IN + BIG_OUT) + 64, len = 0;
+    char *row = malloc(cap);
+    ck_assert_ptr_nonnull(row);
+    len += (size_t)snprintf(row + len, cap - len, "{\"x\":[[");
+    for (int i = 0; i < BIG_IN; ++i)
+        len += (size_t)snprintf(row + len, cap - len, "%s%g", i > 0 ? "," : "", 0.001 * i);
+    len += (size_t)snprintf(row + len, cap - len, "]],\"y\":[[");
+    for (int i = 0; i < BIG_OUT; ++i)
+        len += (size_t)snprintf(row + len, cap - len, "%s1", i > 0 ? "," : "");
+    snprintf(row + len, cap - len, "]]}");
+    per = peak_per_param_of("POST", "/v1/models/1/gradients", row, &body);
+    free(row);
+    fprintf(stderr, "POST gradients: peak %.1f bytes per parameter, %zu bytes of JSON\n", per,
+            strlen(body));
+    ck_assert_msg(per < 48.0 * SLACK, "POST gradients: %.1f bytes per parameter", per);
+    ck_assert_int_eq(strncmp(body, "{\"loss\":", 8), 0);
+    ck_assert_int_eq(count_numbers(body, "\"gradients\":{\"W1\":"), BIG_PARAMS);
+    const char *norm = strstr(body, "]]},\"norm\":");
+    ck_assert_ptr_nonnull(norm);
+    ck_assert(strtod(norm + 11, NULL) > 0.0);
+    ck_assert_str_eq(body + strlen(body) - 1, "}");
     free(body);
 }
 END_TEST
