@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fused.h"
+#include "model_internal.h"
 #include "rng.h"
 #include "tensor.h"
 
@@ -159,19 +160,6 @@ int model_spec_copy(const model_spec_t *src, model_spec_t *dst, err_t *err)
 
 /* ---- spec validation -------------------------------------------------------------------- */
 
-static int is_class_kind(int32_t kind)
-{
-    return kind == MODEL_KIND_SOFTMAX || kind == MODEL_KIND_OVA || kind == MODEL_KIND_OVO;
-}
-
-/* Rows of W1 for a class kind: one per class, or one per pair for ovo. */
-static int64_t class_rows(const model_spec_t *s)
-{
-    if (s->kind == MODEL_KIND_OVO)
-        return (int64_t)s->classes * (s->classes - 1) / 2;
-    return s->classes;
-}
-
 static int check_units(int64_t v, const char *field, err_t *err)
 {
     if (v < 1 || v > MODEL_MAX_UNITS)
@@ -195,8 +183,8 @@ static int dense_param_count(const model_spec_t *s, int64_t max_params, int64_t 
         if (s->kind == MODEL_KIND_MLP && l < s->n_hidden) {
             out = s->hidden[l].units;
             snprintf(out_field, sizeof out_field, "hidden[%d].units", (int)l);
-        } else if (is_class_kind(s->kind)) {
-            out = class_rows(s);
+        } else if (model__is_class_kind(s->kind)) {
+            out = model__class_rows(s);
             snprintf(out_field, sizeof out_field, "classes");
         } else {
             out = s->outputs;
@@ -543,7 +531,7 @@ static void build_dense(builder_t *b, const model_spec_t *s)
         if (s->kind == MODEL_KIND_MLP)
             out = l <= s->n_hidden ? s->hidden[l - 1].units : s->outputs;
         else
-            out = (int32_t)(is_class_kind(s->kind) ? class_rows(s) : s->outputs);
+            out = (int32_t)(model__is_class_kind(s->kind) ? model__class_rows(s) : s->outputs);
         char w[24], z[24];
         snprintf(w, sizeof w, "W%d", l);
         snprintf(z, sizeof z, "z%d", l);
@@ -579,7 +567,7 @@ static int build_kind_graph(const model_spec_t *s, ad_graph_spec_t *gs, err_t *e
         b.rc = ad_graph_spec_add(gs, "one", AD_OP_CONST, 0, NULL, &scalar, &one, 0, 0, err);
     build_dense(&b, s);
 
-    int32_t n_y = s->outputs, k = (int32_t)class_rows(s);
+    int32_t n_y = s->outputs, k = (int32_t)model__class_rows(s);
     tensor_shape_t sy = shape2(AD_ROWS, 1), syo = shape2(AD_ROWS, n_y), stk = shape2(AD_ROWS, k);
     switch (s->kind) {
     case MODEL_KIND_LINEAR:
@@ -842,7 +830,7 @@ int model_new(const model_spec_t *spec, model_t **out, err_t *err)
     if ((rc = index_tensors(m, err)) < 0)
         goto fail;
     if (spec->kind == MODEL_KIND_OVO) {
-        int32_t k = spec->classes, p = 0, n_pair = (int32_t)class_rows(spec);
+        int32_t k = spec->classes, p = 0, n_pair = (int32_t)model__class_rows(spec);
         m->ovo_a = malloc((size_t)n_pair * sizeof *m->ovo_a);
         m->ovo_b = malloc((size_t)n_pair * sizeof *m->ovo_b);
         if (m->ovo_a == NULL || m->ovo_b == NULL) {
@@ -951,7 +939,7 @@ static int is_binary(const model_t *m)
 void model_label_rule(const model_t *m, int32_t *binary, int32_t *classes)
 {
     *binary = is_binary(m);
-    *classes = is_class_kind(m->spec.kind)
+    *classes = model__is_class_kind(m->spec.kind)
                        || (m->spec.kind == MODEL_KIND_MLP
                            && m->spec.output_activation == MODEL_ACT_SOFTMAX)
                    ? m->spec.classes
@@ -999,7 +987,7 @@ static int bind_rows(model_t *m, int32_t rows, err_t *err)
  * the rows labelled a or b (a pair with none of them gets weight 0: it adds 0 and no gradient). */
 static void fill_ova_ovo_targets(model_t *m, const batch_t *b)
 {
-    int32_t rows = b->rows, k = (int32_t)class_rows(&m->spec);
+    int32_t rows = b->rows, k = (int32_t)model__class_rows(&m->spec);
     double *t = ad_value(m->g, m->node_t), *w = ad_value(m->g, m->node_w);
     int mean = m->spec.reduction == AD_REDUCTION_MEAN;
     if (m->spec.kind == MODEL_KIND_OVA) {
