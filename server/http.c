@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http_internal.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
@@ -40,96 +41,6 @@
 #define HTTP_LOG_TARGET_MAX 32768        /* longest request target shown whole in the log */
 #define HTTP_JSON_TYPE "application/json; charset=utf-8"
 
-typedef struct header {
-    char *name, *value;
-    struct header *next;
-} header_t;
-
-enum reply_kind { REPLY_NONE = 0, REPLY_BUF, REPLY_STATIC, REPLY_EMPTY, REPLY_STREAM };
-
-struct http_stream {
-    pthread_mutex_t mu;
-    int refs;                            /* request + queued response + producer */
-    http_server_t *srv;
-    struct MHD_Connection *conn;
-    http_stream_read_fn read;
-    void *ctx;
-    http_stream_free_fn free_fn;
-    int has_producer;
-    int suspended, woken, closed;
-    int fd;                              /* the connection's socket, for http_stream_probe() */
-    int peer_gone;                       /* the probe saw the client close: end the stream */
-    uint64_t size;                       /* the body's length, or MHD_SIZE_UNKNOWN (chunked) */
-    uint64_t bytes;
-    struct http_stream *prev, *next;     /* srv->streams, while a response holds it */
-    int listed;
-};
-
-struct http_server {
-    struct MHD_Daemon *d;
-    http_config_t cfg;
-    router_t *router;
-    uint16_t port;
-    atomic_int stopping;
-    atomic_int active;                   /* requests begun and not completed */
-    uint64_t rid_seed;
-    atomic_uint_fast64_t rid_counter;
-    pthread_mutex_t streams_mu;
-    http_stream_t *streams;
-    int n_streams;
-    /* Bearer tokens, copied at start into n_tok zero-padded slots of tok_stride bytes, so every
-     * check reads the same bytes whatever the client sent (see tokens_match()). */
-    unsigned char *tok;
-    size_t *tok_len;
-    size_t n_tok, tok_stride;
-};
-
-struct http_req {
-    http_server_t *srv;
-    struct MHD_Connection *conn;
-    char method[8];                      /* HEAD is served as GET */
-    char method_log[16];
-    int head;                            /* a HEAD request (method says GET) */
-    int begun;                           /* on_request() has seen it */
-    char *raw_path;                      /* the request target as sent, without the query */
-    const char *target, *target_end;     /* libmicrohttpd's copy of the target, while it lasts */
-    char *path;                          /* raw_path percent-decoded */
-    const char *path_error;              /* why the path is refused, or NULL */
-    const http_route_t *route;
-    const char *route_label;             /* for metrics: a pattern or NULL */
-    int n_param;
-    int64_t params[HTTP_MAX_PARAMS];
-    char rid[HTTP_REQUEST_ID_MAX];
-    int64_t t0_ns;
-
-    char *body;
-    size_t len, cap;
-    size_t seen;                         /* body bytes received, whether kept or streamed */
-    int too_big;
-
-    const http_body_sink_t *sink;        /* streamed body: see http_body_sink_t */
-    void *sink_state;
-    int sink_checked, sink_begun, sink_done, sink_rc;
-    err_t sink_err;
-
-    int eof_seen;                        /* the client closed its side: see body_watch_eof() */
-    int64_t declared;                    /* Content-Length, or -1 (chunked, or none) */
-    uint64_t received;                   /* body bytes libmicrohttpd handed over */
-
-    int queued;
-    int status;
-    enum reply_kind kind;
-    char *buf;                           /* REPLY_BUF: owned */
-    const void *sbuf;                    /* REPLY_STATIC: borrowed */
-    size_t buf_len;
-    char ctype[128];
-    http_stream_t *stream;               /* REPLY_STREAM, and kept after queueing for bytes */
-    header_t *headers;
-    uint64_t bytes;
-
-    pthread_mutex_t defer_mu;            /* deferred answers: see http_defer() */
-    int deferred, defer_suspended, defer_done;
-};
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -175,7 +86,7 @@ static int request_id_safe(const char *v)
 
 /* ---- requests -------------------------------------------------------------------------------- */
 
-static void headers_free(header_t *h)
+void http__headers_free(header_t *h)
 {
     while (h != NULL) {
         header_t *next = h->next;
@@ -186,11 +97,8 @@ static void headers_free(header_t *h)
     }
 }
 
-static void stream_unref(http_stream_t *s);
-static void stream_close(http_stream_t *s);
-
 /* Drop whatever reply was set (not the headers). */
-static void reply_clear(http_req_t *req)
+void http__reply_clear(http_req_t *req)
 {
     free(req->buf);
     req->buf = NULL;
@@ -198,8 +106,8 @@ static void reply_clear(http_req_t *req)
     req->buf_len = 0;
     req->ctype[0] = '\0';
     if (req->kind == REPLY_STREAM && req->stream != NULL) {
-        stream_close(req->stream);
-        stream_unref(req->stream);
+        http__stream_close(req->stream);
+        http__stream_unref(req->stream);
         req->stream = NULL;
     }
     req->kind = REPLY_NONE;
@@ -211,12 +119,12 @@ static void req_free(http_req_t *req)
     if (req == NULL)
         return;
     if (req->queued && req->stream != NULL) {
-        stream_close(req->stream);
-        stream_unref(req->stream);
+        http__stream_close(req->stream);
+        http__stream_unref(req->stream);
         req->stream = NULL;
     }
-    reply_clear(req);
-    headers_free(req->headers);
+    http__reply_clear(req);
+    http__headers_free(req->headers);
     if (req->sink != NULL && req->sink->free_fn != NULL && req->sink_state != NULL)
         req->sink->free_fn(req->sink_state);
     free(req->body);
@@ -228,7 +136,7 @@ static void req_free(http_req_t *req)
 
 /* snprintf(dst, size, "%s", src) without the format machinery: this runs several times for
  * every request. */
-static void copy_str(char *dst, size_t size, const char *src)
+void http__copy_str(char *dst, size_t size, const char *src)
 {
     size_t n = strnlen(src, size - 1);
     memcpy(dst, src, n);
@@ -346,11 +254,11 @@ static int req_start(http_req_t *req, const char *method, const char *version)
     req->target = req->target_end = NULL;    /* the library may reuse its buffer from now on */
     req->begun = 1;
     req->head = strcmp(method, "HEAD") == 0;
-    copy_str(req->method_log, sizeof req->method_log, method);
-    copy_str(req->method, sizeof req->method, req->head ? "GET" : method);
+    http__copy_str(req->method_log, sizeof req->method_log, method);
+    http__copy_str(req->method, sizeof req->method, req->head ? "GET" : method);
     const char *rid = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Request-Id");
     if (rid != NULL && request_id_safe(rid))
-        copy_str(req->rid, sizeof req->rid, rid);
+        http__copy_str(req->rid, sizeof req->rid, rid);
     else
         request_id_new(req->srv, req->rid);
     return 0;
@@ -627,7 +535,7 @@ int http_set_header(http_req_t *req, const char *name, const char *value)
         return ERR_INVAL;
     header_t *h = calloc(1, sizeof *h);
     if (h == NULL || (h->name = strdup(name)) == NULL || (h->value = strdup(value)) == NULL) {
-        headers_free(h);
+        http__headers_free(h);
         return ERR_NOMEM;
     }
     h->next = req->headers;
@@ -637,12 +545,12 @@ int http_set_header(http_req_t *req, const char *name, const char *value)
 
 static int reply_buf(http_req_t *req, int status, const char *ctype, char *buf, size_t len)
 {
-    reply_clear(req);
+    http__reply_clear(req);
     req->kind = REPLY_BUF;
     req->status = status;
     req->buf = buf;
     req->buf_len = len;
-    copy_str(req->ctype, sizeof req->ctype, ctype);
+    http__copy_str(req->ctype, sizeof req->ctype, ctype);
     return 0;
 }
 
@@ -679,18 +587,18 @@ int http_reply_text(http_req_t *req, int status, const char *content_type, const
 int http_reply_static(http_req_t *req, int status, const char *content_type, const void *buf,
                       size_t len)
 {
-    reply_clear(req);
+    http__reply_clear(req);
     req->kind = REPLY_STATIC;
     req->status = status;
     req->sbuf = buf;
     req->buf_len = len;
-    copy_str(req->ctype, sizeof req->ctype, content_type);
+    http__copy_str(req->ctype, sizeof req->ctype, content_type);
     return 0;
 }
 
 int http_reply_empty(http_req_t *req, int status)
 {
-    reply_clear(req);
+    http__reply_clear(req);
     req->kind = REPLY_EMPTY;
     req->status = status;
     return 0;
@@ -788,8 +696,8 @@ static const char *utf8_clean(const char *s, char *dst, size_t size)
     return dst;
 }
 
-static int reply_error_status(http_req_t *req, int status, int code, const char *msg,
-                              const char *field)
+int http__reply_error_status(http_req_t *req, int status, int code, const char *msg,
+                             const char *field)
 {
     char msg_buf[2 * ERR_MSG_MAX], field_buf[2 * ERR_MSG_MAX];
     msg = utf8_clean(msg, msg_buf, sizeof msg_buf);
@@ -814,7 +722,7 @@ int http_reply_error(http_req_t *req, const err_t *err)
     if (status == 500)
         log_msg(LOG_LEVEL_ERROR, "internal error id=%s %s %s: %s (%s)", req->rid, req->method,
                 req->route_label != NULL ? req->route_label : "-", msg, err_name(code));
-    int rc = reply_error_status(req, status, code, msg, err != NULL ? err->field : NULL);
+    int rc = http__reply_error_status(req, status, code, msg, err != NULL ? err->field : NULL);
     if (rc < 0) {
         static const char fallback[] =
             "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
@@ -860,7 +768,7 @@ static int defer_park(http_req_t *req)
 
 /* ---- streams ----------------------------------------------------------------------------------- */
 
-static void stream_unref(http_stream_t *s)
+void http__stream_unref(http_stream_t *s)
 {
     pthread_mutex_lock(&s->mu);
     int left = --s->refs;
@@ -874,7 +782,7 @@ static void stream_unref(http_stream_t *s)
 }
 
 /* The connection side is finished with the stream: no more reads, no more resumes. */
-static void stream_close(http_stream_t *s)
+void http__stream_close(http_stream_t *s)
 {
     http_server_t *srv = s->srv;
     pthread_mutex_lock(&srv->streams_mu);
@@ -914,11 +822,11 @@ static int reply_stream(http_req_t *req, int status, const char *content_type, u
     s->refs = 1 + (out != NULL);
     s->has_producer = out != NULL;
     s->fd = -1;
-    reply_clear(req);
+    http__reply_clear(req);
     req->kind = REPLY_STREAM;
     req->status = status;
     req->stream = s;
-    copy_str(req->ctype, sizeof req->ctype, content_type);
+    http__copy_str(req->ctype, sizeof req->ctype, content_type);
     if (out != NULL)
         *out = s;
     return 0;
@@ -981,7 +889,7 @@ void http_stream_probe(http_stream_t *s)
 void http_stream_release(http_stream_t *s)
 {
     if (s != NULL)
-        stream_unref(s);
+        http__stream_unref(s);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -1021,13 +929,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 static void stream_response_free(void *cls)
 {
     http_stream_t *s = cls;
-    stream_close(s);
-    stream_unref(s);
+    http__stream_close(s);
+    http__stream_unref(s);
 }
 
 /* ---- queueing the answer ------------------------------------------------------------------- */
 
-static enum MHD_Result queue_reply(http_req_t *req)
+enum MHD_Result http__queue_reply(http_req_t *req)
 {
     struct MHD_Response *resp = NULL;
     switch (req->kind) {
@@ -1053,7 +961,7 @@ static enum MHD_Result queue_reply(http_req_t *req)
         resp = MHD_create_response_from_callback(s->size, HTTP_STREAM_BLOCK,
                                                  stream_reader, s, stream_response_free);
         if (resp == NULL) {
-            stream_unref(s);
+            http__stream_unref(s);
             break;
         }
         const union MHD_ConnectionInfo *ci =
@@ -1146,7 +1054,7 @@ static int check_auth(http_req_t *req)
             return 0;
     }
     http_set_header(req, "WWW-Authenticate", "Bearer");
-    reply_error_status(req, 401, 0,
+    http__reply_error_status(req, 401, 0,
                        h == NULL ? "missing Authorization: Bearer token"
                                  : "invalid token in Authorization: Bearer",
                        NULL);
@@ -1178,7 +1086,7 @@ static int route_match(http_req_t *req, int reply)
         char msg[200];
         snprintf(msg, sizeof msg, "%s is not allowed on %s (allowed: %s)", req->method_log,
                  m.route->pattern, m.allow);
-        reply_error_status(req, 405, 0, msg, NULL);
+        http__reply_error_status(req, 405, 0, msg, NULL);
         return -1;
     }
     err_t err;
@@ -1375,7 +1283,7 @@ static int body_expected(struct MHD_Connection *conn)
 static enum MHD_Result answer_now(http_req_t *req)
 {
     http_set_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
-    return queue_reply(req);
+    return http__queue_reply(req);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1398,7 +1306,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *msg = NULL;
         int status = framing_error(conn, version, &msg);
         if (status != 0) {
-            reply_error_status(req, status, status == 400 ? ERR_INVAL : 0, msg, NULL);
+            http__reply_error_status(req, status, status == 400 ? ERR_INVAL : 0, msg, NULL);
             return answer_now(req);
         }
         if (check_auth(req) < 0)
@@ -1443,12 +1351,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                     req->route_label != NULL ? req->route_label : "?");
             http_reply_error(req, &err);
         }
-        return queue_reply(req);
+        return http__queue_reply(req);
     }
     dispatch(req);
     if (defer_park(req))
         return MHD_YES;
-    return queue_reply(req);
+    return http__queue_reply(req);
 }
 
 /* The path as the client sent it, which is already percent-encoded: only what would break the
