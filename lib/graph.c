@@ -962,7 +962,8 @@ static int check_backward(ad_graph_t *g, int32_t node, err_t *err)
     return 0;
 }
 
-int ad_backward(ad_graph_t *g, int32_t node, err_t *err)
+/* check_backward() for a backward pass seeded with 1: the node must be a scalar. */
+static int check_scalar_backward(ad_graph_t *g, int32_t node, err_t *err)
 {
     int rc = check_backward(g, node, err);
     if (rc < 0)
@@ -971,6 +972,14 @@ int ad_backward(ad_graph_t *g, int32_t node, err_t *err)
         return err_set_field(err, ERR_SHAPE, g->node[node].id,
                              "backward: node '%s' has %lld elements, not a scalar",
                              g->node[node].id, (long long)g->node[node].n);
+    return 0;
+}
+
+int ad_backward(ad_graph_t *g, int32_t node, err_t *err)
+{
+    int rc = check_scalar_backward(g, node, err);
+    if (rc < 0)
+        return rc;
     set_no_grad(g, 0);
     zero_grads(g);
     g->node[node].g[0] = 1.0;
@@ -980,13 +989,9 @@ int ad_backward(ad_graph_t *g, int32_t node, err_t *err)
 
 int ad_backward_params(ad_graph_t *g, int32_t node, err_t *err)
 {
-    int rc = check_backward(g, node, err);
+    int rc = check_scalar_backward(g, node, err);
     if (rc < 0)
         return rc;
-    if (g->node[node].n != 1)
-        return err_set_field(err, ERR_SHAPE, g->node[node].id,
-                             "backward: node '%s' has %lld elements, not a scalar",
-                             g->node[node].id, (long long)g->node[node].n);
     set_no_grad(g, 1);
     memset(g->fixed_g, 0, (size_t)(g->n_fixed > 0 ? g->n_fixed : 1) * sizeof *g->fixed_g);
     mark_ancestors(g, node);

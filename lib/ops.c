@@ -52,16 +52,6 @@ static void set_shape(tensor_shape_t *s, int32_t n_d, int32_t d0, int32_t d1)
     s->d[1] = n_d > 1 ? d1 : 1;
 }
 
-static int sym_equal(const tensor_shape_t *a, const tensor_shape_t *b)
-{
-    if (a->n_d != b->n_d)
-        return 0;
-    for (int32_t i = 0; i < a->n_d; ++i)
-        if (a->d[i] != b->d[i])
-            return 0;
-    return 1;
-}
-
 /* Exactly one element whatever the binding: [], [1], [1,1]. */
 static int sym_one(const tensor_shape_t *s)
 {
@@ -74,7 +64,7 @@ static int sym_one(const tensor_shape_t *s)
 /* A loss's target may be [m] against [m,1] (or the reverse): same rows, same element count. */
 static int sym_loss_pair(const tensor_shape_t *a, const tensor_shape_t *b)
 {
-    if (sym_equal(a, b))
+    if (tensor_shape_equal(a, b))
         return 1;
     if (a->n_d == 1 && b->n_d == 2)
         return b->d[1] == 1 && a->d[0] == b->d[0];
@@ -105,7 +95,7 @@ static int shape_error(ad_node_t *p, err_t *err, const char *rule)
 static int shape_binary(ad_node_t *p, err_t *err)
 {
     const tensor_shape_t *a = &p->child[0]->sym, *b = &p->child[1]->sym;
-    if (sym_equal(a, b))
+    if (tensor_shape_equal(a, b))
         p->sym = *a;
     else if (sym_one(a) && sym_one(b))
         p->sym = a->n_d >= b->n_d ? *a : *b;
@@ -535,10 +525,11 @@ static int op_square(ad_node_t *p, int pass, err_t *err)
 
 /* ---- reductions ---------------------------------------------------------------------------- */
 
-static int op_sum(ad_node_t *p, int pass, err_t *err)
+/* Sum of all elements, divided by their count for a mean (a division, not a multiplication by
+ * 1/n, so the value is the correctly rounded mean of the sum). */
+static int reduce_all(ad_node_t *p, int pass, int mean)
 {
     ad_node_t *c = p->child[0];
-    (void)err;
     if (pass == AD_PASS_SHAPE) {
         set_shape(&p->sym, 0, 1, 1);
         return 0;
@@ -547,33 +538,25 @@ static int op_sum(ad_node_t *p, int pass, err_t *err)
         double s = 0.0;
         for (int64_t i = 0; i < c->n; ++i)
             s += c->x[i];
-        p->x[0] = s;
+        p->x[0] = mean ? s / (double)c->n : s;
     } else {
-        for (int64_t i = 0; i < c->n; ++i)
-            c->g[i] += p->g[0];
-    }
-    return 0;
-}
-
-static int op_mean(ad_node_t *p, int pass, err_t *err)
-{
-    ad_node_t *c = p->child[0];
-    (void)err;
-    if (pass == AD_PASS_SHAPE) {
-        set_shape(&p->sym, 0, 1, 1);
-        return 0;
-    }
-    if (pass == AD_PASS_FWD) {
-        double s = 0.0;
-        for (int64_t i = 0; i < c->n; ++i)
-            s += c->x[i];
-        p->x[0] = s / (double)c->n;
-    } else {
-        double g = p->g[0] / (double)c->n;
+        double g = mean ? p->g[0] / (double)c->n : p->g[0];
         for (int64_t i = 0; i < c->n; ++i)
             c->g[i] += g;
     }
     return 0;
+}
+
+static int op_sum(ad_node_t *p, int pass, err_t *err)
+{
+    (void)err;
+    return reduce_all(p, pass, 0);
+}
+
+static int op_mean(ad_node_t *p, int pass, err_t *err)
+{
+    (void)err;
+    return reduce_all(p, pass, 1);
 }
 
 /* ---- matrix ops ---------------------------------------------------------------------------- */

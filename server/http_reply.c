@@ -39,14 +39,21 @@ int http_set_header(http_req_t *req, const char *name, const char *value)
     return 0;
 }
 
-static int reply_buf(http_req_t *req, int status, const char *ctype, char *buf, size_t len)
+/* Replace the reply set so far by one of `kind` with `status` and, when not NULL, `ctype`. */
+static void reply_begin(http_req_t *req, enum reply_kind kind, int status, const char *ctype)
 {
     http__reply_clear(req);
-    req->kind = REPLY_BUF;
+    req->kind = kind;
     req->status = status;
+    if (ctype != NULL)
+        http__copy_str(req->ctype, sizeof req->ctype, ctype);
+}
+
+static int reply_buf(http_req_t *req, int status, const char *ctype, char *buf, size_t len)
+{
+    reply_begin(req, REPLY_BUF, status, ctype);
     req->buf = buf;
     req->buf_len = len;
-    http__copy_str(req->ctype, sizeof req->ctype, ctype);
     return 0;
 }
 
@@ -83,20 +90,15 @@ int http_reply_text(http_req_t *req, int status, const char *content_type, const
 int http_reply_static(http_req_t *req, int status, const char *content_type, const void *buf,
                       size_t len)
 {
-    http__reply_clear(req);
-    req->kind = REPLY_STATIC;
-    req->status = status;
+    reply_begin(req, REPLY_STATIC, status, content_type);
     req->sbuf = buf;
     req->buf_len = len;
-    http__copy_str(req->ctype, sizeof req->ctype, content_type);
     return 0;
 }
 
 int http_reply_empty(http_req_t *req, int status)
 {
-    http__reply_clear(req);
-    req->kind = REPLY_EMPTY;
-    req->status = status;
+    reply_begin(req, REPLY_EMPTY, status, NULL);
     return 0;
 }
 
@@ -283,11 +285,8 @@ static int reply_stream(http_req_t *req, int status, const char *content_type, u
     s->refs = 1 + (out != NULL);
     s->has_producer = out != NULL;
     s->fd = -1;
-    http__reply_clear(req);
-    req->kind = REPLY_STREAM;
-    req->status = status;
+    reply_begin(req, REPLY_STREAM, status, content_type);
     req->stream = s;
-    http__copy_str(req->ctype, sizeof req->ctype, content_type);
     if (out != NULL)
         *out = s;
     return 0;
