@@ -158,19 +158,27 @@ static int query_body(http_req_t *req, const char *const *fields, cJSON **out, e
     return rc;
 }
 
-/* POST /v1/models/{id}/loss -> {"loss","rows","accuracy"?,"errors"?}. */
-static int loss_post(http_req_t *req, err_t *err)
+/* The rows a loss, gradients or evaluate request names: a body with only x, y and split, then
+ * its inline rows or the stored rows of its split (query_data_get). */
+static int query_rows(http_req_t *req, int64_t id, query_data_t *d, err_t *err)
 {
     static const char *const fields[] = {"x", "y", "split", NULL};
-    app_t *app = app_of(req);
-    int64_t id = http_param(req, 0);
     cJSON *body = NULL;
-    query_data_t d;
     int rc = query_body(req, fields, &body, err);
     if (rc < 0)
         return rc;
-    rc = query_data_get(req, id, body, &d, err);
+    rc = query_data_get(req, id, body, d, err);
     cJSON_Delete(body);
+    return rc;
+}
+
+/* POST /v1/models/{id}/loss -> {"loss","rows","accuracy"?,"errors"?}. */
+static int loss_post(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    int64_t id = http_param(req, 0);
+    query_data_t d;
+    int rc = query_rows(req, id, &d, err);
     if (rc < 0)
         return rc;
     model_t *m = NULL;
@@ -205,16 +213,10 @@ out:
  * copy of them is all a large model's answer holds. */
 static int gradients_post(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", "split", NULL};
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
-    cJSON *body = NULL;
     query_data_t d;
-    int rc = query_body(req, fields, &body, err);
-    if (rc < 0)
-        return rc;
-    rc = query_data_get(req, id, body, &d, err);
-    cJSON_Delete(body);
+    int rc = query_rows(req, id, &d, err);
     if (rc < 0)
         return rc;
     model_t *m = NULL;
@@ -555,16 +557,10 @@ out:
  * metrics of the model's family at its current parameters (lib/evaluate.h). */
 static int evaluate_post(http_req_t *req, err_t *err)
 {
-    static const char *const fields[] = {"x", "y", "split", NULL};
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
-    cJSON *body = NULL;
     query_data_t d;
-    int rc = query_body(req, fields, &body, err);
-    if (rc < 0)
-        return rc;
-    rc = query_data_get(req, id, body, &d, err);
-    cJSON_Delete(body);
+    int rc = query_rows(req, id, &d, err);
     if (rc < 0)
         return rc;
     model_t *m = NULL;
