@@ -76,7 +76,8 @@ static int bind_inputs(const cJSON *inputs, const ad_graph_spec_t *spec, ad_grap
     }
 
     /* Every given name must be an input node, given once. */
-    for (const cJSON *c = inputs != NULL ? inputs->child : NULL; c != NULL; c = c->next) {
+    const cJSON *c = NULL;
+    cJSON_ArrayForEach(c, inputs) {
         const char *id = c->string != NULL ? c->string : "";
         snprintf(field, sizeof field, "inputs.%.100s", id);
         int32_t node = ad_find(g, id);
@@ -167,18 +168,20 @@ static int decode_wrt(const cJSON *wrt, ad_graph_t *g, int32_t **out, int32_t *n
     if (idx == NULL)
         return err_set(err, ERR_NOMEM, "out of memory for wrt");
     int32_t k = 0;
-    for (const cJSON *e = wrt->child; e != NULL; e = e->next, ++k) {
+    const cJSON *e = NULL;
+    cJSON_ArrayForEach(e, wrt) {
         snprintf(field, sizeof field, "wrt[%d]", (int)k);
         if (!cJSON_IsString(e)) {
             free(idx);
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
                                  field, codec_json_type(e));
         }
-        if ((idx[k] = ad_find(g, e->valuestring)) < 0) {
+        if ((idx[k] = ad_find(g, cJSON_GetStringValue(e))) < 0) {
             free(idx);
             return err_set_field(err, ERR_INVAL, field, "%s: the graph has no node \"%.100s\"",
-                                 field, e->valuestring);
+                                 field, cJSON_GetStringValue(e));
         }
+        ++k;
     }
     *out = idx;
     *n_out = k;
@@ -209,10 +212,11 @@ static int decode_jacobian(const cJSON *j, ad_graph_t *g, int32_t *of, int32_t *
         if (!cJSON_IsString(v))
             return err_set_field(err, ERR_INVAL, field, "%s must be a node id (a string), got %s",
                                  field, codec_json_type(v));
-        int32_t node = ad_find(g, v->valuestring);
+        const char *name = cJSON_GetStringValue(v);
+        int32_t node = ad_find(g, name);
         if (node < 0)
             return err_set_field(err, ERR_INVAL, field, "%s: the graph has no node \"%.100s\"",
-                                 field, v->valuestring);
+                                 field, name);
         *(k == 0 ? of : wrt) = node;
     }
     return 0;

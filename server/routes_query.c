@@ -485,12 +485,11 @@ static int gradcheck_post(http_req_t *req, err_t *err)
     double eps = GRADCHECK_EPSILON_DEFAULT;
     const cJSON *je = cJSON_GetObjectItemCaseSensitive(body, "epsilon");
     if (je != NULL && !cJSON_IsNull(je)) {
-        if (!cJSON_IsNumber(je) || !isfinite(je->valuedouble) || je->valuedouble <= 0 ||
-            je->valuedouble > 1) {
+        eps = cJSON_GetNumberValue(je);
+        if (!cJSON_IsNumber(je) || !isfinite(eps) || eps <= 0 || eps > 1) {
             cJSON_Delete(body);
             return err_set_field(err, ERR_INVAL, "epsilon", "epsilon must be a number in (0, 1]");
         }
-        eps = je->valuedouble;
     }
     rc = query_data_get(req, id, body, &d, err);
     cJSON_Delete(body);

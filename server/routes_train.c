@@ -176,12 +176,12 @@ static int step_post(http_req_t *req, err_t *err)
     o.req.history_every = 1;
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(body, "learning_rate");
     if (lr != NULL && !cJSON_IsNull(lr)) {
-        if (!cJSON_IsNumber(lr) || !isfinite(lr->valuedouble) || lr->valuedouble <= 0) {
+        o.req.learning_rate = cJSON_GetNumberValue(lr);
+        if (!cJSON_IsNumber(lr) || !isfinite(o.req.learning_rate) || o.req.learning_rate <= 0) {
             rc = err_set_field(err, ERR_INVAL, "learning_rate",
                                "learning_rate must be a finite number > 0");
             goto out;
         }
-        o.req.learning_rate = lr->valuedouble;
     }
     /* The model's shape decides how x and y are read. */
     model_t *m = NULL;
