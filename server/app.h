@@ -42,6 +42,9 @@ typedef struct app {
     const char *version;     /* NEUROND_VERSION */
     app_limits_t limits;     /* read-only after start */
     int64_t threads;         /* --threads */
+    _Atomic int64_t replica_id; /* this process's row in `replicas` (replica.h); set once,
+                                   right after the server starts (0 until then) */
+    int64_t job_lease_ms;    /* --job-lease: a replica whose heartbeat is older is dead */
     struct jobs *jobs;       /* async training jobs (jobs.h) */
     struct events *events;   /* the per-model event hub behind the SSE streams (events.h) */
     atomic_int stopping;     /* set once when shutdown begins: synchronous runs (POST /train,

@@ -157,7 +157,7 @@ static void *job_main(void *arg)
     jobs_t *j = jb->owner;
     app_t *app = j->app;
     err_t err = {0};
-    if (store_job_set_status(app->store, jb->id, "running", NULL, NULL, &err) < 0)
+    if (store_job_start(app->store, jb->id, app->replica_id, &err) < 0)
         log_msg(LOG_LEVEL_WARN, "job %" PRId64 ": cannot mark running: %s", jb->id, err.msg);
 
     trainer_opts_t o = {.model_id = jb->model_id, .req = jb->req, .job_id = jb->id,
@@ -298,6 +298,12 @@ cJSON *jobs_job_json(const store_job_t *job)
     }
     if (job->error != NULL && cJSON_AddStringToObject(o, "error", job->error) == NULL)
         goto fail;
+    /* null while queued: no replica has taken it yet */
+    cJSON *replica = job->replica_id > 0 ? cJSON_CreateNumber((double)job->replica_id)
+                                         : cJSON_CreateNull();
+    if (replica == NULL)
+        goto fail;
+    cJSON_AddItemToObject(o, "replica", replica);
     if (cJSON_AddStringToObject(o, "created_at", job->created_at) == NULL ||
         cJSON_AddStringToObject(o, "updated_at", job->updated_at) == NULL)
         goto fail;

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "model.h"
 #include "pool.h"
+#include "replica.h"
 #include "routes.h"
 #include "sessions.h"
 #include "store.h"
@@ -61,6 +62,8 @@ typedef struct config {
     int64_t idle_timeout;
     int64_t data_cache;
     const char *token_file;
+    const char *advertise;     /* host:port; NULL: the bound address and actual port */
+    int64_t job_lease;         /* seconds */
     const char *backup;        /* --backup OUT: copy the database and exit (no env var) */
     int protect_all;
     int log_level;
@@ -72,6 +75,7 @@ enum flag_kind {
     FLAG_ADDR,                 /* const char * field, an IPv4 or IPv6 literal */
     FLAG_BOOL,                 /* int field: 1, true, yes / 0, false, no */
     FLAG_LEVEL,                /* int field: error | warn | info | debug (log.h) */
+    FLAG_HOSTPORT,             /* const char * field, host:port with a port in 1..65535 */
 };
 
 /*
@@ -156,6 +160,12 @@ static const flag_t flags[] = {
              "/v1/* then needs one (see also NEUROND_TOKENS)"},
     {.name = "protect-all", .kind = FLAG_BOOL, .field = FIELD(protect_all), .dflt = "false",
      .help = "with tokens: also protect /metrics, / and /openapi.json (not /healthz)"},
+    {.name = "job-lease", .kind = FLAG_INT, .field = FIELD(job_lease), .min = 3, .max = 3600,
+     .dflt = "15", .help = "seconds without a heartbeat (sent every third of it) before a "
+                           "replica counts as dead"},
+    {.name = "advertise", .kind = FLAG_HOSTPORT, .field = FIELD(advertise),
+     .dflt_help = "the bound address and port",
+     .help = "host:port other replicas and clients reach this one at (GET /v1/cluster)"},
     {.name = "log-level", .kind = FLAG_LEVEL, .field = FIELD(log_level), .dflt = "info",
      .help = "error | warn | info | debug"},
 };
@@ -203,6 +213,26 @@ static _Noreturn void bad_value(const flag_t *fl, const char *value, const char 
     exit(2);
 }
 
+/* host:port as --advertise takes it: a non-empty host of printable ASCII without spaces
+ * ("[...]" around an IPv6 address, whose colons would hide the port), ':' and a port in
+ * 1..65535 in decimal. */
+static int hostport_valid(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || colon - v > 255)
+        return 0;
+    for (const char *p = v; p < colon; ++p)
+        if (*p <= 0x20 || *p >= 0x7f || *p == '/' || (*p == ':' && v[0] != '['))
+            return 0;
+    if (v[0] == '[' && colon[-1] != ']')
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return colon[1] >= '0' && colon[1] <= '9' && *end == '\0' && errno == 0 && port >= 1 &&
+           port <= 65535;
+}
+
 /* Validate and store one value in its config field; exits 2 when it is bad. */
 static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const char *source)
 {
@@ -241,6 +271,12 @@ static void flag_set(config_t *cfg, const flag_t *fl, const char *value, const c
     case FLAG_LEVEL:
         if (log_level_parse(value, (int *)field) < 0)
             bad_value(fl, value, source, "expected error, warn, info or debug");
+        break;
+    case FLAG_HOSTPORT:
+        if (!hostport_valid(value))
+            bad_value(fl, value, source, "expected host:port (a name or address of at most 255 "
+                      "printable characters, an IPv6 address in brackets, a port in 1..65535)");
+        *(const char **)field = value;
         break;
     case FLAG_STR:
         if (value[0] == '\0')
@@ -670,7 +706,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    app_t app = {.store = store, .version = NEUROND_VERSION, .threads = cfg.threads};
+    app_t app = {.store = store, .version = NEUROND_VERSION, .threads = cfg.threads,
+                 .job_lease_ms = cfg.job_lease * 1000};
     app.limits = (app_limits_t){
         .max_body = (size_t)cfg.max_body, .max_batch_rows = cfg.max_batch_rows,
         .max_model_rows = cfg.max_model_rows, .max_params = cfg.max_params,
@@ -720,6 +757,7 @@ int main(int argc, char **argv)
                         .tokens = (const char *const *)tokens, .protect_all = cfg.protect_all,
                         .sinks = routes_data_sinks, .ctx = &app};
     http_server_t *srv = NULL;
+    int v6 = strchr(cfg.bind, ':') != NULL;
     if (http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
         events_free(app.events);
@@ -737,20 +775,37 @@ int main(int argc, char **argv)
                                          : ", auth on /v1/";
     tokens_free(tokens);       /* the server keeps its own copy */
     tokens = NULL;
-    int v6 = strchr(cfg.bind, ':') != NULL;
-    printf("neurond listening on %s%s%s:%u\n", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
-           (unsigned)http_server_port(srv));
-    fflush(stdout);
-    log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
-            " threads, schema v%d%s)", NEUROND_VERSION, cfg.bind, (unsigned)http_server_port(srv),
-            store_display_name(cfg.db), cfg.threads, store_schema_version(store), auth);
-
-    int sig = signal_wait();
-    log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
+    /* Registered once the port is known (--port 0 picks one): the address is what the row
+     * shows. Until then requests see replica 0 (app.h). */
+    char address[300];
+    if (cfg.advertise != NULL)
+        snprintf(address, sizeof address, "%s", cfg.advertise);
+    else
+        snprintf(address, sizeof address, "%s%s%s:%u", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
+                 (unsigned)http_server_port(srv));
+    int exit_code = 0;
+    replica_t *replica = NULL;
+    if (replica_start(store, address, NEUROND_VERSION, cfg.job_lease * 1000, &replica, &err) < 0) {
+        fprintf(stderr, "neurond: cannot register this replica in database '%s': %s\n",
+                store_display_name(cfg.db), err.msg);
+        exit_code = 1;         /* shut down what started, in the usual order */
+    } else {
+        atomic_store(&app.replica_id, replica_id(replica));
+        printf("neurond listening on %s%s%s:%u\n", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
+               (unsigned)http_server_port(srv));
+        fflush(stdout);
+        log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
+                " threads, schema v%d%s, replica %" PRId64 " at %s)", NEUROND_VERSION, cfg.bind,
+                (unsigned)http_server_port(srv), store_display_name(cfg.db), cfg.threads,
+                store_schema_version(store), auth, replica_id(replica), address);
+        int sig = signal_wait();
+        log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
+    }
     atomic_store(&app.stopping, 1);  /* sync runs stop at a step boundary, committed */
     jobs_shutdown(jobs);       /* so do jobs; their threads end */
     events_shutdown(app.events);
     http_server_stop(srv);     /* stop accepting, finish running requests, end streams */
+    replica_stop(replica);     /* leaves the cluster view now, not after the lease */
     events_free(app.events);   /* drop the event streams' references */
     jobs_free(jobs);
     sessions_free(app.sessions);
@@ -761,5 +816,5 @@ int main(int argc, char **argv)
     if (db_lock >= 0)
         close(db_lock);        /* after the last write: the next daemon may start now */
     log_msg(LOG_LEVEL_INFO, "stopped");
-    return 0;
+    return exit_code;
 }

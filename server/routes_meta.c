@@ -69,6 +69,7 @@ static cJSON *health_body(const app_t *app, int ok, const char *msg)
     if (body == NULL || cJSON_AddStringToObject(body, "status", ok ? "ok" : "unavailable") == NULL ||
         cJSON_AddStringToObject(body, "version", app->version) == NULL ||
         cJSON_AddStringToObject(body, "db", ok ? "ok" : "error") == NULL ||
+        cJSON_AddNumberToObject(body, "replica", (double)atomic_load(&app->replica_id)) == NULL ||
         (!ok && cJSON_AddStringToObject(body, "message", msg) == NULL)) {
         cJSON_Delete(body);
         return NULL;
@@ -90,7 +91,8 @@ static int meta_healthz(http_req_t *req, err_t *err)
         size_t len = atomic_load(&health.ok_len);
         if (len == 0) {
             pthread_mutex_lock(&health.mu);
-            if (health.ok_body == NULL) {
+            /* Not before the replica is registered: the body would keep replica 0. */
+            if (health.ok_body == NULL && atomic_load(&app->replica_id) > 0) {
                 cJSON *body = health_body(app, 1, NULL);
                 health.ok_body = body != NULL ? cJSON_PrintUnformatted(body) : NULL;
                 cJSON_Delete(body);
@@ -99,8 +101,14 @@ static int meta_healthz(http_req_t *req, err_t *err)
             }
             len = atomic_load(&health.ok_len);
             pthread_mutex_unlock(&health.mu);
-            if (len == 0)
+            if (len == 0 && atomic_load(&app->replica_id) > 0)
                 return err_set(err, ERR_NOMEM, "out of memory");
+        }
+        if (len == 0) {
+            cJSON *body = health_body(app, 1, NULL);
+            if (body == NULL)
+                return err_set(err, ERR_NOMEM, "out of memory");
+            return http_reply_json(req, 200, body);
         }
         return http_reply_static(req, 200, "application/json; charset=utf-8", health.ok_body,
                                  len);
@@ -113,6 +121,50 @@ static int meta_healthz(http_req_t *req, err_t *err)
     if (body == NULL)
         return err_set(err, ERR_NOMEM, "out of memory");
     return http_reply_json(req, 503, body);
+}
+
+/* One replica as GET /v1/cluster shows it. */
+static cJSON *replica_json(const store_replica_t *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL || cJSON_AddNumberToObject(o, "id", (double)r->id) == NULL ||
+        cJSON_AddStringToObject(o, "address", r->address) == NULL ||
+        cJSON_AddStringToObject(o, "version", r->version) == NULL ||
+        cJSON_AddStringToObject(o, "started_at", r->started_at) == NULL ||
+        cJSON_AddStringToObject(o, "heartbeat_at", r->heartbeat_at) == NULL ||
+        cJSON_AddNumberToObject(o, "jobs_running", (double)r->jobs_running) == NULL) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* GET /v1/cluster: the live replicas (heartbeat younger than --job-lease), by id. */
+static int meta_cluster(http_req_t *req, err_t *err)
+{
+    app_t *app = app_of(req);
+    store_replica_t *rows = NULL;
+    int64_t n = 0;
+    int rc = store_replica_list(app->store, app->job_lease_ms, &rows, &n, err);
+    if (rc < 0)
+        return rc;
+    cJSON *body = cJSON_CreateObject(), *list = cJSON_CreateArray();
+    int ok = body != NULL && list != NULL &&
+             cJSON_AddStringToObject(body, "database", store_dialect(app->store)) != NULL;
+    for (int64_t i = 0; ok && i < n; ++i) {
+        cJSON *r = replica_json(&rows[i]);
+        ok = r != NULL;
+        if (ok)
+            cJSON_AddItemToArray(list, r);
+    }
+    free(rows);
+    if (!ok) {
+        cJSON_Delete(body);
+        cJSON_Delete(list);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    cJSON_AddItemToObject(body, "replicas", list);
+    return http_reply_json(req, 200, body);
 }
 
 static int meta_metrics(http_req_t *req, err_t *err)
@@ -204,6 +256,7 @@ static int meta_web(http_req_t *req, err_t *err)
 const http_route_t routes_meta[] = {
     {"GET", "/healthz", meta_healthz, NULL, 0},
     {"GET", "/metrics", meta_metrics, NULL, 0},
+    {"GET", "/v1/cluster", meta_cluster, NULL, 0},
     {"GET", "/openapi.json", meta_openapi, NULL, 0},
     {"GET", "/", meta_web, NULL, 0},
     {"GET", "/app.js", meta_web, NULL, 0},

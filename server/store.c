@@ -30,6 +30,13 @@ void store_now(char buf[STORE_TIME_MAX])
     snprintf(buf + n, STORE_TIME_MAX - n, ".%03dZ", (int)((ts.tv_nsec / 1000000L) % 1000));
 }
 
+int64_t store__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000L;
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;

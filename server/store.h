@@ -375,6 +375,7 @@ typedef struct store_job {
     char *request_json;
     char *result_json;
     char *error;
+    int64_t replica_id;          /* the replica that took it; 0 while queued */
     char created_at[STORE_TIME_MAX];
     char updated_at[STORE_TIME_MAX];
 } store_job_t;
@@ -408,6 +409,40 @@ int store_job_progress(store_t *s, int64_t job_id, int64_t step, int64_t steps,
  * Joins the caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
 int store_job_set_status(store_t *s, int64_t job_id, const char *status,
                          const char *result_json, const char *error, err_t *err);
+
+/* Mark the job running on replica `replica_id` (its replica_id stays set after it ends).
+ * ERR_NOTFOUND when the job is absent. */
+int store_job_start(store_t *s, int64_t job_id, int64_t replica_id, err_t *err);
+
+/* ---- replicas -------------------------------------------------------------------------------- */
+
+/* A live row of `replicas`: one neurond process using the database. */
+typedef struct store_replica {
+    int64_t id;
+    char address[272];           /* host:port it serves on (--advertise), as given */
+    char version[32];
+    char started_at[STORE_TIME_MAX];
+    char heartbeat_at[STORE_TIME_MAX];
+    int64_t jobs_running;        /* jobs with status running and this replica_id */
+} store_replica_t;
+
+/* Insert this process's row (started and heartbeat now). `*id` is its new id, never reused. */
+int store_replica_register(store_t *s, const char *address, const char *version, int64_t *id,
+                           err_t *err);
+
+/* Refresh replica `id`'s heartbeat, and delete the rows of replicas whose heartbeat is older
+ * than `lease_ms`: their processes are gone. One transaction. `*removed` (may be NULL) is how
+ * many were deleted. ERR_NOTFOUND when `id`'s own row is gone (it was taken for dead). */
+int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
+                            err_t *err);
+
+/* Delete replica `id`'s row (a clean shutdown). No row is not an error. */
+int store_replica_remove(store_t *s, int64_t id, err_t *err);
+
+/* The replicas whose heartbeat is younger than `lease_ms`, by id. `*out` is new (free()), NULL
+ * when `*n` is 0. */
+int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int64_t *n,
+                       err_t *err);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 

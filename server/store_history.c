@@ -14,13 +14,6 @@
 #include "histchunk.h"
 #include "store_internal.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000L;
-}
-
 /* The chunk in columns 0.. of `st` (STORE_HIST_COLUMNS), checked. `data` lives until `st`
  * moves. */
 static int hist_column(db_stmt_t *st, histchunk_t *ch, err_t *err)
@@ -144,7 +137,7 @@ int store_history_append(store_t *s, int64_t id, const store_history_row_t *rows
         (rc = store__history_truncate(c, id, rows[0].step, err)) < 0)
         goto out;
     /* One chunk per run of rows with the same time ("" = now), of at most HISTCHUNK_MAX. */
-    const int64_t now = now_ms();
+    const int64_t now = store__now_ms();
     for (int64_t i = 0, j; i < n && rc == 0; i = j) {
         int64_t at = now;
         if (rows[i].at[0] != '\0' && histchunk_time_ms(rows[i].at, &at) < 0) {

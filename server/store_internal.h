@@ -44,6 +44,9 @@ typedef int (*store__row_fn)(db_stmt_t *st, void *dst, err_t *err);
 /* Releases what a store__row_fn allocated in `row`. */
 typedef void (*store__clear_fn)(void *row);
 
+/* Wall-clock milliseconds since the Unix epoch (comparable across processes and machines). */
+int64_t store__now_ms(void);
+
 /* The calling thread's connection to `s`. Borrowed. */
 int store__conn(store_t *s, db_conn_t **out, err_t *err);
 

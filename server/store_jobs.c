@@ -8,7 +8,7 @@
 
 #define JOB_COLUMNS                                                                      \
     "id, model_id, status, progress_step, progress_steps, progress_loss, request_json," \
-    " result_json, error, created_at, updated_at"
+    " result_json, error, created_at, updated_at, replica_id"
 
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
 {
@@ -65,6 +65,7 @@ static int job_read_row(db_stmt_t *st, void *dst, err_t *err)
     j->progress_loss = j->has_loss ? db_column_double(st, 5) : 0.0;
     store__column_text_copy(st, 9, j->created_at, sizeof j->created_at);
     store__column_text_copy(st, 10, j->updated_at, sizeof j->updated_at);
+    j->replica_id = db_column_int64(st, 11);
     if (store__column_strdup(st, 6, &j->request_json, err) < 0 ||
         store__column_strdup(st, 7, &j->result_json, err) < 0 ||
         store__column_strdup(st, 8, &j->error, err) < 0) {
@@ -190,4 +191,14 @@ int store_job_set_status(store_t *s, int64_t job_id, const char *status,
                       STORE_ARGS(DB_INT(job_id), DB_TEXT(status), DB_TEXT(result_json),
                                  DB_TEXT(error), DB_TEXT(now)),
                       job_id, "updating a job's status", err);
+}
+
+int store_job_start(store_t *s, int64_t job_id, int64_t replica_id, err_t *err)
+{
+    static const char sql[] =
+        "UPDATE jobs SET status = 'running', replica_id = ?2, updated_at = ?3 WHERE id = ?1";
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    return job_update(s, sql, STORE_ARGS(DB_INT(job_id), DB_INT(replica_id), DB_TEXT(now)),
+                      job_id, "marking a job running", err);
 }

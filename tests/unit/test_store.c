@@ -66,13 +66,13 @@ static store_history_row_t hist_row(int64_t step)
 START_TEST(test_open_migrates)
 {
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 4);
+    ck_assert_int_eq(store_schema_version(s), 5);
     ck_assert_str_eq(store_path(s), path);
     err_t err = {0};
     ck_assert_int_eq(store_ping(s, &err), 0);
     store_close(s);
     s = open_store();          /* again: nothing left to apply */
-    ck_assert_int_eq(store_schema_version(s), 4);
+    ck_assert_int_eq(store_schema_version(s), 5);
     store_close(s);
     store_close(NULL);
     ck_assert_int_eq(store_open("", &s, &err), ERR_INVAL);
@@ -547,6 +547,68 @@ START_TEST(test_jobs)
 }
 END_TEST
 
+/* Replica rows: registering, heartbeats that delete the dead, the live list with its running
+ * jobs, and a job keeping the replica that took it. */
+START_TEST(test_replicas)
+{
+    store_t *s = open_store();
+    err_t err = {0};
+    int64_t r1 = 0, r2 = 0, removed = -1;
+    ck_assert_int_eq(store_replica_register(s, "10.0.0.1:8080", "1.0.0", &r1, &err), 0);
+    ck_assert_int_eq(store_replica_register(s, "[::1]:9000", "1.0.1", &r2, &err), 0);
+    ck_assert_int_gt(r2, r1);
+    int64_t model = new_model(s, "rm", 1), job = 0;
+    ck_assert_int_eq(store_job_insert(s, model, "{}", 5, &job, &err), 0);
+    store_job_t j;
+    ck_assert_int_eq(store_job_get(s, job, &j, &err), 0);
+    ck_assert_int_eq(j.replica_id, 0);                    /* queued: no replica */
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_start(s, job, r2, &err), 0);
+    ck_assert_int_eq(store_job_start(s, 999, r2, &err), ERR_NOTFOUND);
+
+    store_replica_t *rows = NULL;
+    int64_t n = 0;
+    ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(rows[0].id, r1);
+    ck_assert_str_eq(rows[0].address, "10.0.0.1:8080");
+    ck_assert_str_eq(rows[0].version, "1.0.0");
+    ck_assert_int_eq(rows[0].jobs_running, 0);
+    ck_assert_int_eq(rows[1].id, r2);
+    ck_assert_str_eq(rows[1].address, "[::1]:9000");
+    ck_assert_int_eq(rows[1].jobs_running, 1);
+    ck_assert_int_eq((int)strlen(rows[1].started_at), 24);
+    free(rows);
+
+    /* r2 stops beating: with a lease of 1 ms it is dead at r1's next heartbeat, hidden from the
+     * list and its row deleted; its job keeps naming it. */
+    usleep(20000);
+    ck_assert_int_eq(store_replica_list(s, 1, &rows, &n, &err), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(store_replica_heartbeat(s, r1, 1, &removed, &err), 0);
+    ck_assert_int_eq(removed, 1);
+    ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, r1);
+    free(rows);
+    ck_assert_int_eq(store_replica_heartbeat(s, r2, 60000, NULL, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(store_job_get(s, job, &j, &err), 0);
+    ck_assert_str_eq(j.status, "running");
+    ck_assert_int_eq(j.replica_id, r2);
+    store_job_clear(&j);
+
+    /* A clean shutdown deletes its own row; a new one never gets an old id. */
+    ck_assert_int_eq(store_replica_remove(s, r1, &err), 0);
+    ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert_ptr_null(rows);
+    int64_t r3 = 0;
+    ck_assert_int_eq(store_replica_register(s, "h:1", "1", &r3, &err), 0);
+    ck_assert_int_gt(r3, r2);
+    store_close(s);
+}
+END_TEST
+
 START_TEST(test_transactions_and_busy)
 {
     setenv("NEUROND_BUSY_TIMEOUT_MS", "50", 1);
@@ -667,7 +729,7 @@ START_TEST(test_backup)
     snprintf(again, sizeof again, "%s/copy2.db", dir);
     int version = 0;
     ck_assert_int_eq(store_backup_file(out, again, &version, &err), 0);
-    ck_assert_int_eq(version, 4);
+    ck_assert_int_eq(version, 5);
     char missing[160];
     snprintf(missing, sizeof missing, "%s/missing.db", dir);
     ck_assert_int_eq(store_backup_file(missing, again, NULL, &err), ERR_NOTFOUND);
@@ -715,7 +777,7 @@ START_TEST(test_upgrade_from_schema1)
                 " (1, 2, 2.0, 1.0, 0.1, '2026-11-28T04:36:38.000Z'),"
                 " (1, 3, 1.0, 0.5, 0.05, '2026-11-28T04:36:38.000Z');");
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 4);
+    ck_assert_int_eq(store_schema_version(s), 5);
     err_t err = {0};
     store_history_row_t *h = NULL;
     int64_t n = 0, next = 0;
@@ -760,7 +822,7 @@ START_TEST(test_upgrade_from_earlier_release)
     load_script(dump);
     free(dump);
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 4);
+    ck_assert_int_eq(store_schema_version(s), 5);
     err_t err = {0};
     store_model_t *models = NULL;
     int64_t n = 0, next = 0;
@@ -815,6 +877,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_batches);
     tcase_add_test(tc, test_checkpoints_and_fork);
     tcase_add_test(tc, test_jobs);
+    tcase_add_test(tc, test_replicas);
     tcase_add_test(tc, test_transactions_and_busy);
     tcase_add_test(tc, test_driver_binds);
     tcase_add_test(tc, test_backup);

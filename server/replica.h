@@ -1,0 +1,35 @@
+/* server/replica.h -- this process as a replica of the database: its id and its heartbeat.
+ *
+ * Every neurond using a database has a row in `replicas` (store.h) from start to shutdown. A
+ * background thread refreshes it every lease / 3, so two heartbeats can be missed before the
+ * row's age passes the lease and other replicas take the process for dead; each heartbeat also
+ * deletes the rows of replicas that are.
+ *
+ *     replica_t *r = NULL;
+ *     if (replica_start(store, "10.0.0.5:8080", "1.2.0", 15000, &r, &err) < 0) die(err.msg);
+ *     ... replica_id(r) ...
+ *     replica_stop(r);                     // joins the thread, deletes the row
+ */
+#ifndef ND_REPLICA_H
+#define ND_REPLICA_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+typedef struct replica replica_t;
+
+/* Register this process (address `address`, neurond `version`) and start its heartbeat every
+ * `lease_ms` / 3. `*out` is new (end with replica_stop()), NULL on failure. */
+int replica_start(store_t *store, const char *address, const char *version, int64_t lease_ms,
+                  replica_t **out, err_t *err);
+
+/* This process's replica id. */
+int64_t replica_id(const replica_t *r);
+
+/* Stop the heartbeat and delete this process's row, so it leaves the cluster view at once
+ * rather than after the lease. NULL is a no-op. */
+void replica_stop(replica_t *r);
+
+#endif /* ND_REPLICA_H */

@@ -1,0 +1,99 @@
+/* server/store_replicas.c -- the processes using the database: their rows and heartbeats. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "store_internal.h"
+
+int store_replica_register(store_t *s, const char *address, const char *version, int64_t *id,
+                           err_t *err)
+{
+    static const char sql[] =
+        "INSERT INTO replicas(address, version, started_at, heartbeat_at, heartbeat_ms)"
+        " VALUES (?1, ?2, ?3, ?3, ?4) RETURNING id";
+    *id = 0;
+    db_conn_t *c = NULL;
+    int rc = store__conn(s, &c, err);
+    if (rc < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    return store__get_int(c, sql,
+                          STORE_ARGS(DB_TEXT(address), DB_TEXT(version), DB_TEXT(now),
+                                     DB_INT(store__now_ms())),
+                          id, "replica", 0, err);
+}
+
+int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
+                            err_t *err)
+{
+    static const char sql_beat[] =
+        "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
+    static const char sql_dead[] = "DELETE FROM replicas WHERE heartbeat_ms < ?1 AND id <> ?2";
+    if (removed != NULL)
+        *removed = 0;
+    db_conn_t *c = NULL;
+    int64_t changed = 0, dead = 0;
+    int own = 0, rc = store__conn(s, &c, err);
+    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
+        return rc;
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    int64_t now_ms = store__now_ms();
+    rc = store__run(c, sql_beat, STORE_ARGS(DB_INT(id), DB_TEXT(now), DB_INT(now_ms)),
+                    "refreshing the replica's heartbeat", &changed, err);
+    if (rc == 0 && changed == 0)
+        rc = err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    if (rc == 0)
+        rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(now_ms - lease_ms), DB_INT(id)),
+                        "removing dead replicas", &dead, err);
+    rc = store__tx_leave(c, own, rc, err);
+    if (rc == 0 && removed != NULL)
+        *removed = dead;
+    return rc;
+}
+
+int store_replica_remove(store_t *s, int64_t id, err_t *err)
+{
+    static const char sql[] = "DELETE FROM replicas WHERE id = ?1";
+    db_conn_t *c = NULL;
+    int rc = store__conn(s, &c, err);
+    if (rc == 0)
+        rc = store__run(c, sql, STORE_ARGS(DB_INT(id)), "removing the replica", NULL, err);
+    return rc;
+}
+
+static int replica_read_row(db_stmt_t *st, void *dst, err_t *err)
+{
+    (void)err;
+    store_replica_t *r = dst;
+    memset(r, 0, sizeof *r);
+    r->id = db_column_int64(st, 0);
+    store__column_text_copy(st, 1, r->address, sizeof r->address);
+    store__column_text_copy(st, 2, r->version, sizeof r->version);
+    store__column_text_copy(st, 3, r->started_at, sizeof r->started_at);
+    store__column_text_copy(st, 4, r->heartbeat_at, sizeof r->heartbeat_at);
+    r->jobs_running = db_column_int64(st, 5);
+    return 0;
+}
+
+int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int64_t *n,
+                       err_t *err)
+{
+    static const char sql[] =
+        "SELECT r.id, r.address, r.version, r.started_at, r.heartbeat_at,"
+        " (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.replica_id = r.id)"
+        " FROM replicas r WHERE r.heartbeat_ms >= ?1 ORDER BY r.id";
+    *out = NULL;
+    *n = 0;
+    db_conn_t *c = NULL;
+    void *rows = NULL;
+    int rc = store__conn(s, &c, err);
+    if (rc == 0)
+        rc = store__list(c, sql, STORE_ARGS(DB_INT(store__now_ms() - lease_ms)), sizeof **out,
+                         replica_read_row, NULL, 0, &rows, n, NULL, "listing replicas", err);
+    if (rc == 0)
+        *out = rows;
+    return rc;
+}
