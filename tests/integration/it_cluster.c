@@ -136,11 +136,11 @@ START_TEST(cluster_lists_this_replica)
     ck_assert_int_eq(started[23], 'Z');
     ck_assert(strcmp(beat, started) >= 0);
     ck_assert_int_eq((int64_t)it_num(r, "jobs_running"), 0);
+    char first[40];
+    snprintf(first, sizeof first, "%s", beat);
     cJSON_Delete(r);
 
     /* The heartbeat moves: every --job-lease / 3 = 1 s. */
-    char first[40];
-    snprintf(first, sizeof first, "%s", beat);
     it_sleep_ms(2500);
     r = cluster_replica(id, NULL);
     ck_assert_ptr_nonnull(r);
