@@ -443,6 +443,8 @@ START_TEST(history_rows_migrate)
     char sql[1024];
     snprintf(sql, sizeof sql,
              "BEGIN;"
+             "DROP TABLE replicas;"
+             "ALTER TABLE jobs DROP COLUMN replica_id;"
              "DROP TABLE history_chunks;"
              "ALTER TABLE batches DROP COLUMN split;"
              "ALTER TABLE models DROP COLUMN validation_rows;"
