@@ -22,6 +22,7 @@
 #include "err.h"
 
 #define POOL_MAX_THREADS 1024
+#define POOL_THREAD_NAME "nd-compute"   /* each worker's thread name (at most 15 bytes) */
 
 typedef struct pool pool_t;
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "rng.h"
 
@@ -32,6 +33,32 @@ void testutil_fill(double *x, int64_t n, double lo, double hi, uint64_t seed)
     rng_seed(&r, seed);
     for (int64_t i = 0; i < n; ++i)
         x[i] = lo + (hi - lo) * rng_uniform(&r);
+}
+
+int testutil_threads_named(int pid, const char *name)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *dir = opendir(path);
+    ck_assert_msg(dir != NULL, "cannot open %s", path);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm_path[sizeof path + 256 + 8], comm[32] = "";
+        snprintf(comm_path, sizeof comm_path, "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm_path, "r");
+        if (f == NULL)
+            continue;   /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f) != NULL) {
+            comm[strcspn(comm, "\n")] = '\0';
+            n += strcmp(comm, name) == 0;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return n;
 }
 
 int testutil_threads(int pid)

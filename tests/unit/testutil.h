@@ -23,6 +23,9 @@ int testutil_run(Suite *s);
  * test when that cannot be read. */
 int testutil_threads(int pid);
 
+/* Threads of process `pid` whose name (/proc/<pid>/task/<tid>/comm) is `name`. */
+int testutil_threads_named(int pid, const char *name);
+
 /* Deterministic pseudo-random doubles in [lo, hi) for test inputs. */
 void testutil_fill(double *x, int64_t n, double lo, double hi, uint64_t seed);
 
