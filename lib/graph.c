@@ -422,6 +422,27 @@ static int rows_elems(const ad_graph_t *g, int32_t rows, int64_t *total, err_t *
     return 0;
 }
 
+int64_t ad_graph_rows_values(const ad_graph_t *g, int32_t rows)
+{
+    /* Saturating: a caller compares the answer with a limit, so "too many" is all it needs. */
+    int64_t sum = 0;
+    for (int32_t i = 0; i < g->n_node; ++i) {
+        const ad_node_t *p = &g->node[i];
+        int64_t n = ad_op_scratch(p, rows);
+        if (ad_shape_symbolic(&p->sym)) {
+            int64_t r = p->sym.n_d > 0 ? (p->sym.d[0] == AD_ROWS ? rows : p->sym.d[0]) : 1;
+            int64_t c = p->sym.n_d > 1 ? (p->sym.d[1] == AD_ROWS ? rows : p->sym.d[1]) : 1;
+            if (r > 0 && c > (INT64_MAX / 4) / r)
+                return INT64_MAX;
+            n += 2 * r * c;    /* the value and its gradient */
+        }
+        if (n < 0 || n > INT64_MAX - sum)
+            return INT64_MAX;
+        sum += n;
+    }
+    return sum;
+}
+
 /* Allocate the row-dependent block for `rows` and point those nodes into it. The old block is
  * freed only after the new one exists, so a failure leaves the graph at its old binding. */
 static int alloc_rows(ad_graph_t *g, int32_t rows, err_t *err)

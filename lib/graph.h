@@ -89,6 +89,11 @@ void ad_graph_free(ad_graph_t *g);
  * rows exceeds every earlier binding. Graphs with no AD_ROWS input accept any rows value. */
 int ad_graph_bind(ad_graph_t *g, int32_t rows, err_t *err);
 
+/* Doubles the row-dependent buffers would hold bound to `rows`: every such node's value and
+ * gradient, and the ops' scratch (INT64_MAX when that overflows). Allocates nothing: callers
+ * check it against a limit before ad_graph_bind(). */
+int64_t ad_graph_rows_values(const ad_graph_t *g, int32_t rows);
+
 /* Number of nodes; nodes are indexed 0..n-1 in topological order (children before parents). */
 int32_t ad_n_node(const ad_graph_t *g);
 

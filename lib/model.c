@@ -551,6 +551,31 @@ static int bind_rows(model_t *m, int32_t rows, err_t *err)
     return ad_graph_bind(m->g, rows, err);
 }
 
+int64_t model_work_values(const model_t *m, int32_t rows)
+{
+    return ad_graph_rows_values(m->g, rows);
+}
+
+int model_check_work(const model_t *m, int32_t rows, int64_t max, const char *field, err_t *err)
+{
+    const int64_t need = model_work_values(m, rows);
+    if (need <= max)
+        return 0;
+    /* The values grow with the rows, so the largest batch that fits is a bisection away. */
+    int32_t lo = 0, hi = rows;   /* lo fits (0 rows hold nothing), hi does not */
+    while (hi - lo > 1) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (model_work_values(m, mid) <= max)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return err_set_field(err, ERR_INVAL, field, "%s: %d rows need %lld working values (every "
+                         "intermediate result and its gradient), more than the limit of %lld; "
+                         "at most %d rows fit", field, (int)rows,
+                         (long long)need, (long long)max, (int)lo);
+}
+
 /* Targets and weights of the per-row logistic classifiers of ova / ovo for this batch. The
  * weights fold in the reduction: ova rows are reduced over all m rows, ovo pair rows over only
  * the rows labelled a or b (a pair with none of them gets weight 0: it adds 0 and no gradient). */

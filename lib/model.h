@@ -172,6 +172,15 @@ int32_t model_tensor_find(const model_t *m, const char *name);
 /* 1 when the model has gradients (every kind but perceptron). */
 int model_has_gradients(const model_t *m);
 
+/* Working memory of one evaluation over `rows` rows, in doubles: every row-dependent
+ * intermediate of the compiled computation and its gradient, plus the ops' scratch (forward
+ * and backward, on the graph path; the fused path needs less, its tiles being fixed). */
+int64_t model_work_values(const model_t *m, int32_t rows);
+
+/* 0 when model_work_values(m, rows) <= max; else ERR_INVAL naming `field`, with the largest
+ * row count that fits in the message. Callers check before they allocate or change anything. */
+int model_check_work(const model_t *m, int32_t rows, int64_t max, const char *field, err_t *err);
+
 /*
  * Loss at the current parameters on batch b (reduced per the spec); when grad is non-NULL also
  * the gradient of that loss, model_n_params() doubles (for the perceptron the "gradient" is

@@ -28,6 +28,8 @@ typedef struct app_limits {
     int64_t max_batch_rows;  /* --max-batch-rows: rows in one batch or inline x */
     int64_t max_model_rows;  /* --max-model-rows: stored rows per model */
     int64_t max_params;      /* --max-params: parameters per model; graph eval tensor elements */
+    int64_t max_work_values; /* --max-work-values: rows x per-row working values of one
+                                evaluation (predict, loss, a training step) */
     int32_t max_layers;      /* --max-layers: hidden layers (<= MODEL_MAX_LAYERS) */
     int32_t max_units;       /* --max-units: inputs, outputs, classes, units per layer */
     int32_t max_graph_nodes; /* --max-graph-nodes: nodes of a graph model or graph eval */

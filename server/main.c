@@ -53,6 +53,7 @@ typedef struct config {
     int64_t max_batch_rows;
     int64_t max_model_rows;
     int64_t max_params;
+    int64_t max_work_values;
     int64_t max_layers;
     int64_t max_units;
     int64_t max_graph_nodes;
@@ -134,6 +135,12 @@ static const flag_t flags[] = {
     {.name = "max-params", .kind = FLAG_INT, .field = FIELD(max_params), .min = 1,
      .max = TENSOR_MAX_ELEMS, .dflt = "50000000",
      .help = "parameters per model; elements of a graph evaluation's tensors"},
+    /* 200M doubles, 1.6 GB: a 60,000-row full batch of a 784-input softmax needs 98M, of a
+     * 784-128-10 mlp 128M; a 10,000-unit layer over 10,000 rows (400M) is refused. */
+    {.name = "max-work-values", .kind = FLAG_INT, .field = FIELD(max_work_values), .min = 1,
+     .max = (int64_t)1 << 50, .dflt = "200000000",
+     .help = "working values (doubles) of one evaluation: rows x every intermediate and its "
+             "gradient"},
     {.name = "max-layers", .kind = FLAG_INT, .field = FIELD(max_layers), .min = 0,
      .max = MODEL_MAX_LAYERS, .dflt = "64", .help = "hidden layers of an mlp"},
     {.name = "max-units", .kind = FLAG_INT, .field = FIELD(max_units), .min = 1,
@@ -711,6 +718,7 @@ int main(int argc, char **argv)
     app.limits = (app_limits_t){
         .max_body = (size_t)cfg.max_body, .max_batch_rows = cfg.max_batch_rows,
         .max_model_rows = cfg.max_model_rows, .max_params = cfg.max_params,
+        .max_work_values = cfg.max_work_values,
         .max_layers = (int32_t)cfg.max_layers, .max_units = (int32_t)cfg.max_units,
         .max_graph_nodes = (int32_t)cfg.max_graph_nodes, .max_depth = (int32_t)cfg.max_depth,
         .max_jobs = cfg.max_jobs, .max_sync_runs = cfg.max_sync_runs};

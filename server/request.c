@@ -71,6 +71,15 @@ void request_note_flag(err_t *err, const char *needle, const char *flag)
     snprintf(err->msg + used, sizeof err->msg - used, " (%s)", flag);
 }
 
+int request_check_work(const app_limits_t *lim, const model_t *m, int32_t rows,
+                       const char *field, err_t *err)
+{
+    int rc = model_check_work(m, rows, lim->max_work_values, field, err);
+    if (rc < 0)
+        request_note_flag(err, "more than the limit of", "--max-work-values");
+    return rc;
+}
+
 int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
                              err_t *err)
 {

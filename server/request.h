@@ -18,10 +18,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "app.h"
 #include "codec.h"
 #include "err.h"
 #include "graph.h"
 #include "http.h"
+#include "model.h"
 
 /* Longest checkpoint label, bytes. */
 #define REQUEST_LABEL_MAX 200
@@ -69,6 +71,12 @@ int request_batch_decode(http_req_t *req, const cJSON *body, int32_t n_x, int32_
  */
 int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
                              err_t *err);
+
+/* The rows of one evaluation of `m` must fit --max-work-values (model_check_work): else
+ * ERR_INVAL naming `field` ("x" for inline rows, "batch_size" for a training batch), the
+ * message giving the largest row count that fits and the flag. Call it before allocating. */
+int request_check_work(const app_limits_t *lim, const model_t *m, int32_t rows,
+                       const char *field, err_t *err);
 
 /* When err->msg contains `needle`, append " (<flag>)": lib reports a limit, the server knows
  * which flag sets it. */

@@ -116,6 +116,16 @@ static int query_data_get(http_req_t *req, int64_t id, const cJSON *body, query_
     return 0;
 }
 
+/* The checks every evaluation of `d` on `m` passes first: its working memory fits
+ * --max-work-values and its labels suit the model. */
+static int query_data_check(const app_t *app, const model_t *m, const query_data_t *d,
+                            err_t *err)
+{
+    int rc = request_check_work(&app->limits, m, d->b.rows, d->stored != NULL ? "split" : "x",
+                                err);
+    return rc < 0 ? rc : model_check_labels(m, &d->b, err);
+}
+
 static cJSON *number_array(const double *v, int64_t n)
 {
     cJSON *a = cJSON_CreateArray();
@@ -188,7 +198,7 @@ static int loss_post(http_req_t *req, err_t *err)
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
     classifier = model_is_classifier(m);
-    if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
+    if ((rc = query_data_check(app, m, &d, err)) == 0 &&
         (rc = model_loss_grad(m, &d.b, &loss, NULL, err)) == 0 && classifier)
         rc = model_accuracy(m, &d.b, &acc, &errors, err);
     registry_read_end(app->registry, id);
@@ -227,7 +237,7 @@ static int gradients_post(http_req_t *req, err_t *err)
     if (!model_has_gradients(m)) {
         rc = err_set(err, ERR_INVAL, "a perceptron has no gradients: its update is the "
                      "perceptron rule (POST /step or /train)");
-    } else if ((rc = model_check_labels(m, &d.b, err)) == 0 &&
+    } else if ((rc = query_data_check(app, m, &d, err)) == 0 &&
                (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) == 0) {
         /* The model's gradient buffer is the next reader's once the lock is released. */
         const int64_t n = model_n_params(m);
@@ -369,7 +379,8 @@ static int predict_post(http_req_t *req, err_t *err)
     model_t *m = NULL;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
-    if ((rc = request_batch_decode(req, body, model_n_x(m), model_n_y(m), 0, &b, err)) == 0)
+    if ((rc = request_batch_decode(req, body, model_n_x(m), model_n_y(m), 0, &b, err)) == 0 &&
+        (rc = request_check_work(&app->limits, m, b.rows, "x", err)) == 0)
         rc = model_predict(m, b.x, b.rows, &p, err);
     registry_read_end(app->registry, id);
     if (rc < 0)
@@ -509,7 +520,7 @@ static int gradcheck_post(http_req_t *req, err_t *err)
         goto out;
     }
     double loss = NAN, lp = NAN, lm = NAN;
-    if ((rc = model_check_labels(m, &d.b, err)) < 0 ||
+    if ((rc = query_data_check(app, m, &d, err)) < 0 ||
         (rc = model_loss_grad(m, &d.b, &loss, model_grads(m), err)) < 0)
         goto out;
     if ((analytic = malloc(((size_t)n + 1) * sizeof *analytic)) == NULL) {
@@ -566,7 +577,7 @@ static int evaluate_post(http_req_t *req, err_t *err)
     eval_result_t r = {0};
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;
-    if ((rc = model_check_labels(m, &d.b, err)) == 0)
+    if ((rc = query_data_check(app, m, &d, err)) == 0)
         rc = eval_model(m, &d.b, &r, err);
     registry_read_end(app->registry, id);
     if (rc == 0) {

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +23,7 @@
 #include "metrics.h"
 #include "optim.h"
 #include "registry.h"
+#include "request.h"
 #include "sessions.h"
 #include "store.h"
 
@@ -344,6 +346,17 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     }
     if (o->batch != NULL && (rc = model_check_labels(r.m, &data, err)) < 0)
         goto out;
+    /* The largest evaluation of a call is over all its rows, whatever the batch: loss_after is
+     * the loss on every row, in one pass (a graph model's loss need not split into parts). */
+    if ((rc = request_check_work(&app->limits, r.m, data.rows,
+                                 o->batch != NULL ? "x" : "batch_size", err)) < 0) {
+        if (o->batch == NULL && o->req.batch_size > 0) {
+            size_t used = strlen(err->msg);
+            snprintf(err->msg + used, sizeof err->msg - used, "; a smaller batch_size does "
+                     "not lower it: every call evaluates the loss on all stored rows at once");
+        }
+        goto out;
+    }
     *started = 1;
     if (fresh) {
         /* An inline batch (/step) is validated on the stored validation rows too. */
@@ -355,7 +368,9 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
         if (o->batch != NULL)
             val = inline_val;
         batch_t vb = validation_rows(val, r.m);
-        if ((rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0 ||
+        if ((vb.rows > 0 && (rc = request_check_work(&app->limits, r.m, vb.rows, "split",
+                                                     err)) < 0) ||
+            (rc = train_ctx_new(r.m, r.optim, &data, &st->tc, err)) < 0 ||
             (rc = train_ctx_set_validation(st->tc, &vb, err)) < 0)
             goto out;
     }

@@ -108,16 +108,24 @@ static int64_t create(const char *spec)
     return id;
 }
 
-static int64_t model_rows(int64_t id)
+/* A number of the model object, e.g. its "rows" or "step". */
+static int64_t model_number(int64_t id, const char *key)
 {
     char path[64];
     long status = 0;
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
     cJSON *j = call("GET", path, NULL, NULL, 0, &status);
     ck_assert_int_eq(status, 200);
-    int64_t rows = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "rows")->valuedouble;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    ck_assert_msg(cJSON_IsNumber(v), "model %lld has no number %s", (long long)id, key);
+    int64_t n = (int64_t)v->valuedouble;
     cJSON_Delete(j);
-    return rows;
+    return n;
+}
+
+static int64_t model_rows(int64_t id)
+{
+    return model_number(id, "rows");
 }
 
 /* {"x":[[i,i],...],"y":[...]} with n rows of 2 inputs (new). */
@@ -402,6 +410,123 @@ START_TEST(graph_eval_memory_limits)
 }
 END_TEST
 
+/* "/v1/models/{id}/<suffix>", in a buffer of its own until the next call. */
+static const char *at(int64_t id, const char *suffix)
+{
+    static char path[128];
+    snprintf(path, sizeof path, "/v1/models/%lld/%s", (long long)id, suffix);
+    return path;
+}
+
+/* The error of a request over --max-work-values, with `field`; returns the "at most N rows fit"
+ * of its message, which the caller then proves right (N rows work, N + 1 do not). */
+static int work_limit_fit(const char *path, const char *body, const char *want_field)
+{
+    long status = 0;
+    cJSON *j = call("POST", path, JSON, body, 0, &status);
+    char *text = j != NULL ? cJSON_PrintUnformatted(j) : strdup("(not JSON)");
+    ck_assert_msg(status == 400, "%s: status %ld, want 400: %s", path, status, text);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "code"));
+    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
+    const char *field = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "field"));
+    ck_assert_msg(code != NULL && strcmp(code, "invalid_argument") == 0, "%s: %s", path, text);
+    ck_assert_msg(field != NULL && strcmp(field, want_field) == 0, "%s: want field %s: %s", path,
+                  want_field, text);
+    ck_assert_msg(msg != NULL && strstr(msg, "--max-work-values") != NULL, "%s: %s", path, text);
+    const char *at = msg != NULL ? strstr(msg, "at most ") : NULL;
+    ck_assert_msg(at != NULL, "%s: no largest row count: %s", path, text);
+    int fit = atoi(at + strlen("at most "));
+    free(text);
+    cJSON_Delete(j);
+    return fit;
+}
+
+/* {"x":[[i,-i],...]} with n rows of 2 inputs: a predict body (new). */
+static char *predict_json(int n)
+{
+    size_t cap = 64 + (size_t)n * 40;
+    char *s = malloc(cap);
+    size_t o = (size_t)snprintf(s, cap, "{\"x\":[");
+    for (int i = 0; i < n; ++i)
+        o += (size_t)snprintf(s + o, cap - o, "%s[%d,%d]", i ? "," : "", i % 7, -(i % 5));
+    snprintf(s + o, cap - o, "]}");
+    return s;
+}
+
+/* Predict of `rows` rows fails naming x at most N fit, N rows answer, N + 1 fail again. */
+static int predict_work_bound(int64_t id, int rows)
+{
+    const char *path = at(id, "predict");
+    char *over = predict_json(rows);
+    int fit = work_limit_fit(path, over, "x");
+    free(over);
+    ck_assert_int_ge(fit, 1);
+    ck_assert_int_lt(fit, rows);
+    char *just = predict_json(fit), *past = predict_json(fit + 1);
+    long status = 0;
+    cJSON *j = call("POST", path, JSON, just, 0, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "outputs")), fit);
+    cJSON_Delete(j);
+    ck_assert_int_eq(work_limit_fit(path, past, "x"), fit);
+    free(just);
+    free(past);
+    return fit;
+}
+
+/* Rows x the working values of every intermediate (and gradient) stay within --max-work-values
+ * on every evaluation: a wide hidden layer or many outputs turn a small body into a large
+ * computation, refused before it allocates. */
+START_TEST(work_values_limit)
+{
+    const char *extra[] = {"--max-work-values", "40000", NULL};
+    start(extra);
+    /* An mlp with a wide hidden layer: ~1000 values a row, so about 40 rows fit. */
+    int64_t mlp = create("{\"kind\":\"mlp\",\"inputs\":2,\"hidden\":[{\"units\":240}]}");
+    int fit = predict_work_bound(mlp, 400);
+    ck_assert_int_gt(fit, 10);
+    /* A linear model with many outputs: the same rule, its own bound. */
+    int64_t lin = create("{\"kind\":\"linear\",\"inputs\":2,\"outputs\":100}");
+    predict_work_bound(lin, 400);
+
+    /* Training on stored rows: every call evaluates the loss on all of them at once (its
+     * loss_after), so those rows, whatever the batch, must fit; the message says how many do.
+     * Nothing changes on a refusal. */
+    char body[96];
+    char *rows = batch_json(400), *fitting = batch_json(fit), *one = batch_json(1);
+    expect_status("POST", at(mlp, "batches"), rows, 201);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "train"), "{\"steps\":2}", "batch_size"), fit);
+    snprintf(body, sizeof body, "{\"steps\":2,\"batch_size\":%d}", fit);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "train"), body, "batch_size"), fit);
+    ck_assert_int_eq(model_number(mlp, "step"), 0);
+    /* Inline rows of /step, and the stored rows of the queries. */
+    ck_assert_int_eq(work_limit_fit(at(mlp, "step"), rows, "x"), fit);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "loss"), rows, "x"), fit);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "loss"), "{}", "split"), fit);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "evaluate"), "{}", "split"), fit);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "gradients"), "{}", "split"), fit);
+    ck_assert_int_eq(model_number(mlp, "step"), 0);
+    ck_assert_int_eq(model_rows(mlp), 400);
+    /* Just under the limit: exactly `fit` stored rows train, in mini-batches too; one more row
+     * is refused again. */
+    expect_status("DELETE", at(mlp, "batches/1"), NULL, 204);
+    expect_status("POST", at(mlp, "batches"), fitting, 201);
+    expect_status("POST", at(mlp, "train"), "{\"steps\":2}", 200);
+    snprintf(body, sizeof body, "{\"steps\":2,\"batch_size\":%d}", fit / 2);
+    expect_status("POST", at(mlp, "train"), body, 200);
+    ck_assert_int_eq(model_number(mlp, "step"), 4);
+    expect_status("POST", at(mlp, "loss"), "{}", 200);
+    expect_status("POST", at(mlp, "batches"), one, 201);
+    ck_assert_int_eq(work_limit_fit(at(mlp, "train"), "{\"steps\":2}", "batch_size"), fit);
+    ck_assert_int_eq(model_number(mlp, "step"), 4);
+    free(fitting);
+    free(one);
+    free(rows);
+    still_up();
+}
+END_TEST
+
 START_TEST(layers_units_limits)
 {
     const char *extra[] = {"--max-layers", "2", "--max-units", "50", NULL};
@@ -667,6 +792,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, params_limit);
     tcase_add_test(tc, value_over_storage_limit);
     tcase_add_test(tc, graph_eval_memory_limits);
+    tcase_add_test(tc, work_values_limit);
     tcase_add_test(tc, layers_units_limits);
     tcase_add_test(tc, graph_nodes_limit);
     tcase_add_test(tc, depth_limit);

@@ -411,6 +411,46 @@ START_TEST(test_predict_shapes_and_classes)
 }
 END_TEST
 
+/* A 2-input mlp with one sigmoid hidden layer of `units`. */
+static model_t *one_hidden_layer(int32_t units)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = 2;
+    s.n_hidden = 1;
+    s.hidden[0].units = units;
+    return make(&s);
+}
+
+/* The working values of an evaluation grow with its rows and count every row-dependent
+ * intermediate with its gradient: the wider the hidden layer, the more a row costs. The check
+ * names the caller's field and the largest row count that fits, and that count does fit. */
+START_TEST(test_work_values_checked)
+{
+    model_t *m = one_hidden_layer(50);
+    const int64_t one = model_work_values(m, 1);
+    /* x (2) and y (1), the hidden layer before and after its activation (2 x 50) and the output
+     * (1), each with a gradient: at least 2 x 104 a row. */
+    ck_assert_int_ge(one, 2 * 104);
+    ck_assert_int_eq(model_work_values(m, 1000), 1000 * one);
+    model_t *wide = one_hidden_layer(500);
+    ck_assert_int_ge(model_work_values(wide, 1), 8 * one);
+
+    err_t err = {0};
+    const int64_t max = model_work_values(m, 40);
+    ck_assert_int_eq(model_check_work(m, 40, max, "x", &err), 0);
+    ck_assert_int_eq(model_check_work(m, 41, max, "batch_size", &err), ERR_INVAL);
+    ck_assert_str_eq(err.field, "batch_size");
+    ck_assert_msg(strstr(err.msg, "at most 40 rows fit") != NULL, "%s", err.msg);
+    ck_assert_int_eq(model_check_work(wide, 1, max, "x", &err), 0);
+    ck_assert_int_eq(model_check_work(m, 1000000, 10, "x", &err), ERR_INVAL);
+    ck_assert_msg(strstr(err.msg, "at most 0 rows fit") != NULL, "%s", err.msg);
+    model_free(wide);
+    model_free(m);
+}
+END_TEST
+
 START_TEST(test_labels_checked)
 {
     model_spec_t s;
@@ -633,6 +673,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_param_values_shape_checked);
     tcase_add_test(tc, test_init_is_deterministic);
     tcase_add_test(tc, test_predict_shapes_and_classes);
+    tcase_add_test(tc, test_work_values_checked);
     tcase_add_test(tc, test_labels_checked);
     tcase_add_test(tc, test_fused_matches_graph);
     tcase_add_test(tc, test_fused_threads_match_graph);
