@@ -1031,8 +1031,9 @@ def render(R, errors, notes):
                  "and indexing per batch, `torch.optim.SGD`; *http*: `POST /train {\"epochs\":1,\"batch_size\":B}` "
                  "with the default `history_every` 1 (a history row per batch), wall-clock. Each runner first "
                  "runs %d untimed batches; the runners of one batch size run back to back, order rotated each "
-                 "round. lib and http include the two full-data evaluations a train call makes (`loss_before`, "
-                 "`loss_after` on every row); torch's epoch has none." % MB_WARMUP)
+                 "round. lib and http include the full-data evaluation a train call ends with (`loss_after` on every "
+                 "row; `loss_before` comes from the call before, which ended at the same θ); torch's epoch has "
+                 "none." % MB_WARMUP)
         L.append("")
         mbr = R["mb_runners"]
         L.append("| workload | batch | " + " | ".join(mbr) + " | lib ÷ torch | http ÷ torch |")
