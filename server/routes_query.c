@@ -182,22 +182,32 @@ static int query_rows(http_req_t *req, int64_t id, query_data_t *d, err_t *err)
     return rc;
 }
 
+/* query_rows, then the model held for reading (registry_read_begin). On success the caller owns
+ * both: it ends the read and frees the rows; on failure neither is held. */
+static int query_rows_read_begin(http_req_t *req, int64_t id, query_data_t *d, model_t **m,
+                                 err_t *err)
+{
+    int rc = query_rows(req, id, d, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = registry_read_begin(app_of(req)->registry, id, m, err)) < 0)
+        query_data_free(d);
+    return rc;
+}
+
 /* POST /v1/models/{id}/loss -> {"loss","rows","accuracy"?,"errors"?}. */
 static int loss_post(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     query_data_t d;
-    int rc = query_rows(req, id, &d, err);
+    model_t *m = NULL;
+    int rc = query_rows_read_begin(req, id, &d, &m, err);
     if (rc < 0)
         return rc;
-    model_t *m = NULL;
     double loss = NAN, acc = NAN;
     int64_t errors = 0;
-    int classifier = 0;
-    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
-        goto out;
-    classifier = model_is_classifier(m);
+    const int classifier = model_is_classifier(m);
     if ((rc = query_data_check(app, m, &d, err)) == 0 &&
         (rc = model_loss_grad(m, &d.b, &loss, NULL, err)) == 0 && classifier)
         rc = model_accuracy(m, &d.b, &acc, &errors, err);
@@ -226,13 +236,11 @@ static int gradients_post(http_req_t *req, err_t *err)
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     query_data_t d;
-    int rc = query_rows(req, id, &d, err);
+    model_t *m = NULL;
+    int rc = query_rows_read_begin(req, id, &d, &m, err);
     if (rc < 0)
         return rc;
-    model_t *m = NULL;
     double loss = NAN;
-    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
-        goto out;
     jsonstream_t *js = NULL;
     if (!model_has_gradients(m)) {
         rc = err_set(err, ERR_INVAL, "a perceptron has no gradients: its update is the "
@@ -262,7 +270,6 @@ static int gradients_post(http_req_t *req, err_t *err)
         jsonstream_free(js);
     else
         rc = jsonstream_reply(req, 200, js, err);
-out:
     query_data_free(&d);
     return rc;
 }
@@ -570,13 +577,11 @@ static int evaluate_post(http_req_t *req, err_t *err)
     app_t *app = app_of(req);
     int64_t id = http_param(req, 0);
     query_data_t d;
-    int rc = query_rows(req, id, &d, err);
+    model_t *m = NULL;
+    int rc = query_rows_read_begin(req, id, &d, &m, err);
     if (rc < 0)
         return rc;
-    model_t *m = NULL;
     eval_result_t r = {0};
-    if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
-        goto out;
     if ((rc = query_data_check(app, m, &d, err)) == 0)
         rc = eval_model(m, &d.b, &r, err);
     registry_read_end(app->registry, id);
@@ -584,7 +589,6 @@ static int evaluate_post(http_req_t *req, err_t *err)
         cJSON *o = codec_eval_encode(&r);
         rc = o != NULL ? http_reply_json(req, 200, o) : reply_nomem(o, err);
     }
-out:
     eval_result_free(&r);
     query_data_free(&d);
     return rc;
