@@ -359,7 +359,7 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
 /* At start-up: every job still queued or running belonged to a process that died; mark them
- * failed with error "interrupted". `*n` (may be NULL) is how many were marked. */
+ * failed with error "interrupted", and expire every model lease (store_lease_take). `*n` (may be NULL) is how many were marked. */
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err);
 
 /* A row of `jobs`. `request_json`, `result_json` and `error` are new (NULL when absent):
@@ -430,7 +430,8 @@ typedef struct store_replica {
 int store_replica_register(store_t *s, const char *address, const char *version, int64_t *id,
                            err_t *err);
 
-/* Refresh replica `id`'s heartbeat, and delete the rows of replicas whose heartbeat is older
+/* Refresh replica `id`'s heartbeat and push the expiry of its model leases to `lease_ms` from
+ * now, and delete the rows of replicas whose heartbeat is older
  * than `lease_ms`: their processes are gone. One transaction. `*removed` (may be NULL) is how
  * many were deleted. ERR_NOTFOUND when `id`'s own row is gone (it was taken for dead). */
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
@@ -443,6 +444,18 @@ int store_replica_remove(store_t *s, int64_t id, err_t *err);
  * when `*n` is 0. */
 int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int64_t *n,
                        err_t *err);
+
+/* ---- model leases (fencing of training runs) ------------------------------------------------ */
+
+/* Take model `id`'s lease for replica `replica_id` until `lease_ms` from now: `*epoch` is the
+ * run's epoch, higher than every earlier one of the model. ERR_CONFLICT when another replica
+ * holds an unexpired lease; ERR_NOTFOUND when the model is absent. */
+int store_lease_take(store_t *s, int64_t id, int64_t replica_id, int64_t lease_ms,
+                     int64_t *epoch, err_t *err);
+
+/* Inside the caller's transaction: 0 while model `id`'s lease still has owner `replica_id` and
+ * `epoch`, else ERR_CONFLICT (the run lost its lease: it must not commit). */
+int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 

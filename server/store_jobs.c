@@ -18,6 +18,9 @@ int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
     /* A model left 'training' by a process that died is idle now: nothing runs on it. */
     static const char sql_models[] =
         "UPDATE models SET status = 'idle' WHERE status = 'training'";
+    /* Their runs' leases are over: this process holds the database alone (the start-up lock),
+     * so no other replica is running them. Expired, not deleted: epochs only grow. */
+    static const char sql_leases[] = "UPDATE model_leases SET expires_ms = 0";
     if (n != NULL)
         *n = 0;
     db_conn_t *c = NULL;
@@ -31,6 +34,9 @@ int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
                     err);
     if (rc == 0)
         rc = store__run(c, sql_models, STORE_NO_ARGS, "resetting model status", NULL, err);
+    if (rc == 0)
+        rc = store__run(c, sql_leases, STORE_NO_ARGS, "expiring the leases of past runs", NULL,
+                        err);
     rc = store__tx_leave(c, own, rc, err);
     if (rc == 0 && n != NULL)
         *n = marked;

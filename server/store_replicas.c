@@ -1,4 +1,5 @@
-/* server/store_replicas.c -- the processes using the database: their rows and heartbeats. */
+/* server/store_replicas.c -- the processes using the database: their rows, heartbeats and the
+ * leases their training runs hold. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
 {
     static const char sql_beat[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
+    static const char sql_leases[] =
+        "UPDATE model_leases SET expires_ms = ?2 WHERE replica_id = ?1";
     static const char sql_dead[] = "DELETE FROM replicas WHERE heartbeat_ms < ?1 AND id <> ?2";
     if (removed != NULL)
         *removed = 0;
@@ -45,6 +48,9 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
                     "refreshing the replica's heartbeat", &changed, err);
     if (rc == 0 && changed == 0)
         rc = err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    if (rc == 0)
+        rc = store__run(c, sql_leases, STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms)),
+                        "renewing the replica's leases", NULL, err);
     if (rc == 0)
         rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(now_ms - lease_ms), DB_INT(id)),
                         "removing dead replicas", &dead, err);
@@ -95,5 +101,53 @@ int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int6
                          replica_read_row, NULL, 0, &rows, n, NULL, "listing replicas", err);
     if (rc == 0)
         *out = rows;
+    return rc;
+}
+
+int store_lease_take(store_t *s, int64_t id, int64_t replica_id, int64_t lease_ms,
+                     int64_t *epoch, err_t *err)
+{
+    /* The epoch grows with every take, by anyone: a run can tell a lease taken over from its
+     * own even when the same replica took it again. */
+    static const char sql[] =
+        "INSERT INTO model_leases(model_id, replica_id, epoch, expires_ms) VALUES (?1, ?2, 1, ?3)"
+        " ON CONFLICT(model_id) DO UPDATE SET replica_id = excluded.replica_id,"
+        " epoch = model_leases.epoch + 1, expires_ms = excluded.expires_ms"
+        " WHERE model_leases.replica_id = ?2 OR model_leases.expires_ms < ?4"
+        " RETURNING epoch";
+    *epoch = 0;
+    db_conn_t *c = NULL;
+    int own = 0, rc = store__conn(s, &c, err);
+    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
+        return rc;
+    int64_t now_ms = store__now_ms();
+    if ((rc = store__model_exists(c, id, err)) == 0) {
+        rc = store__get_row(c, sql,
+                            STORE_ARGS(DB_INT(id), DB_INT(replica_id), DB_INT(now_ms + lease_ms),
+                                       DB_INT(now_ms)),
+                            store__read_int, epoch, NULL, 0, err);
+        if (rc == DB_DONE)
+            rc = err_set(err, ERR_CONFLICT, "model %" PRId64 " is training on another replica",
+                         id);
+        else if (rc == DB_ROW)
+            rc = 0;
+    }
+    return store__tx_leave(c, own, rc, err);
+}
+
+int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err)
+{
+    static const char sql[] =
+        "SELECT COUNT(*) FROM model_leases WHERE model_id = ?1 AND replica_id = ?2 AND epoch = ?3";
+    db_conn_t *c = NULL;
+    int64_t held = 0;
+    int rc = store__conn(s, &c, err);
+    if (rc == 0)
+        rc = store__get_int(c, sql, STORE_ARGS(DB_INT(id), DB_INT(replica_id), DB_INT(epoch)),
+                            &held, "model", id, err);
+    if (rc == 0 && held == 0)
+        rc = err_set(err, ERR_CONFLICT, "the training run lost its lease on model %" PRId64
+                     " (epoch %" PRId64 " is no longer current): it stops without committing",
+                     id, epoch);
     return rc;
 }

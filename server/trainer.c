@@ -53,6 +53,8 @@ typedef struct run {
     double committed_loss;       /* loss at the last committed step, when a row reported it */
     int64_t final_version;       /* the model's version as the final commit left it */
     int lock_held;               /* the model's write lock is still ours */
+    int64_t epoch;               /* of the model's lease this run took (store_lease_take) */
+    int fenced;                  /* a commit found the lease taken over: the run is not ours */
     err_t commit_err;
 } run_t;
 
@@ -121,6 +123,14 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
     int rc = store_begin(st, err);
     if (rc < 0)
         return rc;
+    /* Fencing: checked in the commit's own transaction, so nothing of a run that lost its
+     * lease lands, however long it was paused before this commit. */
+    if ((rc = store_lease_check(st, o->model_id, atomic_load(&r->app->replica_id), r->epoch,
+                                err)) < 0) {
+        r->fenced = rc == ERR_CONFLICT;
+        store_rollback(st);
+        return rc;
+    }
     if ((rc = store_params_put(st, o->model_id, model_params(r->m), model_n_params(r->m),
                                optim_state(r->optim), optim_state_len(r->optim), step, loss,
                                err)) < 0 ||
@@ -168,27 +178,54 @@ static int wait_unless_stopping(const run_t *r, int ms)
 }
 
 /*
- * commit(), attempted again while it fails only because another writer holds the database
- * lock (a fork or an upload of this daemon, or another process): the state is in memory, so
- * waiting loses nothing, and failing would throw away steps the caller cannot tell from
- * nothing. `give_up` (may be NULL) ends the retries early, as does the daemon stopping.
+ * After attempt number `attempt` (from 0) of a write failed with `rc`: 1 when another attempt
+ * is worth making, after the backoff `*backoff` (doubled each time) -- the write failed only
+ * because another writer holds the database lock (a fork or an upload of this daemon, or
+ * another process): the run's state is in memory, so waiting loses nothing, and failing would
+ * throw away steps the caller cannot tell from nothing. 0 when `rc` stands: any other failure,
+ * `give_up` (may be NULL) set, or the daemon stopping. `what` says what waits, for the log.
  */
+static int retry_when_busy(run_t *r, int rc, int attempt, int *backoff, const atomic_int *give_up,
+                           const char *what, const err_t *err)
+{
+    if (rc == 0 || rc != ERR_UNAVAILABLE || !store_failed_busy() || flag_set(give_up) ||
+        flag_set(&r->app->stopping))
+        return 0;
+    if (attempt == 0)
+        log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot %s yet (%s); retrying",
+                r->o->model_id, what, err->msg);
+    if (wait_unless_stopping(r, *backoff))
+        return 0;
+    *backoff = *backoff * 2 > TRAINER_RETRY_MAX_MS ? TRAINER_RETRY_MAX_MS : *backoff * 2;
+    return 1;
+}
+
+/* commit(), attempted again while the database is only busy (retry_when_busy). */
 static int commit_patiently(run_t *r, int64_t step, const double *loss, double progress_loss,
                             int idle, const train_result_t *end, const atomic_int *give_up,
                             err_t *err)
 {
-    int backoff = TRAINER_RETRY_FIRST_MS;
+    char what[64];
+    snprintf(what, sizeof what, "commit step %" PRId64, step);
+    int rc = 0, backoff = TRAINER_RETRY_FIRST_MS;
     for (int attempt = 0;; ++attempt) {
-        int rc = commit(r, step, loss, progress_loss, idle, end, err);
-        if (rc == 0 || rc != ERR_UNAVAILABLE || !store_failed_busy() || flag_set(give_up) ||
-            flag_set(&r->app->stopping))
+        rc = commit(r, step, loss, progress_loss, idle, end, err);
+        if (!retry_when_busy(r, rc, attempt, &backoff, give_up, what, err))
             return rc;
-        if (attempt == 0)
-            log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot commit step %" PRId64 " yet (%s); "
-                    "retrying", r->o->model_id, step, err->msg);
-        if (wait_unless_stopping(r, backoff))
+    }
+}
+
+/* Take the model's lease for this run (its epoch in r->epoch), waiting while the database is
+ * only busy, as a commit does: a run that waits here has not started yet. */
+static int lease_take_patiently(run_t *r, err_t *err)
+{
+    app_t *app = r->app;
+    int rc = 0, backoff = TRAINER_RETRY_FIRST_MS;
+    for (int attempt = 0;; ++attempt) {
+        rc = store_lease_take(app->store, r->o->model_id, atomic_load(&app->replica_id),
+                              app->job_lease_ms, &r->epoch, err);
+        if (!retry_when_busy(r, rc, attempt, &backoff, r->o->cancel, "take its lease", err))
             return rc;
-        backoff = backoff * 2 > TRAINER_RETRY_MAX_MS ? TRAINER_RETRY_MAX_MS : backoff * 2;
     }
 }
 
@@ -308,7 +345,8 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     }
     if ((rc = lock_take(&r, err)) < 0)
         return rc;
-    if ((rc = state_get(app, o, &st, &local, &fresh, err)) < 0)
+    if ((rc = lease_take_patiently(&r, err)) < 0 ||
+        (rc = state_get(app, o, &st, &local, &fresh, err)) < 0)
         goto out;
     r.m = st->copy.model;
     r.optim = st->copy.optim;
@@ -412,7 +450,7 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     res->elapsed_ms = (double)(now_ns() - t0) / 1e6;   /* the steps and their commits */
 
 out:
-    if (status_set) {
+    if (status_set && !r.fenced) {   /* a fenced run touches nothing: the model is not its own */
         err_t serr = {0};
         if (store_model_set_status(app->store, o->model_id, "idle", &serr) < 0)
             log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot reset status: %s", o->model_id,

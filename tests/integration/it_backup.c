@@ -443,6 +443,7 @@ START_TEST(history_rows_migrate)
     char sql[1024];
     snprintf(sql, sizeof sql,
              "BEGIN;"
+             "DROP TABLE model_leases;"
              "DROP TABLE replicas;"
              "ALTER TABLE jobs DROP COLUMN replica_id;"
              "DROP TABLE history_chunks;"

@@ -192,9 +192,9 @@ START_TEST(dead_replicas_hidden_and_removed)
 }
 END_TEST
 
-START_TEST(jobs_name_their_replica)
+/* An mlp with 64 stored rows: a run of many steps keeps committing for as long as it is let. */
+static int64_t slow_model(void)
 {
-    int64_t self = healthz_replica();
     int64_t id = it_create_model(
         "{\"kind\":\"mlp\",\"inputs\":4,\"hidden\":[{\"units\":64,\"activation\":\"tanh\"}],"
         "\"optimizer\":{\"method\":\"sgd\",\"learning_rate\":0.001}}");
@@ -208,6 +208,14 @@ START_TEST(jobs_name_their_replica)
     snprintf(batch + o, sizeof batch - o, "]}");
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches", id);
     it_call_free("POST", path, batch, 201);
+    return id;
+}
+
+START_TEST(jobs_name_their_replica)
+{
+    int64_t self = healthz_replica();
+    int64_t id = slow_model();
+    char path[96];
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/train", id);
     cJSON *j = it_call("POST", path, "{\"steps\":100000000,\"async\":true}", 202);
     int64_t job = (int64_t)it_num(j, "id");
@@ -252,6 +260,75 @@ START_TEST(jobs_name_their_replica)
     j = it_call("GET", "/v1/jobs?status=cancelled", NULL, 200);
     ck_assert_int_eq((int64_t)it_num(cJSON_GetArrayItem(get(j, "jobs"), 0), "replica"), self);
     cJSON_Delete(j);
+}
+END_TEST
+
+static cJSON *model_get(int64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/models/%" PRId64, id);
+    return it_call("GET", path, NULL, 200);
+}
+
+/* Fencing: a run whose model lease is taken over (here: its epoch bumped from outside, as a
+ * replica taking over an expired lease would) stops at its next commit, and nothing more of it
+ * lands: the model stays at the step committed before the bump, with its history up to it. */
+START_TEST(lost_lease_stops_the_run)
+{
+    int64_t id = slow_model();
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%" PRId64 "/train", id);
+    cJSON *j = it_call("POST", path, "{\"steps\":100000000,\"async\":true}", 202);
+    int64_t job = (int64_t)it_num(j, "id");
+    cJSON_Delete(j);
+
+    /* Let it commit a few chunks, then take its lease away. */
+    int64_t t0 = it_now_ms(), step = 0;
+    while (step < 1 && it_now_ms() - t0 < 10000) {
+        j = model_get(id);
+        step = (int64_t)it_num(j, "step");
+        cJSON_Delete(j);
+        it_sleep_ms(50);
+    }
+    ck_assert_int_gt(step, 0);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE model_leases SET epoch = epoch + 1 WHERE model_id = %" PRId64,
+             id);
+    db_sql(sql);
+    j = model_get(id);
+    int64_t fenced_at = (int64_t)it_num(j, "step");     /* every later commit must fail */
+    cJSON_Delete(j);
+
+    char jpath[64];
+    snprintf(jpath, sizeof jpath, "/v1/jobs/%" PRId64, job);
+    char status[16] = "running";
+    t0 = it_now_ms();
+    while (strcmp(status, "running") == 0 && it_now_ms() - t0 < 10000) {
+        it_sleep_ms(50);
+        j = it_call("GET", jpath, NULL, 200);
+        snprintf(status, sizeof status, "%s", it_str(j, "status"));
+        if (strcmp(status, "running") != 0) {
+            ck_assert_msg(strstr(it_str(j, "error"), "lost its lease") != NULL, "error: %s",
+                          it_str(j, "error"));
+            ck_assert_int_eq((int64_t)it_num(get(j, "result"), "step"), fenced_at);
+        }
+        cJSON_Delete(j);
+    }
+    ck_assert_str_eq(status, "failed");
+    it_sleep_ms(700);                                   /* longer than a commit chunk */
+    j = model_get(id);
+    ck_assert_int_eq((int64_t)it_num(j, "step"), fenced_at);
+    cJSON_Delete(j);
+    snprintf(sql, sizeof sql, "SELECT MAX(last_step) FROM history_chunks WHERE model_id = %" PRId64,
+             id);
+    ck_assert_int_eq(db_sql(sql), fenced_at - 1);
+
+    /* The model is free: the next run takes a new epoch and commits. */
+    j = it_call("POST", path, "{\"steps\":3}", 200);
+    ck_assert_int_eq((int64_t)it_num(j, "step"), fenced_at + 3);
+    cJSON_Delete(j);
+    snprintf(sql, sizeof sql, "SELECT epoch FROM model_leases WHERE model_id = %" PRId64, id);
+    ck_assert_int_eq(db_sql(sql), 3);
 }
 END_TEST
 
@@ -322,6 +399,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, cluster_lists_this_replica);
     tcase_add_test(tc, dead_replicas_hidden_and_removed);
     tcase_add_test(tc, jobs_name_their_replica);
+    tcase_add_test(tc, lost_lease_stops_the_run);
     tcase_add_test(tc, restart_is_a_new_replica);
     tcase_add_test(tc, advertise_overrides_the_address);
     tcase_add_test(tc, bad_cluster_flags_exit_2);

@@ -15,6 +15,9 @@
 #include "store.h"
 #include "testutil.h"
 
+/* The highest migration of schema/<dialect>/: a new one raises it. */
+#define SCHEMA_LATEST 6
+
 static char dir[64];
 static char path[192];
 
@@ -66,13 +69,13 @@ static store_history_row_t hist_row(int64_t step)
 START_TEST(test_open_migrates)
 {
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 5);
+    ck_assert_int_eq(store_schema_version(s), SCHEMA_LATEST);
     ck_assert_str_eq(store_path(s), path);
     err_t err = {0};
     ck_assert_int_eq(store_ping(s, &err), 0);
     store_close(s);
     s = open_store();          /* again: nothing left to apply */
-    ck_assert_int_eq(store_schema_version(s), 5);
+    ck_assert_int_eq(store_schema_version(s), SCHEMA_LATEST);
     store_close(s);
     store_close(NULL);
     ck_assert_int_eq(store_open("", &s, &err), ERR_INVAL);
@@ -597,6 +600,22 @@ START_TEST(test_replicas)
     ck_assert_int_eq(j.replica_id, r2);
     store_job_clear(&j);
 
+    /* Leases: one owner at a time, a growing epoch, and a check that fails once taken over. */
+    int64_t e1 = 0, e2 = 0, e3 = 0;
+    ck_assert_int_eq(store_lease_take(s, model, r1, 60000, &e1, &err), 0);
+    ck_assert_int_eq(e1, 1);
+    ck_assert_int_eq(store_lease_check(s, model, r1, e1, &err), 0);
+    ck_assert_int_eq(store_lease_take(s, model, r2, 60000, &e2, &err), ERR_CONFLICT);
+    ck_assert_int_eq(store_lease_take(s, 999, r1, 60000, &e2, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(store_lease_take(s, model, r1, -1, &e2, &err), 0);   /* retaken, expired */
+    ck_assert_int_eq(e2, 2);
+    ck_assert_int_eq(store_lease_check(s, model, r1, e1, &err), ERR_CONFLICT);
+    usleep(2000);
+    ck_assert_int_eq(store_lease_take(s, model, r2, 60000, &e3, &err), 0);  /* taken over */
+    ck_assert_int_eq(e3, 3);
+    ck_assert_int_eq(store_lease_check(s, model, r1, e2, &err), ERR_CONFLICT);
+    ck_assert_int_eq(store_lease_check(s, model, r2, e3, &err), 0);
+
     /* A clean shutdown deletes its own row; a new one never gets an old id. */
     ck_assert_int_eq(store_replica_remove(s, r1, &err), 0);
     ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
@@ -729,7 +748,7 @@ START_TEST(test_backup)
     snprintf(again, sizeof again, "%s/copy2.db", dir);
     int version = 0;
     ck_assert_int_eq(store_backup_file(out, again, &version, &err), 0);
-    ck_assert_int_eq(version, 5);
+    ck_assert_int_eq(version, SCHEMA_LATEST);
     char missing[160];
     snprintf(missing, sizeof missing, "%s/missing.db", dir);
     ck_assert_int_eq(store_backup_file(missing, again, NULL, &err), ERR_NOTFOUND);
@@ -777,7 +796,7 @@ START_TEST(test_upgrade_from_schema1)
                 " (1, 2, 2.0, 1.0, 0.1, '2026-11-28T04:36:38.000Z'),"
                 " (1, 3, 1.0, 0.5, 0.05, '2026-11-28T04:36:38.000Z');");
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 5);
+    ck_assert_int_eq(store_schema_version(s), SCHEMA_LATEST);
     err_t err = {0};
     store_history_row_t *h = NULL;
     int64_t n = 0, next = 0;
@@ -822,7 +841,7 @@ START_TEST(test_upgrade_from_earlier_release)
     load_script(dump);
     free(dump);
     store_t *s = open_store();
-    ck_assert_int_eq(store_schema_version(s), 5);
+    ck_assert_int_eq(store_schema_version(s), SCHEMA_LATEST);
     err_t err = {0};
     store_model_t *models = NULL;
     int64_t n = 0, next = 0;
