@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PG_IDLE_MAX 8              /* connections kept for threads still to come */
 #define PG_STMT_CACHE 128          /* distinct SQL texts of the store, with room to grow */
@@ -198,6 +199,19 @@ static int serving_lock(pg_db_t *d, err_t *err)
                      "another neurond is serving this PostgreSQL database (several replicas "
                      "on one database are not supported yet)");
     PQclear(res);
+    return rc;
+}
+
+/*
+ * serving_lock() at start. A neurond that has just stopped, or was killed, holds the lock until
+ * the server notices its session is gone, which can take a moment: a restart waits up to about
+ * five seconds for it. A live neurond keeps the lock, so the start is refused after the wait.
+ */
+static int serving_lock_at_start(pg_db_t *d, err_t *err)
+{
+    int rc;
+    for (int tries = 0; (rc = serving_lock(d, err)) == ERR_CONFLICT && tries < 50; ++tries)
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
     return rc;
 }
 
@@ -377,7 +391,7 @@ static int pg_open(const char *path, enum db_open_mode mode, const db_config_t *
         if ((d->serving = session_open(d, err)) == NULL)
             rc = err != NULL ? err->code : ERR_UNAVAILABLE;
         else
-            rc = serving_lock(d, err);
+            rc = serving_lock_at_start(d, err);
     }
     pg_conn_t *c = NULL;
     if (rc == 0)
