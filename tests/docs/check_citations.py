@@ -3,9 +3,9 @@
 
 Sources, tests, bench, scripts and docs name the documents that explain them. Every such
 citation must lead somewhere a reader of this repository can follow:
-  - no file names a document that is not in the repository (a bare API.md, DESIGN.md or
-    STYLE.md, or "STYLE rule 19": the user's reference is docs/api.md, the design is
-    docs/architecture.md);
+  - no file names a document that is not in the repository (FOREIGN_DOCUMENT below: an
+    upper-case contract, design or style file, or a numbered rule of one): the user's
+    reference is docs/api.md, the design is docs/architecture.md;
   - every `docs/api.md "Section"` citation names a heading of docs/api.md or one of its bold
     paragraph leads (**Section.**), so renaming a section breaks this test, not the reader.
 
