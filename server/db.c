@@ -1,10 +1,103 @@
 /* server/db.c -- the driver interface's front: picks a database's driver when it is opened and
- * forwards every call to it; and the parts that are the same for every engine. */
+ * forwards every call to it; and the parts that are the same for every engine: the binding of
+ * value lists and each thread's connection (db_conn_pool_t). */
 #include "db.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "db_driver.h"
+
+static atomic_uint_fast64_t pool_next_uid = 1;
+static _Thread_local struct {
+    uint64_t uid;
+    db_conn_t *conn;
+} tl_conn;
+
+void db_conn_pool_init(db_conn_pool_t *p, db_t *d,
+                       int (*open_conn)(db_t *d, db_conn_t **out, err_t *err),
+                       void (*free_conn)(db_conn_t *c))
+{
+    *p = (db_conn_pool_t){.uid = atomic_fetch_add(&pool_next_uid, 1), .db = d,
+                          .open_conn = open_conn, .free_conn = free_conn};
+    pthread_mutex_init(&p->mu, NULL);
+}
+
+int db_conn_pool_get(db_conn_pool_t *p, db_conn_t **out, err_t *err)
+{
+    if (tl_conn.uid == p->uid && tl_conn.conn != NULL) {
+        *out = tl_conn.conn;
+        return 0;
+    }
+    *out = NULL;
+    pthread_mutex_lock(&p->mu);
+    db_conn_t *c = p->idle;
+    if (c != NULL) {
+        p->idle = c->idle_next;
+        p->n_idle--;
+        c->idle_next = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (c == NULL) {
+        /* Opened outside the lock: a connection can take a network round trip or a file open. */
+        int rc = p->open_conn(p->db, &c, err);
+        if (rc < 0)
+            return rc;
+        pthread_mutex_lock(&p->mu);
+        c->pool_next = p->conns;
+        p->conns = c;
+        pthread_mutex_unlock(&p->mu);
+    }
+    tl_conn.uid = p->uid;
+    tl_conn.conn = c;
+    *out = c;
+    return 0;
+}
+
+void db_conn_pool_thread_end(db_conn_pool_t *p)
+{
+    if (tl_conn.uid != p->uid || tl_conn.conn == NULL)
+        return;
+    db_conn_t *c = tl_conn.conn;
+    tl_conn.conn = NULL;
+    c->driver->rollback(c);
+    pthread_mutex_lock(&p->mu);
+    if (p->n_idle < DB_POOL_IDLE_MAX) {
+        /* Kept for the next thread: opening a connection and preparing its statements again
+         * cost ~1 ms, a sizeable part of a short train call. */
+        c->idle_next = p->idle;
+        p->idle = c;
+        p->n_idle++;
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    for (db_conn_t **link = &p->conns; *link != NULL; link = &(*link)->pool_next) {
+        if (*link == c) {
+            *link = c->pool_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    p->free_conn(c);
+}
+
+void db_conn_pool_close(db_conn_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    db_conn_t *c = p->conns;
+    p->conns = NULL;
+    p->idle = NULL;
+    p->n_idle = 0;
+    pthread_mutex_unlock(&p->mu);
+    while (c != NULL) {
+        db_conn_t *next = c->pool_next;
+        p->free_conn(c);
+        c = next;
+    }
+    if (tl_conn.uid == p->uid)
+        tl_conn.conn = NULL;
+    pthread_mutex_destroy(&p->mu);
+}
 
 int db_pg_address(const char *path)
 {

@@ -9,6 +9,9 @@
 #ifndef ND_DB_DRIVER_H
 #define ND_DB_DRIVER_H
 
+#include <pthread.h>
+#include <stdint.h>
+
 #include "db.h"
 
 typedef struct db_driver {
@@ -48,10 +51,46 @@ struct db {
 };
 struct db_conn {
     const db_driver_t *driver;
+    struct db_conn *pool_next;     /* in db_conn_pool_t.conns: every connection of the pool */
+    struct db_conn *idle_next;     /* in db_conn_pool_t.idle: released by a thread that ended */
 };
 struct db_stmt {
     const db_driver_t *driver;
 };
+
+/*
+ * Each thread's connection to a database, the same for every driver: a driver's database
+ * embeds one pool and supplies how a connection is opened and freed.
+ *
+ * A thread finds its connection through one thread-local slot tagged with the database's
+ * process-wide unique id, so a stale slot from a closed database is never mistaken for a live
+ * one. The slot holds one database at a time: a thread that turns to a second database leaves
+ * its connection to the first in the pool's list (freed at close), and takes another one when
+ * it turns back. Connections of ended threads are kept, up to DB_POOL_IDLE_MAX, for the next.
+ */
+#define DB_POOL_IDLE_MAX 8         /* connections kept for threads still to come */
+
+typedef struct db_conn_pool {
+    uint64_t uid;                  /* the thread-local slot's tag; never 0 */
+    db_t *db;                      /* passed to open_conn */
+    int (*open_conn)(db_t *d, db_conn_t **out, err_t *err);
+    void (*free_conn)(db_conn_t *c);
+    pthread_mutex_t mu;            /* guards conns, idle and n_idle */
+    db_conn_t *conns;
+    db_conn_t *idle;
+    int n_idle;
+} db_conn_pool_t;
+
+/* Set up `p` for the database `d` before any other call; cannot fail. */
+void db_conn_pool_init(db_conn_pool_t *p, db_t *d,
+                       int (*open_conn)(db_t *d, db_conn_t **out, err_t *err),
+                       void (*free_conn)(db_conn_t *c));
+/* The calling thread's connection: its own, else an idle one, else a new one. */
+int db_conn_pool_get(db_conn_pool_t *p, db_conn_t **out, err_t *err);
+/* The calling thread is done: its connection, rolled back, is kept idle or freed. */
+void db_conn_pool_thread_end(db_conn_pool_t *p);
+/* Free every connection; no thread may use the pool any more. */
+void db_conn_pool_close(db_conn_pool_t *p);
 
 extern const db_driver_t db_sqlite_driver;     /* db_sqlite.c: a file name */
 extern const db_driver_t db_pg_driver;         /* db_pg.c: postgresql:// or postgres:// */

@@ -1,8 +1,8 @@
 /* server/db_pg.c -- the PostgreSQL driver of db.h (db_driver.h), over libpq: the only file that
  * includes libpq-fe.h.
  *
- * Each thread gets its own connection, found through a thread-local slot tagged with the
- * database's unique id (as in db_sqlite.c); connections of ended threads are kept for the next.
+ * Each thread gets its own connection from the database's db_conn_pool_t (as in db_sqlite.c);
+ * connections of ended threads are kept for the next.
  * The store's SQL numbers its parameters `?N`; a statement is rewritten to `$N` once and prepared
  * on its connection at its first run, with the types of the values bound then (integers int8,
  * doubles float8, blobs bytea, text text; NULL left for the server to infer), so a parameter
@@ -33,7 +33,6 @@
 #include <string.h>
 #include <time.h>
 
-#define PG_IDLE_MAX 8              /* connections kept for threads still to come */
 #define PG_STMT_CACHE 128          /* distinct SQL texts of the store, with room to grow */
 #define PG_MAX_PARAMS 32           /* the store's statements use at most ?9 */
 #define PG_NUM_TEXT 32             /* an int64 or a %.17g double, with its NUL */
@@ -80,29 +79,18 @@ struct pg_conn {
     pg_stmt_t *cache[PG_STMT_CACHE];
     int64_t changes;
     int tx_open;                   /* between db_begin and db_commit/db_rollback */
-    pg_conn_t *next;
-    pg_conn_t *idle_next;
 };
 
 struct pg_db {
     db_t base;
     char *address;
-    uint64_t uid;
     int busy_ms;
     int max_length;
-    pthread_mutex_t mu;            /* guards conns, idle, n_idle, serving */
-    pg_conn_t *conns;
-    pg_conn_t *idle;
-    int n_idle;
+    db_conn_pool_t pool;           /* each thread's connection */
+    pthread_mutex_t serving_mu;    /* guards serving */
     PGconn *serving;               /* holds PG_LOCK_SERVING; NULL for DB_OPEN_EXISTING */
     atomic_int lost_lock;          /* another process took PG_LOCK_SERVING after a reconnect */
 };
-
-static atomic_uint_fast64_t pg_next_uid = 1;
-static _Thread_local struct {
-    uint64_t uid;
-    pg_conn_t *conn;
-} tl_conn;
 
 /* ---- errors ------------------------------------------------------------------------------------ */
 
@@ -238,7 +226,7 @@ static int session_alive(PGconn *pg)
  */
 static void serving_lock_check(pg_db_t *d)
 {
-    pthread_mutex_lock(&d->mu);
+    pthread_mutex_lock(&d->serving_mu);
     if (d->serving != NULL) {
         if (!session_alive(d->serving)) {
             PQreset(d->serving);
@@ -248,7 +236,7 @@ static void serving_lock_check(pg_db_t *d)
                 atomic_store(&d->lost_lock, 1);
         }
     }
-    pthread_mutex_unlock(&d->mu);
+    pthread_mutex_unlock(&d->serving_mu);
 }
 
 static void stmt_free(pg_stmt_t *st)
@@ -260,8 +248,9 @@ static void stmt_free(pg_stmt_t *st)
     free(st);
 }
 
-static void conn_free(pg_conn_t *c)
+static void conn_free(db_conn_t *base)
 {
+    pg_conn_t *c = (pg_conn_t *)base;
     if (c == NULL)
         return;
     for (int i = 0; i < c->n_cache; ++i)
@@ -300,8 +289,10 @@ live:
     return 0;
 }
 
-static int conn_open(pg_db_t *d, pg_conn_t **out, err_t *err)
+/* The pool's open_conn: a connection with a configured session. */
+static int conn_open(db_t *base, db_conn_t **out, err_t *err)
 {
+    pg_db_t *d = (pg_db_t *)base;
     *out = NULL;
     pg_conn_t *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -312,62 +303,22 @@ static int conn_open(pg_db_t *d, pg_conn_t **out, err_t *err)
         free(c);
         return err != NULL ? err->code : ERR_UNAVAILABLE;
     }
-    *out = c;
-    return 0;
-}
-
-static int conn_get(pg_db_t *d, pg_conn_t **out, err_t *err)
-{
-    if (tl_conn.uid == d->uid && tl_conn.conn != NULL) {
-        *out = tl_conn.conn;
-        return 0;
-    }
-    *out = NULL;
-    pthread_mutex_lock(&d->mu);
-    pg_conn_t *c = d->idle;
-    if (c != NULL) {
-        d->idle = c->idle_next;
-        d->n_idle--;
-        c->idle_next = NULL;
-    }
-    pthread_mutex_unlock(&d->mu);
-    if (c == NULL) {
-        int rc = conn_open(d, &c, err);
-        if (rc < 0)
-            return rc;
-        pthread_mutex_lock(&d->mu);
-        c->next = d->conns;
-        d->conns = c;
-        pthread_mutex_unlock(&d->mu);
-    }
-    tl_conn.uid = d->uid;
-    tl_conn.conn = c;
-    *out = c;
+    *out = &c->base;
     return 0;
 }
 
 static int pg_conn(db_t *d, db_conn_t **out, err_t *err)
 {
-    pg_conn_t *c = NULL;
-    int rc = conn_get((pg_db_t *)d, &c, err);
-    *out = c != NULL ? &c->base : NULL;
-    return rc;
+    return db_conn_pool_get(&((pg_db_t *)d)->pool, out, err);
 }
 
 static void pg_close(db_t *base)
 {
     pg_db_t *d = (pg_db_t *)base;
-    pg_conn_t *c = d->conns;
-    while (c != NULL) {
-        pg_conn_t *next = c->next;
-        conn_free(c);
-        c = next;
-    }
+    db_conn_pool_close(&d->pool);
     if (d->serving != NULL)
         PQfinish(d->serving);
-    if (tl_conn.uid == d->uid)
-        tl_conn.conn = NULL;
-    pthread_mutex_destroy(&d->mu);
+    pthread_mutex_destroy(&d->serving_mu);
     free(d->address);
     free(d);
 }
@@ -382,10 +333,10 @@ static int pg_open(const char *path, enum db_open_mode mode, const db_config_t *
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
     }
     d->base.driver = &db_pg_driver;
-    d->uid = atomic_fetch_add(&pg_next_uid, 1);
     d->busy_ms = config->busy_ms;
     d->max_length = config->max_length;
-    pthread_mutex_init(&d->mu, NULL);
+    db_conn_pool_init(&d->pool, &d->base, conn_open, conn_free);
+    pthread_mutex_init(&d->serving_mu, NULL);
     int rc = 0;
     if (mode == DB_OPEN_SERVE) {
         if ((d->serving = session_open(d, err)) == NULL)
@@ -393,9 +344,9 @@ static int pg_open(const char *path, enum db_open_mode mode, const db_config_t *
         else
             rc = serving_lock_at_start(d, err);
     }
-    pg_conn_t *c = NULL;
+    db_conn_t *c = NULL;
     if (rc == 0)
-        rc = conn_get(d, &c, err);
+        rc = db_conn_pool_get(&d->pool, &c, err);
     if (rc < 0) {
         pg_close(&d->base);
         return rc;
@@ -408,28 +359,7 @@ static void pg_rollback(db_conn_t *base);
 
 static void pg_thread_end(db_t *base)
 {
-    pg_db_t *d = (pg_db_t *)base;
-    if (tl_conn.uid != d->uid || tl_conn.conn == NULL)
-        return;
-    pg_conn_t *c = tl_conn.conn;
-    tl_conn.conn = NULL;
-    pg_rollback(&c->base);
-    pthread_mutex_lock(&d->mu);
-    if (d->n_idle < PG_IDLE_MAX) {
-        c->idle_next = d->idle;
-        d->idle = c;
-        d->n_idle++;
-        pthread_mutex_unlock(&d->mu);
-        return;
-    }
-    for (pg_conn_t **p = &d->conns; *p != NULL; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&d->mu);
-    conn_free(c);
+    db_conn_pool_thread_end(&((pg_db_t *)base)->pool);
 }
 
 /* ---- statements ------------------------------------------------------------------------------ */

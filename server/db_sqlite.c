@@ -2,12 +2,10 @@
  * sqlite3.h.
  *
  * Each thread gets its own connection (SQLite connections must not be shared across threads
- * without serialising them, and WAL lets readers run beside the one writer). The connection is
- * found through a thread-local slot tagged with the database's unique id, so a stale slot from an
- * earlier database can never be mistaken for a live one; the database owns the list of
- * connections and closes them all in sq_close(). Statements are prepared once per connection and
- * cached by the address of their SQL literal; a statement is the sqlite3_stmt behind the
- * driver's tag, so the store's column reads go straight to SQLite's.
+ * without serialising them, and WAL lets readers run beside the one writer), kept by the
+ * database's db_conn_pool_t, which closes them all in sq_close(). Statements are prepared once
+ * per connection and cached by the address of their SQL literal; a statement is the
+ * sqlite3_stmt behind the driver's tag, so the store's column reads go straight to SQLite's.
  */
 #include "db_driver.h"
 
@@ -15,7 +13,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +24,6 @@
 
 /* WAL pages after a commit that wake the checkpointer (SQLite's own automatic threshold). */
 #define DB_CHECKPOINT_PAGES 1000
-#define DB_IDLE_MAX 8              /* connections kept for threads still to come */
 #define DB_STMT_CACHE 128          /* distinct SQL texts of the store, with room to grow */
 #define DB_BACKUP_TRIES 50         /* x 100 ms: a busy timeout, for a source that is locked */
 
@@ -46,8 +42,6 @@ struct sq_conn {
         const char *sql;           /* the literal's address is the key */
         sq_stmt_t st;
     } cache[DB_STMT_CACHE];
-    struct sq_conn *next;
-    struct sq_conn *idle_next;     /* in db.idle: released by a thread that ended */
     int busy_ms;                   /* the database's busy timeout */
     int64_t busy_since_ns;         /* when the current wait for a lock began (busy_wait) */
 };
@@ -55,25 +49,16 @@ struct sq_conn {
 struct sq_db {
     db_t base;
     char *path;
-    uint64_t uid;
     enum db_open_mode mode;
     int busy_ms;                   /* busy timeout of every connection */
     int max_length;                /* SQLITE_LIMIT_LENGTH of every connection; 0: default */
-    pthread_mutex_t mu;            /* guards conns, idle and n_idle */
-    sq_conn_t *conns;              /* every connection */
-    sq_conn_t *idle;               /* connections of ended threads, for the next new thread */
-    int n_idle;
+    db_conn_pool_t pool;           /* each thread's connection */
     pthread_mutex_t ckpt_mu;       /* guards the checkpointer's flags */
     pthread_cond_t ckpt_cv;
     int ckpt_wanted, ckpt_stop, ckpt_started;
     pthread_t ckpt_thread;
 };
 
-static atomic_uint_fast64_t db_next_uid = 1;
-static _Thread_local struct {
-    uint64_t uid;
-    sq_conn_t *conn;
-} tl_conn;
 /* The calling thread's last failure was a lock held past the busy timeout (db_failed_busy). */
 static _Thread_local int tl_failed_busy;
 
@@ -214,8 +199,9 @@ static int sqlite_exec(sqlite3 *db, const char *sql, const char *what, err_t *er
     return rc == SQLITE_OK ? 0 : sqlite_fail(db, rc, what, err);
 }
 
-static void conn_free(sq_conn_t *c)
+static void conn_free(db_conn_t *base)
 {
+    sq_conn_t *c = (sq_conn_t *)base;
     if (c == NULL)
         return;
     for (int i = 0; i < c->n_cache; ++i)
@@ -267,8 +253,10 @@ static void *checkpointer(void *arg)
     return NULL;
 }
 
-static int conn_open(sq_db_t *d, sq_conn_t **out, err_t *err)
+/* The pool's open_conn: a connection configured for `d`'s mode. */
+static int conn_open(db_t *base, db_conn_t **out, err_t *err)
 {
+    sq_db_t *d = (sq_db_t *)base;
     *out = NULL;
     sq_conn_t *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -282,7 +270,7 @@ static int conn_open(sq_db_t *d, sq_conn_t **out, err_t *err)
     if (rc != SQLITE_OK) {
         err_set(err, ERR_UNAVAILABLE, "cannot open database '%s': %s", d->path,
                 c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-        conn_free(c);
+        conn_free(&c->base);
         return ERR_UNAVAILABLE;
     }
     sqlite3_extended_result_codes(c->db, 1);
@@ -291,7 +279,7 @@ static int conn_open(sq_db_t *d, sq_conn_t **out, err_t *err)
     if (d->max_length > 0)
         sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, d->max_length);
     if (d->mode == DB_OPEN_EXISTING) {
-        *out = c;
+        *out = &c->base;
         return 0;
     }
     sqlite3_wal_hook(c->db, wal_committed, d);
@@ -305,49 +293,24 @@ static int conn_open(sq_db_t *d, sq_conn_t **out, err_t *err)
         char msg[ERR_MSG_MAX];
         snprintf(msg, sizeof msg, "%s", err != NULL ? err->msg : "");
         err_set(err, rc, "cannot use database '%s': %s", d->path, msg);
-        conn_free(c);
+        conn_free(&c->base);
         return rc;
     }
-    *out = c;
+    *out = &c->base;
     return 0;
 }
 
 static int conn_get(sq_db_t *d, sq_conn_t **out, err_t *err)
 {
-    if (tl_conn.uid == d->uid && tl_conn.conn != NULL) {
-        *out = tl_conn.conn;
-        return 0;
-    }
-    *out = NULL;
-    pthread_mutex_lock(&d->mu);
-    sq_conn_t *c = d->idle;
-    if (c != NULL) {
-        d->idle = c->idle_next;
-        d->n_idle--;
-        c->idle_next = NULL;
-    }
-    pthread_mutex_unlock(&d->mu);
-    if (c == NULL) {
-        int rc = conn_open(d, &c, err);
-        if (rc < 0)
-            return rc;
-        pthread_mutex_lock(&d->mu);
-        c->next = d->conns;
-        d->conns = c;
-        pthread_mutex_unlock(&d->mu);
-    }
-    tl_conn.uid = d->uid;
-    tl_conn.conn = c;
-    *out = c;
-    return 0;
+    db_conn_t *c = NULL;
+    int rc = db_conn_pool_get(&d->pool, &c, err);
+    *out = (sq_conn_t *)c;
+    return rc;
 }
 
 static int sq_conn(db_t *d, db_conn_t **out, err_t *err)
 {
-    sq_conn_t *c = NULL;
-    int rc = conn_get((sq_db_t *)d, &c, err);
-    *out = c != NULL ? &c->base : NULL;
-    return rc;
+    return db_conn_pool_get(&((sq_db_t *)d)->pool, out, err);
 }
 
 static void sq_close(db_t *base);
@@ -362,11 +325,10 @@ static int sq_open(const char *path, enum db_open_mode mode, const db_config_t *
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
     }
     d->base.driver = &db_sqlite_driver;
-    d->uid = atomic_fetch_add(&db_next_uid, 1);
     d->mode = mode;
     d->busy_ms = config->busy_ms;
     d->max_length = config->max_length;
-    pthread_mutex_init(&d->mu, NULL);
+    db_conn_pool_init(&d->pool, &d->base, conn_open, conn_free);
     pthread_mutex_init(&d->ckpt_mu, NULL);
     pthread_cond_init(&d->ckpt_cv, NULL);
     sq_conn_t *c = NULL;
@@ -397,20 +359,7 @@ static void sq_close(db_t *base)
         pthread_mutex_unlock(&d->ckpt_mu);
         pthread_join(d->ckpt_thread, NULL);
     }
-    pthread_mutex_lock(&d->mu);
-    sq_conn_t *c = d->conns;
-    d->conns = NULL;
-    d->idle = NULL;
-    d->n_idle = 0;
-    pthread_mutex_unlock(&d->mu);
-    while (c != NULL) {
-        sq_conn_t *next = c->next;
-        conn_free(c);
-        c = next;
-    }
-    if (tl_conn.uid == d->uid)
-        tl_conn.conn = NULL;
-    pthread_mutex_destroy(&d->mu);
+    db_conn_pool_close(&d->pool);
     pthread_mutex_destroy(&d->ckpt_mu);
     pthread_cond_destroy(&d->ckpt_cv);
     free(d->path);
@@ -419,30 +368,8 @@ static void sq_close(db_t *base)
 
 static void sq_thread_end(db_t *base)
 {
-    sq_db_t *d = (sq_db_t *)base;
-    if (d == NULL || tl_conn.uid != d->uid || tl_conn.conn == NULL)
-        return;
-    sq_conn_t *c = tl_conn.conn;
-    tl_conn.conn = NULL;
-    sq_rollback(&c->base);
-    pthread_mutex_lock(&d->mu);
-    if (d->n_idle < DB_IDLE_MAX) {
-        /* Kept for the next thread: opening a connection and preparing its statements again
-         * cost ~1 ms, a sizeable part of a short train call. */
-        c->idle_next = d->idle;
-        d->idle = c;
-        d->n_idle++;
-        pthread_mutex_unlock(&d->mu);
-        return;
-    }
-    for (sq_conn_t **p = &d->conns; *p != NULL; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&d->mu);
-    conn_free(c);
+    if (base != NULL)
+        db_conn_pool_thread_end(&((sq_db_t *)base)->pool);
 }
 
 /* ---- statements ------------------------------------------------------------------------------ */

@@ -103,7 +103,7 @@ void store_close(store_t *s);
  * store stays open (a job's thread, a synchronous training run's thread) calls it last, after
  * its final store call: connections are per thread, and without it each such thread leaves
  * its connection -- two file descriptors and its page cache -- open until store_close(). Up to
- * STORE_IDLE_MAX given-back connections are kept open, warm, for the next threads. */
+ * eight given-back connections are kept open, warm, for the next threads. */
 void store_thread_end(store_t *s);
 
 /* Schema version after migration (highest applied NNN). */

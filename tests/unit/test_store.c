@@ -2,8 +2,10 @@
  * table's rows written and read back, paging, cascades, and the error codes store.h promises
  * (a taken name is ERR_CONFLICT, a missing row ERR_NOTFOUND, a lock held too long
  * ERR_UNAVAILABLE). Also opens databases of older schemas: one at schema 1 (history one row per
- * step) and one as an earlier neurond wrote it (tests/unit/fixtures/schema2-db.sql). */
+ * step) and one as an earlier neurond wrote it (tests/unit/fixtures/schema2-db.sql). And the
+ * driver's per-thread connections: kept per thread, rolled back and reused when a thread ends. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -690,16 +692,24 @@ START_TEST(test_transactions_and_busy)
 }
 END_TEST
 
-START_TEST(test_driver_binds)
+/* `path` with the store's schema, opened through the driver alone. */
+static db_t *open_schema_db(void)
 {
     store_t *s = open_store();       /* creates the schema */
     store_close(s);
     db_t *db = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(db_open(path, DB_OPEN_EXISTING, &(db_config_t){.busy_ms = 1000}, &db, &err), 0);
+    return db;
+}
+
+START_TEST(test_driver_binds)
+{
+    db_t *db = open_schema_db();
     db_conn_t *c = NULL;
     db_stmt_t *st = NULL;
     err_t err = {0};
     static const char sql[] = "SELECT ?1, ?2, ?3, ?4, ?5";
-    ck_assert_int_eq(db_open(path, DB_OPEN_EXISTING, &(db_config_t){.busy_ms = 1000}, &db, &err), 0);
     ck_assert_int_eq(db_conn(db, &c, &err), 0);
     ck_assert_int_eq(db_prepare(c, sql, &st, &err), 0);
     const unsigned char blob[3] = {1, 2, 3};
@@ -760,6 +770,146 @@ START_TEST(test_backup)
     ck_assert_str_eq(m.name, "bk");
     store_model_clear(&m);
     store_close(s);
+}
+END_TEST
+
+/* ---- per-thread connections ---- */
+
+#define POOL_THREADS 10            /* more than the idle connections a database keeps */
+
+typedef struct pool_probe {
+    db_t *db;
+    pthread_barrier_t *all_hold;   /* every thread holds its connection at once */
+    int open_tx;                   /* end the thread inside a write transaction */
+    db_conn_t *conn;               /* the connection the thread got */
+    int64_t reused;                /* 1: it was marked by an earlier thread */
+    int rc;
+} pool_probe_t;
+
+/* *n = the first column of `sql`'s one row, `key` bound to ?1; 0 or an error. */
+static int count_rows(db_conn_t *c, const char *sql, const char *key, int64_t *n)
+{
+    db_stmt_t *st = NULL;
+    err_t err = {0};
+    int rc = db_prepare(c, sql, &st, &err);
+    if (rc == 0)
+        rc = db_bind_text(st, 1, key, &err);
+    if (rc == 0)
+        rc = db_step(st, "counting", &err) == DB_ROW ? 0 : -1;
+    if (rc == 0)
+        *n = db_column_int64(st, 0);
+    db_stmt_done(st);
+    return rc;
+}
+
+static const char sql_marked[] = "SELECT COUNT(*) FROM sqlite_temp_master WHERE name = ?1";
+
+/* A temporary table lives as long as its connection: it marks one that a thread used. */
+static void *pool_probe_run(void *arg)
+{
+    pool_probe_t *p = arg;
+    err_t err = {0};
+    db_conn_t *again = NULL;
+    p->rc = db_conn(p->db, &p->conn, &err);
+    if (p->rc == 0)
+        p->rc = db_conn(p->db, &again, &err);
+    if (p->rc == 0 && again != p->conn)
+        p->rc = -100;              /* a thread keeps one connection */
+    if (p->rc == 0)
+        p->rc = count_rows(p->conn, sql_marked, "pool_mark", &p->reused);
+    if (p->rc == 0)
+        p->rc = db_exec(p->conn, "CREATE TEMP TABLE IF NOT EXISTS pool_mark(x)", "marking",
+                        &err);
+    if (p->rc == 0 && p->open_tx) {
+        p->rc = db_begin(p->conn, DB_TX_WRITE, &err);
+        if (p->rc == 0)
+            p->rc = db_exec(p->conn, "INSERT INTO meta(key, value) VALUES ('ended', 'x')",
+                            "writing", &err);
+    }
+    if (p->all_hold != NULL)
+        pthread_barrier_wait(p->all_hold);
+    db_thread_end(p->db);
+    return NULL;
+}
+
+static void pool_probe_join(pool_probe_t *probes, int n)
+{
+    pthread_t th[POOL_THREADS];
+    for (int i = 0; i < n; ++i)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, pool_probe_run, &probes[i]), 0);
+    for (int i = 0; i < n; ++i) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ck_assert_int_eq(probes[i].rc, 0);
+    }
+}
+
+static int64_t meta_rows(db_conn_t *c, const char *key)
+{
+    static const char sql[] = "SELECT COUNT(*) FROM meta WHERE key = ?1";
+    int64_t n = -1;
+    ck_assert_int_eq(count_rows(c, sql, key, &n), 0);
+    return n;
+}
+
+START_TEST(test_conn_per_thread)
+{
+    err_t err = {0};
+    db_t *db = open_schema_db();
+    db_conn_t *mine = NULL;
+    ck_assert_int_eq(db_conn(db, &mine, &err), 0);
+    db_conn_t *c = NULL;
+    ck_assert_int_eq(db_conn(db, &c, &err), 0);
+    ck_assert_ptr_eq(c, mine);
+
+    /* Another thread gets a connection of its own; one that ends in a write transaction has
+     * it rolled back, so nothing is half-written and the write lock is free again. */
+    pool_probe_t first = {.db = db, .open_tx = 1};
+    pool_probe_join(&first, 1);
+    ck_assert_ptr_ne(first.conn, mine);
+    ck_assert_int_eq(first.reused, 0);
+    ck_assert_int_eq(meta_rows(mine, "ended"), 0);
+    ck_assert_int_eq(db_begin(mine, DB_TX_WRITE, &err), 0);
+    db_rollback(mine);
+
+    /* The next thread reuses the ended thread's connection. */
+    pool_probe_t next = {.db = db};
+    pool_probe_join(&next, 1);
+    ck_assert_int_eq(next.reused, 1);
+
+    /* Threads at once get distinct connections; those past the idle limit are freed at their
+     * end (the sanitizer build sees a leak otherwise), the rest are kept for later threads. */
+    pthread_barrier_t all_hold;
+    ck_assert_int_eq(pthread_barrier_init(&all_hold, NULL, POOL_THREADS), 0);
+    pool_probe_t many[POOL_THREADS];
+    for (int i = 0; i < POOL_THREADS; ++i)
+        many[i] = (pool_probe_t){.db = db, .all_hold = &all_hold};
+    pool_probe_join(many, POOL_THREADS);
+    pthread_barrier_destroy(&all_hold);
+    for (int i = 0; i < POOL_THREADS; ++i) {
+        ck_assert_ptr_ne(many[i].conn, mine);
+        for (int j = 0; j < i; ++j)
+            ck_assert_ptr_ne(many[i].conn, many[j].conn);
+    }
+    int64_t n_reused = 0;
+    for (int i = 0; i < POOL_THREADS; ++i)
+        n_reused += many[i].reused;
+    ck_assert_int_eq(n_reused, 1);   /* the one kept idle before */
+    pool_probe_join(&next, 1);
+    ck_assert_int_eq(next.reused, 1);
+
+    /* One thread on two databases: each call answers with a connection of the database
+     * asked for, which works. */
+    db_t *other = NULL;
+    db_conn_t *oc = NULL;
+    ck_assert_int_eq(db_open(path, DB_OPEN_EXISTING, &(db_config_t){.busy_ms = 1000}, &other, &err), 0);
+    ck_assert_int_eq(db_conn(other, &oc, &err), 0);
+    ck_assert_int_eq(db_conn(db, &c, &err), 0);
+    ck_assert_ptr_ne(c, oc);
+    ck_assert_int_eq(meta_rows(c, "ended"), 0);
+    ck_assert_int_eq(db_conn(other, &oc, &err), 0);
+    ck_assert_int_eq(meta_rows(oc, "ended"), 0);
+    db_close(other);
+    db_close(db);
 }
 END_TEST
 
@@ -900,6 +1050,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_transactions_and_busy);
     tcase_add_test(tc, test_driver_binds);
     tcase_add_test(tc, test_backup);
+    tcase_add_test(tc, test_conn_per_thread);
     tcase_add_test(tc, test_upgrade_from_schema1);
     tcase_add_test(tc, test_upgrade_from_earlier_release);
     suite_add_tcase(s, tc);
