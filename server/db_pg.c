@@ -12,9 +12,9 @@
  *
  * Writes are serialised like SQLite's: a write transaction takes one transaction-scoped advisory
  * lock, because the store's read-modify-write transactions (version bumps, row counts, history
- * appends) were written for one writer at a time. A serving database also holds a session
- * advisory lock on a connection of its own for the process's life: one neurond per database
- * until replicas coordinate through leases.
+ * appends) were written for one writer at a time; across replicas the same lock orders every
+ * write, so a claim of a queued job or a lease is as atomic as on SQLite. Any number of
+ * replicas may serve one database: they coordinate through rows (leases, jobs, heartbeats).
  *
  * A connection the server dropped (a restart, a network cut) is noticed before a statement that
  * starts outside a transaction, and reset then; while the server cannot be reached every call
@@ -41,7 +41,6 @@
 /* Advisory lock keys (two int4s, a namespace of their own). */
 #define PG_LOCK_SPACE 1852142948   /* "neud" */
 #define PG_LOCK_WRITER 1           /* held by each write transaction */
-#define PG_LOCK_SERVING 2          /* held by the one neurond serving the database */
 
 /* Type oids of pg_type (stable across PostgreSQL versions). */
 enum pg_oid {
@@ -87,9 +86,6 @@ struct pg_db {
     int busy_ms;
     int max_length;
     db_conn_pool_t pool;           /* each thread's connection */
-    pthread_mutex_t serving_mu;    /* guards serving */
-    PGconn *serving;               /* holds PG_LOCK_SERVING; NULL for DB_OPEN_EXISTING */
-    atomic_int lost_lock;          /* another process took PG_LOCK_SERVING after a reconnect */
 };
 
 /* ---- errors ------------------------------------------------------------------------------------ */
@@ -147,6 +143,14 @@ static int pg_command(PGconn *pg, const char *sql, const char *what, err_t *err)
 /* ---- connections --------------------------------------------------------------------------------- */
 
 /* Open a session to `d`'s address, configured: lock timeout = the busy timeout. */
+/* The server's notices ("relation ... already exists, skipping") are not the daemon's to print
+ * on stderr: whatever matters comes back as an error of its statement. */
+static void notice_ignore(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static PGconn *session_open(pg_db_t *d, err_t *err)
 {
     /* Keywords after "dbname" override what the address says, those before are defaults. */
@@ -164,6 +168,7 @@ static PGconn *session_open(pg_db_t *d, err_t *err)
         PQfinish(pg);
         return NULL;
     }
+    PQsetNoticeProcessor(pg, notice_ignore, NULL);
     char set[96];
     snprintf(set, sizeof set, "SET lock_timeout = %d; SET statement_timeout = 0",
              d->busy_ms > 0 ? d->busy_ms : 1);
@@ -172,35 +177,6 @@ static PGconn *session_open(pg_db_t *d, err_t *err)
         return NULL;
     }
     return pg;
-}
-
-static int serving_lock(pg_db_t *d, err_t *err)
-{
-    static const char sql[] = "SELECT pg_try_advisory_lock(" "1852142948" ", 2)";
-    _Static_assert(PG_LOCK_SPACE == 1852142948 && PG_LOCK_SERVING == 2, "sql above");
-    PGresult *res = PQexec(d->serving, sql);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        rc = pg_fail(d->serving, res, "taking the database lock", err);
-    else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-        rc = err_set(err, ERR_CONFLICT,
-                     "another neurond is serving this PostgreSQL database (several replicas "
-                     "on one database are not supported yet)");
-    PQclear(res);
-    return rc;
-}
-
-/*
- * serving_lock() at start. A neurond that has just stopped, or was killed, holds the lock until
- * the server notices its session is gone, which can take a moment: a restart waits up to about
- * five seconds for it. A live neurond keeps the lock, so the start is refused after the wait.
- */
-static int serving_lock_at_start(pg_db_t *d, err_t *err)
-{
-    int rc;
-    for (int tries = 0; (rc = serving_lock(d, err)) == ERR_CONFLICT && tries < 50; ++tries)
-        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
-    return rc;
 }
 
 /*
@@ -218,25 +194,6 @@ static int session_alive(PGconn *pg)
             break;
     }
     return PQstatus(pg) == CONNECTION_OK;
-}
-
-/*
- * After a reconnect: the serving lock went with the old session if that one died too. Take it
- * again; when another process has it meanwhile, this one must not write any more.
- */
-static void serving_lock_check(pg_db_t *d)
-{
-    pthread_mutex_lock(&d->serving_mu);
-    if (d->serving != NULL) {
-        if (!session_alive(d->serving)) {
-            PQreset(d->serving);
-            err_t err = {0};
-            if (PQstatus(d->serving) == CONNECTION_OK &&
-                serving_lock(d, &err) == ERR_CONFLICT)
-                atomic_store(&d->lost_lock, 1);
-        }
-    }
-    pthread_mutex_unlock(&d->serving_mu);
 }
 
 static void stmt_free(pg_stmt_t *st)
@@ -267,13 +224,12 @@ static void conn_free(db_conn_t *base)
  */
 static int conn_ensure(pg_conn_t *c, err_t *err)
 {
-    if (c->tx_open) {
-        if (PQstatus(c->pg) == CONNECTION_OK)
-            goto live;
-        return err_set(err, ERR_UNAVAILABLE, "database connection lost in a transaction");
-    }
+    if (c->tx_open)
+        return PQstatus(c->pg) == CONNECTION_OK
+                   ? 0
+                   : err_set(err, ERR_UNAVAILABLE, "database connection lost in a transaction");
     if (session_alive(c->pg))
-        goto live;
+        return 0;
     PGconn *pg = session_open(c->db, err);
     if (pg == NULL)
         return ERR_UNAVAILABLE;
@@ -281,11 +237,6 @@ static int conn_ensure(pg_conn_t *c, err_t *err)
     c->pg = pg;
     for (int i = 0; i < c->n_cache; ++i)
         c->cache[i]->prepared = 0;
-    serving_lock_check(c->db);
-live:
-    if (atomic_load(&c->db->lost_lock))
-        return err_set(err, ERR_UNAVAILABLE, "another neurond took over this PostgreSQL "
-                       "database while it was unreachable: restart this one");
     return 0;
 }
 
@@ -316,9 +267,6 @@ static void pg_close(db_t *base)
 {
     pg_db_t *d = (pg_db_t *)base;
     db_conn_pool_close(&d->pool);
-    if (d->serving != NULL)
-        PQfinish(d->serving);
-    pthread_mutex_destroy(&d->serving_mu);
     free(d->address);
     free(d);
 }
@@ -336,17 +284,9 @@ static int pg_open(const char *path, enum db_open_mode mode, const db_config_t *
     d->busy_ms = config->busy_ms;
     d->max_length = config->max_length;
     db_conn_pool_init(&d->pool, &d->base, conn_open, conn_free);
-    pthread_mutex_init(&d->serving_mu, NULL);
-    int rc = 0;
-    if (mode == DB_OPEN_SERVE) {
-        if ((d->serving = session_open(d, err)) == NULL)
-            rc = err != NULL ? err->code : ERR_UNAVAILABLE;
-        else
-            rc = serving_lock_at_start(d, err);
-    }
+    (void)mode;
     db_conn_t *c = NULL;
-    if (rc == 0)
-        rc = db_conn_pool_get(&d->pool, &c, err);
+    int rc = db_conn_pool_get(&d->pool, &c, err);
     if (rc < 0) {
         pg_close(&d->base);
         return rc;

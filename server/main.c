@@ -625,11 +625,16 @@ static int db_lock_take(const char *db)
 }
 
 /* What a previous process left unfinished: the jobs it was running (failed "interrupted" now)
- * and the models it was forking or deleting (removed). 0, or -1 with the reason printed. */
+ * and the models it was forking or deleting (removed). 0, or -1 with the reason printed.
+ * Only where this process is the database's one user (SQLite, under its file lock): on
+ * PostgreSQL other replicas may be running those jobs and forks right now, and a dead
+ * replica's jobs are resumed by the live ones (jobs.c). */
 static int db_recover(store_t *store, const char *db)
 {
     err_t err = {0};
     int64_t interrupted = 0, purged = 0;
+    if (strcmp(store_dialect(store), "sqlite") != 0)
+        return 0;
     if (store_jobs_mark_interrupted(store, &interrupted, &err) < 0 ||
         store_models_purge(store, &purged, &err) < 0) {
         fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", store_display_name(db),
@@ -687,7 +692,7 @@ int main(int argc, char **argv)
 
     /* Before the database is touched: migrations and marking jobs interrupted belong to the
      * one daemon that owns it. Held until the process exits. */
-    /* A PostgreSQL database is locked by the driver, with an advisory lock (docs/operations.md). */
+    /* A PostgreSQL database is shared by replicas: no lock (docs/operations.md). */
     int db_lock = store_address_is_file(cfg.db) ? db_lock_take(cfg.db) : -1;
     err_t err = {0};
     store_t *store = NULL;

@@ -71,12 +71,17 @@ out:
 int store__migrate(store_t *s, db_conn_t *c, err_t *err)
 {
     static const char sql_max[] = "SELECT COALESCE(MAX(version), 0) FROM schema_version";
-    int rc = db_exec(c,
-                     "CREATE TABLE IF NOT EXISTS schema_version ("
-                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                     " applied_at TEXT NOT NULL)",
-                     "creating schema_version", err);
+    /* In a write transaction: replicas starting together on one PostgreSQL database take its
+     * write lock in turn, so only the first creates the table. */
+    int rc = db_begin(c, DB_TX_WRITE, err);
     if (rc < 0)
+        return rc;
+    rc = db_exec(c,
+                 "CREATE TABLE IF NOT EXISTS schema_version ("
+                 " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at TEXT NOT NULL)",
+                 "creating schema_version", err);
+    if ((rc = store__tx_leave(c, 1, rc, err)) < 0)
         return rc;
     const char *dialect = db_dialect(s->db);
     int known = 0;

@@ -250,8 +250,10 @@ int it_start_opts(it_daemon_t *d, const char *exe, const it_opts_t *opts)
         fprintf(stderr, "it: mkdtemp: %s\n", strerror(errno));
         return -1;
     }
-    snprintf(d->db, sizeof d->db, "%s/t.db", d->dir);
-    if (it_backend_pg() && pg_fresh_database(d->db, sizeof d->db) < 0)
+    if (opts != NULL && opts->db != NULL)
+        snprintf(d->db, sizeof d->db, "%s", opts->db);
+    else if (snprintf(d->db, sizeof d->db, "%s/t.db", d->dir) < 0 ||
+             (it_backend_pg() && pg_fresh_database(d->db, sizeof d->db) < 0))
         return -1;
     for (; extra != NULL && extra[d->n_extra] != NULL && d->n_extra < IT_MAX_ARGS; d->n_extra++)
         d->extra[d->n_extra] = strdup(extra[d->n_extra]);
@@ -389,6 +391,11 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud)
 const char *it_base_url(void)
 {
     return it_base;
+}
+
+void it_use(const it_daemon_t *d)
+{
+    snprintf(it_base, sizeof it_base, "http://127.0.0.1:%d", d->port);
 }
 
 void it_resp_free(it_resp_t *r)

@@ -46,6 +46,8 @@ typedef struct it_opts {
     const char *const *extra;  /* more arguments, NULL-terminated */
     const char *const *env;    /* "NAME=value" entries for the daemon's environment */
     int capture_stderr;        /* send the daemon's stderr to <dir>/stderr.log (d->log) */
+    const char *db;            /* serve this database (another daemon's d->db: a replica of it)
+                                * instead of a new one */
 } it_opts_t;
 
 extern const char *it_exe;     /* argv[1]: path to neurond */
@@ -151,6 +153,9 @@ char *it_header(const char *headers, const char *name);
 
 /* Base URL of the current daemon, e.g. "http://127.0.0.1:41234". Borrowed. */
 const char *it_base_url(void);
+
+/* Send the calls that follow to daemon `d` (the last one started gets them until then). */
+void it_use(const it_daemon_t *d);
 
 /* The body of a GET of `path` that must answer 200, as text (new: free()). Fails the running
  * Check test otherwise. */

@@ -1,5 +1,5 @@
 /* tests/integration/it_postgres.c -- what only the PostgreSQL backend does: a server that goes
- * away and comes back, the one-daemon-per-database lock, a schema newer than the binary, and
+ * away and comes back, a second replica on the same database, a schema newer than the binary, and
  * backups left to pg_dump. Runs under tests/pg/with_postgres.sh (NEUROND_TEST_PG); without it
  * every case is skipped. */
 #include <check.h>
@@ -111,18 +111,25 @@ START_TEST(outage_answers_503_then_recovers)
 }
 END_TEST
 
-START_TEST(second_daemon_on_the_database_refuses)
+/* Replicas: a second daemon on the same database serves it too, and each sees the other's
+ * writes at once. */
+START_TEST(second_replica_shares_the_database)
 {
-    char cmd[2 * PATH_MAX + 64];
-    snprintf(cmd, sizeof cmd, "'%s' --port 0 --db '%s' 2>&1", it_exe, d.db);
-    char out[1024];
-    int rc = run_command(cmd, out, sizeof out);
-    ck_assert_msg(rc != 0, "a second daemon started on the same database: %s", out);
-    ck_assert_msg(strstr(out, "another neurond is serving this PostgreSQL database") != NULL,
-                  "%s", out);
-    ck_assert_msg(strstr(out, "neurond@") == NULL, "the address was printed: %s", out);
-    /* The first one still serves. */
-    it_call_free("GET", "/v1/models", NULL, 200);
+    ck_assert_int_eq(it_create_model(model_spec), 1);
+    it_call_free("POST", "/v1/models/1/batches", batch, 201);
+    it_daemon_t d2;
+    it_opts_t o = {.db = d.db};
+    ck_assert_msg(it_start_opts(&d2, it_exe, &o) == 0, "the second replica did not start");
+    it_call_free("POST", "/v1/models/1/train", "{\"steps\":3}", 200);
+    it_use(&d);
+    cJSON *m = it_call("GET", "/v1/models/1", NULL, 200);
+    ck_assert_int_eq((int)it_num(m, "step"), 3);
+    cJSON_Delete(m);
+    cJSON *c = it_call("GET", "/v1/cluster", NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(c, "replicas")), 2);
+    cJSON_Delete(c);
+    it_cleanup(&d2);
+    it_call_free("GET", "/v1/models/1", NULL, 200);
 }
 END_TEST
 
@@ -164,7 +171,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, outage_answers_503_then_recovers);
-    tcase_add_test(tc, second_daemon_on_the_database_refuses);
+    tcase_add_test(tc, second_replica_shares_the_database);
     tcase_add_test(tc, schema_newer_than_binary_refuses);
     tcase_add_test(tc, backup_is_pg_dump);
     suite_add_tcase(s, tc);
