@@ -49,6 +49,8 @@ typedef struct app {
     int64_t job_lease_ms;    /* --job-lease: a replica whose heartbeat is older is dead */
     struct jobs *jobs;       /* async training jobs (jobs.h) */
     struct events *events;   /* the per-model event hub behind the SSE streams (events.h) */
+    struct relay *relay;     /* runs on other replicas to that hub, and ours to them (relay.h);
+                                NULL on SQLite */
     atomic_int stopping;     /* set once when shutdown begins: synchronous runs (POST /train,
                                 /step) stop at their next step boundary, committed */
     datacache_t *data_cache; /* stored rows kept between train calls (datacache.h) */

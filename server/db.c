@@ -254,6 +254,26 @@ int db_backup(db_conn_t *c, const char *out_path, err_t *err)
     return c->driver->backup(c, out_path, err);
 }
 
+int db_listen_open(db_t *d, const char *channel, db_listener_t **out, err_t *err)
+{
+    *out = NULL;
+    if (d->driver->listen_open == NULL)
+        return err_set(err, ERR_NOTSUPPORTED, "%s has no notifications between processes",
+                       d->driver->dialect);
+    return d->driver->listen_open(d, channel, out, err);
+}
+
+int db_listen_wait(db_listener_t *l, int timeout_ms, db_notify_fn fn, void *ctx, err_t *err)
+{
+    return l->driver->listen_wait(l, timeout_ms, fn, ctx, err);
+}
+
+void db_listen_close(db_listener_t *l)
+{
+    if (l != NULL)
+        l->driver->listen_close(l);
+}
+
 int db_bind_values(db_stmt_t *st, const db_value_t *v, int n, err_t *err)
 {
     int rc = 0;

@@ -185,4 +185,48 @@ int db_set_durable(db_conn_t *c, int durable, err_t *err);
  */
 int db_backup(db_conn_t *c, const char *out_path, err_t *err);
 
+/* ---- notifications between processes (PostgreSQL; SQLite: ERR_NOTSUPPORTED) ------------------ */
+
+/*
+ * A notification is sent with a statement, in the sender's transaction, and delivered when that
+ * transaction commits (in commit order; a rolled-back one sends nothing):
+ *
+ *     SELECT pg_notify(?1, ?2)          -- ?1 channel, ?2 payload (PostgreSQL only: see db_dialect)
+ *
+ * Receiving needs a session that does nothing else, which a listener is:
+ *
+ *     db_listener_t *l = NULL;
+ *     if (db_listen_open(db, "neurond_events", &l, err) < 0) return err->code;
+ *     while (!stopping)
+ *         rc = db_listen_wait(l, 250, on_payload, ctx, err);    // DB_LISTEN_RESUMED: see below
+ *     db_listen_close(l);
+ */
+typedef struct db_listener db_listener_t;
+
+/* Called with each notification's payload (borrowed: valid during the call). */
+typedef void (*db_notify_fn)(void *ctx, const char *payload);
+
+/* db_listen_wait(): the listening session was opened again in this call after it had been lost:
+ * what was sent in between is not delivered. */
+#define DB_LISTEN_RESUMED 1
+
+/*
+ * A new session of its own to `d`'s server, listening on `channel` (a name of ours, at most 63
+ * bytes, quoted for the server). `*out` is new (db_listen_close()), NULL on failure:
+ * ERR_NOTSUPPORTED for an engine without notifications, ERR_UNAVAILABLE when the server cannot
+ * be reached now.
+ */
+int db_listen_open(db_t *d, const char *channel, db_listener_t **out, err_t *err);
+
+/*
+ * Wait up to `timeout_ms` for notifications and hand each to `fn`, in the order they were
+ * committed. 0, or DB_LISTEN_RESUMED, or ERR_UNAVAILABLE while the session is lost and the server
+ * cannot be reached again: the call then waits out its timeout, and later calls try to reconnect
+ * (listening again) with a backoff that grows to a few seconds. One thread at a time.
+ */
+int db_listen_wait(db_listener_t *l, int timeout_ms, db_notify_fn fn, void *ctx, err_t *err);
+
+/* End the listening session. NULL is a no-op. */
+void db_listen_close(db_listener_t *l);
+
 #endif /* ND_DB_H */

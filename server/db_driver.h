@@ -43,6 +43,11 @@ typedef struct db_driver {
     int (*exec)(db_conn_t *c, const char *script, const char *what, err_t *err);
     int (*set_durable)(db_conn_t *c, int durable, err_t *err);
     int (*backup)(db_conn_t *c, const char *out_path, err_t *err);
+    /* Notifications (db.h); NULL when the engine has none. */
+    int (*listen_open)(db_t *d, const char *channel, db_listener_t **out, err_t *err);
+    int (*listen_wait)(db_listener_t *l, int timeout_ms, db_notify_fn fn, void *ctx,
+                       err_t *err);
+    void (*listen_close)(db_listener_t *l);
 } db_driver_t;
 
 /* The first member of every driver's database, connection and statement. */
@@ -55,6 +60,9 @@ struct db_conn {
     struct db_conn *idle_next;     /* in db_conn_pool_t.idle: released by a thread that ended */
 };
 struct db_stmt {
+    const db_driver_t *driver;
+};
+struct db_listener {
     const db_driver_t *driver;
 };
 

@@ -19,6 +19,11 @@
  * A connection the server dropped (a restart, a network cut) is noticed before a statement that
  * starts outside a transaction, and reset then; while the server cannot be reached every call
  * fails with ERR_UNAVAILABLE (503), and the next call after it returns reconnects by itself.
+ *
+ * A listener (db_listen_open) is a session of its own that only LISTENs; it idles in poll() on
+ * its socket, so a lost session is noticed when the server's goodbye or the socket's end
+ * arrives (TCP keepalives, set on every session, find a silent network cut within a minute),
+ * and is opened again by a later db_listen_wait(), which says so (DB_LISTEN_RESUMED).
  */
 #include "db_driver.h"
 
@@ -154,8 +159,11 @@ static void notice_ignore(void *arg, const char *message)
 static PGconn *session_open(pg_db_t *d, err_t *err)
 {
     /* Keywords after "dbname" override what the address says, those before are defaults. */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *values[] = {PG_CONNECT_TIMEOUT, "neurond", d->address, NULL};
+    /* TCP keepalives: a session to a server cut off by the network (no FIN ever comes) is
+     * found dead within about a minute, even one that only waits, as a listener does. */
+    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "application_name", "dbname", NULL};
+    const char *values[] = {PG_CONNECT_TIMEOUT, "30", "10", "3", "neurond", d->address, NULL};
     PGconn *pg = PQconnectdbParams(keys, values, 1);
     char line[200];
     if (pg == NULL) {
@@ -725,6 +733,143 @@ static int pg_backup(db_conn_t *base, const char *out_path, err_t *err)
                    "pg_dump, not by neurond");
 }
 
+/* ---- notifications ------------------------------------------------------------------------- */
+
+#define PG_LISTEN_RETRY_FIRST_MS 100
+#define PG_LISTEN_RETRY_MAX_MS 5000
+
+/* A session that only listens: notifications arrive on its socket while it idles. */
+typedef struct pg_listener {
+    db_listener_t base;
+    pg_db_t *db;
+    char *listen_sql;              /* LISTEN "<channel>" */
+    PGconn *pg;                    /* NULL while lost */
+    int backoff_ms;                /* before the next reconnect attempt */
+    int64_t retry_at_ms;           /* monotonic: no reconnect attempt before */
+    char lost[ERR_MSG_MAX];        /* why the session is lost, for each failed wait */
+} pg_listener_t;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    if (ms > 0)
+        nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L},
+                  NULL);
+}
+
+/* Open the session and LISTEN on it. */
+static int listener_connect(pg_listener_t *l, err_t *err)
+{
+    PGconn *pg = session_open(l->db, err);
+    if (pg == NULL)
+        return err->code;
+    int rc = pg_command(pg, l->listen_sql, "listening for notifications", err);
+    if (rc < 0) {
+        PQfinish(pg);
+        return rc;
+    }
+    l->pg = pg;
+    l->backoff_ms = PG_LISTEN_RETRY_FIRST_MS;
+    return 0;
+}
+
+/* The session is gone: drop it, and reconnect at once on the next wait (then with backoff). */
+static int listener_lost(pg_listener_t *l, err_t *err)
+{
+    char line[200];
+    snprintf(l->lost, sizeof l->lost, "%s", one_line(PQerrorMessage(l->pg), line, sizeof line));
+    PQfinish(l->pg);
+    l->pg = NULL;
+    l->retry_at_ms = mono_ms();
+    return err_set(err, ERR_UNAVAILABLE, "listening session lost: %s", l->lost);
+}
+
+static void pg_listen_close(db_listener_t *base)
+{
+    pg_listener_t *l = (pg_listener_t *)base;
+    if (l->pg != NULL)
+        PQfinish(l->pg);
+    free(l->listen_sql);
+    free(l);
+}
+
+static int pg_listen_open(db_t *base, const char *channel, db_listener_t **out, err_t *err)
+{
+    pg_db_t *d = (pg_db_t *)base;
+    *out = NULL;
+    pg_listener_t *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return err_set(err, ERR_NOMEM, "out of memory for a listener");
+    l->base.driver = &db_pg_driver;
+    l->db = d;
+    /* The channel is an identifier: quoted as one, so any name of ours is taken literally. */
+    size_t size = 2 * strlen(channel) + 16;
+    if ((l->listen_sql = malloc(size)) == NULL) {
+        free(l);
+        return err_set(err, ERR_NOMEM, "out of memory for a listener");
+    }
+    int n = snprintf(l->listen_sql, size, "LISTEN \"");
+    for (const char *p = channel; *p != '\0'; ++p) {
+        if (*p == '"')
+            l->listen_sql[n++] = '"';
+        l->listen_sql[n++] = *p;
+    }
+    snprintf(l->listen_sql + n, size - (size_t)n, "\"");
+    int rc = listener_connect(l, err);
+    if (rc < 0) {
+        pg_listen_close(&l->base);
+        return rc;
+    }
+    *out = &l->base;
+    return 0;
+}
+
+/* Hand every notification received so far to `fn`. */
+static void listener_deliver(pg_listener_t *l, db_notify_fn fn, void *ctx)
+{
+    PGnotify *note;
+    while ((note = PQnotifies(l->pg)) != NULL) {
+        fn(ctx, note->extra);
+        PQfreemem(note);
+    }
+}
+
+static int pg_listen_wait(db_listener_t *base, int timeout_ms, db_notify_fn fn, void *ctx,
+                          err_t *err)
+{
+    pg_listener_t *l = (pg_listener_t *)base;
+    if (l->pg == NULL) {
+        int64_t wait = l->retry_at_ms - mono_ms();
+        if (wait > 0) {
+            sleep_ms(wait < timeout_ms ? wait : timeout_ms);
+            return err_set(err, ERR_UNAVAILABLE, "listening session lost: %s", l->lost);
+        }
+        if (listener_connect(l, err) < 0) {
+            snprintf(l->lost, sizeof l->lost, "%s", err->msg);
+            l->retry_at_ms = mono_ms() + l->backoff_ms;
+            l->backoff_ms = l->backoff_ms * 2 > PG_LISTEN_RETRY_MAX_MS ? PG_LISTEN_RETRY_MAX_MS
+                                                                      : l->backoff_ms * 2;
+            sleep_ms(timeout_ms);
+            return ERR_UNAVAILABLE;
+        }
+        /* At once, before anything sent on the new session is delivered: the caller catches
+         * up on what it missed first, and what follows comes after. */
+        return DB_LISTEN_RESUMED;
+    }
+    struct pollfd p = {.fd = PQsocket(l->pg), .events = POLLIN};
+    int ready = poll(&p, 1, timeout_ms);
+    int lost = ready > 0 && (PQconsumeInput(l->pg) != 1 || PQstatus(l->pg) != CONNECTION_OK);
+    /* What arrived before the session ended was committed: delivered all the same. */
+    listener_deliver(l, fn, ctx);
+    return lost ? listener_lost(l, err) : 0;
+}
+
 const db_driver_t db_pg_driver = {
     .dialect = "postgresql",
     .open = pg_open,
@@ -753,4 +898,7 @@ const db_driver_t db_pg_driver = {
     .exec = pg_exec,
     .set_durable = pg_set_durable,
     .backup = pg_backup,
+    .listen_open = pg_listen_open,
+    .listen_wait = pg_listen_wait,
+    .listen_close = pg_listen_close,
 };

@@ -25,6 +25,7 @@
 typedef struct sub {
     pthread_mutex_t mu;
     int64_t model_id;
+    int64_t last_step;         /* of the last progress event sent, -1 before the first */
     char *buf;
     size_t len, off, cap;
     int dead;                  /* too far behind: abort the stream */
@@ -141,8 +142,10 @@ static void gone_release(sub_t *gone)
 }
 
 /* Send `text` to the subscribers of `model_id` (every subscriber when model_id is 0); with
- * `last`, it is their final event. Drops those whose client has gone. */
-static void hub_send(events_t *ev, int64_t model_id, const char *text, size_t len, int last)
+ * `last`, it is their final event; `step` >= 0 is the step of a progress event. Drops those
+ * whose client has gone. */
+static void hub_send(events_t *ev, int64_t model_id, const char *text, size_t len, int last,
+                     int64_t step)
 {
     pthread_mutex_lock(&ev->mu);
     sub_t *gone = prune_locked(ev);
@@ -150,6 +153,8 @@ static void hub_send(events_t *ev, int64_t model_id, const char *text, size_t le
         if (model_id == 0 || s->model_id == model_id) {
             sub_append(s, text, len, last);
             http_stream_wake(s->stream);
+            if (step >= 0)
+                s->last_step = step;
         }
     }
     pthread_mutex_unlock(&ev->mu);
@@ -186,6 +191,7 @@ int events_subscribe(events_t *ev, http_req_t *req, int64_t model_id, err_t *err
         return err_set(err, ERR_NOMEM, "out of memory for an event stream");
     pthread_mutex_init(&s->mu, NULL);
     s->model_id = model_id;
+    s->last_step = -1;
     sub_append(s, hello, sizeof hello - 1, 0);
     http_stream_t *stream = NULL;
     int rc = http_reply_stream(req, 200, "text/event-stream; charset=utf-8", sub_read, s, sub_free,
@@ -232,35 +238,68 @@ void events_progress(events_t *ev, int64_t model_id, int64_t step, double loss)
     int n = snprintf(text, sizeof text,
                      "event: progress\ndata: {\"step\":%" PRId64 ",\"loss\":%s}\n\n", step, num);
     if (n > 0 && (size_t)n < sizeof text)
-        hub_send(ev, model_id, text, (size_t)n, 0);
+        hub_send(ev, model_id, text, (size_t)n, 0, step);
 }
 
-/* Send `event: <name>` with `data` (serialised here) to model_id's streams. */
-static void send_json(events_t *ev, int64_t model_id, const char *name, const cJSON *data,
+int64_t events_last_step(events_t *ev, int64_t model_id)
+{
+    int64_t last = -1;
+    if (ev == NULL)
+        return last;
+    pthread_mutex_lock(&ev->mu);
+    for (sub_t *s = ev->subs; s != NULL; s = s->next)
+        if (s->model_id == model_id && s->last_step > last)
+            last = s->last_step;
+    pthread_mutex_unlock(&ev->mu);
+    return last;
+}
+
+int events_models(events_t *ev, int64_t *ids, int max)
+{
+    int n = 0;
+    if (ev == NULL)
+        return n;
+    pthread_mutex_lock(&ev->mu);
+    for (sub_t *s = ev->subs; s != NULL && n < max; s = s->next) {
+        int seen = 0;
+        for (int i = 0; i < n && !seen; ++i)
+            seen = ids[i] == s->model_id;
+        if (!seen)
+            ids[n++] = s->model_id;
+    }
+    pthread_mutex_unlock(&ev->mu);
+    return n;
+}
+
+/* Send `event: <name>` with `json` (one line of JSON) to model_id's streams. */
+static void send_text(events_t *ev, int64_t model_id, const char *name, const char *json,
                       int last)
 {
-    char *json = data != NULL ? cJSON_PrintUnformatted(data) : NULL;
-    if (json == NULL)
-        return;
     size_t len = strlen(json) + strlen(name) + 32;
     char *text = malloc(len);
     if (text != NULL) {
         int n = snprintf(text, len, "event: %s\ndata: %s\n\n", name, json);
         if (n > 0 && (size_t)n < len)
-            hub_send(ev, model_id, text, (size_t)n, last);
+            hub_send(ev, model_id, text, (size_t)n, last, -1);
     }
     free(text);
+}
+
+/* send_text() of `data`, serialised here. */
+static void send_json(events_t *ev, int64_t model_id, const char *name, const cJSON *data,
+                      int last)
+{
+    char *json = data != NULL ? cJSON_PrintUnformatted(data) : NULL;
+    if (json != NULL)
+        send_text(ev, model_id, name, json, last);
     free(json);
 }
 
-void events_done(events_t *ev, int64_t model_id, const cJSON *result, const err_t *failure)
+char *events_done_json(int64_t model_id, const cJSON *result, const err_t *failure)
 {
-    if (!events_wanted(ev, model_id))
-        return;
-    if (failure == NULL) {
-        send_json(ev, model_id, "done", result, 0);
-        return;
-    }
+    if (failure == NULL)
+        return result != NULL ? cJSON_PrintUnformatted(result) : NULL;
+    char *json = NULL;
     cJSON *data = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(data, "error");
     if (cJSON_AddNumberToObject(data, "model_id", (double)model_id) != NULL && e != NULL &&
@@ -268,8 +307,24 @@ void events_done(events_t *ev, int64_t model_id, const cJSON *result, const err_
         cJSON_AddStringToObject(e, "message", failure->msg[0] != '\0' ? failure->msg
                                                                       : err_str(failure->code))
             != NULL)
-        send_json(ev, model_id, "done", data, 0);
+        json = cJSON_PrintUnformatted(data);
     cJSON_Delete(data);
+    return json;
+}
+
+void events_done(events_t *ev, int64_t model_id, const cJSON *result, const err_t *failure)
+{
+    if (!events_wanted(ev, model_id))
+        return;
+    char *json = events_done_json(model_id, result, failure);
+    events_done_text(ev, model_id, json);
+    free(json);
+}
+
+void events_done_text(events_t *ev, int64_t model_id, const char *data)
+{
+    if (data != NULL && events_wanted(ev, model_id))
+        send_text(ev, model_id, "done", data, 0);
 }
 
 void events_model_deleted(events_t *ev, int64_t model_id)
@@ -309,7 +364,7 @@ static void *ticker_main(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec > next_keepalive.tv_sec ||
             (now.tv_sec == next_keepalive.tv_sec && now.tv_nsec >= next_keepalive.tv_nsec)) {
-            hub_send(ev, 0, keepalive, sizeof keepalive - 1, 0);
+            hub_send(ev, 0, keepalive, sizeof keepalive - 1, 0, -1);
             next_keepalive = now;
             next_keepalive.tv_sec += EVENTS_KEEPALIVE_S;
         }

@@ -69,4 +69,21 @@ void events_done(events_t *ev, int64_t model_id, const cJSON *result, const err_
 /* Model `model_id` is deleted: send its streams `event: deleted` and end them. */
 void events_model_deleted(events_t *ev, int64_t model_id);
 
+/* ---- for the relay of runs on other replicas (relay.h) ---------------------------------- */
+
+/* The data of a run's `done` event as one line of JSON, new (free()): `result` itself, or for
+ * a `failure` {"model_id","error":{"code","message"}}. NULL when out of memory. */
+char *events_done_json(int64_t model_id, const cJSON *result, const err_t *failure);
+
+/* Publish the end of a run whose `done` data (events_done_json) is `data` (borrowed). NULL ev
+ * or data is a no-op. */
+void events_done_text(events_t *ev, int64_t model_id, const char *data);
+
+/* The highest step of a progress event sent to model `model_id`'s streams, -1 when none was
+ * (or it has none). */
+int64_t events_last_step(events_t *ev, int64_t model_id);
+
+/* The distinct models with a subscriber, at most `max` of them, into `ids`; returns how many. */
+int events_models(events_t *ev, int64_t *ids, int max);
+
 #endif /* ND_EVENTS_H */

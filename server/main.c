@@ -27,6 +27,7 @@
 #include "log.h"
 #include "model.h"
 #include "pool.h"
+#include "relay.h"
 #include "replica.h"
 #include "routes.h"
 #include "sessions.h"
@@ -771,8 +772,13 @@ int main(int argc, char **argv)
                         .sinks = routes_data_sinks, .ctx = &app};
     http_server_t *srv = NULL;
     int v6 = strchr(cfg.bind, ':') != NULL;
-    if (http_server_start(&hc, &srv, &err) < 0) {
+    /* On PostgreSQL the streams here also follow runs on other replicas, through the database
+     * (relay.h): listening before the server starts, so no announcement is missed. */
+    if ((!store_address_is_file(cfg.db) &&
+         relay_new(store, app.events, &app.replica_id, &app.relay, &err) < 0) ||
+        http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
+        relay_free(app.relay);
         events_free(app.events);
         jobs_free(jobs);
         sessions_free(app.sessions);
@@ -817,9 +823,11 @@ int main(int argc, char **argv)
     atomic_store(&app.stopping, 1);  /* sync runs stop at a step boundary, committed */
     jobs_shutdown(jobs);       /* so do jobs; their threads end */
     events_shutdown(app.events);
+    relay_stop(app.relay);     /* no more events from other replicas; ours are still announced */
     http_server_stop(srv);     /* stop accepting, finish running requests, end streams */
     replica_stop(replica);     /* leaves the cluster view now, not after the lease */
     events_free(app.events);   /* drop the event streams' references */
+    relay_free(app.relay);
     jobs_free(jobs);
     sessions_free(app.sessions);
     datacache_free(app.data_cache);

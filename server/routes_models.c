@@ -28,6 +28,7 @@
 #include "request.h"
 #include "reply.h"
 #include "registry.h"
+#include "relay.h"
 #include "sessions.h"
 #include "routes.h"
 #include "store.h"
@@ -272,6 +273,7 @@ static int model_delete(http_req_t *req, err_t *err)
         datacache_drop(app->data_cache, id);
         sessions_drop(app->sessions, id);
         events_model_deleted(app->events, id);
+        relay_deleted(app->relay, id);
     }
     registry_write_end(app->registry, id);
     if (rc < 0)

@@ -457,6 +457,37 @@ int store_lease_take(store_t *s, int64_t id, int64_t replica_id, int64_t lease_m
  * `epoch`, else ERR_CONFLICT (the run lost its lease: it must not commit). */
 int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
 
+/* ---- notifications between the processes sharing a database (PostgreSQL) ------------------- */
+
+/*
+ * Send `payload` (text, at most STORE_NOTIFY_MAX bytes) on `channel` to every process listening
+ * on it. Inside the caller's transaction it is sent when that commits, and not at all when it
+ * rolls back; outside one, at once. Notifications of one transaction, and transactions, arrive
+ * in commit order. A no-op (0) on SQLite, whose one process has nobody to tell.
+ */
+#define STORE_NOTIFY_MAX 7900
+int store_notify(store_t *s, const char *channel, const char *payload, err_t *err);
+
+/* A session listening on one channel (store_listen_open). */
+typedef struct store_listener store_listener_t;
+
+/* store_listen_wait(): the session was lost and is listening again; what was sent in between
+ * was not delivered. */
+#define STORE_LISTEN_RESUMED 1
+
+/* Listen on `channel` on a session of its own (one more connection to the server). `*out` is new
+ * (store_listen_close()), NULL on failure; ERR_NOTSUPPORTED on SQLite. */
+int store_listen_open(store_t *s, const char *channel, store_listener_t **out, err_t *err);
+
+/* Wait up to `timeout_ms`, handing each payload that arrives to `fn` (borrowed string) in
+ * commit order. 0, STORE_LISTEN_RESUMED, or ERR_UNAVAILABLE while the server cannot be reached
+ * (the call waited; later calls reconnect, with a backoff of up to 5 s). */
+int store_listen_wait(store_listener_t *l, int timeout_ms,
+                      void (*fn)(void *ctx, const char *payload), void *ctx, err_t *err);
+
+/* Stop listening and close the session. NULL is a no-op. */
+void store_listen_close(store_listener_t *l);
+
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 /* Format the current UTC time as RFC 3339 with milliseconds into buf (STORE_TIME_MAX bytes). */

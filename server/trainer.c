@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "optim.h"
 #include "registry.h"
+#include "relay.h"
 #include "request.h"
 #include "sessions.h"
 #include "store.h"
@@ -135,6 +136,8 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
                                optim_state(r->optim), optim_state_len(r->optim), step, loss,
                                err)) < 0 ||
         (rc = store_history_append(st, o->model_id, r->rows, r->n_rows, err)) < 0 ||
+        (r->n_rows > 0 && (rc = relay_steps(r->app->relay, o->model_id, r->rows[0].step,
+                                            r->rows[r->n_rows - 1].step, err)) < 0) ||
         (o->job_id > 0 &&
          (rc = store_job_progress(st, o->job_id, step - r->s0, r->planned,
                                   isfinite(progress_loss) ? &progress_loss : NULL, err)) < 0) ||
@@ -450,6 +453,10 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     res->elapsed_ms = (double)(now_ns() - t0) / 1e6;   /* the steps and their commits */
 
 out:
+    /* A fenced run's model is another run's now, whose events the streams follow: its end
+     * is no event (another replica may be resuming this very job). */
+    if (r.fenced)
+        *started = 0;
     if (status_set && !r.fenced) {   /* a fenced run touches nothing: the model is not its own */
         err_t serr = {0};
         if (store_model_set_status(app->store, o->model_id, "idle", &serr) < 0)
@@ -490,14 +497,11 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     int rc = run(app, o, res, &started, err);
     if (o->on_end != NULL)
         o->on_end(o->end_ctx, rc, res, err);
-    if (!started || !events_wanted(app->events, o->model_id))
+    if (!started || (!events_wanted(app->events, o->model_id) && app->relay == NULL))
         return rc;
-    if (rc < 0) {
-        events_done(app->events, o->model_id, NULL, err);
-    } else {
-        cJSON *result = codec_train_result_encode(o->model_id, res);
-        events_done(app->events, o->model_id, result, NULL);
-        cJSON_Delete(result);
-    }
+    cJSON *result = rc < 0 ? NULL : codec_train_result_encode(o->model_id, res);
+    events_done(app->events, o->model_id, result, rc < 0 ? err : NULL);
+    relay_done(app->relay, o->model_id, result, rc < 0 ? err : NULL);
+    cJSON_Delete(result);
     return rc;
 }
