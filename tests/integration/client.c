@@ -636,3 +636,137 @@ void it_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
+
+int64_t it_submit_job(int64_t model_id, const char *req)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)model_id);
+    cJSON *j = it_call("POST", path, req, 202);
+    int64_t job = (int64_t)it_num(j, "id");
+    cJSON_Delete(j);
+    return job;
+}
+
+int it_pg_only(void)
+{
+    if (it_backend_pg())
+        return 0;
+    printf("SKIP: needs a PostgreSQL test cluster (run under tests/pg/with_postgres.sh)\n");
+    return IT_EXIT_SKIPPED;
+}
+
+/* ---- event streams ------------------------------------------------------------------------- */
+
+int it_count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        ++n;
+    return n;
+}
+
+static size_t stream_write(char *ptr, size_t size, size_t n, void *ud)
+{
+    it_stream_t *s = ud;
+    size_t add = size * n;
+    pthread_mutex_lock(&s->mu);
+    char *nb = realloc(s->buf, s->len + add + 1);
+    if (nb == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    s->buf = nb;
+    memcpy(s->buf + s->len, ptr, add);
+    s->len += add;
+    s->buf[s->len] = '\0';
+    s->connected = strstr(s->buf, ": connected") != NULL;
+    int stop = s->want_done > 0 && it_count(s->buf, "event: done\n") >= s->want_done &&
+               (!s->want_keepalive || strstr(s->buf, ": keep-alive\n") != NULL);
+    pthread_mutex_unlock(&s->mu);
+    return stop ? 0 : add;    /* 0 ends the transfer: the client leaves */
+}
+
+static void *stream_main(void *arg)
+{
+    it_stream_t *s = arg;
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, s->url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    pthread_mutex_lock(&s->mu);
+    s->curl_rc = (int)rc;
+    s->status = status;
+    s->ended = 1;
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+void it_stream_open(it_stream_t *s, const char *base_url, int64_t id, int want_done,
+                    int want_keepalive)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    s->want_done = want_done;
+    s->want_keepalive = want_keepalive;
+    snprintf(s->url, sizeof s->url, "%s/v1/models/%lld/events", base_url, (long long)id);
+    ck_assert_int_eq(pthread_create(&s->thread, NULL, stream_main, s), 0);
+    for (int waited = 0;; waited += 10) {
+        pthread_mutex_lock(&s->mu);
+        int connected = s->connected, ended = s->ended;
+        pthread_mutex_unlock(&s->mu);
+        if (connected)
+            return;
+        ck_assert_msg(!ended && waited < 10000, "event stream %s did not connect", s->url);
+        it_sleep_ms(10);
+    }
+}
+
+void it_stream_wait(it_stream_t *s, int timeout_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        pthread_mutex_lock(&s->mu);
+        int ended = s->ended;
+        pthread_mutex_unlock(&s->mu);
+        if (ended)
+            break;
+        ck_assert_msg(waited < timeout_ms, "stream %s still open after %d ms; got:\n%s", s->url,
+                      timeout_ms, s->buf);
+        it_sleep_ms(20);
+    }
+    pthread_join(s->thread, NULL);
+    ck_assert_int_eq(s->status, 200);
+}
+
+void it_stream_free(it_stream_t *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    pthread_mutex_destroy(&s->mu);
+}
+
+int it_stream_events(char *buf, const char **names, const char **data, int max)
+{
+    int n = 0;
+    for (char *p = buf; p != NULL && *p != '\0' && n < max;) {
+        char *end = strstr(p, "\n\n");
+        if (end == NULL)
+            break;
+        *end = '\0';
+        if (strncmp(p, "event: ", 7) == 0) {
+            char *nl = strchr(p, '\n');
+            ck_assert_msg(nl != NULL && strncmp(nl + 1, "data: ", 6) == 0, "bad event: %s", p);
+            *nl = '\0';
+            names[n] = p + 7;
+            data[n] = nl + 7;
+            ++n;
+        }
+        p = end + 2;
+    }
+    return n;
+}

@@ -21,6 +21,7 @@
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -190,5 +191,50 @@ void it_finish(it_daemon_t *d);
 /* POST `body` (JSON) to `path` of the current daemon from any thread, on a connection of its
  * own; `*answer` is the body (new: free()). Returns the status, 0 on a transport error. */
 long it_post_thread(const char *path, const char *body, char **answer);
+
+/* POST `req` (an async train request) to model `model_id` of the current daemon, which must
+ * answer 202: the new job's id. */
+int64_t it_submit_job(int64_t model_id, const char *req);
+
+/* For an executable whose every test needs PostgreSQL, first thing in main() after it_init():
+ * when the daemons do not run on it (it_backend_pg), prints why and returns IT_EXIT_SKIPPED for
+ * main() to return; 0 otherwise. */
+int it_pg_only(void);
+
+/* ---- event streams (GET /v1/models/{id}/events), each read on a thread of its own -------- */
+
+typedef struct it_stream {
+    pthread_t thread;
+    pthread_mutex_t mu;        /* guards what follows while the stream is open */
+    char *buf;                 /* everything received so far, NUL-terminated */
+    size_t len;
+    int want_done;             /* leave after this many `event: done` (0: stay until the server
+                                * ends the stream) */
+    int want_keepalive;        /* ... and a keep-alive comment */
+    int connected, ended;
+    int curl_rc;               /* the transfer's CURLcode once ended (CURLE_WRITE_ERROR: we left) */
+    long status;
+    char url[256];
+} it_stream_t;
+
+/* Subscribe to model `id`'s events at `base_url` (it_base_url(), or another daemon's
+ * "http://127.0.0.1:<port>"); returns once the stream is open, else fails the running test. */
+void it_stream_open(it_stream_t *s, const char *base_url, int64_t id, int want_done,
+                    int want_keepalive);
+
+/* Wait up to `timeout_ms` for the stream to end (fails the running test otherwise) and join its
+ * thread; its status must be 200. */
+void it_stream_wait(it_stream_t *s, int timeout_ms);
+
+/* Free what the stream received. */
+void it_stream_free(it_stream_t *s);
+
+/* The events of a stream's text in order: `names[i]` ("progress", "done", ...) and `data[i]`
+ * point into `buf`, which this splits in place; comments are skipped. Returns how many (at most
+ * `max`). */
+int it_stream_events(char *buf, const char **names, const char **data, int max);
+
+/* How many times `needle` occurs in `hay` (NULL: 0). */
+int it_count(const char *hay, const char *needle);
 
 #endif /* ND_IT_CLIENT_H */

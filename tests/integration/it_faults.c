@@ -174,16 +174,6 @@ static int64_t train(int64_t id, int steps)
     return step;
 }
 
-static int64_t submit(int64_t id, const char *req)
-{
-    char path[96];
-    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
-    cJSON *j = it_call("POST", path, req, 202);
-    int64_t job = (int64_t)it_num(j, "id");
-    cJSON_Delete(j);
-    return job;
-}
-
 static cJSON *job_get(int64_t job)
 {
     char path[64];
@@ -405,7 +395,7 @@ START_TEST(kill9_rounds)
         int n_sync = 0, round_jobs = n_jobs;
         for (int k = 0; k < KILL_MODELS; ++k) {
             if (rand_r(&seed) % 2 == 0) {
-                jobs[n_jobs++] = submit(ids[k], "{\"steps\":100000000,\"history_every\":1,"
+                jobs[n_jobs++] = it_submit_job(ids[k], "{\"steps\":100000000,\"history_every\":1,"
                                                 "\"async\":true}");
             } else {
                 sc[n_sync].model = ids[k];
@@ -482,7 +472,7 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
                                 "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
                                 "\"learning_rate\":0.01}}");
     add_rows(busy, 64, 4, 0);
-    int64_t job = submit(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    int64_t job = it_submit_job(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
     job_wait_progress(job);
 
     char path[128], mpath[64];
@@ -554,7 +544,7 @@ static void storage_unavailable(fault_fn fault_on, fault_fn fault_off, const cha
     ck_assert_int_eq(train(id2, 1), 1);
     snprintf(path, sizeof path, "/v1/models/%lld/checkpoints", (long long)id);
     it_call_free("POST", path, "{}", 201);
-    job = submit(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
+    job = it_submit_job(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
     j = job_wait_final(job, 20000);
     ck_assert_str_eq(str(j, "status"), "succeeded");
     cJSON_Delete(j);
@@ -857,7 +847,7 @@ START_TEST(busy_waits)
     lock_end(&l, t);
 
     lock_start(&l, &t, 1500);
-    int64_t job = submit(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
+    int64_t job = it_submit_job(id, "{\"steps\":4,\"history_every\":1,\"async\":true}");
     cJSON *j = job_wait_final(job, 20000);
     ck_assert_str_eq(str(j, "status"), "succeeded");
     cJSON_Delete(j);
@@ -888,7 +878,7 @@ START_TEST(busy_timeout)
                                 "\"activation\":\"tanh\"}],\"optimizer\":{\"method\":\"sgd\","
                                 "\"learning_rate\":0.01}}");
     add_rows(busy, 64, 4, 0);
-    int64_t job = submit(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    int64_t job = it_submit_job(busy, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
     job_wait_progress(job);
 
     char path[96];
@@ -981,7 +971,7 @@ START_TEST(second_daemon_refused)
 {
     start_default();
     int64_t id = small_model();
-    int64_t job = submit(id, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
+    int64_t job = it_submit_job(id, "{\"steps\":100000000,\"history_every\":1,\"async\":true}");
     job_wait_progress(job);
 
     /* The same file by its path, another spelling of it, a symbolic and a hard link: a lock

@@ -162,10 +162,9 @@ END_TEST
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
-    if (!it_backend_pg()) {
-        printf("SKIP: needs a PostgreSQL test cluster (run under tests/pg/with_postgres.sh)\n");
-        return IT_EXIT_SKIPPED;
-    }
+    int skip = it_pg_only();
+    if (skip != 0)
+        return skip;
     Suite *s = suite_create("postgres");
     TCase *tc = tcase_create("postgres");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -447,81 +447,11 @@ END_TEST
 
 /* ---- SSE ------------------------------------------------------------------------------------- */
 
-typedef struct sse {
-    pthread_mutex_t mu;
-    char *buf;
-    size_t len;
-    int want_done;          /* stop after this many `event: done` */
-    int want_keepalive;     /* ... and a keep-alive comment */
-    int connected;
-    CURLcode rc;
-    long status;
-    char url[256];
-} sse_t;
-
-static int count_str(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        ++n;
-    return n;
-}
-
-static size_t sse_write(char *ptr, size_t size, size_t n, void *ud)
-{
-    sse_t *s = ud;
-    size_t add = size * n;
-    pthread_mutex_lock(&s->mu);
-    s->buf = realloc(s->buf, s->len + add + 1);
-    memcpy(s->buf + s->len, ptr, add);
-    s->len += add;
-    s->buf[s->len] = '\0';
-    s->connected = strstr(s->buf, ": connected") != NULL;
-    int stop = count_str(s->buf, "event: done") >= s->want_done &&
-               (!s->want_keepalive || strstr(s->buf, ": keep-alive\n") != NULL);
-    pthread_mutex_unlock(&s->mu);
-    return stop ? 0 : add;    /* 0 ends the transfer: the client leaves */
-}
-
-static void *sse_main(void *arg)
-{
-    sse_t *s = arg;
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, s->url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    s->rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
-    curl_easy_cleanup(c);
-    return NULL;
-}
-
-static void sse_start(sse_t *s, pthread_t *t, int64_t id, int want_done, int want_keepalive)
-{
-    memset(s, 0, sizeof *s);
-    pthread_mutex_init(&s->mu, NULL);
-    s->want_done = want_done;
-    s->want_keepalive = want_keepalive;
-    snprintf(s->url, sizeof s->url, "%s/v1/models/%lld/events", it_base_url(), (long long)id);
-    ck_assert_int_eq(pthread_create(t, NULL, sse_main, s), 0);
-    for (int waited = 0;; waited += 10) {
-        pthread_mutex_lock(&s->mu);
-        int ok = s->connected;
-        pthread_mutex_unlock(&s->mu);
-        if (ok)
-            break;
-        ck_assert_msg(waited < 10000, "event stream did not connect");
-        it_sleep_ms(10);
-    }
-}
-
 START_TEST(sse_events)
 {
     int64_t id = small_model();
-    sse_t s;
-    pthread_t t;
-    sse_start(&s, &t, id, 3, 1);
+    it_stream_t s;
+    it_stream_open(&s, it_base_url(), id, 3, 1);
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
     cJSON *r1 = it_call("POST", path, "{\"steps\":5}", 200);
@@ -529,13 +459,12 @@ START_TEST(sse_events)
     cJSON_Delete(it_call("POST", path, "{\"x\":[[1,2,3]],\"y\":[1]}", 200));
     int64_t job = submit(id, "{\"steps\":20,\"history_every\":10,\"async\":true}", 202);
     cJSON_Delete(job_wait(job, "succeeded", 30000));
-    pthread_join(t, NULL);
-    ck_assert_int_eq(s.status, 200);
-    ck_assert_int_eq(s.rc, CURLE_WRITE_ERROR);   /* we left after the keep-alive */
+    it_stream_wait(&s, 60000);
+    ck_assert_int_eq(s.curl_rc, CURLE_WRITE_ERROR);   /* we left after the keep-alive */
 
     /* 5 (sync) + 1 (step) + 3 (job over steps 6..25: 10, 20 and its last, 25). */
-    ck_assert_int_eq(count_str(s.buf, "event: progress\n"), 5 + 1 + 3);
-    ck_assert_int_eq(count_str(s.buf, "event: done\n"), 3);
+    ck_assert_int_eq(it_count(s.buf, "event: progress\n"), 5 + 1 + 3);
+    ck_assert_int_eq(it_count(s.buf, "event: done\n"), 3);
     for (int k = 0; k < 5; ++k) {
         char line[64];
         snprintf(line, sizeof line, "data: {\"step\":%d,\"loss\":", k);
@@ -557,7 +486,7 @@ START_TEST(sse_events)
     cJSON_Delete(res);
     cJSON_Delete(r1);
     ck_assert_ptr_nonnull(strstr(s.buf, ": keep-alive\n\n"));
-    free(s.buf);
+    it_stream_free(&s);
 
     /* History of that run: every 10th step plus the last of each call. */
     snprintf(path, sizeof path, "/v1/models/%lld/history?after_step=5", (long long)id);
