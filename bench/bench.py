@@ -6,14 +6,16 @@ started as separate processes with Debian's /usr/bin/python3 (numpy, torch, skle
 skipped, and said to be skipped, when that interpreter lacks them.
 
     bench.py --bench-lib B --bare-mhd B --neurond B --out FILE [--smoke] [--rounds R]
-             [--python /usr/bin/python3] [--only-c]
+             [--python /usr/bin/python3] [--only-c] [--only-pg]
+
+The PostgreSQL figures (bench_pg.py) run when NEUROND_TEST_PG names a cluster, as scripts/bench
+arranges with tests/pg/with_postgres.sh; --only-pg runs them alone.
 
 Exit status: 0 when every measurement ran and every cross-check held; 1 on a harness error
 (a runner failed, a non-2xx answer, runners disagreeing on the loss). Speed never fails it.
 """
 import argparse
 import datetime
-import http.client
 import json
 import os
 import platform
@@ -27,19 +29,15 @@ import tempfile
 import time
 import traceback
 
+import bench_pg
+import harness
+from harness import (HarnessError, Daemon, api, fmt_spread, fmt_time_us, http_req, log, mark, store_workload,
+                     summary, timed_train_call, wait_writeback)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WARMUP = 2    # untimed steps before the timed ones, in every runner (also the loss cross-check)
 PROFILE = 2   # libneuron steps with every cblas_dgemm timed
 ROOT = os.path.dirname(HERE)
-
-
-class HarnessError(Exception):
-    pass
-
-
-def log(msg):
-    sys.stderr.write("bench: %s\n" % msg)
-    sys.stderr.flush()
 
 
 # ------------------------------------------------------------------ workloads
@@ -97,36 +95,6 @@ OLD_OPENBLAS_CORES = ("Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "A
 MB_WARMUP = 20   # untimed mini-batches before the timed epochs, in every runner
 
 
-# ------------------------------------------------------------------ statistics
-
-def quantile(xs, q):
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def summary(xs):
-    return {"median": quantile(xs, 0.5), "p10": quantile(xs, 0.1), "p90": quantile(xs, 0.9), "n": len(xs)}
-
-
-def fmt_time_us(us):
-    if us != us:
-        return "—"
-    if us >= 1e6:
-        return "%.3g s" % (us / 1e6)
-    if us >= 1e3:
-        return "%.3g ms" % (us / 1e3)
-    return "%.3g µs" % us
-
-
-def fmt_spread(s):
-    return "%s (%s–%s)" % (fmt_time_us(s["median"]), fmt_time_us(s["p10"]), fmt_time_us(s["p90"]))
-
-
 # ------------------------------------------------------------------ processes
 
 def run_json(cmd, env=None, timeout=1800):
@@ -170,122 +138,8 @@ def python_has(python, module):
 
 # ------------------------------------------------------------------ HTTP
 
-class Daemon:
-    """A process printing '... listening on 127.0.0.1:PORT' on stdout, on a free port."""
-
-    def __init__(self, argv, name, logdir):
-        self.name = name
-        self.log = open(os.path.join(logdir, name + ".log"), "ab")
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log)
-        self.port = None
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            line = self.p.stdout.readline().decode(errors="replace")
-            if not line:
-                break
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        if self.port is None:
-            self.stop()
-            raise HarnessError("%s did not start (log: %s)" % (name, self.log.name))
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def status(self, key):
-        """A /proc/PID/status field in kB (VmHWM, VmRSS)."""
-        with open("/proc/%d/status" % self.p.pid) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        raise HarnessError("no %s in /proc/%d/status" % (key, self.p.pid))
-
-    def cpu_seconds(self):
-        """User + system CPU time of the process so far (/proc/PID/stat)."""
-        with open("/proc/%d/stat" % self.p.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def settle(self, limit_s=120):
-        """Wait until the daemon's background work after an ingest is done: its WAL checkpoint
-        (copying the new pages into the database file) and the kernel's writeback of them,
-        which would otherwise share the cores and the disk with the first timed round.
-        Quiet = under 2 % of a core over 0.5 s and under 64 MB dirty or in writeback."""
-        t0 = time.monotonic()
-        last = self.cpu_seconds()
-        while time.monotonic() - t0 < limit_s:
-            time.sleep(0.5)
-            now = self.cpu_seconds()
-            if now - last < 0.01 and writeback_pending() < (64 << 20):
-                return time.monotonic() - t0
-            last = now
-        return time.monotonic() - t0
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        if self.p.stdout:
-            self.p.stdout.close()
-        self.log.close()
-
-
-def writeback_pending():
-    """Bytes the kernel still has to write to disk (Dirty + Writeback of /proc/meminfo)."""
-    pending = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(("Dirty:", "Writeback:")):
-                pending += int(line.split()[1]) * 1024
-    return pending
-
-
-def wait_writeback(limit_s=60):
-    """Wait until under 64 MB is left to write back: an ingest timed while the previous one's
-    pages are still being written shares the disk with them. Returns the seconds waited."""
-    t0 = time.monotonic()
-    while writeback_pending() >= (64 << 20) and time.monotonic() - t0 < limit_s:
-        time.sleep(0.2)
-    return time.monotonic() - t0
-
-
-def http_req(port, method, path, body=None, ctype="application/json", timeout=600):
-    """One request on a fresh connection. Returns (status, parsed JSON or text, seconds from
-    sending the request line to having read the whole answer)."""
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body).encode()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.connect()
-    headers = {"Content-Type": ctype} if body is not None else {}
-    t0 = time.perf_counter()
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    data = r.read()
-    secs = time.perf_counter() - t0
-    c.close()
-    try:
-        parsed = json.loads(data) if data else None
-    except ValueError:
-        parsed = data.decode(errors="replace")
-    return r.status, parsed, secs
-
-
-def api(port, method, path, body=None, ctype="application/json", timeout=600):
-    st, parsed, secs = http_req(port, method, path, body, ctype, timeout)
-    if st // 100 != 2:
-        raise HarnessError("%s %s answered %d: %s" % (method, path, st, str(parsed)[:500]))
-    return parsed, secs
-
-
 def start_neurond(args, workdir, name, extra=()):
-    db = os.path.join(workdir, name + ".db")
-    return Daemon([args.neurond, "--bind", "127.0.0.1", "--port", "0", "--db", db] + list(extra), name, workdir)
+    return harness.start_neurond(args.neurond, os.path.join(workdir, name + ".db"), name, workdir, extra)
 
 
 # ------------------------------------------------------------------ the measurements
@@ -345,6 +199,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--only-c", action="store_true", help="no Python peers")
+    ap.add_argument("--only-pg", action="store_true",
+                    help="only the PostgreSQL figures (needs NEUROND_TEST_PG: scripts/bench --only-pg)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--render", metavar="RESULTS.json", help="only re-render a saved run into --out")
     args = ap.parse_args()
@@ -418,6 +274,8 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
     # -------------------------------------------------- data shared by every runner
     W = workloads(smoke)
     MB = minibatch_workloads(smoke)
+    if args.only_pg:
+        W, MB = [w for w in W if w["name"] in bench_pg.TRAIN_WORKLOADS], []
     R["workloads"] = W
     R["mb_workloads"] = MB
     log("generating data in %s" % workdir)
@@ -428,6 +286,10 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
             json.dump({k: w[k] for k in ("name", "task", "rows", "data_seed", "steps", "spec")}, f)
         w["gen"] = run_json([args.bench_lib, "gen", path, workdir])[0]
 
+    if args.only_pg:
+        R["only_pg"] = True
+        return run_pg_only(args, smoke, rounds, threads, workdir, daemons, W, R, notes)
+
     # -------------------------------------------------- ceilings (again at the end)
     ceil_cmd = [args.bench_lib, "ceil", "--threads", str(threads)] + (["--smoke"] if smoke else [])
     ceils = [run_json(ceil_cmd)[0]]
@@ -435,28 +297,8 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
     # -------------------------------------------------- the daemon, data stored as batches
     d = start_neurond(args, workdir, "neurond-train")
     daemons.append(d)
-    chunk = 32 << 20
     for w in W + MB:
-        spec = dict(w["spec"])
-        model, _ = api(d.port, "POST", "/v1/models", spec)
-        w["model_id"] = model["id"]
-        g = w["gen"]
-        cols = g["n_x"] + g["n_y"]
-        row_bytes = cols * 8
-        per = max(1, chunk // row_bytes)
-        ingest_s = 0.0
-        with open(os.path.join(workdir, w["name"] + ".data"), "rb") as f:
-            left = g["rows"]
-            while left > 0:
-                n = min(per, left)
-                body = f.read(n * row_bytes)
-                ans, secs = api(d.port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (w["model_id"], n, cols),
-                                body, "application/octet-stream")
-                ingest_s += secs
-                left -= n
-        if ans["total_rows"] != g["rows"]:
-            raise HarnessError("%s: daemon holds %d rows, expected %d" % (w["name"], ans["total_rows"], g["rows"]))
-        w["http_ingest_s"] = ingest_s
+        w["model_id"], w["http_ingest_s"] = store_workload(d.port, w, workdir)
     log("daemon on port %d holds the workloads' data; settled in %.1f s" % (d.port, d.settle()))
 
     # -------------------------------------------------- per-step timings, interleaved
@@ -515,6 +357,9 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
         if rel > 1e-6:
             errors.append("%s http: loss_before %.17g but libneuron's loss at θ0 is %.17g" %
                           (w["name"], h["loss_before"], ref))
+
+    # -------------------------------------------------- W1, W3 train calls: PostgreSQL vs SQLite
+    pg_train_part(args, W, d, lib_first, workdir, daemons, rounds, smoke, threads, R, notes)
 
     # -------------------------------------------------- lbfgs on W1 vs scikit-learn
     w1 = W[0]
@@ -588,6 +433,9 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
     d.stop()
     daemons.remove(d)
 
+    # -------------------------------------------------- short jobs/s: one replica vs three on PostgreSQL
+    pg_jobs_part(args, workdir, daemons, rounds, smoke, R)
+
     # -------------------------------------------------- ingest throughput and peak RSS
     sizes = {"csv": 2e6, "json": 2e6, "raw": 2e6} if smoke else {"csv": 200e6, "json": 100e6, "raw": 200e6}
     bodies = {}
@@ -632,6 +480,45 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
     R["ceils"] = ceils
 
 
+def run_pg_only(args, smoke, rounds, threads, workdir, daemons, W, R, notes):
+    """--only-pg: the PostgreSQL figures alone, against a SQLite daemon holding W1 and W3 (the
+    library runs each once, for the loss at θ0 the PostgreSQL daemon's first call must see)."""
+    if not bench_pg.admin_address():
+        raise HarnessError("--only-pg needs a PostgreSQL cluster (NEUROND_TEST_PG): run scripts/bench --only-pg")
+    d = start_neurond(args, workdir, "neurond-train")
+    daemons.append(d)
+    for w in W:
+        w["model_id"], w["http_ingest_s"] = store_workload(d.port, w, workdir)
+    log("daemon on port %d holds %s; settled in %.1f s" % (d.port, ", ".join(w["name"] for w in W), d.settle()))
+    lib_first = {w["name"]: run_one("lib", w, args, workdir, threads, d) for w in W}
+    pg_train_part(args, W, d, lib_first, workdir, daemons, rounds, smoke, threads, R, notes)
+    d.stop()
+    daemons.remove(d)
+    pg_jobs_part(args, workdir, daemons, rounds, smoke, R)
+
+
+def pg_train_part(args, W, d, lib_first, workdir, daemons, rounds, smoke, threads, R, notes):
+    """W1, W3 train calls on PostgreSQL against the SQLite daemon d (bench_pg.run_train), when
+    scripts/bench started a PostgreSQL cluster for the run; else a note that it did not."""
+    R["pg"] = {"cores": threads}
+    admin = bench_pg.admin_address()
+    if not admin:
+        R["pg"]["skipped"] = ("no PostgreSQL server: scripts/bench runs it under tests/pg/with_postgres.sh "
+                              "when the Debian package postgresql is installed")
+        notes.append("PostgreSQL figures not measured: " + R["pg"]["skipped"])
+        return
+    R["pg"]["settings"] = bench_pg.server_settings(admin)
+    R["pg"]["train"] = bench_pg.run_train(args.neurond, W, d, {n: x["loss0"] for n, x in lib_first.items()},
+                                          workdir, daemons, rounds, smoke, WARMUP)
+
+
+def pg_jobs_part(args, workdir, daemons, rounds, smoke, R):
+    """Short async jobs per second on one replica and on three (bench_pg.run_jobs), after
+    pg_train_part, which says when there is no cluster."""
+    if bench_pg.admin_address():
+        R["pg"]["jobs"] = bench_pg.run_jobs(args.neurond, workdir, daemons, rounds, smoke)
+
+
 def peer_cmd(runner, args, workdir, ws, threads):
     script = os.path.join(HERE, "peers", runner + "_peer.py")
     return [args.python, script, workdir] + [w["path"] for w in ws] + ["--warmup", str(WARMUP), "--threads", str(threads)]
@@ -644,17 +531,7 @@ def run_one(runner, w, args, workdir, threads, d):
                          "--threads", str(threads), "--profile", str(PROFILE)])[0]
     if runner in ("numpy", "torch"):
         return run_json(peer_cmd(runner, args, workdir, [w], threads), env=peer_env(torch=runner == "torch"))[0]
-    # http: a warm-up call of `warmup` steps, as the library runs before its timed call (its rows
-    # loaded, its training state built), then one timed train call of `steps` steps, no history
-    # rows (the library call records none).
-    warm, _ = api(d.port, "POST", "/v1/models/%d/train" % w["model_id"], {"steps": warmup, "history_every": 0})
-    ans, secs = api(d.port, "POST", "/v1/models/%d/train" % w["model_id"], {"steps": steps, "history_every": 0})
-    if ans["steps_run"] != steps:
-        raise HarnessError("%s http train ran %s of %d steps (%s)" % (w["name"], ans["steps_run"], steps, ans["stopped"]))
-    log("  http train %-8s %d steps                                   %.1f s" % (w["name"], steps, secs))
-    return {"runner": "http", "workload": w["name"], "wall_ms": secs * 1e3, "elapsed_ms": ans["elapsed_ms"],
-            "loss_before": warm["loss_before"], "steps": steps}
-
+    return timed_train_call(d.port, w["model_id"], w, warmup)
 
 PRODUCT_FLOORS = ("W2", "W3")
 
@@ -746,12 +623,6 @@ def machine_info(args, py):
 
 # ------------------------------------------------------------------ the report
 
-def mark(ok):
-    if ok is None:
-        return "n/a"
-    return "✓" if ok else "✗"
-
-
 def render(R, errors, notes):
     L = []
     smoke = R.get("smoke")
@@ -760,8 +631,9 @@ def render(R, errors, notes):
     if smoke:
         L.append("**Smoke run** (tiny sizes, one round): checks that the harness works; the figures mean nothing.")
         L.append("")
-    L.append("Written by `scripts/bench%s` — every number below comes from that one run; nothing is "
-             "edited by hand. How to read it: [README.md](README.md)." % (" --smoke" if smoke else ""))
+    L.append("Written by `scripts/bench%s%s` — every number below comes from that one run; nothing is "
+             "edited by hand. How to read it: [README.md](README.md)." % (" --smoke" if smoke else "",
+                                                                         " --only-pg" if R.get("only_pg") else ""))
     L.append("")
     env = R.get("env", {})
     L.append("- date: %s · host: %s · kernel %s · %s cores · CPU: %s · git: %s" %
@@ -1116,7 +988,7 @@ def render(R, errors, notes):
         L.append("neurond runs with its defaults (log level info, one access-log line per request, to a file); "
                  "bare_mhd answers the same JSON with the same headers, same MHD threading mode.")
         L.append("")
-    else:
+    elif "micro" in R:   # None: the run had no wrk (absent: an --only-pg run)
         targets.append(("GET /healthz ≥ 70% of a bare libmicrohttpd server", "wrk not installed", None))
         targets.append(("POST /predict (tiny) ≥ 50% of a bare libmicrohttpd server", "wrk not installed", None))
 
@@ -1176,6 +1048,8 @@ def render(R, errors, notes):
         L.append("")
         targets.append(("%d-step train call recording every step ≤ 1.2× with history_every 0" % hist["steps"],
                         "%.2f×" % (h1 / h0), h1 / h0 <= 1.2))
+
+    L += bench_pg.render(R.get("pg"), targets)
 
     # targets first in the file: build the final document
     head, tail = L[:], []

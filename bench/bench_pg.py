@@ -1,0 +1,380 @@
+"""bench/bench_pg.py -- the PostgreSQL figures of scripts/bench (bench/README.md, "PostgreSQL"):
+
+- train calls: W1 and W3 trained over HTTP by a neurond on PostgreSQL and by the main run's
+  neurond on SQLite, call for call alternately;
+- jobs: short asynchronous jobs per second on one replica and on three replicas sharing one
+  PostgreSQL database, through the HTTP API only (POST /train {"async":true}, GET /v1/jobs/{id}).
+
+scripts/bench runs bench.py under tests/pg/with_postgres.sh with NEUROND_TEST_PG_FSYNC=on:
+NEUROND_TEST_PG is then the address of a throwaway cluster that flushes every commit to disk, as
+SQLite does. Every daemon here gets a database of its own in it, made with psql. Without
+NEUROND_TEST_PG nothing here runs and the report says so.
+"""
+import collections
+import glob
+import http.client
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import threading
+import time
+import urllib.parse
+
+from harness import (HarnessError, api, fmt_time_us, log, start_neurond, store_workload, timed_train_call)
+
+TRAIN_WORKLOADS = ("W1", "W3")
+TRAIN_REPS = 4            # train calls per backend, workload and round, alternating backends
+TRAIN_TARGET = 1.2        # PostgreSQL ÷ SQLite wall-clock of one train call
+REPLICAS = 3
+JOB_CLIENTS = 3           # client threads, the same number for one replica and for three
+JOB_STEPS = 5             # each job: a few full-batch steps of a tiny model
+JOB_ROWS = 64
+JOB_INPUTS = 8
+JOBS = {False: 120, True: 6}   # jobs per measurement: full run, smoke
+POLL_S = 0.02             # a client's pause between two reads of an unfinished job
+
+
+def admin_address():
+    """The throwaway cluster's address (tests/pg/with_postgres.sh), or None."""
+    return os.environ.get("NEUROND_TEST_PG") or None
+
+
+def psql(admin, sql):
+    """Run one SQL command as the cluster's admin user; its unaligned output."""
+    exe = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1:]), None)
+    if exe is None:
+        raise HarnessError("psql not found (Debian package postgresql-client)")
+    p = subprocess.run([exe, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin, "-c", sql],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    if p.returncode != 0:
+        raise HarnessError("psql %r failed: %s" % (sql, p.stderr.strip()[-500:]))
+    return p.stdout.strip()
+
+
+def new_database(admin, name):
+    """A new, empty database NAME in the cluster; its postgresql:// address."""
+    psql(admin, 'CREATE DATABASE "%s"' % name)
+    u = urllib.parse.urlsplit(admin)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
+
+
+def server_settings(admin):
+    """What decides how PostgreSQL commits, as the server reports it."""
+    keys = ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "full_page_writes")
+    out = psql(admin, "SELECT " + ", ".join("current_setting('%s')" % k for k in keys))
+    return dict(zip(keys, out.split("|")))
+
+
+# ------------------------------------------------------------------ train calls, PG vs SQLite
+
+def run_train(neurond, W, sqlite_daemon, lib_loss0, workdir, daemons, rounds, smoke, warmup):
+    """W1 and W3 stored in a PostgreSQL neurond as in the SQLite one, then per round and
+    workload TRAIN_REPS train calls on each, alternating which goes first."""
+    admin = admin_address()
+    pg = start_neurond(neurond, new_database(admin, "bench_train"), "neurond-pg-train", workdir)
+    daemons.append(pg)
+    out = {"reps": 1 if smoke else TRAIN_REPS, "warmup": warmup, "workloads": {}}
+    ws = [w for w in W if w["name"] in TRAIN_WORKLOADS]
+    for w in ws:
+        model_id, ingest_s = store_workload(pg.port, w, workdir)
+        out["workloads"][w["name"]] = {"pg_model_id": model_id, "ingest_s": ingest_s, "bytes": w["gen"]["bytes"],
+                                       "steps": w["steps"], "sqlite": [], "postgresql": []}
+    log("PostgreSQL daemon on port %d holds %s; settled in %.1f s" % (
+        pg.port, ", ".join(TRAIN_WORKLOADS), pg.settle()))
+    for rnd in range(rounds):
+        log("PostgreSQL vs SQLite train calls, round %d/%d" % (rnd + 1, rounds))
+        for w in ws:
+            cell = out["workloads"][w["name"]]
+            for rep in range(out["reps"]):
+                sides = [("sqlite", sqlite_daemon.port, w["model_id"]), ("postgresql", pg.port, cell["pg_model_id"])]
+                if (rnd * out["reps"] + rep) % 2:
+                    sides.reverse()
+                for backend, port, model_id in sides:
+                    cell[backend].append(timed_train_call(port, model_id, w, warmup, backend))
+    # The PostgreSQL model started from θ0: its first call must see libneuron's loss there.
+    for w in ws:
+        first = out["workloads"][w["name"]]["postgresql"][0]["loss_before"]
+        ref = lib_loss0[w["name"]]
+        if abs(first - ref) > 1e-6 * max(abs(ref), 1e-300):
+            raise HarnessError("%s on PostgreSQL: loss_before %.17g but libneuron's loss at θ0 is %.17g" %
+                               (w["name"], first, ref))
+    if not pg.alive():
+        raise HarnessError("the PostgreSQL neurond died (log: %s)" % pg.log.name)
+    pg.stop()
+    daemons.remove(pg)
+    return out
+
+
+# ------------------------------------------------------------------ short jobs per second
+
+class Client:
+    """Requests on one keep-alive connection to a daemon, reopened when the daemon closed it."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+
+    def request(self, method, path, body=None):
+        """(status, parsed JSON answer). A request on a reused connection that the daemon had
+        closed meanwhile is sent once more on a new one; any other failure is a harness error."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for attempt in (0, 1):
+            reused = self.conn is not None
+            if not reused:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                r = self.conn.getresponse()
+                raw = r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise HarnessError("%s %s on port %d: %s" % (method, path, self.port, e))
+            if r.will_close:
+                self.close()
+            return r.status, json.loads(raw) if raw else None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def job_model(i):
+    """The i-th job's model: logistic regression on JOB_INPUTS inputs."""
+    return {"name": "bench-job-%d" % i, "kind": "logistic", "inputs": JOB_INPUTS, "loss": "bce",
+            "reduction": "mean", "init": {"method": "uniform", "scale": 0.01, "seed": i + 1},
+            "optimizer": {"method": "sgd", "learning_rate": 0.5}}
+
+
+def job_rows(i):
+    """JOB_ROWS rows for the i-th model as raw float64: features uniform in [-1, 1), a 0/1
+    label from a fixed linear teacher."""
+    rng = random.Random(1000 + i)
+    teacher = [((k % 3) - 1) * 0.8 for k in range(JOB_INPUTS)]
+    vals = []
+    for _ in range(JOB_ROWS):
+        x = [rng.uniform(-1, 1) for _ in range(JOB_INPUTS)]
+        vals += x + [1.0 if sum(a * b for a, b in zip(teacher, x)) > 0 else 0.0]
+    return struct.pack("<%dd" % len(vals), *vals)
+
+
+def cpu_seconds_of(comm):
+    """User + system CPU seconds of the live processes named `comm` (/proc/PID/stat), by pid."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        if name == comm:
+            fields = text.rsplit(")", 1)[1].split()
+            out[path] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def client_jobs(clients, todo, steps, finished, failures):
+    """One client thread: submit its jobs in order, then wait for each in the order submitted.
+    A 429 (more jobs than the replica takes) waits for this client's oldest job, then tries
+    again; no 429 is expected once the queue takes them."""
+    outstanding = collections.deque()
+    try:
+        for model_id, replica in todo:
+            while True:
+                st, ans = clients[replica].request("POST", "/v1/models/%d/train" % model_id,
+                                                   {"steps": steps, "async": True})
+                if st == 202:
+                    outstanding.append((ans["id"], replica))
+                    break
+                if st != 429:
+                    raise HarnessError("POST /v1/models/%d/train async answered %d: %s" % (model_id, st, ans))
+                if outstanding:
+                    finished.append(wait_job(clients, outstanding.popleft(), steps))
+                else:
+                    time.sleep(POLL_S)
+        while outstanding:
+            finished.append(wait_job(clients, outstanding.popleft(), steps))
+    except Exception as e:   # reported by the caller, which waits for every thread
+        failures.append(e)
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def wait_job(clients, job, steps):
+    """Read a job on the replica it was submitted to until it ends; the finished job object,
+    with the moment the client saw it end."""
+    job_id, replica = job
+    while True:
+        st, ans = clients[replica].request("GET", "/v1/jobs/%d" % job_id)
+        if st != 200:
+            raise HarnessError("GET /v1/jobs/%d answered %d: %s" % (job_id, st, ans))
+        if ans["status"] not in ("queued", "running"):
+            break
+        time.sleep(POLL_S)
+    if ans["status"] != "succeeded" or (ans.get("result") or {}).get("steps_run") != steps:
+        raise HarnessError("job %d ended %s: %s" % (job_id, ans["status"], json.dumps(ans)[:500]))
+    ans["seen_at"] = time.perf_counter()
+    return ans
+
+
+def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
+    """n_jobs one-model jobs through `replicas` neurond sharing a fresh database: models and rows
+    stored first (untimed), then the clock runs from the first submission until every job has
+    been seen finished."""
+    db = new_database(admin_address(), "bench_jobs_%s" % tag)
+    ds = []
+    for i in range(replicas):
+        ds.append(start_neurond(neurond, db, "neurond-pg-jobs-%s-%d" % (tag, i), workdir))
+        daemons.append(ds[-1])
+    models = []
+    for i in range(n_jobs):
+        port = ds[i % replicas].port
+        m, _ = api(port, "POST", "/v1/models", job_model(i))
+        api(port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (m["id"], JOB_ROWS, JOB_INPUTS + 1),
+            job_rows(i), "application/octet-stream")
+        models.append(m["id"])
+    for d in ds:
+        d.settle()
+    # Job i goes to replica i mod replicas and belongs to client i mod JOB_CLIENTS: with three
+    # replicas each client talks to one of them, with one all three share it.
+    work = [[] for _ in range(JOB_CLIENTS)]
+    for i, model_id in enumerate(models):
+        work[i % JOB_CLIENTS].append((model_id, i % replicas))
+    finished, failures = [], []
+    pg0, nd0 = cpu_seconds_of("postgres"), [d.cpu_seconds() for d in ds]
+    us0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client_jobs, args=({r: Client(d.port) for r, d in enumerate(ds)},
+                                                           todo, JOB_STEPS, finished, failures))
+               for todo in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = max((j["seen_at"] for j in finished), default=t0) - t0
+    us1 = resource.getrusage(resource.RUSAGE_SELF)
+    pg1, nd1 = cpu_seconds_of("postgres"), [d.cpu_seconds() for d in ds]
+    if failures:
+        raise failures[0]
+    if len(finished) != n_jobs:
+        raise HarnessError("%d of %d jobs finished" % (len(finished), n_jobs))
+    for d in ds:
+        if not d.alive():
+            raise HarnessError("a replica died (log: %s)" % d.log.name)
+        d.stop()
+        daemons.remove(d)
+    per_replica = collections.Counter(str(j.get("replica")) for j in finished)
+    out = {"replicas": replicas, "jobs": n_jobs, "wall_s": wall, "jobs_per_s": n_jobs / wall,
+           "cpu_neurond_s": sum(nd1) - sum(nd0),
+           # backends that ended during the phase take their CPU time with them: at least this
+           "cpu_postgres_s": sum(v - pg0.get(k, 0.0) for k, v in pg1.items()),
+           "cpu_client_s": (us1.ru_utime + us1.ru_stime) - (us0.ru_utime + us0.ru_stime),
+           "jobs_per_replica": dict(sorted(per_replica.items()))}
+    log("  %d replica(s): %d jobs in %.2f s = %.1f jobs/s (run by replica: %s)" % (
+        replicas, n_jobs, wall, out["jobs_per_s"], out["jobs_per_replica"]))
+    return out
+
+
+def run_jobs(neurond, workdir, daemons, rounds, smoke):
+    """One replica and REPLICAS replicas on PostgreSQL, alternating which goes first each round."""
+    out = {"steps": JOB_STEPS, "rows": JOB_ROWS, "inputs": JOB_INPUTS, "clients": JOB_CLIENTS,
+           "poll_s": POLL_S, "runs": {"1": [], str(REPLICAS): []}}
+    for rnd in range(rounds):
+        log("short jobs on PostgreSQL, round %d/%d" % (rnd + 1, rounds))
+        order = (1, REPLICAS) if rnd % 2 == 0 else (REPLICAS, 1)
+        for k in order:
+            out["runs"][str(k)].append(run_job_phase(neurond, workdir, daemons, k, JOBS[smoke],
+                                                     "r%d_%d" % (rnd, k)))
+    return out
+
+
+# ------------------------------------------------------------------ the report
+
+def render(P, targets):
+    """The report's PostgreSQL section (lines) from R["pg"]; appends its targets."""
+    L = ["## PostgreSQL", ""]
+    train_names = ["%s train call over HTTP on PostgreSQL ≤ %s× the same on SQLite" % (n, TRAIN_TARGET)
+                   for n in TRAIN_WORKLOADS]
+    jobs_name = "short async jobs/s, %d replicas on one PostgreSQL database ÷ 1 replica (reported)" % REPLICAS
+    if not P or not P.get("settings"):
+        reason = (P or {}).get("skipped", "not run")
+        L += ["Not measured: %s." % reason, ""]
+        for name in train_names + [jobs_name]:
+            targets.append((name, "not measured", None))
+        return L
+    s = P["settings"]
+    L.append("PostgreSQL %s, a throwaway cluster on this machine (tests/pg/with_postgres.sh), loopback TCP: "
+             "`fsync` %s, `synchronous_commit` %s, `wal_sync_method` %s, `full_page_writes` %s. SQLite: WAL with "
+             "`synchronous=FULL`, as the daemon sets it. Both wait for the disk at every commit (the flip of a "
+             "model's status to `training` excepted, on both)." % (
+                 s["server_version"], s["fsync"], s["synchronous_commit"], s["wal_sync_method"], s["full_page_writes"]))
+    L.append("")
+    tr = P.get("train")
+    if tr:
+        L.append("### W1, W3 train calls: PostgreSQL vs SQLite")
+        L.append("")
+        L.append("Per round and workload, %d train call(s) on each backend, alternating which goes first, each "
+                 "after a warm-up call of %d steps as in *HTTP vs library* above; the same data, stored the same "
+                 "way. Wall-clock median (all calls, ms)." % (tr["reps"], tr["warmup"]))
+        L.append("")
+        L.append("| workload | N | SQLite | PostgreSQL | PostgreSQL ÷ SQLite | `elapsed_ms` SQLite / PostgreSQL | "
+                 "ingest into PostgreSQL |")
+        L.append("|---|---|---|---|---|---|---|")
+        for name in TRAIN_WORKLOADS:
+            c = tr["workloads"][name]
+            med = {b: statistics.median(x["wall_ms"] for x in c[b]) for b in ("sqlite", "postgresql")}
+            el = {b: statistics.median(x["elapsed_ms"] for x in c[b]) for b in ("sqlite", "postgresql")}
+            ratio = med["postgresql"] / med["sqlite"]
+            L.append("| %s | %d | %s (%s) | %s (%s) | %.2f× | %s / %s | %.0f MB in %.2f s (%.0f MB/s) |" % (
+                name, c["steps"],
+                fmt_time_us(med["sqlite"] * 1e3), ", ".join("%.3g" % x["wall_ms"] for x in c["sqlite"]),
+                fmt_time_us(med["postgresql"] * 1e3), ", ".join("%.3g" % x["wall_ms"] for x in c["postgresql"]),
+                ratio, fmt_time_us(el["sqlite"] * 1e3), fmt_time_us(el["postgresql"] * 1e3),
+                c["bytes"] / 1e6, c["ingest_s"], c["bytes"] / 1e6 / c["ingest_s"] if c["ingest_s"] else 0))
+            targets.append((train_names[TRAIN_WORKLOADS.index(name)], "%.2f×" % ratio, ratio <= TRAIN_TARGET))
+        L.append("")
+    jb = P.get("jobs")
+    if jb:
+        L.append("### Short async jobs per second: 1 replica vs %d sharing one database" % REPLICAS)
+        L.append("")
+        L.append("Each job trains its own model (logistic, %d inputs, %d stored rows) for %d full-batch steps "
+                 "(`POST /train {\"steps\":%d,\"async\":true}`, history every step). %d client threads submit "
+                 "the jobs, spread evenly over the replicas, then read each job (`GET /v1/jobs/{id}`, every %d ms) "
+                 "until it has ended; jobs/s = jobs ÷ the time from the first submission until the last job "
+                 "was seen finished. Fresh database and replicas for every measurement, default flags "
+                 "(`--max-jobs` = cores per replica); the configurations alternate which goes first each round. "
+                 "CPU: seconds used during the measurement by the replicas, by the PostgreSQL server's "
+                 "processes (at least: a backend that ended took its share with it) and by the client." % (
+                     jb["inputs"], jb["rows"], jb["steps"], jb["steps"], jb["clients"], jb["poll_s"] * 1e3))
+        L.append("")
+        L.append("| replicas | jobs | jobs/s (median; all) | wall-clock | CPU neurond / PostgreSQL / client | "
+                 "jobs run by each replica |")
+        L.append("|---|---|---|---|---|---|")
+        med = {}
+        for k, runs in jb["runs"].items():
+            med[k] = statistics.median(r["jobs_per_s"] for r in runs)
+            L.append("| %s | %d | %.1f (%s) | %s | %s | %s |" % (
+                k, runs[0]["jobs"], med[k], ", ".join("%.1f" % r["jobs_per_s"] for r in runs),
+                ", ".join("%.2f s" % r["wall_s"] for r in runs),
+                ", ".join("%.1f / %.1f / %.1f s" % (r["cpu_neurond_s"], r["cpu_postgres_s"], r["cpu_client_s"])
+                          for r in runs),
+                "; ".join(" ".join("#%s: %d" % kv for kv in r["jobs_per_replica"].items()) for r in runs)))
+        ratio = med[str(REPLICAS)] / med["1"]
+        L.append("")
+        L.append("%d replicas ÷ 1 replica: **%.2f×** (on %s cores the replicas share the same CPUs: a ratio near 1 "
+                 "means the queue adds no serialisation of its own; see bench/README.md for what limits it)." % (
+                     REPLICAS, ratio, P.get("cores", "?")))
+        L.append("")
+        targets.append((jobs_name, "%.2f× (%.1f vs %.1f jobs/s)" % (ratio, med[str(REPLICAS)], med["1"]), None))
+    return L
