@@ -503,8 +503,9 @@ def pg_train_part(args, W, d, lib_first, workdir, daemons, rounds, smoke, thread
     R["pg"] = {"cores": threads}
     admin = bench_pg.admin_address()
     if not admin:
-        R["pg"]["skipped"] = ("no PostgreSQL server: scripts/bench runs it under tests/pg/with_postgres.sh "
-                              "when the Debian package postgresql is installed")
+        R["pg"]["skipped"] = ("no PostgreSQL cluster (NEUROND_TEST_PG unset): scripts/bench makes one with "
+                              "tests/pg/with_postgres.sh when the PostgreSQL server (Debian package postgresql) "
+                              "is installed")
         notes.append("PostgreSQL figures not measured: " + R["pg"]["skipped"])
         return
     R["pg"]["settings"] = bench_pg.server_settings(admin)
