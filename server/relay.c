@@ -23,7 +23,8 @@
 
 #define RELAY_WAIT_MS 250           /* the listener checks for relay_stop() this often */
 #define RELAY_PAGE 1000             /* history rows read at once */
-#define RELAY_RESYNC_MAX 1024       /* models caught up after a lost session */
+#define RELAY_RESYNC_MAX 1024       /* models caught up after a lost session (streams on more
+                                       distinct models than that: the rest are not) */
 #define RELAY_ORIGIN_BITS 53        /* exact in a JSON number (a double) */
 
 static const char *const kind_names[] = {[RELAY_STEPS] = "steps", [RELAY_DONE] = "done",

@@ -15,7 +15,13 @@ int store_notify(store_t *s, const char *channel, const char *payload, err_t *er
 {
     /* pg_notify() is PostgreSQL's: the one statement of the store outside db.h's common
      * dialect, run only there. */
-    static const char sql[] = "SELECT pg_notify(?1, ?2)";
+    static const char sql_in_tx[] = "SELECT pg_notify(?1, ?2)";
+    /* Alone, the notification is a transaction of its own, and one that notifies gets a
+     * transaction id: its commit would wait for a WAL flush (an fsync) for nothing, since
+     * notifications never outlive a server crash anyway. set_config(..., true) turns that off
+     * for this one statement's transaction. */
+    static const char sql_alone[] =
+        "SELECT set_config('synchronous_commit', 'off', true), pg_notify(?1, ?2)";
     if (strcmp(db_dialect(s->db), "postgresql") != 0)
         return 0;
     if (strlen(payload) > STORE_NOTIFY_MAX)
@@ -25,8 +31,9 @@ int store_notify(store_t *s, const char *channel, const char *payload, err_t *er
     int rc = store__conn(s, &c, err);
     if (rc < 0)
         return rc;
-    return store__run(c, sql, STORE_ARGS(DB_TEXT(channel), DB_TEXT(payload)),
-                      "sending a notification", NULL, err);
+    return store__run(c, db_in_tx(c) ? sql_in_tx : sql_alone,
+                      STORE_ARGS(DB_TEXT(channel), DB_TEXT(payload)), "sending a notification",
+                      NULL, err);
 }
 
 int store_listen_open(store_t *s, const char *channel, store_listener_t **out, err_t *err)
