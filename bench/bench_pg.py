@@ -37,7 +37,7 @@ JOB_ROWS = 64
 JOB_INPUTS = 8
 JOBS = {False: 500, True: 6}   # jobs per measurement: full run, smoke
 POLL_S = 0.01             # a client's pause between two reads of an unfinished job
-RETRY_S = 0.005           # a client's pause before submitting again after a 429
+RETRY_S = 0.002           # a client's pause before submitting again after a 429
 
 
 def admin_address():
@@ -227,15 +227,36 @@ def wait_job(clients, job, steps):
     return ans
 
 
+def start_replicas(neurond, db, replicas, name, workdir, daemons):
+    ds = []
+    for i in range(replicas):
+        ds.append(start_neurond(neurond, db, "%s-%d" % (name, i), workdir))
+        daemons.append(ds[-1])
+    return ds
+
+
+def stop_replicas(ds, daemons):
+    for d in ds:
+        if not d.alive():
+            raise HarnessError("a replica died (log: %s)" % d.log.name)
+        d.stop()
+        daemons.remove(d)
+
+
+def wal_flushes(admin):
+    """(WAL flushes to disk, milliseconds spent in them) of the whole cluster so far
+    (pg_stat_wal; the time needs track_wal_io_timing, which run_jobs turns on)."""
+    n, ms = psql(admin, "SELECT wal_sync, wal_sync_time FROM pg_stat_wal").split("|")
+    return int(n), float(ms)
+
+
 def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
     """n_jobs one-model jobs through `replicas` neurond sharing a fresh database: models and rows
     stored first (untimed), then the clock runs from the first submission until every job has
     been seen finished."""
-    db = new_database(admin_address(), "bench_jobs_%s" % tag)
-    ds = []
-    for i in range(replicas):
-        ds.append(start_neurond(neurond, db, "neurond-pg-jobs-%s-%d" % (tag, i), workdir))
-        daemons.append(ds[-1])
+    admin = admin_address()
+    db = new_database(admin, "bench_jobs_%s" % tag)
+    ds = start_replicas(neurond, db, replicas, "neurond-pg-jobs-%s-setup" % tag, workdir, daemons)
     models = []
     for i in range(n_jobs):
         port = ds[i % replicas].port
@@ -243,6 +264,10 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
         api(port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (m["id"], JOB_ROWS, JOB_INPUTS + 1),
             job_rows(i), "application/octet-stream")
         models.append(m["id"])
+    # The replicas that stored the models stop (their PostgreSQL sessions end and report their
+    # statistics), so the WAL counts below hold the jobs' work alone; fresh ones run the jobs.
+    stop_replicas(ds, daemons)
+    ds = start_replicas(neurond, db, replicas, "neurond-pg-jobs-%s" % tag, workdir, daemons)
     for d in ds:
         d.settle()
     # Job i goes to replica i mod replicas and belongs to client i mod JOB_CLIENTS: with three
@@ -251,6 +276,7 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
     for i, model_id in enumerate(models):
         work[i % JOB_CLIENTS].append((model_id, i % replicas))
     finished, failures, retries = [], [], []
+    wal0 = wal_flushes(admin)
     pg0, nd0 = cpu_seconds_of("postgres"), [d.cpu_seconds() for d in ds]
     us0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -268,20 +294,20 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
         raise failures[0]
     if len(finished) != n_jobs:
         raise HarnessError("%d of %d jobs finished" % (len(finished), n_jobs))
-    for d in ds:
-        if not d.alive():
-            raise HarnessError("a replica died (log: %s)" % d.log.name)
-        d.stop()
-        daemons.remove(d)
+    stop_replicas(ds, daemons)
+    wal1 = wal_flushes(admin)
     per_replica = collections.Counter(str(j.get("replica")) for j in finished)
     out = {"replicas": replicas, "jobs": n_jobs, "wall_s": wall, "jobs_per_s": n_jobs / wall,
            "cpu_neurond_s": sum(nd1) - sum(nd0),
            # backends that ended during the phase take their CPU time with them: at least this
            "cpu_postgres_s": sum(v - pg0.get(k, 0.0) for k, v in pg1.items()),
            "cpu_client_s": (us1.ru_utime + us1.ru_stime) - (us0.ru_utime + us0.ru_stime),
+           # the replicas' heartbeats and their stopping are in these too: a few flushes
+           "wal_flushes": wal1[0] - wal0[0], "wal_flush_ms": wal1[1] - wal0[1],
            "jobs_per_replica": dict(sorted(per_replica.items())), "retried_429": len(retries)}
-    log("  %d replica(s): %d jobs in %.2f s = %.1f jobs/s (run by replica: %s; 429s: %d)" % (
-        replicas, n_jobs, wall, out["jobs_per_s"], out["jobs_per_replica"], len(retries)))
+    log("  %d replica(s): %d jobs in %.2f s = %.1f jobs/s (run by replica: %s; 429s: %d; WAL flushes: %d, "
+        "%.0f ms)" % (replicas, n_jobs, wall, out["jobs_per_s"], out["jobs_per_replica"], len(retries),
+                      out["wal_flushes"], out["wal_flush_ms"]))
     return out
 
 
@@ -289,6 +315,9 @@ def run_jobs(neurond, workdir, daemons, rounds, smoke):
     """One replica and REPLICAS replicas on PostgreSQL, alternating which goes first each round."""
     out = {"steps": JOB_STEPS, "rows": JOB_ROWS, "inputs": JOB_INPUTS, "clients": JOB_CLIENTS,
            "poll_s": POLL_S, "runs": {"1": [], str(REPLICAS): []}}
+    admin = admin_address()
+    psql(admin, "ALTER SYSTEM SET track_wal_io_timing = on")   # the time in wal_flushes()
+    psql(admin, "SELECT pg_reload_conf()")
     for rnd in range(rounds):
         log("short jobs on PostgreSQL, round %d/%d" % (rnd + 1, rounds))
         order = (1, REPLICAS) if rnd % 2 == 0 else (REPLICAS, 1)
@@ -357,23 +386,28 @@ def render(P, targets):
                  "was seen finished. Fresh database and replicas for every measurement, default flags "
                  "(`--max-jobs` = cores per replica); the configurations alternate which goes first each round. "
                  "CPU: seconds used during the measurement by the replicas, by the PostgreSQL server's "
-                 "processes (at least: a backend that ended took its share with it) and by the client." % (
+                 "processes (at least: a backend that ended took its share with it) and by the client. WAL "
+                 "flushes: the cluster's `wal_sync` and `wal_sync_time` (pg_stat_wal) over the measurement; "
+                 "flushing is serialised, so a time near 100%% of the wall-clock means the jobs queue "
+                 "for the disk." % (
                      jb["inputs"], jb["rows"], jb["steps"], jb["steps"], jb["clients"], jb["poll_s"] * 1e3))
         L.append("")
         L.append("| replicas | jobs | jobs/s (median; all) | wall-clock | CPU neurond / PostgreSQL / client | "
-                 "cores busy (CPU ÷ wall) | 429s retried | jobs run by each replica |")
-        L.append("|---|---|---|---|---|---|---|---|")
+                 "cores busy (CPU ÷ wall) | WAL flushes per job | time flushing the WAL ÷ wall | 429s retried | "
+                 "jobs run by each replica |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         med = {}
         for k, runs in jb["runs"].items():
             med[k] = statistics.median(r["jobs_per_s"] for r in runs)
-            L.append("| %s | %d | %.1f (%s) | %s | %s | %s | %s | %s |" % (
-                k, runs[0]["jobs"], med[k], ", ".join("%.1f" % r["jobs_per_s"] for r in runs),
-                ", ".join("%.2f s" % r["wall_s"] for r in runs),
-                ", ".join("%.2f / %.2f / %.2f s" % (r["cpu_neurond_s"], r["cpu_postgres_s"], r["cpu_client_s"])
-                          for r in runs),
-                ", ".join("%.2f" % ((r["cpu_neurond_s"] + r["cpu_postgres_s"] + r["cpu_client_s"]) / r["wall_s"])
-                          for r in runs),
-                ", ".join("%d" % r.get("retried_429", 0) for r in runs),
+            each = lambda fmt, f: ", ".join(fmt % f(r) for r in runs)
+            L.append("| %s | %d | %.1f (%s) | %s | %s | %s | %s | %s | %s | %s |" % (
+                k, runs[0]["jobs"], med[k], each("%.1f", lambda r: r["jobs_per_s"]),
+                each("%.2f s", lambda r: r["wall_s"]),
+                each("%.2f / %.2f / %.2f s", lambda r: (r["cpu_neurond_s"], r["cpu_postgres_s"], r["cpu_client_s"])),
+                each("%.2f", lambda r: (r["cpu_neurond_s"] + r["cpu_postgres_s"] + r["cpu_client_s"]) / r["wall_s"]),
+                each("%.1f", lambda r: r["wal_flushes"] / r["jobs"]),
+                each("%.0f%%", lambda r: 100 * r["wal_flush_ms"] / 1e3 / r["wall_s"]),
+                each("%d", lambda r: r["retried_429"]),
                 "; ".join(" ".join("#%s: %d" % kv for kv in r["jobs_per_replica"].items()) for r in runs)))
         ratio = med[str(REPLICAS)] / med["1"]
         L.append("")
