@@ -36,6 +36,7 @@ JOB_STEPS = 5             # each job: a few full-batch steps of a tiny model
 JOB_ROWS = 64
 JOB_INPUTS = 8
 JOBS = {False: 500, True: 6}   # jobs per measurement: full run, smoke
+JOB_ROUNDS = 5            # at least, in a full run: each measurement lasts only a second or two
 POLL_S = 0.01             # a client's pause between two reads of an unfinished job
 RETRY_S = 0.002           # a client's pause before submitting again after a 429
 
@@ -312,7 +313,10 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
 
 
 def run_jobs(neurond, workdir, daemons, rounds, smoke):
-    """One replica and REPLICAS replicas on PostgreSQL, alternating which goes first each round."""
+    """One replica and REPLICAS replicas on PostgreSQL, alternating which goes first each round
+    (at least JOB_ROUNDS rounds in a full run)."""
+    if not smoke:
+        rounds = max(rounds, JOB_ROUNDS)
     out = {"steps": JOB_STEPS, "rows": JOB_ROWS, "inputs": JOB_INPUTS, "clients": JOB_CLIENTS,
            "poll_s": POLL_S, "runs": {"1": [], str(REPLICAS): []}}
     admin = admin_address()
