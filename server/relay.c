@@ -2,7 +2,7 @@
  * thread that relays other replicas' announcements to the hub.
  *
  * A listener that lost its session (the database restarted, the network broke) missed what was
- * announced meanwhile. When it listens again it catches up: for each model with a subscriber
+ * announced meanwhile, and so did one whose read of the announced rows failed. When it listens again it catches up: for each model with a subscriber
  * here it reads the history rows after the last step its streams got, and checks the model
  * still exists (a missed deletion ends the streams then). The first announcements after that
  * may cover rows the catch-up already sent; those are skipped (`caught`).
@@ -48,6 +48,7 @@ struct relay {
     /* The listener thread's own: */
     caught_t caught[RELAY_RESYNC_MAX];
     int n_caught;
+    int resync_due;            /* a history read failed: catch up after the next wait */
 };
 
 /* ---- payloads ---------------------------------------------------------------------------------- */
@@ -215,9 +216,11 @@ static int64_t publish_history(relay_t *r, int64_t id, int64_t first, int64_t la
                                                                            : RELAY_PAGE,
                                     &rows, &n, &next, &err);
         if (rc < 0) {
-            if (rc != ERR_NOTFOUND)        /* a deleted model's end comes as its own event */
-                log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot read the history to relay: "
-                        "%s", id, err.msg);
+            if (rc != ERR_NOTFOUND) {      /* a deleted model's end comes as its own event */
+                log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot read the history to relay "
+                        "(caught up later): %s", id, err.msg);
+                r->resync_due = 1;
+            }
             return published;
         }
         int past = 0;
@@ -315,9 +318,13 @@ static void *listen_main(void *arg)
             continue;
         }
         if (rc == STORE_LISTEN_RESUMED) {
+            r->resync_due = 0;
             int64_t rows = resync(r);
             log_msg(LOG_LEVEL_INFO, "event relay: listening again; %" PRId64 " missed step "
                     "event(s) caught up", rows);
+        } else if (r->resync_due) {
+            r->resync_due = 0;
+            resync(r);
         }
         down = 0;
     }
