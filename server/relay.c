@@ -149,13 +149,17 @@ static int announce(relay_t *r, relay_msg_t *m, err_t *err)
 {
     m->origin = r->origin;
     m->replica = atomic_load(r->replica_id);
-    char *payload = malloc(STORE_NOTIFY_MAX + 1);
+    /* Only a done's data needs the heap. */
+    char small[RELAY_HEADER_MAX];
+    size_t size = sizeof small + (m->data != NULL ? strlen(m->data) : 0);
+    char *payload = size > sizeof small ? malloc(size) : small;
     if (payload == NULL)
         return err_set(err, ERR_NOMEM, "out of memory announcing an event");
-    int rc = relay_encode(m, payload, STORE_NOTIFY_MAX + 1, err);
+    int rc = relay_encode(m, payload, size, err);
     if (rc >= 0)
         rc = store_notify(r->store, RELAY_CHANNEL, payload, err);
-    free(payload);
+    if (payload != small)
+        free(payload);
     return rc;
 }
 

@@ -37,6 +37,7 @@
 #include "store.h"
 
 #define RELAY_CHANNEL "neurond_events"
+#define RELAY_HEADER_MAX 192         /* bytes: any payload but a done's data, with its NUL */
 
 typedef struct relay relay_t;
 

@@ -89,6 +89,21 @@ START_TEST(test_deleted)
 }
 END_TEST
 
+START_TEST(test_largest_header_fits)
+{
+    char buf[RELAY_HEADER_MAX];
+    err_t err = {0};
+    relay_msg_t m = {.kind = RELAY_STEPS, .origin = 9007199254740992LL, .replica = INT64_MAX,
+                     .model_id = INT64_MAX, .first = INT64_MAX, .last = INT64_MAX};
+    ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
+    m.kind = RELAY_DELETED;
+    ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
+    m = (relay_msg_t){.kind = RELAY_DONE, .origin = 9007199254740992LL, .replica = INT64_MAX,
+                      .model_id = INT64_MAX, .data = ""};
+    ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
+}
+END_TEST
+
 START_TEST(test_too_long_for_the_buffer)
 {
     char buf[40];
@@ -154,6 +169,7 @@ static Suite *relay_suite(void)
     tcase_add_test(tc, test_done_carries_its_data);
     tcase_add_test(tc, test_done_of_a_failure);
     tcase_add_test(tc, test_deleted);
+    tcase_add_test(tc, test_largest_header_fits);
     tcase_add_test(tc, test_too_long_for_the_buffer);
     tcase_add_test(tc, test_refused);
     suite_add_tcase(s, tc);
