@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 
-from harness import (HarnessError, api, fmt_time_us, log, start_neurond, store_workload, timed_train_call)
+from harness import HarnessError, fmt_time_us, log, start_neurond, store_workload, timed_train_call
 
 TRAIN_WORKLOADS = ("W1", "W3")
 TRAIN_REPS = 4            # train calls per backend, workload and round, alternating backends
@@ -39,6 +39,7 @@ JOBS = {False: 500, True: 6}   # jobs per measurement: full run, smoke
 JOB_ROUNDS = 5            # at least, in a full run: each measurement lasts only a second or two
 POLL_S = 0.01             # a client's pause between two reads of an unfinished job
 RETRY_S = 0.002           # a client's pause before submitting again after a 429
+SAMPLE_S = 0.02           # between two samples of what the database's sessions wait for
 
 
 def admin_address():
@@ -46,12 +47,17 @@ def admin_address():
     return os.environ.get("NEUROND_TEST_PG") or None
 
 
-def psql(admin, sql):
-    """Run one SQL command as the cluster's admin user; its unaligned output."""
+def psql_argv(admin):
+    """psql, unaligned and quiet, connected to `admin` as the cluster's admin user."""
     exe = shutil.which("psql") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1:]), None)
     if exe is None:
         raise HarnessError("psql not found (Debian package postgresql-client)")
-    p = subprocess.run([exe, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin, "-c", sql],
+    return [exe, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin]
+
+
+def psql(admin, sql):
+    """Run one SQL command; its unaligned output."""
+    p = subprocess.run(psql_argv(admin) + ["-c", sql],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     if p.returncode != 0:
         raise HarnessError("psql %r failed: %s" % (sql, p.stderr.strip()[-500:]))
@@ -121,11 +127,12 @@ class Client:
         self.port = port
         self.conn = None
 
-    def request(self, method, path, body=None):
-        """(status, parsed JSON answer). A request on a reused connection that the daemon had
-        closed meanwhile is sent once more on a new one; any other failure is a harness error."""
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+    def request(self, method, path, body=None, ctype="application/json"):
+        """(status, parsed JSON answer); `body` is JSON-encoded unless it is bytes. A request on
+        a reused connection that the daemon had closed meanwhile is sent once more on a new
+        one; any other failure is a harness error."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        headers = {"Content-Type": ctype} if data is not None else {}
         for attempt in (0, 1):
             reused = self.conn is not None
             if not reused:
@@ -143,10 +150,40 @@ class Client:
                 self.close()
             return r.status, json.loads(raw) if raw else None
 
+    def ok(self, method, path, body=None, ctype="application/json"):
+        """request(), for an answer that must be 2xx: its parsed body."""
+        st, ans = self.request(method, path, body, ctype)
+        if st // 100 != 2:
+            raise HarnessError("%s %s answered %d: %s" % (method, path, st, str(ans)[:500]))
+        return ans
+
     def close(self):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def in_client_threads(ds, work):
+    """work(k, clients) in JOB_CLIENTS threads at once, k = 0.., each with keep-alive clients of
+    its own for the replicas ds (by index); the first exception of any is raised once all ended."""
+    failures = []
+
+    def one(k):
+        clients = {r: Client(d.port) for r, d in enumerate(ds)}
+        try:
+            work(k, clients)
+        except Exception as e:   # raised below, once every thread has ended
+            failures.append(e)
+        finally:
+            for c in clients.values():
+                c.close()
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(JOB_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
 
 
 def job_model(i):
@@ -185,30 +222,24 @@ def cpu_seconds_of(comm):
     return out
 
 
-def client_jobs(clients, todo, steps, finished, failures, retries):
+def client_jobs(clients, todo, steps, finished, retries):
     """One client thread: submit its jobs in order, then wait for each in the order submitted.
     A 429 (the replica runs as many jobs as it takes, or the queue is full) is tried again
     RETRY_S later, and counted."""
     outstanding = collections.deque()
-    try:
-        for model_id, replica in todo:
-            while True:
-                st, ans = clients[replica].request("POST", "/v1/models/%d/train" % model_id,
-                                                   {"steps": steps, "async": True})
-                if st == 202:
-                    outstanding.append((ans["id"], replica))
-                    break
-                if st != 429:
-                    raise HarnessError("POST /v1/models/%d/train async answered %d: %s" % (model_id, st, ans))
-                retries.append(1)
-                time.sleep(RETRY_S)
-        while outstanding:
-            finished.append(wait_job(clients, outstanding.popleft(), steps))
-    except Exception as e:   # reported by the caller, which waits for every thread
-        failures.append(e)
-    finally:
-        for c in clients.values():
-            c.close()
+    for model_id, replica in todo:
+        while True:
+            st, ans = clients[replica].request("POST", "/v1/models/%d/train" % model_id,
+                                               {"steps": steps, "async": True})
+            if st == 202:
+                outstanding.append((ans["id"], replica))
+                break
+            if st != 429:
+                raise HarnessError("POST /v1/models/%d/train async answered %d: %s" % (model_id, st, ans))
+            retries.append(1)
+            time.sleep(RETRY_S)
+    while outstanding:
+        finished.append(wait_job(clients, outstanding.popleft(), steps))
 
 
 def wait_job(clients, job, steps):
@@ -244,6 +275,62 @@ def stop_replicas(ds, daemons):
         daemons.remove(d)
 
 
+SESSION_STATES = ("writer lock", "WAL flush", "in a transaction, waiting for neurond", "running a statement")
+
+
+class WaitSampler:
+    """What the sessions of one database are doing, sampled from pg_stat_activity every
+    SAMPLE_S by one psql session in a thread of its own, while a measurement runs: the mean
+    number of sessions in each state. A session inside a transaction waits for the writer lock
+    (an advisory lock), for a WAL flush, for neurond's next statement, or runs one."""
+
+    QUERY = ("SELECT CASE WHEN wait_event = 'advisory' THEN '%s' "
+             "WHEN wait_event IN ('WALSync', 'WALWrite', 'WALInsert') THEN '%s' "
+             "WHEN state = 'idle in transaction' THEN '%s' "
+             "WHEN state = 'active' AND wait_event IS NULL THEN '%s' "
+             "ELSE coalesce(wait_event_type || ':' || wait_event, state) END, count(*) " % SESSION_STATES +
+             "FROM pg_stat_activity WHERE datname = '%s' AND pid <> pg_backend_pid() "
+             "AND state NOT IN ('idle') GROUP BY 1;\\echo __end__\n")
+
+    def __init__(self, admin, database):
+        self.p = subprocess.Popen(psql_argv(admin), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.query = self.QUERY % database
+        self.counts = collections.Counter()
+        self.samples = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        try:
+            while not self.stopping.is_set():
+                self.p.stdin.write(self.query)
+                for line in iter(self.p.stdout.readline, ""):
+                    if line.strip() == "__end__":
+                        break
+                    what, _, n = line.strip().rpartition("|")
+                    if what:
+                        self.counts[what] += int(n)
+                else:
+                    return   # psql ended: the samples so far stand
+                self.samples += 1
+                time.sleep(SAMPLE_S)
+        except (OSError, ValueError):
+            return
+
+    def stop(self):
+        """{state: mean sessions in it} over the samples taken."""
+        self.stopping.set()
+        self.thread.join()
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        self.p.wait(timeout=30)
+        return {k: v / self.samples for k, v in sorted(self.counts.items())} if self.samples else {}
+
+
 def wal_flushes(admin):
     """(WAL flushes to disk, milliseconds spent in them) of the whole cluster so far
     (pg_stat_wal; the time needs track_wal_io_timing, which run_jobs turns on)."""
@@ -256,15 +343,18 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
     stored first (untimed), then the clock runs from the first submission until every job has
     been seen finished."""
     admin = admin_address()
-    db = new_database(admin, "bench_jobs_%s" % tag)
+    db_name = "bench_jobs_%s" % tag
+    db = new_database(admin, db_name)
     ds = start_replicas(neurond, db, replicas, "neurond-pg-jobs-%s-setup" % tag, workdir, daemons)
-    models = []
-    for i in range(n_jobs):
-        port = ds[i % replicas].port
-        m, _ = api(port, "POST", "/v1/models", job_model(i))
-        api(port, "POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (m["id"], JOB_ROWS, JOB_INPUTS + 1),
-            job_rows(i), "application/octet-stream")
-        models.append(m["id"])
+    models = [None] * n_jobs
+
+    def store(k, clients):
+        for i in range(k, n_jobs, JOB_CLIENTS):
+            c = clients[i % replicas]
+            models[i] = c.ok("POST", "/v1/models", job_model(i))["id"]
+            c.ok("POST", "/v1/models/%d/batches?rows=%d&cols=%d" % (models[i], JOB_ROWS, JOB_INPUTS + 1),
+                 job_rows(i), "application/octet-stream")
+    in_client_threads(ds, store)
     # The replicas that stored the models stop (their PostgreSQL sessions end and report their
     # statistics), so the WAL counts below hold the jobs' work alone; fresh ones run the jobs.
     stop_replicas(ds, daemons)
@@ -276,23 +366,19 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
     work = [[] for _ in range(JOB_CLIENTS)]
     for i, model_id in enumerate(models):
         work[i % JOB_CLIENTS].append((model_id, i % replicas))
-    finished, failures, retries = [], [], []
+    finished, retries = [], []
     wal0 = wal_flushes(admin)
     pg0, nd0 = cpu_seconds_of("postgres"), [d.cpu_seconds() for d in ds]
+    sampler = WaitSampler(admin, db_name)
     us0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client_jobs, args=({r: Client(d.port) for r, d in enumerate(ds)},
-                                                           todo, JOB_STEPS, finished, failures, retries))
-               for todo in work]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        in_client_threads(ds, lambda k, clients: client_jobs(clients, work[k], JOB_STEPS, finished, retries))
+    finally:
+        waits = sampler.stop()
     wall = max((j["seen_at"] for j in finished), default=t0) - t0
     us1 = resource.getrusage(resource.RUSAGE_SELF)
     pg1, nd1 = cpu_seconds_of("postgres"), [d.cpu_seconds() for d in ds]
-    if failures:
-        raise failures[0]
     if len(finished) != n_jobs:
         raise HarnessError("%d of %d jobs finished" % (len(finished), n_jobs))
     stop_replicas(ds, daemons)
@@ -305,10 +391,12 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
            "cpu_client_s": (us1.ru_utime + us1.ru_stime) - (us0.ru_utime + us0.ru_stime),
            # the replicas' heartbeats and their stopping are in these too: a few flushes
            "wal_flushes": wal1[0] - wal0[0], "wal_flush_ms": wal1[1] - wal0[1],
-           "jobs_per_replica": dict(sorted(per_replica.items())), "retried_429": len(retries)}
+           "jobs_per_replica": dict(sorted(per_replica.items())), "retried_429": len(retries),
+           "sessions": waits}
     log("  %d replica(s): %d jobs in %.2f s = %.1f jobs/s (run by replica: %s; 429s: %d; WAL flushes: %d, "
-        "%.0f ms)" % (replicas, n_jobs, wall, out["jobs_per_s"], out["jobs_per_replica"], len(retries),
-                      out["wal_flushes"], out["wal_flush_ms"]))
+        "%.0f ms; sessions: %s)" % (replicas, n_jobs, wall, out["jobs_per_s"], out["jobs_per_replica"], len(retries),
+                                    out["wal_flushes"], out["wal_flush_ms"],
+                                    ", ".join("%s %.2f" % kv for kv in waits.items())))
     return out
 
 
@@ -318,7 +406,7 @@ def run_jobs(neurond, workdir, daemons, rounds, smoke):
     if not smoke:
         rounds = max(rounds, JOB_ROUNDS)
     out = {"steps": JOB_STEPS, "rows": JOB_ROWS, "inputs": JOB_INPUTS, "clients": JOB_CLIENTS,
-           "poll_s": POLL_S, "runs": {"1": [], str(REPLICAS): []}}
+           "poll_s": POLL_S, "sample_s": SAMPLE_S, "runs": {"1": [], str(REPLICAS): []}}
     admin = admin_address()
     psql(admin, "ALTER SYSTEM SET track_wal_io_timing = on")   # the time in wal_flushes()
     psql(admin, "SELECT pg_reload_conf()")
@@ -393,24 +481,31 @@ def render(P, targets):
                  "processes (at least: a backend that ended took its share with it) and by the client. WAL "
                  "flushes: the cluster's `wal_sync` and `wal_sync_time` (pg_stat_wal) over the measurement; "
                  "flushing is serialised, so a time near 100%% of the wall-clock means the jobs queue "
-                 "for the disk." % (
-                     jb["inputs"], jb["rows"], jb["steps"], jb["steps"], jb["clients"], jb["poll_s"] * 1e3))
+                 "for the disk. Sessions: the database's sessions in `pg_stat_activity`, sampled every %d ms, "
+                 "mean number waiting for the writer lock (the advisory lock every write transaction of "
+                 "neurond takes first), waiting for a WAL flush, inside a transaction waiting for neurond's next "
+                 "statement, and running one." % (
+                     jb["inputs"], jb["rows"], jb["steps"], jb["steps"], jb["clients"], jb["poll_s"] * 1e3,
+                     jb["sample_s"] * 1e3))
         L.append("")
         L.append("| replicas | jobs | jobs/s (median; all) | wall-clock | CPU neurond / PostgreSQL / client | "
-                 "cores busy (CPU ÷ wall) | WAL flushes per job | time flushing the WAL ÷ wall | 429s retried | "
-                 "jobs run by each replica |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+                 "cores busy (CPU ÷ wall) | WAL flushes per job | time flushing the WAL ÷ wall | "
+                 "sessions (median of the runs' means): %s | 429s retried | jobs run by each replica |" %
+                 " / ".join(SESSION_STATES))
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         med = {}
         for k, runs in jb["runs"].items():
             med[k] = statistics.median(r["jobs_per_s"] for r in runs)
             each = lambda fmt, f: ", ".join(fmt % f(r) for r in runs)
-            L.append("| %s | %d | %.1f (%s) | %s | %s | %s | %s | %s | %s | %s |" % (
+            L.append("| %s | %d | %.1f (%s) | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 k, runs[0]["jobs"], med[k], each("%.1f", lambda r: r["jobs_per_s"]),
                 each("%.2f s", lambda r: r["wall_s"]),
                 each("%.2f / %.2f / %.2f s", lambda r: (r["cpu_neurond_s"], r["cpu_postgres_s"], r["cpu_client_s"])),
                 each("%.2f", lambda r: (r["cpu_neurond_s"] + r["cpu_postgres_s"] + r["cpu_client_s"]) / r["wall_s"]),
                 each("%.1f", lambda r: r["wal_flushes"] / r["jobs"]),
                 each("%.0f%%", lambda r: 100 * r["wal_flush_ms"] / 1e3 / r["wall_s"]),
+                " / ".join("%.2f" % statistics.median(r["sessions"].get(state, 0.0) for r in runs)
+                           for state in SESSION_STATES),
                 each("%d", lambda r: r["retried_429"]),
                 "; ".join(" ".join("#%s: %d" % kv for kv in r["jobs_per_replica"].items()) for r in runs)))
         ratio = med[str(REPLICAS)] / med["1"]
