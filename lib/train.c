@@ -9,6 +9,7 @@
 #include "train.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,8 +335,29 @@ static void remember_loss(train_ctx_t *t, int all_rows, double loss)
     }
 }
 
+void train_resume_observe(train_resume_t *r, const train_req_t *req, int64_t step,
+                          double val_loss)
+{
+    if (!isfinite(val_loss))
+        return;
+    if (r->best_step < 0 || val_loss < r->best_val_loss - req->min_delta) {
+        r->best_step = step;
+        r->best_val_loss = val_loss;
+        r->stale = 0;
+    } else {
+        ++r->stale;
+    }
+}
+
 int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
               const train_hooks_t *hooks, train_result_t *res, err_t *err)
+{
+    return train_run_from(t, req, NULL, global_step, hooks, res, err);
+}
+
+int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t *resume,
+                   int64_t *global_step, const train_hooks_t *hooks, train_result_t *res,
+                   err_t *err)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -359,8 +381,9 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     const int32_t rows = t->data.rows;
     const int full = req->batch_size == 0 || req->batch_size >= rows;
     const int32_t bs = full ? rows : req->batch_size;
+    const int64_t s0 = resume != NULL ? resume->start_step : *global_step;
     int64_t steps = 0;
-    if ((rc = train_req_steps(req, rows, *global_step, &steps, err)) < 0 ||
+    if ((rc = train_req_steps(req, rows, s0, &steps, err)) < 0 ||
         (rc = optim_state_check(t->o, *global_step, err)) < 0)
         return rc;
     const int lbfgs = optim_cfg(t->o)->method == OPTIM_METHOD_LBFGS;
@@ -371,12 +394,11 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     const double base_lr =
         isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;
     const optim_schedule_t *schedule = &optim_cfg(t->o)->schedule;
-    const int64_t s0 = *global_step;
     const atomic_int *cancel = hooks != NULL ? hooks->cancel : NULL;
     double *theta = model_params(t->m), *grad = model_grads(t->m);
     const uint8_t *mask = model_decay_mask(t->m);
 
-    int64_t k = 0;             /* local step: the model is at global step s0 + k */
+    int64_t k = *global_step - s0;  /* local step: the model is at global step s0 + k */
     int pending = 0;           /* row for step k-1 computed, not yet reported */
     int all_rows = 0;          /* `loss` was evaluated on every row */
     int have_next = 0;         /* lbfgs left loss and gradient at the new θ in `loss`, grad */
@@ -385,12 +407,28 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
     double loss = NAN, loss_prev = NAN;
     double best = NAN;         /* early stopping: best validation loss of this call */
     int64_t stale = 0;         /* evaluations since the last improvement */
+    int best_unknown = 0;      /* resumed: best_theta is not θ at res->best_step */
     int32_t stop = 0;
     batch_t b;
 
+    if (k < 0 || k > steps)
+        return err_set_field(err, ERR_INVAL, "step", "cannot resume a call of %" PRId64
+                             " steps from step %" PRId64 " at step %" PRId64, steps, s0,
+                             *global_step);
+    if (resume != NULL && k > 0) {
+        res->loss_before = resume->loss_before;
+        loss_prev = resume->loss_prev;
+        if (early && resume->best_step >= 0) {
+            best = resume->best_val_loss;
+            stale = resume->stale;
+            res->best_step = resume->best_step;
+            res->best_val_loss = resume->best_val_loss;
+            best_unknown = 1;
+        }
+    }
     t->epoch = -1;
     optim_set_cancel(t->o, cancel);
-    if (!full && steps > 0) {
+    if (!full && steps > 0 && k == 0) {
         /* Epoch after epoch, each call starts where the last one evaluated every row: that
          * pass would cost as much as a third of an epoch's products. */
         if (t->known && memcmp(t->known_theta, theta, (size_t)t->n * sizeof(double)) == 0)
@@ -430,6 +468,7 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
                     stale = 0;
                     res->best_step = s0 + k;
                     res->best_val_loss = val_loss;
+                    best_unknown = 0;
                     memcpy(t->best_theta, theta, (size_t)t->n * sizeof(double));
                     if (t->state_len > 0)
                         memcpy(t->best_state, optim_state(t->o),
@@ -516,7 +555,8 @@ int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
 
     /* Early stopping with restore_best: back to θ_b and its optimizer state. The step still
      * counts every update made and the history keeps every row. */
-    if (stop == TRAIN_STOP_EARLY_STOPPING && req->restore_best && res->best_step < s0 + k) {
+    if (stop == TRAIN_STOP_EARLY_STOPPING && req->restore_best && res->best_step < s0 + k &&
+        !best_unknown) {
         memcpy(theta, t->best_theta, (size_t)t->n * sizeof(double));
         if (t->state_len > 0)
             memcpy(optim_state(t->o), t->best_state, (size_t)t->state_len * sizeof(double));

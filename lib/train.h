@@ -152,4 +152,33 @@ int train_ctx_set_validation(train_ctx_t *t, const batch_t *val, err_t *err);
 int train_run(train_ctx_t *t, const train_req_t *req, int64_t *global_step,
               const train_hooks_t *hooks, train_result_t *res, err_t *err);
 
+/*
+ * Where a call cut off after a reported row goes on (a job taken over by another process): the
+ * call's own state at its local step k = *global_step - start_step, which the rows it reported
+ * determine. With it, the rest of the call makes exactly the updates, rows and result the
+ * uninterrupted call would have made (elapsed_ms aside): the same mini-batches (the epoch's
+ * order depends on the seed and the epoch only), the same stop rules, the same early stopping.
+ */
+typedef struct train_resume {
+    int64_t start_step;     /* the global step the call started at */
+    double loss_before;     /* the call's loss_before */
+    double loss_prev;       /* the loss of row k-1 (its batch's), for the tolerance rule */
+    int64_t best_step;      /* early stopping: the best evaluation so far, -1 when none */
+    double best_val_loss;
+    int64_t stale;          /* evaluations since the best */
+} train_resume_t;
+
+/* Early stopping's state after the recorded rows so far: feed the call's rows that carry a
+ * validation loss, in step order, to a state that starts {.best_step = -1}. */
+void train_resume_observe(train_resume_t *r, const train_req_t *req, int64_t step,
+                          double val_loss);
+
+/* train_run() going on from `resume` (NULL: a call from its start, as train_run()). With
+ * restore_best, the best θ before the resumption is not known: early stopping that fires with
+ * its best step before the resumption keeps the final θ instead (ERR_INVAL up front would lose
+ * the run; the result's best_step still names the best step). */
+int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t *resume,
+                   int64_t *global_step, const train_hooks_t *hooks, train_result_t *res,
+                   err_t *err);
+
 #endif /* ND_TRAIN_H */

@@ -890,6 +890,122 @@ START_TEST(early_stopping_matches_hand_gd)
 }
 END_TEST
 
+/* ---- resumption ------------------------------------------------------------------------------ */
+
+/* `req` on the linear fixture with `method`: once uninterrupted, and once cut off after row
+ * `cut` and resumed on a new context from the state the cut left (as a job taken over by
+ * another replica resumes from its last commit, with train_resume_t made from the rows): the
+ * same bytes of θ, optimizer state, rows and result. */
+static int64_t check_resume(int32_t method, const train_req_t *req, int64_t cut)
+{
+    static rec_t ra, rb, rc;
+    fix_t a, b, c;
+    fix_linear(&a, method, 0.05, AD_REDUCTION_MEAN);
+    fix_linear(&b, method, 0.05, AD_REDUCTION_MEAN);
+    fix_linear(&c, method, 0.05, AD_REDUCTION_MEAN);
+    rec_init(&ra);
+    rec_init(&rb);
+    rec_init(&rc);
+    int64_t sa = 0, sb = 0;
+    train_result_t resa, resb, resc;
+    ck_assert_int_eq(run(&a, req, &sa, &ra, &resa), 0);
+    ck_assert_int_ge(resa.steps_run, cut + 1);
+    rb.abort_at = cut;
+    ck_assert_int_eq(run(&b, req, &sb, &rb, &resb), ERR_CANCELLED);
+    ck_assert_int_eq(sb, cut + 1);
+
+    memcpy(model_params(c.m), model_params(b.m), LIN_NP * sizeof(double));
+    memcpy(optim_state(c.o), optim_state(b.o), (size_t)optim_state_len(b.o) * sizeof(double));
+    train_resume_t rs = {.start_step = 0, .loss_before = resb.loss_before,
+                         .loss_prev = rb.rows[rb.n - 1].loss, .best_step = -1};
+    for (int32_t i = 0; i < rb.n; ++i)
+        train_resume_observe(&rs, req, rb.rows[i].step, rb.rows[i].val_loss);
+    train_hooks_t hooks = {.on_row = on_row, .ctx = &rc};
+    err_t err = {0};
+    int64_t sc = sb;
+    ck_assert_msg(train_run_from(c.t, req, &rs, &sc, &hooks, &resc, &err) == 0, "%s", err.msg);
+
+    ck_assert_int_eq(sc, sa);
+    ck_assert_int_eq(resc.step, resa.step);
+    ck_assert_int_eq(resc.steps_run, resa.steps_run);
+    ck_assert_int_eq(resc.stopped, resa.stopped);
+    ck_assert_mem_eq(&resc.loss_before, &resa.loss_before, sizeof(double));
+    ck_assert_mem_eq(&resc.loss_after, &resa.loss_after, sizeof(double));
+    ck_assert_mem_eq(model_params(c.m), model_params(a.m), LIN_NP * sizeof(double));
+    ck_assert_int_eq(optim_state_len(c.o), optim_state_len(a.o));
+    ck_assert_mem_eq(optim_state(c.o), optim_state(a.o),
+                     (size_t)optim_state_len(a.o) * sizeof(double));
+    ck_assert_int_eq(rb.n + rc.n, ra.n);
+    for (int32_t i = 0; i < rc.n; ++i) {
+        const train_row_t *x = &rc.rows[i], *y = &ra.rows[rb.n + i];
+        ck_assert_int_eq(x->step, y->step);
+        ck_assert_mem_eq(&x->loss, &y->loss, sizeof(double));
+        ck_assert_mem_eq(&x->grad_norm, &y->grad_norm, sizeof(double));
+        ck_assert_int_eq(x->recorded, y->recorded);
+    }
+    int64_t steps_run = resa.steps_run;
+    fix_free(&a);
+    fix_free(&b);
+    fix_free(&c);
+    return steps_run;
+}
+
+/* Shuffled mini-batches with adam: the resumed call picks up the epoch's order mid-epoch. */
+START_TEST(resume_minibatch_adam)
+{
+    train_req_t req;
+    train_req_default(&req);
+    req.epochs = 6;
+    req.batch_size = 3;      /* 8 rows: batches of 3, 3, 2 */
+    req.seed = 11;
+    for (int64_t cut = 0; cut < 16; cut += 4)
+        check_resume(OPTIM_METHOD_ADAM, &req, cut);
+}
+END_TEST
+
+/* Full batch with a tolerance that fires after the resumption: loss_prev carries over. */
+START_TEST(resume_full_batch_tolerance)
+{
+    train_req_t req;
+    train_req_default(&req);
+    req.steps = 500;
+    req.tolerance = 1e-4;
+    req.history_every = 3;
+    int64_t stopped_at = check_resume(OPTIM_METHOD_SGD, &req, 7);
+    ck_assert_int_lt(stopped_at, req.steps);
+    /* Cut after the last row: the resumed call's first check is the one that stops it. */
+    check_resume(OPTIM_METHOD_SGD, &req, stopped_at - 1);
+}
+END_TEST
+
+/* lbfgs: the resumed call evaluates θ_k afresh, where the cut one had the line search's value. */
+START_TEST(resume_lbfgs)
+{
+    train_req_t req;
+    train_req_default(&req);
+    req.steps = 12;
+    check_resume(OPTIM_METHOD_LBFGS, &req, 3);
+}
+END_TEST
+
+/* A resumption point outside the call is refused. */
+START_TEST(resume_out_of_range)
+{
+    fix_t f;
+    fix_linear(&f, OPTIM_METHOD_SGD, 0.05, AD_REDUCTION_MEAN);
+    train_req_t req;
+    train_req_default(&req);
+    req.steps = 5;
+    train_resume_t rs = {.start_step = 10, .best_step = -1};
+    int64_t step = 16;
+    train_result_t res;
+    err_t err = {0};
+    ck_assert_int_eq(train_run_from(f.t, &req, &rs, &step, NULL, &res, &err), ERR_INVAL);
+    ck_assert_int_eq(step, 16);
+    fix_free(&f);
+}
+END_TEST
+
 START_TEST(request_validation)
 {
     train_req_t d;
@@ -1030,6 +1146,10 @@ int main(void)
     tcase_add_test(loop, minibatch_loss_before_carried_over);
     tcase_add_test(loop, minibatch_loss_before_not_recomputed);
     tcase_add_test(loop, request_validation);
+    tcase_add_test(loop, resume_minibatch_adam);
+    tcase_add_test(loop, resume_full_batch_tolerance);
+    tcase_add_test(loop, resume_lbfgs);
+    tcase_add_test(loop, resume_out_of_range);
     tcase_add_test(loop, early_stopping_matches_hand_gd);
     suite_add_tcase(s, loop);
     TCase *gold = tcase_create("golden");
