@@ -34,7 +34,8 @@ typedef struct app_limits {
     int32_t max_units;       /* --max-units: inputs, outputs, classes, units per layer */
     int32_t max_graph_nodes; /* --max-graph-nodes: nodes of a graph model or graph eval */
     int32_t max_depth;       /* --max-depth: JSON nesting depth of request bodies */
-    int64_t max_jobs;        /* --max-jobs: concurrent async training jobs */
+    int64_t max_jobs;        /* --max-jobs: concurrent async training jobs of this replica */
+    int64_t max_queue;       /* --max-queue: jobs waiting, cluster-wide */
     int64_t max_sync_runs;   /* --max-sync-runs: concurrent synchronous train calls */
 } app_limits_t;
 

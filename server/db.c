@@ -298,3 +298,16 @@ int db_bind_values(db_stmt_t *st, const db_value_t *v, int n, err_t *err)
     }
     return rc;
 }
+
+/* The calling thread's last failure was the server out of reach (db_failed_unreachable). */
+static _Thread_local int tl_failed_unreachable;
+
+void db_note_unreachable(int unreachable)
+{
+    tl_failed_unreachable = unreachable;
+}
+
+int db_failed_unreachable(void)
+{
+    return tl_failed_unreachable;
+}

@@ -149,6 +149,11 @@ const void *db_column_blob(db_stmt_t *st, int col, int64_t *bytes);
 int db_failed_busy(void);
 void db_failed_busy_clear(void);
 
+/* 1 when the calling thread's last storage failure was the database server out of reach (the
+ * connection lost or refused: the same work may succeed once it is back); cleared by
+ * db_failed_busy_clear() too. Per thread. */
+int db_failed_unreachable(void);
+
 /* Rows changed by the last INSERT, UPDATE or DELETE finished on `c`. */
 int64_t db_changes(db_conn_t *c);
 

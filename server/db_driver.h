@@ -106,4 +106,8 @@ extern const db_driver_t db_pg_driver;         /* db_pg.c: postgresql:// or post
 /* 1 when `path` is a PostgreSQL address (a URI libpq accepts), not a file name. */
 int db_pg_address(const char *path);
 
+/* A driver records whether the calling thread's last failure was the server out of reach
+ * (db_failed_unreachable). */
+void db_note_unreachable(int unreachable);
+
 #endif /* ND_DB_DRIVER_H */

@@ -116,6 +116,8 @@ static int pg_fail(PGconn *pg, const PGresult *res, const char *what, err_t *err
                                line, sizeof line);
     if (msg[0] == '\0')
         msg = one_line(PQerrorMessage(pg), line, sizeof line);
+    db_note_unreachable(state == NULL || PQstatus(pg) != CONNECTION_OK ||
+                        strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0);
     if (state == NULL || PQstatus(pg) != CONNECTION_OK)
         return err_set(err, ERR_UNAVAILABLE, "database unreachable while %s: %s", what, msg);
     if (strcmp(state, "23505") == 0)
@@ -171,6 +173,7 @@ static PGconn *session_open(pg_db_t *d, err_t *err)
         return NULL;
     }
     if (PQstatus(pg) != CONNECTION_OK) {
+        db_note_unreachable(1);
         err_set(err, ERR_UNAVAILABLE, "cannot connect to the database: %s",
                 one_line(PQerrorMessage(pg), line, sizeof line));
         PQfinish(pg);
@@ -232,10 +235,12 @@ static void conn_free(db_conn_t *base)
  */
 static int conn_ensure(pg_conn_t *c, err_t *err)
 {
-    if (c->tx_open)
-        return PQstatus(c->pg) == CONNECTION_OK
-                   ? 0
-                   : err_set(err, ERR_UNAVAILABLE, "database connection lost in a transaction");
+    if (c->tx_open) {
+        if (PQstatus(c->pg) == CONNECTION_OK)
+            return 0;
+        db_note_unreachable(1);
+        return err_set(err, ERR_UNAVAILABLE, "database connection lost in a transaction");
+    }
     if (session_alive(c->pg))
         return 0;
     PGconn *pg = session_open(c->db, err);

@@ -495,6 +495,7 @@ int db_failed_busy(void)
 void db_failed_busy_clear(void)
 {
     tl_failed_busy = 0;
+    db_note_unreachable(0);
 }
 
 static int64_t sq_changes(db_conn_t *base)

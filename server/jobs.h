@@ -1,17 +1,23 @@
-/* server/jobs.h -- asynchronous training jobs.
+/* server/jobs.h -- asynchronous training jobs: a queue in the database.
  *
- * POST /train with "async":true becomes a row in `jobs` and a thread running trainer_run().
- * At most --max-jobs run at once (more is ERR_BUSY: 429); the model's TRAINING lock is taken
- * when the job is submitted, so a second run on the same model is 409 at once. A job goes
- * queued -> running -> succeeded | failed | cancelled; a divergence is `succeeded` with
- * stopped "diverged"; a cancellation (DELETE /v1/jobs/{id}) stops it at the next step boundary
- * with the state committed, status `cancelled` with the partial result. On shutdown running
- * jobs stop the same way and are marked failed "interrupted", like the jobs a crash cut off
- * (store_jobs_mark_interrupted at start-up). A job's events come from the trainer (events.h).
+ * POST /train with "async":true becomes a `queued` row in `jobs`. A replica runs at most
+ * --max-jobs at once, one thread each running trainer_run(), and takes queued jobs oldest
+ * first; a submission it cannot run at once waits in the queue while fewer than --max-queue
+ * wait (else ERR_BUSY: 429). While a model has a job queued or running, writes to it are 409.
+ * A job goes queued -> running -> succeeded | failed | cancelled; a divergence is `succeeded`
+ * with stopped "diverged"; a cancellation (DELETE /v1/jobs/{id}, through any replica) stops it
+ * at the next step boundary with the state committed, status `cancelled` with the partial
+ * result. On shutdown running jobs stop the same way: with SQLite they are marked failed
+ * "interrupted", like the jobs a crash cut off (store_jobs_mark_interrupted at start-up); with
+ * PostgreSQL they go back to the queue, and a job whose replica died is claimed by another,
+ * which resumes it from its last commit with the same result (trainer_resume_t). A job's events
+ * come from the trainer (events.h).
  *
  *     jobs_t *jobs = NULL;
  *     jobs_new(&app, &jobs, &err);              // app.store and app.registry must be set
  *     app.jobs = jobs;
+ *     ...                                       // once app.replica_id is known:
+ *     jobs_start(jobs, &err);                   // the dispatcher thread
  *     ...
  *     jobs_shutdown(jobs);                      // stops runs, joins the job threads
  *     http_server_stop(srv);
@@ -31,6 +37,10 @@ typedef struct jobs jobs_t;
 /* New job pool for `app` (borrowed; app->store, app->registry, app->limits.max_jobs are
  * read). */
 int jobs_new(app_t *app, jobs_t **out, err_t *err);
+
+/* Start the dispatcher thread, which claims queued jobs and those of dead replicas, and
+ * applies cancels asked through other replicas (every JOBS_POLL_MS). */
+int jobs_start(jobs_t *j, err_t *err);
 
 /* Shut down the pool: running jobs stop at their next step boundary (state committed), new
  * submissions get ERR_UNAVAILABLE, every job thread is joined and every synchronous run begun
@@ -54,14 +64,16 @@ void jobs_sync_end(jobs_t *j);
 /*
  * Submit an async run of `req` on model `model_id` (request_json is stored with the job).
  * Checks the model exists (ERR_NOTFOUND) and has rows when the request needs them
- * (ERR_INVAL), a free slot (ERR_BUSY), the training lock (ERR_CONFLICT). `*job_id` is the new
- * job, already running or about to.
+ * (ERR_INVAL), that it has no job and no run (ERR_CONFLICT), and a free slot here or room in
+ * the queue (ERR_BUSY). `*job_id` is the new job, running already when this replica had a slot
+ * and no older job waited, else queued.
  */
 int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char *request_json,
                 int64_t *job_id, err_t *err);
 
-/* Ask job `job_id` to stop at its next step boundary. 0 whether or not it is still running
- * (a finished job is left as it is); ERR_NOTFOUND when no such job exists. */
+/* Ask job `job_id` to stop at its next step boundary, wherever it runs (a queued one is
+ * cancelled at once). 0 whether or not it is still running (a finished job is left as it is);
+ * ERR_NOTFOUND when no such job exists. */
 int jobs_cancel(jobs_t *j, int64_t job_id, err_t *err);
 
 /* The job object (docs/api.md) of a stored job row. New item. */

@@ -51,6 +51,7 @@ typedef struct config {
     int64_t max_body;
     int64_t max_jobs;
     int64_t max_sync_runs;
+    int64_t max_queue;         /* -1 until set: then the backend's default, see main() */
     int64_t max_batch_rows;
     int64_t max_model_rows;
     int64_t max_params;
@@ -104,6 +105,7 @@ typedef struct flag {
 #define TRAIN_SESSIONS 2
 
 #define MAX_STREAMS_DEFAULT 64
+#define MAX_QUEUE_DEFAULT 1000
 
 #define FIELD(name) offsetof(config_t, name)
 
@@ -124,6 +126,10 @@ static const flag_t flags[] = {
     {.name = "max-jobs", .kind = FLAG_INT, .field = FIELD(max_jobs), .min = 1, .max = 1024,
      .per_core = 1, .dflt_help = "number of cores",
      .help = "concurrent asynchronous training jobs"},
+    {.name = "max-queue", .kind = FLAG_INT, .field = FIELD(max_queue), .min = 0,
+     .max = 1000000, .dflt_help = "1000 on PostgreSQL; 0 on SQLite",
+     .help = "async jobs waiting for a slot, cluster-wide; more get 429 (0: a job that cannot "
+             "start at once gets 429)"},
     /* A synchronous train call waits on commits (fsyncs) as much as it computes, so more than
      * one per core keeps the cores busy; the cap bounds the threads they take. */
     {.name = "max-sync-runs", .kind = FLAG_INT, .field = FIELD(max_sync_runs), .min = 1,
@@ -300,7 +306,7 @@ static void config_defaults(config_t *cfg)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)
         cores = 1;
-    *cfg = (config_t){0};
+    *cfg = (config_t){.max_queue = -1};
     for (size_t i = 0; i < N_FLAGS; ++i) {
         const flag_t *fl = &flags[i];
         if (fl->per_core > 0) {
@@ -727,7 +733,10 @@ int main(int argc, char **argv)
         .max_work_values = cfg.max_work_values,
         .max_layers = (int32_t)cfg.max_layers, .max_units = (int32_t)cfg.max_units,
         .max_graph_nodes = (int32_t)cfg.max_graph_nodes, .max_depth = (int32_t)cfg.max_depth,
-        .max_jobs = cfg.max_jobs, .max_sync_runs = cfg.max_sync_runs};
+        .max_jobs = cfg.max_jobs, .max_sync_runs = cfg.max_sync_runs,
+        /* Replicas share a queue; one SQLite process answers a job it cannot start with 429. */
+        .max_queue = cfg.max_queue >= 0 ? cfg.max_queue
+                     : strcmp(store_dialect(store), "sqlite") == 0 ? 0 : MAX_QUEUE_DEFAULT};
     app.registry = registry;
     jobs_t *jobs = NULL;
     if (jobs_new(&app, &jobs, &err) < 0) {
@@ -810,6 +819,12 @@ int main(int argc, char **argv)
         exit_code = 1;         /* shut down what started, in the usual order */
     } else {
         atomic_store(&app.replica_id, replica_id(replica));
+        if (jobs_start(jobs, &err) < 0) {
+            fprintf(stderr, "neurond: %s\n", err.msg);
+            exit_code = 1;
+        }
+    }
+    if (exit_code == 0) {
         printf("neurond listening on %s%s%s:%u\n", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
                (unsigned)http_server_port(srv));
         fflush(stdout);

@@ -335,10 +335,15 @@ int registry_write_begin(registry_t *r, int64_t id, int mode, err_t *err)
     }
     if (rc == 0) {
         e->writing = 1;
-        e->training = mode == REGISTRY_TRAINING;
+        e->training = mode != REGISTRY_SHORT;
         e->job_id = 0;
     }
     pthread_mutex_unlock(&r->mu);
+    /* Other replicas: a job queued or running anywhere, or a run holding the model's lease,
+     * makes the write a 409 as a local run does. A claimed job is the model's queued job. */
+    if (rc == 0 && mode != REGISTRY_JOB &&
+        (rc = store_model_check_idle(r->store, id, err)) < 0)
+        registry_write_end(r, id);
     return rc;
 }
 

@@ -34,6 +34,7 @@ typedef struct registry registry_t;
 enum registry_write_mode {
     REGISTRY_SHORT = 0,     /* a quick change: waits for other short writes */
     REGISTRY_TRAINING = 1,  /* a training run: others get 409 until it ends */
+    REGISTRY_JOB = 2,       /* a claimed job's run: as TRAINING, its own job not in the way */
 };
 
 /* A model built from its stored spec, with its stored parameters, optimizer state and step:

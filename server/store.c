@@ -448,6 +448,11 @@ int store_failed_busy(void)
     return db_failed_busy();
 }
 
+int store_failed_unreachable(void)
+{
+    return db_failed_unreachable();
+}
+
 int store_commit(store_t *s, err_t *err)
 {
     db_conn_t *c = NULL;

@@ -170,6 +170,10 @@ int store_begin_read(store_t *s, err_t *err);
  * until something fails again. */
 int store_failed_busy(void);
 
+/* 1 when the calling thread's last failure was the database server out of reach (PostgreSQL
+ * restarted, the network cut): the work may succeed once it is back. */
+int store_failed_unreachable(void);
+
 /* ---- models ------------------------------------------------------------------------------- */
 
 /*
@@ -378,6 +382,10 @@ typedef struct store_job {
     int64_t replica_id;          /* the replica that took it; 0 while queued */
     char created_at[STORE_TIME_MAX];
     char updated_at[STORE_TIME_MAX];
+    int has_start;               /* the run committed once: start_step and loss_before apply */
+    int64_t start_step;          /* the model's step when the call began */
+    double loss_before;          /* the call's loss_before (NAN when unknown) */
+    int cancel_requested;        /* DELETE /v1/jobs/{id} came through another replica */
 } store_job_t;
 
 /* Insert a queued job for model `id` (progress 0 of `steps`). `*job_id` is the new id.
@@ -400,19 +408,54 @@ int store_job_list(store_t *s, int64_t model_id, const char *status, int64_t lim
                    int64_t after, store_job_t **out, int64_t *n, int64_t *next, err_t *err);
 void store_job_list_free(store_job_t *rows, int64_t n);
 
-/* Record progress: `step` of `steps` done, last loss `loss` (NULL keeps it). Joins the
- * caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
-int store_job_progress(store_t *s, int64_t job_id, int64_t step, int64_t steps,
-                       const double *loss, err_t *err);
+/* Record progress: the model at `step` of a call that began at `start_step` and makes `steps`,
+ * last loss `loss` (NULL keeps it); the first call records start_step and `loss_before` (the
+ * call's) for good, for a resumption. Joins the caller's transaction, else uses its own.
+ * ERR_NOTFOUND when the job is absent. */
+int store_job_progress(store_t *s, int64_t job_id, int64_t start_step, int64_t step,
+                       int64_t steps, const double *loss, double loss_before, err_t *err);
 
 /* Set the job's status, and its result JSON and error text (each NULL leaves it unchanged).
  * Joins the caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
 int store_job_set_status(store_t *s, int64_t job_id, const char *status,
                          const char *result_json, const char *error, err_t *err);
 
-/* Mark the job running on replica `replica_id` (its replica_id stays set after it ends).
- * ERR_NOTFOUND when the job is absent. */
-int store_job_start(store_t *s, int64_t job_id, int64_t replica_id, err_t *err);
+/* End job `job_id` as `status` with its result and error (NULL: unchanged) -- or, with status
+ * "queued", put it back in the queue for any replica to resume -- only while replica
+ * `replica_id` still runs it: ERR_NOTFOUND when another took it over (or it is gone). Joins the
+ * caller's transaction, else uses its own. */
+int store_job_finish(store_t *s, int64_t job_id, int64_t replica_id, const char *status,
+                     const char *result_json, const char *error, err_t *err);
+
+/* ERR_CONFLICT (naming the job when there is one) while model `id` has a job queued or running,
+ * or a training run of another replica holds its lease (this process is the replica it last
+ * registered, store_replica_register); else 0. */
+int store_model_check_idle(store_t *s, int64_t id, err_t *err);
+
+/*
+ * Queue a job for model `id` in one write transaction: ERR_NOTFOUND when the model is absent,
+ * ERR_CONFLICT as store_model_check_idle(), ERR_BUSY when `have_slot` is 0 (this replica cannot
+ * run it at once) and `max_queue` jobs already wait. `*job_id` is the new id.
+ */
+int store_job_enqueue(store_t *s, int64_t id, const char *request_json, int64_t steps,
+                      int64_t max_queue, int have_slot, int64_t *job_id, err_t *err);
+
+/* Claim for replica `replica_id` the oldest job that is queued, or running on a replica whose
+ * heartbeat is older than `lease_ms` (dead: the job resumes here), unless a live run holds its
+ * model: marked running here and read into `*out` (out->id 0 when there is none; strings new,
+ * store_job_clear()). */
+int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_t *out,
+                    err_t *err);
+
+/* DELETE /v1/jobs/{id} from any replica: a queued job is cancelled now, and so is one running
+ * on a replica whose heartbeat is older than `lease_ms` (its model's lease fenced, its status
+ * idle); a running one gets cancel_requested for its replica to act on; an ended one is left as
+ * it is. ERR_NOTFOUND when absent. */
+int store_job_cancel_request(store_t *s, int64_t job_id, int64_t lease_ms, err_t *err);
+
+/* The ids of jobs running on `replica_id` with a cancel requested: `*ids` new (free()). */
+int store_jobs_cancel_requested(store_t *s, int64_t replica_id, int64_t **ids, int64_t *n,
+                                err_t *err);
 
 /* ---- replicas -------------------------------------------------------------------------------- */
 
@@ -487,6 +530,10 @@ int store_listen_wait(store_listener_t *l, int timeout_ms,
 
 /* Stop listening and close the session. NULL is a no-op. */
 void store_listen_close(store_listener_t *l);
+
+/* The run of epoch `epoch` on replica `replica_id` is over: its lease on model `id` expires now
+ * (a lease taken over since is left alone). Joins the caller's transaction, else uses its own. */
+int store_lease_release(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #define ND_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ struct store {
     int ping_valid;
     int64_t ping_at_ns;
     err_t ping_err;
+    _Atomic int64_t replica_id;    /* the last store_replica_register()'s: this process */
 };
 
 /* `args, n_args` for the helpers below from a list of db_value_t: STORE_ARGS(DB_INT(id)). */

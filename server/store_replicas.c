@@ -20,10 +20,13 @@ int store_replica_register(store_t *s, const char *address, const char *version,
         return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
-    return store__get_int(c, sql,
-                          STORE_ARGS(DB_TEXT(address), DB_TEXT(version), DB_TEXT(now),
-                                     DB_INT(store__now_ms())),
-                          id, "replica", 0, err);
+    rc = store__get_int(c, sql,
+                        STORE_ARGS(DB_TEXT(address), DB_TEXT(version), DB_TEXT(now),
+                                   DB_INT(store__now_ms())),
+                        id, "replica", 0, err);
+    if (rc == 0)
+        atomic_store(&s->replica_id, *id);
+    return rc;
 }
 
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
@@ -32,7 +35,7 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
     static const char sql_beat[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
     static const char sql_leases[] =
-        "UPDATE model_leases SET expires_ms = ?2 WHERE replica_id = ?1";
+        "UPDATE model_leases SET expires_ms = ?2 WHERE replica_id = ?1 AND expires_ms > 0";
     static const char sql_dead[] = "DELETE FROM replicas WHERE heartbeat_ms < ?1 AND id <> ?2";
     if (removed != NULL)
         *removed = 0;
@@ -149,5 +152,19 @@ int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch,
         rc = err_set(err, ERR_CONFLICT, "the training run lost its lease on model %" PRId64
                      " (epoch %" PRId64 " is no longer current): it stops without committing",
                      id, epoch);
+    return rc;
+}
+
+int store_lease_release(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err)
+{
+    /* Expired, not deleted: the epoch must only grow. */
+    static const char sql[] =
+        "UPDATE model_leases SET expires_ms = 0"
+        " WHERE model_id = ?1 AND replica_id = ?2 AND epoch = ?3";
+    db_conn_t *c = NULL;
+    int rc = store__conn(s, &c, err);
+    if (rc == 0)
+        rc = store__run(c, sql, STORE_ARGS(DB_INT(id), DB_INT(replica_id), DB_INT(epoch)),
+                        "releasing a model's lease", NULL, err);
     return rc;
 }

@@ -42,7 +42,9 @@ typedef struct run {
     const trainer_opts_t *o;
     model_t *m;
     optim_t *optim;
-    int64_t s0;                  /* global step at the start */
+    int64_t s0;                  /* global step at the start of the call (a resumed job's:
+                                    where its first run began) */
+    const train_result_t *res;   /* the call's result as train_run fills it (loss_before) */
     int64_t planned;             /* job progress: updates planned */
     store_history_row_t *rows;   /* recorded rows not yet committed */
     int64_t n_rows, cap_rows;
@@ -139,11 +141,15 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
         (r->n_rows > 0 && (rc = relay_steps(r->app->relay, o->model_id, r->rows[0].step,
                                             r->rows[r->n_rows - 1].step, err)) < 0) ||
         (o->job_id > 0 &&
-         (rc = store_job_progress(st, o->job_id, step - r->s0, r->planned,
-                                  isfinite(progress_loss) ? &progress_loss : NULL, err)) < 0) ||
+         (rc = store_job_progress(st, o->job_id, r->s0, step, r->planned,
+                                  isfinite(progress_loss) ? &progress_loss : NULL,
+                                  r->res->loss_before, err)) < 0) ||
         (idle && (rc = store_model_set_status(st, o->model_id, "idle", err)) < 0) ||
         (end != NULL && o->record_end != NULL && (rc = o->record_end(o->end_ctx, end, err)) < 0) ||
         (end != NULL && (rc = store_model_version(st, o->model_id, &r->final_version, err)) < 0) ||
+        (end != NULL && (rc = store_lease_release(st, o->model_id,
+                                                  atomic_load(&r->app->replica_id), r->epoch,
+                                                  err)) < 0) ||
         (rc = store_commit(st, err)) < 0) {
         store_rollback(st);
         return rc;
@@ -191,8 +197,11 @@ static int wait_unless_stopping(const run_t *r, int ms)
 static int retry_when_busy(run_t *r, int rc, int attempt, int *backoff, const atomic_int *give_up,
                            const char *what, const err_t *err)
 {
-    if (rc == 0 || rc != ERR_UNAVAILABLE || !store_failed_busy() || flag_set(give_up) ||
-        flag_set(&r->app->stopping))
+    /* A job also waits out the database server's absence: nobody waits for its answer, and
+     * its state is in memory. A synchronous call answers 503 instead. */
+    int unreachable = r->o->job_id > 0 && store_failed_unreachable();
+    if (rc == 0 || rc != ERR_UNAVAILABLE || (!store_failed_busy() && !unreachable) ||
+        flag_set(give_up) || flag_set(&r->app->stopping))
         return 0;
     if (attempt == 0)
         log_msg(LOG_LEVEL_WARN, "model %" PRId64 ": cannot %s yet (%s); retrying",
@@ -325,6 +334,32 @@ static int state_get(app_t *app, const trainer_opts_t *o, session_t **st, sessio
     return rc;
 }
 
+/* The train_resume_t of a job resumed at global step `step`: the call's start and losses from
+ * its record, early stopping's state from the rows it recorded (in history) before `step`. */
+static int resume_state(app_t *app, const trainer_opts_t *o, int64_t step,
+                        train_resume_t *out, err_t *err)
+{
+    *out = (train_resume_t){.start_step = o->resume->start_step,
+                            .loss_before = o->resume->loss_before,
+                            .loss_prev = o->resume->loss_prev, .best_step = -1};
+    if (o->req.patience <= 0)
+        return 0;
+    for (int64_t after = out->start_step - 1;;) {
+        store_history_row_t *rows = NULL;
+        int64_t n = 0, next = 0;
+        int rc = store_history_list(app->store, o->model_id, after, 1000, &rows, &n, &next, err);
+        if (rc < 0)
+            return rc;
+        for (int64_t i = 0; i < n && rows[i].step < step; ++i)
+            train_resume_observe(out, &o->req, rows[i].step, rows[i].val_loss);
+        int done = n == 0 || next < 0 || rows[n - 1].step >= step - 1;
+        after = next;
+        free(rows);
+        if (done)
+            return 0;
+    }
+}
+
 /* The run itself; `*started` says whether it got past its checks (lock, model, data) to the
  * point where it could update the model, which is when its end is an event. */
 static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *started,
@@ -335,7 +370,7 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     res->loss_before = res->loss_after = NAN;
     res->stopped = TRAIN_STOP_MAX_STEPS;
 
-    run_t r = {.app = app, .o = o, .committed_loss = NAN,
+    run_t r = {.app = app, .o = o, .res = res, .committed_loss = NAN,
                .lock_held = o->lock == TRAINER_LOCK_HELD};
     session_t local = {0}, *st = &local;
     const datacache_entry_t *inline_val = NULL;   /* stored rows, for an inline batch's run */
@@ -353,7 +388,8 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
         goto out;
     r.m = st->copy.model;
     r.optim = st->copy.optim;
-    r.s0 = st->copy.step;
+    r.s0 = o->resume != NULL ? o->resume->start_step : st->copy.step;
+    r.counted = st->copy.step - r.s0;      /* a resumed job's earlier steps: committed before */
     res->step = st->copy.step;
 
     batch_t data;
@@ -424,9 +460,13 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     }
     const int64_t t0 = now_ns();
     r.last_ns = t0;
-    int64_t step = r.s0;
+    int64_t step = st->copy.step;
     train_hooks_t hooks = {.on_row = on_row, .ctx = &r, .cancel = o->cancel};
-    rc = train_run(tc, &o->req, &step, &hooks, res, err);
+    train_resume_t resume;
+    if (o->resume != NULL && (rc = resume_state(app, o, step, &resume, err)) < 0)
+        goto out;
+    rc = train_run_from(tc, &o->req, o->resume != NULL ? &resume : NULL, &step, &hooks, res,
+                        err);
     if (rc < 0) {
         /* A failed chunk commit carries the real reason; the store holds the last good chunk. */
         if (r.commit_err.code < 0)
@@ -457,6 +497,11 @@ out:
      * is no event (another replica may be resuming this very job). */
     if (r.fenced)
         *started = 0;
+    if (rc < 0 && r.epoch > 0 && !r.fenced) {
+        err_t lerr = {0};
+        (void)store_lease_release(app->store, o->model_id, atomic_load(&app->replica_id),
+                                  r.epoch, &lerr);
+    }
     if (status_set && !r.fenced) {   /* a fenced run touches nothing: the model is not its own */
         err_t serr = {0};
         if (store_model_set_status(app->store, o->model_id, "idle", &serr) < 0)
@@ -498,6 +543,7 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     if (o->on_end != NULL)
         o->on_end(o->end_ctx, rc, res, err);
     if (!started || (!events_wanted(app->events, o->model_id) && app->relay == NULL))
+    if (!started || flag_set(o->handed_over) || !events_wanted(app->events, o->model_id))
         return rc;
     cJSON *result = rc < 0 ? NULL : codec_train_result_encode(o->model_id, res);
     events_done(app->events, o->model_id, result, rc < 0 ? err : NULL);

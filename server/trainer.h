@@ -39,6 +39,15 @@ enum trainer_lock {
  * them (err is meaningful only when rc < 0). */
 typedef void (*trainer_end_fn)(void *ctx, int rc, const train_result_t *res, const err_t *err);
 
+/* Where a job taken over from a replica that died goes on: its call began at `start_step`
+ * (the first commit recorded it, with `loss_before`); `loss_prev` is the loss of the last row
+ * committed (the job's progress loss). */
+typedef struct trainer_resume {
+    int64_t start_step;
+    double loss_before;
+    double loss_prev;
+} trainer_resume_t;
+
 typedef struct trainer_opts {
     int64_t model_id;
     train_req_t req;
@@ -53,6 +62,10 @@ typedef struct trainer_opts {
     int (*record_end)(void *ctx, const train_result_t *res, err_t *err);
     trainer_end_fn on_end;         /* may be NULL: e.g. a failed job records its end here */
     void *end_ctx;                 /* for record_end and on_end */
+    const trainer_resume_t *resume;  /* NULL: the call starts at the model's step */
+    /* Set (by record_end or on_end) when the run's end is not the call's: the job went back to
+     * the queue, or another replica took it over. Its streams then get no `done`. May be NULL. */
+    const atomic_int *handed_over;
 } trainer_opts_t;
 
 /*

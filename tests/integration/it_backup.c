@@ -440,9 +440,13 @@ START_TEST(history_rows_migrate)
     ck_assert_int_eq(it_stop(&d), 0);
     sqlite3 *db = NULL;
     ck_assert_int_eq(sqlite3_open(d.db, &db), SQLITE_OK);
-    char sql[1024];
+    char sql[2048];
     snprintf(sql, sizeof sql,
              "BEGIN;"
+             "DROP INDEX jobs_queue;"
+             "ALTER TABLE jobs DROP COLUMN cancel_requested;"
+             "ALTER TABLE jobs DROP COLUMN loss_before;"
+             "ALTER TABLE jobs DROP COLUMN start_step;"
              "DROP TABLE model_leases;"
              "DROP TABLE replicas;"
              "ALTER TABLE jobs DROP COLUMN replica_id;"

@@ -631,7 +631,7 @@ END_TEST
 
 START_TEST(jobs_limit)
 {
-    const char *extra[] = {"--max-jobs", "1", "--threads", "4", NULL};
+    const char *extra[] = {"--max-jobs", "1", "--max-queue", "0", "--threads", "4", NULL};
     start(extra);
     int64_t id = create("{\"kind\":\"mlp\",\"inputs\":2,\"hidden\":[{\"units\":32},"
                         "{\"units\":32}],\"optimizer\":{\"learning_rate\":0.0001}}");

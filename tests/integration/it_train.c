@@ -18,21 +18,28 @@
 
 static it_daemon_t d;
 
-static void start_with(const char *max_jobs)
+/* --max-queue 0: a job no slot can take is 429 on either backend (PostgreSQL's default queues
+ * it). A short lease: on PostgreSQL a restarted daemon resumes its predecessor's jobs after it. */
+static void start_with(const char *max_jobs, const char *max_queue)
 {
-    const char *extra[] = {"--log-level", "warn", "--max-jobs", max_jobs, "--threads", "8",
-                           NULL};
+    const char *extra[] = {"--log-level", "warn", "--max-jobs", max_jobs, "--max-queue",
+                           max_queue, "--threads", "8", "--job-lease", "3", NULL};
     ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
 }
 
 static void setup(void)
 {
-    start_with("4");
+    start_with("4", "0");
 }
 
 static void setup_two_jobs(void)
 {
-    start_with("2");
+    start_with("2", "0");
+}
+
+static void setup_queue(void)
+{
+    start_with("1", "2");
 }
 
 /* No training rows kept between calls: every call reads them from the store. */
@@ -420,6 +427,14 @@ START_TEST(cancel_lbfgs_job)
 }
 END_TEST
 
+static void cancel_and_wait(int64_t job)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    it_call_free("DELETE", path, NULL, 202);
+    cJSON_Delete(job_wait(job, "cancelled", 30000));
+}
+
 START_TEST(too_many_jobs)
 {
     int64_t a = slow_model(), b = slow_model(), c = small_model();
@@ -442,6 +457,44 @@ START_TEST(too_many_jobs)
     cJSON *j = it_call("GET", "/v1/jobs?status=cancelled", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 2);
     cJSON_Delete(j);
+}
+END_TEST
+
+/* --max-jobs 1 --max-queue 2: two jobs wait their turn, oldest first, a third is 429; a queued
+ * job's DELETE cancels it at once; each waiting job runs when a slot frees. */
+START_TEST(queue_waits_for_a_slot)
+{
+    int64_t a = slow_model(), b = small_model(), c = small_model(), e = small_model();
+    int64_t ja = submit(a, "{\"steps\":100000000,\"async\":true}", 202);
+    int64_t jb = submit(b, "{\"steps\":5,\"async\":true}", 202);
+    int64_t jc = submit(c, "{\"steps\":7,\"async\":true}", 202);
+    cJSON *j = job_get(jb);
+    ck_assert_str_eq(get(j, "status")->valuestring, "queued");
+    ck_assert(cJSON_IsNull(get(j, "replica")));
+    cJSON_Delete(j);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)e);
+    expect_error("POST", path, "{\"steps\":5,\"async\":true}", 429, "too_many_requests");
+    /* One job per model: a second is 409 while the first waits. */
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)b);
+    expect_error("POST", path, "{\"steps\":5,\"async\":true}", 409, "conflict");
+    expect_error("POST", path, "{\"steps\":5}", 409, "conflict");
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)jc);
+    it_call_free("DELETE", path, NULL, 202);
+    j = job_get(jc);
+    ck_assert_str_eq(get(j, "status")->valuestring, "cancelled");
+    cJSON_Delete(j);
+    cJSON *m = model_get(c);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
+    cJSON_Delete(m);
+
+    cancel_and_wait(ja);
+    j = job_wait(jb, "succeeded", 30000);
+    ck_assert_int_eq((int64_t)it_num(get(j, "result"), "steps_run"), 5);
+    cJSON_Delete(j);
+    m = model_get(b);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), 5);
+    cJSON_Delete(m);
 }
 END_TEST
 
@@ -877,6 +930,27 @@ END_TEST
 
 /* ---- crash and restart ----------------------------------------------------------------------- */
 
+/* Wait until job `job` runs on this daemon's replica (a replica that resumed it). */
+static void job_wait_resumed(int64_t job, int timeout_ms)
+{
+    cJSON *h = it_call("GET", "/healthz", NULL, 200);
+    int64_t self = (int64_t)it_num(h, "replica");
+    cJSON_Delete(h);
+    for (int waited = 0;; waited += 50) {
+        cJSON *j = job_get(job);
+        const cJSON *r = get(j, "replica");
+        int here = strcmp(get(j, "status")->valuestring, "running") == 0 && cJSON_IsNumber(r) &&
+                   (int64_t)r->valuedouble == self;
+        cJSON_Delete(j);
+        if (here)
+            return;
+        ck_assert_msg(waited < timeout_ms, "job %lld not resumed in %d ms", (long long)job,
+                      timeout_ms);
+        it_sleep_ms(50);
+    }
+}
+
+
 START_TEST(crash_during_job)
 {
     int64_t id = slow_model();
@@ -887,11 +961,17 @@ START_TEST(crash_during_job)
     ck_assert_int_eq(it_start_again(&d), 0);
 
     cJSON *j = job_get(job);
-    ck_assert_str_eq(get(j, "status")->valuestring, "failed");
-    ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
-    cJSON_Delete(j);
-    j = it_call("GET", "/v1/jobs?status=failed", NULL, 200);
-    ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
+    if (it_backend_pg()) {
+        /* Replicas: the new one resumes the dead one's job once its lease ran out (3 s). */
+        job_wait_resumed(job, 20000);
+        cancel_and_wait(job);
+    } else {
+        ck_assert_str_eq(get(j, "status")->valuestring, "failed");
+        ck_assert_str_eq(get(j, "error")->valuestring, "interrupted");
+        cJSON_Delete(j);
+        j = it_call("GET", "/v1/jobs?status=failed", NULL, 200);
+        ck_assert_int_eq(cJSON_GetArraySize(get(j, "jobs")), 1);
+    }
     cJSON_Delete(j);
     int64_t step = check_consistent(id);
     ck_assert(step > 0);
@@ -929,6 +1009,18 @@ START_TEST(sigterm_during_job)
     int64_t job = submit(id, "{\"steps\":100000000,\"async\":true}", 202);
     job_wait_progress(job);
     ck_assert_int_eq(it_stop(&d), 0);          /* the job stops at a step boundary */
+    if (it_backend_pg()) {
+        /* Replicas: back in the queue for any replica to resume: the next start takes it at
+         * once, without waiting for a lease. */
+        ck_assert_int_eq(it_start_again(&d), 0);
+        job_wait_resumed(job, 2000);
+        cJSON *j = job_get(job);
+        ck_assert_ptr_null(get(j, "result"));
+        cJSON_Delete(j);
+        cancel_and_wait(job);
+        check_consistent(id);
+        return;
+    }
     ck_assert_int_eq(it_start_again(&d), 0);
     cJSON *j = job_get(job);
     ck_assert_str_eq(get(j, "status")->valuestring, "failed");
@@ -1066,6 +1158,11 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tj, setup_two_jobs, teardown);
     tcase_set_timeout(tj, 180);
     tcase_add_test(tj, too_many_jobs);
+    TCase *tq = tcase_create("queue");
+    tcase_add_checked_fixture(tq, setup_queue, teardown);
+    tcase_set_timeout(tq, 120);
+    tcase_add_test(tq, queue_waits_for_a_slot);
+    suite_add_tcase(s, tq);
     suite_add_tcase(s, tj);
     return it_run(s);
 }

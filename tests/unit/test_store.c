@@ -18,7 +18,7 @@
 #include "testutil.h"
 
 /* The highest migration of schema/<dialect>/: a new one raises it. */
-#define SCHEMA_LATEST 6
+#define SCHEMA_LATEST 7
 
 static char dir[64];
 static char path[192];
@@ -502,7 +502,8 @@ START_TEST(test_jobs)
     ck_assert_int_eq(none, 0);
 
     const double loss = 0.75;
-    ck_assert_int_eq(store_job_progress(s, j1, 4, 10, &loss, &err), 0);
+    ck_assert_int_eq(store_job_progress(s, j1, 2, 6, 10, &loss, 1.5, &err), 0);
+    ck_assert_int_eq(store_job_progress(s, j1, 2, 6, 10, &loss, 2.5, &err), 0);  /* first stays */
     ck_assert_int_eq(store_job_set_status(s, j1, "succeeded", "{\"ok\":true}", NULL, &err), 0);
     store_job_t j;
     ck_assert_int_eq(store_job_get(s, j1, &j, &err), 0);
@@ -511,12 +512,15 @@ START_TEST(test_jobs)
     ck_assert_int_eq(j.progress_step, 4);
     ck_assert_int_eq(j.has_loss, 1);
     ck_assert_double_eq(j.progress_loss, 0.75);
+    ck_assert_int_eq(j.has_start, 1);
+    ck_assert_int_eq(j.start_step, 2);
+    ck_assert_double_eq(j.loss_before, 1.5);
     ck_assert_str_eq(j.request_json, "{\"steps\":10}");
     ck_assert_str_eq(j.result_json, "{\"ok\":true}");
     ck_assert_ptr_null(j.error);
     store_job_clear(&j);
     ck_assert_int_eq(store_job_get(s, 999, &j, &err), ERR_NOTFOUND);
-    ck_assert_int_eq(store_job_progress(s, 999, 1, 1, NULL, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(store_job_progress(s, 999, 0, 1, 1, NULL, 0.0, &err), ERR_NOTFOUND);
     ck_assert_int_eq(store_job_set_status(s, 999, "failed", NULL, NULL, &err), ERR_NOTFOUND);
 
     store_job_t *rows = NULL;
@@ -552,6 +556,74 @@ START_TEST(test_jobs)
 }
 END_TEST
 
+/* The queue: --max-queue, one job per model, oldest first, jobs of dead replicas claimed again,
+ * cancels of queued and running jobs, and an end recorded only by the job's own replica. */
+START_TEST(test_job_queue)
+{
+    store_t *s = open_store();
+    err_t err = {0};
+    int64_t r1 = 0, r2 = 0;
+    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r1, &err), 0);
+    ck_assert_int_eq(store_replica_register(s, "b:1", "1", &r2, &err), 0);
+    int64_t a = new_model(s, "qa", 1), b = new_model(s, "qb", 1), c = new_model(s, "qc", 1);
+    int64_t ja = 0, jb = 0, jc = 0;
+    ck_assert_int_eq(store_job_enqueue(s, a, "{}", 5, 1, 0, &ja, &err), 0);
+    ck_assert_int_eq(store_job_enqueue(s, a, "{}", 5, 9, 1, &jb, &err), ERR_CONFLICT);
+    ck_assert_int_eq(store_model_check_idle(s, a, &err), ERR_CONFLICT);
+    ck_assert_int_eq(store_job_enqueue(s, b, "{}", 5, 1, 0, &jb, &err), ERR_BUSY);
+    ck_assert_int_eq(jb, 0);
+    ck_assert_int_eq(store_job_enqueue(s, b, "{}", 5, 1, 1, &jb, &err), 0);  /* a free slot */
+    ck_assert_int_eq(store_job_enqueue(s, 999, "{}", 5, 9, 1, &jc, &err), ERR_NOTFOUND);
+
+    store_job_t j;
+    ck_assert_int_eq(store_job_claim(s, r1, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, ja);                            /* oldest first */
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_claim(s, r2, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, jb);
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_claim(s, r2, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                             /* both taken, by live replicas */
+    store_job_clear(&j);
+
+    /* r1 goes silent: its job is claimable once its heartbeat is older than the lease. */
+    ck_assert_int_eq(store_job_progress(s, ja, 0, 3, 5, &(double){0.5}, 2.0, &err), 0);
+    usleep(30000);
+    ck_assert_int_eq(store_replica_heartbeat(s, r2, 60000, NULL, &err), 0);
+    ck_assert_int_eq(store_job_claim(s, r2, 20, &j, &err), 0);
+    ck_assert_int_eq(j.id, ja);
+    ck_assert_int_eq(j.replica_id, r2);
+    ck_assert_int_eq(j.has_start, 1);
+    ck_assert_int_eq(j.progress_step, 3);
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_finish(s, ja, r1, "succeeded", "{}", NULL, &err), ERR_NOTFOUND);
+
+    /* Cancels: running -> requested; queued -> cancelled now; ended -> unchanged. */
+    ck_assert_int_eq(store_job_cancel_request(s, ja, 60000, &err), 0);
+    int64_t *ids = NULL, n = 0;
+    ck_assert_int_eq(store_jobs_cancel_requested(s, r2, &ids, &n, &err), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ids[0], ja);
+    free(ids);
+    ck_assert_int_eq(store_job_enqueue(s, c, "{}", 5, 9, 0, &jc, &err), 0);
+    ck_assert_int_eq(store_job_cancel_request(s, jc, 60000, &err), 0);
+    ck_assert_int_eq(store_job_get(s, jc, &j, &err), 0);
+    ck_assert_str_eq(j.status, "cancelled");
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_cancel_request(s, jc, 60000, &err), 0);
+    ck_assert_int_eq(store_job_cancel_request(s, 999, 60000, &err), ERR_NOTFOUND);
+
+    /* Back to the queue: no replica, claimable again, its start kept. */
+    ck_assert_int_eq(store_job_finish(s, ja, r2, "queued", NULL, NULL, &err), 0);
+    ck_assert_int_eq(store_job_get(s, ja, &j, &err), 0);
+    ck_assert_str_eq(j.status, "queued");
+    ck_assert_int_eq(j.replica_id, 0);
+    ck_assert_int_eq(j.start_step, 0);
+    store_job_clear(&j);
+    store_close(s);
+}
+END_TEST
+
 /* Replica rows: registering, heartbeats that delete the dead, the live list with its running
  * jobs, and a job keeping the replica that took it. */
 START_TEST(test_replicas)
@@ -568,8 +640,11 @@ START_TEST(test_replicas)
     ck_assert_int_eq(store_job_get(s, job, &j, &err), 0);
     ck_assert_int_eq(j.replica_id, 0);                    /* queued: no replica */
     store_job_clear(&j);
-    ck_assert_int_eq(store_job_start(s, job, r2, &err), 0);
-    ck_assert_int_eq(store_job_start(s, 999, r2, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(store_job_claim(s, r2, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, job);
+    ck_assert_str_eq(j.status, "running");
+    ck_assert_int_eq(j.replica_id, r2);
+    store_job_clear(&j);
 
     store_replica_t *rows = NULL;
     int64_t n = 0;
@@ -1047,6 +1122,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_checkpoints_and_fork);
     tcase_add_test(tc, test_jobs);
     tcase_add_test(tc, test_replicas);
+    tcase_add_test(tc, test_job_queue);
     tcase_add_test(tc, test_transactions_and_busy);
     tcase_add_test(tc, test_driver_binds);
     tcase_add_test(tc, test_backup);
