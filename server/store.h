@@ -500,6 +500,10 @@ int store_lease_take(store_t *s, int64_t id, int64_t replica_id, int64_t lease_m
  * `epoch`, else ERR_CONFLICT (the run lost its lease: it must not commit). */
 int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
 
+/* The run of epoch `epoch` on replica `replica_id` is over: its lease on model `id` expires now
+ * (a lease taken over since is left alone). Joins the caller's transaction, else uses its own. */
+int store_lease_release(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
+
 /* ---- notifications between the processes sharing a database (PostgreSQL) ------------------- */
 
 /*
@@ -530,10 +534,6 @@ int store_listen_wait(store_listener_t *l, int timeout_ms,
 
 /* Stop listening and close the session. NULL is a no-op. */
 void store_listen_close(store_listener_t *l);
-
-/* The run of epoch `epoch` on replica `replica_id` is over: its lease on model `id` expires now
- * (a lease taken over since is left alone). Joins the caller's transaction, else uses its own. */
-int store_lease_release(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err);
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
