@@ -813,16 +813,14 @@ int main(int argc, char **argv)
                  (unsigned)http_server_port(srv));
     int exit_code = 0;
     replica_t *replica = NULL;
-    if (replica_start(store, address, NEUROND_VERSION, cfg.job_lease * 1000, &replica, &err) < 0) {
+    if (replica_start(store, address, NEUROND_VERSION, cfg.job_lease * 1000, &app.replica_id,
+                      &replica, &err) < 0) {
         fprintf(stderr, "neurond: cannot register this replica in database '%s': %s\n",
                 store_display_name(cfg.db), err.msg);
         exit_code = 1;         /* shut down what started, in the usual order */
-    } else {
-        atomic_store(&app.replica_id, replica_id(replica));
-        if (jobs_start(jobs, &err) < 0) {
-            fprintf(stderr, "neurond: %s\n", err.msg);
-            exit_code = 1;
-        }
+    } else if (jobs_start(jobs, &err) < 0) {
+        fprintf(stderr, "neurond: %s\n", err.msg);
+        exit_code = 1;
     }
     if (exit_code == 0) {
         printf("neurond listening on %s%s%s:%u\n", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
@@ -831,7 +829,7 @@ int main(int argc, char **argv)
         log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
                 " threads, schema v%d%s, replica %" PRId64 " at %s)", NEUROND_VERSION, cfg.bind,
                 (unsigned)http_server_port(srv), store_display_name(cfg.db), cfg.threads,
-                store_schema_version(store), auth, replica_id(replica), address);
+                store_schema_version(store), auth, atomic_load(&app.replica_id), address);
         int sig = signal_wait();
         log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
     }

@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "log.h"
@@ -9,7 +10,8 @@
 
 struct replica {
     store_t *store;
-    int64_t id;
+    char *address, *version;     /* for registering again */
+    _Atomic int64_t *id;
     int64_t lease_ms;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -29,6 +31,23 @@ static struct timespec deadline_after(int64_t ms)
     return ts;
 }
 
+/* The row of replica `old` is gone: this process stalled past the lease and was taken for dead
+ * (its jobs may run elsewhere now). It goes on as a new replica. */
+static void register_again(replica_t *r, int64_t old)
+{
+    err_t err = {0};
+    int64_t id = 0;
+    if (store_replica_register(r->store, r->address, r->version, &id, &err) < 0) {
+        log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": taken for dead, cannot register again "
+                "yet: %s", old, err.msg);
+        return;
+    }
+    atomic_store(r->id, id);
+    log_msg(LOG_LEVEL_WARN, "replica %" PRId64 " was taken for dead (no heartbeat for longer "
+            "than the lease): it goes on as replica %" PRId64 "; its runs stop uncommitted",
+            old, id);
+}
+
 static void *heartbeat_main(void *arg)
 {
     replica_t *r = arg;
@@ -42,10 +61,13 @@ static void *heartbeat_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         err_t err = {0};
         int64_t removed = 0;
-        if (store_replica_heartbeat(r->store, r->id, r->lease_ms, &removed, &err) < 0)
-            /* The database is down or busy: the next beat tries again. A missing row means
-             * this process stalled past the lease and was taken for dead. */
-            log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": heartbeat failed: %s", r->id, err.msg);
+        int64_t id = atomic_load(r->id);
+        int rc = store_replica_heartbeat(r->store, id, r->lease_ms, &removed, &err);
+        if (rc == ERR_NOTFOUND)
+            register_again(r, id);
+        else if (rc < 0)
+            /* The database is down or busy: the next beat tries again. */
+            log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": heartbeat failed: %s", id, err.msg);
         else if (removed > 0)
             log_msg(LOG_LEVEL_INFO, "removed %" PRId64 " dead replica(s) from the database",
                     removed);
@@ -57,12 +79,18 @@ static void *heartbeat_main(void *arg)
 }
 
 int replica_start(store_t *store, const char *address, const char *version, int64_t lease_ms,
-                  replica_t **out, err_t *err)
+                  _Atomic int64_t *id, replica_t **out, err_t *err)
 {
     *out = NULL;
     replica_t *r = calloc(1, sizeof *r);
-    if (r == NULL)
+    if (r == NULL || (r->address = strdup(address)) == NULL ||
+        (r->version = strdup(version)) == NULL) {
+        if (r != NULL)
+            free(r->address);
+        free(r);
         return err_set(err, ERR_NOMEM, "out of memory for the replica");
+    }
+    r->id = id;
     r->store = store;
     r->lease_ms = lease_ms;
     pthread_mutex_init(&r->mu, NULL);
@@ -71,24 +99,24 @@ int replica_start(store_t *store, const char *address, const char *version, int6
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->wake, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = store_replica_register(store, address, version, &r->id, err);
+    int64_t first = 0;
+    int rc = store_replica_register(store, address, version, &first, err);
+    if (rc == 0)
+        atomic_store(id, first);
     if (rc == 0 && pthread_create(&r->thread, NULL, heartbeat_main, r) != 0) {
-        store_replica_remove(store, r->id, err);
+        store_replica_remove(store, first, err);
         rc = err_set(err, ERR_NOMEM, "cannot start the heartbeat thread");
     }
     if (rc < 0) {
         pthread_cond_destroy(&r->wake);
         pthread_mutex_destroy(&r->mu);
+        free(r->address);
+        free(r->version);
         free(r);
         return rc;
     }
     *out = r;
     return 0;
-}
-
-int64_t replica_id(const replica_t *r)
-{
-    return r->id;
 }
 
 void replica_stop(replica_t *r)
@@ -101,10 +129,12 @@ void replica_stop(replica_t *r)
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
     err_t err = {0};
-    if (store_replica_remove(r->store, r->id, &err) < 0)
-        log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": cannot remove its row: %s", r->id,
-                err.msg);
+    int64_t id = atomic_load(r->id);
+    if (store_replica_remove(r->store, id, &err) < 0)
+        log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": cannot remove its row: %s", id, err.msg);
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->mu);
+    free(r->address);
+    free(r->version);
     free(r);
 }
