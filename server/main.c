@@ -643,7 +643,7 @@ static int db_recover(store_t *store, const char *db)
     if (strcmp(store_dialect(store), "sqlite") != 0)
         return 0;
     if (store_jobs_mark_interrupted(store, &interrupted, &err) < 0 ||
-        store_models_purge(store, &purged, &err) < 0) {
+        store_models_purge(store, 0, &purged, &err) < 0) {
         fprintf(stderr, "neurond: cannot prepare database '%s': %s\n", store_display_name(db),
                 err.msg);
         return -1;

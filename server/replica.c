@@ -48,6 +48,21 @@ static void register_again(replica_t *r, int64_t old)
             old, id);
 }
 
+/* `removed` dead replicas' rows were deleted: remove what their forks and deletes left hidden
+ * too (their jobs are resumed by the job dispatchers). */
+static void forget_dead(replica_t *r, int64_t removed)
+{
+    err_t err = {0};
+    int64_t purged = 0;
+    log_msg(LOG_LEVEL_INFO, "removed %" PRId64 " dead replica(s) from the database", removed);
+    if (store_models_purge(r->store, r->lease_ms, &purged, &err) < 0)
+        log_msg(LOG_LEVEL_WARN, "cannot remove what dead replicas left half forked or deleted "
+                "yet: %s", err.msg);
+    else if (purged > 0)
+        log_msg(LOG_LEVEL_WARN, "removed %" PRId64 " model(s) dead replicas left half forked "
+                "or half deleted", purged);
+}
+
 static void *heartbeat_main(void *arg)
 {
     replica_t *r = arg;
@@ -69,8 +84,7 @@ static void *heartbeat_main(void *arg)
             /* The database is down or busy: the next beat tries again. */
             log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": heartbeat failed: %s", id, err.msg);
         else if (removed > 0)
-            log_msg(LOG_LEVEL_INFO, "removed %" PRId64 " dead replica(s) from the database",
-                    removed);
+            forget_dead(r, removed);
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);

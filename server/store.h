@@ -207,9 +207,11 @@ void store_model_list_free(store_model_t *rows, int64_t n);
  * Once hidden, 0: data the storage did not let it remove is left to store_models_purge(). */
 int store_model_delete(store_t *s, int64_t id, err_t *err);
 
-/* At start-up: remove every model a crash (or a storage failure) left hidden in the middle of
- * a fork or a delete, in slices as store_model_delete() does. `*n` (may be NULL) is how many. */
-int store_models_purge(store_t *s, int64_t *n, err_t *err);
+/* Remove the models a crash (or a storage failure) left hidden in the middle of a fork or a
+ * delete, in slices as store_model_delete() does: those of replicas with no heartbeat within
+ * `live_ms` (0: every one, for the database's only user at its start). `*n` (may be NULL) is
+ * how many. */
+int store_models_purge(store_t *s, int64_t live_ms, int64_t *n, err_t *err);
 
 /* The model's version now (bumped by every change to the model or its state). */
 int store_model_version(store_t *s, int64_t id, int64_t *version, err_t *err);

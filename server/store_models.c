@@ -508,6 +508,15 @@ static int batches_purge(db_conn_t *c, int64_t id, err_t *err)
     return 0;
 }
 
+/* What a model being forked or deleted is hidden with: the id of the replica doing it, so that
+ * only the work of a replica that died is purged while others go on (store_models_purge); -1
+ * before this process registered. */
+static int64_t hidden_mark(store_t *s)
+{
+    int64_t id = atomic_load(&s->replica_id);
+    return id > 0 ? id : -1;
+}
+
 /* Remove hidden model `id` and everything of it: its large rows (batches, history,
  * checkpoints) a slice per transaction, then the row itself with what is left (cascade). */
 static int model_purge(db_conn_t *c, int64_t id, err_t *err)
@@ -518,7 +527,7 @@ static int model_purge(db_conn_t *c, int64_t id, err_t *err)
     static const char sql_checkpoints[] =
         "DELETE FROM checkpoints WHERE id IN (SELECT id FROM checkpoints WHERE model_id = ?1"
         " ORDER BY id LIMIT 4)";
-    static const char sql_model[] = "DELETE FROM models WHERE id = ?1 AND hidden = 1";
+    static const char sql_model[] = "DELETE FROM models WHERE id = ?1 AND hidden <> 0";
     const char *const steps[] = {sql_history, sql_checkpoints, sql_model};
     int rc = batches_purge(c, id, err);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && rc == 0; ++i)
@@ -531,12 +540,13 @@ int store_model_delete(store_t *s, int64_t id, err_t *err)
     /* Hidden first, in one short transaction: from here the model is gone for every reader
      * and writer, and its name is free. */
     static const char sql_hide[] =
-        "UPDATE models SET hidden = 1, name = NULL WHERE id = ?1 AND hidden = 0";
+        "UPDATE models SET hidden = ?2, name = NULL WHERE id = ?1 AND hidden = 0";
     db_conn_t *c = NULL;
     int64_t changed = 0;
     int rc = store__conn(s, &c, err);
     if (rc == 0)
-        rc = store__run(c, sql_hide, STORE_ARGS(DB_INT(id)), "deleting a model", &changed, err);
+        rc = store__run(c, sql_hide, STORE_ARGS(DB_INT(id), DB_INT(hidden_mark(s))),
+                        "deleting a model", &changed, err);
     if (rc == 0 && changed == 0)
         rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
     if (rc < 0)
@@ -549,16 +559,21 @@ int store_model_delete(store_t *s, int64_t id, err_t *err)
     return 0;
 }
 
-int store_models_purge(store_t *s, int64_t *n, err_t *err)
+int store_models_purge(store_t *s, int64_t live_ms, int64_t *n, err_t *err)
 {
-    static const char sql[] = "SELECT id FROM models WHERE hidden = 1 ORDER BY id LIMIT 1";
+    static const char sql[] =
+        "SELECT id FROM models m WHERE hidden <> 0 AND NOT EXISTS (SELECT 1 FROM replicas r"
+        " WHERE r.id = m.hidden AND r.heartbeat_ms >= ?1) ORDER BY id LIMIT 1";
     if (n != NULL)
         *n = 0;
     db_conn_t *c = NULL;
     int rc = store__conn(s, &c, err);
     for (int64_t done = 0; rc == 0; ++done) {
         int64_t id = 0;
-        rc = store__get_row(c, sql, STORE_NO_ARGS, store__read_int, &id, NULL, 0, err);
+        rc = store__get_row(c, sql,
+                            STORE_ARGS(DB_INT(live_ms > 0 ? store__now_ms() - live_ms
+                                                          : INT64_MAX)),
+                            store__read_int, &id, NULL, 0, err);
         if (rc <= 0)
             break;      /* none left (DB_DONE), or a failure */
         if ((rc = model_purge(c, id, err)) == 0 && n != NULL)
@@ -567,15 +582,15 @@ int store_models_purge(store_t *s, int64_t *n, err_t *err)
     return rc;
 }
 
-/* Fork, first transaction: the copy's row (hidden), parameters, optimizer state and history
- * from one snapshot of the source. `*max_batch` is the source's last batch then. */
-static int fork_begin(db_conn_t *c, int64_t id, const char *name, int64_t *nid,
+/* Fork, first transaction: the copy's row (hidden with `mark`), parameters, optimizer state and
+ * history from one snapshot of the source. `*max_batch` is the source's last batch then. */
+static int fork_begin(db_conn_t *c, int64_t id, const char *name, int64_t mark, int64_t *nid,
                       int64_t *max_batch, err_t *err)
 {
     static const char sql_model[] =
         "INSERT INTO models(name, kind, spec_json, step, status, rows, validation_rows, loss,"
         " created_at, updated_at, hidden) SELECT ?2, kind, spec_json, step, 'idle', 0, 0, loss,"
-        " ?3, ?3, 1 FROM models WHERE id = ?1 AND hidden = 0 RETURNING id, step";
+        " ?3, ?3, ?4 FROM models WHERE id = ?1 AND hidden = 0 RETURNING id, step";
     static const char sql_params[] =
         "INSERT INTO parameters(model_id, data) SELECT ?2, data FROM parameters"
         " WHERE model_id = ?1";
@@ -597,7 +612,7 @@ static int fork_begin(db_conn_t *c, int64_t id, const char *name, int64_t *nid,
     char now[STORE_TIME_MAX];
     store_now(now);
     rc = store__get_row(c, sql_model, STORE_ARGS(DB_INT(id), DB_TEXT(stored_name(name)),
-                                                 DB_TEXT(now)),
+                                                 DB_TEXT(now), DB_INT(mark)),
                         read_int_pair, &fork, "model", id, err);
     if (rc == ERR_CONFLICT)
         rc = name_taken(name, err);
@@ -661,7 +676,7 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
     int64_t nid = 0, max_batch = 0, cursor = 0;
     int copied = 1;
     int rc = store__conn(s, &c, err);
-    if (rc < 0 || (rc = fork_begin(c, id, name, &nid, &max_batch, err)) < 0)
+    if (rc < 0 || (rc = fork_begin(c, id, name, hidden_mark(s), &nid, &max_batch, err)) < 0)
         return rc;
     while (rc == 0 && copied > 0) {
         step_pause();

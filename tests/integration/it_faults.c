@@ -1096,7 +1096,7 @@ START_TEST(half_fork_purged)
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM batches WHERE model_id = %lld",
              (long long)half);
     ck_assert_int_eq(db_exec_int(sql), 0);
-    ck_assert_int_eq(db_exec_int("SELECT COUNT(*) FROM models WHERE hidden = 1"), 0);
+    ck_assert_int_eq(db_exec_int("SELECT COUNT(*) FROM models WHERE hidden <> 0"), 0);
 
     /* kill -9 at moments along a fork. */
     unsigned seed = 7;
@@ -1108,7 +1108,7 @@ START_TEST(half_fork_purged)
         pthread_join(fc.thread, NULL);
         ck_assert_int_eq(it_start_again(&d), 0);
         check_integrity();
-        ck_assert_int_eq(db_exec_int("SELECT COUNT(*) FROM models WHERE hidden = 1"), 0);
+        ck_assert_int_eq(db_exec_int("SELECT COUNT(*) FROM models WHERE hidden <> 0"), 0);
         cJSON *list = it_call("GET", "/v1/models", NULL, 200);
         cJSON *m;
         cJSON_ArrayForEach(m, get(list, "models"))

@@ -17,7 +17,8 @@ static it_daemon_t d;
 
 static void setup(void)
 {
-    ck_assert_msg(it_start(&d, it_exe, NULL) == 0, "daemon did not start");
+    static const char *const extra[] = {"--job-lease", "3", NULL};   /* heartbeats every 1 s */
+    ck_assert_msg(it_start(&d, it_exe, extra) == 0, "daemon did not start");
 }
 
 static void teardown(void)
@@ -133,6 +134,48 @@ START_TEST(second_replica_shares_the_database)
 }
 END_TEST
 
+/* One integer from `sql` on the daemon's database. */
+static long long pg_int(const char *sql)
+{
+    PGconn *pg = PQconnectdb(d.db);
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
+    PGresult *res = PQexec(pg, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql,
+                  PQresultErrorMessage(res));
+    long long v = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(pg);
+    return v;
+}
+
+/* A fork or delete cut off by its replica's death leaves its model hidden under that replica's
+ * id: a live replica's heartbeat removes it once the dead one's row goes, and leaves alone what
+ * a live replica has hidden. */
+START_TEST(dead_replicas_half_work_purged)
+{
+    ck_assert_int_eq(it_create_model(model_spec), 1);
+    ck_assert_int_eq(it_create_model(model_spec), 2);
+    it_call_free("POST", "/v1/models/1/batches", batch, 201);
+    cJSON *h = it_call("GET", "/healthz", NULL, 200);
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE models SET hidden = %lld WHERE id = 2",
+             (long long)it_num(h, "replica"));
+    cJSON_Delete(h);
+    pg_sql(sql);
+    pg_sql("INSERT INTO replicas(id, address, version, started_at, heartbeat_at, heartbeat_ms)"
+           " VALUES (900, 'gone:1', '0', 'x', 'x', 1)");
+    pg_sql("UPDATE models SET hidden = 900 WHERE id = 1");
+    expect_error("GET", "/v1/models/1", NULL, 404, "not_found");
+    for (int waited = 0; pg_int("SELECT COUNT(*) FROM models WHERE id = 1") > 0; waited += 100) {
+        ck_assert_msg(waited < 10000, "the dead replica's hidden model is still there");
+        it_sleep_ms(100);
+    }
+    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM batches WHERE model_id = 1"), 0);
+    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM replicas WHERE id = 900"), 0);
+    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM models WHERE id = 2"), 1);
+}
+END_TEST
+
 START_TEST(schema_newer_than_binary_refuses)
 {
     ck_assert_int_eq(it_stop(&d), 0);
@@ -171,6 +214,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, outage_answers_503_then_recovers);
     tcase_add_test(tc, second_replica_shares_the_database);
+    tcase_add_test(tc, dead_replicas_half_work_purged);
     tcase_add_test(tc, schema_newer_than_binary_refuses);
     tcase_add_test(tc, backup_is_pg_dump);
     suite_add_tcase(s, tc);

@@ -398,7 +398,7 @@ START_TEST(test_batches)
     /* The model's rows go with it; a model left hidden (a crash in a delete) is purged. */
     ck_assert_int_eq(store_model_delete(s, id, &err), 0);
     int64_t purged = -1;
-    ck_assert_int_eq(store_models_purge(s, &purged, &err), 0);
+    ck_assert_int_eq(store_models_purge(s, 0, &purged, &err), 0);
     ck_assert_int_eq(purged, 0);
     ck_assert_int_eq(store_batch_stamp(s, id, &stamp, &err), 0);
     ck_assert_int_eq(stamp.batches, 0);
