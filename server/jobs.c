@@ -43,6 +43,7 @@ typedef struct job {
     atomic_int by_user;        /* the cancel came from DELETE /v1/jobs/{id} */
     atomic_int handed_over;    /* the run ended without ending the job (trainer_opts_t) */
     atomic_int finished;       /* the thread is done with everything but returning */
+    int slot_freed;            /* its slot went back when its end was committed */
     pthread_t thread;
     struct job *next;
 } job_t;
@@ -59,6 +60,7 @@ struct jobs {
     atomic_int stopping;
     int shared;                /* PostgreSQL: other replicas may take over this one's jobs */
     int dispatching;           /* the dispatcher thread was started */
+    int kicked;                /* mu: the dispatcher has something to look at */
     pthread_t dispatcher;
 };
 
@@ -103,6 +105,13 @@ static void slot_release(jobs_t *j)
 {
     pthread_mutex_lock(&j->mu);
     j->n_active--;
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void dispatcher_wake(jobs_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    j->kicked = 1;
     pthread_cond_signal(&j->wake);
     pthread_mutex_unlock(&j->mu);
 }
@@ -158,6 +167,16 @@ static int job_record_end(void *ctx, const train_result_t *res, err_t *err)
     int rc = job_finish(jb, status, result, error, err);
     free(result);
     return rc;
+}
+
+/* trainer_opts_t.end_committed: a client that sees the job's end may submit the next job at
+ * once, and must find the slot free. */
+static void job_end_committed(void *ctx)
+{
+    job_t *jb = ctx;
+    jb->slot_freed = 1;
+    slot_release(jb->owner);
+    dispatcher_wake(jb->owner);
 }
 
 /* trainer_opts_t.on_end: the run is over and has released the model. A run that succeeded
@@ -219,7 +238,8 @@ static void *job_main(void *arg)
     app_t *app = j->app;
     trainer_opts_t o = {.model_id = jb->model_id, .req = jb->req, .job_id = jb->id,
                         .cancel = &jb->cancel, .lock = TRAINER_LOCK_HELD, .set_status = 1,
-                        .record_end = job_record_end, .on_end = job_end, .end_ctx = jb,
+                        .record_end = job_record_end, .end_committed = job_end_committed,
+                        .on_end = job_end, .end_ctx = jb,
                         .resume = jb->resumed ? &jb->resume : NULL,
                         .handed_over = &jb->handed_over};
     train_result_t res;
@@ -227,7 +247,10 @@ static void *job_main(void *arg)
     trainer_run(app, &o, &res, &err);
     metrics_active_jobs_add(-1);
     store_thread_end(app->store);           /* this thread's connection: one per job otherwise */
-    slot_release(j);
+    if (!jb->slot_freed) {
+        slot_release(j);
+        dispatcher_wake(j);                 /* a queued job may take the slot */
+    }
     atomic_store(&jb->finished, 1);
     return NULL;
 }
@@ -363,6 +386,9 @@ static void cancels_apply(jobs_t *j)
     free(ids);
 }
 
+/* The dispatcher: with PostgreSQL it looks every JOBS_POLL_MS (other replicas queue jobs, die,
+ * and pass on cancels); with SQLite, where this process is the only one, when woken (a slot
+ * freed, a job queued). */
 static void *dispatch_main(void *arg)
 {
     jobs_t *j = arg;
@@ -374,8 +400,11 @@ static void *dispatch_main(void *arg)
         until.tv_sec += (time_t)(ns / 1000000000LL);
         until.tv_nsec = (long)(ns % 1000000000LL);
         pthread_mutex_lock(&j->mu);
-        if (!atomic_load(&j->stopping))
-            pthread_cond_timedwait(&j->wake, &j->mu, &until);
+        int timed_out = 0;
+        while (!j->kicked && !timed_out && !atomic_load(&j->stopping))
+            timed_out = (j->shared ? pthread_cond_timedwait(&j->wake, &j->mu, &until)
+                                   : pthread_cond_wait(&j->wake, &j->mu)) == ETIMEDOUT;
+        j->kicked = 0;
         pthread_mutex_unlock(&j->mu);
         if (atomic_load(&j->stopping) || atomic_load(&app->replica_id) == 0)
             continue;
@@ -416,7 +445,9 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
     /* With a free slot here the job is claimed at once (the oldest claimable job, which is
      * this one unless older ones wait); without, it waits in the queue, which --max-queue
      * bounds. */
-    int have_slot = slot_reserve(j);
+    /* Until this process has its replica id (the moment after it starts listening) it
+     * cannot claim: the job waits for the dispatcher. */
+    int have_slot = atomic_load(&j->app->replica_id) > 0 && slot_reserve(j);
     store_t *st = j->app->store;
     store_job_t claimed = {0};
     /* Queued and claimed in one transaction: no other replica's dispatcher can take the job
@@ -443,6 +474,8 @@ int jobs_submit(jobs_t *j, int64_t model_id, const train_req_t *req, const char 
     if (have_slot && (rc = job_start(j, &claimed, err)) < 0)
         log_msg(LOG_LEVEL_WARN, "job %" PRId64 ": %s", claimed.id, err->msg);
     store_job_clear(&claimed);
+    if (!have_slot)
+        dispatcher_wake(j);
     return 0;
 }
 
@@ -514,6 +547,7 @@ int jobs_new(app_t *app, jobs_t **out, err_t *err)
         return err_set(err, ERR_NOMEM, "out of memory for the job pool");
     j->app = app;
     j->shared = strcmp(store_dialect(app->store), "sqlite") != 0;
+    j->kicked = 1;             /* at start: jobs queued before this process */
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->sync_done, NULL);
     pthread_condattr_t ca;
@@ -531,9 +565,6 @@ int jobs_start(jobs_t *j, err_t *err)
     if (prc != 0)
         return err_set(err, ERR_NOMEM, "cannot start the job dispatcher: %s", strerror(prc));
     j->dispatching = 1;
-    pthread_mutex_lock(&j->mu);
-    pthread_cond_signal(&j->wake);      /* jobs may be waiting already */
-    pthread_mutex_unlock(&j->mu);
     return 0;
 }
 
@@ -541,10 +572,8 @@ void jobs_shutdown(jobs_t *j)
 {
     if (j == NULL)
         return;
-    pthread_mutex_lock(&j->mu);
     atomic_store(&j->stopping, 1);
-    pthread_cond_signal(&j->wake);
-    pthread_mutex_unlock(&j->mu);
+    dispatcher_wake(j);
     if (j->dispatching) {
         pthread_join(j->dispatcher, NULL);   /* no claims after this */
         j->dispatching = 0;

@@ -364,8 +364,9 @@ int store_model_fork(store_t *s, int64_t id, const char *name, int64_t *new_id, 
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
-/* At start-up: every job still queued or running belonged to a process that died; mark them
- * failed with error "interrupted", and expire every model lease (store_lease_take). `*n` (may be NULL) is how many were marked. */
+/* At start-up (SQLite, the database's only user): every job still running belonged to a process
+ * that died; mark them failed with error "interrupted" (queued ones stay queued), and expire
+ * every model lease (store_lease_take). `*n` (may be NULL) is how many were marked. */
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err);
 
 /* A row of `jobs`. `request_json`, `result_json` and `error` are new (NULL when absent):

@@ -14,9 +14,10 @@
 
 int store_jobs_mark_interrupted(store_t *s, int64_t *n, err_t *err)
 {
+    /* Queued jobs never started: they stay queued, and run once this process claims them. */
     static const char sql_jobs[] =
         "UPDATE jobs SET status = 'failed', error = 'interrupted', updated_at = ?1"
-        " WHERE status IN ('queued', 'running')";
+        " WHERE status = 'running'";
     /* A model left 'training' by a process that died is idle now: nothing runs on it. */
     static const char sql_models[] =
         "UPDATE models SET status = 'idle' WHERE status = 'training'";
@@ -283,13 +284,15 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
                     err_t *err)
 {
     /* The oldest job that is queued, or running on a replica whose heartbeat stopped (its
-     * process died: the job resumes here). Not one whose model a live run of another replica
+     * process died: the job resumes here) -- never one of this replica's own, which run here
+     * whatever its heartbeat says. Not one whose model a live run of another replica
      * holds: the claim would only fail its lease. The write transaction makes the claim atomic cluster-wide. */
     static const char sql[] =
         "UPDATE jobs SET status = 'running', replica_id = ?1, updated_at = ?4"
         " WHERE id = (SELECT j.id FROM jobs j"
-        "   WHERE (j.status = 'queued' OR (j.status = 'running' AND NOT EXISTS"
-        "     (SELECT 1 FROM replicas r WHERE r.id = j.replica_id AND r.heartbeat_ms >= ?2)))"
+        "   WHERE (j.status = 'queued' OR (j.status = 'running' AND j.replica_id <> ?1"
+        "     AND NOT EXISTS (SELECT 1 FROM replicas r"
+        "       WHERE r.id = j.replica_id AND r.heartbeat_ms >= ?2)))"
         "   AND NOT EXISTS (SELECT 1 FROM model_leases l"
         "     WHERE l.model_id = j.model_id AND l.expires_ms >= ?3 AND l.replica_id <> ?1)"
         "   ORDER BY j.id LIMIT 1)"

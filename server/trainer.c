@@ -155,8 +155,11 @@ static int commit(run_t *r, int64_t step, const double *loss, double progress_lo
         return rc;
     }
     registry_committed(r->app->registry, o->model_id);
-    if (end != NULL)
+    if (end != NULL) {
         lock_release(r);   /* the end is visible: the model must be writable at once */
+        if (o->end_committed != NULL)
+            o->end_committed(o->end_ctx);
+    }
     r->n_rows = 0;
     r->uncommitted = 0;
     r->last_ns = now_ns();

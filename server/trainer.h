@@ -60,6 +60,8 @@ typedef struct trainer_opts {
      * the steps, not that commit): a job records its end there, so no crash can separate the
      * final state from it. A failure rolls the commit back. May be NULL. */
     int (*record_end)(void *ctx, const train_result_t *res, err_t *err);
+    void (*end_committed)(void *ctx);  /* right after the final commit: the end is visible
+                                        * (a job frees its slot then); may be NULL */
     trainer_end_fn on_end;         /* may be NULL: e.g. a failed job records its end here */
     void *end_ctx;                 /* for record_end and on_end */
     const trainer_resume_t *resume;  /* NULL: the call starts at the model's step */

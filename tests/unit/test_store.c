@@ -540,13 +540,20 @@ START_TEST(test_jobs)
     ck_assert_int_eq(rows[0].id, j2);
     store_job_list_free(rows, n);
 
-    int64_t marked = 0;
+    int64_t marked = 0, r = 0;
+    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r, &err), 0);
+    ck_assert_int_eq(store_job_claim(s, r, 60000, &j, &err), 0);   /* j2 runs, j3 waits */
+    ck_assert_int_eq(j.id, j2);
+    store_job_clear(&j);
     ck_assert_int_eq(store_model_set_status(s, b, "training", &err), 0);
     ck_assert_int_eq(store_jobs_mark_interrupted(s, &marked, &err), 0);
-    ck_assert_int_eq(marked, 2);
+    ck_assert_int_eq(marked, 1);
     ck_assert_int_eq(store_job_get(s, j2, &j, &err), 0);
     ck_assert_str_eq(j.status, "failed");
     ck_assert_str_eq(j.error, "interrupted");
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_get(s, j3, &j, &err), 0);
+    ck_assert_str_eq(j.status, "queued");                        /* never started: it waits */
     store_job_clear(&j);
     store_model_t m;
     ck_assert_int_eq(store_model_get(s, b, &m, &err), 0);
