@@ -17,7 +17,10 @@
  * commit), and a reader reloads the parameters of its copy when the generation it saw before
  * reading the store differs from the one the copy was loaded at. A commit racing with a reload
  * can only make the next read reload once more, never serve older parameters than the last
- * committed ones.
+ * committed ones. Other replicas' commits bump no counter here: with a database shared by
+ * replicas (PostgreSQL), a reader also compares the copy's version with the model's version in
+ * the database (one indexed lookup) and reloads when they differ, so a write acknowledged by any
+ * replica is seen by the next read on every replica.
  *
  * Lock order for callers: take the write lock before borrowing the read copy, never the other
  * way round.
@@ -39,6 +42,7 @@
 typedef struct copy {
     model_t *model;
     uint64_t gen;              /* generation its parameters were loaded at */
+    int64_t version;           /* the model's version in the database then */
     int pooled;                /* counted in the entry's n_copies: goes back to the pool */
     struct copy *next;         /* the entry's idle list */
 } copy_t;
@@ -59,6 +63,7 @@ typedef struct entry {
 
 struct registry {
     store_t *store;
+    int shared;                /* other replicas write the database too (PostgreSQL) */
     pool_t *pool;              /* borrowed: lent to every model built here */
     pthread_mutex_t mu;        /* everything above */
     entry_t *bucket[REGISTRY_BUCKETS];
@@ -146,6 +151,7 @@ int registry_new(store_t *store, pool_t *pool, registry_t **out, err_t *err)
     if (r == NULL)
         return err_set(err, ERR_NOMEM, "out of memory");
     r->store = store;
+    r->shared = strcmp(store_dialect(store), "sqlite") != 0;
     r->pool = pool;
     pthread_mutex_init(&r->mu, NULL);
     *out = r;
@@ -226,6 +232,7 @@ static int copy_load(registry_t *r, int64_t id, copy_t *c, err_t *err)
         return rc;
     }
     rc = params_apply(c->model, id, &state, err);
+    c->version = state.version;
     store_state_clear(&state);
     return rc;
 }
@@ -265,7 +272,14 @@ int registry_read_begin(registry_t *r, int64_t id, model_t **out, err_t *err)
         else
             c->pooled = pooled > 0;
     }
-    if (rc == 0 && (c->model == NULL || c->gen != gen)) {
+    /* Another replica's commit moved the model's version in the database past the copy's. */
+    int stale = 0;
+    if (rc == 0 && r->shared && c->model != NULL) {
+        int64_t version = 0;
+        rc = store_model_version(r->store, id, &version, err);
+        stale = rc == 0 && version != c->version;
+    }
+    if (rc == 0 && (c->model == NULL || c->gen != gen || stale)) {
         rc = copy_load(r, id, c, err);
         if (rc == 0)
             c->gen = gen;

@@ -112,20 +112,40 @@ START_TEST(outage_answers_503_then_recovers)
 }
 END_TEST
 
+/* The outputs of model 1 for `body`, as text. New string. */
+static char *predict_text(const char *body)
+{
+    cJSON *p = it_call("POST", "/v1/models/1/predict", body, 200);
+    char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(p, "outputs"));
+    cJSON_Delete(p);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
 /* Replicas: a second daemon on the same database serves it too, and each sees the other's
- * writes at once. */
+ * writes at once, its read cache included. */
 START_TEST(second_replica_shares_the_database)
 {
     ck_assert_int_eq(it_create_model(model_spec), 1);
     it_call_free("POST", "/v1/models/1/batches", batch, 201);
+    static const char x[] = "{\"x\":[[1,2],[-3,4]]}";
+    char *before = predict_text(x);             /* this replica caches the model now */
     it_daemon_t d2;
     it_opts_t o = {.db = d.db};
     ck_assert_msg(it_start_opts(&d2, it_exe, &o) == 0, "the second replica did not start");
     it_call_free("POST", "/v1/models/1/train", "{\"steps\":3}", 200);
+    char *there = predict_text(x);
     it_use(&d);
     cJSON *m = it_call("GET", "/v1/models/1", NULL, 200);
     ck_assert_int_eq((int)it_num(m, "step"), 3);
     cJSON_Delete(m);
+    /* Its cached copy is checked against the database: the other replica's training shows. */
+    char *here = predict_text(x);
+    ck_assert_str_eq(here, there);
+    ck_assert_str_ne(here, before);
+    free(before);
+    free(there);
+    free(here);
     cJSON *c = it_call("GET", "/v1/cluster", NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(c, "replicas")), 2);
     cJSON_Delete(c);
