@@ -398,6 +398,11 @@ void it_use(const it_daemon_t *d)
     snprintf(it_base, sizeof it_base, "http://127.0.0.1:%d", d->port);
 }
 
+void it_set_base_url(const char *url)
+{
+    snprintf(it_base, sizeof it_base, "%s", url);
+}
+
 void it_resp_free(it_resp_t *r)
 {
     if (r == NULL)
@@ -607,16 +612,25 @@ void it_finish(it_daemon_t *d)
 
 long it_post_thread(const char *path, const char *body, char **answer)
 {
+    return it_http_thread(it_base, "POST", path, body, answer);
+}
+
+long it_http_thread(const char *base, const char *method, const char *path, const char *body,
+                    char **answer)
+{
     *answer = NULL;
     CURL *c = curl_easy_init();
     if (c == NULL)
         return 0;
     char url[4096];
-    snprintf(url, sizeof url, "%s%s", it_base, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    snprintf(url, sizeof url, "%s%s", base, path);
+    struct curl_slist *h =
+        body != NULL ? curl_slist_append(NULL, "Content-Type: application/json") : NULL;
     grow_t got = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

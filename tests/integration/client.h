@@ -158,6 +158,11 @@ const char *it_base_url(void);
 /* Send the calls that follow to daemon `d` (the last one started gets them until then). */
 void it_use(const it_daemon_t *d);
 
+/* Make `url` (e.g. "http://127.0.0.1:41234", without a trailing slash) the target of
+ * it_request() and the calls built on it: for daemons this process did not start, such as the
+ * replicas and the load balancer of tests/pg/with_cluster.sh. The next it_start() replaces it. */
+void it_set_base_url(const char *url);
+
 /* The body of a GET of `path` that must answer 200, as text (new: free()). Fails the running
  * Check test otherwise. */
 char *it_get_text(const char *path);
@@ -191,6 +196,12 @@ void it_finish(it_daemon_t *d);
 /* POST `body` (JSON) to `path` of the current daemon from any thread, on a connection of its
  * own; `*answer` is the body (new: free()). Returns the status, 0 on a transport error. */
 long it_post_thread(const char *path, const char *body, char **answer);
+
+/* `method` `path` at `base` (a base URL as it_set_base_url takes) with `body` (JSON, or NULL for
+ * none), from any thread, on a connection of its own; `*answer` is the body (new: free()).
+ * Returns the status, 0 on a transport error. */
+long it_http_thread(const char *base, const char *method, const char *path, const char *body,
+                    char **answer);
 
 /* POST `req` (an async train request) to model `model_id` of the current daemon, which must
  * answer 202: the new job's id. */
