@@ -29,7 +29,8 @@ static const embedded_file_t *embedded_find(const char *path)
  * between every request answers from the last result without taking a lock. When the result
  * is a second old, the first request to notice refreshes it and the others keep answering the
  * previous result meanwhile, so a slow probe (an fsync on a busy disk) stalls one request, not
- * every server thread. The 200 body never changes: it is printed once and sent without a copy.
+ * every server thread. The 200 body is printed once and sent without a copy, for as long as the
+ * replica keeps the id it shows.
  */
 #define HEALTH_TTL_NS 1000000000LL
 
@@ -42,6 +43,7 @@ static struct {
     err_t err;                           /* why not ok (mu) */
     char *ok_body;                       /* {"status":"ok",...}; kept for the process's life */
     _Atomic size_t ok_len;               /* 0 until ok_body is set */
+    _Atomic int64_t ok_replica;          /* the replica id ok_body shows */
 } health = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static int64_t health_now_ns(void)
@@ -63,13 +65,13 @@ static void health_probe(app_t *app)
     pthread_mutex_unlock(&health.mu);
 }
 
-static cJSON *health_body(const app_t *app, int ok, const char *msg)
+static cJSON *health_body(const app_t *app, int64_t replica_id, int ok, const char *msg)
 {
     cJSON *body = cJSON_CreateObject();
     if (body == NULL || cJSON_AddStringToObject(body, "status", ok ? "ok" : "unavailable") == NULL ||
         cJSON_AddStringToObject(body, "version", app->version) == NULL ||
         cJSON_AddStringToObject(body, "db", ok ? "ok" : "error") == NULL ||
-        cJSON_AddNumberToObject(body, "replica", (double)atomic_load(&app->replica_id)) == NULL ||
+        cJSON_AddNumberToObject(body, "replica", (double)replica_id) == NULL ||
         (!ok && cJSON_AddStringToObject(body, "message", msg) == NULL)) {
         cJSON_Delete(body);
         return NULL;
@@ -93,9 +95,11 @@ static int meta_healthz(http_req_t *req, err_t *err)
             pthread_mutex_lock(&health.mu);
             /* Not before the replica is registered: the body would keep replica 0. */
             if (health.ok_body == NULL && atomic_load(&app->replica_id) > 0) {
-                cJSON *body = health_body(app, 1, NULL);
+                int64_t replica_id = atomic_load(&app->replica_id);
+                cJSON *body = health_body(app, replica_id, 1, NULL);
                 health.ok_body = body != NULL ? cJSON_PrintUnformatted(body) : NULL;
                 cJSON_Delete(body);
+                atomic_store(&health.ok_replica, replica_id);
                 if (health.ok_body != NULL)
                     atomic_store(&health.ok_len, strlen(health.ok_body));
             }
@@ -104,8 +108,11 @@ static int meta_healthz(http_req_t *req, err_t *err)
             if (len == 0 && atomic_load(&app->replica_id) > 0)
                 return err_set(err, ERR_NOMEM, "out of memory");
         }
-        if (len == 0) {
-            cJSON *body = health_body(app, 1, NULL);
+        /* A replica taken for dead registers again under a new id (replica.h): from then on the
+         * printed body, which answers may still be sending, is out of date. */
+        int64_t replica_id = atomic_load(&app->replica_id);
+        if (len == 0 || atomic_load(&health.ok_replica) != replica_id) {
+            cJSON *body = health_body(app, replica_id, 1, NULL);
             if (body == NULL)
                 return err_set(err, ERR_NOMEM, "out of memory");
             return http_reply_json(req, 200, body);
@@ -117,7 +124,7 @@ static int meta_healthz(http_req_t *req, err_t *err)
     pthread_mutex_lock(&health.mu);
     snprintf(msg, sizeof msg, "%s", health.err.msg);
     pthread_mutex_unlock(&health.mu);
-    cJSON *body = health_body(app, 0, msg);
+    cJSON *body = health_body(app, atomic_load(&app->replica_id), 0, msg);
     if (body == NULL)
         return err_set(err, ERR_NOMEM, "out of memory");
     return http_reply_json(req, 503, body);
