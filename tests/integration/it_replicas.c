@@ -20,8 +20,10 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,10 +46,22 @@ typedef struct target {
 static target_t targets[N_TARGETS];
 static const char *cluster_dir;  /* NEUROND_CLUSTER_DIR: replica-I.pid */
 static const char *start_cmd;    /* NEUROND_REPLICA_START */
+static const char *replica_db;   /* NEUROND_REPLICA_DB: the postgresql:// they share */
 
 static cJSON *get(const cJSON *o, const char *key)
 {
     return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+/* A measurement for the log, printed at once: a failing test's process ends without flushing. */
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
 }
 
 /* ---- the cluster ----------------------------------------------------------------------------- */
@@ -104,12 +118,18 @@ static void replica_revive(int r)
     ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
 }
 
-/* The target index of the replica with id `id`, or -1. */
+/* The target index of the replica with id `id`, or -1. A replica taken for dead (its heartbeat
+ * stopped longer than the lease: paused, or cut off from the database) registers again under a
+ * new id, so an unknown id first refreshes what the replicas' /healthz say. */
 static int replica_of(int64_t id)
 {
-    for (int r = 0; r < N_REPLICAS; ++r)
-        if (targets[r].replica_id == id)
-            return r;
+    for (int pass = 0; pass < 2; ++pass) {
+        for (int r = 0; r < N_REPLICAS; ++r)
+            if (targets[r].replica_id == id)
+                return r;
+        for (int r = 0; pass == 0 && r < N_REPLICAS; ++r)
+            healthz(r, &targets[r].replica_id);
+    }
     return -1;
 }
 
@@ -242,10 +262,11 @@ static void expect_same_history(int t, int64_t a, int64_t b)
     cJSON *ra = history_all(t, a), *rb = history_all(t, b);
     ck_assert_int_eq(cJSON_GetArraySize(ra), cJSON_GetArraySize(rb));
     static const char *const keys[] = {"step", "loss", "grad_norm", "learning_rate"};
-    for (int i = 0; i < cJSON_GetArraySize(ra); ++i)
+    int i = 0;   /* walked side by side: cJSON_GetArrayItem(i) would walk from the start each time */
+    for (const cJSON *row_a = ra->child, *row_b = rb->child; row_a != NULL && row_b != NULL;
+         row_a = row_a->next, row_b = row_b->next, ++i)
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; ++k) {
-            double x = it_num(cJSON_GetArrayItem(ra, i), keys[k]);
-            double y = it_num(cJSON_GetArrayItem(rb, i), keys[k]);
+            double x = it_num(row_a, keys[k]), y = it_num(row_b, keys[k]);
             ck_assert_msg(memcmp(&x, &y, sizeof x) == 0, "history row %d: %s %.17g vs %.17g", i,
                           keys[k], x, y);
         }
@@ -318,27 +339,32 @@ static int64_t fork_on(int t, int64_t id)
     return copy;
 }
 
-/* Updates per second of mini-batch training of model `id` on this machine now: a synchronous
- * run of at least a quarter of a second on a fork of it (then deleted), so that the jobs below
- * last about as long as the tests need, however fast or loaded the machine. */
+/* Updates per second of mini-batch training of model `id` on this machine now, so that the jobs
+ * below last about as long as the tests need, however fast or loaded the machine: synchronous
+ * runs on a fork of it (then deleted), each four times longer than the last, until one lasts a
+ * quarter of a second; the rate is that of the steps the last run added to the one before, so
+ * what a run costs whatever its length (loading the rows, the commits) does not count. */
 static double steps_per_second(int t, int64_t id)
 {
     int64_t scratch = fork_on(t, id);
-    double steps = 500, ms = 0;
+    double steps = 250, ms = 0, prev_steps = 0, prev_ms = 0;
     for (;; steps *= 4) {
         char body[128];
         snprintf(body, sizeof body,
                  "{\"steps\":%.0f,\"batch_size\":32,\"seed\":1,\"history_every\":1}", steps);
+        prev_ms = ms;
         cJSON *r = model_post_on(t, scratch, "train", body, 200);
         ms = it_num(r, "elapsed_ms");
         cJSON_Delete(r);
-        if (ms >= 250.0 || steps > 1e7)
+        if ((ms >= 250.0 && prev_steps > 0) || steps > 1e7)
             break;
+        prev_steps = steps;
     }
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)scratch);
     call_free_on(t, "DELETE", path, NULL, 204);
-    return steps / (ms > 1.0 ? ms : 1.0) * 1000.0;
+    double extra_ms = ms - prev_ms;
+    return (steps - prev_steps) / (extra_ms > 1.0 ? extra_ms : 1.0) * 1000.0;
 }
 
 /* The train request of a shuffled mini-batch job lasting about `seconds` at `rate`. */
@@ -408,15 +434,21 @@ static int job_wait_running(int t, int64_t job)
     int64_t end = it_now_ms() + 20000;
     for (;;) {
         cJSON *j = job_on(t, job);
+        char *text = cJSON_PrintUnformatted(j);
         ck_assert_msg(!job_ended(j), "job %lld ended before it could be watched: %s",
-                      (long long)job, it_str(j, "status"));
+                      (long long)job, text);
         const cJSON *replica = get(j, "replica");
         int runner = cJSON_IsNumber(replica) ? replica_of((int64_t)replica->valuedouble) : -1;
         int64_t step = job_step(j);
         cJSON_Delete(j);
-        if (runner >= 0 && step > 0)
+        if (runner >= 0 && step > 0) {
+            free(text);
             return runner;
-        ck_assert_msg(it_now_ms() < end, "job %lld did not start on a replica", (long long)job);
+        }
+        ck_assert_msg(it_now_ms() < end, "job %lld did not start on a replica (of ids %lld, "
+                      "%lld, %lld): %s", (long long)job, (long long)targets[0].replica_id,
+                      (long long)targets[1].replica_id, (long long)targets[2].replica_id, text);
+        free(text);
         it_sleep_ms(20);
     }
 }
@@ -430,7 +462,7 @@ static void expect_same_outcome(int t, int64_t a, int64_t ma, int64_t b, int64_t
     expect_succeeded(jb, "the reference job");
     cJSON *ra = get(ja, "result"), *rb = get(jb, "result");
     ck_assert_msg(cJSON_IsObject(ra) && cJSON_IsObject(rb), "a job has no result");
-    printf("  %lld steps: %.0f ms in the job, %.0f ms uninterrupted\n",
+    note("  %lld steps: %.0f ms in the job, %.0f ms uninterrupted\n",
            (long long)it_num(ra, "steps_run"), it_num(ra, "elapsed_ms"), it_num(rb, "elapsed_ms"));
     for (cJSON *r = ra; r != NULL; r = r == ra ? rb : NULL) {
         cJSON_DeleteItemFromObjectCaseSensitive(r, "elapsed_ms");
@@ -545,18 +577,20 @@ START_TEST(writes_conflict_while_another_replica_trains)
              (long long)it_num(cJSON_GetArrayItem(get(batches, "batches"), 0), "batch_id"));
     cJSON_Delete(batches);
     free(listing);
-    /* A synchronous run on A of about four seconds. */
+    /* A synchronous run on A of about three seconds. */
     double rate = steps_per_second(a, id);
-    int64_t steps = (int64_t)(rate * 4.0) + 1;
+    int64_t steps = (int64_t)(rate * 3.0) + 1;
     static sync_train_t run;
     memset(&run, 0, sizeof run);
     run.url = targets[a].url;
     snprintf(run.path, sizeof run.path, "/v1/models/%lld/train", (long long)id);
-    snprintf(run.body, sizeof run.body, "{\"steps\":%" PRId64 ",\"history_every\":10}", steps);
+    snprintf(run.body, sizeof run.body,
+             "{\"steps\":%" PRId64 ",\"batch_size\":32,\"seed\":1,\"history_every\":10}",
+             steps);
     ck_assert_int_eq(pthread_create(&run.thread, NULL, sync_train_main, &run), 0);
     int64_t end = it_now_ms() + 10000;
-    while (!model_training_on(b, id)) {
-        ck_assert_msg(it_now_ms() < end, "B never saw the model training");
+    while (!model_training_on(a, id)) {
+        ck_assert_msg(it_now_ms() < end, "the run on A did not start");
         it_sleep_ms(20);
     }
     /* Every write, through B, C and the balancer: 409 conflict. */
@@ -587,7 +621,7 @@ START_TEST(writes_conflict_while_another_replica_trains)
         expect_error_on(t, "DELETE", batch_path, NULL, 409, "conflict");
         expect_error_on(t, "DELETE", model_path, NULL, 409, "conflict");
     }
-    ck_assert_msg(model_training_on(b, id), "the run on A ended before every write was tried: "
+    ck_assert_msg(model_training_on(a, id), "the run on A ended before every write was tried: "
                   "the checks above prove nothing");
     pthread_join(run.thread, NULL);
     ck_assert_msg(run.status == 200, "train on A: %ld %s", run.status, run.answer);
@@ -714,7 +748,7 @@ START_TEST(sixteen_clients_no_5xx)
         pthread_join(clients[i].thread, NULL);
         requests += clients[i].requests;
     }
-    printf("sixteen_clients: %d requests in %lld ms\n", requests,
+    note("sixteen_clients: %d requests in %lld ms\n", requests,
            (long long)(it_now_ms() - start));
     for (int i = 0; i < CLIENTS; ++i)
         ck_assert_msg(clients[i].failures == 0, "client %d: %d failure(s), the first: %s", i,
@@ -730,6 +764,70 @@ START_TEST(sixteen_clients_no_5xx)
             free(text);
             expect_history_complete(t, clients[i].models[k], clients[i].steps[k]);
         }
+}
+END_TEST
+
+/* ---- a replica taken for dead ----------------------------------------------------------------- */
+
+/* The one number `sql` (a count) answers, from the replicas' database itself. */
+static int64_t db_count(const char *sql)
+{
+    PGconn *pg = PQconnectdb(replica_db);
+    PGresult *res = PQstatus(pg) == CONNECTION_OK ? PQexec(pg, sql) : NULL;
+    int ok = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    int64_t n = ok ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
+    PQclear(res);
+    PQfinish(pg);
+    ck_assert_msg(ok, "%s: %s", sql, msg);
+    return n;
+}
+
+/* The id GET /v1/cluster on target `t` shows for replica `r` (found by its address), or -1 when
+ * it is not in the view. */
+static int64_t cluster_id_of(int t, int r)
+{
+    const char *address = targets[r].url + strlen("http://");
+    cJSON *c = call_on(t, "GET", "/v1/cluster", NULL, 200);
+    int64_t id = -1;
+    cJSON *row = NULL;
+    cJSON_ArrayForEach(row, get(c, "replicas"))
+        if (strcmp(it_str(row, "address"), address) == 0)
+            id = (int64_t)it_num(row, "id");
+    cJSON_Delete(c);
+    return id;
+}
+
+START_TEST(replica_taken_for_dead_comes_back_under_a_new_id)
+{
+    const int r = 2, other = 0;
+    int64_t old = targets[r].replica_id;
+    ck_assert_int_eq(cluster_id_of(other, r), old);
+    pid_t pid = replica_pid(r);
+    ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+    /* Its heartbeat stops: once older than the lease it leaves the view, and the next heartbeat
+     * of another replica deletes its row. */
+    int64_t paused = it_now_ms();
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM replicas WHERE id = %lld", (long long)old);
+    while (cluster_id_of(other, r) != -1 || db_count(sql) != 0) {
+        ck_assert_msg(it_now_ms() - paused < 4 * LEASE_MS, "the paused replica stays registered");
+        it_sleep_ms(100);
+    }
+    ck_assert_int_eq(kill(pid, SIGCONT), 0);
+    /* Awake, it registers again at its next heartbeat, under a new id that every answer shows:
+     * the view, and its own /healthz. */
+    int64_t woke = it_now_ms(), now_id;
+    while ((now_id = cluster_id_of(other, r)) == -1) {
+        ck_assert_msg(it_now_ms() - woke < 2 * LEASE_MS, "the replica did not register again");
+        it_sleep_ms(100);
+    }
+    ck_assert_int_ne(now_id, old);
+    int64_t health_id = 0;
+    ck_assert_int_eq(healthz(r, &health_id), 200);
+    ck_assert_int_eq(health_id, now_id);
+    ck_assert_int_eq(cluster_id_of(r, r), now_id);
 }
 END_TEST
 
@@ -805,7 +903,7 @@ START_TEST(postgresql_restart_under_a_job)
     int64_t down = it_now_ms();
     it_sleep_ms(2500);           /* long enough for every /healthz to notice (1 s) */
     pg_server("NEUROND_TEST_PG_START");
-    printf("postgresql_restart: the server was down %lld ms (job on replica %d)\n",
+    note("postgresql_restart: the server was down %lld ms (job on replica %d)\n",
            (long long)(it_now_ms() - down), runner + 1);
     /* Every replica healthy again by itself: same processes, /healthz 200. */
     for (int r = 0; r < N_REPLICAS; ++r) {
@@ -816,7 +914,7 @@ START_TEST(postgresql_restart_under_a_job)
     cJSON *j = job_wait_end(BALANCER, job, 60000);
     atomic_store(&p.stop, 1);
     pthread_join(p.thread, NULL);
-    printf("postgresql_restart: %d answers while polling, %d of them 503\n", p.answers,
+    note("postgresql_restart: %d answers while polling, %d of them 503\n", p.answers,
            p.unavailable);
     ck_assert_msg(p.bad == 0, "%d answers neither success nor 503 unavailable, the first: %s",
                   p.bad, p.first_bad);
@@ -859,6 +957,8 @@ static int64_t signal_runner_until_moved(const watched_t *w, int sig, int64_t *a
     int64_t sent = it_now_ms();
     cJSON *j = job_on(w->other, w->job);
     *at_signal = job_step(j);
+    ck_assert_msg(!job_ended(j), "the job ended before signal %d reached its replica: the test "
+                  "would prove nothing", sig);
     cJSON_Delete(j);
     for (;;) {
         j = job_on(w->other, w->job);
@@ -879,7 +979,7 @@ START_TEST(kill9_job_resumes_on_another_replica)
     watched_start(&w, 4, 5.0);
     int64_t at_kill = 0;
     int64_t failover = signal_runner_until_moved(&w, SIGKILL, &at_kill);
-    printf("kill9: replica %d killed at step %lld; the job moved again %lld ms later "
+    note("kill9: replica %d killed at step %lld; the job moved again %lld ms later "
            "(lease %d ms)\n", w.runner + 1, (long long)at_kill, (long long)failover, LEASE_MS);
     ck_assert_msg(failover <= LEASE_MS + 2000, "failover took %lld ms", (long long)failover);
     /* The reference runs while the job finishes: it cannot be on the dead replica. */
@@ -900,7 +1000,7 @@ START_TEST(paused_replica_is_fenced)
     /* Another replica takes the job over, then the paused one wakes up mid-run. */
     int64_t at_pause = 0;
     int64_t taken = signal_runner_until_moved(&w, SIGSTOP, &at_pause);
-    printf("sigstop: replica %d paused at step %lld, the job moved on elsewhere after %lld ms\n",
+    note("sigstop: replica %d paused at step %lld, the job moved on elsewhere after %lld ms\n",
            w.runner + 1, (long long)at_pause, (long long)taken);
     ck_assert_int_eq(kill(replica_pid(w.runner), SIGCONT), 0);
     int64_t again = submit_on(w.other, w.reference, w.request);
@@ -928,7 +1028,7 @@ START_TEST(cancel_through_another_replica)
         it_sleep_ms(10);
     }
     int64_t took = it_now_ms() - asked;
-    printf("cancel: job on replica %d cancelled through replica %d in %lld ms\n", w.runner + 1,
+    note("cancel: job on replica %d cancelled through replica %d in %lld ms\n", w.runner + 1,
            w.other + 1, (long long)took);
     ck_assert_str_eq(it_str(j, "status"), "cancelled");
     ck_assert_msg(took <= 1000, "cancelling took %lld ms", (long long)took);
@@ -994,7 +1094,9 @@ static int cluster_from_env(void)
     const char *urls = getenv("NEUROND_REPLICA_URLS");
     cluster_dir = getenv("NEUROND_CLUSTER_DIR");
     start_cmd = getenv("NEUROND_REPLICA_START");
-    if (front == NULL || urls == NULL || cluster_dir == NULL || start_cmd == NULL)
+    replica_db = getenv("NEUROND_REPLICA_DB");
+    if (front == NULL || urls == NULL || cluster_dir == NULL || start_cmd == NULL ||
+        replica_db == NULL)
         return -1;
     snprintf(targets[BALANCER].url, sizeof targets[BALANCER].url, "%s", front);
     int n = 0;
@@ -1023,6 +1125,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, read_your_writes);
     tcase_add_test(tc, writes_conflict_while_another_replica_trains);
     tcase_add_test(tc, sixteen_clients_no_5xx);
+    tcase_add_test(tc, replica_taken_for_dead_comes_back_under_a_new_id);
     tcase_add_test(tc, postgresql_restart_under_a_job);
     suite_add_tcase(s, tc);
     /* Failover: replicas killed and paused; a ctest test of its own (tests/CMakeLists.txt). */
