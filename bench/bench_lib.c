@@ -54,6 +54,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 
+#include "blas.h"
 #include "codec.h"
 #include "model.h"
 #include "optim.h"
@@ -517,6 +518,8 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
         openblas_set_num_threads(bt->threads);
     workload_load(&bt->w, wpath);
     bt->m = workload_model(&bt->w, NULL);
+    /* As neurond: its compute threads share the large products; OpenBLAS runs one thread. */
+    tensor_gemm_set_pool(bench_pool);
     load_data(&bt->w, dir, bt->m, &bt->data);
     err_t err = {0};
     bt->o = NULL;
@@ -1123,6 +1126,11 @@ static int cmd_selftest(const char *self)
 
 int main(int argc, char **argv)
 {
+    /* The kernel neurond runs on this CPU (blas.h), for the library's figures and the
+     * ceilings alike. */
+    if (blas_kernel_fit(argv) < 0)
+        fprintf(stderr, "bench_lib: re-executing with %s=%s failed: %s\n", BLAS_CORETYPE_ENV,
+                blas_kernel_for_cpu(), strerror(errno));
     if (argc >= 4 && strcmp(argv[1], "gen") == 0)
         return cmd_gen(argv[2], argv[3]);
     if (argc >= 4 && strcmp(argv[1], "run") == 0)

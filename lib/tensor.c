@@ -68,6 +68,79 @@ int tensor_checked_elems(int64_t r, int64_t c, const char *what, int64_t *out, e
     return 0;
 }
 
+/* Set once at start (tensor_gemm_set_pool), read by every product after. */
+static pool_t *gemm_pool;
+
+/* A large product is cut into at most GEMM_SPLIT_PARTS blocks of C's rows (or columns), each a
+ * multiple of GEMM_SPLIT_ALIGN long (a multiple of every OpenBLAS micro-kernel's tile) and at
+ * least GEMM_SPLIT_BLOCK_MIN (each block packs all of the other operand again). The cut depends on
+ * the shape alone, never on the threads, so C is the same bytes for any number of them. */
+#define GEMM_SPLIT_PARTS 8
+#define GEMM_SPLIT_ALIGN 16
+#define GEMM_SPLIT_BLOCK_MIN 128
+
+typedef struct gemm_split {
+    int trans_a, trans_b;
+    int32_t m, n, k;
+    double alpha, beta;
+    const double *a, *b;
+    double *c;
+    int32_t lda, ldb, ldc;
+    int by_rows;               /* blocks of C's rows, else of its columns */
+    int32_t block;             /* rows (or columns) of each block; the last may be shorter */
+} gemm_split_t;
+
+#ifdef NEUROND_BLAS
+static void gemm_blas(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, double alpha,
+                      const double *a, int32_t lda, const double *b, int32_t ldb, double beta,
+                      double *c, int32_t ldc)
+{
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+}
+
+/* Block `part` of C: rows (or columns) [lo, hi), with the slice of A (or B) they read. */
+static void gemm_run_part(void *ctx, int32_t part)
+{
+    const gemm_split_t *g = ctx;
+    const int32_t len = g->by_rows ? g->m : g->n;
+    const int32_t lo = part * g->block, hi = len - lo < g->block ? len : lo + g->block;
+    if (g->by_rows)
+        gemm_blas(g->trans_a, g->trans_b, hi - lo, g->n, g->k, g->alpha,
+                  g->a + (g->trans_a ? lo : (int64_t)lo * g->lda), g->lda, g->b, g->ldb, g->beta,
+                  g->c + (int64_t)lo * g->ldc, g->ldc);
+    else
+        gemm_blas(g->trans_a, g->trans_b, g->m, hi - lo, g->k, g->alpha, g->a, g->lda,
+                  g->b + (g->trans_b ? (int64_t)lo * g->ldb : lo), g->ldb, g->beta, g->c + lo,
+                  g->ldc);
+}
+
+/* The blocks of a product, from its shape alone: 0 when it runs as one call. */
+static int32_t split_blocks(int32_t m, int32_t n, int32_t k, int *by_rows, int32_t *block)
+{
+    if ((double)m * n * k < TENSOR_GEMM_SPLIT_MIN)
+        return 0;
+    *by_rows = m >= 2 * GEMM_SPLIT_BLOCK_MIN;
+    const int32_t len = *by_rows ? m : n;
+    if (len < 2 * GEMM_SPLIT_BLOCK_MIN)
+        return 0;
+    int32_t b = (len + GEMM_SPLIT_PARTS - 1) / GEMM_SPLIT_PARTS;
+    b = (b + GEMM_SPLIT_ALIGN - 1) / GEMM_SPLIT_ALIGN * GEMM_SPLIT_ALIGN;
+    *block = b < GEMM_SPLIT_BLOCK_MIN ? GEMM_SPLIT_BLOCK_MIN : b;
+    return (len + *block - 1) / *block;
+}
+#endif
+
+void tensor_gemm_set_pool(pool_t *pool)
+{
+    gemm_pool = pool;
+#ifdef NEUROND_BLAS
+    if (pool != NULL)
+        openblas_set_num_threads(1);
+#endif
+}
+
 void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, double alpha,
                  const double *a, int32_t lda, const double *b, int32_t ldb, double beta,
                  double *c, int32_t ldc)
@@ -76,9 +149,17 @@ void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, doub
         return;
 #ifdef NEUROND_BLAS
     if (k > 0) {
-        cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                    ldc);
+        gemm_split_t g = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
+                          .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c, .lda = lda,
+                          .ldb = ldb, .ldc = ldc};
+        const int32_t n_part = split_blocks(m, n, k, &g.by_rows, &g.block);
+        if (n_part == 0)
+            gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        else if (gemm_pool != NULL)
+            pool_run(gemm_pool, n_part, gemm_run_part, &g);
+        else
+            for (int32_t part = 0; part < n_part; ++part)
+                gemm_run_part(&g, part);
         return;
     }
 #endif
@@ -97,8 +178,31 @@ void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, doub
     }
 }
 
+/* Σ x_i² in four independent sums, so that the adds overlap. */
+static double sum_squares(const double *x, int64_t n)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += x[i] * x[i];
+        s1 += x[i + 1] * x[i + 1];
+        s2 += x[i + 2] * x[i + 2];
+        s3 += x[i + 3] * x[i + 3];
+    }
+    for (; i < n; ++i)
+        s0 += x[i] * x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
 double tensor_norm2(const double *x, int64_t n)
 {
+    /* The plain sum of squares is exact enough unless a square overflowed (Inf), a value is
+     * NaN, or the sum is so small that squares lost to underflow could matter: below 2^-900,
+     * even 2^31 squares each under 2^-1022 are less than 2^-90 of it. Only then the scaled
+     * loop below, whose division per value made it most of a small mini-batch step. */
+    const double ssq_plain = sum_squares(x, n);
+    if (isfinite(ssq_plain) && ssq_plain >= 0x1p-900)
+        return sqrt(ssq_plain);
     double scale = 0.0, ssq = 1.0;
     for (int64_t i = 0; i < n; ++i) {
         double a = fabs(x[i]);

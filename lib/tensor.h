@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "pool.h"
 
 #define TENSOR_MAX_DIM 2
 /* Refuse any tensor with more elements than this (2^31 - 1): keeps every index in int64 math
@@ -60,7 +61,21 @@ void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, doub
                  const double *a, int32_t lda, const double *b, int32_t ldb, double beta,
                  double *c, int32_t ldc);
 
-/* Euclidean norm of x[0..n-1], scaled to avoid overflow. */
+/*
+ * The compute threads that share tensor_gemm()'s large products. A product of at least
+ * TENSOR_GEMM_SPLIT_MIN multiply-adds (m·n·k) is cut into up to 8 blocks of C's rows (or of its
+ * columns when C has few rows), each computed by one-threaded cblas_dgemm, the blocks spread over
+ * the pool; a smaller product runs on the calling thread alone, where handing it to threads and
+ * back would cost more than it saves. The cut depends on the shape only, so C is the same bytes
+ * whatever the number of threads. Sets OpenBLAS to one thread when pool is not NULL: a process
+ * then has one set of compute threads, not OpenBLAS's besides. Call once at start, before any
+ * product; the pool must outlive every product. NULL (the default) computes the blocks in turn
+ * on the calling thread, with OpenBLAS's own threads.
+ */
+#define TENSOR_GEMM_SPLIT_MIN (8.0 * 1024 * 1024)
+void tensor_gemm_set_pool(pool_t *pool);
+
+/* Euclidean norm of x[0..n-1], without overflow or underflow for any finite x. */
 double tensor_norm2(const double *x, int64_t n);
 
 /* 1 when every x[i] is finite. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "blas.h"
 #include "graph.h"
 #include "http.h"
 #include "events.h"
@@ -674,9 +675,17 @@ static int backup_run(const config_t *cfg)
 
 int main(int argc, char **argv)
 {
+    /* Before anything else: on success the process starts over with a fitting kernel. */
+    const int kernel_exec_failed = blas_kernel_fit(argv) < 0;
+    const int kernel_exec_errno = errno;
     config_t cfg;
     config_parse(&cfg, argc, argv);
     log_set_level(cfg.log_level);
+    if (kernel_exec_failed)
+        log_msg(LOG_LEVEL_WARN, "OpenBLAS runs its generic %s kernel on this CPU and "
+                "re-executing with " BLAS_CORETYPE_ENV "=%s failed (%s): matrix products run "
+                "several times slower (docs/operations.md)", blas_kernel_name(),
+                blas_kernel_for_cpu(), strerror(kernel_exec_errno));
     if (cfg.backup != NULL)
         return backup_run(&cfg);
     if (signals_install() < 0) {
@@ -724,6 +733,8 @@ int main(int argc, char **argv)
         tokens_free(tokens);
         return 1;
     }
+    /* The same threads share the large matrix products; OpenBLAS keeps to one thread. */
+    tensor_gemm_set_pool(pool);
 
     app_t app = {.store = store, .version = NEUROND_VERSION, .threads = cfg.threads,
                  .job_lease_ms = cfg.job_lease * 1000};
@@ -827,9 +838,10 @@ int main(int argc, char **argv)
                (unsigned)http_server_port(srv));
         fflush(stdout);
         log_msg(LOG_LEVEL_INFO, "neurond %s listening on %s port %u (db %s, %" PRId64
-                " threads, schema v%d%s, replica %" PRId64 " at %s)", NEUROND_VERSION, cfg.bind,
-                (unsigned)http_server_port(srv), store_display_name(cfg.db), cfg.threads,
-                store_schema_version(store), auth, atomic_load(&app.replica_id), address);
+                " threads, schema v%d%s, replica %" PRId64 " at %s, blas kernel %s)",
+                NEUROND_VERSION, cfg.bind, (unsigned)http_server_port(srv),
+                store_display_name(cfg.db), cfg.threads, store_schema_version(store), auth,
+                atomic_load(&app.replica_id), address, blas_kernel_name());
         int sig = signal_wait();
         log_msg(LOG_LEVEL_INFO, "signal %d: shutting down", sig);
     }

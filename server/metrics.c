@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "err.h"
 
 #define METRICS_MAX_SERIES 512
@@ -170,6 +171,11 @@ int metrics_render(char **out, size_t *len)
                "# TYPE neurond_active_jobs gauge\n"
                "neurond_active_jobs %" PRId64 "\n",
             (int64_t)atomic_load(&metrics_jobs));
+    fputs("# HELP neurond_blas_kernel_info The matrix-product kernel OpenBLAS runs: processes "
+          "that must compute the same bytes need the same one.\n"
+          "# TYPE neurond_blas_kernel_info gauge\nneurond_blas_kernel_info{kernel=\"", f);
+    put_label(f, blas_kernel_name());
+    fputs("\"} 1\n", f);
     if (ferror(f)) {
         fclose(f);
         free(buf);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "client.h"
 
 static it_daemon_t d;
@@ -404,6 +405,66 @@ START_TEST(bad_flags_exit_2)
 }
 END_TEST
 
+/* The kernel the daemon reports in /metrics' neurond_blas_kernel_info, into out. */
+static void metrics_kernel(char *out, size_t size)
+{
+    long status = 0;
+    char *body = NULL;
+    ck_assert_int_eq(it_request("GET", "/metrics", NULL, NULL, &status, &body, NULL), 0);
+    ck_assert_int_eq(status, 200);
+    const char *key = "\nneurond_blas_kernel_info{kernel=\"";
+    const char *at = strstr(body, key);
+    ck_assert_msg(at != NULL, "no neurond_blas_kernel_info in:\n%s", body);
+    at += strlen(key);
+    const char *end = strstr(at, "\"} 1\n");
+    ck_assert_msg(end != NULL && (size_t)(end - at) < size, "bad kernel series in:\n%s", body);
+    memcpy(out, at, (size_t)(end - at));
+    out[end - at] = '\0';
+    ck_assert_ptr_nonnull(strstr(body, "# TYPE neurond_blas_kernel_info gauge\n"));
+    free(body);
+}
+
+/* Started with OPENBLAS_CORETYPE unset, the daemon runs a fitting kernel where OpenBLAS fell
+ * back to its pre-AVX one (it started itself over with the variable set: same pid, so the
+ * harness still stops it), and says which in /metrics and in its start line. */
+START_TEST(blas_kernel_fitted_and_reported)
+{
+    it_cleanup(&d);
+    static const char *const extra[] = {"--log-level", "info", NULL};
+    it_opts_t o = {.extra = extra, .capture_stderr = 1};
+    ck_assert_msg(it_start_opts(&d, it_exe, &o) == 0, "daemon did not start");
+    /* This test process runs what OpenBLAS picks for this CPU on its own, or what the
+     * environment both share pins. */
+    const char *own = blas_kernel_name(), *want = own;
+    if (getenv(BLAS_CORETYPE_ENV) == NULL && blas_kernel_is_fallback(own) &&
+        blas_kernel_for_cpu() != NULL)
+        want = blas_kernel_for_cpu();
+    char got[64];
+    metrics_kernel(got, sizeof got);
+    ck_assert_str_eq(got, want);
+    ck_assert_int_eq(it_stop(&d), 0);
+    char *log = it_read_log(&d);
+    char line[128];
+    snprintf(line, sizeof line, ", blas kernel %s)", want);
+    ck_assert_msg(strstr(log, line) != NULL, "no '%s' in the log:\n%s", line, log);
+    free(log);
+}
+END_TEST
+
+/* A kernel pinned through OPENBLAS_CORETYPE, even the fallback, is the one the daemon runs: no
+ * second start, no loop. */
+START_TEST(blas_kernel_pinned)
+{
+    it_cleanup(&d);
+    static const char *const env[] = {BLAS_CORETYPE_ENV "=Prescott", NULL};
+    it_opts_t o = {.env = env};
+    ck_assert_msg(it_start_opts(&d, it_exe, &o) == 0, "daemon did not start");
+    char got[64];
+    metrics_kernel(got, sizeof got);
+    ck_assert_str_eq(got, strcmp(blas_kernel_name(), "reference") == 0 ? "reference" : "Prescott");
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv);
@@ -425,6 +486,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, access_log_written_while_running);
     tcase_add_test(tc, healthz_cached_answer);
     tcase_add_test(tc, bad_flags_exit_2);
+    tcase_add_test(tc, blas_kernel_fitted_and_reported);
+    tcase_add_test(tc, blas_kernel_pinned);
     suite_add_tcase(s, tc);
     return it_run(s);
 }

@@ -91,6 +91,85 @@ START_TEST(test_norm_and_finite)
 }
 END_TEST
 
+/* A large product is the same bytes on any number of compute threads, and right: by rows, by
+ * columns (few rows), with either operand transposed, beta 0 and 1, sizes off the block size. */
+START_TEST(test_gemm_split_same_on_any_threads)
+{
+    const struct { int ta, tb; int32_t m, n, k; double beta; } cases[] = {
+        {0, 1, 301, 128, 784, 0.0},   /* forward X·Wᵀ of a 301-row batch */
+        {1, 0, 128, 785, 256, 1.0},   /* weight gradient Gᵀ·X, accumulated: by columns */
+        {0, 0, 8, 5000, 1100, 0.0},   /* few rows: by columns */
+        {1, 1, 1067, 129, 100, 1.0},
+    };
+    pool_t *pools[3] = {NULL, NULL, NULL};   /* 1, 2 and 3 threads */
+    err_t err = {0};
+    ck_assert_int_eq(pool_new(1, &pools[0], &err), 0);
+    ck_assert_int_eq(pool_new(2, &pools[1], &err), 0);
+    ck_assert_int_eq(pool_new(3, &pools[2], &err), 0);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; ++t) {
+        const int32_t m = cases[t].m, n = cases[t].n, k = cases[t].k;
+        ck_assert((double)m * n * k >= TENSOR_GEMM_SPLIT_MIN);
+        const size_t c_bytes = (size_t)m * n * sizeof(double);
+        double *a = malloc((size_t)m * k * sizeof *a), *b = malloc((size_t)k * n * sizeof *b);
+        double *c[3] = {malloc(c_bytes), malloc(c_bytes), malloc(c_bytes)};
+        ck_assert(a != NULL && b != NULL && c[0] != NULL && c[1] != NULL && c[2] != NULL);
+        for (int64_t i = 0; i < (int64_t)m * k; ++i)
+            a[i] = sin(0.37 * (double)i) / 3.0;
+        for (int64_t i = 0; i < (int64_t)k * n; ++i)
+            b[i] = cos(0.11 * (double)i) * 1.7;
+        const int32_t lda = cases[t].ta ? m : k, ldb = cases[t].tb ? k : n;
+        for (int p = 0; p < 3; ++p) {
+            for (int64_t i = 0; i < (int64_t)m * n; ++i)
+                c[p][i] = 0.25 * (double)(i % 7);
+            tensor_gemm_set_pool(pools[p]);
+            tensor_gemm(cases[t].ta, cases[t].tb, m, n, k, 0.5, a, lda, b, ldb, cases[t].beta,
+                        c[p], n);
+        }
+        tensor_gemm_set_pool(NULL);
+        ck_assert_mem_eq(c[0], c[1], c_bytes);
+        ck_assert_mem_eq(c[0], c[2], c_bytes);
+        /* Right, not merely the same: the first and last element of every row, by hand. */
+        for (int32_t i = 0; i < m; ++i)
+            for (int32_t j = 0; j < n; j += n - 1) {
+                const int64_t at = (int64_t)i * n + j;
+                double want = cases[t].beta * 0.25 * (double)(at % 7);
+                for (int32_t p = 0; p < k; ++p) {
+                    double av = cases[t].ta ? a[(int64_t)p * lda + i] : a[(int64_t)i * lda + p];
+                    double bv = cases[t].tb ? b[(int64_t)j * ldb + p] : b[(int64_t)p * ldb + j];
+                    want += 0.5 * av * bv;
+                }
+                ck_assert_close(c[0][at], want, 1e-12, 1e-12);
+            }
+        free(a);
+        free(b);
+        for (int p = 0; p < 3; ++p)
+            free(c[p]);
+    }
+    for (int p = 0; p < 3; ++p)
+        pool_free(pools[p]);
+}
+END_TEST
+
+/* The plain sum of squares and its scaled fallback agree on every range of values. */
+START_TEST(test_norm_every_range)
+{
+    double tiny[3] = {3e-200, 0.0, 4e-200};   /* squares underflow to 0 */
+    ck_assert_close(tensor_norm2(tiny, 3), 5e-200, 1e-15, 0);
+    double mixed[2] = {1e300, 1.0};           /* one square overflows */
+    ck_assert_close(tensor_norm2(mixed, 2), 1e300, 1e-15, 0);
+    double zero[5] = {0};
+    ck_assert_double_eq(tensor_norm2(zero, 5), 0.0);
+    double odd[7];                             /* not a multiple of the four sums */
+    for (int i = 0; i < 7; ++i)
+        odd[i] = i % 2 ? -(double)(i + 1) : (double)(i + 1);
+    ck_assert_close(tensor_norm2(odd, 7), sqrt(140.0), 1e-15, 0);
+    double inf[2] = {1.0, INFINITY};
+    ck_assert(isinf(tensor_norm2(inf, 2)));
+    double nan[3] = {1.0, NAN, 2.0};
+    ck_assert(isnan(tensor_norm2(nan, 3)));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -100,6 +179,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_shapes);
     tcase_add_test(tc, test_checked_elems_overflow);
     tcase_add_test(tc, test_norm_and_finite);
+    tcase_add_test(tc, test_norm_every_range);
+    tcase_add_test(tc, test_gemm_split_same_on_any_threads);
     suite_add_tcase(s, tc);
     return s;
 }
