@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor.h"
+
 struct optim {
     optim_cfg_t cfg;
     int64_t n;
@@ -463,6 +465,31 @@ void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *deca
         assert(!"optim_update() is not for lbfgs; optim_new() accepts no other method");
         break;
     }
+}
+
+int optim_update_keeping(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
+                         double *theta, double *theta_before, double *state_before)
+{
+    const int64_t n = o->n;
+    if (o->state_len > 0)
+        memcpy(state_before, o->state, (size_t)o->state_len * sizeof(double));
+    if (o->cfg.method != OPTIM_METHOD_SGD) {
+        memcpy(theta_before, theta, (size_t)n * sizeof(double));
+        optim_update(o, lr, grad, decay_mask, theta);
+        return tensor_all_finite(theta, n) && tensor_all_finite(o->state, o->state_len);
+    }
+    /* The loop of optim_update()'s sgd case, keeping each θ_i on the way and OR-ing the
+     * exponent test of each result (all ones: Inf or NaN) instead of a second pass. */
+    const double lambda = o->cfg.weight_decay;
+    uint64_t non_finite = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        theta_before[i] = theta[i];
+        theta[i] += -lr * decayed(grad[i], lambda, decay_mask, theta, i);
+        uint64_t bits;
+        memcpy(&bits, &theta[i], sizeof bits);
+        non_finite |= (~bits & 0x7ff0000000000000ULL) == 0;
+    }
+    return non_finite == 0;
 }
 
 /* ---- L-BFGS -------------------------------------------------------------------------------- */

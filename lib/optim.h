@@ -125,6 +125,14 @@ const optim_cfg_t *optim_cfg(const optim_t *o);
 void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
                   double *theta);
 
+/* optim_update() that first keeps θ and the optimizer state as they were, for a roll-back:
+ * theta_before[0..n-1] and state_before[0..optim_state_len()-1] (NULL when that is 0). For
+ * sgd the copy, the update and the check are one pass over θ rather than three. Returns 1 when
+ * every new θ and state value is finite, else 0 (the caller restores what was kept). θ ends
+ * bit for bit as optim_update() leaves it. Allocates nothing. */
+int optim_update_keeping(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
+                         double *theta, double *theta_before, double *state_before);
+
 /* Borrowed flag (may be NULL) that the lbfgs iteration polls in its long loops: non-zero makes
  * optim_lbfgs_step() stop with ERR_CANCELLED, θ and the state as on entry. */
 void optim_set_cancel(optim_t *o, const atomic_int *cancel);

@@ -506,8 +506,9 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
                             .learning_rate = lr, .val_loss = val_loss,
                             .val_accuracy = val_accuracy};
         row_validated = evaluated;
-        snapshot_save(t);
+        int finite;            /* θ and the optimizer state after the update */
         if (lbfgs) {
+            snapshot_save(t);
             int moved = 0;
             double next_loss = loss;
             rc = optim_lbfgs_step(t->o, lr, mask, eval_all_rows, t, theta, &next_loss, grad,
@@ -533,12 +534,15 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
             have_next = 1;
             loss_prev = loss;
             loss = next_loss;
+            finite = tensor_all_finite(theta, t->n) &&
+                     tensor_all_finite(optim_state(t->o), optim_state_len(t->o));
         } else {
-            optim_update(t->o, lr, grad, mask, theta);
+            /* The snapshot is taken inside the update's own pass over θ. */
+            finite = optim_update_keeping(t->o, lr, grad, mask, theta, t->snap_theta,
+                                          t->snap_state);
         }
         /* The optimizer state counts too: it is exported and must stay representable. */
-        if (!tensor_all_finite(theta, t->n) ||
-            !tensor_all_finite(optim_state(t->o), optim_state_len(t->o))) {
+        if (!finite) {
             snapshot_restore(t);
             if (have_next) {
                 have_next = 0;

@@ -44,6 +44,57 @@ START_TEST(defaults)
 }
 END_TEST
 
+/* The update that keeps the roll-back snapshot moves θ and the state bit for bit as
+ * optim_update() does, keeps what they were, and tells a non-finite result. */
+static void check_update_keeping(int32_t method, double wd)
+{
+    enum { N = 11 };   /* not a multiple of any unrolling */
+    optim_t *a = make(method, wd, N), *b = make(method, wd, N);
+    double ta[N], tb[N], g[N], before[N], state_before[2 * N + 1];
+    uint8_t mask[N];
+    for (int i = 0; i < N; ++i) {
+        ta[i] = tb[i] = 0.1 * (i - 5) + 1.0 / 3.0;
+        g[i] = 0.7 / (i + 1) - 0.2;
+        mask[i] = (uint8_t)(i % 3 != 0);
+    }
+    for (int step = 0; step < 3; ++step) {
+        double state_was[2 * N + 1] = {0}, theta_was[N];
+        memcpy(theta_was, ta, sizeof ta);
+        if (optim_state_len(a) > 0)
+            memcpy(state_was, optim_state(a), (size_t)optim_state_len(a) * sizeof(double));
+        optim_update(b, 0.3, g, mask, tb);
+        ck_assert_int_eq(optim_update_keeping(a, 0.3, g, mask, ta, before, state_before), 1);
+        ck_assert_mem_eq(ta, tb, sizeof ta);
+        ck_assert_mem_eq(before, theta_was, sizeof before);
+        if (optim_state_len(a) > 0) {
+            ck_assert_mem_eq(optim_state(a), optim_state(b),
+                             (size_t)optim_state_len(a) * sizeof(double));
+            ck_assert_mem_eq(state_before, state_was,
+                             (size_t)optim_state_len(a) * sizeof(double));
+        }
+    }
+    /* An update that overflows: reported, with the θ it started from kept. */
+    double theta_was[N];
+    memcpy(theta_was, ta, sizeof ta);
+    g[N - 1] = 1e308;
+    ck_assert_int_eq(optim_update_keeping(a, 1e10, g, mask, ta, before, state_before), 0);
+    ck_assert_mem_eq(before, theta_was, sizeof before);
+    memcpy(ta, before, sizeof ta);
+    g[N - 1] = NAN;
+    ck_assert_int_eq(optim_update_keeping(a, 0.3, g, mask, ta, before, state_before), 0);
+    optim_free(a);
+    optim_free(b);
+}
+
+START_TEST(update_keeping_matches_update)
+{
+    check_update_keeping(OPTIM_METHOD_SGD, 0.0);
+    check_update_keeping(OPTIM_METHOD_SGD, 0.01);
+    check_update_keeping(OPTIM_METHOD_MOMENTUM, 0.01);
+    check_update_keeping(OPTIM_METHOD_ADAM, 0.0);
+}
+END_TEST
+
 START_TEST(method_names)
 {
     const char *names[] = {"sgd", "momentum", "adam", "lbfgs"};
@@ -455,6 +506,7 @@ int main(void)
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, method_names);
     tcase_add_test(tc, sgd_step);
+    tcase_add_test(tc, update_keeping_matches_update);
     tcase_add_test(tc, sgd_weight_decay_mask);
     tcase_add_test(tc, momentum_two_steps);
     tcase_add_test(tc, momentum_weight_decay);
