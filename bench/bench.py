@@ -118,12 +118,21 @@ def run_json(cmd, env=None, timeout=1800):
     return out
 
 
+# The OpenBLAS kernel libneuron runs (bench_lib ceil's corename), once known: the peers run it too.
+PEER_CORETYPE = None
+
+
 def peer_env(torch=False):
-    """A peer's best configuration: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset in that command
-    alone (OpenBLAS then picks the kernel for this CPU), and for PyTorch a passive OpenMP pool."""
+    """A peer's best configuration: OPENBLAS_L2_SIZE unset in that command alone and
+    OPENBLAS_CORETYPE the kernel libneuron runs (PEER_CORETYPE; unset before it is known, so
+    OpenBLAS picks its own), and for PyTorch a passive OpenMP pool. libneuron replaces OpenBLAS's
+    pre-AVX fallback with a fitting kernel (lib/blas.h); with the fallback the peers' OpenBLAS
+    would run several times below the CPU."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
+    if PEER_CORETYPE:
+        env["OPENBLAS_CORETYPE"] = PEER_CORETYPE
     if torch:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
@@ -293,6 +302,9 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
     # -------------------------------------------------- ceilings (again at the end)
     ceil_cmd = [args.bench_lib, "ceil", "--threads", str(threads)] + (["--smoke"] if smoke else [])
     ceils = [run_json(ceil_cmd)[0]]
+    global PEER_CORETYPE
+    PEER_CORETYPE = ceils[0].get("corename")
+    R["env"]["peer_coretype"] = PEER_CORETYPE
 
     # -------------------------------------------------- the daemon, data stored as batches
     d = start_neurond(args, workdir, "neurond-train")
@@ -662,8 +674,9 @@ def render(R, errors, notes):
                  "fitting kernel (docs/operations.md)." % (ceils0["corename"], ", ".join(env["cpu_simd"]).upper()))
     oe = env.get("openblas_env", {})
     L.append("- environment: " + ", ".join("%s=%s" % (k, v if v is not None else "(unset)") for k, v in oe.items()) +
-             " — libneuron and neurond run with it as is; the Python peers run with OPENBLAS_CORETYPE and "
-             "OPENBLAS_L2_SIZE unset (their best configuration)")
+             " — libneuron and neurond run with it as is (and pick a fitting OpenBLAS kernel when OpenBLAS falls "
+             "back to a pre-AVX one, lib/blas.h); the Python peers run with OPENBLAS_L2_SIZE unset and "
+             "OPENBLAS_CORETYPE=%s, the kernel libneuron runs" % env.get("peer_coretype", "(unset)"))
     if env.get("python"):
         L.append("- peers: %s" % env["python"])
     for n in notes:
