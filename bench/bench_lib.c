@@ -518,8 +518,8 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
         openblas_set_num_threads(bt->threads);
     workload_load(&bt->w, wpath);
     bt->m = workload_model(&bt->w, NULL);
-    /* As neurond: its compute threads share the large products; OpenBLAS runs one thread. */
-    tensor_gemm_set_pool(bench_pool);
+    /* As neurond: the compute threads share the large products; OpenBLAS runs one thread. */
+    blas_threads_one();
     load_data(&bt->w, dir, bt->m, &bt->data);
     err_t err = {0};
     bt->o = NULL;

@@ -65,3 +65,10 @@ int blas_kernel_fit(char **argv)
     errno = exec_errno;
     return -1;
 }
+
+void blas_threads_one(void)
+{
+#ifdef NEUROND_BLAS
+    openblas_set_num_threads(1);
+#endif
+}

@@ -45,4 +45,10 @@ const char *blas_kernel_for_cpu(void);
  */
 int blas_kernel_fit(char **argv);
 
+/* OpenBLAS's own threads off (one thread) for the whole process: a process that spreads its
+ * products over its own compute threads (tensor_gemm_on()) calls it once at start, so that the
+ * two sets of threads do not compete and each block's bytes do not depend on OpenBLAS's
+ * thread count. */
+void blas_threads_one(void);
+
 #endif /* ND_BLAS_H */

@@ -757,6 +757,12 @@ void ad_graph_free(ad_graph_t *g)
     free(g);
 }
 
+void ad_graph_set_pool(ad_graph_t *g, pool_t *pool)
+{
+    for (int32_t i = 0; i < g->n_node; ++i)
+        g->node[i].pool = pool;
+}
+
 int ad_graph_bind(ad_graph_t *g, int32_t rows, err_t *err)
 {
     if (!g->has_rows)

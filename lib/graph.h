@@ -89,6 +89,10 @@ void ad_graph_free(ad_graph_t *g);
  * rows exceeds every earlier binding. Graphs with no AD_ROWS input accept any rows value. */
 int ad_graph_bind(ad_graph_t *g, int32_t rows, err_t *err);
 
+/* Borrowed compute threads for the graph's large matrix products (tensor_gemm_on()), or NULL
+ * for the calling thread alone. The results are the same bytes either way. */
+void ad_graph_set_pool(ad_graph_t *g, pool_t *pool);
+
 /* Doubles the row-dependent buffers would hold bound to `rows`: every such node's value and
  * gradient, and the ops' scratch (INT64_MAX when that overflows). Allocates nothing: callers
  * check it against a limit before ad_graph_bind(). */

@@ -44,7 +44,8 @@ struct model {
     int32_t fused_loss;           /* enum fused_loss for the one-pass path, 0 when none fits */
     int fused_failed;             /* fused_new failed once: stay on the graph */
     fused_t *fused;               /* made on the first batch that takes the one-pass path */
-    pool_t *pool;                 /* borrowed compute threads for fused, or NULL (model_set_pool) */
+    pool_t *pool;                 /* borrowed compute threads for fused and the graph's products,
+                                     or NULL (model_set_pool) */
 };
 
 /* ---- graph builders --------------------------------------------------------------------- */
@@ -629,6 +630,7 @@ void model_set_pool(model_t *m, pool_t *pool)
     m->fused = NULL;
     m->fused_failed = 0;
     m->pool = pool;
+    ad_graph_set_pool(m->g, pool);
 }
 
 int model_set_engine(model_t *m, int32_t engine, err_t *err)

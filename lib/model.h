@@ -196,9 +196,10 @@ int model_loss_grad(model_t *m, const batch_t *b, double *loss, double *grad, er
 enum model_engine { MODEL_ENGINE_AUTO = 0, MODEL_ENGINE_GRAPH = 1, MODEL_ENGINE_FUSED = 2 };
 int model_set_engine(model_t *m, int32_t engine, err_t *err);
 
-/* The compute threads the one-pass kernels may split a big batch over (pool.h): borrowed, must
- * outlive the model or be replaced first. NULL, the default, computes on the caller's thread
- * alone. The results depend on the pool's size only through rounding. */
+/* The compute threads the one-pass kernels may split a big batch over, and the graph its large
+ * matrix products (pool.h): borrowed, must outlive the model or be replaced first. NULL, the
+ * default, computes on the caller's thread alone. The one-pass results depend on the pool's
+ * size only through rounding; the products' not at all (with blas_threads_one()). */
 void model_set_pool(model_t *m, pool_t *pool);
 
 /* Classification accuracy and misclassified count on b, for classifier kinds (logistic,

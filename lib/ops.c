@@ -584,18 +584,18 @@ static int op_matmul(ad_node_t *p, int pass, err_t *err)
     const int32_t n = tb ? B->shape.d[0] : B->shape.d[1];
     const int32_t ldb = B->shape.d[1];
     if (pass == AD_PASS_FWD) {
-        tensor_gemm(0, tb, m, n, k, 1.0, A->x, k, B->x, ldb, 0.0, p->x, n);
+        tensor_gemm_on(p->pool, 0, tb, m, n, k, 1.0, A->x, k, B->x, ldb, 0.0, p->x, n);
         return 0;
     }
     /* dA[m,k] += dC[m,n] op(B)^T: op(B)^T is B^T when B is plain [k,n], B itself when B is [n,k]. */
     if (!A->no_grad)
-        tensor_gemm(0, !tb, m, k, n, 1.0, p->g, n, B->x, ldb, 1.0, A->g, k);
+        tensor_gemm_on(p->pool, 0, !tb, m, k, n, 1.0, p->g, n, B->x, ldb, 1.0, A->g, k);
     if (B->no_grad)
         return 0;
     if (tb) /* dB[n,k] += dC^T[n,m] A[m,k] */
-        tensor_gemm(1, 0, n, k, m, 1.0, p->g, n, A->x, k, 1.0, B->g, k);
+        tensor_gemm_on(p->pool, 1, 0, n, k, m, 1.0, p->g, n, A->x, k, 1.0, B->g, k);
     else    /* dB[k,n] += A^T[k,m] dC[m,n] */
-        tensor_gemm(1, 0, k, n, m, 1.0, A->x, k, p->g, n, 1.0, B->g, n);
+        tensor_gemm_on(p->pool, 1, 0, k, n, m, 1.0, A->x, k, p->g, n, 1.0, B->g, n);
     return 0;
 }
 
@@ -642,22 +642,23 @@ static int op_affine(ad_node_t *p, int pass, err_t *err)
             /* Z^T = W[:,1:] H^T: OpenBLAS 0.3.21 runs this form of the product faster than
              * H W[:,1:]^T for many rows (see AFFINE_T_MIN_ROWS); the bias goes in with the
              * transposition back. */
-            tensor_gemm(0, 1, k, m, n, 1.0, W->x + 1, ldw, H->x, n, 0.0, p->scratch, m);
+            tensor_gemm_on(p->pool, 0, 1, k, m, n, 1.0, W->x + 1, ldw, H->x, n, 0.0, p->scratch,
+                           m);
             transpose_add_bias(p->scratch, m, k, W->x, ldw, p->x);
             return 0;
         }
         for (int64_t i = 0; i < m; ++i)
             for (int64_t j = 0; j < k; ++j)
                 p->x[i * k + j] = W->x[j * ldw];
-        tensor_gemm(0, 1, m, k, n, 1.0, H->x, n, W->x + 1, ldw, 1.0, p->x, k);
+        tensor_gemm_on(p->pool, 0, 1, m, k, n, 1.0, H->x, n, W->x + 1, ldw, 1.0, p->x, k);
         return 0;
     }
     if (!H->no_grad)
-        tensor_gemm(0, 0, m, n, k, 1.0, p->g, k, W->x + 1, ldw, H->g_assign ? 0.0 : 1.0, H->g,
-                    n);
+        tensor_gemm_on(p->pool, 0, 0, m, n, k, 1.0, p->g, k, W->x + 1, ldw,
+                       H->g_assign ? 0.0 : 1.0, H->g, n);
     if (W->no_grad)
         return 0;
-    tensor_gemm(1, 0, k, n, m, 1.0, p->g, k, H->x, n, 1.0, W->g + 1, ldw);
+    tensor_gemm_on(p->pool, 1, 0, k, n, m, 1.0, p->g, k, H->x, n, 1.0, W->g + 1, ldw);
     /* Column sums of dZ, a block of columns at a time so the inner loop is contiguous (and
      * vectorised); each column is still summed over the rows in order. */
     for (int64_t j0 = 0; j0 < k; j0 += AFFINE_SUM_COLS) {

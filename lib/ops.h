@@ -38,6 +38,8 @@ typedef struct ad_node {
                                             the parent's op is one of ad_op_assigns_grad) */
     int32_t g_assign_ok;                 /* g_assign may be set: one writer that can assign */
     int32_t g_writer;                    /* that writer's index when g_assign_ok, else -1 */
+    pool_t *pool;                        /* borrowed compute threads for the op's large
+                                            products (ad_graph_set_pool), or NULL */
     double *scratch;                     /* ad_op_scratch() doubles for the op's own use between
                                             its passes (owned by graph.c), or NULL */
     double *x;                           /* value: own_x, or a caller's view for an input */

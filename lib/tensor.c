@@ -68,9 +68,6 @@ int tensor_checked_elems(int64_t r, int64_t c, const char *what, int64_t *out, e
     return 0;
 }
 
-/* Set once at start (tensor_gemm_set_pool), read by every product after. */
-static pool_t *gemm_pool;
-
 /* A large product is cut into at most GEMM_SPLIT_PARTS blocks of C's rows (or columns), each a
  * multiple of GEMM_SPLIT_ALIGN long (a multiple of every OpenBLAS micro-kernel's tile) and at
  * least GEMM_SPLIT_BLOCK_MIN (each block packs all of the other operand again). The cut depends on
@@ -132,18 +129,16 @@ static int32_t split_blocks(int32_t m, int32_t n, int32_t k, int *by_rows, int32
 }
 #endif
 
-void tensor_gemm_set_pool(pool_t *pool)
-{
-    gemm_pool = pool;
-#ifdef NEUROND_BLAS
-    if (pool != NULL)
-        openblas_set_num_threads(1);
-#endif
-}
-
 void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, double alpha,
                  const double *a, int32_t lda, const double *b, int32_t ldb, double beta,
                  double *c, int32_t ldc)
+{
+    tensor_gemm_on(NULL, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void tensor_gemm_on(pool_t *pool, int trans_a, int trans_b, int32_t m, int32_t n, int32_t k,
+                    double alpha, const double *a, int32_t lda, const double *b, int32_t ldb,
+                    double beta, double *c, int32_t ldc)
 {
     if (m == 0 || n == 0)
         return;
@@ -155,8 +150,8 @@ void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, doub
         const int32_t n_part = split_blocks(m, n, k, &g.by_rows, &g.block);
         if (n_part == 0)
             gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        else if (gemm_pool != NULL)
-            pool_run(gemm_pool, n_part, gemm_run_part, &g);
+        else if (pool != NULL)
+            pool_run(pool, n_part, gemm_run_part, &g);
         else
             for (int32_t part = 0; part < n_part; ++part)
                 gemm_run_part(&g, part);

@@ -54,26 +54,25 @@ void tensor_advise_huge_pages(void *p, size_t bytes);
 /*
  * C = alpha * op(A) op(B) + beta * C, row major, op(X) = X or X^T as trans_a / trans_b say.
  * op(A) is [m,k], op(B) is [k,n], C is [m,n]; lda/ldb/ldc are row strides. Calls cblas_dgemm
- * when built with BLAS (NEUROND_BLAS), else a plain blocked loop with the same results to
- * rounding.
+ * when built with BLAS (NEUROND_BLAS), a large product in blocks (tensor_gemm_on() with no
+ * pool), else a plain blocked loop with the same results to rounding.
  */
 void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, double alpha,
                  const double *a, int32_t lda, const double *b, int32_t ldb, double beta,
                  double *c, int32_t ldc);
 
 /*
- * The compute threads that share tensor_gemm()'s large products. A product of at least
- * TENSOR_GEMM_SPLIT_MIN multiply-adds (m·n·k) is cut into up to 8 blocks of C's rows (or of its
- * columns when C has few rows), each computed by one-threaded cblas_dgemm, the blocks spread over
- * the pool; a smaller product runs on the calling thread alone, where handing it to threads and
- * back would cost more than it saves. The cut depends on the shape only, so C is the same bytes
- * whatever the number of threads. Sets OpenBLAS to one thread when pool is not NULL: a process
- * then has one set of compute threads, not OpenBLAS's besides. Call once at start, before any
- * product; the pool must outlive every product. NULL (the default) computes the blocks in turn
- * on the calling thread, with OpenBLAS's own threads.
+ * tensor_gemm() with its large products spread over `pool` (NULL: computed on the calling
+ * thread). A product of at least TENSOR_GEMM_SPLIT_MIN multiply-adds (m·n·k) is cut into up to 8
+ * blocks of C's rows (or of its columns when C has few rows), each one cblas_dgemm call; a
+ * smaller product is one call on the calling thread, where handing it to threads and back
+ * would cost more than it saves. The cut depends on the shape only, so with OpenBLAS at one
+ * thread (blas_threads_one(), blas.h) C is the same bytes whatever the pool.
  */
 #define TENSOR_GEMM_SPLIT_MIN (8.0 * 1024 * 1024)
-void tensor_gemm_set_pool(pool_t *pool);
+void tensor_gemm_on(pool_t *pool, int trans_a, int trans_b, int32_t m, int32_t n, int32_t k,
+                    double alpha, const double *a, int32_t lda, const double *b, int32_t ldb,
+                    double beta, double *c, int32_t ldc);
 
 /* Euclidean norm of x[0..n-1], without overflow or underflow for any finite x. */
 double tensor_norm2(const double *x, int64_t n);

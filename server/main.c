@@ -733,8 +733,9 @@ int main(int argc, char **argv)
         tokens_free(tokens);
         return 1;
     }
-    /* The same threads share the large matrix products; OpenBLAS keeps to one thread. */
-    tensor_gemm_set_pool(pool);
+    /* The pool's threads share the large matrix products (model_set_pool): OpenBLAS's own
+     * threads would compete with them. */
+    blas_threads_one();
 
     app_t app = {.store = store, .version = NEUROND_VERSION, .threads = cfg.threads,
                  .job_lease_ms = cfg.job_lease * 1000};

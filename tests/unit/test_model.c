@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "model.h"
 #include "rng.h"
 #include "testutil.h"
@@ -17,6 +18,19 @@ static model_t *make(model_spec_t *s)
     ck_assert_msg(model_spec_resolve(s, MODEL_MAX_PARAMS_DEFAULT, &err) == 0, "%s", err.msg);
     ck_assert_msg(model_new(s, &m, &err) == 0, "%s", err.msg);
     return m;
+}
+
+/* The spec of an mlp with `inputs` inputs and one hidden layer of `units` (default activation),
+ * every other field at its default. */
+static model_spec_t one_hidden_spec(int32_t inputs, int32_t units)
+{
+    model_spec_t s;
+    model_spec_default(&s);
+    s.kind = MODEL_KIND_MLP;
+    s.inputs = inputs;
+    s.n_hidden = 1;
+    s.hidden[0].units = units;
+    return s;
 }
 
 /* Labels that fit the model: class ids, 0/1, or real targets. */
@@ -178,12 +192,8 @@ static void expect_spec_error(model_spec_t *s, const char *field)
 static void expect_mlp_fault(int32_t inputs, int32_t h0, int32_t h1, int32_t outputs,
                              const char *field)
 {
-    model_spec_t s;
-    model_spec_default(&s);
-    s.kind = MODEL_KIND_MLP;
-    s.inputs = inputs;
+    model_spec_t s = one_hidden_spec(inputs, h0);
     s.n_hidden = 2;
-    s.hidden[0].units = h0;
     s.hidden[1].units = h1;
     s.outputs = outputs;
     expect_spec_error(&s, field);
@@ -316,12 +326,7 @@ END_TEST
 
 START_TEST(test_init_is_deterministic)
 {
-    model_spec_t s;
-    model_spec_default(&s);
-    s.kind = MODEL_KIND_MLP;
-    s.inputs = 4;
-    s.n_hidden = 1;
-    s.hidden[0].units = 5;
+    model_spec_t s = one_hidden_spec(4, 5);
     s.init_method = MODEL_INIT_UNIFORM;
     s.init_scale = 0.5;
     s.init_seed = 9;
@@ -414,14 +419,55 @@ END_TEST
 /* A 2-input mlp with one sigmoid hidden layer of `units`. */
 static model_t *one_hidden_layer(int32_t units)
 {
-    model_spec_t s;
-    model_spec_default(&s);
-    s.kind = MODEL_KIND_MLP;
-    s.inputs = 2;
-    s.n_hidden = 1;
-    s.hidden[0].units = units;
+    model_spec_t s = one_hidden_spec(2, units);
     return make(&s);
 }
+
+/* An mlp whose layers are large products: the loss and gradient are the same bytes with the
+ * products spread over a pool of 2 or 3 threads as on the calling thread alone (the split
+ * depends on the shape, never on the threads), and the pool is really used (the products are
+ * above the size a split starts at). */
+START_TEST(test_mlp_products_same_on_any_pool)
+{
+    blas_threads_one();
+    model_spec_t s = one_hidden_spec(300, 128);
+    s.hidden[0].activation = MODEL_ACT_RELU;
+    s.outputs = 3;
+    model_t *m = make(&s);
+    const int32_t rows = 517, n_x = model_n_x(m), n_y = model_n_y(m);
+    ck_assert((double)rows * n_x * 128 >= TENSOR_GEMM_SPLIT_MIN);
+    double *x = malloc(sizeof(double) * (size_t)rows * n_x);
+    double *y = malloc(sizeof(double) * (size_t)rows * n_y);
+    testutil_fill(x, (int64_t)rows * n_x, -1.0, 1.0, 5);
+    testutil_fill(y, (int64_t)rows * n_y, -1.0, 1.0, 6);
+    batch_t b = {rows, n_x, n_y, x, y};
+    const int64_t n = model_n_params(m);
+    double *g[3];
+    double loss[3];
+    pool_t *pools[3] = {NULL, NULL, NULL};
+    err_t err = {0};
+    ck_assert_int_eq(pool_new(2, &pools[1], &err), 0);
+    ck_assert_int_eq(pool_new(3, &pools[2], &err), 0);
+    for (int p = 0; p < 3; ++p) {
+        g[p] = malloc(sizeof(double) * (size_t)n);
+        model_set_pool(m, pools[p]);
+        ck_assert_int_eq(model_loss_grad(m, &b, &loss[p], g[p], &err), 0);
+    }
+    model_set_pool(m, NULL);
+    ck_assert(isfinite(loss[0]) && loss[0] > 0.0);
+    for (int p = 1; p < 3; ++p) {
+        ck_assert_mem_eq(&loss[p], &loss[0], sizeof(double));
+        ck_assert_mem_eq(g[p], g[0], sizeof(double) * (size_t)n);
+    }
+    for (int p = 0; p < 3; ++p) {
+        free(g[p]);
+        pool_free(pools[p]);
+    }
+    free(x);
+    free(y);
+    model_free(m);
+}
+END_TEST
 
 /* The working values of an evaluation grow with its rows and count every row-dependent
  * intermediate with its gradient: the wider the hidden layer, the more a row costs. The check
@@ -679,6 +725,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_fused_threads_match_graph);
     tcase_add_test(tc, test_fused_gradients);
     tcase_add_test(tc, test_fused_errors);
+    tcase_add_test(tc, test_mlp_products_same_on_any_pool);
     suite_add_tcase(s, tc);
     return s;
 }
