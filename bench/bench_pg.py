@@ -115,7 +115,14 @@ def run_train(neurond, W, sqlite_daemon, lib_loss0, workdir, daemons, rounds, sm
         raise HarnessError("the PostgreSQL neurond died (log: %s)" % pg.log.name)
     pg.stop()
     daemons.remove(pg)
+    settle_cluster(admin)
     return out
+
+
+def settle_cluster(admin):
+    """A checkpoint now: the pages this part dirtied are written before the measurements that
+    follow, not by a timed checkpoint in the middle of one."""
+    psql(admin, "CHECKPOINT")
 
 
 # ------------------------------------------------------------------ short jobs per second
@@ -416,6 +423,7 @@ def run_jobs(neurond, workdir, daemons, rounds, smoke):
         for k in order:
             out["runs"][str(k)].append(run_job_phase(neurond, workdir, daemons, k, JOBS[smoke],
                                                      "r%d_%d" % (rnd, k)))
+    settle_cluster(admin)
     return out
 
 
