@@ -363,11 +363,13 @@ def run_job_phase(neurond, workdir, daemons, replicas, n_jobs, tag):
                  job_rows(i), "application/octet-stream")
     in_client_threads(ds, store)
     # The replicas that stored the models stop (their PostgreSQL sessions end and report their
-    # statistics), so the WAL counts below hold the jobs' work alone; fresh ones run the jobs.
+    # statistics), so the WAL counts below hold the jobs' work alone; a checkpoint writes the
+    # stored pages out now rather than during the jobs; fresh replicas run the jobs. (Not
+    # Daemon.settle(): it waits for the whole machine's writeback, which other work on a shared
+    # machine can hold above its threshold for minutes.)
     stop_replicas(ds, daemons)
+    settle_cluster(admin)
     ds = start_replicas(neurond, db, replicas, "neurond-pg-jobs-%s" % tag, workdir, daemons)
-    for d in ds:
-        d.settle()
     # Job i goes to replica i mod replicas and belongs to client i mod JOB_CLIENTS: with three
     # replicas each client talks to one of them, with one all three share it.
     work = [[] for _ in range(JOB_CLIENTS)]
