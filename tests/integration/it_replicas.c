@@ -577,9 +577,10 @@ START_TEST(writes_conflict_while_another_replica_trains)
              (long long)it_num(cJSON_GetArrayItem(get(batches, "batches"), 0), "batch_id"));
     cJSON_Delete(batches);
     free(listing);
-    /* A synchronous run on A of about three seconds. */
+    /* A synchronous run on A of about five seconds: long enough for every write below even
+     * when the machine has got faster or less loaded since the calibration. */
     double rate = steps_per_second(a, id);
-    int64_t steps = (int64_t)(rate * 3.0) + 1;
+    int64_t steps = (int64_t)(rate * 5.0) + 1;
     static sync_train_t run;
     memset(&run, 0, sizeof run);
     run.url = targets[a].url;
@@ -883,7 +884,7 @@ START_TEST(postgresql_restart_under_a_job)
     int64_t reference = fork_on(0, model);
     double rate = steps_per_second(0, model);
     char request[160];
-    job_request(rate, 4.0, request, sizeof request);
+    job_request(rate, 5.0, request, sizeof request);
     pid_t pids[N_REPLICAS];
     for (int r = 0; r < N_REPLICAS; ++r)
         pids[r] = replica_pid(r);
@@ -976,12 +977,13 @@ static int64_t signal_runner_until_moved(const watched_t *w, int sig, int64_t *a
 START_TEST(kill9_job_resumes_on_another_replica)
 {
     static watched_t w;
-    watched_start(&w, 4, 5.0);
+    watched_start(&w, 4, 7.0);
     int64_t at_kill = 0;
     int64_t failover = signal_runner_until_moved(&w, SIGKILL, &at_kill);
     note("kill9: replica %d killed at step %lld; the job moved again %lld ms later "
            "(lease %d ms)\n", w.runner + 1, (long long)at_kill, (long long)failover, LEASE_MS);
-    ck_assert_msg(failover <= LEASE_MS + 2000, "failover took %lld ms", (long long)failover);
+    /* The lease, a heartbeat and a commit interval, with room for a loaded machine. */
+    ck_assert_msg(failover <= 2 * LEASE_MS, "failover took %lld ms", (long long)failover);
     /* The reference runs while the job finishes: it cannot be on the dead replica. */
     int64_t again = submit_on(w.other, w.reference, w.request);
     cJSON *done = job_wait_end(w.other, w.job, 60000);
@@ -996,7 +998,7 @@ END_TEST
 START_TEST(paused_replica_is_fenced)
 {
     static watched_t w;
-    watched_start(&w, 5, 5.0);
+    watched_start(&w, 5, 7.0);
     /* Another replica takes the job over, then the paused one wakes up mid-run. */
     int64_t at_pause = 0;
     int64_t taken = signal_runner_until_moved(&w, SIGSTOP, &at_pause);
