@@ -94,6 +94,7 @@ def run_train(neurond, W, sqlite_daemon, lib_loss0, workdir, daemons, rounds, sm
                                        "steps": w["steps"], "sqlite": [], "postgresql": []}
     log("PostgreSQL daemon on port %d holds %s; settled in %.1f s" % (
         pg.port, ", ".join(TRAIN_WORKLOADS), pg.settle()))
+    settle_cluster(admin)
     for rnd in range(rounds):
         log("PostgreSQL vs SQLite train calls, round %d/%d" % (rnd + 1, rounds))
         for w in ws:
@@ -519,10 +520,16 @@ def render(P, targets):
                 each("%d", lambda r: r["retried_429"]),
                 "; ".join(" ".join("#%s: %d" % kv for kv in r["jobs_per_replica"].items()) for r in runs)))
         ratio = med[str(REPLICAS)] / med["1"]
+        # The two measurements of a round ran back to back: their ratio is the least touched by
+        # the machine's load drifting between rounds.
+        rounds = [a["jobs_per_s"] / b["jobs_per_s"] for a, b in zip(jb["runs"][str(REPLICAS)], jb["runs"]["1"])]
         L.append("")
-        L.append("%d replicas ÷ 1 replica: **%.2f×** (on %s cores the replicas share the same CPUs: a ratio near 1 "
-                 "means the queue adds no serialisation of its own; see bench/README.md for what limits it)." % (
-                     REPLICAS, ratio, P.get("cores", "?")))
+        L.append("%d replicas ÷ 1 replica: **%.2f×** the medians; %.2f× the median of the rounds' own ratios (%s). "
+                 "The replicas share the machine's %s cores and one database: the sessions show where the jobs "
+                 "wait (bench/README.md, PostgreSQL)." % (
+                     REPLICAS, ratio, statistics.median(rounds), ", ".join("%.2f" % r for r in rounds),
+                     P.get("cores", "?")))
         L.append("")
-        targets.append((jobs_name, "%.2f× (%.1f vs %.1f jobs/s)" % (ratio, med[str(REPLICAS)], med["1"]), None))
+        targets.append((jobs_name, "%.2f× (%.1f vs %.1f jobs/s; by round %.2f×)" % (
+            ratio, med[str(REPLICAS)], med["1"], statistics.median(rounds)), None))
     return L
