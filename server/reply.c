@@ -18,9 +18,10 @@ const char *reply_split_name(int32_t split)
 
 cJSON *reply_model_object(const store_model_t *m, registry_t *reg)
 {
-    /* In this process the registry knows for sure whether a run holds the model; the stored
-     * status can be stale (its reset to idle fails while the storage is unavailable). */
-    int training = reg != NULL ? registry_is_training(reg, m->id)
+    /* In this process the registry knows for sure whether a run holds the model; a run of
+     * another replica (PostgreSQL) holds its lease. The stored status can be stale (its reset
+     * to idle fails while the storage is unavailable, or its replica died). */
+    int training = reg != NULL ? registry_is_training(reg, m->id) || m->leased
                                : strcmp(m->status, "training") == 0;
     cJSON *o = cJSON_CreateObject();
     if (o == NULL)

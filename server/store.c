@@ -321,6 +321,7 @@ int store_open(const char *path, store_t **out, err_t *err)
         return err_set(err, ERR_NOMEM, "out of memory opening the database");
     }
     pthread_mutex_init(&s->ping_mu, NULL);
+    pthread_mutex_init(&s->leases_mu, NULL);
     db_conn_t *c = NULL;
     rc = db_open(path, DB_OPEN_SERVE, &config, &s->db, err);
     if (rc == 0)
@@ -341,6 +342,7 @@ void store_close(store_t *s)
         return;
     db_close(s->db);
     pthread_mutex_destroy(&s->ping_mu);
+    pthread_mutex_destroy(&s->leases_mu);
     free(s->path);
     free(s);
 }

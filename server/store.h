@@ -42,7 +42,8 @@ typedef struct store_model {
     char kind[32];
     char *spec_json;
     int64_t step;
-    char status[16];             /* "idle" | "training" */
+    char status[16];             /* "idle" | "training", as the last run left it */
+    int leased;                  /* a run of another live replica holds the model's lease */
     int64_t rows;                /* stored training rows (split train) */
     int64_t validation_rows;     /* stored rows of split validation */
     int has_loss;                /* 0: loss is null (never trained) */

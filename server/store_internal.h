@@ -23,6 +23,8 @@
  * NEUROND_BUSY_TIMEOUT_MS says otherwise (store_open). */
 #define STORE_BUSY_TIMEOUT_MS 5000
 
+#define STORE_UNRELEASED_MAX 64
+
 struct store {
     db_t *db;
     char *path;
@@ -32,6 +34,13 @@ struct store {
     int64_t ping_at_ns;
     err_t ping_err;
     _Atomic int64_t replica_id;    /* the last store_replica_register()'s: this process */
+    /* Leases whose release failed (the storage was unavailable at the run's end): the next
+     * heartbeat releases them, else it would keep them alive and the model held for good. */
+    pthread_mutex_t leases_mu;
+    struct store_lease_ref {
+        int64_t model_id, replica_id, epoch;
+    } unreleased[STORE_UNRELEASED_MAX];
+    int n_unreleased;
 };
 
 /* `args, n_args` for the helpers below from a list of db_value_t: STORE_ARGS(DB_INT(id)). */

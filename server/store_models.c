@@ -7,9 +7,14 @@
 #include "db.h"
 #include "store_internal.h"
 
-#define MODEL_COLUMNS \
-    "id, name, kind, spec_json, step, status, rows, loss, version, created_at, updated_at," \
-    " validation_rows"
+/* The last column: a run of another live replica (not replica `ME`, this process) holds the
+ * model's lease. A run releases its lease in its final commit (expiry 0); a dead replica's row
+ * goes within about a lease, and with it the claim of its runs. */
+#define MODEL_COLUMNS(ME)                                                                       \
+    "id, name, kind, spec_json, step, status, rows, loss, version, created_at, updated_at,"    \
+    " validation_rows, CASE WHEN EXISTS (SELECT 1 FROM model_leases l JOIN replicas r"         \
+    " ON r.id = l.replica_id WHERE l.model_id = models.id AND l.expires_ms > 0"                \
+    " AND l.replica_id <> " ME ") THEN 1 ELSE 0 END"
 
 /* `name` as stored: NULL for none or "". */
 static const char *stored_name(const char *name)
@@ -61,6 +66,7 @@ static int model_read_row(db_stmt_t *st, void *dst, err_t *err)
     store__column_text_copy(st, 9, m->created_at, sizeof m->created_at);
     store__column_text_copy(st, 10, m->updated_at, sizeof m->updated_at);
     m->validation_rows = db_column_int64(st, 11);
+    m->leased = db_column_int64(st, 12) != 0;
     return 0;
 }
 
@@ -102,13 +108,14 @@ int store_model_insert(store_t *s, const char *name, const char *kind, const cha
 int store_model_get(store_t *s, int64_t id, store_model_t *out, err_t *err)
 {
     static const char sql[] =
-        "SELECT " MODEL_COLUMNS " FROM models WHERE id = ?1 AND hidden = 0";
+        "SELECT " MODEL_COLUMNS("?2") " FROM models WHERE id = ?1 AND hidden = 0";
     memset(out, 0, sizeof *out);
     db_conn_t *c = NULL;
     int rc = store__conn(s, &c, err);
     if (rc < 0)
         return rc;
-    return store__get_row(c, sql, STORE_ARGS(DB_INT(id)), model_read_row, out, "model", id, err);
+    return store__get_row(c, sql, STORE_ARGS(DB_INT(id), DB_INT(atomic_load(&s->replica_id))),
+                          model_read_row, out, "model", id, err);
 }
 
 void store_model_list_free(store_model_t *rows, int64_t n)
@@ -120,7 +127,7 @@ int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **o
                      int64_t *next, err_t *err)
 {
     static const char sql[] =
-        "SELECT " MODEL_COLUMNS " FROM models WHERE id > ?1 AND hidden = 0 ORDER BY id"
+        "SELECT " MODEL_COLUMNS("?3") " FROM models WHERE id > ?1 AND hidden = 0 ORDER BY id"
         " LIMIT ?2";
     *out = NULL;
     *n = 0;
@@ -133,8 +140,10 @@ int store_model_list(store_t *s, int64_t limit, int64_t after, store_model_t **o
     int rc = store__conn(s, &c, err);
     /* One more row than the page says whether a next page exists. */
     if (rc == 0)
-        rc = store__list(c, sql, STORE_ARGS(DB_INT(after), DB_INT(limit + 1)), sizeof **out,
-                         model_read_row, model_clear_row, limit, &rows, n, &more,
+        rc = store__list(c, sql,
+                         STORE_ARGS(DB_INT(after), DB_INT(limit + 1),
+                                    DB_INT(atomic_load(&s->replica_id))),
+                         sizeof **out, model_read_row, model_clear_row, limit, &rows, n, &more,
                          "listing models", err);
     if (rc < 0)
         return rc;

@@ -29,6 +29,42 @@ int store_replica_register(store_t *s, const char *address, const char *version,
     return rc;
 }
 
+/* Expire the lease of epoch `epoch` of replica `replica_id` on model `id` (c's transaction). */
+static int lease_expire(db_conn_t *c, int64_t id, int64_t replica_id, int64_t epoch, err_t *err)
+{
+    /* Expired, not deleted: the epoch must only grow. */
+    static const char sql[] =
+        "UPDATE model_leases SET expires_ms = 0"
+        " WHERE model_id = ?1 AND replica_id = ?2 AND epoch = ?3";
+    return store__run(c, sql, STORE_ARGS(DB_INT(id), DB_INT(replica_id), DB_INT(epoch)),
+                      "releasing a model's lease", NULL, err);
+}
+
+/* The releases that failed (store_lease_release), done again in c's transaction: `*n` of them,
+ * copied to `out`, for unreleased_forget() once that transaction has committed. */
+static int unreleased_take(store_t *s, db_conn_t *c, struct store_lease_ref *out, int *n,
+                           err_t *err)
+{
+    pthread_mutex_lock(&s->leases_mu);
+    *n = s->n_unreleased;
+    memcpy(out, s->unreleased, (size_t)*n * sizeof *out);
+    pthread_mutex_unlock(&s->leases_mu);
+    int rc = 0;
+    for (int i = 0; i < *n && rc == 0; ++i)
+        rc = lease_expire(c, out[i].model_id, out[i].replica_id, out[i].epoch, err);
+    return rc;
+}
+
+/* Forget the first `n` failed releases: they are done. */
+static void unreleased_forget(store_t *s, int n)
+{
+    pthread_mutex_lock(&s->leases_mu);
+    memmove(s->unreleased, s->unreleased + n,
+            (size_t)(s->n_unreleased - n) * sizeof s->unreleased[0]);
+    s->n_unreleased -= n;
+    pthread_mutex_unlock(&s->leases_mu);
+}
+
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
                             err_t *err)
 {
@@ -51,6 +87,10 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
                     "refreshing the replica's heartbeat", &changed, err);
     if (rc == 0 && changed == 0)
         rc = err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    struct store_lease_ref done[STORE_UNRELEASED_MAX];
+    int n_done = 0;
+    if (rc == 0)
+        rc = unreleased_take(s, c, done, &n_done, err);
     if (rc == 0)
         rc = store__run(c, sql_leases, STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms)),
                         "renewing the replica's leases", NULL, err);
@@ -58,6 +98,8 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
         rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(now_ms - lease_ms), DB_INT(id)),
                         "removing dead replicas", &dead, err);
     rc = store__tx_leave(c, own, rc, err);
+    if (rc == 0 && n_done > 0)
+        unreleased_forget(s, n_done);
     if (rc == 0 && removed != NULL)
         *removed = dead;
     return rc;
@@ -155,16 +197,23 @@ int store_lease_check(store_t *s, int64_t id, int64_t replica_id, int64_t epoch,
     return rc;
 }
 
+
 int store_lease_release(store_t *s, int64_t id, int64_t replica_id, int64_t epoch, err_t *err)
 {
-    /* Expired, not deleted: the epoch must only grow. */
-    static const char sql[] =
-        "UPDATE model_leases SET expires_ms = 0"
-        " WHERE model_id = ?1 AND replica_id = ?2 AND epoch = ?3";
     db_conn_t *c = NULL;
     int rc = store__conn(s, &c, err);
     if (rc == 0)
-        rc = store__run(c, sql, STORE_ARGS(DB_INT(id), DB_INT(replica_id), DB_INT(epoch)),
-                        "releasing a model's lease", NULL, err);
+        rc = lease_expire(c, id, replica_id, epoch, err);
+    /* A release on its own that failed is left to the heartbeat (one inside a transaction
+     * fails that transaction, whose caller releases again on its own). */
+    if (rc < 0 && c != NULL && !db_in_tx(c)) {
+        pthread_mutex_lock(&s->leases_mu);
+        if (s->n_unreleased < STORE_UNRELEASED_MAX)
+            s->unreleased[s->n_unreleased++] =
+                (struct store_lease_ref){.model_id = id, .replica_id = replica_id,
+                                         .epoch = epoch};
+        pthread_mutex_unlock(&s->leases_mu);
+    }
     return rc;
 }
+

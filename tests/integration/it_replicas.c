@@ -563,6 +563,26 @@ static int model_training_on(int t, int64_t id)
     return training;
 }
 
+/* Start a synchronous mini-batch run of about `seconds` on model `id` through target `t`, on a
+ * thread, and return once `t` shows the model training: the steps it was asked for. */
+static int64_t sync_run_start(sync_train_t *run, int t, int64_t id, double seconds)
+{
+    int64_t steps = (int64_t)(steps_per_second(t, id) * seconds) + 1;
+    memset(run, 0, sizeof *run);
+    run->url = targets[t].url;
+    snprintf(run->path, sizeof run->path, "/v1/models/%lld/train", (long long)id);
+    snprintf(run->body, sizeof run->body,
+             "{\"steps\":%" PRId64 ",\"batch_size\":32,\"seed\":1,\"history_every\":10}",
+             steps);
+    ck_assert_int_eq(pthread_create(&run->thread, NULL, sync_train_main, run), 0);
+    int64_t end = it_now_ms() + 10000;
+    while (!model_training_on(t, id)) {
+        ck_assert_msg(it_now_ms() < end, "the run on %s did not start", targets[t].url);
+        it_sleep_ms(20);
+    }
+    return steps;
+}
+
 START_TEST(writes_conflict_while_another_replica_trains)
 {
     const int a = 0, b = 1;
@@ -579,21 +599,8 @@ START_TEST(writes_conflict_while_another_replica_trains)
     free(listing);
     /* A synchronous run on A of about five seconds: long enough for every write below even
      * when the machine has got faster or less loaded since the calibration. */
-    double rate = steps_per_second(a, id);
-    int64_t steps = (int64_t)(rate * 5.0) + 1;
     static sync_train_t run;
-    memset(&run, 0, sizeof run);
-    run.url = targets[a].url;
-    snprintf(run.path, sizeof run.path, "/v1/models/%lld/train", (long long)id);
-    snprintf(run.body, sizeof run.body,
-             "{\"steps\":%" PRId64 ",\"batch_size\":32,\"seed\":1,\"history_every\":10}",
-             steps);
-    ck_assert_int_eq(pthread_create(&run.thread, NULL, sync_train_main, &run), 0);
-    int64_t end = it_now_ms() + 10000;
-    while (!model_training_on(a, id)) {
-        ck_assert_msg(it_now_ms() < end, "the run on A did not start");
-        it_sleep_ms(20);
-    }
+    int64_t steps = sync_run_start(&run, a, id, 5.0);
     /* Every write, through B, C and the balancer: 409 conflict. */
     char *rows = net_rows(2);
     char params[96], model_path[64], restore[64];
@@ -648,6 +655,26 @@ START_TEST(writes_conflict_while_another_replica_trains)
     cJSON_Delete(m);
     free(put);
     free(rows);
+}
+END_TEST
+
+START_TEST(model_status_same_on_every_replica)
+{
+    const int a = 0;
+    int64_t id = net_model_on(a, 8);
+    static sync_train_t run;
+    sync_run_start(&run, a, id, 3.0);
+    /* While A trains the model, every replica and the balancer say so. */
+    for (int t = 1; t < N_TARGETS; ++t)
+        ck_assert_msg(model_training_on(t, id), "%s shows the model training on A as idle",
+                      targets[t].url);
+    ck_assert_msg(model_training_on(a, id), "the run on A ended before every replica was read");
+    pthread_join(run.thread, NULL);
+    ck_assert_msg(run.status == 200, "train on A: %ld %s", run.status, run.answer);
+    free(run.answer);
+    for (int t = 0; t < N_TARGETS; ++t)
+        ck_assert_msg(!model_training_on(t, id), "%s shows the model training after the run",
+                      targets[t].url);
 }
 END_TEST
 
@@ -1126,6 +1153,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, read_your_writes);
     tcase_add_test(tc, writes_conflict_while_another_replica_trains);
+    tcase_add_test(tc, model_status_same_on_every_replica);
     tcase_add_test(tc, sixteen_clients_no_5xx);
     tcase_add_test(tc, replica_taken_for_dead_comes_back_under_a_new_id);
     tcase_add_test(tc, postgresql_restart_under_a_job);
