@@ -285,24 +285,36 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
 {
     /* The oldest job that is queued, or running on a replica whose heartbeat stopped (its
      * process died: the job resumes here) -- never one of this replica's own, which run here
-     * whatever its heartbeat says. Not one whose model a live run of another replica
-     * holds: the claim would only fail its lease. The write transaction makes the claim atomic cluster-wide. */
+     * whatever its heartbeat says. Not one whose model a live run of another replica holds:
+     * the claim would only fail its lease. The write transaction makes the claim atomic
+     * cluster-wide; a read first spares the writer lock when there is nothing to claim, as
+     * there usually is not when replicas look every quarter second. */
+#define CLAIMABLE_JOB                                                                     \
+    "SELECT j.id FROM jobs j"                                                           \
+    " WHERE (j.status = 'queued' OR (j.status = 'running' AND j.replica_id <> ?1"       \
+    "   AND NOT EXISTS (SELECT 1 FROM replicas r"                                       \
+    "     WHERE r.id = j.replica_id AND r.heartbeat_ms >= ?2)))"                        \
+    " AND NOT EXISTS (SELECT 1 FROM model_leases l"                                     \
+    "   WHERE l.model_id = j.model_id AND l.expires_ms >= ?3 AND l.replica_id <> ?1)"   \
+    " ORDER BY j.id LIMIT 1"
+    static const char sql_any[] = "SELECT COUNT(*) FROM (" CLAIMABLE_JOB ") AS claimable";
     static const char sql[] =
         "UPDATE jobs SET status = 'running', replica_id = ?1, updated_at = ?4"
-        " WHERE id = (SELECT j.id FROM jobs j"
-        "   WHERE (j.status = 'queued' OR (j.status = 'running' AND j.replica_id <> ?1"
-        "     AND NOT EXISTS (SELECT 1 FROM replicas r"
-        "       WHERE r.id = j.replica_id AND r.heartbeat_ms >= ?2)))"
-        "   AND NOT EXISTS (SELECT 1 FROM model_leases l"
-        "     WHERE l.model_id = j.model_id AND l.expires_ms >= ?3 AND l.replica_id <> ?1)"
-        "   ORDER BY j.id LIMIT 1)"
-        " RETURNING " JOB_COLUMNS;
+        " WHERE id = (" CLAIMABLE_JOB ") RETURNING " JOB_COLUMNS;
+#undef CLAIMABLE_JOB
     memset(out, 0, sizeof *out);
     db_conn_t *c = NULL;
+    int64_t now_ms = store__now_ms(), any = 0;
     int own = 0, rc = store__conn(s, &c, err);
-    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
+    if (rc == 0 && !db_in_tx(c))
+        rc = store__get_int(c, sql_any,
+                            STORE_ARGS(DB_INT(replica_id), DB_INT(now_ms - lease_ms),
+                                       DB_INT(now_ms)),
+                            &any, "queue", 0, err);
+    if (rc < 0 || (!db_in_tx(c) && any == 0))
         return rc;
-    int64_t now_ms = store__now_ms();
+    if ((rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
+        return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
     rc = store__get_row(c, sql,
