@@ -545,8 +545,9 @@ int trainer_run(app_t *app, const trainer_opts_t *o, train_result_t *res, err_t 
     int rc = run(app, o, res, &started, err);
     if (o->on_end != NULL)
         o->on_end(o->end_ctx, rc, res, err);
-    if (!started || (!events_wanted(app->events, o->model_id) && app->relay == NULL))
-    if (!started || flag_set(o->handed_over) || !events_wanted(app->events, o->model_id))
+    /* A run handed over to another replica has not ended: that replica announces the end. */
+    if (!started || flag_set(o->handed_over) ||
+        (!events_wanted(app->events, o->model_id) && app->relay == NULL))
         return rc;
     cJSON *result = rc < 0 ? NULL : codec_train_result_encode(o->model_id, res);
     events_done(app->events, o->model_id, result, rc < 0 ? err : NULL);
