@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "monotime.h"
 
 typedef struct sub {
     pthread_mutex_t mu;
@@ -385,11 +386,7 @@ int events_new(int64_t max_streams, events_t **out, err_t *err)
     ev->max_streams = max_streams;
     pthread_mutex_init(&ev->mu, NULL);
     pthread_mutex_init(&ev->tick_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ev->tick_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    monotime_cond_init(&ev->tick_cv);
     int prc = pthread_create(&ev->ticker, NULL, ticker_main, ev);
     if (prc != 0) {
         events_free(ev);

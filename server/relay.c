@@ -9,6 +9,7 @@
  */
 #include "relay.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 
 #define RELAY_WAIT_MS 250           /* the listener checks for relay_stop() this often */
 #define RELAY_PAGE 1000             /* history rows read at once */
@@ -27,8 +29,11 @@
                                        distinct models than that: the rest are not) */
 #define RELAY_ORIGIN_BITS 53        /* exact in a JSON number (a double) */
 
+#define RELAY_OPEN_RUNS 64          /* runs elsewhere tracked until their done */
+
 static const char *const kind_names[] = {[RELAY_STEPS] = "steps", [RELAY_DONE] = "done",
-                                         [RELAY_DELETED] = "deleted"};
+                                         [RELAY_DELETED] = "deleted",
+                                         [RELAY_BARRIER] = "barrier"};
 
 /* A model caught up after a lost session, and the last step the catch-up sent. */
 typedef struct caught {
@@ -45,6 +50,13 @@ struct relay {
     pthread_t thread;
     int thread_started;
     atomic_int stop;
+    atomic_int listening;      /* the listening session is up */
+    /* relay_catch_up() waits on these, which the listener advances: */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* broadcast when barrier_heard grows or an open run ends */
+    int64_t barrier_sent, barrier_heard;
+    int64_t open_runs[RELAY_OPEN_RUNS];   /* models whose run elsewhere sent steps, no done */
+    int n_open;
     /* The listener thread's own: */
     caught_t caught[RELAY_RESYNC_MAX];
     int n_caught;
@@ -63,6 +75,8 @@ int relay_encode(const relay_msg_t *m, char *buf, size_t size, err_t *err)
                           m->first, m->last);
         else if (m->kind == RELAY_DONE)
             n += snprintf(buf + n, size - (size_t)n, "}\n%s", m->data);
+        else if (m->kind == RELAY_BARRIER)
+            n += snprintf(buf + n, size - (size_t)n, ",\"t\":%" PRId64 "}", m->token);
         else
             n += snprintf(buf + n, size - (size_t)n, "}");
     }
@@ -98,11 +112,11 @@ int relay_decode(const char *payload, relay_msg_t *out, err_t *err)
         goto out;
     }
     const char *kind = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(head, "e"));
-    for (int k = RELAY_STEPS; k <= RELAY_DELETED && kind != NULL; ++k)
+    for (int k = RELAY_STEPS; k <= RELAY_BARRIER && kind != NULL; ++k)
         if (strcmp(kind, kind_names[k]) == 0)
             out->kind = (enum relay_kind)k;
     if (out->kind == 0) {
-        rc = err_set(err, ERR_INVAL, "\"e\" is not steps, done or deleted");
+        rc = err_set(err, ERR_INVAL, "\"e\" is not steps, done, deleted or barrier");
         goto out;
     }
     if ((rc = member_int(head, "o", 0, &out->origin, err)) < 0 ||
@@ -118,6 +132,8 @@ int relay_decode(const char *payload, relay_msg_t *out, err_t *err)
             goto out;
         }
     }
+    if (out->kind == RELAY_BARRIER && (rc = member_int(head, "t", 1, &out->token, err)) < 0)
+        goto out;
     /* Only a done carries data: the event's JSON, passed on as it is. */
     if ((out->kind == RELAY_DONE) != (nl != NULL)) {
         rc = err_set(err, ERR_INVAL, "%s", nl != NULL ? "data after an event without any"
@@ -274,6 +290,55 @@ static int64_t resync(relay_t *r)
     return rows;
 }
 
+/* ---- runs elsewhere, for relay_catch_up() (r->mu held) -------------------------------------- */
+
+static int open_find(const relay_t *r, int64_t model_id)
+{
+    for (int i = 0; i < r->n_open; ++i)
+        if (r->open_runs[i] == model_id)
+            return i;
+    return -1;
+}
+
+/* A run elsewhere announced steps of `model_id` (`open`), or ended. */
+static void open_set(relay_t *r, int64_t model_id, int open)
+{
+    pthread_mutex_lock(&r->mu);
+    int i = open_find(r, model_id);
+    if (open && i < 0 && r->n_open < RELAY_OPEN_RUNS)
+        r->open_runs[r->n_open++] = model_id;
+    else if (!open && i >= 0)
+        r->open_runs[i] = r->open_runs[--r->n_open];
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void relay_catch_up(relay_t *r, int64_t model_id)
+{
+    if (r == NULL || !atomic_load(&r->listening) || !events_wanted(r->ev, model_id))
+        return;
+    pthread_mutex_lock(&r->mu);
+    int64_t token = ++r->barrier_sent;
+    pthread_mutex_unlock(&r->mu);
+    relay_msg_t m = {.kind = RELAY_BARRIER, .model_id = model_id, .token = token};
+    err_t err = {0};
+    if (announce(r, &m, &err) < 0)
+        return;          /* the database is away: no announcement comes meanwhile either */
+    struct timespec until = monotime_deadline(RELAY_CATCH_UP_MS);
+    pthread_mutex_lock(&r->mu);
+    int rc = 0;
+    while (rc != ETIMEDOUT && (r->barrier_heard < token || open_find(r, model_id) >= 0))
+        rc = pthread_cond_timedwait(&r->cv, &r->mu, &until);
+    /* This run holds the model now: a run elsewhere that never said done (its replica died,
+     * or handed the job over) is over all the same. */
+    int i = open_find(r, model_id);
+    if (i >= 0)
+        r->open_runs[i] = r->open_runs[--r->n_open];
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- the listener -------------------------------------------------------------------------- */
+
 static void on_payload(void *ctx, const char *payload)
 {
     relay_t *r = ctx;
@@ -283,10 +348,22 @@ static void on_payload(void *ctx, const char *payload)
         log_msg(LOG_LEVEL_DEBUG, "ignored a notification on %s: %s", RELAY_CHANNEL, err.msg);
         return;
     }
+    if (m.kind == RELAY_BARRIER) {
+        /* Ours came back: whatever was committed before it has been handled. */
+        if (m.origin == r->origin) {
+            pthread_mutex_lock(&r->mu);
+            if (m.token > r->barrier_heard)
+                r->barrier_heard = m.token;
+            pthread_cond_broadcast(&r->cv);
+            pthread_mutex_unlock(&r->mu);
+        }
+        return;
+    }
     if (m.origin == r->origin || !events_wanted(r->ev, m.model_id))
         return;
     switch (m.kind) {
     case RELAY_STEPS: {
+        open_set(r, m.model_id, 1);
         caught_t *c = caught_find(r, m.model_id);
         if (c != NULL && c->step >= m.first) {
             m.first = c->step + 1;            /* the catch-up sent these already */
@@ -300,9 +377,13 @@ static void on_payload(void *ctx, const char *payload)
     }
     case RELAY_DONE:
         events_done_text(r->ev, m.model_id, m.data);
+        open_set(r, m.model_id, 0);
         break;
     case RELAY_DELETED:
         events_model_deleted(r->ev, m.model_id);
+        open_set(r, m.model_id, 0);
+        break;
+    case RELAY_BARRIER:
         break;
     }
 }
@@ -314,6 +395,7 @@ static void *listen_main(void *arg)
     while (!atomic_load(&r->stop)) {
         err_t err = {0};
         int rc = store_listen_wait(r->listener, RELAY_WAIT_MS, on_payload, r, &err);
+        atomic_store(&r->listening, rc >= 0);
         if (rc < 0) {
             if (!down)
                 log_msg(LOG_LEVEL_WARN, "event relay: %s; streams here miss other replicas' "
@@ -359,11 +441,14 @@ int relay_new(store_t *store, events_t *ev, const _Atomic int64_t *replica_id, r
     r->ev = ev;
     r->replica_id = replica_id;
     r->origin = origin_draw();
+    pthread_mutex_init(&r->mu, NULL);
+    monotime_cond_init(&r->cv);
     int rc = store_listen_open(store, RELAY_CHANNEL, &r->listener, err);
     if (rc < 0) {
-        free(r);
+        relay_free(r);
         return rc;
     }
+    atomic_store(&r->listening, 1);
     int prc = pthread_create(&r->thread, NULL, listen_main, r);
     if (prc != 0) {
         relay_free(r);
@@ -390,5 +475,7 @@ void relay_free(relay_t *r)
         return;
     relay_stop(r);
     store_listen_close(r->listener);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
     free(r);
 }

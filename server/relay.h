@@ -22,7 +22,12 @@
  * Payloads are one line of JSON, {"o":origin,"r":replica,"m":model,"e":kind,...}: `o` tells
  * this process's announcements from the others' (a random number drawn at start, known before
  * the replica has its id), `r` is the sender's replica id (0 before it has one), `e` is "steps"
- * with "p":[first,last], "done" followed by a newline and the done event's data, or "deleted".
+ * with "p":[first,last], "done" followed by a newline and the done event's data, "deleted", or
+ * "barrier" with "t":token (relay_catch_up()).
+ *
+ * Order: the announcements of other processes reach the hub a little later than this process's
+ * own runs reach it. So that a stream here sees the previous run of a model (elsewhere) end
+ * before a run here begins, a run here first calls relay_catch_up().
  */
 #ifndef ND_RELAY_H
 #define ND_RELAY_H
@@ -43,7 +48,7 @@ typedef struct relay relay_t;
 
 /* ---- payloads ---------------------------------------------------------------------------------- */
 
-enum relay_kind { RELAY_STEPS = 1, RELAY_DONE = 2, RELAY_DELETED = 3 };
+enum relay_kind { RELAY_STEPS = 1, RELAY_DONE = 2, RELAY_DELETED = 3, RELAY_BARRIER = 4 };
 
 typedef struct relay_msg {
     enum relay_kind kind;
@@ -51,6 +56,7 @@ typedef struct relay_msg {
     int64_t replica;           /* its replica id, 0 when it had none yet */
     int64_t model_id;          /* >= 1 */
     int64_t first, last;       /* RELAY_STEPS: the commit's first and last recorded step */
+    int64_t token;             /* RELAY_BARRIER: the sender's count of them (>= 1) */
     const char *data;          /* RELAY_DONE: the done event's data, one line of JSON */
 } relay_msg_t;
 
@@ -88,5 +94,15 @@ void relay_done(relay_t *r, int64_t model_id, const cJSON *result, const err_t *
 
 /* Announce that model `model_id` is deleted. Outside a transaction; a failure is logged. */
 void relay_deleted(relay_t *r, int64_t model_id);
+
+/*
+ * A run of model `model_id` is about to start here (it holds the model's lease): when the model
+ * has a subscriber here, wait until the listener has handed the hub everything committed
+ * before now -- it announces a barrier to itself and waits to hear it back -- and the done of
+ * a run another replica had under way, at most RELAY_CATCH_UP_MS in all. Returns at once when
+ * the listening session is lost (nothing would come).
+ */
+#define RELAY_CATCH_UP_MS 500
+void relay_catch_up(relay_t *r, int64_t model_id);
 
 #endif /* ND_RELAY_H */

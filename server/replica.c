@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "replica.h"
 
 struct replica {
@@ -18,18 +19,6 @@ struct replica {
     pthread_cond_t wake;         /* signalled by replica_stop() */
     int stopping;                /* mu */
 };
-
-/* `ms` from now on CLOCK_MONOTONIC, the clock `wake` waits on: a wall-clock step must not
- * stretch or skip a heartbeat. */
-static struct timespec deadline_after(int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000LL;
-    ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
-    return ts;
-}
 
 /* The row of replica `old` is gone: this process stalled past the lease and was taken for dead
  * (its jobs may run elsewhere now). It goes on as a new replica. */
@@ -68,7 +57,7 @@ static void *heartbeat_main(void *arg)
     replica_t *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
-        struct timespec until = deadline_after(r->lease_ms / 3);
+        struct timespec until = monotime_deadline(r->lease_ms / 3);
         while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->mu, &until) == 0) {
         }
         if (r->stopping)
@@ -108,11 +97,7 @@ int replica_start(store_t *store, const char *address, const char *version, int6
     r->store = store;
     r->lease_ms = lease_ms;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    monotime_cond_init(&r->wake);   /* a wall-clock step must not stretch or skip a beat */
     int64_t first = 0;
     int rc = store_replica_register(store, address, version, &first, err);
     if (rc == 0)

@@ -389,6 +389,7 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
     if ((rc = lease_take_patiently(&r, err)) < 0 ||
         (rc = state_get(app, o, &st, &local, &fresh, err)) < 0)
         goto out;
+    relay_catch_up(app->relay, o->model_id);   /* streams here: the run before first (relay.h) */
     r.m = st->copy.model;
     r.optim = st->copy.optim;
     r.s0 = o->resume != NULL ? o->resume->start_step : st->copy.step;

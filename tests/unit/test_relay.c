@@ -89,6 +89,18 @@ START_TEST(test_deleted)
 }
 END_TEST
 
+START_TEST(test_barrier)
+{
+    char buf[128];
+    relay_msg_t m = {.kind = RELAY_BARRIER, .origin = 12345, .replica = 1, .model_id = 9,
+                     .token = 31}, got;
+    roundtrip(&m, "{\"o\":12345,\"r\":1,\"m\":9,\"e\":\"barrier\",\"t\":31}", buf,
+              sizeof buf, &got);
+    ck_assert_int_eq(got.token, 31);
+    ck_assert_ptr_null(got.data);
+}
+END_TEST
+
 START_TEST(test_largest_header_fits)
 {
     char buf[RELAY_HEADER_MAX];
@@ -97,6 +109,9 @@ START_TEST(test_largest_header_fits)
                      .model_id = INT64_MAX, .first = INT64_MAX, .last = INT64_MAX};
     ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
     m.kind = RELAY_DELETED;
+    ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
+    m.kind = RELAY_BARRIER;
+    m.token = INT64_MAX;
     ck_assert_int_gt(relay_encode(&m, buf, sizeof buf, &err), 0);
     m = (relay_msg_t){.kind = RELAY_DONE, .origin = 9007199254740992LL, .replica = INT64_MAX,
                       .model_id = INT64_MAX, .data = ""};
@@ -148,6 +163,9 @@ START_TEST(test_refused)
         "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"done\"}\n{\"a\":",
         "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"done\"}\n{}\n{}",           /* two lines of data */
         "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"done\"}\n{} x",             /* more after it */
+        "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"barrier\"}",                /* no token */
+        "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"barrier\",\"t\":0}",
+        "{\"o\":1,\"r\":1,\"m\":1,\"e\":\"barrier\",\"t\":2}\n{}",     /* data on a barrier */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         relay_msg_t got = {.kind = RELAY_STEPS, .model_id = 99};
@@ -169,6 +187,7 @@ static Suite *relay_suite(void)
     tcase_add_test(tc, test_done_carries_its_data);
     tcase_add_test(tc, test_done_of_a_failure);
     tcase_add_test(tc, test_deleted);
+    tcase_add_test(tc, test_barrier);
     tcase_add_test(tc, test_largest_header_fits);
     tcase_add_test(tc, test_too_long_for_the_buffer);
     tcase_add_test(tc, test_refused);
