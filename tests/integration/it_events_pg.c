@@ -228,6 +228,23 @@ START_TEST(delete_on_a_ends_stream_on_b)
 }
 END_TEST
 
+/* Stream `s` of model `id`, which one job trained, has every one of the model's `rows` history
+ * rows exactly once and in order (whatever befell the replicas meanwhile), then the job's
+ * done with its `result`. */
+static void expect_whole_job(it_stream_t *s, int64_t id, int rows, const cJSON *result)
+{
+    cJSON *hist = history_all(id);
+    ck_assert_int_eq(cJSON_GetArraySize(hist), rows);
+    const char *names[MAX_EVENTS], *data[MAX_EVENTS];
+    int n = it_stream_events(s->buf, names, data, MAX_EVENTS);
+    ck_assert_int_eq(n, rows + 1);
+    for (int i = 0; i < rows; ++i)
+        expect_progress(names[i], data[i], cJSON_GetArrayItem(hist, i));
+    ck_assert_str_eq(names[rows], "done");
+    expect_job_result(data[rows], result);
+    cJSON_Delete(hist);
+}
+
 /* Run `sql` on the test cluster's administration database. Returns the first value of its
  * first row as an integer (0 when none). */
 static int admin_sql(const char *sql)
@@ -336,20 +353,78 @@ START_TEST(cut_listening_session_loses_no_step)
 
     cJSON *result = job_result(job, 120000);
     it_stream_wait(&s, 30000);
-    cJSON *hist = history_all(id);
-    int rows = cJSON_GetArraySize(hist);
-    ck_assert_int_eq(rows, 200 + 1);           /* every 100000th step, and the last */
-    const char *names[MAX_EVENTS], *data[MAX_EVENTS];
-    int n = it_stream_events(s.buf, names, data, MAX_EVENTS);
-    /* The rows the stream got before it: every row exactly once and in order, then the end. */
-    ck_assert_int_eq(n, rows + 1);
-    for (int i = 0; i < rows; ++i)
-        expect_progress(names[i], data[i], cJSON_GetArrayItem(hist, i));
-    ck_assert_str_eq(names[rows], "done");
-    expect_job_result(data[rows], result);
+    expect_whole_job(&s, id, 200 + 1, result);   /* every 100000th step, and the last */
     cJSON_Delete(result);
-    cJSON_Delete(hist);
     it_stream_free(&s);
+}
+END_TEST
+
+/* ---- a job resumed by another replica ------------------------------------------------------- */
+
+static const char *const short_lease[] = {"--job-lease", "3", NULL};
+
+static void setup_short_lease(void)
+{
+    ck_assert_msg(it_start(&a, it_exe, short_lease) == 0, "replica A did not start");
+    it_opts_t o = {.db = a.db, .extra = short_lease, .capture_stderr = 1};
+    ck_assert_msg(it_start_opts(&b, it_exe, &o) == 0, "replica B did not start");
+    it_use(&a);
+}
+
+/* The replica running job `job` (its "replica"), polled on the current daemon until it runs. */
+static int64_t job_replica(int64_t job)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    for (int waited = 0;; waited += 20) {
+        cJSON *j = it_call("GET", path, NULL, 200);
+        const cJSON *r = cJSON_GetObjectItem(j, "replica");
+        int64_t replica = cJSON_IsNumber(r) && strcmp(it_str(j, "status"), "running") == 0 &&
+                                  it_num(cJSON_GetObjectItem(j, "progress"), "step") > 0
+                              ? (int64_t)r->valuedouble
+                              : 0;
+        cJSON_Delete(j);
+        if (replica > 0)
+            return replica;
+        ck_assert_msg(waited < 30000, "job %lld never ran", (long long)job);
+        it_sleep_ms(20);
+    }
+}
+
+/* This daemon's replica id (GET /healthz). */
+static int64_t replica_of(const it_daemon_t *d)
+{
+    it_use(d);
+    cJSON *h = it_call("GET", "/healthz", NULL, 200);
+    int64_t id = (int64_t)it_num(h, "replica");
+    cJSON_Delete(h);
+    return id;
+}
+
+START_TEST(job_resumed_elsewhere_streams_each_step_once)
+{
+    int64_t id = trained_model();
+    it_stream_t on_a, on_b;
+    stream_on(&on_a, &a, id, 1);
+    stream_on(&on_b, &b, id, 1);
+    int64_t job = it_submit_job(id, "{\"steps\":30000000,\"history_every\":100000,"
+                                    "\"async\":true}");
+    int64_t runner = job_replica(job);
+    int a_runs = runner == replica_of(&a);
+    ck_assert(a_runs || runner == replica_of(&b));
+    /* Kill the replica running the job in the middle of it; the other resumes it from the last
+     * commit, and its stream must show every row once, in order. */
+    it_daemon_t *dead = a_runs ? &a : &b, *alive = a_runs ? &b : &a;
+    it_stream_t *kept = a_runs ? &on_b : &on_a, *lost = a_runs ? &on_a : &on_b;
+    it_kill9(dead);
+    it_stream_wait(lost, 10000);
+    it_use(alive);
+    cJSON *result = job_result(job, 120000);
+    it_stream_wait(kept, 30000);
+    expect_whole_job(kept, id, 300 + 1, result);
+    cJSON_Delete(result);
+    it_stream_free(&on_a);
+    it_stream_free(&on_b);
 }
 END_TEST
 
@@ -368,5 +443,10 @@ int main(int argc, char **argv)
     tcase_add_test(tc, delete_on_a_ends_stream_on_b);
     tcase_add_test(tc, cut_listening_session_loses_no_step);
     suite_add_tcase(s, tc);
+    TCase *failover = tcase_create("failover");
+    tcase_add_checked_fixture(failover, setup_short_lease, teardown);
+    tcase_set_timeout(failover, 180);
+    tcase_add_test(failover, job_resumed_elsewhere_streams_each_step_once);
+    suite_add_tcase(s, failover);
     return it_run(s);
 }
