@@ -226,7 +226,7 @@ static int64_t publish_history(relay_t *r, int64_t id, int64_t first, int64_t la
                                int64_t *count)
 {
     int64_t after = first - 1, published = -1;
-    for (;;) {
+    while (after < last) {
         /* No more rows than steps left: a one-step commit reads one row. */
         uint64_t span = (uint64_t)last - (uint64_t)after;
         store_history_row_t *rows = NULL;
@@ -257,6 +257,7 @@ static int64_t publish_history(relay_t *r, int64_t id, int64_t first, int64_t la
             return published;
         after = next;
     }
+    return published;
 }
 
 static caught_t *caught_find(relay_t *r, int64_t model_id)

@@ -160,6 +160,10 @@ START_TEST(stream_on_b_follows_runs_on_a)
         expect_progress(names[8 + i], data[8 + i], cJSON_GetArrayItem(hist, 7 + i));
     ck_assert_str_eq(names[15], "done");
     expect_job_result(data[15], result);
+    /* Each announcement read just its rows: no read failed and no catch-up ran ahead. */
+    char *log = it_read_log(&b);
+    ck_assert_msg(strstr(log, "cannot read the history") == NULL, "%s", log);
+    free(log);
     free(answer);
     cJSON_Delete(result);
     cJSON_Delete(hist);
@@ -237,9 +241,10 @@ static void expect_whole_job(it_stream_t *s, int64_t id, int rows, const cJSON *
     ck_assert_int_eq(cJSON_GetArraySize(hist), rows);
     const char *names[MAX_EVENTS], *data[MAX_EVENTS];
     int n = it_stream_events(s->buf, names, data, MAX_EVENTS);
-    ck_assert_int_eq(n, rows + 1);
-    for (int i = 0; i < rows; ++i)
+    /* Row by row first, so that a missing or repeated one is named. */
+    for (int i = 0; i < rows && i < n; ++i)
         expect_progress(names[i], data[i], cJSON_GetArrayItem(hist, i));
+    ck_assert_int_eq(n, rows + 1);
     ck_assert_str_eq(names[rows], "done");
     expect_job_result(data[rows], result);
     cJSON_Delete(hist);
