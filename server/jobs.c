@@ -24,6 +24,7 @@
 #include "codec.h"
 #include "log.h"
 #include "metrics.h"
+#include "monotime.h"
 #include "registry.h"
 #include "store.h"
 #include "trainer.h"
@@ -394,11 +395,7 @@ static void *dispatch_main(void *arg)
     jobs_t *j = arg;
     app_t *app = j->app;
     while (!atomic_load(&j->stopping)) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t ns = until.tv_nsec + (int64_t)JOBS_POLL_MS * 1000000LL;
-        until.tv_sec += (time_t)(ns / 1000000000LL);
-        until.tv_nsec = (long)(ns % 1000000000LL);
+        struct timespec until = monotime_deadline(JOBS_POLL_MS);
         pthread_mutex_lock(&j->mu);
         int timed_out = 0;
         while (!j->kicked && !timed_out && !atomic_load(&j->stopping))
@@ -550,11 +547,7 @@ int jobs_new(app_t *app, jobs_t **out, err_t *err)
     j->kicked = 1;             /* at start: jobs queued before this process */
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->sync_done, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    monotime_cond_init(&j->wake);
     *out = j;
     return 0;
 }
