@@ -282,6 +282,8 @@ END_TEST
 typedef struct trainer_thread {
     int64_t id;
     double loss_at[EXPORT_CALLS + 1];   /* loss_after of the call that ended at step s */
+    int go;                             /* set once the first export answered */
+    long failed_status;                 /* the status of the first call that failed, or 0 */
     int done;
 } trainer_thread_t;
 
@@ -290,9 +292,14 @@ static void *trainer_main(void *arg)
     trainer_thread_t *t = arg;
     char path[96];
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)t->id);
+    /* Exports and training must overlap even when this thread is scheduled first. */
+    while (!__atomic_load_n(&t->go, __ATOMIC_ACQUIRE))
+        it_sleep_ms(1);
     for (int i = 1; i <= EXPORT_CALLS; ++i) {
         char *answer = NULL;
         long status = it_post_thread(path, "{\"steps\":1}", &answer);
+        if (status != 200 && t->failed_status == 0)
+            t->failed_status = status;
         cJSON *r = status == 200 ? cJSON_Parse(answer) : NULL;
         const cJSON *step = r != NULL ? get(r, "step") : NULL;
         const cJSON *loss = r != NULL ? get(r, "loss_after") : NULL;
@@ -328,8 +335,10 @@ START_TEST(export_one_snapshot)
         losses[n] = cJSON_IsNumber(loss) ? loss->valuedouble : NAN;
         ++n;
         cJSON_Delete(e);
+        __atomic_store_n(&t.go, 1, __ATOMIC_RELEASE);
     }
     pthread_join(th, NULL);
+    ck_assert_msg(t.failed_status == 0, "a train call answered %ld", t.failed_status);
     int checked = 0;
     for (int i = 0; i < n; ++i) {
         if (steps[i] == 0) {
