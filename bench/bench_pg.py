@@ -230,12 +230,12 @@ def cpu_seconds_of(comm):
     return out
 
 
-def client_jobs(clients, todo, steps, finished, retries):
+def client_jobs(clients, assigned, steps, finished, retries):
     """One client thread: submit its jobs in order, then wait for each in the order submitted.
     A 429 (the replica runs as many jobs as it takes, or the queue is full) is tried again
     RETRY_S later, and counted."""
     outstanding = collections.deque()
-    for model_id, replica in todo:
+    for model_id, replica in assigned:
         while True:
             st, ans = clients[replica].request("POST", "/v1/models/%d/train" % model_id,
                                                {"steps": steps, "async": True})

@@ -419,11 +419,6 @@ void store_job_list_free(store_job_t *rows, int64_t n);
 int store_job_progress(store_t *s, int64_t job_id, int64_t start_step, int64_t step,
                        int64_t steps, const double *loss, double loss_before, err_t *err);
 
-/* Set the job's status, and its result JSON and error text (each NULL leaves it unchanged).
- * Joins the caller's transaction, else uses its own. ERR_NOTFOUND when the job is absent. */
-int store_job_set_status(store_t *s, int64_t job_id, const char *status,
-                         const char *result_json, const char *error, err_t *err);
-
 /* End job `job_id` as `status` with its result and error (NULL: unchanged) -- or, with status
  * "queued", put it back in the queue for any replica to resume -- only while replica
  * `replica_id` still runs it: ERR_NOTFOUND when another took it over (or it is gone). Joins the

@@ -194,20 +194,6 @@ int store_job_progress(store_t *s, int64_t job_id, int64_t start_step, int64_t s
                       job_id, "updating a job's progress", err);
 }
 
-int store_job_set_status(store_t *s, int64_t job_id, const char *status,
-                         const char *result_json, const char *error, err_t *err)
-{
-    static const char sql[] =
-        "UPDATE jobs SET status = ?2, result_json = COALESCE(?3, result_json),"
-        " error = COALESCE(?4, error), updated_at = ?5 WHERE id = ?1";
-    char now[STORE_TIME_MAX];
-    store_now(now);
-    return job_update(s, sql,
-                      STORE_ARGS(DB_INT(job_id), DB_TEXT(status), DB_TEXT(result_json),
-                                 DB_TEXT(error), DB_TEXT(now)),
-                      job_id, "updating a job's status", err);
-}
-
 int store_job_finish(store_t *s, int64_t job_id, int64_t replica_id, const char *status,
                      const char *result_json, const char *error, err_t *err)
 {

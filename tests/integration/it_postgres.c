@@ -34,8 +34,9 @@ static void pg_server(const char *var)
     ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
 }
 
-/* Run `sql` on the daemon's own database, from outside. */
-static void pg_sql(const char *sql)
+/* Run `sql` on the daemon's own database, from outside: the integer in its first row's first
+ * column, or 0 when it returns no rows. */
+static long long pg_sql(const char *sql)
 {
     PGconn *pg = PQconnectdb(d.db);
     ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
@@ -43,8 +44,10 @@ static void pg_sql(const char *sql)
     ExecStatusType status = PQresultStatus(res);
     ck_assert_msg(status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK, "%s: %s", sql,
                   PQresultErrorMessage(res));
+    long long v = PQntuples(res) > 0 ? atoll(PQgetvalue(res, 0, 0)) : 0;
     PQclear(res);
     PQfinish(pg);
+    return v;
 }
 
 /* Run `cmd` (a shell command line, stderr joined to stdout): its output in `out`, its status. */
@@ -154,20 +157,6 @@ START_TEST(second_replica_shares_the_database)
 }
 END_TEST
 
-/* One integer from `sql` on the daemon's database. */
-static long long pg_int(const char *sql)
-{
-    PGconn *pg = PQconnectdb(d.db);
-    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
-    PGresult *res = PQexec(pg, sql);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql,
-                  PQresultErrorMessage(res));
-    long long v = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    PQfinish(pg);
-    return v;
-}
-
 /* A fork or delete cut off by its replica's death leaves its model hidden under that replica's
  * id: a live replica's heartbeat removes it once the dead one's row goes, and leaves alone what
  * a live replica has hidden. */
@@ -186,13 +175,13 @@ START_TEST(dead_replicas_half_work_purged)
            " VALUES (900, 'gone:1', '0', 'x', 'x', 1)");
     pg_sql("UPDATE models SET hidden = 900 WHERE id = 1");
     expect_error("GET", "/v1/models/1", NULL, 404, "not_found");
-    for (int waited = 0; pg_int("SELECT COUNT(*) FROM models WHERE id = 1") > 0; waited += 100) {
+    for (int waited = 0; pg_sql("SELECT COUNT(*) FROM models WHERE id = 1") > 0; waited += 100) {
         ck_assert_msg(waited < 10000, "the dead replica's hidden model is still there");
         it_sleep_ms(100);
     }
-    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM batches WHERE model_id = 1"), 0);
-    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM replicas WHERE id = 900"), 0);
-    ck_assert_int_eq(pg_int("SELECT COUNT(*) FROM models WHERE id = 2"), 1);
+    ck_assert_int_eq(pg_sql("SELECT COUNT(*) FROM batches WHERE model_id = 1"), 0);
+    ck_assert_int_eq(pg_sql("SELECT COUNT(*) FROM replicas WHERE id = 900"), 0);
+    ck_assert_int_eq(pg_sql("SELECT COUNT(*) FROM models WHERE id = 2"), 1);
 }
 END_TEST
 

@@ -501,11 +501,16 @@ START_TEST(test_jobs)
     ck_assert_int_eq(store_job_insert(s, 999, "{}", 3, &none, &err), ERR_NOTFOUND);
     ck_assert_int_eq(none, 0);
 
+    int64_t r = 0;
+    store_job_t j;
+    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r, &err), 0);
+    ck_assert_int_eq(store_job_claim(s, r, 60000, &j, &err), 0);   /* j1 runs */
+    ck_assert_int_eq(j.id, j1);
+    store_job_clear(&j);
     const double loss = 0.75;
     ck_assert_int_eq(store_job_progress(s, j1, 2, 6, 10, &loss, 1.5, &err), 0);
     ck_assert_int_eq(store_job_progress(s, j1, 2, 6, 10, &loss, 2.5, &err), 0);  /* first stays */
-    ck_assert_int_eq(store_job_set_status(s, j1, "succeeded", "{\"ok\":true}", NULL, &err), 0);
-    store_job_t j;
+    ck_assert_int_eq(store_job_finish(s, j1, r, "succeeded", "{\"ok\":true}", NULL, &err), 0);
     ck_assert_int_eq(store_job_get(s, j1, &j, &err), 0);
     ck_assert_int_eq(j.model_id, a);
     ck_assert_str_eq(j.status, "succeeded");
@@ -521,7 +526,7 @@ START_TEST(test_jobs)
     store_job_clear(&j);
     ck_assert_int_eq(store_job_get(s, 999, &j, &err), ERR_NOTFOUND);
     ck_assert_int_eq(store_job_progress(s, 999, 0, 1, 1, NULL, 0.0, &err), ERR_NOTFOUND);
-    ck_assert_int_eq(store_job_set_status(s, 999, "failed", NULL, NULL, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(store_job_finish(s, 999, r, "failed", NULL, NULL, &err), ERR_NOTFOUND);
 
     store_job_t *rows = NULL;
     int64_t n = 0, next = 0;
@@ -540,8 +545,7 @@ START_TEST(test_jobs)
     ck_assert_int_eq(rows[0].id, j2);
     store_job_list_free(rows, n);
 
-    int64_t marked = 0, r = 0;
-    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r, &err), 0);
+    int64_t marked = 0;
     ck_assert_int_eq(store_job_claim(s, r, 60000, &j, &err), 0);   /* j2 runs, j3 waits */
     ck_assert_int_eq(j.id, j2);
     store_job_clear(&j);
