@@ -70,8 +70,11 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
 {
     static const char sql_beat[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
+    /* Only leases still alive: one that expired (this replica's heartbeats stopped for a lease,
+     * a database outage say) may be another replica's already, or about to be, as that replica
+     * claimed the job it belongs to; reviving it would refuse that replica its lease. */
     static const char sql_leases[] =
-        "UPDATE model_leases SET expires_ms = ?2 WHERE replica_id = ?1 AND expires_ms > 0";
+        "UPDATE model_leases SET expires_ms = ?2 WHERE replica_id = ?1 AND expires_ms >= ?3";
     static const char sql_dead[] = "DELETE FROM replicas WHERE heartbeat_ms < ?1 AND id <> ?2";
     if (removed != NULL)
         *removed = 0;
@@ -92,7 +95,8 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
     if (rc == 0)
         rc = unreleased_take(s, c, done, &n_done, err);
     if (rc == 0)
-        rc = store__run(c, sql_leases, STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms)),
+        rc = store__run(c, sql_leases,
+                        STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms), DB_INT(now_ms)),
                         "renewing the replica's leases", NULL, err);
     if (rc == 0)
         rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(now_ms - lease_ms), DB_INT(id)),
