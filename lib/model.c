@@ -633,6 +633,11 @@ void model_set_pool(model_t *m, pool_t *pool)
     ad_graph_set_pool(m->g, pool);
 }
 
+pool_t *model_pool(const model_t *m)
+{
+    return m->pool;
+}
+
 int model_set_engine(model_t *m, int32_t engine, err_t *err)
 {
     if (engine != MODEL_ENGINE_AUTO && engine != MODEL_ENGINE_GRAPH && engine != MODEL_ENGINE_FUSED)

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "pool.h"
 
 /* Largest count the state may hold (adam's t, lbfgs's iterations): 10^15, the bound on a
  * model's global step (train.h), well inside the integers a double holds exactly. */
@@ -132,6 +133,13 @@ void optim_update(optim_t *o, double lr, const double *grad, const uint8_t *deca
  * bit for bit as optim_update() leaves it. Allocates nothing. */
 int optim_update_keeping(optim_t *o, double lr, const double *grad, const uint8_t *decay_mask,
                          double *theta, double *theta_before, double *state_before);
+
+/* Borrowed compute threads (pool.h; NULL, the default: the caller alone) over which
+ * optim_update_keeping() spreads sgd's pass over θ, in parts of at least OPTIM_UPDATE_PART_MIN
+ * values. Each value is updated on its own, so θ is the same bytes for any pool. */
+#define OPTIM_UPDATE_PART_MIN 16384
+#define OPTIM_UPDATE_PARTS_MAX 64
+void optim_set_pool(optim_t *o, pool_t *pool);
 
 /* Borrowed flag (may be NULL) that the lbfgs iteration polls in its long loops: non-zero makes
  * optim_lbfgs_step() stop with ERR_CANCELLED, θ and the state as on entry. */

@@ -12,6 +12,22 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+/* How long a thread that runs out of work polls before it sleeps on a condition variable. A
+ * training step hands the pool several products in a row, microseconds apart; a worker asleep
+ * on a futex takes tens of microseconds to wake, which at a 32-row mini-batch was as long as
+ * its share of a product. Polling a little longer than that gap keeps the workers awake through
+ * a step, and costs at most that much CPU after the step's last part. */
+#define POOL_SPIN_POLLS 4000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 typedef struct pool_job {
     pool_part_fn fn;
     void *ctx;
@@ -33,6 +49,22 @@ struct pool {
 };
 
 /* Claim the next part of j (lock held); unqueue j when that was its last. */
+/* Poll, without the lock, until the queue has a job or the polls run out. The lock's holders
+ * store head with __atomic_store_n. */
+static void spin_for_work(pool_job_t *const *head)
+{
+    for (int i = 0; i < POOL_SPIN_POLLS && __atomic_load_n(head, __ATOMIC_ACQUIRE) == NULL; ++i)
+        cpu_relax();
+}
+
+/* Poll, without the lock, until a job's parts are all done or the polls run out. */
+static void spin_for_done(const int32_t *n_done, int32_t n_part)
+{
+    for (int i = 0; i < POOL_SPIN_POLLS && __atomic_load_n(n_done, __ATOMIC_ACQUIRE) < n_part;
+         ++i)
+        cpu_relax();
+}
+
 static int32_t claim(pool_t *p, pool_job_t *j)
 {
     int32_t part = j->n_claimed++;
@@ -42,7 +74,7 @@ static int32_t claim(pool_t *p, pool_job_t *j)
             prev = *link;
             link = &(*link)->next;
         }
-        *link = j->next;
+        __atomic_store_n(link, j->next, __ATOMIC_RELEASE);
         if (p->tail == j)
             p->tail = prev;
         j->next = NULL;
@@ -56,7 +88,9 @@ static void run_claimed(pool_t *p, pool_job_t *j, int32_t part)
     pthread_mutex_unlock(&p->mu);
     j->fn(j->ctx, part);
     pthread_mutex_lock(&p->mu);
-    if (++j->n_done == j->n_part)
+    const int32_t done = j->n_done + 1;
+    __atomic_store_n(&j->n_done, done, __ATOMIC_RELEASE);
+    if (done == j->n_part)
         pthread_cond_broadcast(&p->done);
 }
 
@@ -65,6 +99,11 @@ static void *worker_main(void *arg)
     pool_t *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        if (p->head == NULL && !p->quit) {
+            pthread_mutex_unlock(&p->mu);
+            spin_for_work(&p->head);
+            pthread_mutex_lock(&p->mu);
+        }
         while (p->head == NULL && !p->quit)
             pthread_cond_wait(&p->work, &p->mu);
         if (p->quit)
@@ -165,11 +204,16 @@ void pool_run(pool_t *p, int32_t n_part, pool_part_fn fn, void *ctx)
     if (p->tail != NULL)
         p->tail->next = &job;
     else
-        p->head = &job;
+        __atomic_store_n(&p->head, &job, __ATOMIC_RELEASE);
     p->tail = &job;
     pthread_cond_broadcast(&p->work);
     while (job.n_claimed < job.n_part)
         run_claimed(p, &job, claim(p, &job));
+    if (job.n_done < job.n_part) {
+        pthread_mutex_unlock(&p->mu);
+        spin_for_done(&job.n_done, job.n_part);
+        pthread_mutex_lock(&p->mu);
+    }
     while (job.n_done < job.n_part)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);

@@ -68,13 +68,17 @@ int tensor_checked_elems(int64_t r, int64_t c, const char *what, int64_t *out, e
     return 0;
 }
 
-/* A large product is cut into at most GEMM_SPLIT_PARTS blocks of C's rows (or columns), each a
- * multiple of GEMM_SPLIT_ALIGN long (a multiple of every OpenBLAS micro-kernel's tile) and at
- * least GEMM_SPLIT_BLOCK_MIN (each block packs all of the other operand again). The cut depends on
- * the shape alone, never on the threads, so C is the same bytes for any number of them. */
-#define GEMM_SPLIT_PARTS 8
+/* A large product is cut into 2, 4 or 8 blocks of C's rows or columns, whichever side is longer,
+ * each a multiple of GEMM_SPLIT_ALIGN long (a multiple of every OpenBLAS micro-kernel's tile) and
+ * at least GEMM_SPLIT_BLOCK_MIN. Every block packs all of the operand it shares with the others
+ * again, so beyond 2 the parts are as many as keep that repacking under a quarter of packing the
+ * operand that is cut: a weight gradient dW = dZ^T X, whose shared dZ is a sixth of X, runs in 2
+ * blocks (in 7 it spent a fifth of its time repacking dZ). The cut depends on the shape alone,
+ * never on the threads, so C is the same bytes for any number of them. */
+#define GEMM_SPLIT_PARTS_MAX 8
 #define GEMM_SPLIT_ALIGN 16
-#define GEMM_SPLIT_BLOCK_MIN 128
+#define GEMM_SPLIT_BLOCK_MIN 32
+#define GEMM_SPLIT_REPACK_SHARE 4   /* (parts - 1) x shared <= cut operand / this */
 
 typedef struct gemm_split {
     int trans_a, trans_b;
@@ -118,13 +122,17 @@ static int32_t split_blocks(int32_t m, int32_t n, int32_t k, int *by_rows, int32
 {
     if ((double)m * n * k < TENSOR_GEMM_SPLIT_MIN)
         return 0;
-    *by_rows = m >= 2 * GEMM_SPLIT_BLOCK_MIN;
-    const int32_t len = *by_rows ? m : n;
+    /* Both operands have k columns: the shared one's size against the cut one's is n : m. */
+    *by_rows = m >= n;
+    const int32_t len = *by_rows ? m : n, shared = *by_rows ? n : m;
     if (len < 2 * GEMM_SPLIT_BLOCK_MIN)
         return 0;
-    int32_t b = (len + GEMM_SPLIT_PARTS - 1) / GEMM_SPLIT_PARTS;
-    b = (b + GEMM_SPLIT_ALIGN - 1) / GEMM_SPLIT_ALIGN * GEMM_SPLIT_ALIGN;
-    *block = b < GEMM_SPLIT_BLOCK_MIN ? GEMM_SPLIT_BLOCK_MIN : b;
+    int32_t parts = GEMM_SPLIT_PARTS_MAX;
+    while (parts > 2 && ((double)(parts - 1) * shared * GEMM_SPLIT_REPACK_SHARE > len ||
+                         len / parts < GEMM_SPLIT_BLOCK_MIN))
+        parts /= 2;
+    int32_t b = (len + parts - 1) / parts;
+    *block = (b + GEMM_SPLIT_ALIGN - 1) / GEMM_SPLIT_ALIGN * GEMM_SPLIT_ALIGN;
     return (len + *block - 1) / *block;
 }
 #endif
@@ -189,13 +197,50 @@ static double sum_squares(const double *x, int64_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
+/* Σ x_i² over parts of TENSOR_NORM_PART values, added in order: the parts run on any thread. */
+typedef struct norm_parts {
+    const double *x;
+    int64_t n;
+    double ssq[TENSOR_NORM_PARTS_MAX];
+} norm_parts_t;
+
+static void norm_part(void *ctx, int32_t part)
+{
+    norm_parts_t *j = ctx;
+    const int64_t lo = part * (int64_t)TENSOR_NORM_PART;
+    const int64_t len = j->n - lo < TENSOR_NORM_PART ? j->n - lo : TENSOR_NORM_PART;
+    j->ssq[part] = sum_squares(j->x + lo, len);
+}
+
+static double sum_squares_on(pool_t *pool, const double *x, int64_t n)
+{
+    const int64_t parts = (n + TENSOR_NORM_PART - 1) / TENSOR_NORM_PART;
+    if (parts <= 1 || parts > TENSOR_NORM_PARTS_MAX)
+        return sum_squares(x, n);
+    norm_parts_t j = {.x = x, .n = n};
+    if (pool != NULL)
+        pool_run(pool, (int32_t)parts, norm_part, &j);
+    else
+        for (int32_t p = 0; p < parts; ++p)
+            norm_part(&j, p);
+    double s = 0.0;
+    for (int32_t p = 0; p < parts; ++p)
+        s += j.ssq[p];
+    return s;
+}
+
 double tensor_norm2(const double *x, int64_t n)
+{
+    return tensor_norm2_on(NULL, x, n);
+}
+
+double tensor_norm2_on(pool_t *pool, const double *x, int64_t n)
 {
     /* The plain sum of squares is exact enough unless a square overflowed (Inf), a value is
      * NaN, or the sum is so small that squares lost to underflow could matter: below 2^-900,
      * even 2^31 squares each under 2^-1022 are less than 2^-90 of it. Only then the scaled
      * loop below, whose division per value made it most of a small mini-batch step. */
-    const double ssq_plain = sum_squares(x, n);
+    const double ssq_plain = sum_squares_on(pool, x, n);
     if (isfinite(ssq_plain) && ssq_plain >= 0x1p-900)
         return sqrt(ssq_plain);
     double scale = 0.0, ssq = 1.0;

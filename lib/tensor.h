@@ -63,19 +63,26 @@ void tensor_gemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, doub
 
 /*
  * tensor_gemm() with its large products spread over `pool` (NULL: computed on the calling
- * thread). A product of at least TENSOR_GEMM_SPLIT_MIN multiply-adds (m·n·k) is cut into up to 8
- * blocks of C's rows (or of its columns when C has few rows), each one cblas_dgemm call; a
+ * thread). A product of at least TENSOR_GEMM_SPLIT_MIN multiply-adds (m·n·k) is cut into 2, 4
+ * or 8 blocks of the longer side of C, each one cblas_dgemm call; a
  * smaller product is one call on the calling thread, where handing it to threads and back
  * would cost more than it saves. The cut depends on the shape only, so with OpenBLAS at one
  * thread (blas_threads_one(), blas.h) C is the same bytes whatever the pool.
  */
-#define TENSOR_GEMM_SPLIT_MIN (8.0 * 1024 * 1024)
+#define TENSOR_GEMM_SPLIT_MIN (1.0 * 1024 * 1024)
 void tensor_gemm_on(pool_t *pool, int trans_a, int trans_b, int32_t m, int32_t n, int32_t k,
                     double alpha, const double *a, int32_t lda, const double *b, int32_t ldb,
                     double beta, double *c, int32_t ldc);
 
 /* Euclidean norm of x[0..n-1], without overflow or underflow for any finite x. */
 double tensor_norm2(const double *x, int64_t n);
+
+/* tensor_norm2() with the sum of squares in parts of TENSOR_NORM_PART values (at most
+ * TENSOR_NORM_PARTS_MAX of them, else in one) spread over `pool` (NULL: the calling thread) and
+ * added in order: the same bytes for any pool, and as tensor_norm2(), which is this with NULL. */
+#define TENSOR_NORM_PART 16384
+#define TENSOR_NORM_PARTS_MAX 4096
+double tensor_norm2_on(pool_t *pool, const double *x, int64_t n);
 
 /* 1 when every x[i] is finite. */
 int tensor_all_finite(const double *x, int64_t n);

@@ -428,6 +428,7 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
     }
     t->epoch = -1;
     optim_set_cancel(t->o, cancel);
+    optim_set_pool(t->o, model_pool(t->m));
     if (!full && steps > 0 && k == 0) {
         /* Epoch after epoch, each call starts where the last one evaluated every row: that
          * pass would cost as much as a third of an epoch's products. */
@@ -502,7 +503,8 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
                 goto aborted;
         }
         const double lr = optim_schedule_rate(schedule, base_lr, s0 + k);
-        row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = tensor_norm2(grad, t->n),
+        const double grad_norm = tensor_norm2_on(model_pool(t->m), grad, t->n);
+        row = (train_row_t){.step = s0 + k, .loss = loss, .grad_norm = grad_norm,
                             .learning_rate = lr, .val_loss = val_loss,
                             .val_accuracy = val_accuracy};
         row_validated = evaluated;
@@ -606,6 +608,7 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
     res->step = *global_step = s0 + k;
     res->elapsed_ms = ms_since(&t0);
     optim_set_cancel(t->o, NULL);
+    optim_set_pool(t->o, NULL);
     return 0;
 
 aborted:
@@ -628,5 +631,6 @@ done:
     res->step = *global_step = s0 + k;
     res->elapsed_ms = ms_since(&t0);
     optim_set_cancel(t->o, NULL);
+    optim_set_pool(t->o, NULL);
     return rc;
 }

@@ -95,6 +95,45 @@ START_TEST(update_keeping_matches_update)
 }
 END_TEST
 
+/* Spread over compute threads, the sgd update is the same bytes as on the caller alone, and a
+ * non-finite value in any part, the last one included, is reported. */
+START_TEST(update_keeping_on_a_pool)
+{
+    enum { N = 3 * OPTIM_UPDATE_PART_MIN + 5 };
+    optim_t *a = make(OPTIM_METHOD_SGD, 0.01, N), *b = make(OPTIM_METHOD_SGD, 0.01, N);
+    double *ta = malloc(N * sizeof *ta), *tb = malloc(N * sizeof *tb), *g = malloc(N * sizeof *g);
+    double *before = malloc(N * sizeof *before);
+    uint8_t *mask = malloc(N);
+    ck_assert(ta != NULL && tb != NULL && g != NULL && before != NULL && mask != NULL);
+    for (int64_t i = 0; i < N; ++i) {
+        ta[i] = tb[i] = sin(0.3 * (double)i);
+        g[i] = cos(0.7 * (double)i) / 3.0;
+        mask[i] = (uint8_t)(i % 5 != 0);
+    }
+    pool_t *pool = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(pool_new(3, &pool, &err), 0);
+    optim_set_pool(a, pool);
+    for (int step = 0; step < 2; ++step) {
+        ck_assert_int_eq(optim_update_keeping(a, 0.3, g, mask, ta, before, NULL), 1);
+        ck_assert_int_eq(optim_update_keeping(b, 0.3, g, mask, tb, before, NULL), 1);
+        ck_assert_mem_eq(ta, tb, N * sizeof *ta);
+    }
+    g[N - 1] = NAN;
+    ck_assert_int_eq(optim_update_keeping(a, 0.3, g, mask, ta, before, NULL), 0);
+    ck_assert_mem_eq(before, tb, N * sizeof *tb);
+    optim_set_pool(a, NULL);
+    pool_free(pool);
+    optim_free(a);
+    optim_free(b);
+    free(ta);
+    free(tb);
+    free(g);
+    free(before);
+    free(mask);
+}
+END_TEST
+
 START_TEST(method_names)
 {
     const char *names[] = {"sgd", "momentum", "adam", "lbfgs"};
@@ -507,6 +546,7 @@ int main(void)
     tcase_add_test(tc, method_names);
     tcase_add_test(tc, sgd_step);
     tcase_add_test(tc, update_keeping_matches_update);
+    tcase_add_test(tc, update_keeping_on_a_pool);
     tcase_add_test(tc, sgd_weight_decay_mask);
     tcase_add_test(tc, momentum_two_steps);
     tcase_add_test(tc, momentum_weight_decay);

@@ -101,6 +101,8 @@ START_TEST(test_gemm_split_same_on_any_threads)
         {1, 0, 128, 785, 256, 1.0},   /* weight gradient Gᵀ·X, accumulated: by columns */
         {0, 0, 8, 5000, 1100, 0.0},   /* few rows: by columns */
         {1, 1, 1067, 129, 100, 1.0},
+        {0, 1, 32, 128, 784, 0.0},    /* a 32-row mini-batch's forward: by columns, 2 blocks */
+        {1, 0, 128, 784, 32, 1.0},    /* and its weight gradient */
     };
     blas_threads_one();
     pool_t *pools[3] = {NULL, NULL, NULL};   /* none (the calling thread), 2 and 3 threads */
@@ -169,6 +171,31 @@ START_TEST(test_norm_every_range)
 }
 END_TEST
 
+/* The norm in parts is the same bytes on any pool, and right to rounding. */
+START_TEST(test_norm_on_a_pool)
+{
+    const int64_t n = 5 * TENSOR_NORM_PART + 3;
+    double *x = malloc((size_t)n * sizeof *x);
+    ck_assert(x != NULL);
+    long double exact = 0.0L;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = sin(0.01 * (double)i) * 1e-3;
+        exact += (long double)x[i] * x[i];
+    }
+    pool_t *pool = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(pool_new(2, &pool, &err), 0);
+    const double alone = tensor_norm2_on(NULL, x, n), shared = tensor_norm2_on(pool, x, n);
+    ck_assert_mem_eq(&alone, &shared, sizeof alone);
+    ck_assert_mem_eq(&alone, &(double){tensor_norm2(x, n)}, sizeof alone);
+    ck_assert_close(alone, (double)sqrtl(exact), 1e-14, 0);
+    x[n - 1] = INFINITY;
+    ck_assert(isinf(tensor_norm2_on(pool, x, n)));
+    pool_free(pool);
+    free(x);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -179,6 +206,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_checked_elems_overflow);
     tcase_add_test(tc, test_norm_and_finite);
     tcase_add_test(tc, test_norm_every_range);
+    tcase_add_test(tc, test_norm_on_a_pool);
     tcase_add_test(tc, test_gemm_split_same_on_any_threads);
     suite_add_tcase(s, tc);
     return s;
