@@ -15,6 +15,42 @@
 #define AFFINE_T_MIN_ROWS 2048
 /* Columns of dZ summed per sweep in affine's backward: one accumulator block on the stack. */
 #define AFFINE_SUM_COLS 64
+/* Values from which an elementwise pass is cut into one part per compute thread. */
+#define SPAN_PART_MIN 32768
+
+/* ---- passes over independent values, spread over the node's compute threads ------------------
+ * Each value (or column) is computed on its own, with the same instructions wherever a part
+ * starts (parts start at multiples of 8 values), so the bytes do not depend on the cut: the
+ * parts can follow the number of threads. */
+
+typedef void (*span_fn)(const ad_node_t *p, int64_t lo, int64_t hi);
+
+typedef struct span_job {
+    span_fn fn;
+    const ad_node_t *p;
+    int64_t n, part_len;
+} span_job_t;
+
+static void span_part(void *ctx, int32_t part)
+{
+    const span_job_t *j = ctx;
+    const int64_t lo = part * j->part_len;
+    j->fn(j->p, lo, j->n - lo < j->part_len ? j->n : lo + j->part_len);
+}
+
+/* fn(p, lo, hi) over [0, n), in parts of at least `min` when p has compute threads. */
+static void run_spans(const ad_node_t *p, int64_t n, int64_t min, span_fn fn)
+{
+    int64_t parts = p->pool == NULL ? 1 : pool_threads(p->pool);
+    if (parts > n / min)
+        parts = n / min;
+    if (parts <= 1) {
+        fn(p, 0, n);
+        return;
+    }
+    span_job_t j = {.fn = fn, .p = p, .n = n, .part_len = ((n + parts - 1) / parts + 7) / 8 * 8};
+    pool_run(p->pool, (int32_t)((n + j.part_len - 1) / j.part_len), span_part, &j);
+}
 
 /* ---- shape helpers (symbolic: AD_ROWS only equals AD_ROWS) ---------------------------------- */
 
@@ -452,19 +488,29 @@ static int op_log(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-static int op_sigmoid(ad_node_t *p, int pass, err_t *err)
+static void sigmoid_fwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
 {
-    if (pass == AD_PASS_SHAPE)
-        return shape_unary(p);
-    UNARY_SETUP(p);
-    if (pass == AD_PASS_FWD)
-        sigmoid_span(y, x, n);
-    else if (p->child[0]->g_assign)
-        for (int64_t i = 0; i < n; ++i)
+    sigmoid_span(p->x + lo, p->child[0]->x + lo, hi - lo);
+}
+
+static void sigmoid_bwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+{
+    const double *y = p->x, *gy = p->g;
+    double *gx = p->child[0]->g;
+    if (p->child[0]->g_assign)
+        for (int64_t i = lo; i < hi; ++i)
             gx[i] = gy[i] * y[i] * (1.0 - y[i]);
     else
-        for (int64_t i = 0; i < n; ++i)
+        for (int64_t i = lo; i < hi; ++i)
             gx[i] += gy[i] * y[i] * (1.0 - y[i]);
+}
+
+static int op_sigmoid(ad_node_t *p, int pass, err_t *err)
+{
+    (void)err;
+    if (pass == AD_PASS_SHAPE)
+        return shape_unary(p);
+    run_spans(p, p->n, SPAN_PART_MIN, pass == AD_PASS_FWD ? sigmoid_fwd_span : sigmoid_bwd_span);
     return 0;
 }
 
@@ -482,18 +528,32 @@ static int op_tanh(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
+static void relu_fwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+{
+    const double *x = p->child[0]->x;
+    double *y = p->x;
+    for (int64_t i = lo; i < hi; ++i)
+        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+}
+
+static void relu_bwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+{
+    const double *x = p->child[0]->x, *gy = p->g;
+    double *gx = p->child[0]->g;
+    if (p->child[0]->g_assign)
+        for (int64_t i = lo; i < hi; ++i)
+            gx[i] = x[i] > 0.0 ? gy[i] : 0.0;
+    else
+        for (int64_t i = lo; i < hi; ++i)   /* a select, not a branch: the loop vectorises */
+            gx[i] += x[i] > 0.0 ? gy[i] : 0.0;
+}
+
 static int op_relu(ad_node_t *p, int pass, err_t *err)
 {
+    (void)err;
     if (pass == AD_PASS_SHAPE)
         return shape_unary(p);
-    UNARY_SETUP(p);
-    if (pass == AD_PASS_FWD)
-        for (int64_t i = 0; i < n; ++i)
-            y[i] = x[i] > 0.0 ? x[i] : 0.0;
-    else
-        for (int64_t i = 0; i < n; ++i)
-            if (x[i] > 0.0)
-                gx[i] += gy[i];
+    run_spans(p, p->n, SPAN_PART_MIN, pass == AD_PASS_FWD ? relu_fwd_span : relu_bwd_span);
     return 0;
 }
 
@@ -599,16 +659,16 @@ static int op_matmul(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-/* z[i,j] = zt[j,i] + w[j * ldw] for z [m,k]. Tiles of 16 columns by 64 rows keep the 16
- * source rows' lines in L1 while each output row segment is written whole (measured 2x faster
- * than 32x32 tiles for 10000 x 128). */
+/* z[i,j] = zt[j,i] + w[j * ldw] for z [m,k], columns [j_lo, j_hi). Tiles of 16 columns by 64
+ * rows keep the 16 source rows' lines in L1 while each output row segment is written whole
+ * (measured 2x faster than 32x32 tiles for 10000 x 128). */
 static void transpose_add_bias(const double *zt, int64_t m, int64_t k, const double *w,
-                               int64_t ldw, double *z)
+                               int64_t ldw, double *z, int64_t j_lo, int64_t j_hi)
 {
     enum { TI = 64, TJ = 16 };
     double b[TJ];
-    for (int64_t j0 = 0; j0 < k; j0 += TJ) {
-        const int64_t nj = k - j0 < TJ ? k - j0 : TJ;
+    for (int64_t j0 = j_lo; j0 < j_hi; j0 += TJ) {
+        const int64_t nj = j_hi - j0 < TJ ? j_hi - j0 : TJ;
         for (int64_t j = 0; j < nj; ++j)
             b[j] = w[(j0 + j) * ldw];
         for (int64_t i0 = 0; i0 < m; i0 += TI) {
@@ -617,6 +677,34 @@ static void transpose_add_bias(const double *zt, int64_t m, int64_t k, const dou
                 for (int64_t j = 0; j < nj; ++j)
                     z[i * k + j0 + j] = zt[(j0 + j) * m + i] + b[j];
         }
+    }
+}
+
+/* Affine's forward from the transposed product, columns [lo, hi) of Z. */
+static void affine_untranspose_span(const ad_node_t *p, int64_t lo, int64_t hi)
+{
+    const ad_node_t *W = p->child[1];
+    transpose_add_bias(p->scratch, p->child[0]->shape.d[0], W->shape.d[0], W->x,
+                       p->child[0]->shape.d[1] + 1, p->x, lo, hi);
+}
+
+/* dW[:,0] += column sums of dZ for columns [lo, hi), a block of columns at a time so the inner
+ * loop is contiguous (and vectorised); each column is still summed over the rows in order. */
+static void affine_bias_grad_span(const ad_node_t *p, int64_t lo, int64_t hi)
+{
+    const ad_node_t *W = p->child[1];
+    const int64_t m = p->child[0]->shape.d[0], k = W->shape.d[0];
+    const int64_t ldw = p->child[0]->shape.d[1] + 1;
+    for (int64_t j0 = lo; j0 < hi; j0 += AFFINE_SUM_COLS) {
+        const int64_t nj = hi - j0 < AFFINE_SUM_COLS ? hi - j0 : AFFINE_SUM_COLS;
+        double acc[AFFINE_SUM_COLS] = {0};
+        for (int64_t i = 0; i < m; ++i) {
+            const double *gr = p->g + i * k + j0;
+            for (int64_t j = 0; j < nj; ++j)
+                acc[j] += gr[j];
+        }
+        for (int64_t j = 0; j < nj; ++j)
+            W->g[(j0 + j) * ldw] += acc[j];
     }
 }
 
@@ -644,7 +732,7 @@ static int op_affine(ad_node_t *p, int pass, err_t *err)
              * transposition back. */
             tensor_gemm_on(p->pool, 0, 1, k, m, n, 1.0, W->x + 1, ldw, H->x, n, 0.0, p->scratch,
                            m);
-            transpose_add_bias(p->scratch, m, k, W->x, ldw, p->x);
+            run_spans(p, k, 8 + SPAN_PART_MIN / m, affine_untranspose_span);
             return 0;
         }
         for (int64_t i = 0; i < m; ++i)
@@ -659,19 +747,7 @@ static int op_affine(ad_node_t *p, int pass, err_t *err)
     if (W->no_grad)
         return 0;
     tensor_gemm_on(p->pool, 1, 0, k, n, m, 1.0, p->g, k, H->x, n, 1.0, W->g + 1, ldw);
-    /* Column sums of dZ, a block of columns at a time so the inner loop is contiguous (and
-     * vectorised); each column is still summed over the rows in order. */
-    for (int64_t j0 = 0; j0 < k; j0 += AFFINE_SUM_COLS) {
-        const int64_t nj = k - j0 < AFFINE_SUM_COLS ? k - j0 : AFFINE_SUM_COLS;
-        double acc[AFFINE_SUM_COLS] = {0};
-        for (int64_t i = 0; i < m; ++i) {
-            const double *gr = p->g + i * k + j0;
-            for (int64_t j = 0; j < nj; ++j)
-                acc[j] += gr[j];
-        }
-        for (int64_t j = 0; j < nj; ++j)
-            W->g[(j0 + j) * ldw] += acc[j];
-    }
+    run_spans(p, k, 8 + SPAN_PART_MIN / m, affine_bias_grad_span);
     return 0;
 }
 
@@ -1007,7 +1083,8 @@ int ad_op_skips_no_grad(int32_t op)
 
 int ad_op_assigns_grad(int32_t op, int32_t k)
 {
-    return k == 0 && (op == AD_OP_AFFINE || op == AD_OP_SIGMOID || op == AD_OP_CCE_LOSS);
+    return k == 0 && (op == AD_OP_AFFINE || op == AD_OP_SIGMOID || op == AD_OP_RELU ||
+                      op == AD_OP_CCE_LOSS);
 }
 
 /* The [k, m] product before its transposition back, when m is large enough to gain. */
