@@ -20,10 +20,14 @@
  *                                triad a = b + s·c GB/s over 3 × 256 MiB with T pthreads
  *                                (STREAM's byte count: 24 bytes per element, best of 10), and
  *                                read GB/s: the same T threads summing b and c, nothing written.
- *   products WORKLOAD.json [--threads T] [--reps R]
+ *   products WORKLOAD.json [--threads T] [--reps R] [--batch-size B]
  *                                cblas_dgemm alone on the products of one full-batch step of
  *                                the workload (forward, weight gradient, input gradient above
  *                                the first layer; their shapes and transposes), best of R each.
+ *                                With B: the products of one mini-batch epoch instead, those of
+ *                                a B-row step once per batch, plus the forward products on all
+ *                                rows that the call's loss_after needs (each as Z = X·Wᵀ or
+ *                                Zᵀ = W·Xᵀ, whichever is faster); each shape timed once.
  *   epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K] [--threads T]
  *                                E train_run calls of one shuffled mini-batch epoch each, timed.
  *   lbfgs WORKLOAD.json DIR [--target L] [--max-steps S] [--reps R] [--threads T]
@@ -863,6 +867,49 @@ static double product_ms(const product_t *p, int reps)
     return best;
 }
 
+/* Σ over a step's products on `rows` rows of their best time; forward ones only when
+ * `forward_only` (a product whose op(A) has `rows` rows is a forward one). */
+static double step_products_ms(const model_t *m, int32_t rows, int forward_only, int reps,
+                               double *gflop)
+{
+    product_t prods[48];
+    const int n = step_products(m, rows, prods, 48);
+    double ms = 0.0;
+    for (int i = 0; i < n; ++i) {
+        if (forward_only && (prods[i].ta || prods[i].tb == 0))
+            continue;
+        double t = product_ms(&prods[i], reps);
+        if (forward_only) {
+            /* Z^T = W X^T is the same work as Z = X W^T: the faster of the two. */
+            const product_t zt = {0, 1, prods[i].n, prods[i].m, prods[i].k};
+            const double t_zt = product_ms(&zt, reps);
+            t = t_zt < t ? t_zt : t;
+        }
+        ms += t;
+        *gflop += 2.0 * prods[i].m * (double)prods[i].n * prods[i].k / 1e9;
+    }
+    return ms;
+}
+
+/* The mini-batch epoch's floor: every batch's step products plus loss_after's forward. */
+static int epoch_products(const workload_t *w, const model_t *m, int32_t bs, int reps,
+                          int threads)
+{
+    const int64_t full = w->rows / bs, rest = w->rows % bs;
+    double g_step = 0.0, g_rest = 0.0, g_all = 0.0;
+    const double ms_step = step_products_ms(m, bs, 0, reps, &g_step);
+    const double ms_rest = rest > 0 ? step_products_ms(m, (int32_t)rest, 0, reps, &g_rest) : 0.0;
+    const double ms_all = step_products_ms(m, (int32_t)w->rows, 1, reps, &g_all);
+    const double ms = (double)full * ms_step + ms_rest + ms_all;
+    const double gflop = (double)full * g_step + g_rest + g_all;
+    printf("{\"cmd\":\"products\",\"workload\":\"%s\",\"threads\":%d,\"batch_size\":%d,"
+           "\"batches\":%lld,\"step_ms\":%.4f,\"loss_after_ms\":%.4f,\"gflop\":%.6f,"
+           "\"ms\":%.4f}\n",
+           w->name, threads, (int)bs, (long long)(full + (rest > 0)), ms_step, ms_all, gflop, ms);
+    fflush(stdout);
+    return 0;
+}
+
 static int cmd_products(const char *wpath, int argc, char **argv)
 {
     const int threads = atoi(arg_value(argc, argv, "--threads", "0"));
@@ -874,6 +921,13 @@ static int cmd_products(const char *wpath, int argc, char **argv)
     workload_t w;
     workload_load(&w, wpath);
     model_t *m = workload_model(&w, NULL);
+    const int64_t bs = arg_int(argc, argv, "--batch-size", "0", 0);
+    if (bs > 0) {
+        epoch_products(&w, m, (int32_t)(bs < w.rows ? bs : w.rows), reps, threads);
+        model_free(m);
+        workload_free(&w);
+        return 0;
+    }
     product_t prods[48];
     const int n = step_products(m, (int32_t)w.rows, prods, 48);
     double total = 0.0, gflop = 0.0;
@@ -1101,9 +1155,10 @@ static int cmd_selftest(const char *self)
         write_file(wp, selftest_workloads[i], strlen(selftest_workloads[i]));
         snprintf(cmd, sizeof cmd, "'%s' gen '%s' '%s' && '%s' run '%s' '%s' --steps 5 "
                  "--warmup 2 --threads 1 --profile 2 && '%s' lbfgs '%s' '%s' --reps 1 "
-                 "--max-steps 5 && '%s' products '%s' --reps 1 && '%s' epoch '%s' '%s' "
-                 "--batch-size 32 --epochs 1 --warmup 2 --threads 1",
-                 self, wp, dir, self, wp, dir, self, wp, dir, self, wp, self, wp, dir);
+                 "--max-steps 5 && '%s' products '%s' --reps 1 && '%s' products '%s' --reps 1 "
+                 "--batch-size 32 && '%s' epoch '%s' '%s' --batch-size 32 --epochs 1 --warmup 2 "
+                 "--threads 1",
+                 self, wp, dir, self, wp, dir, self, wp, dir, self, wp, self, wp, self, wp, dir);
         if (system(cmd) != 0) {
             fprintf(stderr, "bench_lib selftest: workload %zu failed\n", i);
             rc = 1;
@@ -1157,7 +1212,7 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "usage: bench_lib gen|run|lbfgs WORKLOAD.json DIR [options]\n"
             "       bench_lib ceil [--smoke] [--threads T]\n"
-            "       bench_lib products WORKLOAD.json [--threads T] [--reps R]\n"
+            "       bench_lib products WORKLOAD.json [--threads T] [--reps R] [--batch-size B]\n"
             "       bench_lib epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K]\n"
             "       bench_lib body --format csv|json|raw --bytes B --out FILE\n"
             "       bench_lib selftest\n(see the comment at the top of bench/bench_lib.c)\n");
