@@ -18,38 +18,12 @@
 /* Values from which an elementwise pass is cut into one part per compute thread. */
 #define SPAN_PART_MIN 32768
 
-/* ---- passes over independent values, spread over the node's compute threads ------------------
- * Each value (or column) is computed on its own, with the same instructions wherever a part
- * starts (parts start at multiples of 8 values), so the bytes do not depend on the cut: the
- * parts can follow the number of threads. */
-
-typedef void (*span_fn)(const ad_node_t *p, int64_t lo, int64_t hi);
-
-typedef struct span_job {
-    span_fn fn;
-    const ad_node_t *p;
-    int64_t n, part_len;
-} span_job_t;
-
-static void span_part(void *ctx, int32_t part)
+/* Passes over independent values (or columns) run over the node's compute threads in spans
+ * starting at multiples of 8: each value is computed with the same instructions wherever its
+ * span starts, so the bytes do not depend on the cut. fn gets the node as its context. */
+static void run_spans(ad_node_t *p, int64_t n, int64_t min_len, pool_span_fn fn)
 {
-    const span_job_t *j = ctx;
-    const int64_t lo = part * j->part_len;
-    j->fn(j->p, lo, j->n - lo < j->part_len ? j->n : lo + j->part_len);
-}
-
-/* fn(p, lo, hi) over [0, n), in parts of at least `min` when p has compute threads. */
-static void run_spans(const ad_node_t *p, int64_t n, int64_t min, span_fn fn)
-{
-    int64_t parts = p->pool == NULL ? 1 : pool_threads(p->pool);
-    if (parts > n / min)
-        parts = n / min;
-    if (parts <= 1) {
-        fn(p, 0, n);
-        return;
-    }
-    span_job_t j = {.fn = fn, .p = p, .n = n, .part_len = ((n + parts - 1) / parts + 7) / 8 * 8};
-    pool_run(p->pool, (int32_t)((n + j.part_len - 1) / j.part_len), span_part, &j);
+    pool_run_spans(p->pool, n, min_len, 8, fn, p);
 }
 
 /* ---- shape helpers (symbolic: AD_ROWS only equals AD_ROWS) ---------------------------------- */
@@ -488,13 +462,15 @@ static int op_log(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-static void sigmoid_fwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void sigmoid_fwd_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     sigmoid_span(p->x + lo, p->child[0]->x + lo, hi - lo);
 }
 
-static void sigmoid_bwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void sigmoid_bwd_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     const double *y = p->x, *gy = p->g;
     double *gx = p->child[0]->g;
     if (p->child[0]->g_assign)
@@ -528,16 +504,18 @@ static int op_tanh(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-static void relu_fwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void relu_fwd_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     const double *x = p->child[0]->x;
     double *y = p->x;
     for (int64_t i = lo; i < hi; ++i)
         y[i] = x[i] > 0.0 ? x[i] : 0.0;
 }
 
-static void relu_bwd_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void relu_bwd_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     const double *x = p->child[0]->x, *gy = p->g;
     double *gx = p->child[0]->g;
     if (p->child[0]->g_assign)
@@ -681,8 +659,9 @@ static void transpose_add_bias(const double *zt, int64_t m, int64_t k, const dou
 }
 
 /* Affine's forward from the transposed product, columns [lo, hi) of Z. */
-static void affine_untranspose_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void affine_untranspose_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     const ad_node_t *W = p->child[1];
     transpose_add_bias(p->scratch, p->child[0]->shape.d[0], W->shape.d[0], W->x,
                        p->child[0]->shape.d[1] + 1, p->x, lo, hi);
@@ -690,8 +669,9 @@ static void affine_untranspose_span(const ad_node_t *p, int64_t lo, int64_t hi)
 
 /* dW[:,0] += column sums of dZ for columns [lo, hi), a block of columns at a time so the inner
  * loop is contiguous (and vectorised); each column is still summed over the rows in order. */
-static void affine_bias_grad_span(const ad_node_t *p, int64_t lo, int64_t hi)
+static void affine_bias_grad_span(void *node, int64_t lo, int64_t hi)
 {
+    const ad_node_t *p = node;
     const ad_node_t *W = p->child[1];
     const int64_t m = p->child[0]->shape.d[0], k = W->shape.d[0];
     const int64_t ldw = p->child[0]->shape.d[1] + 1;

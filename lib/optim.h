@@ -138,7 +138,6 @@ int optim_update_keeping(optim_t *o, double lr, const double *grad, const uint8_
  * optim_update_keeping() spreads sgd's pass over θ, in parts of at least OPTIM_UPDATE_PART_MIN
  * values. Each value is updated on its own, so θ is the same bytes for any pool. */
 #define OPTIM_UPDATE_PART_MIN 16384
-#define OPTIM_UPDATE_PARTS_MAX 64
 void optim_set_pool(optim_t *o, pool_t *pool);
 
 /* Borrowed flag (may be NULL) that the lbfgs iteration polls in its long loops: non-zero makes

@@ -48,7 +48,6 @@ struct pool {
     int quit;
 };
 
-/* Claim the next part of j (lock held); unqueue j when that was its last. */
 /* Poll, without the lock, until the queue has a job or the polls run out. The lock's holders
  * store head with __atomic_store_n. */
 static void spin_for_work(pool_job_t *const *head)
@@ -65,6 +64,7 @@ static void spin_for_done(const int32_t *n_done, int32_t n_part)
         cpu_relax();
 }
 
+/* Claim the next part of j (lock held); unqueue j when that was its last. */
 static int32_t claim(pool_t *p, pool_job_t *j)
 {
     int32_t part = j->n_claimed++;
@@ -217,4 +217,32 @@ void pool_run(pool_t *p, int32_t n_part, pool_part_fn fn, void *ctx)
     while (job.n_done < job.n_part)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+typedef struct span_job {
+    pool_span_fn fn;
+    void *ctx;
+    int64_t n, len;
+} span_job_t;
+
+static void span_part(void *ctx, int32_t part)
+{
+    const span_job_t *j = ctx;
+    const int64_t lo = part * j->len;
+    j->fn(j->ctx, lo, j->n - lo < j->len ? j->n : lo + j->len);
+}
+
+void pool_run_spans(pool_t *p, int64_t n, int64_t min_len, int64_t align, pool_span_fn fn,
+                    void *ctx)
+{
+    int64_t parts = p == NULL ? 1 : p->n_threads;
+    if (parts > n / min_len)
+        parts = n / min_len;
+    if (parts <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    span_job_t j = {.fn = fn, .ctx = ctx, .n = n,
+                    .len = ((n + parts - 1) / parts + align - 1) / align * align};
+    pool_run(p, (int32_t)((n + j.len - 1) / j.len), span_part, &j);
 }

@@ -50,4 +50,16 @@ int32_t pool_threads(const pool_t *p);
  */
 void pool_run(pool_t *p, int32_t n_part, pool_part_fn fn, void *ctx);
 
+/* One span [lo, hi) of a pass over independent items. */
+typedef void (*pool_span_fn)(void *ctx, int64_t lo, int64_t hi);
+
+/*
+ * fn(ctx, lo, hi) over spans covering [0, n): one per thread of p (NULL: one span on the calling
+ * thread), fewer when a span would hold under min_len items, each starting at a multiple of
+ * align. For passes whose items are computed each on its own, so that the result does not
+ * depend on the cut. n >= 0, min_len >= 1, align >= 1.
+ */
+void pool_run_spans(pool_t *p, int64_t n, int64_t min_len, int64_t align, pool_span_fn fn,
+                    void *ctx);
+
 #endif /* ND_POOL_H */

@@ -258,30 +258,32 @@ static uint64_t epoch_seed(uint64_t seed, int64_t epoch)
     return seed ^ (0x9e3779b97f4a7c15ULL * ((uint64_t)epoch + 1));
 }
 
-/* The mini-batch of local step k: rows idx[j*bs .. min(rows, (j+1)*bs)) of epoch k / nb, where
- * j = k mod nb and nb = ceil(rows / bs); the last batch of an epoch may be smaller. */
-/* Rows [lo, hi) of the epoch's order copied into the batch buffers, part_rows at a time: the
- * reads are scattered over all rows, so two threads copy nearly twice as fast as one. */
-#define GATHER_PART_MIN 32768   /* values: below this a part costs less than the hand-off */
+/* Values a span of the mini-batch gather copies at least: below this a span costs less than
+ * handing it to another thread. */
+#define GATHER_SPAN_MIN 32768
+
+/* The rows of a mini-batch being gathered: batch row r is row idx[lo + r] of the data. */
 typedef struct gather {
-    train_ctx_t *t;
-    int32_t lo, hi, part_rows;
+    const train_ctx_t *t;
+    int32_t lo;
 } gather_t;
 
-static void gather_part(void *ctx, int32_t part)
+/* Batch rows [r0, r1): the reads are scattered over all rows, so two threads copy nearly twice
+ * as fast as one. */
+static void gather_span(void *ctx, int64_t r0, int64_t r1)
 {
     const gather_t *g = ctx;
     const train_ctx_t *t = g->t;
     const int32_t n_x = t->data.n_x, n_y = t->data.n_y;
-    const int32_t first = g->lo + part * g->part_rows;
-    const int32_t last = g->hi - first < g->part_rows ? g->hi : first + g->part_rows;
-    for (int32_t i = first; i < last; ++i) {
-        const int64_t src = t->idx[i], dst = i - g->lo;
-        memcpy(t->bx + dst * n_x, t->data.x + src * n_x, (size_t)n_x * sizeof(double));
-        memcpy(t->by + dst * n_y, t->data.y + src * n_y, (size_t)n_y * sizeof(double));
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t src = t->idx[g->lo + r];
+        memcpy(t->bx + r * n_x, t->data.x + src * n_x, (size_t)n_x * sizeof(double));
+        memcpy(t->by + r * n_y, t->data.y + src * n_y, (size_t)n_y * sizeof(double));
     }
 }
 
+/* The mini-batch of local step k: rows idx[j*bs .. min(rows, (j+1)*bs)) of epoch k / nb, where
+ * j = k mod nb and nb = ceil(rows / bs); the last batch of an epoch may be smaller. */
 static void minibatch(train_ctx_t *t, int64_t k, int32_t bs, uint64_t seed, batch_t *b)
 {
     const int32_t rows = t->data.rows, n_x = t->data.n_x, n_y = t->data.n_y;
@@ -298,19 +300,9 @@ static void minibatch(train_ctx_t *t, int64_t k, int32_t bs, uint64_t seed, batc
         rng_shuffle(&r, t->idx, rows);
         t->epoch = epoch;
     }
-    gather_t g = {.t = t, .lo = lo, .hi = hi};
-    pool_t *pool = model_pool(t->m);
-    const int64_t values = (int64_t)(hi - lo) * (n_x + n_y);
-    int32_t parts = pool == NULL ? 1 : pool_threads(pool);
-    if (parts > values / GATHER_PART_MIN)
-        parts = (int32_t)(values / GATHER_PART_MIN);
-    if (parts > hi - lo)
-        parts = hi - lo;
-    g.part_rows = parts > 1 ? (hi - lo + parts - 1) / parts : hi - lo;
-    if (parts > 1)
-        pool_run(pool, parts, gather_part, &g);
-    else
-        gather_part(&g, 0);
+    gather_t g = {.t = t, .lo = lo};
+    pool_run_spans(model_pool(t->m), hi - lo, 1 + GATHER_SPAN_MIN / (n_x + n_y), 1, gather_span,
+                   &g);
     *b = (batch_t){.rows = hi - lo, .n_x = n_x, .n_y = n_y, .x = t->bx, .y = t->by};
 }
 

@@ -137,6 +137,62 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* Spans of a pass: every item once, each span's start a multiple of align, no span under
+ * min_len unless it is the only one, at most one span per thread; no pool: one span. */
+#define SPAN_ITEMS 1000
+typedef struct spans {
+    atomic_int hits[SPAN_ITEMS];
+    atomic_int n_span;
+    int64_t align, shortest;
+    pthread_mutex_t mu;
+} spans_t;
+
+static void count_span(void *ctx, int64_t lo, int64_t hi)
+{
+    spans_t *s = ctx;
+    ck_assert_int_eq(lo % s->align, 0);
+    ck_assert_int_lt(lo, hi);
+    for (int64_t i = lo; i < hi; ++i)
+        atomic_fetch_add(&s->hits[i], 1);
+    atomic_fetch_add(&s->n_span, 1);
+    pthread_mutex_lock(&s->mu);
+    if (hi - lo < s->shortest)
+        s->shortest = hi - lo;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int run_counted_spans(pool_t *pool, int64_t n, int64_t min_len, int64_t align)
+{
+    spans_t *s = calloc(1, sizeof *s);
+    ck_assert_ptr_nonnull(s);
+    s->align = align;
+    s->shortest = n;
+    pthread_mutex_init(&s->mu, NULL);
+    pool_run_spans(pool, n, min_len, align, count_span, s);
+    for (int64_t i = 0; i < SPAN_ITEMS; ++i)
+        ck_assert_int_eq(atomic_load(&s->hits[i]), i < n ? 1 : 0);
+    const int n_span = atomic_load(&s->n_span);
+    if (n_span > 1)
+        ck_assert_int_ge(s->shortest + align, min_len);   /* only the last may be shorter */
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    return n_span;
+}
+
+START_TEST(spans_cover_the_range_once)
+{
+    err_t err = {0};
+    pool_t *pool = NULL;
+    ck_assert_int_eq(pool_new(3, &pool, &err), 0);
+    ck_assert_int_eq(run_counted_spans(pool, SPAN_ITEMS, 10, 8), 3);
+    ck_assert_int_eq(run_counted_spans(pool, SPAN_ITEMS, 400, 8), 2);
+    ck_assert_int_eq(run_counted_spans(pool, SPAN_ITEMS, 600, 1), 1);
+    ck_assert_int_eq(run_counted_spans(pool, 5, 1, 1), 3);
+    ck_assert_int_eq(run_counted_spans(NULL, SPAN_ITEMS, 1, 1), 1);
+    pool_free(pool);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("pool");
@@ -146,6 +202,7 @@ static Suite *suite(void)
     tcase_add_test(tc, one_thread_runs_in_the_caller);
     tcase_add_test(tc, concurrent_callers);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, spans_cover_the_range_once);
     suite_add_tcase(s, tc);
     return s;
 }
