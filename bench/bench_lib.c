@@ -867,8 +867,8 @@ static double product_ms(const product_t *p, int reps)
     return best;
 }
 
-/* Σ over a step's products on `rows` rows of their best time; forward ones only when
- * `forward_only` (a product whose op(A) has `rows` rows is a forward one). */
+/* Σ over a step's products on `rows` rows of their best time; with `forward_only`, only the
+ * forward ones (A·Wᵀ, the NT products of step_products), each in its faster orientation. */
 static double step_products_ms(const model_t *m, int32_t rows, int forward_only, int reps,
                                double *gflop)
 {
@@ -892,8 +892,8 @@ static double step_products_ms(const model_t *m, int32_t rows, int forward_only,
 }
 
 /* The mini-batch epoch's floor: every batch's step products plus loss_after's forward. */
-static int epoch_products(const workload_t *w, const model_t *m, int32_t bs, int reps,
-                          int threads)
+static void epoch_products(const workload_t *w, const model_t *m, int32_t bs, int reps,
+                           int threads)
 {
     const int64_t full = w->rows / bs, rest = w->rows % bs;
     double g_step = 0.0, g_rest = 0.0, g_all = 0.0;
@@ -907,7 +907,6 @@ static int epoch_products(const workload_t *w, const model_t *m, int32_t bs, int
            "\"ms\":%.4f}\n",
            w->name, threads, (int)bs, (long long)(full + (rest > 0)), ms_step, ms_all, gflop, ms);
     fflush(stdout);
-    return 0;
 }
 
 static int cmd_products(const char *wpath, int argc, char **argv)
