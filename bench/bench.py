@@ -225,13 +225,15 @@ def main():
         ap.error("--bench-lib, --bare-mhd and --neurond are required (or --render)")
 
     smoke = args.smoke
+    if smoke:
+        harness.SETTLE_S = 0.0
     rounds = args.rounds or (1 if smoke else 3)
     threads = os.cpu_count() or 1
     errors, notes = [], []
     t_start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="neurond-bench.")
     daemons = []
-    R = {"smoke": smoke, "rounds": rounds, "threads": threads}
+    R = {"smoke": smoke, "rounds": rounds, "threads": threads, "settle_s": harness.SETTLE_S}
     try:
         run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes)
     except HarnessError as e:
@@ -300,7 +302,10 @@ def run_all(args, smoke, rounds, threads, workdir, daemons, R, errors, notes):
         return run_pg_only(args, smoke, rounds, threads, workdir, daemons, W, R, notes)
 
     # -------------------------------------------------- ceilings (again at the end)
-    ceil_cmd = [args.bench_lib, "ceil", "--threads", str(threads)] + (["--smoke"] if smoke else [])
+    # The one-pass floor reads an array the size of W1's and W5's X (the same 100 000 × 100).
+    x_bytes = max(w["gen"]["x_bytes"] for w in W if w["name"] in ("W1", "W5"))
+    ceil_cmd = [args.bench_lib, "ceil", "--threads", str(threads), "--x-bytes", str(x_bytes)] + \
+        (["--smoke"] if smoke else [])
     ceils = [run_json(ceil_cmd)[0]]
     global PEER_CORETYPE
     PEER_CORETYPE = ceils[0].get("corename")
@@ -539,14 +544,19 @@ def pg_jobs_part(args, workdir, daemons, rounds, smoke, R):
 
 def peer_cmd(runner, args, workdir, ws, threads):
     script = os.path.join(HERE, "peers", runner + "_peer.py")
-    return [args.python, script, workdir] + [w["path"] for w in ws] + ["--warmup", str(WARMUP), "--threads", str(threads)]
+    return [args.python, script, workdir] + [w["path"] for w in ws] + ["--warmup", str(WARMUP), "--threads", str(threads),
+                                                                      "--settle-ms", settle_ms()]
+
+
+def settle_ms():
+    return str(int(harness.SETTLE_S * 1000))
 
 
 def run_one(runner, w, args, workdir, threads, d):
     steps, warmup = w["steps"], WARMUP
     if runner == "lib":
         return run_json([args.bench_lib, "run", w["path"], workdir, "--steps", str(steps), "--warmup", str(warmup),
-                         "--threads", str(threads), "--profile", str(PROFILE)])[0]
+                         "--threads", str(threads), "--profile", str(PROFILE), "--settle-ms", settle_ms()])[0]
     if runner in ("numpy", "torch"):
         return run_json(peer_cmd(runner, args, workdir, [w], threads), env=peer_env(torch=runner == "torch"))[0]
     return timed_train_call(d.port, w["model_id"], w, warmup)
@@ -563,15 +573,17 @@ def run_epochs(runner, w, batch, args, workdir, threads, d):
     epochs = w["epochs"]
     if runner == "lib":
         return run_json([args.bench_lib, "epoch", w["path"], workdir, "--batch-size", str(batch),
-                         "--epochs", str(epochs), "--warmup", str(MB_WARMUP), "--threads", str(threads)])[0]
+                         "--epochs", str(epochs), "--warmup", str(MB_WARMUP), "--threads", str(threads),
+                         "--settle-ms", settle_ms()])[0]
     if runner == "torch":
         return run_json([args.python, os.path.join(HERE, "peers", "torch_peer.py"), workdir, w["path"],
                          "--batch-size", str(batch), "--epochs", str(epochs), "--warmup", str(MB_WARMUP),
-                         "--threads", str(threads)], env=peer_env(torch=True))[0]
+                         "--threads", str(threads), "--settle-ms", settle_ms()], env=peer_env(torch=True))[0]
     # http: a warm-up call of MB_WARMUP mini-batches (rows into the data cache, training state
     # built), then one call per epoch, as a client training epoch by epoch would make them.
     url = "/v1/models/%d/train" % w["model_id"]
     api(d.port, "POST", url, {"steps": MB_WARMUP, "batch_size": batch, "history_every": 0})
+    time.sleep(harness.SETTLE_S)
     out = {"runner": "http", "workload": w["name"], "batch_size": batch, "epoch_ms": [], "elapsed_ms": []}
     for e in range(epochs):
         ans, secs = api(d.port, "POST", url, {"epochs": 1, "batch_size": batch, "seed": e + 1})
@@ -707,6 +719,8 @@ def render(R, errors, notes):
         gt = max(g1, gt_t)
         bw = max(c["triad_gbs"] for c in ceils)
         rbw = max(c.get("read_gbs", float("nan")) for c in ceils)
+        xbw = max((c.get("read_x_gbs") or float("nan")) for c in ceils)
+        x_mb = ceils[0].get("read_x_bytes", 0) / 1e6
         L.append("## Ceilings (measured in this run, best of the start and the end)")
         L.append("")
         L.append("| | figure |")
@@ -717,16 +731,20 @@ def render(R, errors, notes):
         L.append("| **dgemm ceiling used below** (best of all dgemm runs) | %.1f GFLOP/s |" % gt)
         L.append("| triad a=b+s·c, 3 × %d MiB, %d threads | %.1f GB/s |" % (ceils[0]["triad_mib_per_array"],
                                                                         ceils[0]["threads"], bw))
-        L.append("| **read** Σ b[i] + c[i], 2 × %d MiB, %d threads (nothing written; the W1, W5 floor) | %.1f GB/s |" %
-                 (ceils[0]["triad_mib_per_array"], ceils[0]["threads"], rbw))
+        L.append("| read Σ b[i] + c[i], 2 × %d MiB, %d threads (nothing written; arrays larger than the "
+                 "last-level cache) | %.1f GB/s |" % (ceils[0]["triad_mib_per_array"], ceils[0]["threads"], rbw))
+        L.append("| **read of X**: one %.0f MB array, as large as W1's and W5's X, summed again and again by "
+                 "the %d compute threads (the W1, W5 floor) | %.1f GB/s |" % (x_mb, ceils[0]["threads"], xbw))
         L.append("| OpenBLAS | %s (core: %s) |" % (ceils[0]["config"], ceils[0]["corename"]))
         L.append("")
-        L.append("Per-run values: " + "; ".join("dgemm %.1f/%.1f GFLOP/s, triad %.1f GB/s, read %.1f GB/s" %
+        L.append("Per-run values: " + "; ".join("dgemm %.1f/%.1f GFLOP/s, triad %.1f GB/s, read %.1f GB/s, "
+                                              "read of X %.1f GB/s" %
                                               (c["dgemm_gflops_1"], c["dgemm_gflops_t"], c["triad_gbs"],
-                                               c.get("read_gbs", float("nan"))) for c in ceils))
+                                               c.get("read_gbs", float("nan")),
+                                               c.get("read_x_gbs") or float("nan")) for c in ceils))
         L.append("")
     else:
-        gt = bw = rbw = float("nan")
+        gt = bw = rbw = xbw = float("nan")
 
     res = R.get("res")
     W = R.get("workloads") or []
@@ -757,7 +775,7 @@ def render(R, errors, notes):
             lib = s["lib"]["median"]
             ratios = {p: lib / s[p]["median"] for p in ("numpy", "torch") if p in s}
             faster = min((s[p]["median"], p) for p in ("numpy", "torch") if p in s) if ratios else None
-            fl = floor_us(w, R, rbw)
+            fl = floor_us(w, R, xbw)
             row = "| %s %s | %d | " % (w["name"], w["title"], w["steps"])
             row += " | ".join(fmt_spread(s[r]) for r in runners)
             row += " | %s | %s | %s | %s | %s |" % (
@@ -780,7 +798,7 @@ def render(R, errors, notes):
         if blas:
             L.append("BLAS each runner used (threadpoolctl for the peers): " + " · ".join(blas) + ".")
             L.append("")
-        L.append("Floors, measured in this run: W1, W5 one read of X at the read bandwidth above; W2, W3 "
+        L.append("Floors, measured in this run: W1, W5 one read of X at the *read of X* bandwidth above; W2, W3 "
                  "OpenBLAS's `cblas_dgemm` alone on the step's own products (below; fastest round). W4 has none "
                  "worth the name. *floor ÷ lib* is the fraction of the floor reached.")
         L.append("")
@@ -885,8 +903,8 @@ def render(R, errors, notes):
 
         for name, lim in (("W1", 1.3), ("W5", 1.3), ("W2", 1.05), ("W3", 1.05)):
             w = next(x for x in W if x["name"] == name)
-            fl = floor_us(w, R, rbw)
-            what = ("one read of X at the read bandwidth" if name in ("W1", "W5")
+            fl = floor_us(w, R, xbw)
+            what = ("one read of X at the read-of-X rate" if name in ("W1", "W5")
                     else "its own products in `cblas_dgemm`")
             if fl:
                 r = step[name]["lib"]["median"] / fl[0]

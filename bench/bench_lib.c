@@ -9,17 +9,20 @@
  *                                DIR/<name>.theta0 the model's initial flat parameters as
  *                                model_new() builds them from the spec's init seed. The Python
  *                                peers read both files, so every runner sees identical numbers.
- *   run WORKLOAD.json DIR [--steps N] [--warmup K] [--threads T] [--profile P]
+ *   run WORKLOAD.json DIR [--steps N] [--warmup K] [--threads T] [--profile P] [--settle-ms S]
  *                                K warm-up updates through train_run (reports loss at θ0 and θK
- *                                for the cross-check), then one train_run of N+2 full-batch
+ *                                for the cross-check), a pause of S ms, then one train_run of N+2 full-batch
  *                                steps whose per-step times are taken between consecutive
  *                                progress callbacks (CLOCK_MONOTONIC), then one plain train_run
  *                                of N steps timed as a whole (what POST /train is compared
  *                                with), then P steps with every cblas_dgemm call timed.
- *   ceil [--smoke] [--threads T] dgemm GFLOP/s (square 2000, 1 and T threads, best of 5),
+ *   ceil [--smoke] [--threads T] [--x-bytes B]
+ *                                dgemm GFLOP/s (square 2000, 1 and T threads, best of 5),
  *                                triad a = b + s·c GB/s over 3 × 256 MiB with T pthreads
- *                                (STREAM's byte count: 24 bytes per element, best of 10), and
- *                                read GB/s: the same T threads summing b and c, nothing written.
+ *                                (STREAM's byte count: 24 bytes per element, best of 10),
+ *                                read GB/s: the same T threads summing b and c, nothing written,
+ *                                and with B the one-pass floor: T compute threads reading one
+ *                                array of B bytes again and again (best of 50 and of 0.5 s).
  *   products WORKLOAD.json [--threads T] [--reps R] [--batch-size B]
  *                                cblas_dgemm alone on the products of one full-batch step of
  *                                the workload (forward, weight gradient, input gradient above
@@ -28,8 +31,9 @@
  *                                a B-row step once per batch, plus the forward products on all
  *                                rows that the call's loss_after needs (each as Z = X·Wᵀ or
  *                                Zᵀ = W·Xᵀ, whichever is faster); each shape timed once.
- *   epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K] [--threads T]
- *                                E train_run calls of one shuffled mini-batch epoch each, timed.
+ *   epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K] [--threads T] [--settle-ms S]
+ *                                K warm-up mini-batches, a pause of S ms, then E train_run calls
+ *                                of one shuffled mini-batch epoch each, timed.
  *   lbfgs WORKLOAD.json DIR [--target L] [--max-steps S] [--reps R] [--threads T]
  *                                time for a fresh model to reach loss <= L with lbfgs; prints
  *                                {"available":false,...} while optim_new() rejects the method.
@@ -292,20 +296,27 @@ static void bench_pool_free(void)
     pool_free(bench_pool);
 }
 
+static pool_t *bench_pool_get(void)
+{
+    if (bench_pool == NULL) {
+        err_t err = {0};
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (pool_new(cores < 1 ? 1 : cores > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int32_t)cores,
+                     &bench_pool, &err) < 0)
+            die("pool_new: %s", err.msg);
+        atexit(bench_pool_free);
+    }
+    return bench_pool;
+}
+
 static model_t *workload_model(const workload_t *w, const model_spec_t *spec)
 {
     model_t *m = NULL;
     err_t err = {0};
-    if (bench_pool == NULL) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        if (pool_new(cores < 1 ? 1 : cores > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int32_t)cores,
-                     &bench_pool, &err) < 0)
-            die("%s: pool_new: %s", w->name, err.msg);
-        atexit(bench_pool_free);
-    }
+    pool_t *pool = bench_pool_get();
     if (model_new(spec != NULL ? spec : &w->spec, &m, &err) < 0)
         die("%s: model_new: %s", w->name, err.msg);
-    model_set_pool(m, bench_pool);
+    model_set_pool(m, pool);
     return m;
 }
 
@@ -505,6 +516,7 @@ typedef struct bench_train {
     train_req_t req;   /* defaults, history_every 0: the timed calls record nothing */
     int64_t step;      /* the model's global step */
     int64_t warmup;    /* --warmup: untimed updates first */
+    int64_t settle_ms; /* --settle-ms: then a pause before the timed calls (bench_settle) */
     int threads;       /* --threads: OpenBLAS's; 0 leaves its default */
 } bench_train_t;
 
@@ -515,6 +527,7 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
 {
     bt->threads = (int)arg_int(argc, argv, "--threads", "0", 0);
     bt->warmup = arg_int(argc, argv, "--warmup", warmup_default, 1);
+    bt->settle_ms = arg_int(argc, argv, "--settle-ms", "0", 0);
     bt->step = 0;
     train_req_default(&bt->req);
     bt->req.history_every = 0;
@@ -531,6 +544,16 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
     if (optim_new(&bt->w.spec.optimizer, model_n_params(bt->m), &bt->o, &err) < 0 ||
         train_ctx_new(bt->m, bt->o, &bt->data.b, &bt->t, &err) < 0)
         die("%s: %s", bt->w.name, err.msg);
+}
+
+/* The pause between the warm-up and the timed calls. On a virtual machine the first tenths of
+ * a second after a process has touched a hundred megabytes of fresh memory run slower (W1 steps
+ * took 3.1 ms for the first sixteen steps after loading its rows and 2.1 ms after; with a pause
+ * of 0.3 s, 2.3 ms from the first). Every runner pauses alike (scripts/bench). */
+static void bench_settle(const bench_train_t *bt)
+{
+    if (bt->settle_ms > 0)
+        usleep((useconds_t)(bt->settle_ms * 1000));
 }
 
 static void bench_train_close(bench_train_t *bt)
@@ -556,6 +579,7 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
     bt.req.steps = bt.warmup;
     train_or_die(t, &bt.req, &bt.step, NULL, &res, w.name);
     const double loss0 = res.loss_before, lossk = res.loss_after;
+    bench_settle(&bt);
 
     /* Per-step times: in a call of S steps the progress callback for row k-1 runs right after
      * the forward and backward pass at θ_k (k = 1..S-1), and the last one after the final
@@ -785,6 +809,112 @@ static double triad_gbs(size_t n, int threads, int reps, double *check, double *
     return best;
 }
 
+/* The one-pass workloads' floor: one read of an array the size of their X, as a step reads it,
+ * on the compute threads a step runs on (pool_run, one part per thread) and again and again, so
+ * the array is wherever a step finds X (the last-level cache, when it is large enough). Four
+ * independent sums of the widest vectors the CPU loads (AVX2's 32 bytes; SSE2's 16 read 80 MB
+ * 13 % slower) keep the adds off the critical path. */
+typedef double v4d_t __attribute__((vector_size(32)));
+
+typedef struct read_x {
+    const double *a;
+    size_t n;
+    int32_t parts;
+    double sum[POOL_MAX_THREADS];
+} read_x_t;
+
+static inline __attribute__((always_inline)) double read_span(const double *a, size_t lo,
+                                                              size_t hi)
+{
+    v4d_t acc[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+    size_t i = lo;
+    for (; i + 16 <= hi; i += 16)
+        for (int k = 0; k < 4; ++k) {
+            v4d_t v;
+            memcpy(&v, a + i + 4 * (size_t)k, sizeof v);
+            acc[k] += v;
+        }
+    double sum = 0.0;
+    for (int k = 0; k < 4; ++k)
+        sum += (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]);
+    for (; i < hi; ++i)
+        sum += a[i];
+    return sum;
+}
+
+static double read_span_sse2(const double *a, size_t lo, size_t hi)
+{
+    return read_span(a, lo, hi);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static double read_span_avx2(const double *a, size_t lo,
+                                                             size_t hi)
+{
+    return read_span(a, lo, hi);
+}
+#endif
+
+static double (*read_span_fn)(const double *, size_t, size_t) = read_span_sse2;
+
+static void read_x_part(void *ctx, int32_t part)
+{
+    read_x_t *r = ctx;
+    /* Parts start on 64-byte lines, as the rows of X a step's parts take do (nearly). */
+    const size_t lo = (r->n * (size_t)part / (size_t)r->parts) & ~(size_t)7;
+    const size_t hi = part + 1 == r->parts ? r->n
+                                           : (r->n * (size_t)(part + 1) / (size_t)r->parts) & ~(size_t)7;
+    r->sum[part] = read_span_fn(r->a, lo, hi);
+}
+
+static void fill_part(void *ctx, int32_t part)
+{
+    read_x_t *r = ctx;
+    const size_t lo = r->n * (size_t)part / (size_t)r->parts;
+    const size_t hi = r->n * (size_t)(part + 1) / (size_t)r->parts;
+    double *a = (double *)r->a;
+    for (size_t i = lo; i < hi; ++i)
+        a[i] = 1.0;
+}
+
+/* GB/s of the best of at least `reps` reads, timed for at least `min_s` seconds: on a virtual
+ * machine the first tenths of a second after touching fresh memory run slower. */
+static double read_x_gbs(size_t bytes, int threads, int reps, double min_s)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        read_span_fn = read_span_avx2;
+#endif
+    pool_t *pool = bench_pool_get();
+    const size_t n = bytes / sizeof(double);
+    double *a = NULL;
+    const size_t huge = (size_t)2 << 20, alloc = (n * sizeof *a + huge - 1) & ~(huge - 1);
+    if (posix_memalign((void **)&a, huge, alloc) != 0)
+        die("read: out of memory for %zu bytes", alloc);
+    tensor_advise_huge_pages(a, alloc);
+    if (threads > pool_threads(pool))
+        threads = pool_threads(pool);
+    read_x_t r = {.a = a, .n = n, .parts = threads};
+    pool_run(pool, threads, fill_part, &r);   /* first touch by the threads that read */
+    double best = 0.0;
+    const uint64_t start = now_ns();
+    for (int i = 0; i < reps || (double)(now_ns() - start) / 1e9 < min_s; ++i) {
+        const uint64_t t0 = now_ns();
+        pool_run(pool, threads, read_x_part, &r);
+        const double s = (double)(now_ns() - t0) / 1e9;
+        double sum = 0.0;
+        for (int32_t p = 0; p < threads; ++p)
+            sum += r.sum[p];
+        if (sum != (double)n)   /* every element is 1: exact in double below 2^53 */
+            die("read: wrong sum %g of %zu ones", sum, n);
+        if (i > 0 && (double)bytes / s / 1e9 > best)
+            best = (double)bytes / s / 1e9;
+    }
+    free(a);
+    return best;
+}
+
 static int cmd_ceil(int argc, char **argv)
 {
     const int smoke = arg_flag(argc, argv, "--smoke");
@@ -803,10 +933,16 @@ static int cmd_ceil(int argc, char **argv)
         die("triad: wrong result %g", check);
     if (rcheck != 3.0 * (double)tn)   /* b = 1, c = 2 everywhere: exact in double */
         die("read: wrong sum %g", rcheck);
+    const int64_t x_bytes = arg_int(argc, argv, "--x-bytes", "0", 0);
+    const double xbw = x_bytes > 0 ? read_x_gbs((size_t)x_bytes, threads, smoke ? 5 : 50,
+                                                 smoke ? 0.0 : 0.5)
+                                   : NAN;
     printf("{\"cmd\":\"ceil\",\"dgemm_n\":%d,\"dgemm_gflops_1\":%.2f,\"dgemm_gflops_t\":%.2f,"
            "\"threads\":%d,\"triad_mib_per_array\":%zu,\"triad_gbs\":%.3f,\"read_gbs\":%.3f,"
-           "\"corename\":\"%s\",\"config\":\"%s\"}\n",
-           n, g1, gt, threads, tn * sizeof(double) >> 20, bw, rbw, openblas_get_corename(),
+           "\"read_x_bytes\":%lld,",
+           n, g1, gt, threads, tn * sizeof(double) >> 20, bw, rbw, (long long)x_bytes);
+    print_double("read_x_gbs", xbw, 1);
+    printf("\"corename\":\"%s\",\"config\":\"%s\"}\n", openblas_get_corename(),
            openblas_get_config());
     fflush(stdout);
     return 0;
@@ -964,6 +1100,7 @@ static int cmd_epoch(const char *wpath, const char *dir, int argc, char **argv)
     train_result_t res;
     train_or_die(bt.t, &bt.req, &bt.step, NULL, &res, bt.w.name);
     const double loss0 = res.loss_before;
+    bench_settle(&bt);
     bt.req.steps = 0;
     bt.req.epochs = 1;
     printf("{\"runner\":\"lib\",\"workload\":\"%s\",\"batch_size\":%d,\"threads\":%d,", bt.w.name,
@@ -1153,7 +1290,7 @@ static int cmd_selftest(const char *self)
         snprintf(wp, sizeof wp, "%s/w%zu.json", dir, i);
         write_file(wp, selftest_workloads[i], strlen(selftest_workloads[i]));
         snprintf(cmd, sizeof cmd, "'%s' gen '%s' '%s' && '%s' run '%s' '%s' --steps 5 "
-                 "--warmup 2 --threads 1 --profile 2 && '%s' lbfgs '%s' '%s' --reps 1 "
+                 "--warmup 2 --threads 1 --profile 2 --settle-ms 1 && '%s' lbfgs '%s' '%s' --reps 1 "
                  "--max-steps 5 && '%s' products '%s' --reps 1 && '%s' products '%s' --reps 1 "
                  "--batch-size 32 && '%s' epoch '%s' '%s' --batch-size 32 --epochs 1 --warmup 2 "
                  "--threads 1",
@@ -1163,7 +1300,7 @@ static int cmd_selftest(const char *self)
             rc = 1;
         }
     }
-    snprintf(cmd, sizeof cmd, "'%s' ceil --smoke --threads 1 && for f in csv json raw; do "
+    snprintf(cmd, sizeof cmd, "'%s' ceil --smoke --threads 1 --x-bytes 800008 && for f in csv json raw; do "
              "'%s' body --format $f --bytes 20000 --out '%s'/body.$f || exit 1; done",
              self, self, dir);
     if (system(cmd) != 0) {

@@ -17,6 +17,12 @@ class HarnessError(Exception):
     pass
 
 
+# Every runner pauses this long between its warm-up and its timed steps: on a virtual machine
+# the first tenths of a second after a process has touched a hundred megabytes of fresh memory
+# run slower (bench_lib.c's bench_settle has the figures). 0 in smoke runs.
+SETTLE_S = 0.5
+
+
 def log(msg):
     sys.stderr.write("bench: %s\n" % msg)
     sys.stderr.flush()
@@ -209,6 +215,7 @@ def timed_train_call(port, model_id, w, warmup, label="http"):
     of the workload's N steps with no history rows (the library call records none)."""
     steps = w["steps"]
     warm, _ = api(port, "POST", "/v1/models/%d/train" % model_id, {"steps": warmup, "history_every": 0})
+    time.sleep(SETTLE_S)
     ans, secs = api(port, "POST", "/v1/models/%d/train" % model_id, {"steps": steps, "history_every": 0})
     if ans["steps_run"] != steps:
         raise HarnessError("%s %s train ran %s of %d steps (%s)" % (w["name"], label, ans["steps_run"], steps,

@@ -9,6 +9,7 @@ their natural (and fastest) form; the numbers are the same.
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -74,14 +75,15 @@ def emit(obj):
 
 
 def args(argv, extra=None):
-    """peer.py DIR WORKLOAD.json [WORKLOAD.json ...] [--steps N] [--warmup K] [--threads T]
+    """peer.py DIR WORKLOAD.json [WORKLOAD.json ...] [--steps N] [--warmup K] [--threads T] [--settle-ms S]
 
     Several workloads in one process save the interpreter's start-up (torch takes seconds) in
     smoke runs; each workload still gets its own JSON line. --steps defaults to the workload
     file's "steps". `extra` names more integer options (default 0), filled in place."""
     if len(argv) < 3:
-        raise SystemExit("usage: %s DIR WORKLOAD.json... [--steps N] [--warmup K] [--threads T]" % argv[0])
-    opts = {"--steps": 0, "--warmup": 3, "--threads": 0}
+        raise SystemExit("usage: %s DIR WORKLOAD.json... [--steps N] [--warmup K] [--threads T] [--settle-ms S]" % argv[0])
+    global SETTLE_MS
+    opts = {"--steps": 0, "--warmup": 3, "--threads": 0, "--settle-ms": 0}
     if extra is not None:
         opts.update(extra)
     files = []
@@ -97,7 +99,18 @@ def args(argv, extra=None):
             i += 1
     if extra is not None:
         extra.update({k: opts[k] for k in extra})
+    SETTLE_MS = opts["--settle-ms"]
     return argv[1], files, opts["--steps"], opts["--warmup"], opts["--threads"]
+
+
+SETTLE_MS = 0
+
+
+def settle():
+    """The pause between the warm-up and the timed steps, --settle-ms (bench_lib's bench_settle
+    says why); every runner pauses alike."""
+    if SETTLE_MS > 0:
+        time.sleep(SETTLE_MS / 1e3)
 
 
 def steps_of(workload_path, steps):

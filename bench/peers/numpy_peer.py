@@ -1,7 +1,7 @@
 """bench/peers/numpy_peer.py -- the numpy peer: one full-batch gradient step with hand-written
 gradients and a plain SGD update, per step timed with perf_counter_ns.
 
-    numpy_peer.py DIR WORKLOAD.json... [--steps N] [--warmup K]
+    numpy_peer.py DIR WORKLOAD.json... [--steps N] [--warmup K] [--settle-ms S]
 
 Prints one JSON line per workload: loss at θ0 and after the K warm-up steps (cross-checked against
 libneuron by scripts/bench), the N per-step times in µs, and the BLAS threadpoolctl sees.
@@ -143,6 +143,7 @@ def run(wpath, ddir, steps, warmup):
     for _ in range(warmup):
         step(True)
     lossk = step(False)
+    common.settle()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()

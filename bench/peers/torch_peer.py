@@ -1,7 +1,7 @@
 """bench/peers/torch_peer.py -- the PyTorch peer: one full-batch step with autograd and
 torch.optim.SGD, float64, per step timed with perf_counter_ns.
 
-    torch_peer.py DIR WORKLOAD.json... [--steps N] [--warmup K] [--threads T]
+    torch_peer.py DIR WORKLOAD.json... [--steps N] [--warmup K] [--threads T] [--settle-ms S]
     torch_peer.py DIR WORKLOAD.json --batch-size B --epochs E [--threads T]
 
 With --batch-size: E timed epochs of shuffled mini-batch SGD instead, the way the PyTorch
@@ -64,6 +64,7 @@ def minibatch(wpath, ddir, batch, epochs, warmup):
             opt.step()
 
     batches(torch.randperm(m), min(m, warmup * batch))
+    common.settle()
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter_ns()
@@ -116,6 +117,7 @@ def run(wpath, ddir, steps, warmup):
         step()
     with torch.no_grad():
         lossk = float(forward())
+    common.settle()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()

@@ -188,13 +188,14 @@ START_TEST(single_output_edges)
 END_TEST
 
 /* Every row count from 1 to 41 (no full block of rows, one, several, with each partial block
- * after them), widths on and off the vector length, both reductions: loss and gradient equal
- * the scalar formulas, so no padding lane leaks into either. */
+ * after them, so rows paired and a row left over), widths on and off the vector length and the
+ * 16-column stride, both reductions: loss and gradient equal the scalar formulas, so no padding
+ * lane leaks into either. */
 START_TEST(single_output_blocks)
 {
     static const int32_t losses[] = {FUSED_LOSS_BCE, FUSED_LOSS_SIGMOID_L2, FUSED_LOSS_L2};
-    static const int32_t widths[] = {1, 4, 6, 13};
-    enum { MAX_ROWS = 41, MAX_N = 13 };
+    static const int32_t widths[] = {1, 4, 6, 13, 16, 23, 36};
+    enum { MAX_ROWS = 41, MAX_N = 36 };
     double x[MAX_ROWS * MAX_N], y[MAX_ROWS], w[MAX_N + 1], g[MAX_N + 1], want_g[MAX_N + 1];
     err_t err = {0};
     testutil_fill(x, MAX_ROWS * MAX_N, -3.0, 3.0, 11);
