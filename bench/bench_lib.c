@@ -411,14 +411,16 @@ typedef struct loaded {
     batch_t b;
 } loaded_t;
 
-/* The daemon keeps a model's training rows on transparent huge pages (MADV_HUGEPAGE, see
- * store_batch_load_all), and numpy does the same for arrays of 4 MB and more: the rows libneuron
- * trains on here, and the triad's arrays, get the same hint, so every runner and the ceiling
- * stream from the same kind of memory. */
+/* The daemon keeps a model's training rows in tensor_alloc_rows() memory (2 MiB-aligned, on
+ * transparent huge pages; see store_batch_load_all), and numpy asks for huge pages too for
+ * arrays of 4 MB and more: the rows libneuron trains on here, and the ceilings' arrays, come
+ * from the same allocation, so every runner and the ceiling stream from the same kind of
+ * memory. */
 static double *xmalloc_huge(size_t bytes)
 {
-    double *p = xmalloc(bytes);
-    tensor_advise_huge_pages(p, bytes);
+    double *p = tensor_alloc_rows(bytes);
+    if (p == NULL)
+        die("out of memory for %zu bytes", bytes);
     return p;
 }
 
@@ -888,11 +890,7 @@ static double read_x_gbs(size_t bytes, int threads, int reps, double min_s)
 #endif
     pool_t *pool = bench_pool_get();
     const size_t n = bytes / sizeof(double);
-    double *a = NULL;
-    const size_t huge = (size_t)2 << 20, alloc = (n * sizeof *a + huge - 1) & ~(huge - 1);
-    if (posix_memalign((void **)&a, huge, alloc) != 0)
-        die("read: out of memory for %zu bytes", alloc);
-    tensor_advise_huge_pages(a, alloc);
+    double *a = xmalloc_huge(n * sizeof *a);
     if (threads > pool_threads(pool))
         threads = pool_threads(pool);
     read_x_t r = {.a = a, .n = n, .parts = threads};

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #ifdef NEUROND_BLAS
@@ -56,6 +57,16 @@ void tensor_advise_huge_pages(void *p, size_t bytes)
     uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
     if (hi > lo)
         madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
+
+void *tensor_alloc_rows(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes > 0 ? bytes : 1) != 0)
+        return NULL;
+    tensor_advise_huge_pages(p, bytes);
+    return p;
 }
 
 int tensor_checked_elems(int64_t r, int64_t c, const char *what, int64_t *out, err_t *err)

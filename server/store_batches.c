@@ -275,14 +275,13 @@ int store_batch_load_all(store_t *s, int64_t id, int32_t n_x, int32_t n_y, int64
         rc = err_set(err, ERR_TOOBIG, "%" PRId64 " stored rows do not fit in memory", k.total);
         goto out;
     }
-    k.x = malloc((size_t)(k.total * n_x) * sizeof *k.x);
+    /* Training streams these rows once per step, start to end. */
+    k.x = tensor_alloc_rows((size_t)(k.total * n_x) * sizeof *k.x);
     k.y = n_y > 0 ? malloc((size_t)(k.total * n_y) * sizeof *k.y) : NULL;
     if (k.x == NULL || (n_y > 0 && k.y == NULL)) {
         rc = err_set(err, ERR_NOMEM, "out of memory loading %" PRId64 " rows", k.total);
         goto out;
     }
-    /* Training streams these rows once per step, start to end. */
-    tensor_advise_huge_pages(k.x, (size_t)(k.total * n_x) * sizeof *k.x);
     if ((rc = store__query(c, sql_all, STORE_ARGS(DB_INT(id)), &st, err)) < 0)
         goto out;
     while ((rc = db_step(st, "loading batches", err)) == DB_ROW)
