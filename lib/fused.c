@@ -8,9 +8,10 @@
  *   G[:,0] += colsum(dZ), G[:,1:] += dZ^T X_tile (bwd_*: register-blocked rank updates)
  * so X comes from memory once per step. With one output (linear, logistic) the tile's second
  * pass is replaced by blocks of 8 rows that the gradient update finds still in L1, and the loss
- * terms use a vector exp and log1p (k1_*, below). Part 0 accumulates into the caller's
- * gradient, the others into their private one, added in at the end (fixed order: the result
- * depends on the part count only through rounding, never on which thread ran a part).
+ * terms use a vector exp and log1p (k1_*, below; each part works on aligned copies of w and its
+ * gradient, K1_PAD). Part 0 ends in the caller's gradient, the others in their private one,
+ * added in at the end (fixed order: the result depends on the part count only through
+ * rounding, never on which thread ran a part).
  *
  * The kernels are written with GCC vector types so one source serves SSE2 (the portable
  * baseline every x86-64 has) and, through a clone compiled for AVX2+FMA and picked at run time
