@@ -756,8 +756,8 @@ def render(R, errors, notes):
                  "(`train_run`), each step timed between progress callbacks; *numpy*: hand-written gradients; "
                  "*torch*: autograd + `torch.optim.SGD`; *http*: one `POST /train` of N steps "
                  "(`history_every` 0) per round after a warm-up call of %d steps, wall-clock of the request ÷ N (spread over rounds). "
-                 "Loss at θ0 and after the %d warm-up steps agree across runners to %.1e (relative)." %
-                 (WARMUP, WARMUP, R.get("loss_check_rel", float("nan"))))
+                 "Loss at θ0 and after the %d warm-up steps agree across runners to %.1e (relative). %s" %
+                 (WARMUP, WARMUP, R.get("loss_check_rel", float("nan")), settle_note(R)))
         L.append("")
         runners = R["runners"]
         L.append("| workload | N | " + " | ".join(runners) + " | lib ÷ numpy | lib ÷ torch | lib ÷ faster peer | floor | floor ÷ lib |")
@@ -939,7 +939,7 @@ def render(R, errors, notes):
                  "`epochs` 1 and `batch_size`; *torch*: `nn.Sequential`, `nn.CrossEntropyLoss`, `torch.randperm` "
                  "and indexing per batch, `torch.optim.SGD`; *http*: `POST /train {\"epochs\":1,\"batch_size\":B}` "
                  "with the default `history_every` 1 (a history row per batch), wall-clock. Each runner first "
-                 "runs %d untimed batches; the runners of one batch size run back to back, order rotated each "
+                 "runs %d untimed batches%s; the runners of one batch size run back to back, order rotated each "
                  "round. lib and http include the full-data evaluation a train call ends with (`loss_after` on every "
                  "row; `loss_before` comes from the call before, which ended at the same θ); torch's epoch has "
                  "none. *floor*: OpenBLAS's `cblas_dgemm` alone (its own threads) on the epoch's products, timed "
@@ -947,7 +947,7 @@ def render(R, errors, notes):
                  "products once per batch (forward, weight gradients, the hidden layer's input gradient) plus the "
                  "forward products on every row that `loss_after` needs; the split shows the two. Where 0.8× "
                  "PyTorch's epoch is below the floor (torch ÷ floor under 1.25), no code that computes `loss_after` "
-                 "with this BLAS meets the target." % MB_WARMUP)
+                 "with this BLAS meets the target." % (MB_WARMUP, ", then pauses %.1f s" % R["settle_s"] if R.get("settle_s") else ""))
         L.append("")
         mbr = R["mb_runners"]
         L.append("| workload | batch | " + " | ".join(mbr) + " | lib ÷ torch | http ÷ torch | floor (batches + loss_after) "
@@ -1119,6 +1119,14 @@ def render(R, errors, notes):
     # insert the targets after the header block (first blank line after the bullets)
     idx = next((i for i, l in enumerate(head) if l.startswith("## ")), len(head))
     return "\n".join(head[:idx] + T + head[idx:] + tail) + "\n"
+
+
+def settle_note(R):
+    """The pause between warm-up and timing, as the report states it (bench/README.md)."""
+    if not R.get("settle_s"):
+        return ""
+    return ("After its warm-up every runner pauses %.1f s, then times; the daemon's timed call follows an "
+            "untimed one of N steps, as the library's follows its per-step call." % R["settle_s"])
 
 
 def floor_us(w, R, read_gbs):
