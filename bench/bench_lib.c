@@ -719,12 +719,56 @@ static void triad_pass(triad_arg_t *args, int threads)
         pthread_join(th[i], NULL);
 }
 
-/* Read bandwidth: every thread sums its share of two arrays the triad already first-touched.
- * Four independent vector sums (SSE2, which every x86-64 has) keep the adds off the critical
- * path, so memory, not the adder, sets the pace; nothing is written. The one-pass workloads
- * (W1, W5) read X once a step at best. */
-typedef double v2d_t __attribute__((vector_size(16)));
+/* Read sums: Σ a[lo..hi) with four independent sums of the widest vectors the CPU loads
+ * (read_span_pick: AVX2's 32 bytes; SSE2's 16 read 80 MB 13 % slower), so memory, not the adder,
+ * sets the pace; nothing is written. */
+typedef double v4d_t __attribute__((vector_size(32)));
 
+static inline __attribute__((always_inline)) double read_span(const double *a, size_t lo,
+                                                              size_t hi)
+{
+    v4d_t acc[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+    size_t i = lo;
+    for (; i + 16 <= hi; i += 16)
+        for (int k = 0; k < 4; ++k) {
+            v4d_t v;
+            memcpy(&v, a + i + 4 * (size_t)k, sizeof v);
+            acc[k] += v;
+        }
+    double sum = 0.0;
+    for (int k = 0; k < 4; ++k)
+        sum += (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]);
+    for (; i < hi; ++i)
+        sum += a[i];
+    return sum;
+}
+
+static double read_span_sse2(const double *a, size_t lo, size_t hi)
+{
+    return read_span(a, lo, hi);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static double read_span_avx2(const double *a, size_t lo,
+                                                             size_t hi)
+{
+    return read_span(a, lo, hi);
+}
+#endif
+
+static double (*read_span_fn)(const double *, size_t, size_t) = read_span_sse2;
+
+/* The widest loads this CPU has, for both read ceilings. */
+static void read_span_pick(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        read_span_fn = read_span_avx2;
+#endif
+}
+
+/* Read bandwidth: every thread sums its share of two arrays the triad already first-touched. */
 typedef struct read_arg {
     const double *b, *c;
     size_t lo, hi;
@@ -734,21 +778,7 @@ typedef struct read_arg {
 static void *read_worker(void *p)
 {
     read_arg_t *r = p;
-    v2d_t acc[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-    size_t i = r->lo;
-    for (; i + 8 <= r->hi; i += 8)
-        for (int k = 0; k < 4; ++k) {
-            v2d_t vb, vc;
-            memcpy(&vb, r->b + i + 2 * (size_t)k, sizeof vb);
-            memcpy(&vc, r->c + i + 2 * (size_t)k, sizeof vc);
-            acc[k] += vb + vc;
-        }
-    double sum = 0.0;
-    for (int k = 0; k < 4; ++k)
-        sum += acc[k][0] + acc[k][1];
-    for (; i < r->hi; ++i)
-        sum += r->b[i] + r->c[i];
-    r->sum = sum;
+    r->sum = read_span_fn(r->b, r->lo, r->hi) + read_span_fn(r->c, r->lo, r->hi);
     return NULL;
 }
 
@@ -813,51 +843,13 @@ static double triad_gbs(size_t n, int threads, int reps, double *check, double *
 
 /* The one-pass workloads' floor: one read of an array the size of their X, as a step reads it,
  * on the compute threads a step runs on (pool_run, one part per thread) and again and again, so
- * the array is wherever a step finds X (the last-level cache, when it is large enough). Four
- * independent sums of the widest vectors the CPU loads (AVX2's 32 bytes; SSE2's 16 read 80 MB
- * 13 % slower) keep the adds off the critical path. */
-typedef double v4d_t __attribute__((vector_size(32)));
-
+ * the array is wherever a step finds X (the last-level cache, when it is large enough). */
 typedef struct read_x {
     const double *a;
     size_t n;
     int32_t parts;
     double sum[POOL_MAX_THREADS];
 } read_x_t;
-
-static inline __attribute__((always_inline)) double read_span(const double *a, size_t lo,
-                                                              size_t hi)
-{
-    v4d_t acc[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
-    size_t i = lo;
-    for (; i + 16 <= hi; i += 16)
-        for (int k = 0; k < 4; ++k) {
-            v4d_t v;
-            memcpy(&v, a + i + 4 * (size_t)k, sizeof v);
-            acc[k] += v;
-        }
-    double sum = 0.0;
-    for (int k = 0; k < 4; ++k)
-        sum += (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]);
-    for (; i < hi; ++i)
-        sum += a[i];
-    return sum;
-}
-
-static double read_span_sse2(const double *a, size_t lo, size_t hi)
-{
-    return read_span(a, lo, hi);
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) static double read_span_avx2(const double *a, size_t lo,
-                                                             size_t hi)
-{
-    return read_span(a, lo, hi);
-}
-#endif
-
-static double (*read_span_fn)(const double *, size_t, size_t) = read_span_sse2;
 
 static void read_x_part(void *ctx, int32_t part)
 {
@@ -883,11 +875,6 @@ static void fill_part(void *ctx, int32_t part)
  * machine the first tenths of a second after touching fresh memory run slower. */
 static double read_x_gbs(size_t bytes, int threads, int reps, double min_s)
 {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
-        read_span_fn = read_span_avx2;
-#endif
     pool_t *pool = bench_pool_get();
     const size_t n = bytes / sizeof(double);
     double *a = xmalloc_huge(n * sizeof *a);
@@ -926,6 +913,7 @@ static int cmd_ceil(int argc, char **argv)
     double g1 = dgemm_gflops(n, 1, smoke ? 2 : 5);
     double gt = dgemm_gflops(n, threads, smoke ? 2 : 5);
     double check = 0.0, rbw = 0.0, rcheck = 0.0;
+    read_span_pick();
     double bw = triad_gbs(tn, threads, smoke ? 3 : 10, &check, &rbw, &rcheck);
     if (check != 7.0)
         die("triad: wrong result %g", check);
@@ -1345,9 +1333,10 @@ int main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: bench_lib gen|run|lbfgs WORKLOAD.json DIR [options]\n"
-            "       bench_lib ceil [--smoke] [--threads T]\n"
+            "       bench_lib ceil [--smoke] [--threads T] [--x-bytes B]\n"
             "       bench_lib products WORKLOAD.json [--threads T] [--reps R] [--batch-size B]\n"
             "       bench_lib epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K]\n"
+            "                 [--settle-ms S]\n"
             "       bench_lib body --format csv|json|raw --bytes B --out FILE\n"
             "       bench_lib selftest\n(see the comment at the top of bench/bench_lib.c)\n");
     return 2;

@@ -681,8 +681,6 @@ static void run_part(void *ctx, int32_t t)
     double *g = t == 0 ? jb->grad : sl->grad;
     const int64_t n_g = (int64_t)f->k * (f->n + 1);
     double loss = 0.0;
-    if (jb->want_grad)
-        memset(g, 0, (size_t)n_g * sizeof *g);
     if (f->k1_fn != NULL) {
         double *w1 = sl->w1 + K1_PAD, *g1 = sl->g1 + K1_PAD;
         memcpy(w1, jb->w, (size_t)n_g * sizeof *w1);
@@ -693,6 +691,8 @@ static void run_part(void *ctx, int32_t t)
             memcpy(g, g1, (size_t)n_g * sizeof *g);
         return;
     }
+    if (jb->want_grad)
+        memset(g, 0, (size_t)n_g * sizeof *g);
     for (int32_t r = lo; r < hi; r += f->tile) {
         int32_t tr = hi - r < f->tile ? hi - r : f->tile;
         int32_t next = hi - r - tr < f->tile ? hi - r - tr : f->tile;

@@ -201,6 +201,7 @@ int model_set_engine(model_t *m, int32_t engine, err_t *err);
  * default, computes on the caller's thread alone. The one-pass results depend on the pool's
  * size only through rounding; the products' not at all (with blas_threads_one()). */
 void model_set_pool(model_t *m, pool_t *pool);
+/* The pool model_set_pool() gave (NULL by default): train.c spreads its own passes over it. */
 pool_t *model_pool(const model_t *m);
 
 /* Classification accuracy and misclassified count on b, for classifier kinds (logistic,

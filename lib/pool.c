@@ -194,7 +194,7 @@ int32_t pool_threads(const pool_t *p)
 
 void pool_run(pool_t *p, int32_t n_part, pool_part_fn fn, void *ctx)
 {
-    if (n_part == 1 || p->n_worker == 0) {
+    if (p == NULL || n_part == 1 || p->n_worker == 0) {
         for (int32_t part = 0; part < n_part; ++part)
             fn(ctx, part);
         return;

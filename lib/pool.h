@@ -46,7 +46,8 @@ int32_t pool_threads(const pool_t *p);
 /*
  * fn(ctx, part) for every part in [0, n_part), spread over the workers and the calling thread;
  * returns when all have returned. Several threads may call it at once: their parts share the
- * workers, first come first served. Allocates nothing. n_part >= 1.
+ * workers, first come first served. p NULL: every part on the calling thread, in order.
+ * Allocates nothing. n_part >= 1.
  */
 void pool_run(pool_t *p, int32_t n_part, pool_part_fn fn, void *ctx);
 

@@ -169,11 +169,8 @@ void tensor_gemm_on(pool_t *pool, int trans_a, int trans_b, int32_t m, int32_t n
         const int32_t n_part = split_blocks(m, n, k, &g.by_rows, &g.block);
         if (n_part == 0)
             gemm_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        else if (pool != NULL)
-            pool_run(pool, n_part, gemm_run_part, &g);
         else
-            for (int32_t part = 0; part < n_part; ++part)
-                gemm_run_part(&g, part);
+            pool_run(pool, n_part, gemm_run_part, &g);
         return;
     }
 #endif
@@ -229,11 +226,7 @@ static double sum_squares_on(pool_t *pool, const double *x, int64_t n)
     if (parts <= 1 || parts > TENSOR_NORM_PARTS_MAX)
         return sum_squares(x, n);
     norm_parts_t j = {.x = x, .n = n};
-    if (pool != NULL)
-        pool_run(pool, (int32_t)parts, norm_part, &j);
-    else
-        for (int32_t p = 0; p < parts; ++p)
-            norm_part(&j, p);
+    pool_run(pool, (int32_t)parts, norm_part, &j);
     double s = 0.0;
     for (int32_t p = 0; p < parts; ++p)
         s += j.ssq[p];

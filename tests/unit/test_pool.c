@@ -1,6 +1,6 @@
 /* tests/unit/test_pool.c -- the shared compute threads (lib/pool.c): every part runs exactly
- * once, on several threads, also while other callers share the pool; a pool of one runs the
- * parts in the caller; the thread count is what pool_new started and stays put. */
+ * once, on several threads, also while other callers share the pool; a pool of one, or none,
+ * runs the parts in the caller; the thread count is what pool_new started and stays put. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -82,6 +82,13 @@ START_TEST(one_thread_runs_in_the_caller)
     ck_assert_int_eq(parts_elsewhere(j, 5), 0);
     free(j);
     pool_free(pool);
+    /* No pool at all: the same, on the caller. */
+    j = calloc(1, sizeof *j);
+    pool_run(NULL, 5, run_part, j);
+    for (int32_t p = 0; p < 5; ++p)
+        ck_assert_int_eq(atomic_load(&j->runs[p]), 1);
+    ck_assert_int_eq(parts_elsewhere(j, 5), 0);
+    free(j);
 }
 END_TEST
 
