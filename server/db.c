@@ -249,6 +249,11 @@ int db_set_durable(db_conn_t *c, int durable, err_t *err)
     return c->driver->set_durable(c, durable, err);
 }
 
+int db_conn_embedded(const db_conn_t *c)
+{
+    return c->driver->embedded;
+}
+
 int db_backup(db_conn_t *c, const char *out_path, err_t *err)
 {
     return c->driver->backup(c, out_path, err);

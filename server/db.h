@@ -181,6 +181,11 @@ int db_exec(db_conn_t *c, const char *script, const char *what, err_t *err);
  * meaningless anyway; restore durable right after. */
 int db_set_durable(db_conn_t *c, int durable, err_t *err);
 
+/* 1 when `c`'s database lives in this process's own files (SQLite): the power cut that loses a
+ * commit that was not durable stops this process too. 0 for a server (PostgreSQL), which can
+ * crash and come back while this process runs on, without the commits that were not durable. */
+int db_conn_embedded(const db_conn_t *c);
+
 /* ---- engine-specific services (a driver without them fails with ERR_UNAVAILABLE) ------------ */
 
 /*

@@ -16,6 +16,7 @@
 
 typedef struct db_driver {
     const char *dialect;        /* db_dialect(): the schema/<dialect>/ of its migrations */
+    int embedded;               /* db_conn_embedded() */
     int (*open)(const char *path, enum db_open_mode mode, const db_config_t *config, db_t **out,
                 err_t *err);
     void (*close)(db_t *d);

@@ -725,6 +725,10 @@ static int pg_exec(db_conn_t *base, const char *script, const char *what, err_t 
 static int pg_set_durable(db_conn_t *base, int durable, err_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
+    /* A session opened again starts durable: this only has to reach a live one. */
+    int rc = pg_in_tx(base) ? 0 : conn_ensure(c, err);
+    if (rc < 0)
+        return rc;
     return pg_command(c->pg, durable ? "SET synchronous_commit = on"
                                      : "SET synchronous_commit = off",
                       durable ? "restoring full syncs" : "relaxing a sync", err);
@@ -877,6 +881,7 @@ static int pg_listen_wait(db_listener_t *base, int timeout_ms, db_notify_fn fn, 
 
 const db_driver_t db_pg_driver = {
     .dialect = "postgresql",
+    .embedded = 0,
     .open = pg_open,
     .close = pg_close,
     .conn = pg_conn,

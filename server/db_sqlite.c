@@ -628,6 +628,7 @@ static int sq_backup(db_conn_t *base, const char *out_path, err_t *err)
 
 const db_driver_t db_sqlite_driver = {
     .dialect = "sqlite",
+    .embedded = 1,
     .open = sq_open,
     .close = sq_close,
     .conn = sq_conn,

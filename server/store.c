@@ -74,6 +74,30 @@ int store__tx_leave(db_conn_t *c, int own, int rc, err_t *err)
     return db_commit(c, err);
 }
 
+int store__relax_begin(db_conn_t *c, int *relaxed, err_t *err)
+{
+    *relaxed = 0;
+    if (db_in_tx(c))
+        return 0;
+    int rc = db_set_durable(c, 0, err);
+    *relaxed = rc == 0;
+    return rc;
+}
+
+int store__relax_end(db_conn_t *c, int relaxed, int rc, err_t *err)
+{
+    if (!relaxed)
+        return rc;
+    err_t serr = {0};
+    int src = db_set_durable(c, 1, &serr);
+    if (src < 0 && rc == 0) {
+        if (err != NULL)
+            *err = serr;
+        rc = src;
+    }
+    return rc;
+}
+
 int store__query(db_conn_t *c, const char *sql, const db_value_t *args, int n_args,
                  db_stmt_t **out, err_t *err)
 {

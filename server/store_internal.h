@@ -68,6 +68,15 @@ int store__tx_enter(db_conn_t *c, enum db_tx_kind kind, int *own, err_t *err);
  * Returns rc, or the commit's error. */
 int store__tx_leave(db_conn_t *c, int own, int rc, err_t *err);
 
+/*
+ * Commits of `c` outside a transaction that a power cut may lose, while the database stays
+ * consistent: for writes that a later durable commit carries to disk anyway (the log is written
+ * in order), and whose loss alone harms nobody. Inside a caller's transaction the caller's commit
+ * decides, and `*relaxed` is 0. Undo with store__relax_end(), which returns rc or its own error.
+ */
+int store__relax_begin(db_conn_t *c, int *relaxed, err_t *err);
+int store__relax_end(db_conn_t *c, int relaxed, int rc, err_t *err);
+
 /* `sql` prepared on `c` with `args` bound: `*out` borrowed, release with db_stmt_done(). On
  * failure nothing is left bound and `*out` is NULL. */
 int store__query(db_conn_t *c, const char *sql, const db_value_t *args, int n_args,

@@ -170,26 +170,15 @@ int store_model_set_status(store_t *s, int64_t id, const char *status, err_t *er
     if (rc < 0)
         return rc;
     /* 'training' is not worth an fsync: a crash resets it (store_jobs_mark_interrupted), and
-     * the sync cost a few ms of every train call. A later synced commit carries it to disk
-     * anyway (the WAL is written in order). Inside a caller's transaction the caller's commit
-     * decides. */
-    int relaxed = strcmp(status, "training") == 0 && !db_in_tx(c);
-    if (relaxed && (rc = db_set_durable(c, 0, err)) < 0)
+     * the sync cost a few ms of every train call. */
+    int relaxed = 0;
+    if (strcmp(status, "training") == 0 && (rc = store__relax_begin(c, &relaxed, err)) < 0)
         return rc;
     rc = store__run(c, sql, STORE_ARGS(DB_INT(id), DB_TEXT(status)),
                     "updating a model's status", &changed, err);
     if (rc == 0 && changed == 0)
         rc = err_set(err, ERR_NOTFOUND, "model %" PRId64 " not found", id);
-    if (relaxed) {
-        err_t serr = {0};
-        int src = db_set_durable(c, 1, &serr);
-        if (src < 0 && rc == 0) {
-            if (err != NULL)
-                *err = serr;
-            rc = src;
-        }
-    }
-    return rc;
+    return store__relax_end(c, relaxed, rc, err);
 }
 
 /* ---- parameters ------------------------------------------------------------------------------- */
