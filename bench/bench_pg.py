@@ -447,8 +447,9 @@ def render(P, targets):
     s = P["settings"]
     L.append("PostgreSQL %s, a throwaway cluster on this machine (tests/pg/with_postgres.sh), loopback TCP: "
              "`fsync` %s, `synchronous_commit` %s, `wal_sync_method` %s, `full_page_writes` %s. SQLite: WAL with "
-             "`synchronous=FULL`, as the daemon sets it. Both wait for the disk at every commit (the flip of a "
-             "model's status to `training` excepted, on both)." % (
+             "`synchronous=FULL`, as the daemon sets it. Both wait for the disk at every commit except the flip of a "
+             "model's status to `training` and, on SQLite alone, a train call's lease take: a train call waits for "
+             "one flush on SQLite and two on PostgreSQL (docs/operations.md, Database files)." % (
                  s["server_version"], s["fsync"], s["synchronous_commit"], s["wal_sync_method"], s["full_page_writes"]))
     L.append("")
     tr = P.get("train")

@@ -789,6 +789,18 @@ static db_t *open_schema_db(void)
     return db;
 }
 
+/* PRAGMA synchronous of `c`: 1 NORMAL, 2 FULL. */
+static int64_t pragma_synchronous(db_conn_t *c)
+{
+    db_stmt_t *st = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(db_prepare(c, "PRAGMA synchronous", &st, &err), 0);
+    ck_assert_int_eq(db_step(st, "reading", &err), DB_ROW);
+    int64_t v = db_column_int64(st, 0);
+    db_stmt_done(st);
+    return v;
+}
+
 START_TEST(test_driver_binds)
 {
     db_t *db = open_schema_db();
@@ -816,6 +828,14 @@ START_TEST(test_driver_binds)
     ck_assert_int_eq(db_step(st, "reading", &err), DB_DONE);
     db_stmt_done(st);
     ck_assert_str_eq(db_dialect(db), "sqlite");
+    /* Durability: a relaxed connection commits without a sync (synchronous=NORMAL, 1) and is
+     * FULL (2) again when restored; SQLite's database dies with the process that embeds it. */
+    ck_assert_int_eq(db_conn_embedded(c), 1);
+    ck_assert_int_eq(pragma_synchronous(c), 2);
+    ck_assert_int_eq(db_set_durable(c, 0, &err), 0);
+    ck_assert_int_eq(pragma_synchronous(c), 1);
+    ck_assert_int_eq(db_set_durable(c, 1, &err), 0);
+    ck_assert_int_eq(pragma_synchronous(c), 2);
     /* A unique key taken is ERR_CONFLICT, a missing parent ERR_NOTFOUND... */
     ck_assert_int_eq(db_exec(c, "PRAGMA foreign_keys=ON", "configuring", &err), 0);
     ck_assert_int_eq(db_exec(c, "INSERT INTO meta(key, value) VALUES ('k', 'v')", "w", &err), 0);
