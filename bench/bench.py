@@ -582,8 +582,9 @@ def run_epochs(runner, w, batch, args, workdir, threads, d):
     # http: a warm-up call of MB_WARMUP mini-batches (rows into the data cache, training state
     # built), then one call per epoch, as a client training epoch by epoch would make them.
     url = "/v1/models/%d/train" % w["model_id"]
-    api(d.port, "POST", url, {"steps": MB_WARMUP, "batch_size": batch, "history_every": 0})
-    time.sleep(harness.SETTLE_S)
+    warmup = {"steps": MB_WARMUP, "batch_size": batch, "history_every": 0}
+    api(d.port, "POST", url, warmup)
+    harness.settle(lambda: api(d.port, "POST", url, warmup))
     out = {"runner": "http", "workload": w["name"], "batch_size": batch, "epoch_ms": [], "elapsed_ms": []}
     for e in range(epochs):
         ans, secs = api(d.port, "POST", url, {"epochs": 1, "batch_size": batch, "seed": e + 1})
@@ -947,7 +948,7 @@ def render(R, errors, notes):
                  "products once per batch (forward, weight gradients, the hidden layer's input gradient) plus the "
                  "forward products on every row that `loss_after` needs; the split shows the two. Where 0.8× "
                  "PyTorch's epoch is below the floor (torch ÷ floor under 1.25), no code that computes `loss_after` "
-                 "with this BLAS meets the target." % (MB_WARMUP, ", then pauses %.1f s" % R["settle_s"] if R.get("settle_s") else ""))
+                 "with this BLAS meets the target." % (MB_WARMUP, ", then repeats them, untimed, for %.1f s" % R["settle_s"] if R.get("settle_s") else ""))
         L.append("")
         mbr = R["mb_runners"]
         L.append("| workload | batch | " + " | ".join(mbr) + " | lib ÷ torch | http ÷ torch | floor (batches + loss_after) "
@@ -1125,8 +1126,8 @@ def settle_note(R):
     """The pause between warm-up and timing, as the report states it (bench/README.md)."""
     if not R.get("settle_s"):
         return ""
-    return ("After its warm-up every runner pauses %.1f s, then times; the daemon's timed call follows an "
-            "untimed one of N steps, as the library's follows its per-step call." % R["settle_s"])
+    return ("After its warm-up every runner keeps working, untimed, for %.1f s (its warm-up again and again; "
+            "the daemon: calls of N steps), then times: a pause instead ends in a slow spell on this VM." % R["settle_s"])
 
 
 def floor_us(w, R, read_gbs):

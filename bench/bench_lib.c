@@ -518,7 +518,7 @@ typedef struct bench_train {
     train_req_t req;   /* defaults, history_every 0: the timed calls record nothing */
     int64_t step;      /* the model's global step */
     int64_t warmup;    /* --warmup: untimed updates first */
-    int64_t settle_ms; /* --settle-ms: then a pause before the timed calls (bench_settle) */
+    int64_t settle_ms; /* --settle-ms: then untimed work before the timed calls (bench_settle) */
     int threads;       /* --threads: OpenBLAS's; 0 leaves its default */
 } bench_train_t;
 
@@ -548,14 +548,19 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
         die("%s: %s", bt->w.name, err.msg);
 }
 
-/* The pause between the warm-up and the timed calls. On a virtual machine the first tenths of
- * a second after a process has touched a hundred megabytes of fresh memory run slower (W1 steps
- * took 3.1 ms for the first sixteen steps after loading its rows and 2.1 ms after; with a pause
- * of 0.3 s, 2.3 ms from the first). Every runner pauses alike (scripts/bench). */
-static void bench_settle(const bench_train_t *bt)
+/* Between the warm-up and the timed calls: the warm-up request (bt->req as it is), again and
+ * again, untimed, until --settle-ms have passed. On a virtual machine the first tenths of a
+ * second after a process has touched a hundred megabytes of fresh memory run slower (W1 steps
+ * took 3.1 ms for the first sixteen steps after loading its rows and 2.1 ms after), and so do
+ * the first tenths after the process sat idle: a pause instead of this work ends in such a
+ * spell (the daemon's W1 calls after one: 36 ms for 10 steps, for a quarter of a second, then
+ * 20 ms). Every runner settles alike, busy (scripts/bench). */
+static void bench_settle(bench_train_t *bt)
 {
-    if (bt->settle_ms > 0)
-        usleep((useconds_t)(bt->settle_ms * 1000));
+    const uint64_t end = now_ns() + (uint64_t)bt->settle_ms * 1000000u;
+    train_result_t res;
+    while (bt->settle_ms > 0 && now_ns() < end)
+        train_or_die(bt->t, &bt->req, &bt->step, NULL, &res, bt->w.name);
 }
 
 static void bench_train_close(bench_train_t *bt)

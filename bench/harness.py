@@ -17,10 +17,18 @@ class HarnessError(Exception):
     pass
 
 
-# Every runner pauses this long between its warm-up and its timed steps: on a virtual machine
-# the first tenths of a second after a process has touched a hundred megabytes of fresh memory
-# run slower (bench_lib.c's bench_settle has the figures). 0 in smoke runs.
+# Every runner keeps working, untimed, this long between its warm-up and its timed steps: on a
+# virtual machine the first tenths of a second after a process has touched a hundred megabytes
+# of fresh memory run slower, and so do those after it sat idle (bench_lib.c's bench_settle has
+# the figures). 0 in smoke runs.
 SETTLE_S = 0.5
+
+
+def settle(work):
+    """work() again and again, untimed, until SETTLE_S have passed."""
+    end = time.perf_counter() + SETTLE_S
+    while SETTLE_S > 0 and time.perf_counter() < end:
+        work()
 
 
 def log(msg):
@@ -211,19 +219,17 @@ def store_workload(port, w, workdir, chunk=32 << 20):
 
 def timed_train_call(port, model_id, w, warmup, label="http"):
     """A warm-up call of `warmup` steps (the rows loaded into the data cache, the training state
-    built, as the library runs warm-up steps before its timed call), the pause every runner takes
-    and one more untimed call of N steps, then one timed train call of the workload's N steps with no
-    history rows (the library call records none)."""
+    built, as the library runs warm-up steps before its timed call), untimed calls of N steps for
+    the settling time every runner takes, then one timed train call of the workload's N steps
+    with no history rows (the library call records none)."""
     steps = w["steps"]
-    warm, _ = api(port, "POST", "/v1/models/%d/train" % model_id, {"steps": warmup, "history_every": 0})
-    if SETTLE_S > 0:
-        # After the pause, one more untimed call of N steps: the library's timed call follows its
-        # per-step call of N + 2 steps at once, and on this machine the first tens of
-        # milliseconds after an idle pause run slower, in the library and the daemon alike (W1
-        # steps right after a 0.3 s pause: 5.6, 5.3, 4.8, 4.2 ms, then 2.7 ms again).
-        time.sleep(SETTLE_S)
-        api(port, "POST", "/v1/models/%d/train" % model_id, {"steps": steps, "history_every": 0})
-    ans, secs = api(port, "POST", "/v1/models/%d/train" % model_id, {"steps": steps, "history_every": 0})
+    url = "/v1/models/%d/train" % model_id
+    warm, _ = api(port, "POST", url, {"steps": warmup, "history_every": 0})
+    # Busy, not a pause: the daemon sits idle while the other runners work, and after a pause
+    # its W1 calls took 36 ms for 10 steps for a quarter of a second, then 20 ms. The last untimed
+    # call ends right before the timed one, as the library's per-step call does.
+    settle(lambda: api(port, "POST", url, {"steps": steps, "history_every": 0}))
+    ans, secs = api(port, "POST", url, {"steps": steps, "history_every": 0})
     if ans["steps_run"] != steps:
         raise HarnessError("%s %s train ran %s of %d steps (%s)" % (w["name"], label, ans["steps_run"], steps,
                                                                   ans["stopped"]))

@@ -106,11 +106,12 @@ def args(argv, extra=None):
 SETTLE_MS = 0
 
 
-def settle():
-    """The pause between the warm-up and the timed steps, --settle-ms (bench_lib's bench_settle
-    says why); every runner pauses alike."""
-    if SETTLE_MS > 0:
-        time.sleep(SETTLE_MS / 1e3)
+def settle(work):
+    """Between the warm-up and the timed steps: work() again and again, untimed, until
+    --settle-ms have passed (bench_lib's bench_settle says why); every runner settles alike."""
+    end = time.perf_counter() + SETTLE_MS / 1e3
+    while SETTLE_MS > 0 and time.perf_counter() < end:
+        work()
 
 
 def steps_of(workload_path, steps):

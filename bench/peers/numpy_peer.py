@@ -143,7 +143,7 @@ def run(wpath, ddir, steps, warmup):
     for _ in range(warmup):
         step(True)
     lossk = step(False)
-    common.settle()
+    common.settle(lambda: step(True))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()

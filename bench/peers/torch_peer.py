@@ -64,7 +64,7 @@ def minibatch(wpath, ddir, batch, epochs, warmup):
             opt.step()
 
     batches(torch.randperm(m), min(m, warmup * batch))
-    common.settle()
+    common.settle(lambda: batches(torch.randperm(m), min(m, warmup * batch)))
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter_ns()
@@ -117,7 +117,7 @@ def run(wpath, ddir, steps, warmup):
         step()
     with torch.no_grad():
         lossk = float(forward())
-    common.settle()
+    common.settle(step)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()
