@@ -554,13 +554,34 @@ static void bench_train_open(bench_train_t *bt, const char *wpath, const char *d
  * took 3.1 ms for the first sixteen steps after loading its rows and 2.1 ms after), and so do
  * the first tenths after the process sat idle: a pause instead of this work ends in such a
  * spell (the daemon's W1 calls after one: 36 ms for 10 steps, for a quarter of a second, then
- * 20 ms). Every runner settles alike, busy (scripts/bench). */
-static void bench_settle(bench_train_t *bt)
+ * 20 ms). Every runner settles alike, busy (scripts/bench).
+ *
+ * With `keep_theta`, θ, the optimizer state and the step are put back as the warm-up left
+ * them, so full-batch steps start from the same θ however many of them fitted in. Epochs keep
+ * where settling left them: their first call takes loss_before from the call before at the
+ * same θ (train.c), which a θ put back would turn into one more pass over every row. */
+static void bench_settle(bench_train_t *bt, int keep_theta)
 {
+    if (bt->settle_ms <= 0)
+        return;
+    const int64_t n = keep_theta ? model_n_params(bt->m) : 0;
+    const int64_t n_state = keep_theta ? optim_state_len(bt->o) : 0;
+    double *kept = xmalloc((size_t)(n + n_state + 1) * sizeof *kept);
+    memcpy(kept, model_params(bt->m), (size_t)n * sizeof *kept);
+    if (n_state > 0)
+        memcpy(kept + n, optim_state(bt->o), (size_t)n_state * sizeof *kept);
+    const int64_t step = bt->step;
     const uint64_t end = now_ns() + (uint64_t)bt->settle_ms * 1000000u;
     train_result_t res;
-    while (bt->settle_ms > 0 && now_ns() < end)
+    while (now_ns() < end)
         train_or_die(bt->t, &bt->req, &bt->step, NULL, &res, bt->w.name);
+    if (keep_theta) {
+        memcpy(model_params(bt->m), kept, (size_t)n * sizeof *kept);
+        if (n_state > 0)
+            memcpy(optim_state(bt->o), kept + n, (size_t)n_state * sizeof *kept);
+        bt->step = step;
+    }
+    free(kept);
 }
 
 static void bench_train_close(bench_train_t *bt)
@@ -586,7 +607,7 @@ static int cmd_run(const char *wpath, const char *dir, int argc, char **argv)
     bt.req.steps = bt.warmup;
     train_or_die(t, &bt.req, &bt.step, NULL, &res, w.name);
     const double loss0 = res.loss_before, lossk = res.loss_after;
-    bench_settle(&bt);
+    bench_settle(&bt, 1);
 
     /* Per-step times: in a call of S steps the progress callback for row k-1 runs right after
      * the forward and backward pass at θ_k (k = 1..S-1), and the last one after the final
@@ -1091,7 +1112,7 @@ static int cmd_epoch(const char *wpath, const char *dir, int argc, char **argv)
     train_result_t res;
     train_or_die(bt.t, &bt.req, &bt.step, NULL, &res, bt.w.name);
     const double loss0 = res.loss_before;
-    bench_settle(&bt);
+    bench_settle(&bt, 0);
     bt.req.steps = 0;
     bt.req.epochs = 1;
     printf("{\"runner\":\"lib\",\"workload\":\"%s\",\"batch_size\":%d,\"threads\":%d,", bt.w.name,

@@ -725,11 +725,12 @@ static int pg_exec(db_conn_t *base, const char *script, const char *what, err_t 
 static int pg_set_durable(db_conn_t *base, int durable, err_t *err)
 {
     pg_conn_t *c = (pg_conn_t *)base;
-    /* A session opened again starts durable: this only has to reach a live one. */
+    /* A session opened again starts at the server's setting: this only has to reach a live one.
+     * Durable again is that setting (RESET), not "on": an operator's remote_apply stays. */
     int rc = pg_in_tx(base) ? 0 : conn_ensure(c, err);
     if (rc < 0)
         return rc;
-    return pg_command(c->pg, durable ? "SET synchronous_commit = on"
+    return pg_command(c->pg, durable ? "RESET synchronous_commit"
                                      : "SET synchronous_commit = off",
                       durable ? "restoring full syncs" : "relaxing a sync", err);
 }

@@ -80,6 +80,8 @@ int store__relax_begin(db_conn_t *c, int *relaxed, err_t *err)
     if (db_in_tx(c))
         return 0;
     int rc = db_set_durable(c, 0, err);
+    if (rc < 0)
+        (void)db_set_durable(c, 1, NULL);   /* it may have taken effect before failing */
     *relaxed = rc == 0;
     return rc;
 }
@@ -88,8 +90,16 @@ int store__relax_end(db_conn_t *c, int relaxed, int rc, err_t *err)
 {
     if (!relaxed)
         return rc;
+    /* The connection outlives this call (other statements, other threads): it must not stay
+     * relaxed. SQLite refuses the change inside a transaction, so one left open by a failed
+     * rollback is rolled back before the second try. */
     err_t serr = {0};
     int src = db_set_durable(c, 1, &serr);
+    if (src < 0) {
+        if (db_in_tx(c))
+            db_rollback(c);
+        src = db_set_durable(c, 1, &serr);
+    }
     if (src < 0 && rc == 0) {
         if (err != NULL)
             *err = serr;

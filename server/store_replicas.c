@@ -166,10 +166,11 @@ int store_lease_take(store_t *s, int64_t id, int64_t replica_id, int64_t lease_m
         " RETURNING epoch";
     *epoch = 0;
     db_conn_t *c = NULL;
-    /* Not worth an fsync where the database dies with this process: every commit of the run
-     * that takes it is durable and carries the take to disk first, so a power cut loses a take
-     * only with the process and a run that had committed nothing. A server can restart under a
-     * live run, and a take it lost would fence that run out of its own model. */
+    /* Not worth an fsync where the database dies with this process: any later durable commit
+     * (the run's chunk and final commits, or the release when it fails) carries the take to
+     * disk first, so a power cut loses a take only with the process and a run that had
+     * committed nothing. A server can restart under a live run, and a take it lost would fence
+     * that run out of its own model. */
     int own = 0, relaxed = 0, rc = store__conn(s, &c, err);
     if (rc < 0 || (db_conn_embedded(c) && (rc = store__relax_begin(c, &relaxed, err)) < 0))
         return rc;

@@ -106,12 +106,29 @@ def args(argv, extra=None):
 SETTLE_MS = 0
 
 
-def settle(work):
+def settle(work, restore=None):
     """Between the warm-up and the timed steps: work() again and again, untimed, until
-    --settle-ms have passed (bench_lib's bench_settle says why); every runner settles alike."""
+    --settle-ms have passed (bench_lib's bench_settle says why), then restore(), when given,
+    puts the parameters back as the warm-up left them, so full-batch steps start from the same
+    θ however many of them a runner fitted in (epochs keep where settling left them, as
+    bench_lib's do). Every runner settles alike."""
     end = time.perf_counter() + SETTLE_MS / 1e3
+    worked = False
     while SETTLE_MS > 0 and time.perf_counter() < end:
         work()
+        worked = True
+    if worked and restore is not None:
+        restore()
+
+
+def keep_arrays(arrays):
+    """A restore() for settle(): numpy arrays that work() updates in place, as they are now."""
+    saved = [a.copy() for a in arrays]
+
+    def restore():
+        for a, s in zip(arrays, saved):
+            a[...] = s
+    return restore
 
 
 def steps_of(workload_path, steps):

@@ -143,7 +143,7 @@ def run(wpath, ddir, steps, warmup):
     for _ in range(warmup):
         step(True)
     lossk = step(False)
-    common.settle(lambda: step(True))
+    common.settle(lambda: step(True), common.keep_arrays([a for layer in w["layers"] for a in layer]))
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()

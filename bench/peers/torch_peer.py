@@ -117,7 +117,13 @@ def run(wpath, ddir, steps, warmup):
         step()
     with torch.no_grad():
         lossk = float(forward())
-    common.settle(step)
+    kept = [p.detach().clone() for p in params]
+
+    def restore():
+        with torch.no_grad():
+            for p, k in zip(params, kept):
+                p.copy_(k)
+    common.settle(step, restore)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter_ns()

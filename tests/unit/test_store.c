@@ -15,6 +15,7 @@
 #include "db.h"
 #include "embedded.h"
 #include "store.h"
+#include "store_internal.h"
 #include "testutil.h"
 
 /* The highest migration of schema/<dialect>/: a new one raises it. */
@@ -637,6 +638,18 @@ END_TEST
 
 /* Replica rows: registering, heartbeats that delete the dead, the live list with its running
  * jobs, and a job keeping the replica that took it. */
+/* PRAGMA synchronous of `c`: 1 NORMAL, 2 FULL. */
+static int64_t pragma_synchronous(db_conn_t *c)
+{
+    db_stmt_t *st = NULL;
+    err_t err = {0};
+    ck_assert_int_eq(db_prepare(c, "PRAGMA synchronous", &st, &err), 0);
+    ck_assert_int_eq(db_step(st, "reading", &err), DB_ROW);
+    int64_t v = db_column_int64(st, 0);
+    db_stmt_done(st);
+    return v;
+}
+
 START_TEST(test_replicas)
 {
     store_t *s = open_store();
@@ -688,13 +701,20 @@ START_TEST(test_replicas)
     ck_assert_int_eq(j.replica_id, r2);
     store_job_clear(&j);
 
-    /* Leases: one owner at a time, a growing epoch, and a check that fails once taken over. */
+    /* Leases: one owner at a time, a growing epoch, and a check that fails once taken over. A
+     * take commits without a sync on SQLite, and leaves this thread's connection syncing again
+     * whether it succeeded or not. */
+    db_conn_t *conn = NULL;
+    ck_assert_int_eq(store__conn(s, &conn, &err), 0);
     int64_t e1 = 0, e2 = 0, e3 = 0;
     ck_assert_int_eq(store_lease_take(s, model, r1, 60000, &e1, &err), 0);
+    ck_assert_int_eq(pragma_synchronous(conn), 2);
     ck_assert_int_eq(e1, 1);
     ck_assert_int_eq(store_lease_check(s, model, r1, e1, &err), 0);
     ck_assert_int_eq(store_lease_take(s, model, r2, 60000, &e2, &err), ERR_CONFLICT);
+    ck_assert_int_eq(pragma_synchronous(conn), 2);
     ck_assert_int_eq(store_lease_take(s, 999, r1, 60000, &e2, &err), ERR_NOTFOUND);
+    ck_assert_int_eq(pragma_synchronous(conn), 2);
     ck_assert_int_eq(store_lease_take(s, model, r1, -1, &e2, &err), 0);   /* retaken, expired */
     ck_assert_int_eq(e2, 2);
     ck_assert_int_eq(store_lease_check(s, model, r1, e1, &err), ERR_CONFLICT);
@@ -787,18 +807,6 @@ static db_t *open_schema_db(void)
     err_t err = {0};
     ck_assert_int_eq(db_open(path, DB_OPEN_EXISTING, &(db_config_t){.busy_ms = 1000}, &db, &err), 0);
     return db;
-}
-
-/* PRAGMA synchronous of `c`: 1 NORMAL, 2 FULL. */
-static int64_t pragma_synchronous(db_conn_t *c)
-{
-    db_stmt_t *st = NULL;
-    err_t err = {0};
-    ck_assert_int_eq(db_prepare(c, "PRAGMA synchronous", &st, &err), 0);
-    ck_assert_int_eq(db_step(st, "reading", &err), DB_ROW);
-    int64_t v = db_column_int64(st, 0);
-    db_stmt_done(st);
-    return v;
 }
 
 START_TEST(test_driver_binds)
