@@ -1123,7 +1123,7 @@ def render(R, errors, notes):
 
 
 def settle_note(R):
-    """The pause between warm-up and timing, as the report states it (bench/README.md)."""
+    """The settling between warm-up and timing, as the report states it (bench/README.md)."""
     if not R.get("settle_s"):
         return ""
     return ("After its warm-up every runner keeps working, untimed, for %.1f s (its warm-up again and again; "

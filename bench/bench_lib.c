@@ -11,7 +11,8 @@
  *                                peers read both files, so every runner sees identical numbers.
  *   run WORKLOAD.json DIR [--steps N] [--warmup K] [--threads T] [--profile P] [--settle-ms S]
  *                                K warm-up updates through train_run (reports loss at θ0 and θK
- *                                for the cross-check), a pause of S ms, then one train_run of N+2 full-batch
+ *                                for the cross-check), S ms more of them untimed with θ then put
+ *                                back (bench_settle), then one train_run of N+2 full-batch
  *                                steps whose per-step times are taken between consecutive
  *                                progress callbacks (CLOCK_MONOTONIC), then one plain train_run
  *                                of N steps timed as a whole (what POST /train is compared
@@ -32,8 +33,9 @@
  *                                rows that the call's loss_after needs (each as Z = X·Wᵀ or
  *                                Zᵀ = W·Xᵀ, whichever is faster); each shape timed once.
  *   epoch WORKLOAD.json DIR [--batch-size B] [--epochs E] [--warmup K] [--threads T] [--settle-ms S]
- *                                K warm-up mini-batches, a pause of S ms, then E train_run calls
- *                                of one shuffled mini-batch epoch each, timed.
+ *                                K warm-up mini-batches, S ms more of them untimed
+ *                                (bench_settle), then E train_run calls of one shuffled
+ *                                mini-batch epoch each, timed.
  *   lbfgs WORKLOAD.json DIR [--target L] [--max-steps S] [--reps R] [--threads T]
  *                                time for a fresh model to reach loss <= L with lbfgs; prints
  *                                {"available":false,...} while optim_new() rejects the method.
@@ -877,21 +879,28 @@ typedef struct read_x {
     double sum[POOL_MAX_THREADS];
 } read_x_t;
 
+/* Part `part`'s elements [*lo, *hi): parts start on 64-byte lines, as the rows of X a step's
+ * parts take do (nearly). */
+static void read_x_span(const read_x_t *r, int32_t part, size_t *lo, size_t *hi)
+{
+    *lo = (r->n * (size_t)part / (size_t)r->parts) & ~(size_t)7;
+    *hi = part + 1 == r->parts ? r->n : (r->n * (size_t)(part + 1) / (size_t)r->parts) & ~(size_t)7;
+}
+
 static void read_x_part(void *ctx, int32_t part)
 {
     read_x_t *r = ctx;
-    /* Parts start on 64-byte lines, as the rows of X a step's parts take do (nearly). */
-    const size_t lo = (r->n * (size_t)part / (size_t)r->parts) & ~(size_t)7;
-    const size_t hi = part + 1 == r->parts ? r->n
-                                           : (r->n * (size_t)(part + 1) / (size_t)r->parts) & ~(size_t)7;
+    size_t lo, hi;
+    read_x_span(r, part, &lo, &hi);
     r->sum[part] = read_span_fn(r->a, lo, hi);
 }
 
+/* The first touch, by the part that reads the same elements later. */
 static void fill_part(void *ctx, int32_t part)
 {
     read_x_t *r = ctx;
-    const size_t lo = r->n * (size_t)part / (size_t)r->parts;
-    const size_t hi = r->n * (size_t)(part + 1) / (size_t)r->parts;
+    size_t lo, hi;
+    read_x_span(r, part, &lo, &hi);
     double *a = (double *)r->a;
     for (size_t i = lo; i < hi; ++i)
         a[i] = 1.0;

@@ -112,12 +112,12 @@ def settle(work, restore=None):
     puts the parameters back as the warm-up left them, so full-batch steps start from the same
     θ however many of them a runner fitted in (epochs keep where settling left them, as
     bench_lib's do). Every runner settles alike."""
+    if SETTLE_MS <= 0:
+        return
     end = time.perf_counter() + SETTLE_MS / 1e3
-    worked = False
-    while SETTLE_MS > 0 and time.perf_counter() < end:
+    while time.perf_counter() < end:
         work()
-        worked = True
-    if worked and restore is not None:
+    if restore is not None:
         restore()
 
 
