@@ -504,26 +504,94 @@ static int op_tanh(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
+/* relu's passes choose lanes with a mask (VSEL): a branch on the sign of the hidden units'
+ * values mispredicts about half the time, and made the backward pass of a 128-row batch of a
+ * 784-128-10 MLP cost a third of that step's update of its 100 000 parameters. Same values as
+ * the scalar tail: x > 0 is false for NaN, so both give 0 there. */
+NM_INLINE void relu_fwd_body(double *y, const double *x, int64_t lo, int64_t hi)
+{
+    int64_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        v4d v;
+        LD4(v, x + i);
+        const v4d out = VSEL(v > 0.0, v, V4(0.0));
+        ST4(y + i, out);
+    }
+    for (; i < hi; ++i)
+        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+}
+
+/* gx = (x > 0 ? gy : 0), or gx += that when the gradient accumulates. */
+NM_INLINE void relu_bwd_body(double *gx, const double *x, const double *gy, int assign,
+                             int64_t lo, int64_t hi)
+{
+    int64_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        v4d v, g, out;
+        LD4(v, x + i);
+        LD4(g, gy + i);
+        out = VSEL(v > 0.0, g, V4(0.0));
+        if (!assign) {
+            v4d acc;
+            LD4(acc, gx + i);
+            out = acc + out;
+        }
+        ST4(gx + i, out);
+    }
+    for (; i < hi; ++i) {
+        const double d = x[i] > 0.0 ? gy[i] : 0.0;
+        gx[i] = assign ? d : gx[i] + d;
+    }
+}
+
+static void relu_fwd_generic(double *y, const double *x, int64_t lo, int64_t hi)
+{
+    relu_fwd_body(y, x, lo, hi);
+}
+
+static void relu_bwd_generic(double *gx, const double *x, const double *gy, int assign,
+                             int64_t lo, int64_t hi)
+{
+    relu_bwd_body(gx, x, gy, assign, lo, hi);
+}
+
+#ifdef NM_X86_CLONES
+__attribute__((target("avx2,fma"))) static void relu_fwd_avx2(double *y, const double *x,
+                                                              int64_t lo, int64_t hi)
+{
+    relu_fwd_body(y, x, lo, hi);
+}
+
+__attribute__((target("avx2,fma"))) static void
+relu_bwd_avx2(double *gx, const double *x, const double *gy, int assign, int64_t lo, int64_t hi)
+{
+    relu_bwd_body(gx, x, gy, assign, lo, hi);
+}
+#endif
+
 static void relu_fwd_span(void *node, int64_t lo, int64_t hi)
 {
     const ad_node_t *p = node;
-    const double *x = p->child[0]->x;
-    double *y = p->x;
-    for (int64_t i = lo; i < hi; ++i)
-        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+#ifdef NM_X86_CLONES
+    if (nm_have_avx2_fma()) {
+        relu_fwd_avx2(p->x, p->child[0]->x, lo, hi);
+        return;
+    }
+#endif
+    relu_fwd_generic(p->x, p->child[0]->x, lo, hi);
 }
 
 static void relu_bwd_span(void *node, int64_t lo, int64_t hi)
 {
     const ad_node_t *p = node;
-    const double *x = p->child[0]->x, *gy = p->g;
-    double *gx = p->child[0]->g;
-    if (p->child[0]->g_assign)
-        for (int64_t i = lo; i < hi; ++i)
-            gx[i] = x[i] > 0.0 ? gy[i] : 0.0;
-    else
-        for (int64_t i = lo; i < hi; ++i)   /* a select, not a branch: the loop vectorises */
-            gx[i] += x[i] > 0.0 ? gy[i] : 0.0;
+    const ad_node_t *c = p->child[0];
+#ifdef NM_X86_CLONES
+    if (nm_have_avx2_fma()) {
+        relu_bwd_avx2(c->g, c->x, p->g, c->g_assign, lo, hi);
+        return;
+    }
+#endif
+    relu_bwd_generic(c->g, c->x, p->g, c->g_assign, lo, hi);
 }
 
 static int op_relu(ad_node_t *p, int pass, err_t *err)

@@ -1,5 +1,6 @@
 /* tests/unit/test_ops.c -- every op's forward on known values, and its backward against central
  * finite differences (every op's gradient is checked this way), plus the numerics that must hold at extreme logits. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,6 +309,62 @@ START_TEST(unary_forward_values)
     for (int i = 0; i < 6; ++i)
         ck_assert_double_eq(val(g, "bias")[i], bias[i]);
     ck_assert_int_eq(ad_shape(g, ad_find(g, "bias"))->d[1], 3);
+    ad_graph_free(g);
+}
+END_TEST
+
+/* relu runs four lanes at a time with a scalar tail: 21 values cover both, and the special
+ * values must come out as the scalar formula gives them, to the bit (NaN and -0 give +0). */
+START_TEST(relu_lanes_and_tail_match_scalar)
+{
+    enum { ROWS = 7, COLS = 3, N = ROWS * COLS };
+    ad_graph_spec_t s = {0};
+    leaf(&s, "x", AD_OP_INPUT, shp(2, AD_ROWS, COLS), NULL);
+    node(&s, "r", AD_OP_RELU, "x", NULL, NULL, 0, 0);
+    ad_graph_t *g = build(&s, "r");
+    bind(g, ROWS);
+    double *x = val(g, "x");
+    testutil_fill(x, N, -2.0, 2.0, 17);
+    const double special[] = {NAN, -0.0, 0.0, INFINITY, -INFINITY, DBL_MIN, -DBL_MIN};
+    for (int i = 0; i < 7; ++i)
+        x[3 * i] = special[i];   /* lanes 0 and 3 of the vectors, and the tail's last value */
+    x[N - 1] = NAN;
+    fwd(g);
+    double seed[N];
+    testutil_fill(seed, N, -1.0, 1.0, 18);
+    err_t err = {0};
+    ck_assert_int_eq(ad_backward_seed(g, ad_find(g, "r"), seed, &err), 0);
+    for (int i = 0; i < N; ++i) {
+        const double want = x[i] > 0.0 ? x[i] : 0.0, want_g = x[i] > 0.0 ? seed[i] : 0.0;
+        ck_assert_msg(memcmp(&val(g, "r")[i], &want, sizeof want) == 0, "relu[%d] = %g", i,
+                      val(g, "r")[i]);
+        ck_assert_msg(memcmp(&grd(g, "x")[i], &want_g, sizeof want_g) == 0, "grad[%d] = %g", i,
+                      grd(g, "x")[i]);
+    }
+    ad_graph_free(g);
+
+    /* The stored (not added) gradient of ad_backward_params: z's only writer is relu. */
+    ad_graph_spec_t t = {0};
+    leaf(&t, "x", AD_OP_INPUT, shp(2, AD_ROWS, COLS), NULL);
+    leaf(&t, "W", AD_OP_PARAM, shp(2, COLS, COLS + 1), NULL);
+    node(&t, "z", AD_OP_AFFINE, "x", "W", NULL, 0, 0);
+    node(&t, "r", AD_OP_RELU, "z", NULL, NULL, 0, 0);
+    node(&t, "L", AD_OP_SUM, "r", NULL, NULL, 0, 0);
+    g = build(&t, "L");
+    bind(g, ROWS);
+    fill(g, "x", -1.0, 1.0, 19);
+    fill(g, "W", -1.0, 1.0, 20);
+    fwd(g);
+    ck_assert_int_eq(ad_backward(g, ad_output(g), &err), 0);
+    double full[COLS * (COLS + 1)];
+    memcpy(full, ad_param_grads(g), sizeof full);
+    for (int i = 0; i < N; ++i)
+        grd(g, "z")[i] = 123.0;   /* stale: an added gradient would keep it */
+    ck_assert_int_eq(ad_backward_params(g, ad_output(g), &err), 0);
+    for (int i = 0; i < N; ++i)
+        ck_assert_double_eq(grd(g, "z")[i], val(g, "z")[i] > 0.0 ? 1.0 : 0.0);
+    for (int i = 0; i < COLS * (COLS + 1); ++i)
+        ck_assert_double_eq(ad_param_grads(g)[i], full[i]);
     ad_graph_free(g);
 }
 END_TEST
@@ -931,6 +988,7 @@ static Suite *suite(void)
     tcase_add_test(tc, max_min_ties_exact);
     tcase_add_loop_test(tc, unary_gradcheck, 0, (int)(sizeof UNOPS / sizeof UNOPS[0]));
     tcase_add_test(tc, unary_forward_values);
+    tcase_add_test(tc, relu_lanes_and_tail_match_scalar);
     tcase_add_test(tc, step_has_zero_gradient);
     tcase_add_test(tc, sigmoid_extremes);
     tcase_add_test(tc, softmax_rows_and_vector);
