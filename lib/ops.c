@@ -504,10 +504,28 @@ static int op_tanh(ad_node_t *p, int pass, err_t *err)
     return 0;
 }
 
-/* relu's passes choose lanes with a mask (VSEL): a branch on the sign of the hidden units'
- * values mispredicts about half the time, and made the backward pass of a 128-row batch of a
- * 784-128-10 MLP cost a third of that step's update of its 100 000 parameters. Same values as
- * the scalar tail: x > 0 is false for NaN, so both give 0 there. */
+/* relu's passes, y = x > 0 ? x : 0 and gx = (x > 0 ? gy : 0), stored or added. */
+static void relu_fwd_generic(double *y, const double *x, int64_t lo, int64_t hi)
+{
+    for (int64_t i = lo; i < hi; ++i)
+        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+}
+
+static void relu_bwd_generic(double *gx, const double *x, const double *gy, int assign,
+                             int64_t lo, int64_t hi)
+{
+    for (int64_t i = lo; i < hi; ++i) {
+        const double d = x[i] > 0.0 ? gy[i] : 0.0;
+        gx[i] = assign ? d : gx[i] + d;
+    }
+}
+
+/* The same four lanes at a time, choosing with a mask (VSEL), for the AVX2 clones only:
+ * compiled for the SSE2 baseline the 4-lane compare goes through memory and is slower than the
+ * loops above, and on AVX2 the branch those loops compile to mispredicts on about half of the
+ * hidden units' signs, which made the backward pass of a 128-row batch of a 784-128-10 MLP cost
+ * a third of that step's update of its 100 000 parameters. Same values: x > 0 is false for NaN,
+ * so both give 0 there. */
 NM_INLINE void relu_fwd_body(double *y, const double *x, int64_t lo, int64_t hi)
 {
     int64_t i = lo;
@@ -517,11 +535,9 @@ NM_INLINE void relu_fwd_body(double *y, const double *x, int64_t lo, int64_t hi)
         const v4d out = VSEL(v > 0.0, v, V4(0.0));
         ST4(y + i, out);
     }
-    for (; i < hi; ++i)
-        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+    relu_fwd_generic(y, x, i, hi);
 }
 
-/* gx = (x > 0 ? gy : 0), or gx += that when the gradient accumulates. */
 NM_INLINE void relu_bwd_body(double *gx, const double *x, const double *gy, int assign,
                              int64_t lo, int64_t hi)
 {
@@ -538,21 +554,7 @@ NM_INLINE void relu_bwd_body(double *gx, const double *x, const double *gy, int 
         }
         ST4(gx + i, out);
     }
-    for (; i < hi; ++i) {
-        const double d = x[i] > 0.0 ? gy[i] : 0.0;
-        gx[i] = assign ? d : gx[i] + d;
-    }
-}
-
-static void relu_fwd_generic(double *y, const double *x, int64_t lo, int64_t hi)
-{
-    relu_fwd_body(y, x, lo, hi);
-}
-
-static void relu_bwd_generic(double *gx, const double *x, const double *gy, int assign,
-                             int64_t lo, int64_t hi)
-{
-    relu_bwd_body(gx, x, gy, assign, lo, hi);
+    relu_bwd_generic(gx, x, gy, assign, i, hi);
 }
 
 #ifdef NM_X86_CLONES
