@@ -737,8 +737,9 @@ static void affine_untranspose_span(void *node, int64_t lo, int64_t hi)
                        p->child[0]->shape.d[1] + 1, p->x, lo, hi);
 }
 
-/* dW[:,0] += column sums of dZ for columns [lo, hi), a block of columns at a time so the inner
- * loop is contiguous (and vectorised); each column is still summed over the rows in order. */
+/* dW[:,0] += column sums of dZ (stored, not added, under W's g_assign) for columns [lo, hi), a
+ * block of columns at a time so the inner loop is contiguous (and vectorised); each column is
+ * still summed over the rows in order. */
 static void affine_bias_grad_span(void *node, int64_t lo, int64_t hi)
 {
     const ad_node_t *p = node;
@@ -754,13 +755,14 @@ static void affine_bias_grad_span(void *node, int64_t lo, int64_t hi)
                 acc[j] += gr[j];
         }
         for (int64_t j = 0; j < nj; ++j)
-            W->g[(j0 + j) * ldw] += acc[j];
+            W->g[(j0 + j) * ldw] = W->g_assign ? acc[j] : W->g[(j0 + j) * ldw] + acc[j];
     }
 }
 
 /* Z[m,k] = H[m,n] W[:,1:]^T + W[:,0] for W [k,1+n]: bias(H) W^T without the [m,1+n] copy of H
  * (and without its gradient). The products read W with row stride 1+n from its column 1:
- *   dH += dZ W[:,1:],   dW[:,1:] += dZ^T H,   dW[:,0] += column sums of dZ. */
+ *   dH += dZ W[:,1:],   dW[:,1:] += dZ^T H,   dW[:,0] += column sums of dZ,
+ * each "+=" an "=" when that child's g_assign is set (beta 0 for the products). */
 static int op_affine(ad_node_t *p, int pass, err_t *err)
 {
     ad_node_t *H = p->child[0], *W = p->child[1];
@@ -796,7 +798,8 @@ static int op_affine(ad_node_t *p, int pass, err_t *err)
                        H->g_assign ? 0.0 : 1.0, H->g, n);
     if (W->no_grad)
         return 0;
-    tensor_gemm_on(p->pool, 1, 0, k, n, m, 1.0, p->g, k, H->x, n, 1.0, W->g + 1, ldw);
+    tensor_gemm_on(p->pool, 1, 0, k, n, m, 1.0, p->g, k, H->x, n, W->g_assign ? 0.0 : 1.0,
+                   W->g + 1, ldw);
     run_spans(p, k, 8 + SPAN_PART_MIN / m, affine_bias_grad_span);
     return 0;
 }
@@ -1133,8 +1136,9 @@ int ad_op_skips_no_grad(int32_t op)
 
 int ad_op_assigns_grad(int32_t op, int32_t k)
 {
-    return k == 0 && (op == AD_OP_AFFINE || op == AD_OP_SIGMOID || op == AD_OP_RELU ||
-                      op == AD_OP_CCE_LOSS);
+    if (op == AD_OP_AFFINE)
+        return k == 0 || k == 1;
+    return k == 0 && (op == AD_OP_SIGMOID || op == AD_OP_RELU || op == AD_OP_CCE_LOSS);
 }
 
 /* The [k, m] product before its transposition back, when m is large enough to gain. */

@@ -535,6 +535,52 @@ START_TEST(backward_params_assign_and_sum)
 }
 END_TEST
 
+/* ad_backward_params stores a weight's gradient from its one affine instead of zeroing it
+ * first: a weight shared by two affines, one whose affine the loss does not reach, and a bias of
+ * a second layer must still come out as ad_backward() gives them, over stale values. */
+START_TEST(backward_params_shared_and_unreached_weights)
+{
+    ad_graph_spec_t s = {0};
+    leaf(&s, "x", AD_OP_INPUT, shp(2, AD_ROWS, 3), NULL);
+    leaf(&s, "W", AD_OP_PARAM, shp(2, 2, 4), NULL);
+    leaf(&s, "V", AD_OP_PARAM, shp(2, 2, 4), NULL);
+    leaf(&s, "U", AD_OP_PARAM, shp(2, 1, 3), NULL);
+    node(&s, "z1", AD_OP_AFFINE, "x", "W", NULL, 0, 0);
+    node(&s, "z2", AD_OP_AFFINE, "x", "W", NULL, 0, 0);
+    node(&s, "v", AD_OP_AFFINE, "x", "V", NULL, 0, 0);   /* not an ancestor of L */
+    node(&s, "z", AD_OP_ADD, "z1", "z2", NULL, 0, 0);
+    node(&s, "h", AD_OP_SIGMOID, "z", NULL, NULL, 0, 0);
+    node(&s, "o", AD_OP_AFFINE, "h", "U", NULL, 0, 0);
+    node(&s, "L", AD_OP_SUM, "o", NULL, NULL, 0, 0);
+    ad_graph_t *g = build(&s, "L");
+    bind(g, 9);
+    fill(g, "x", -1.0, 1.0, 31);
+    fill(g, "W", -1.0, 1.0, 32);
+    fill(g, "V", -1.0, 1.0, 33);
+    fill(g, "U", -1.0, 1.0, 34);
+    fwd(g);
+    err_t err = {0};
+    const int64_t n = ad_n_param(g);
+    ck_assert_int_eq(n, 8 + 8 + 3);
+    ck_assert_int_eq(ad_backward(g, ad_output(g), &err), 0);
+    double full[8 + 8 + 3];
+    memcpy(full, ad_param_grads(g), sizeof full);
+    for (int i = 8; i < 16; ++i)
+        ck_assert_double_eq(full[i], 0.0);   /* V */
+    for (int rep = 0; rep < 2; ++rep) {
+        for (int64_t i = 0; i < n; ++i)
+            ad_param_grads(g)[i] = 777.0;
+        ck_assert_int_eq(ad_backward_params(g, ad_output(g), &err), 0);
+        for (int64_t i = 0; i < n; ++i)
+            ck_assert_msg(ad_param_grads(g)[i] == full[i], "param grad %lld: %g, want %g",
+                          (long long)i, ad_param_grads(g)[i], full[i]);
+    }
+    const char *leaves[] = {"W", "U"};
+    gradcheck(g, "L", leaves, 2);
+    ad_graph_free(g);
+}
+END_TEST
+
 START_TEST(softmax_rows_and_vector)
 {
     ad_graph_spec_t s = {0};
@@ -1008,6 +1054,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sigmoid_softmax_match_scalar_formulas);
     tcase_add_test(tc, affine_many_rows);
     tcase_add_test(tc, backward_params_assign_and_sum);
+    tcase_add_test(tc, backward_params_shared_and_unreached_weights);
     tcase_add_test(tc, perceptron_loss_rule);
     suite_add_tcase(s, tc);
     return s;
