@@ -583,24 +583,24 @@ static void bench_settle(bench_train_t *bt, int keep_theta)
 {
     if (bt->settle_ms <= 0)
         return;
-    const int64_t n = keep_theta ? model_n_params(bt->m) : 0;
-    const int64_t n_state = keep_theta ? optim_state_len(bt->o) : 0;
-    double *kept = xmalloc((size_t)(n + n_state + 1) * sizeof *kept);
-    memcpy(kept, model_params(bt->m), (size_t)n * sizeof *kept);
-    if (n_state > 0)
+    const int64_t n = model_n_params(bt->m), n_state = optim_state_len(bt->o);
+    double *kept = NULL;
+    if (keep_theta) {
+        kept = xmalloc((size_t)(n + n_state) * sizeof *kept);
+        memcpy(kept, model_params(bt->m), (size_t)n * sizeof *kept);
         memcpy(kept + n, optim_state(bt->o), (size_t)n_state * sizeof *kept);
+    }
     const int64_t step = bt->step;
     const uint64_t end = now_ns() + (uint64_t)bt->settle_ms * 1000000u;
     train_result_t res;
     while (now_ns() < end)
         train_or_die(bt->t, &bt->req, &bt->step, NULL, &res, bt->w.name);
-    if (keep_theta) {
+    if (kept != NULL) {
         memcpy(model_params(bt->m), kept, (size_t)n * sizeof *kept);
-        if (n_state > 0)
-            memcpy(optim_state(bt->o), kept + n, (size_t)n_state * sizeof *kept);
+        memcpy(optim_state(bt->o), kept + n, (size_t)n_state * sizeof *kept);
         bt->step = step;
+        free(kept);
     }
-    free(kept);
 }
 
 static void bench_train_close(bench_train_t *bt)

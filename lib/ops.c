@@ -520,6 +520,7 @@ static void relu_bwd_generic(double *gx, const double *x, const double *gy, int 
     }
 }
 
+#ifdef NM_X86_CLONES
 /* The same four lanes at a time, choosing with a mask (VSEL), for the AVX2 clones only:
  * compiled for the SSE2 baseline the 4-lane compare goes through memory and is slower than the
  * loops above, and on AVX2 the branch those loops compile to mispredicts on about half of the
@@ -557,7 +558,6 @@ NM_INLINE void relu_bwd_body(double *gx, const double *x, const double *gy, int 
     relu_bwd_generic(gx, x, gy, assign, i, hi);
 }
 
-#ifdef NM_X86_CLONES
 __attribute__((target("avx2,fma"))) static void relu_fwd_avx2(double *y, const double *x,
                                                               int64_t lo, int64_t hi)
 {

@@ -636,8 +636,6 @@ START_TEST(test_job_queue)
 }
 END_TEST
 
-/* Replica rows: registering, heartbeats that delete the dead, the live list with its running
- * jobs, and a job keeping the replica that took it. */
 /* PRAGMA synchronous of `c`: 1 NORMAL, 2 FULL. */
 static int64_t pragma_synchronous(db_conn_t *c)
 {
@@ -650,6 +648,8 @@ static int64_t pragma_synchronous(db_conn_t *c)
     return v;
 }
 
+/* Replica rows: registering, heartbeats that delete the dead, the live list with its running
+ * jobs, and a job keeping the replica that took it. */
 START_TEST(test_replicas)
 {
     store_t *s = open_store();
