@@ -133,8 +133,10 @@ static int32_t split_blocks(int32_t m, int32_t n, int32_t k, int *by_rows, int32
 {
     if ((double)m * n * k < TENSOR_GEMM_SPLIT_MIN)
         return 0;
-    /* Both operands have k columns: the shared one's size against the cut one's is n : m. */
-    *by_rows = m >= n;
+    /* Both operands have k columns: the shared one's size against the cut one's is n : m. A
+     * square C is cut by its columns: a 128-row batch's forward into 128 units took 8-18 % less
+     * time a step that way than by rows (same bytes; 4 interleaved rounds of 3000 steps). */
+    *by_rows = m > n;
     const int32_t len = *by_rows ? m : n, shared = *by_rows ? n : m;
     if (len < 2 * GEMM_SPLIT_BLOCK_MIN)
         return 0;

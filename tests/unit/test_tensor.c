@@ -103,6 +103,7 @@ START_TEST(test_gemm_split_same_on_any_threads)
         {1, 1, 1067, 129, 100, 1.0},
         {0, 1, 32, 128, 784, 0.0},    /* a 32-row mini-batch's forward: by columns, 2 blocks */
         {1, 0, 128, 784, 32, 1.0},    /* and its weight gradient */
+        {0, 1, 128, 128, 784, 0.0},   /* a 128-row forward into 128 units: square C, by columns */
     };
     blas_threads_one();
     pool_t *pools[3] = {NULL, NULL, NULL};   /* none (the calling thread), 2 and 3 threads */
