@@ -442,7 +442,8 @@ int store_job_enqueue(store_t *s, int64_t id, const char *request_json, int64_t 
 /* Claim for replica `replica_id` the oldest job that is queued, or running on a replica whose
  * heartbeat is older than `lease_ms` (dead: the job resumes here), unless a live run holds its
  * model: marked running here and read into `*out` (out->id 0 when there is none; strings new,
- * store_job_clear()). */
+ * store_job_clear()). The claim refreshes the replica's heartbeat, so no other replica takes
+ * the job straight back; a replica whose row is gone (taken for dead) claims nothing. */
 int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_t *out,
                     err_t *err);
 

@@ -288,9 +288,16 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
         "UPDATE jobs SET status = 'running', replica_id = ?1, updated_at = ?4"
         " WHERE id = (" CLAIMABLE_JOB ") RETURNING " JOB_COLUMNS;
 #undef CLAIMABLE_JOB
+    /* The claimer is alive, and its claim must show it: after a database outage every
+     * heartbeat is stale, and a job claimed by a replica whose heartbeat still looked stale was
+     * claimed again by the next replica to look, whose run then found the model's lease taken
+     * and failed the job. A replica whose row is gone (taken for dead) claims nothing until its
+     * heartbeat registers it again. */
+    static const char sql_alive[] =
+        "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
     memset(out, 0, sizeof *out);
     db_conn_t *c = NULL;
-    int64_t now_ms = store__now_ms(), any = 0;
+    int64_t now_ms = store__now_ms(), any = 0, alive = 0;
     int own = 0, rc = store__conn(s, &c, err);
     if (rc == 0 && !db_in_tx(c))
         rc = store__get_int(c, sql_any,
@@ -303,12 +310,17 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
         return rc;
     char now[STORE_TIME_MAX];
     store_now(now);
-    rc = store__get_row(c, sql,
-                        STORE_ARGS(DB_INT(replica_id), DB_INT(now_ms - lease_ms),
-                                   DB_INT(now_ms), DB_TEXT(now)),
-                        job_read_row, out, NULL, 0, err);
-    if (rc == DB_ROW || rc == DB_DONE)
-        rc = 0;
+    now_ms = store__now_ms();   /* the writer lock may have been a while coming */
+    rc = store__run(c, sql_alive, STORE_ARGS(DB_INT(replica_id), DB_TEXT(now), DB_INT(now_ms)),
+                    "refreshing the claiming replica's heartbeat", &alive, err);
+    if (rc == 0 && alive > 0) {
+        rc = store__get_row(c, sql,
+                            STORE_ARGS(DB_INT(replica_id), DB_INT(now_ms - lease_ms),
+                                       DB_INT(now_ms), DB_TEXT(now)),
+                            job_read_row, out, NULL, 0, err);
+        if (rc == DB_ROW || rc == DB_DONE)
+            rc = 0;
+    }
     return store__tx_leave(c, own, rc, err);
 }
 

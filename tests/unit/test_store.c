@@ -636,6 +636,51 @@ START_TEST(test_job_queue)
 }
 END_TEST
 
+/* After an outage every heartbeat is stale. The replica that claims a dead replica's job shows
+ * it is alive by claiming, so the next replica to look does not take the job straight back; a
+ * replica whose row is gone (taken for dead) claims nothing. */
+START_TEST(test_job_claim_refreshes_the_claimer)
+{
+    store_t *s = open_store();
+    err_t err = {0};
+    int64_t r1 = 0, r2 = 0, r3 = 0;
+    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r1, &err), 0);
+    ck_assert_int_eq(store_replica_register(s, "b:1", "1", &r2, &err), 0);
+    ck_assert_int_eq(store_replica_register(s, "c:1", "1", &r3, &err), 0);
+    int64_t a = new_model(s, "oa", 1), b = new_model(s, "ob", 1), ja = 0, jb = 0;
+    ck_assert_int_eq(store_job_enqueue(s, a, "{}", 5, 9, 1, &ja, &err), 0);
+    store_job_t j;
+    ck_assert_int_eq(store_job_claim(s, r3, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, ja);
+    store_job_clear(&j);
+
+    usleep(300000);      /* the outage: no heartbeat for longer than a 200 ms lease */
+    ck_assert_int_eq(store_job_claim(s, r1, 200, &j, &err), 0);
+    ck_assert_int_eq(j.id, ja);                  /* r3 looks dead: r1 resumes its job */
+    ck_assert_int_eq(j.replica_id, r1);
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_claim(s, r2, 200, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                   /* r1 is alive: its claim said so */
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_get(s, ja, &j, &err), 0);
+    ck_assert_int_eq(j.replica_id, r1);
+    store_job_clear(&j);
+
+    ck_assert_int_eq(store_replica_remove(s, r2, &err), 0);
+    ck_assert_int_eq(store_job_enqueue(s, b, "{}", 5, 9, 0, &jb, &err), 0);
+    ck_assert_int_eq(store_job_claim(s, r2, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                   /* r2's row is gone */
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_get(s, jb, &j, &err), 0);
+    ck_assert_str_eq(j.status, "queued");
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_claim(s, r1, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, jb);
+    store_job_clear(&j);
+    store_close(s);
+}
+END_TEST
+
 /* PRAGMA synchronous of `c`: 1 NORMAL, 2 FULL. */
 static int64_t pragma_synchronous(db_conn_t *c)
 {
@@ -1162,6 +1207,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_jobs);
     tcase_add_test(tc, test_replicas);
     tcase_add_test(tc, test_job_queue);
+    tcase_add_test(tc, test_job_claim_refreshes_the_claimer);
     tcase_add_test(tc, test_transactions_and_busy);
     tcase_add_test(tc, test_driver_binds);
     tcase_add_test(tc, test_backup);
