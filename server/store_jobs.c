@@ -288,11 +288,10 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
         "UPDATE jobs SET status = 'running', replica_id = ?1, updated_at = ?4"
         " WHERE id = (" CLAIMABLE_JOB ") RETURNING " JOB_COLUMNS;
 #undef CLAIMABLE_JOB
-    /* The claimer is alive, and its claim must show it: after a database outage every
-     * heartbeat is stale, and a job claimed by a replica whose heartbeat still looked stale was
-     * claimed again by the next replica to look, whose run then found the model's lease taken
-     * and failed the job. A replica whose row is gone (taken for dead) claims nothing until its
-     * heartbeat registers it again. */
+    /* The claimer is alive, and the claim says so: after a database outage every heartbeat is
+     * stale, and the next replica to look would otherwise take the job straight back from this
+     * one, whose run then holds the model's lease and fails the other's. A replica whose row is
+     * gone (taken for dead) claims nothing until its heartbeat registers it again. */
     static const char sql_alive[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
     memset(out, 0, sizeof *out);
