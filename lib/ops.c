@@ -514,10 +514,13 @@ static void relu_fwd_generic(double *y, const double *x, int64_t lo, int64_t hi)
 static void relu_bwd_generic(double *gx, const double *x, const double *gy, int assign,
                              int64_t lo, int64_t hi)
 {
-    for (int64_t i = lo; i < hi; ++i) {
-        const double d = x[i] > 0.0 ? gy[i] : 0.0;
-        gx[i] = assign ? d : gx[i] + d;
-    }
+    /* Two loops, not a test of `assign` in one: GCC unswitches loops only from -O3. */
+    if (assign)
+        for (int64_t i = lo; i < hi; ++i)
+            gx[i] = x[i] > 0.0 ? gy[i] : 0.0;
+    else
+        for (int64_t i = lo; i < hi; ++i)
+            gx[i] += x[i] > 0.0 ? gy[i] : 0.0;
 }
 
 #ifdef NM_X86_CLONES
