@@ -18,6 +18,7 @@ struct replica {
     pthread_mutex_t mu;
     pthread_cond_t wake;         /* signalled by replica_stop() */
     int stopping;                /* mu */
+    int64_t judge_from_told;     /* the store_replica_judge_from() last logged */
 };
 
 /* The row of replica `old` is gone: this process stalled past the lease and was taken for dead
@@ -52,6 +53,21 @@ static void forget_dead(replica_t *r, int64_t removed)
                 "or half deleted", purged);
 }
 
+/* Log a new pause in judging other replicas dead (store_replica_heartbeat), once the
+ * heartbeat works again: it explains a dead replica's job resumed a lease later than usual. */
+static void tell_judging_paused(replica_t *r, int64_t id)
+{
+    const int64_t from = store_replica_judge_from(r->store);
+    if (from == r->judge_from_told)
+        return;
+    r->judge_from_told = from;
+    char when[STORE_TIME_MAX];
+    store_time_str(from, when);
+    log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": its heartbeat failed or came late (the "
+            "database was away, or this process stalled), so other replicas' heartbeats may be "
+            "as late: none is taken for dead before %s", id, when);
+}
+
 static void *heartbeat_main(void *arg)
 {
     replica_t *r = arg;
@@ -74,6 +90,8 @@ static void *heartbeat_main(void *arg)
             log_msg(LOG_LEVEL_WARN, "replica %" PRId64 ": heartbeat failed: %s", id, err.msg);
         else if (removed > 0)
             forget_dead(r, removed);
+        if (rc == 0)
+            tell_judging_paused(r, id);
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);

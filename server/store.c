@@ -20,14 +20,18 @@
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
+void store_time_str(int64_t ms, char buf[STORE_TIME_MAX])
+{
+    const time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, STORE_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, STORE_TIME_MAX - n, ".%03dZ", (int)(ms % 1000));
+}
+
 void store_now(char buf[STORE_TIME_MAX])
 {
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(buf, STORE_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, STORE_TIME_MAX - n, ".%03dZ", (int)((ts.tv_nsec / 1000000L) % 1000));
+    store_time_str(store__now_ms(), buf);
 }
 
 int64_t store__now_ms(void)

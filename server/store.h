@@ -474,11 +474,21 @@ int store_replica_register(store_t *s, const char *address, const char *version,
                            err_t *err);
 
 /* Refresh replica `id`'s heartbeat and push the expiry of its model leases to `lease_ms` from
- * now, and delete the rows of replicas whose heartbeat is older
- * than `lease_ms`: their processes are gone. One transaction. `*removed` (may be NULL) is how
- * many were deleted. ERR_NOTFOUND when `id`'s own row is gone (it was taken for dead). */
+ * now, and delete the rows of replicas whose heartbeat is older than `lease_ms`: their
+ * processes are gone. One transaction. `*removed` (may be NULL) is how many were deleted.
+ * ERR_NOTFOUND when `id`'s own row is gone (it was taken for dead).
+ *
+ * After a heartbeat that failed, or one that found this replica's own heartbeat (refreshed
+ * here and by its claims) older than the lease, the database may have been away long enough
+ * for live replicas' heartbeats to be stale too: this process removes nobody, and claims no
+ * running job, until a lease has passed (store_replica_judge_from), by when every live replica
+ * has beaten again. */
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
                             err_t *err);
+
+/* Wall-clock ms (since the Unix epoch) before which this process judges no replica dead; 0
+ * until a heartbeat fails or finds its own stale. */
+int64_t store_replica_judge_from(store_t *s);
 
 /* Delete replica `id`'s row (a clean shutdown). No row is not an error. */
 int store_replica_remove(store_t *s, int64_t id, err_t *err);
@@ -539,5 +549,8 @@ void store_listen_close(store_listener_t *l);
 
 /* Format the current UTC time as RFC 3339 with milliseconds into buf (STORE_TIME_MAX bytes). */
 void store_now(char buf[STORE_TIME_MAX]);
+
+/* The same for `ms` milliseconds since the Unix epoch (>= 0). */
+void store_time_str(int64_t ms, char buf[STORE_TIME_MAX]);
 
 #endif /* ND_STORE_H */

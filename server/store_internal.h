@@ -34,6 +34,9 @@ struct store {
     int64_t ping_at_ns;
     err_t ping_err;
     _Atomic int64_t replica_id;    /* the last store_replica_register()'s: this process */
+    /* Wall-clock ms before which this process judges no other replica dead: a lease after it
+     * last failed to beat, or found its own heartbeat older than the lease (store__withhold). */
+    _Atomic int64_t judge_from_ms;
     /* Leases whose release failed (the storage was unavailable at the run's end): the next
      * heartbeat releases them, else it would keep them alive and the model held for good. */
     pthread_mutex_t leases_mu;
@@ -57,6 +60,25 @@ typedef void (*store__clear_fn)(void *row);
 
 /* Wall-clock milliseconds since the Unix epoch (comparable across processes and machines). */
 int64_t store__now_ms(void);
+
+/*
+ * Refresh replica `id`'s heartbeat to now (c's write transaction); ERR_NOTFOUND when its row is
+ * gone (it was taken for dead). A heartbeat found older than `lease_ms` means this process could
+ * not beat for a lease -- it stalled, or the database was away -- and so store__withhold().
+ */
+int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, err_t *err);
+
+/*
+ * This process judges no replica dead until `lease_ms` from now: it failed to beat (the
+ * database is away) or found its own heartbeat stale, and the others' heartbeats may be as old
+ * for the same reason -- after an outage of more than about two thirds of a lease some are.
+ * Within the lease every live replica beats again, and only the dead stay stale.
+ */
+void store__withhold(store_t *s, int64_t lease_ms);
+
+/* The heartbeat time (wall-clock ms) below which a replica counts as dead at `now_ms`:
+ * `now_ms - lease_ms`, or INT64_MIN while this process judges none dead. */
+int64_t store__dead_before(store_t *s, int64_t now_ms, int64_t lease_ms);
 
 /* The calling thread's connection to `s`. Borrowed. */
 int store__conn(store_t *s, db_conn_t **out, err_t *err);

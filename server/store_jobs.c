@@ -270,7 +270,7 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
                     err_t *err)
 {
     /* The oldest job that is queued, or running on a replica whose heartbeat stopped (its
-     * process died: the job resumes here) -- never one of this replica's own, which run here
+     * process died: the job resumes here; store__dead_before) -- never one of this replica's own, which run here
      * whatever its heartbeat says. Not one whose model a live run of another replica holds:
      * the claim would only fail its lease. The write transaction makes the claim atomic
      * cluster-wide; a read first spares the writer lock when there is nothing to claim, as
@@ -288,33 +288,38 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
         "UPDATE jobs SET status = 'running', replica_id = ?1, updated_at = ?4"
         " WHERE id = (" CLAIMABLE_JOB ") RETURNING " JOB_COLUMNS;
 #undef CLAIMABLE_JOB
-    /* The claimer is alive, and the claim says so: after a database outage every heartbeat is
-     * stale, and the next replica to look would otherwise take the job straight back from this
-     * one, whose run then holds the model's lease and fails the other's. A replica whose row is
-     * gone (taken for dead) claims nothing until its heartbeat registers it again. */
-    static const char sql_alive[] =
-        "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
+    /* The claimer is alive, and the claim says so (store__replica_beat): after a database
+     * outage every heartbeat is stale, and the next replica to look would otherwise take the
+     * job straight back from this one, whose run then holds the model's lease and fails the
+     * other's. A replica whose row is gone (taken for dead) claims nothing until its heartbeat
+     * registers it again. */
     memset(out, 0, sizeof *out);
     db_conn_t *c = NULL;
-    int64_t now_ms = store__now_ms(), any = 0, alive = 0;
+    int64_t now_ms = store__now_ms(), any = 0;
     int own = 0, rc = store__conn(s, &c, err);
     if (rc == 0 && !db_in_tx(c))
         rc = store__get_int(c, sql_any,
-                            STORE_ARGS(DB_INT(replica_id), DB_INT(now_ms - lease_ms),
+                            STORE_ARGS(DB_INT(replica_id),
+                                       DB_INT(store__dead_before(s, now_ms, lease_ms)),
                                        DB_INT(now_ms)),
                             &any, "queue", 0, err);
     if (rc < 0 || (!db_in_tx(c) && any == 0))
         return rc;
     if ((rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
         return rc;
-    char now[STORE_TIME_MAX];
-    store_now(now);
-    now_ms = store__now_ms();   /* the writer lock may have been a while coming */
-    rc = store__run(c, sql_alive, STORE_ARGS(DB_INT(replica_id), DB_TEXT(now), DB_INT(now_ms)),
-                    "refreshing the claiming replica's heartbeat", &alive, err);
-    if (rc == 0 && alive > 0) {
+    /* A claim that fails withholds no judgment (store__withhold): the heartbeat, which keeps
+     * trying through an outage, does. */
+    rc = store__replica_beat(s, c, replica_id, lease_ms, err);
+    if (rc == ERR_NOTFOUND) {
+        memset(err, 0, sizeof *err);
+        rc = 0;
+    } else if (rc == 0) {
+        char now[STORE_TIME_MAX];
+        store_now(now);
+        now_ms = store__now_ms();   /* the writer lock may have been a while coming */
         rc = store__get_row(c, sql,
-                            STORE_ARGS(DB_INT(replica_id), DB_INT(now_ms - lease_ms),
+                            STORE_ARGS(DB_INT(replica_id),
+                                       DB_INT(store__dead_before(s, now_ms, lease_ms)),
                                        DB_INT(now_ms), DB_TEXT(now)),
                             job_read_row, out, NULL, 0, err);
         if (rc == DB_ROW || rc == DB_DONE)

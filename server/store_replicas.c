@@ -29,6 +29,48 @@ int store_replica_register(store_t *s, const char *address, const char *version,
     return rc;
 }
 
+int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, err_t *err)
+{
+    static const char sql_last[] = "SELECT heartbeat_ms FROM replicas WHERE id = ?1";
+    static const char sql_beat[] =
+        "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
+    char now[STORE_TIME_MAX];
+    store_now(now);
+    const int64_t now_ms = store__now_ms();
+    int64_t last = 0, changed = 0;
+    int rc = store__get_row(c, sql_last, STORE_ARGS(DB_INT(id)), store__read_int, &last, NULL, 0,
+                            err);
+    if (rc == DB_DONE)
+        return err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    if (rc != DB_ROW)
+        return rc;
+    rc = store__run(c, sql_beat, STORE_ARGS(DB_INT(id), DB_TEXT(now), DB_INT(now_ms)),
+                    "refreshing the replica's heartbeat", &changed, err);
+    if (rc == 0 && changed == 0)
+        return err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    if (rc == 0 && last < now_ms - lease_ms)
+        store__withhold(s, lease_ms);
+    return rc;
+}
+
+void store__withhold(store_t *s, int64_t lease_ms)
+{
+    const int64_t until = store__now_ms() + lease_ms;
+    int64_t from = atomic_load(&s->judge_from_ms);
+    while (from < until && !atomic_compare_exchange_weak(&s->judge_from_ms, &from, until)) {
+    }
+}
+
+int64_t store__dead_before(store_t *s, int64_t now_ms, int64_t lease_ms)
+{
+    return now_ms < atomic_load(&s->judge_from_ms) ? INT64_MIN : now_ms - lease_ms;
+}
+
+int64_t store_replica_judge_from(store_t *s)
+{
+    return atomic_load(&s->judge_from_ms);
+}
+
 /* Expire the lease of epoch `epoch` of replica `replica_id` on model `id` (c's transaction). */
 static int lease_expire(db_conn_t *c, int64_t id, int64_t replica_id, int64_t epoch, err_t *err)
 {
@@ -68,8 +110,6 @@ static void unreleased_forget(store_t *s, int n)
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
                             err_t *err)
 {
-    static const char sql_beat[] =
-        "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
     /* Only leases still alive: one that expired (this replica's heartbeats stopped for a lease,
      * a database outage say) may be another replica's already, or about to be, as that replica
      * claimed the job it belongs to; reviving it would refuse that replica its lease. */
@@ -79,17 +119,15 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
     if (removed != NULL)
         *removed = 0;
     db_conn_t *c = NULL;
-    int64_t changed = 0, dead = 0;
+    int64_t dead = 0;
     int own = 0, rc = store__conn(s, &c, err);
-    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
+    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0) {
+        if (rc == ERR_UNAVAILABLE)
+            store__withhold(s, lease_ms);
         return rc;
-    char now[STORE_TIME_MAX];
-    store_now(now);
-    int64_t now_ms = store__now_ms();
-    rc = store__run(c, sql_beat, STORE_ARGS(DB_INT(id), DB_TEXT(now), DB_INT(now_ms)),
-                    "refreshing the replica's heartbeat", &changed, err);
-    if (rc == 0 && changed == 0)
-        rc = err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+    }
+    const int64_t now_ms = store__now_ms();
+    rc = store__replica_beat(s, c, id, lease_ms, err);
     struct store_lease_ref done[STORE_UNRELEASED_MAX];
     int n_done = 0;
     if (rc == 0)
@@ -98,10 +136,13 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
         rc = store__run(c, sql_leases,
                         STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms), DB_INT(now_ms)),
                         "renewing the replica's leases", NULL, err);
-    if (rc == 0)
-        rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(now_ms - lease_ms), DB_INT(id)),
+    const int64_t dead_before = store__dead_before(s, now_ms, lease_ms);
+    if (rc == 0 && dead_before != INT64_MIN)
+        rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(dead_before), DB_INT(id)),
                         "removing dead replicas", &dead, err);
     rc = store__tx_leave(c, own, rc, err);
+    if (rc == ERR_UNAVAILABLE)   /* out of reach, or locked past the busy timeout */
+        store__withhold(s, lease_ms);
     if (rc == 0 && n_done > 0)
         unreleased_forget(s, n_done);
     if (rc == 0 && removed != NULL)

@@ -948,6 +948,21 @@ START_TEST(postgresql_restart_under_a_job)
                   p.bad, p.first_bad);
     ck_assert_msg(p.unavailable > 0, "no 503 seen: the outage was not observed");
     expect_succeeded(j, "the job under the outage");
+    /* Every replica's heartbeat failed in the outage, so none took another for dead once the
+     * server was back, though their heartbeats were older than the lease: the job ended on
+     * the replica that ran it, and no replica registered again. */
+    const cJSON *replica = get(j, "replica");
+    ck_assert_msg(cJSON_IsNumber(replica) && (int64_t)replica->valuedouble ==
+                                                 targets[runner].replica_id,
+                  "the job ended on replica id %g, not on replica %d (id %lld) that ran it",
+                  cJSON_IsNumber(replica) ? replica->valuedouble : -1.0, runner + 1,
+                  (long long)targets[runner].replica_id);
+    for (int r = 0; r < N_REPLICAS; ++r) {
+        int64_t id = 0;
+        healthz(r, &id);
+        ck_assert_msg(id == targets[r].replica_id, "replica %d registered again (id %lld, "
+                      "was %lld)", r + 1, (long long)id, (long long)targets[r].replica_id);
+    }
     cJSON_Delete(j);
     /* The same job on the untouched copy, uninterrupted: the same bytes. */
     int64_t again = submit_on(BALANCER, reference, request);

@@ -636,48 +636,130 @@ START_TEST(test_job_queue)
 }
 END_TEST
 
-/* After an outage every heartbeat is stale. The replica that claims a dead replica's job shows
- * it is alive by claiming, so the next replica to look does not take the job straight back; a
- * replica whose row is gone (taken for dead) claims nothing. */
-START_TEST(test_job_claim_refreshes_the_claimer)
+/* Replica ids of `s`'s live list at `lease_ms`, as a bit set of the ids 1..63. */
+static uint64_t live_replicas(store_t *s, int64_t lease_ms)
 {
-    store_t *s = open_store();
+    store_replica_t *rows = NULL;
+    int64_t n = 0;
     err_t err = {0};
-    int64_t r1 = 0, r2 = 0, r3 = 0;
-    ck_assert_int_eq(store_replica_register(s, "a:1", "1", &r1, &err), 0);
-    ck_assert_int_eq(store_replica_register(s, "b:1", "1", &r2, &err), 0);
-    ck_assert_int_eq(store_replica_register(s, "c:1", "1", &r3, &err), 0);
-    int64_t a = new_model(s, "oa", 1), b = new_model(s, "ob", 1), ja = 0, jb = 0;
-    ck_assert_int_eq(store_job_enqueue(s, a, "{}", 5, 9, 1, &ja, &err), 0);
+    ck_assert_int_eq(store_replica_list(s, lease_ms, &rows, &n, &err), 0);
+    uint64_t set = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        ck_assert(rows[i].id > 0 && rows[i].id < 64);
+        set |= (uint64_t)1 << rows[i].id;
+    }
+    free(rows);
+    return set;
+}
+
+/* After an outage every heartbeat is stale, the live replicas' as well as a dead one's. Each
+ * replica (a store of its own, as a process has) that finds its own heartbeat older than the
+ * lease takes nobody for dead, and claims no running job, for one lease; by then the live ones
+ * have beaten, and only the dead one is removed and its job resumed. A claim is a heartbeat
+ * too, and a replica whose row is gone claims nothing. */
+START_TEST(test_outage_judges_nobody_dead_for_a_lease)
+{
+    enum { LEASE = 600 };   /* ms; each wait below keeps 200 ms from it either way */
+    store_t *s1 = open_store(), *s2 = open_store(), *s3 = open_store();
+    err_t err = {0};
+    int64_t r1 = 0, r2 = 0, r3 = 0, removed = -1;
+    ck_assert_int_eq(store_replica_register(s1, "a:1", "1", &r1, &err), 0);
+    ck_assert_int_eq(store_replica_register(s2, "b:1", "1", &r2, &err), 0);
+    ck_assert_int_eq(store_replica_register(s3, "c:1", "1", &r3, &err), 0);
+    ck_assert_int_eq(store_replica_judge_from(s1), 0);
+    int64_t a = new_model(s1, "oa", 1), b = new_model(s1, "ob", 1), ja = 0, jb = 0;
+    ck_assert_int_eq(store_job_enqueue(s3, a, "{}", 5, 9, 1, &ja, &err), 0);
     store_job_t j;
-    ck_assert_int_eq(store_job_claim(s, r3, 60000, &j, &err), 0);
+    ck_assert_int_eq(store_job_claim(s3, r3, LEASE, &j, &err), 0);
     ck_assert_int_eq(j.id, ja);
     store_job_clear(&j);
 
-    usleep(300000);      /* the outage: no heartbeat for longer than a 200 ms lease */
-    ck_assert_int_eq(store_job_claim(s, r1, 200, &j, &err), 0);
-    ck_assert_int_eq(j.id, ja);                  /* r3 looks dead: r1 resumes its job */
-    ck_assert_int_eq(j.replica_id, r1);
+    usleep(800000);     /* the outage; r3 dies in it */
+    const int64_t back = store__now_ms();
+    ck_assert_int_eq(store_job_claim(s1, r1, LEASE, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                       /* r3 may only be late */
     store_job_clear(&j);
-    ck_assert_int_eq(store_job_claim(s, r2, 200, &j, &err), 0);
-    ck_assert_int_eq(j.id, 0);                   /* r1 is alive: its claim said so */
-    store_job_clear(&j);
-    ck_assert_int_eq(store_job_get(s, ja, &j, &err), 0);
-    ck_assert_int_eq(j.replica_id, r1);
+    ck_assert_int_ge(store_replica_judge_from(s1), back + LEASE);
+    ck_assert_int_eq(live_replicas(s1, LEASE), (uint64_t)1 << r1);   /* the claim beat */
+    ck_assert_int_eq(store_replica_heartbeat(s1, r1, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    ck_assert_int_eq(store_replica_heartbeat(s2, r2, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    ck_assert_int_ge(store_replica_judge_from(s2), back + LEASE);
+
+    usleep(400000);     /* both beat within the lease, r3 does not */
+    ck_assert_int_eq(store_replica_heartbeat(s1, r1, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(store_replica_heartbeat(s2, r2, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    ck_assert_int_eq(store_job_get(s1, ja, &j, &err), 0);
+    ck_assert_str_eq(j.status, "running");
+    ck_assert_int_eq(j.replica_id, r3);
     store_job_clear(&j);
 
-    ck_assert_int_eq(store_replica_remove(s, r2, &err), 0);
-    ck_assert_int_eq(store_job_enqueue(s, b, "{}", 5, 9, 0, &jb, &err), 0);
-    ck_assert_int_eq(store_job_claim(s, r2, 60000, &j, &err), 0);
-    ck_assert_int_eq(j.id, 0);                   /* r2's row is gone */
+    usleep(400000);     /* a lease since the outage: r1 judges again, r3 alone is dead */
+    ck_assert_int_eq(store_replica_heartbeat(s1, r1, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 1);
+    ck_assert_int_eq(live_replicas(s1, 60000), ((uint64_t)1 << r1) | ((uint64_t)1 << r2));
+    ck_assert_int_eq(store_job_claim(s2, r2, LEASE, &j, &err), 0);
+    ck_assert_int_eq(j.id, ja);                      /* resumed by the first to look */
+    ck_assert_int_eq(j.replica_id, r2);
     store_job_clear(&j);
-    ck_assert_int_eq(store_job_get(s, jb, &j, &err), 0);
+    ck_assert_int_eq(store_job_claim(s1, r1, LEASE, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                       /* r2 is alive: it just claimed */
+    store_job_clear(&j);
+
+    ck_assert_int_eq(store_job_enqueue(s1, b, "{}", 5, 9, 0, &jb, &err), 0);
+    ck_assert_int_eq(store_job_claim(s3, r3, 60000, &j, &err), 0);
+    ck_assert_int_eq(j.id, 0);                       /* r3's row is gone */
+    store_job_clear(&j);
+    ck_assert_int_eq(store_job_get(s1, jb, &j, &err), 0);
     ck_assert_str_eq(j.status, "queued");
     store_job_clear(&j);
-    ck_assert_int_eq(store_job_claim(s, r1, 60000, &j, &err), 0);
+    ck_assert_int_eq(store_job_claim(s1, r1, 60000, &j, &err), 0);
     ck_assert_int_eq(j.id, jb);
     store_job_clear(&j);
-    store_close(s);
+    ck_assert_int_eq(store_replica_heartbeat(s3, r3, LEASE, NULL, &err), ERR_NOTFOUND);
+    store_close(s3);
+    store_close(s2);
+    store_close(s1);
+}
+END_TEST
+
+/* A heartbeat that fails (the database away: here, locked past the busy timeout) withholds
+ * judgment for a lease as well: other replicas' beats failed too. Only when the lease from
+ * the failure has passed is a silent replica removed. */
+START_TEST(test_failed_heartbeat_withholds_judgment)
+{
+    enum { LEASE = 600 };
+    store_t *s1 = open_store();
+    setenv("NEUROND_BUSY_TIMEOUT_MS", "50", 1);
+    store_t *s2 = open_store();
+    unsetenv("NEUROND_BUSY_TIMEOUT_MS");
+    err_t err = {0};
+    int64_t silent = 0, r = 0, removed = -1;
+    ck_assert_int_eq(store_replica_register(s1, "a:1", "1", &silent, &err), 0);
+    usleep(400000);
+    ck_assert_int_eq(store_replica_register(s2, "b:1", "1", &r, &err), 0);
+    db_t *other = NULL;
+    db_conn_t *c = NULL;
+    ck_assert_int_eq(db_open(path, DB_OPEN_EXISTING, &(db_config_t){.busy_ms = 50}, &other, &err), 0);
+    ck_assert_int_eq(db_conn(other, &c, &err), 0);
+    ck_assert_int_eq(db_begin(c, DB_TX_WRITE, &err), 0);
+    const int64_t failed = store__now_ms();
+    ck_assert_int_eq(store_replica_heartbeat(s2, r, LEASE, &removed, &err), ERR_UNAVAILABLE);
+    ck_assert_int_ge(store_replica_judge_from(s2), failed + LEASE);
+    db_rollback(c);
+    db_close(other);
+
+    usleep(400000);     /* the silent replica is 800 ms old, r's own heartbeat 400 ms */
+    ck_assert_int_eq(store_replica_heartbeat(s2, r, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    usleep(400000);     /* a lease since the failure */
+    ck_assert_int_eq(store_replica_heartbeat(s2, r, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 1);
+    ck_assert_int_eq(store_replica_heartbeat(s1, silent, LEASE, NULL, &err), ERR_NOTFOUND);
+    store_close(s2);
+    store_close(s1);
 }
 END_TEST
 
@@ -729,12 +811,19 @@ START_TEST(test_replicas)
     ck_assert_int_eq((int)strlen(rows[1].started_at), 24);
     free(rows);
 
-    /* r2 stops beating: with a lease of 1 ms it is dead at r1's next heartbeat, hidden from the
-     * list and its row deleted; its job keeps naming it. */
-    usleep(20000);
-    ck_assert_int_eq(store_replica_list(s, 1, &rows, &n, &err), 0);
-    ck_assert_int_eq(n, 0);
-    ck_assert_int_eq(store_replica_heartbeat(s, r1, 1, &removed, &err), 0);
+    /* r2 stops beating while r1 beats within a 400 ms lease: once r2's heartbeat is older than
+     * that, r1's next one deletes its row, and the list hides it; its job keeps naming it. */
+    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    usleep(250000);
+    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    usleep(250000);
+    ck_assert_int_eq(store_replica_list(s, 400, &rows, &n, &err), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, r1);
+    free(rows);
+    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
     ck_assert_int_eq(removed, 1);
     ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
     ck_assert_int_eq(n, 1);
@@ -1207,7 +1296,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_jobs);
     tcase_add_test(tc, test_replicas);
     tcase_add_test(tc, test_job_queue);
-    tcase_add_test(tc, test_job_claim_refreshes_the_claimer);
+    tcase_add_test(tc, test_outage_judges_nobody_dead_for_a_lease);
+    tcase_add_test(tc, test_failed_heartbeat_withholds_judgment);
     tcase_add_test(tc, test_transactions_and_busy);
     tcase_add_test(tc, test_driver_binds);
     tcase_add_test(tc, test_backup);
