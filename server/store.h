@@ -478,11 +478,11 @@ int store_replica_register(store_t *s, const char *address, const char *version,
  * processes are gone. One transaction. `*removed` (may be NULL) is how many were deleted.
  * ERR_NOTFOUND when `id`'s own row is gone (it was taken for dead).
  *
- * After a heartbeat that failed, or one that found this replica's own heartbeat (refreshed
- * here and by its claims) older than the lease, the database may have been away long enough
- * for live replicas' heartbeats to be stale too: this process removes nobody, and claims no
- * running job, until a lease has passed (store_replica_judge_from), by when every live replica
- * has beaten again. */
+ * Heartbeats come every third of a lease. After one that failed, or one that found this
+ * replica's own heartbeat (refreshed here and by its claims) older than two thirds of the
+ * lease, the database may have been away or stalled long enough for live replicas' heartbeats
+ * to be older than the lease: this process removes nobody, and claims no running job, until a
+ * lease has passed (store_replica_judge_from), by when every live replica has beaten again. */
 int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *removed,
                             err_t *err);
 

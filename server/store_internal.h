@@ -63,16 +63,18 @@ int64_t store__now_ms(void);
 
 /*
  * Refresh replica `id`'s heartbeat to now (c's write transaction); ERR_NOTFOUND when its row is
- * gone (it was taken for dead). A heartbeat found older than `lease_ms` means this process could
- * not beat for a lease -- it stalled, or the database was away -- and so store__withhold().
+ * gone (it was taken for dead). A heartbeat found older than two thirds of `lease_ms` means
+ * this process could not beat in time -- it stalled, or the database was away or stalled -- and
+ * so store__withhold().
  */
 int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, err_t *err);
 
 /*
  * This process judges no replica dead until `lease_ms` from now: it failed to beat (the
- * database is away) or found its own heartbeat stale, and the others' heartbeats may be as old
- * for the same reason -- after an outage of more than about two thirds of a lease some are.
- * Within the lease every live replica beats again, and only the dead stay stale.
+ * database is away) or found its own heartbeat late, and the others' heartbeats may be as late
+ * for the same reason -- after an outage of more than about two thirds of a lease some are
+ * older than the lease. Within the lease every live replica beats again, and only the dead
+ * stay stale.
  */
 void store__withhold(store_t *s, int64_t lease_ms);
 

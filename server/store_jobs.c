@@ -307,16 +307,18 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
         return rc;
     if ((rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0)
         return rc;
-    /* A claim that fails withholds no judgment (store__withhold): the heartbeat, which keeps
-     * trying through an outage, does. */
+    /* The time once the writer lock is ours (it may have been a while coming), but before this
+     * replica's own beat: a server that stalls after this point makes the others look late,
+     * and judging them by an earlier time spares them. A claim that fails withholds no
+     * judgment (store__withhold): the heartbeat, which keeps trying through an outage, does. */
+    now_ms = store__now_ms();
+    char now[STORE_TIME_MAX];
+    store_time_str(now_ms, now);
     rc = store__replica_beat(s, c, replica_id, lease_ms, err);
     if (rc == ERR_NOTFOUND) {
         memset(err, 0, sizeof *err);
         rc = 0;
     } else if (rc == 0) {
-        char now[STORE_TIME_MAX];
-        store_now(now);
-        now_ms = store__now_ms();   /* the writer lock may have been a while coming */
         rc = store__get_row(c, sql,
                             STORE_ARGS(DB_INT(replica_id),
                                        DB_INT(store__dead_before(s, now_ms, lease_ms)),

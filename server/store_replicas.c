@@ -34,9 +34,6 @@ int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, 
     static const char sql_last[] = "SELECT heartbeat_ms FROM replicas WHERE id = ?1";
     static const char sql_beat[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
-    char now[STORE_TIME_MAX];
-    store_now(now);
-    const int64_t now_ms = store__now_ms();
     int64_t last = 0, changed = 0;
     int rc = store__get_row(c, sql_last, STORE_ARGS(DB_INT(id)), store__read_int, &last, NULL, 0,
                             err);
@@ -44,11 +41,19 @@ int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, 
         return err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
     if (rc != DB_ROW)
         return rc;
+    /* The time after the read: a server that stalled under it (paused, say) made this beat
+     * late as surely as one that refused it. */
+    const int64_t now_ms = store__now_ms();
+    char now[STORE_TIME_MAX];
+    store_time_str(now_ms, now);
     rc = store__run(c, sql_beat, STORE_ARGS(DB_INT(id), DB_TEXT(now), DB_INT(now_ms)),
                     "refreshing the replica's heartbeat", &changed, err);
     if (rc == 0 && changed == 0)
         return err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
-    if (rc == 0 && last < now_ms - lease_ms)
+    /* Beats come every third of a lease, so another replica's heartbeat may be a third of a
+     * lease older than this one's, plus whatever held both up. Ours older than two thirds of a
+     * lease means such a hold-up long enough to make a live replica's look dead. */
+    if (rc == 0 && last < now_ms - lease_ms * 2 / 3)
         store__withhold(s, lease_ms);
     return rc;
 }

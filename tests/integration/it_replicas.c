@@ -898,6 +898,51 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
+/* A job of about 5 s on a new model, and an untouched copy of that model, for the database to
+ * go away under the job: it runs on replica `runner`, a step committed, and is still running. */
+typedef struct outage_job {
+    int64_t model, reference, job;
+    int runner;
+    char request[160];
+} outage_job_t;
+
+static void outage_job_start(unsigned seed, outage_job_t *o)
+{
+    o->model = net_model_on(0, seed);
+    o->reference = fork_on(0, o->model);
+    job_request(steps_per_second(0, o->model), 5.0, o->request, sizeof o->request);
+    o->job = submit_on(BALANCER, o->model, o->request);
+    o->runner = job_wait_running(BALANCER, o->job);
+    it_sleep_ms(300);
+    /* Its next commit falls into the outage. */
+    cJSON *before = job_on(BALANCER, o->job);
+    ck_assert_msg(!job_ended(before), "the job ended before the outage: make it longer");
+    cJSON_Delete(before);
+}
+
+/* The job succeeded on the replica that ran it, no replica registered again (nobody was taken
+ * for dead), and the same job on the untouched copy, uninterrupted, gives the same bytes. */
+static void outage_job_end(const outage_job_t *o, const char *what)
+{
+    cJSON *j = job_wait_end(BALANCER, o->job, 60000);
+    expect_succeeded(j, what);
+    const cJSON *replica = get(j, "replica");
+    ck_assert_msg(cJSON_IsNumber(replica) && (int64_t)replica->valuedouble ==
+                                                 targets[o->runner].replica_id,
+                  "%s ended on replica id %g, not on replica %d (id %lld) that ran it", what,
+                  cJSON_IsNumber(replica) ? replica->valuedouble : -1.0, o->runner + 1,
+                  (long long)targets[o->runner].replica_id);
+    cJSON_Delete(j);
+    for (int r = 0; r < N_REPLICAS; ++r) {
+        int64_t id = 0;
+        healthz(r, &id);
+        ck_assert_msg(id == targets[r].replica_id, "replica %d registered again (id %lld, "
+                      "was %lld)", r + 1, (long long)id, (long long)targets[r].replica_id);
+    }
+    int64_t again = submit_on(BALANCER, o->reference, o->request);
+    expect_same_outcome(BALANCER, o->job, o->model, again, o->reference);
+}
+
 static void pg_server(const char *var)
 {
     const char *cmd = getenv(var);
@@ -907,39 +952,28 @@ static void pg_server(const char *var)
 
 START_TEST(postgresql_restart_under_a_job)
 {
-    int64_t model = net_model_on(0, 3);
-    int64_t reference = fork_on(0, model);
-    double rate = steps_per_second(0, model);
-    char request[160];
-    job_request(rate, 5.0, request, sizeof request);
     pid_t pids[N_REPLICAS];
     for (int r = 0; r < N_REPLICAS; ++r)
         pids[r] = replica_pid(r);
-    int64_t job = submit_on(BALANCER, model, request);
-    int runner = job_wait_running(BALANCER, job);
+    outage_job_t o;
+    outage_job_start(3, &o);
     static poller_t p;
     memset(&p, 0, sizeof p);
-    p.model = model;
-    p.job = job;
+    p.model = o.model;
+    p.job = o.job;
     ck_assert_int_eq(pthread_create(&p.thread, NULL, poller_main, &p), 0);
-    it_sleep_ms(300);
-    /* Still running as the server goes away: its next commit falls into the outage. */
-    cJSON *before = job_on(BALANCER, job);
-    ck_assert_msg(!job_ended(before), "the job ended before the outage: make it longer");
-    cJSON_Delete(before);
     pg_server("NEUROND_TEST_PG_STOP");
     int64_t down = it_now_ms();
     it_sleep_ms(2500);           /* long enough for every /healthz to notice (1 s) */
     pg_server("NEUROND_TEST_PG_START");
     note("postgresql_restart: the server was down %lld ms (job on replica %d)\n",
-           (long long)(it_now_ms() - down), runner + 1);
+           (long long)(it_now_ms() - down), o.runner + 1);
     /* Every replica healthy again by itself: same processes, /healthz 200. */
     for (int r = 0; r < N_REPLICAS; ++r) {
         ck_assert_msg(wait_healthy(r, 10000) == 200, "replica %d stays unhealthy", r + 1);
         ck_assert_int_eq(replica_pid(r), pids[r]);
         ck_assert_int_eq(kill(pids[r], 0), 0);
     }
-    cJSON *j = job_wait_end(BALANCER, job, 60000);
     atomic_store(&p.stop, 1);
     pthread_join(p.thread, NULL);
     note("postgresql_restart: %d answers while polling, %d of them 503\n", p.answers,
@@ -947,26 +981,29 @@ START_TEST(postgresql_restart_under_a_job)
     ck_assert_msg(p.bad == 0, "%d answers neither success nor 503 unavailable, the first: %s",
                   p.bad, p.first_bad);
     ck_assert_msg(p.unavailable > 0, "no 503 seen: the outage was not observed");
-    expect_succeeded(j, "the job under the outage");
     /* Every replica's heartbeat failed in the outage, so none took another for dead once the
-     * server was back, though their heartbeats were older than the lease: the job ended on
-     * the replica that ran it, and no replica registered again. */
-    const cJSON *replica = get(j, "replica");
-    ck_assert_msg(cJSON_IsNumber(replica) && (int64_t)replica->valuedouble ==
-                                                 targets[runner].replica_id,
-                  "the job ended on replica id %g, not on replica %d (id %lld) that ran it",
-                  cJSON_IsNumber(replica) ? replica->valuedouble : -1.0, runner + 1,
-                  (long long)targets[runner].replica_id);
-    for (int r = 0; r < N_REPLICAS; ++r) {
-        int64_t id = 0;
-        healthz(r, &id);
-        ck_assert_msg(id == targets[r].replica_id, "replica %d registered again (id %lld, "
-                      "was %lld)", r + 1, (long long)id, (long long)targets[r].replica_id);
-    }
-    cJSON_Delete(j);
-    /* The same job on the untouched copy, uninterrupted: the same bytes. */
-    int64_t again = submit_on(BALANCER, reference, request);
-    expect_same_outcome(BALANCER, job, model, again, reference);
+     * server was back, though some heartbeats were older than the lease. */
+    outage_job_end(&o, "the job under the outage");
+}
+END_TEST
+
+/* The server hangs for most of a lease instead of refusing (every process of it stopped):
+ * every statement waits, no heartbeat fails, and when it continues the heartbeats written
+ * before it are older than the lease. Each replica finds its own heartbeat late and takes
+ * nobody for dead: the job carries on where it ran, with the bytes of an uninterrupted run. */
+START_TEST(postgresql_paused_under_a_job)
+{
+    outage_job_t o;
+    outage_job_start(4, &o);
+    pg_server("NEUROND_TEST_PG_PAUSE");
+    int64_t paused = it_now_ms();
+    it_sleep_ms(LEASE_MS * 5 / 6);
+    pg_server("NEUROND_TEST_PG_RESUME");
+    note("postgresql_paused: the server hung %lld ms (job on replica %d)\n",
+         (long long)(it_now_ms() - paused), o.runner + 1);
+    for (int r = 0; r < N_REPLICAS; ++r)
+        ck_assert_msg(wait_healthy(r, 10000) == 200, "replica %d stays unhealthy", r + 1);
+    outage_job_end(&o, "the job under the pause");
 }
 END_TEST
 
@@ -1172,6 +1209,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, sixteen_clients_no_5xx);
     tcase_add_test(tc, replica_taken_for_dead_comes_back_under_a_new_id);
     tcase_add_test(tc, postgresql_restart_under_a_job);
+    tcase_add_test(tc, postgresql_paused_under_a_job);
     suite_add_tcase(s, tc);
     /* Failover: replicas killed and paused; a ctest test of its own (tests/CMakeLists.txt). */
     TCase *fo = tcase_create("failover");

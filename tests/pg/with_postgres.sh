@@ -6,8 +6,10 @@
 # connections (nothing else can reach it), and is stopped and removed when CMD ends, however it
 # ends. CMD sees NEUROND_TEST_PG, a postgresql:// address of the cluster's `postgres` database,
 # and NEUROND_TEST_PG_STOP / NEUROND_TEST_PG_START, shell commands that stop the server (fast
-# shutdown: sessions are cut) and start it again on the same port, for outage tests. Exit 77 (a
-# skip to ctest) when the PostgreSQL server binaries are missing.
+# shutdown: sessions are cut) and start it again on the same port, for outage tests, and
+# NEUROND_TEST_PG_PAUSE / NEUROND_TEST_PG_RESUME, which stop every process of the server with
+# SIGSTOP and continue them: a server that hangs rather than refuses. Exit 77 (a skip to ctest)
+# when the PostgreSQL server binaries are missing.
 set -euo pipefail
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -52,6 +54,16 @@ $pg_ctl -o "$options" start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 export NEUROND_TEST_PG="postgresql://neurond@127.0.0.1:$port/postgres"
 export NEUROND_TEST_PG_STOP="$pg_ctl -m fast stop >/dev/null"
 export NEUROND_TEST_PG_START="$pg_ctl -o '$options' start >/dev/null"
+# A server that hangs instead of refusing: every process of it stopped, then continued.
+cat >"$dir/signal-server" <<EOF
+#!/bin/sh
+pid=\$(head -n 1 "$dir/data/postmaster.pid")
+kids=\$(grep -l "^PPid:[[:space:]]*\$pid\\\$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3)
+kill -"\$1" "\$pid" \$kids
+EOF
+chmod +x "$dir/signal-server"
+export NEUROND_TEST_PG_PAUSE="$dir/signal-server STOP"
+export NEUROND_TEST_PG_RESUME="$dir/signal-server CONT"
 set +e
 "$@"
 rc=$?

@@ -659,7 +659,9 @@ static uint64_t live_replicas(store_t *s, int64_t lease_ms)
  * too, and a replica whose row is gone claims nothing. */
 START_TEST(test_outage_judges_nobody_dead_for_a_lease)
 {
-    enum { LEASE = 600 };   /* ms; each wait below keeps 200 ms from it either way */
+    /* ms; heartbeats every 400 ms stay 200 ms under two thirds of it, the outage and the
+     * three beats after it end 200 and 300 ms past it. */
+    enum { LEASE = 900 };
     store_t *s1 = open_store(), *s2 = open_store(), *s3 = open_store();
     err_t err = {0};
     int64_t r1 = 0, r2 = 0, r3 = 0, removed = -1;
@@ -674,7 +676,7 @@ START_TEST(test_outage_judges_nobody_dead_for_a_lease)
     ck_assert_int_eq(j.id, ja);
     store_job_clear(&j);
 
-    usleep(800000);     /* the outage; r3 dies in it */
+    usleep(1100000);    /* the outage; r3 dies in it */
     const int64_t back = store__now_ms();
     ck_assert_int_eq(store_job_claim(s1, r1, LEASE, &j, &err), 0);
     ck_assert_int_eq(j.id, 0);                       /* r3 may only be late */
@@ -695,6 +697,11 @@ START_TEST(test_outage_judges_nobody_dead_for_a_lease)
     ck_assert_str_eq(j.status, "running");
     ck_assert_int_eq(j.replica_id, r3);
     store_job_clear(&j);
+
+    usleep(400000);
+    ck_assert_int_eq(store_replica_heartbeat(s1, r1, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(store_replica_heartbeat(s2, r2, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
 
     usleep(400000);     /* a lease since the outage: r1 judges again, r3 alone is dead */
     ck_assert_int_eq(store_replica_heartbeat(s1, r1, LEASE, &removed, &err), 0);
@@ -730,7 +737,7 @@ END_TEST
  * the failure has passed is a silent replica removed. */
 START_TEST(test_failed_heartbeat_withholds_judgment)
 {
-    enum { LEASE = 600 };
+    enum { LEASE = 900 };
     store_t *s1 = open_store();
     setenv("NEUROND_BUSY_TIMEOUT_MS", "50", 1);
     store_t *s2 = open_store();
@@ -751,7 +758,10 @@ START_TEST(test_failed_heartbeat_withholds_judgment)
     db_rollback(c);
     db_close(other);
 
-    usleep(400000);     /* the silent replica is 800 ms old, r's own heartbeat 400 ms */
+    usleep(400000);
+    ck_assert_int_eq(store_replica_heartbeat(s2, r, LEASE, &removed, &err), 0);
+    ck_assert_int_eq(removed, 0);
+    usleep(250000);     /* the silent replica is 1100 ms old, r's own heartbeat 250 ms */
     ck_assert_int_eq(store_replica_heartbeat(s2, r, LEASE, &removed, &err), 0);
     ck_assert_int_eq(removed, 0);
     usleep(400000);     /* a lease since the failure */
@@ -811,19 +821,19 @@ START_TEST(test_replicas)
     ck_assert_int_eq((int)strlen(rows[1].started_at), 24);
     free(rows);
 
-    /* r2 stops beating while r1 beats within a 400 ms lease: once r2's heartbeat is older than
-     * that, r1's next one deletes its row, and the list hides it; its job keeps naming it. */
-    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
-    ck_assert_int_eq(removed, 0);
-    usleep(250000);
-    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
-    ck_assert_int_eq(removed, 0);
-    usleep(250000);
-    ck_assert_int_eq(store_replica_list(s, 400, &rows, &n, &err), 0);
+    /* r2 stops beating while r1 beats every 250 ms, in time for a 600 ms lease (a third of it
+     * late at most: store_replica_heartbeat): once r2's heartbeat is older than the lease, r1's
+     * next one deletes its row, and the list hides it; its job keeps naming it. */
+    for (int beat = 0; beat < 3; ++beat) {
+        ck_assert_int_eq(store_replica_heartbeat(s, r1, 600, &removed, &err), 0);
+        ck_assert_int_eq(removed, 0);
+        usleep(250000);
+    }
+    ck_assert_int_eq(store_replica_list(s, 600, &rows, &n, &err), 0);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(rows[0].id, r1);
     free(rows);
-    ck_assert_int_eq(store_replica_heartbeat(s, r1, 400, &removed, &err), 0);
+    ck_assert_int_eq(store_replica_heartbeat(s, r1, 600, &removed, &err), 0);
     ck_assert_int_eq(removed, 1);
     ck_assert_int_eq(store_replica_list(s, 60000, &rows, &n, &err), 0);
     ck_assert_int_eq(n, 1);
