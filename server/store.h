@@ -487,7 +487,7 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
                             err_t *err);
 
 /* Wall-clock ms (since the Unix epoch) before which this process judges no replica dead; 0
- * until a heartbeat fails or finds its own stale. */
+ * until a heartbeat fails or finds its own late. */
 int64_t store_replica_judge_from(store_t *s);
 
 /* Delete replica `id`'s row (a clean shutdown). No row is not an error. */

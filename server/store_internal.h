@@ -35,7 +35,7 @@ struct store {
     err_t ping_err;
     _Atomic int64_t replica_id;    /* the last store_replica_register()'s: this process */
     /* Wall-clock ms before which this process judges no other replica dead: a lease after it
-     * last failed to beat, or found its own heartbeat older than the lease (store__withhold). */
+     * last failed to beat, or found its own heartbeat late (store__withhold). */
     _Atomic int64_t judge_from_ms;
     /* Leases whose release failed (the storage was unavailable at the run's end): the next
      * heartbeat releases them, else it would keep them alive and the model held for good. */

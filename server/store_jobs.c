@@ -270,11 +270,11 @@ int store_job_claim(store_t *s, int64_t replica_id, int64_t lease_ms, store_job_
                     err_t *err)
 {
     /* The oldest job that is queued, or running on a replica whose heartbeat stopped (its
-     * process died: the job resumes here; store__dead_before) -- never one of this replica's own, which run here
-     * whatever its heartbeat says. Not one whose model a live run of another replica holds:
-     * the claim would only fail its lease. The write transaction makes the claim atomic
-     * cluster-wide; a read first spares the writer lock when there is nothing to claim, as
-     * there usually is not when replicas look every quarter second. */
+     * process died: the job resumes here; store__dead_before) -- never one of this replica's
+     * own, which run here whatever its heartbeat says. Not one whose model a live run of
+     * another replica holds: the claim would only fail its lease. The write transaction makes
+     * the claim atomic cluster-wide; a read first spares the writer lock when there is nothing
+     * to claim, as there usually is not when replicas look every quarter second. */
 #define CLAIMABLE_JOB                                                                     \
     "SELECT j.id FROM jobs j"                                                           \
     " WHERE (j.status = 'queued' OR (j.status = 'running' AND j.replica_id <> ?1"       \
