@@ -493,8 +493,9 @@ int64_t store_replica_judge_from(store_t *s);
 /* Delete replica `id`'s row (a clean shutdown). No row is not an error. */
 int store_replica_remove(store_t *s, int64_t id, err_t *err);
 
-/* The replicas whose heartbeat is younger than `lease_ms`, by id. `*out` is new (free()), NULL
- * when `*n` is 0. */
+/* The replicas whose heartbeat is younger than `lease_ms` -- every one while this process takes
+ * nobody for dead (store_replica_heartbeat) -- by id. `*out` is new (free()), NULL when `*n` is
+ * 0. */
 int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int64_t *n,
                        err_t *err);
 

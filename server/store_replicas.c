@@ -192,7 +192,9 @@ int store_replica_list(store_t *s, int64_t lease_ms, store_replica_t **out, int6
     void *rows = NULL;
     int rc = store__conn(s, &c, err);
     if (rc == 0)
-        rc = store__list(c, sql, STORE_ARGS(DB_INT(store__now_ms() - lease_ms)), sizeof **out,
+        rc = store__list(c, sql,
+                         STORE_ARGS(DB_INT(store__dead_before(s, store__now_ms(), lease_ms))),
+                         sizeof **out,
                          replica_read_row, NULL, 0, &rows, n, NULL, "listing replicas", err);
     if (rc == 0)
         *out = rows;
