@@ -79,7 +79,8 @@ int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, 
 void store__withhold(store_t *s, int64_t lease_ms);
 
 /* The heartbeat time (wall-clock ms) below which a replica counts as dead at `now_ms`:
- * `now_ms - lease_ms`, or INT64_MIN while this process judges none dead. */
+ * `now_ms - lease_ms`, or INT64_MIN, below every heartbeat, while this process judges none
+ * dead. */
 int64_t store__dead_before(store_t *s, int64_t now_ms, int64_t lease_ms);
 
 /* The calling thread's connection to `s`. Borrowed. */

@@ -34,7 +34,7 @@ int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, 
     static const char sql_last[] = "SELECT heartbeat_ms FROM replicas WHERE id = ?1";
     static const char sql_beat[] =
         "UPDATE replicas SET heartbeat_at = ?2, heartbeat_ms = ?3 WHERE id = ?1";
-    int64_t last = 0, changed = 0;
+    int64_t last = 0;
     int rc = store__get_row(c, sql_last, STORE_ARGS(DB_INT(id)), store__read_int, &last, NULL, 0,
                             err);
     if (rc == DB_DONE)
@@ -46,10 +46,9 @@ int store__replica_beat(store_t *s, db_conn_t *c, int64_t id, int64_t lease_ms, 
     const int64_t now_ms = store__now_ms();
     char now[STORE_TIME_MAX];
     store_time_str(now_ms, now);
+    /* The row just read cannot go before the update: the transaction holds the writer lock. */
     rc = store__run(c, sql_beat, STORE_ARGS(DB_INT(id), DB_TEXT(now), DB_INT(now_ms)),
-                    "refreshing the replica's heartbeat", &changed, err);
-    if (rc == 0 && changed == 0)
-        return err_set(err, ERR_NOTFOUND, "replica %" PRId64 " not found", id);
+                    "refreshing the replica's heartbeat", NULL, err);
     /* Beats come every third of a lease, so another replica's heartbeat may be a third of a
      * lease older than this one's, plus whatever held both up. Ours older than two thirds of a
      * lease means such a hold-up long enough to make a live replica's look dead. */
@@ -125,27 +124,24 @@ int store_replica_heartbeat(store_t *s, int64_t id, int64_t lease_ms, int64_t *r
         *removed = 0;
     db_conn_t *c = NULL;
     int64_t dead = 0;
-    int own = 0, rc = store__conn(s, &c, err);
-    if (rc < 0 || (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) < 0) {
-        if (rc == ERR_UNAVAILABLE)
-            store__withhold(s, lease_ms);
-        return rc;
-    }
-    const int64_t now_ms = store__now_ms();
-    rc = store__replica_beat(s, c, id, lease_ms, err);
     struct store_lease_ref done[STORE_UNRELEASED_MAX];
-    int n_done = 0;
-    if (rc == 0)
-        rc = unreleased_take(s, c, done, &n_done, err);
-    if (rc == 0)
-        rc = store__run(c, sql_leases,
-                        STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms), DB_INT(now_ms)),
-                        "renewing the replica's leases", NULL, err);
-    const int64_t dead_before = store__dead_before(s, now_ms, lease_ms);
-    if (rc == 0 && dead_before != INT64_MIN)
-        rc = store__run(c, sql_dead, STORE_ARGS(DB_INT(dead_before), DB_INT(id)),
-                        "removing dead replicas", &dead, err);
-    rc = store__tx_leave(c, own, rc, err);
+    int n_done = 0, own = 0, rc = store__conn(s, &c, err);
+    if (rc == 0 && (rc = store__tx_enter(c, DB_TX_WRITE, &own, err)) == 0) {
+        const int64_t now_ms = store__now_ms();
+        rc = store__replica_beat(s, c, id, lease_ms, err);
+        if (rc == 0)
+            rc = unreleased_take(s, c, done, &n_done, err);
+        if (rc == 0)
+            rc = store__run(c, sql_leases,
+                            STORE_ARGS(DB_INT(id), DB_INT(now_ms + lease_ms), DB_INT(now_ms)),
+                            "renewing the replica's leases", NULL, err);
+        if (rc == 0)
+            rc = store__run(c, sql_dead,
+                            STORE_ARGS(DB_INT(store__dead_before(s, now_ms, lease_ms)),
+                                       DB_INT(id)),
+                            "removing dead replicas", &dead, err);
+        rc = store__tx_leave(c, own, rc, err);
+    }
     if (rc == ERR_UNAVAILABLE)   /* out of reach, or locked past the busy timeout */
         store__withhold(s, lease_ms);
     if (rc == 0 && n_done > 0)
