@@ -10,8 +10,8 @@
  * pass is replaced by blocks of 8 rows that the gradient update finds still in L1, and the loss
  * terms use a vector exp and log1p (k1_*, below; each part works on aligned copies of w and its
  * gradient, K1_PAD). Part 0 ends in the caller's gradient, the others in their private one,
- * added in at the end (fixed order: the result depends on the part count only through
- * rounding, never on which thread ran a part).
+ * added in at the end in part order. The part count depends on the call's size alone, never on
+ * the threads: the same rows give the same bytes on 1 thread or 8.
  *
  * The kernels are written with GCC vector types so one source serves SSE2 (the portable
  * baseline every x86-64 has) and, through a clone compiled for AVX2+FMA and picked at run time
@@ -26,9 +26,12 @@
 #include "graph.h"
 #include "numerics.h"
 
-#define FUSED_MAX_THREADS 8
-/* Multiply-adds per thread below which waking a worker costs more than it saves. */
-#define FUSED_MIN_WORK_PER_THREAD (1 << 17)
+#define FUSED_MAX_PARTS 8
+/* Multiply-adds per part below which waking a worker costs more than it saves. */
+#define FUSED_MIN_WORK_PER_PART (1 << 17)
+/* Memory of the parts' private gradients and copies: a model too wide for 8 of them in this
+ * budget is cut into fewer parts. */
+#define FUSED_PARTS_BYTES ((int64_t)256 << 20)
 /* Bytes of X per tile: the tile is read again by the gradient half, from L2. */
 #define FUSED_TILE_BYTES (96 * 1024)
 #define FUSED_TILE_MAX 256
@@ -38,7 +41,7 @@
 /* Everything one call hands to the threads. */
 typedef struct fused_job {
     const double *w, *x, *y;
-    int32_t rows, n_thread;
+    int32_t rows, n_part;
     int want_grad;
     double *grad;             /* thread 0's gradient: the caller's */
 } fused_job_t;
@@ -61,8 +64,8 @@ typedef double (*fused_k1_fn)(const fused_t *f, const double *w, const double *x
 
 struct fused {
     int32_t loss, n, k, reduction;
-    int32_t max_threads, tile;
-    fused_slot_t *slot;       /* max_threads entries */
+    int32_t max_parts, tile;
+    fused_slot_t *slot;       /* max_parts entries */
     fused_tile_fn tile_fn;
     fused_k1_fn k1_fn;        /* one output and a per-row loss (not ova); else NULL */
 
@@ -675,8 +678,8 @@ static void run_part(void *ctx, int32_t t)
 {
     fused_t *f = ctx;
     const fused_job_t *jb = &f->job;
-    const int32_t lo = (int32_t)((int64_t)jb->rows * t / jb->n_thread);
-    const int32_t hi = (int32_t)((int64_t)jb->rows * (t + 1) / jb->n_thread);
+    const int32_t lo = (int32_t)((int64_t)jb->rows * t / jb->n_part);
+    const int32_t hi = (int32_t)((int64_t)jb->rows * (t + 1) / jb->n_part);
     fused_slot_t *sl = &f->slot[t];
     double *g = t == 0 ? jb->grad : sl->grad;
     const int64_t n_g = (int64_t)f->k * (f->n + 1);
@@ -721,9 +724,6 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *poo
     f->k = k;
     f->reduction = reduction;
     f->pool = pool;
-    f->max_threads = pool == NULL ? 1 : pool_threads(pool);
-    if (f->max_threads > FUSED_MAX_THREADS)
-        f->max_threads = FUSED_MAX_THREADS;
     int64_t tile = FUSED_TILE_BYTES / ((int64_t)n * (int64_t)sizeof(double));
     f->tile = tile < 4 ? 4 : tile > FUSED_TILE_MAX ? FUSED_TILE_MAX : (int32_t)tile;
     f->tile_fn = tile_generic;
@@ -739,10 +739,14 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *poo
 #endif
     }
     const int64_t n_g = (int64_t)k * ((int64_t)n + 1);
-    f->slot = calloc((size_t)f->max_threads, sizeof *f->slot);
+    const int64_t part_bytes = (int64_t)sizeof(double) *
+                               ((f->k1_fn != NULL ? 3 : 1) * (K1_PAD + n_g) + f->tile * k);
+    const int64_t parts = 1 + FUSED_PARTS_BYTES / part_bytes;
+    f->max_parts = parts < FUSED_MAX_PARTS ? (int32_t)parts : FUSED_MAX_PARTS;
+    f->slot = calloc((size_t)f->max_parts, sizeof *f->slot);
     if (f->slot == NULL)
         goto nomem;
-    for (int32_t t = 0; t < f->max_threads; ++t) {
+    for (int32_t t = 0; t < f->max_parts; ++t) {
         f->slot[t].z = malloc((size_t)f->tile * (size_t)k * sizeof(double));
         if (t > 0)
             f->slot[t].grad = malloc((size_t)n_g * sizeof(double));
@@ -760,9 +764,9 @@ int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *poo
     return 0;
 nomem: {
     /* Read before fused_free(f): f is gone after it. */
-    const int n_threads = (int)f->max_threads;
+    const int n_parts = (int)f->max_parts;
     fused_free(f);
-    return err_set(err, ERR_NOMEM, "fused: out of memory for %d threads", n_threads);
+    return err_set(err, ERR_NOMEM, "fused: out of memory for %d parts", n_parts);
 }
 }
 
@@ -770,7 +774,7 @@ void fused_free(fused_t *f)
 {
     if (f == NULL)
         return;
-    for (int32_t t = 0; f->slot != NULL && t < f->max_threads; ++t) {
+    for (int32_t t = 0; f->slot != NULL && t < f->max_parts; ++t) {
         free(f->slot[t].z);
         free(f->slot[t].grad);
         free(f->slot[t].w1);
@@ -780,9 +784,9 @@ void fused_free(fused_t *f)
     free(f);
 }
 
-int32_t fused_max_threads(const fused_t *f)
+int32_t fused_max_parts(const fused_t *f)
 {
-    return f->max_threads;
+    return f->max_parts;
 }
 
 int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *y, int32_t rows,
@@ -802,19 +806,20 @@ int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *
         }
     }
     const int64_t work = (int64_t)rows * ((int64_t)f->n + 1) * f->k;
-    int32_t nt = (int32_t)(work / FUSED_MIN_WORK_PER_THREAD);
-    if (nt > f->max_threads)
-        nt = f->max_threads;
+    int32_t nt = (int32_t)(work / FUSED_MIN_WORK_PER_PART);
+    if (nt > f->max_parts)
+        nt = f->max_parts;
     if (nt > rows)
         nt = rows;
     if (nt < 1)
         nt = 1;
-    f->job = (fused_job_t){.w = w, .x = x, .y = y, .rows = rows, .n_thread = nt,
+    f->job = (fused_job_t){.w = w, .x = x, .y = y, .rows = rows, .n_part = nt,
                            .want_grad = grad != NULL, .grad = grad};
-    if (nt > 1)
+    if (f->pool != NULL && nt > 1)
         pool_run(f->pool, nt, run_part, f);
     else
-        run_part(f, 0);
+        for (int32_t t = 0; t < nt; ++t)
+            run_part(f, t);
     double total = f->slot[0].loss;
     if (nt > 1) {
         const int64_t n_g = (int64_t)f->k * (f->n + 1);

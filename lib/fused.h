@@ -37,10 +37,11 @@ typedef struct fused fused_t;
 
 /*
  * A fused evaluator for `loss` on rows of n inputs and k outputs (classes), reduced by
- * `reduction` (enum ad_reduction: mean divides by the rows). pool: borrowed, must outlive the
- * evaluator; a call uses up to pool_threads(pool) parts (at most 8), NULL runs everything on
- * the caller's thread. Allocates the per-part gradients and scratch here. *out is new; free
- * with fused_free().
+ * `reduction` (enum ad_reduction: mean divides by the rows). A call is cut into up to 8 parts by
+ * its size alone, so its bytes never depend on the threads. pool: borrowed, must outlive the
+ * evaluator, runs the parts in parallel; NULL runs them one after the other on the caller's
+ * thread. Allocates the per-part gradients and scratch here. *out is new; free with
+ * fused_free().
  */
 int fused_new(int32_t loss, int32_t n, int32_t k, int32_t reduction, pool_t *pool,
               fused_t **out, err_t *err);
@@ -57,7 +58,7 @@ void fused_free(fused_t *f);
 int fused_loss_grad(fused_t *f, const double *w, const double *x, const double *y, int32_t rows,
                     double *loss, double *grad, err_t *err);
 
-/* Parts a call may split into: threads that may work on it at once (1 without a pool). */
-int32_t fused_max_threads(const fused_t *f);
+/* Parts a large call is cut into: 8, fewer for a model too wide for 8 private gradients. */
+int32_t fused_max_parts(const fused_t *f);
 
 #endif /* ND_FUSED_H */

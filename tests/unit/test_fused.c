@@ -51,21 +51,20 @@ static long allocs(void)
 
 /* ---- fused.c directly --------------------------------------------------------------------- */
 
-/* Loss and gradient without a pool (one thread) and with a pool of 8 (more threads than rows for
- * small batches): equal to 1e-12 relative. */
+/* Loss and gradient without a pool (one thread) and with pools of 2, 3 and 8 threads (more
+ * threads than rows for small batches): the same bytes, since the parts are fixed by the size. */
 static void threads_agree(int32_t loss, int32_t n, int32_t k, int32_t rows, int32_t red)
 {
+    static const int32_t pool_sizes[] = {2, 3, 8};
+    enum { N_POOLS = sizeof pool_sizes / sizeof pool_sizes[0] };
     err_t err = {0};
-    fused_t *f1 = NULL, *f8 = NULL;
-    pool_t *pool8 = NULL;
-    ck_assert_int_eq(pool_new(8, &pool8, &err), 0);
+    fused_t *f1 = NULL;
     ck_assert_int_eq(fused_new(loss, n, k, red, NULL, &f1, &err), 0);
-    ck_assert_int_eq(fused_new(loss, n, k, red, pool8, &f8, &err), 0);
-    ck_assert_int_eq(fused_max_threads(f1), 1);
+    ck_assert_int_eq(fused_max_parts(f1), 8);
     int64_t n_g = (int64_t)k * (n + 1), n_y = loss == FUSED_LOSS_L2 ? (int64_t)rows * k : rows;
     double *w = malloc(sizeof(double) * (size_t)n_g), *x = malloc(sizeof(double) * (size_t)rows * n);
     double *y = malloc(sizeof(double) * (size_t)n_y);
-    double *g1 = malloc(sizeof(double) * (size_t)n_g), *g8 = malloc(sizeof(double) * (size_t)n_g);
+    double *g1 = malloc(sizeof(double) * (size_t)n_g), *gp = malloc(sizeof(double) * (size_t)n_g);
     testutil_fill(w, n_g, -1.0, 1.0, 3);
     testutil_fill(x, (int64_t)rows * n, -1.0, 1.0, 4);
     rng_t r;
@@ -75,23 +74,27 @@ static void threads_agree(int32_t loss, int32_t n, int32_t k, int32_t rows, int3
                : loss == FUSED_LOSS_BCE || loss == FUSED_LOSS_SIGMOID_L2
                    ? (double)rng_below(&r, 2)
                    : (double)rng_below(&r, (uint64_t)k);
-    double l1, l8;
+    double l1, lp;
     ck_assert_int_eq(fused_loss_grad(f1, w, x, y, rows, &l1, g1, &err), 0);
-    ck_assert_int_eq(fused_loss_grad(f8, w, x, y, rows, &l8, g8, &err), 0);
-    ck_assert_close(l8, l1, 1e-12, 0.0);
-    double gmax = 0.0;
-    for (int64_t i = 0; i < n_g; ++i)
-        gmax = fmax(gmax, fabs(g1[i]));
-    for (int64_t i = 0; i < n_g; ++i)
-        ck_assert_close(g8[i], g1[i], 0.0, 1e-12 * gmax);
+    for (int p = 0; p < N_POOLS; ++p) {
+        pool_t *pool = NULL;
+        fused_t *fp = NULL;
+        ck_assert_int_eq(pool_new(pool_sizes[p], &pool, &err), 0);
+        ck_assert_int_eq(fused_new(loss, n, k, red, pool, &fp, &err), 0);
+        ck_assert_int_eq(fused_loss_grad(fp, w, x, y, rows, &lp, gp, &err), 0);
+        ck_assert_msg(memcmp(&lp, &l1, sizeof lp) == 0, "loss %.17g on %d threads, %.17g on 1",
+                      lp, (int)pool_sizes[p], l1);
+        ck_assert_msg(memcmp(gp, g1, sizeof(double) * (size_t)n_g) == 0,
+                      "gradient differs on %d threads", (int)pool_sizes[p]);
+        fused_free(fp);
+        pool_free(pool);
+    }
     free(w);
     free(x);
     free(y);
     free(g1);
-    free(g8);
+    free(gp);
     fused_free(f1);
-    fused_free(f8);
-    pool_free(pool8);
 }
 
 START_TEST(thread_counts_agree)
