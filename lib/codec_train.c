@@ -67,6 +67,9 @@ int codec_train_req_decode(const cJSON *json, train_req_t *req, int *async, err_
     if (epochs != NULL &&
         (rc = codec__get_int(epochs, "epochs", 0, CODEC_INT_EXACT_MAX, &req->epochs, err)) < 0)
         return rc;
+    /* Zero passes make no update, as steps 0: the call only evaluates. */
+    if (epochs != NULL && req->epochs == 0)
+        req->steps = 0;
     /* null is the full batch; 0 rows per mini-batch is not a size. */
     if ((v = codec__member(json, "batch_size")) != NULL &&
         (rc = codec__get_int32(v, "batch_size", 1, INT32_MAX, &req->batch_size, err)) < 0)

@@ -75,9 +75,37 @@ static void *sync_run_main(void *arg)
     return NULL;
 }
 
+/* What the model must allow of a call on `rows` stored rows (`val_rows` for validation): the
+ * checks its run makes before its first step, made again here so that an async call the run
+ * would refuse is that 400 now, not a 202 and a failed job. */
+static int check_model(app_t *app, int64_t id, const train_req_t *req, int64_t rows,
+                       int64_t val_rows, err_t *err)
+{
+    model_t *m = NULL;
+    int rc = registry_read_begin(app->registry, id, &m, err);
+    if (rc < 0)
+        return rc;
+    const int full = req->batch_size == 0 || req->batch_size >= rows;
+    const int updates = req->epochs > 0 || req->steps > 0;
+    if (model_spec(m)->optimizer.method == OPTIM_METHOD_LBFGS && !full && updates)
+        rc = err_set_field(err, ERR_INVAL, "batch_size",
+                           "lbfgs trains on the full batch: leave batch_size null");
+    if (rc == 0 && rows > 0 && rows <= INT32_MAX &&
+        (rc = request_check_work(&app->limits, m, (int32_t)rows, "batch_size", err)) < 0 &&
+        req->batch_size > 0) {
+        size_t used = strlen(err->msg);
+        snprintf(err->msg + used, sizeof err->msg - used, "; a smaller batch_size does not "
+                 "lower it: every call evaluates the loss on all stored rows at once");
+    }
+    if (rc == 0 && val_rows > 0 && val_rows <= INT32_MAX)
+        rc = request_check_work(&app->limits, m, (int32_t)val_rows, "split", err);
+    registry_read_end(app->registry, id);
+    return rc;
+}
+
 /* What the stored model must allow, checked before anything runs or is queued, so a job that
  * could never run is a 400, not a 202: the steps a call implies (epochs over the rows stored
- * now, the model's step), and validation rows for early stopping to watch. */
+ * now, the model's step), validation rows for early stopping to watch, and check_model(). */
 static int check_request(app_t *app, int64_t id, const train_req_t *req, err_t *err)
 {
     store_model_t row;
@@ -90,6 +118,8 @@ static int check_request(app_t *app, int64_t id, const train_req_t *req, err_t *
         rc = err_set_field(err, ERR_INVAL, "early_stopping",
                            "early_stopping needs validation rows: POST batches with "
                            "?split=validation first");
+    if (rc == 0)
+        rc = check_model(app, id, req, row.rows, row.validation_rows, err);
     store_model_clear(&row);
     return rc;
 }

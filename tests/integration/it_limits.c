@@ -499,6 +499,9 @@ START_TEST(work_values_limit)
     ck_assert_int_eq(work_limit_fit(at(mlp, "train"), "{\"steps\":2}", "batch_size"), fit);
     snprintf(body, sizeof body, "{\"steps\":2,\"batch_size\":%d}", fit);
     ck_assert_int_eq(work_limit_fit(at(mlp, "train"), body, "batch_size"), fit);
+    /* An async call is refused the same way, before it is queued. */
+    ck_assert_int_eq(work_limit_fit(at(mlp, "train"), "{\"steps\":2,\"async\":true}",
+                                    "batch_size"), fit);
     ck_assert_int_eq(model_number(mlp, "step"), 0);
     /* Inline rows of /step, and the stored rows of the queries. */
     ck_assert_int_eq(work_limit_fit(at(mlp, "step"), rows, "x"), fit);

@@ -285,6 +285,19 @@ START_TEST(request_bounds_up_front)
     expect_field(path, "{\"batch_size\":0,\"async\":true}", "batch_size");
     expect_field(path, "{\"batch_size\":-3}", "batch_size");
     expect_field(path, "{\"steps\":1000000001,\"async\":true}", "steps");
+    /* lbfgs takes the full batch, sync or async. */
+    int64_t lb = it_create_model("{\"kind\":\"linear\",\"inputs\":3,"
+                                 "\"optimizer\":{\"method\":\"lbfgs\"}}");
+    add_rows(lb, 32, 3);
+    char lb_path[96];
+    snprintf(lb_path, sizeof lb_path, "/v1/models/%lld/train", (long long)lb);
+    expect_field(lb_path, "{\"steps\":1,\"batch_size\":1}", "batch_size");
+    expect_field(lb_path, "{\"steps\":1,\"batch_size\":1,\"async\":true}", "batch_size");
+    expect_field(lb_path, "{\"epochs\":1,\"batch_size\":4,\"async\":true}", "batch_size");
+    snprintf(lb_path, sizeof lb_path, "/v1/jobs?model_id=%lld", (long long)lb);
+    cJSON *lb_jobs = it_call("GET", lb_path, NULL, 200);
+    ck_assert_int_eq(cJSON_GetArraySize(get(lb_jobs, "jobs")), 0);
+    cJSON_Delete(lb_jobs);
     snprintf(path, sizeof path, "/v1/jobs?model_id=%lld", (long long)id);
     cJSON *jobs = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(jobs, "jobs")), 0);
@@ -297,6 +310,18 @@ START_TEST(request_bounds_up_front)
     cJSON *j = it_call("POST", path, "{\"epochs\":2,\"batch_size\":null}", 200);
     ck_assert_int_eq((int64_t)it_num(j, "steps_run"), 2);
     cJSON_Delete(j);
+    /* Zero passes make no update, with or without mini-batches, sync or async. */
+    j = it_call("POST", path, "{\"epochs\":0,\"batch_size\":1}", 200);
+    ck_assert_int_eq((int64_t)it_num(j, "steps_run"), 0);
+    ck_assert_int_eq((int64_t)it_num(j, "step"), 2);
+    cJSON_Delete(j);
+    int64_t job = submit(id, "{\"epochs\":0,\"async\":true}", 202);
+    j = job_wait(job, "succeeded", 30000);
+    ck_assert_int_eq((int64_t)it_num(get(j, "result"), "steps_run"), 0);
+    cJSON_Delete(j);
+    m = model_get(id);
+    ck_assert_int_eq((int64_t)it_num(m, "step"), 2);
+    cJSON_Delete(m);
 }
 END_TEST
 
