@@ -506,14 +506,32 @@ static int is_binary(const model_t *m)
            || (m->spec.kind == MODEL_KIND_MLP && m->spec.output_activation == MODEL_ACT_SIGMOID);
 }
 
+/* A graph's labels are class ids when a cce_loss reads the y input itself: the fewest classes
+ * of any such loss (the one that would refuse a stored row first), 0 when none does. */
+static int32_t graph_label_classes(const model_t *m)
+{
+    int32_t k = 0;
+    for (int32_t i = 0; m->node_y >= 0 && i < ad_n_node(m->g); ++i) {
+        if (ad_op(m->g, i) != AD_OP_CCE_LOSS || ad_child(m->g, i, 1) != m->node_y)
+            continue;
+        const tensor_shape_t *z = ad_shape(m->g, ad_child(m->g, i, 0));
+        if (z->n_d == 2 && z->d[1] >= 1 && z->d[1] <= INT32_MAX && (k == 0 || z->d[1] < k))
+            k = (int32_t)z->d[1];
+    }
+    return k;
+}
+
 void model_label_rule(const model_t *m, int32_t *binary, int32_t *classes)
 {
     *binary = is_binary(m);
-    *classes = model__is_class_kind(m->spec.kind)
-                       || (m->spec.kind == MODEL_KIND_MLP
-                           && m->spec.output_activation == MODEL_ACT_SOFTMAX)
-                   ? m->spec.classes
-                   : 0;
+    if (m->spec.kind == MODEL_KIND_GRAPH)
+        *classes = graph_label_classes(m);
+    else
+        *classes = model__is_class_kind(m->spec.kind)
+                           || (m->spec.kind == MODEL_KIND_MLP
+                               && m->spec.output_activation == MODEL_ACT_SOFTMAX)
+                       ? m->spec.classes
+                       : 0;
 }
 
 int model_check_labels(const model_t *m, const batch_t *b, err_t *err)

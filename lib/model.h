@@ -147,7 +147,8 @@ int32_t model_n_x(const model_t *m);
 int32_t model_n_y(const model_t *m);
 
 /* The labels the model accepts: *binary = 1 for 0 or 1 only (binary kinds); *classes = k > 0
- * for integer class indices 0..k-1 (class kinds); both 0 for any finite number (regression). */
+ * for integer class indices 0..k-1 (class kinds, and a graph whose cce_loss reads its y input
+ * over k logits); both 0 for any finite number (regression). */
 void model_label_rule(const model_t *m, int32_t *binary, int32_t *classes);
 
 /* Check labels of a batch against model_label_rule(); every label must be finite.

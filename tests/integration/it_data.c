@@ -125,6 +125,15 @@ static int64_t model_rows(int64_t id)
 }
 
 static const char *const LINEAR = "{\"kind\":\"linear\",\"inputs\":2}";
+/* A graph model whose loss is cce_loss over 3 logits of its y input: labels are class ids. */
+static const char *const GRAPH_CCE3 =
+    "{\"kind\":\"graph\",\"graph\":{\"nodes\":["
+    "{\"id\":\"x\",\"op\":\"input\",\"shape\":[null,2]},"
+    "{\"id\":\"y\",\"op\":\"input\",\"shape\":[null,1]},"
+    "{\"id\":\"W\",\"op\":\"param\",\"shape\":[3,3]},"
+    "{\"id\":\"xb\",\"op\":\"bias\",\"inputs\":[\"x\"]},"
+    "{\"id\":\"z\",\"op\":\"matmul\",\"inputs\":[\"xb\",\"W\"],\"transpose_b\":true},"
+    "{\"id\":\"L\",\"op\":\"cce_loss\",\"inputs\":[\"z\",\"y\"]}],\"output\":\"L\"}}";
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
@@ -266,6 +275,7 @@ START_TEST(csv_bad_input)
     int64_t id = create_model(LINEAR);
     int64_t logi = create_model("{\"kind\":\"logistic\",\"inputs\":2}");
     int64_t softmax = create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
+    int64_t graph = create_model(GRAPH_CCE3);
     cJSON_Delete(post_ok(id, "", CSV, "1,2,3\n", 0, 1));
     static const struct {
         int which;
@@ -292,8 +302,11 @@ START_TEST(csv_bad_input)
         {2, "", "1,2,2\n3,4,-1\n", "line 2"},
         {2, "", "1,2,1.5\n", "line 1"},
         {2, "", "1,2,9\n3,4\n", "line 1"},   /* the first bad line wins */
+        /* A graph's labels are class ids when its cce_loss reads y. */
+        {3, "", "1,2,0\n3,4,5\n", "line 2"},
+        {3, "", "1,2,-3.5\n", "line 1"},
     };
-    const int64_t ids[3] = {id, logi, softmax};
+    const int64_t ids[4] = {id, logi, softmax, graph};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         char path[256];
         snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", ids[bad[i].which],
@@ -369,6 +382,35 @@ START_TEST(raw_batches)
     check_error_len("POST", path, RAW, buf, 48, 400, "invalid_argument", "y[1]");
     free(buf);
     ck_assert_int_eq(model_rows(id), 3);
+}
+END_TEST
+
+/* A graph model whose cce_loss reads y takes class ids only, in every format, and says which
+ * label is wrong; nothing is stored, so training and loss on the stored rows still work. */
+START_TEST(graph_class_labels)
+{
+    int64_t id = create_model(GRAPH_CCE3);
+    const char *path = pathf("/v1/models/%" PRId64 "/batches", id);
+    check_error("POST", path, JSON, "{\"x\":[[1,2],[3,4]],\"y\":[2,5]}", 400,
+                "invalid_argument", "y[1]");
+    check_error("POST", path, JSON, "{\"x\":[[1,2]],\"y\":[0.5]}", 400, "invalid_argument",
+                "y[0]");
+    const double v[6] = {1, 2, 0, 3, 4, 3};
+    char *raw = le_doubles(v, 6);
+    char raw_path[256];
+    snprintf(raw_path, sizeof raw_path, "/v1/models/%" PRId64 "/batches?rows=2&cols=3", id);
+    long status = 0;
+    cJSON *j = call("POST", raw_path, "application/octet-stream", raw, 48, &status, NULL);
+    ck_assert_int_eq(status, 400);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"),
+                                                      "field")->valuestring, "y[1]");
+    cJSON_Delete(j);
+    free(raw);
+    ck_assert_int_eq(model_rows(id), 0);
+    cJSON_Delete(post_ok(id, "", JSON, "{\"x\":[[1,2],[3,4]],\"y\":[2,0]}", 0, 2));
+    j = it_json("POST", pathf("/v1/models/%" PRId64 "/train", id), "{\"steps\":2}", &status);
+    ck_assert_int_eq(status, 200);
+    cJSON_Delete(j);
 }
 END_TEST
 
@@ -492,6 +534,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, csv_batches);
     tcase_add_test(tc, csv_bad_input);
     tcase_add_test(tc, raw_batches);
+    tcase_add_test(tc, graph_class_labels);
     tcase_add_test(tc, large_bodies_streamed);
     tcase_add_test(tc, unknown_and_methods);
     tcase_add_test(tc, restart_keeps_batches);
