@@ -48,7 +48,7 @@ static int shape_decode(const cJSON *j, const char *path, int rows_ok, tensor_sh
             shape->d[0] = AD_ROWS;
             continue;
         }
-        int rc = codec__get_int32(e, sub, 0, INT32_MAX, &shape->d[k], err);
+        int rc = codec__get_int32(e, sub, 1, INT32_MAX, &shape->d[k], err);
         if (rc < 0)
             return rc;
     }

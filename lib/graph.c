@@ -9,6 +9,7 @@
 #include "graph.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,26 @@ static int copy_id(char dst[AD_ID_MAX], const char *src)
     memset(dst, 0, AD_ID_MAX);
     strcpy(dst, src);
     return 0;
+}
+
+void ad_graph_spec_error_path(const ad_graph_spec_t *spec, const char *prefix, err_t *err)
+{
+    if (err == NULL || err->field[0] == '\0')
+        return;
+    char path[ERR_FIELD_MAX];
+    if (strcmp(err->field, "output") == 0 || strcmp(err->field, "nodes") == 0) {
+        err_prefix_field(err, ".");
+        err_prefix_field(err, prefix);
+        return;
+    }
+    const int want = strstr(err->msg, "duplicate id") != NULL ? 2 : 1;
+    for (int32_t i = 0, seen = 0; i < spec->n_node; ++i) {
+        if (strcmp(spec->node[i].id, err->field) == 0 && ++seen == want) {
+            snprintf(path, sizeof path, "%s.nodes[%d]", prefix, (int)i);
+            memcpy(err->field, path, sizeof err->field);
+            return;
+        }
+    }
 }
 
 int ad_graph_spec_add(ad_graph_spec_t *spec, const char *id, int32_t op, int32_t n_in,

@@ -55,6 +55,14 @@ void ad_graph_spec_free(ad_graph_spec_t *spec);
 /* Deep copy of a spec; *out is filled (caller frees with ad_graph_spec_free). */
 int ad_graph_spec_copy(const ad_graph_spec_t *src, ad_graph_spec_t *out, err_t *err);
 
+/*
+ * ad_graph_build() and ad_forward() name a node by its id in err->field ("output" and "nodes" for
+ * the graph as a whole). Turn that into a path into the request that held the spec under `prefix`
+ * ("graph"): "graph.nodes[3]", "graph.output", "graph.nodes". A duplicate id is named at its
+ * second place, any other node at its first. An empty field is left alone.
+ */
+void ad_graph_spec_error_path(const ad_graph_spec_t *spec, const char *prefix, err_t *err);
+
 /* Append a node to a spec (grows the array). Copies `value` (elems of shape) when non-NULL.
  * Returns 0 or ERR_NOMEM. Convenience for builders; does not validate. */
 int ad_graph_spec_add(ad_graph_spec_t *spec, const char *id, int32_t op, int32_t n_in,

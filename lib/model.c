@@ -326,26 +326,6 @@ static int index_tensors(model_t *m, err_t *err)
     return 0;
 }
 
-/* The graph builder names the node by id; requests name it by position, as the codec and
- * /v1/graphs/eval do: "graph.nodes[3]", or "graph.output". */
-static void graph_error_field(const ad_graph_spec_t *gs, err_t *err)
-{
-    if (err == NULL)
-        return;
-    char field[ERR_FIELD_MAX];
-    if (strcmp(err->field, "output") == 0) {
-        snprintf(field, sizeof field, "graph.output");
-    } else {
-        snprintf(field, sizeof field, "graph");
-        for (int32_t i = 0; i < gs->n_node; ++i)
-            if (strcmp(gs->node[i].id, err->field) == 0) {
-                snprintf(field, sizeof field, "graph.nodes[%d]", i);
-                break;
-            }
-    }
-    memcpy(err->field, field, sizeof field);
-}
-
 int model_new(const model_spec_t *spec, model_t **out, err_t *err)
 {
     *out = NULL;
@@ -367,7 +347,7 @@ int model_new(const model_spec_t *spec, model_t **out, err_t *err)
     rc = ad_graph_build(gs, AD_MAX_NODES_DEFAULT, &m->g, err);
     if (rc < 0) {
         if (spec->kind == MODEL_KIND_GRAPH)
-            graph_error_field(&m->spec.graph, err);
+            ad_graph_spec_error_path(&m->spec.graph, "graph", err);
         goto fail;
     }
     m->n_x = m->spec.inputs;

@@ -25,31 +25,6 @@
 #define GRAPHS_MAX_JACOBIAN_ROWS 10000      /* elements of "of": one backward pass each */
 #define GRAPHS_MAX_JACOBIAN 1000000LL       /* entries of the Jacobian */
 
-/*
- * ad_graph_build() and ad_forward() name a node by its id in err->field ("output" and "nodes"
- * for the graph as a whole). Turn that into a path into the request: "graph.nodes[3]",
- * "graph.output", "graph.nodes". The message already quotes the id.
- */
-static void node_field(const ad_graph_spec_t *spec, err_t *err)
-{
-    char path[ERR_FIELD_MAX];
-    if (err->field[0] == '\0')
-        return;
-    if (strcmp(err->field, "output") == 0 || strcmp(err->field, "nodes") == 0) {
-        err_prefix_field(err, "graph.");
-        return;
-    }
-    /* A duplicate id is reported at its second occurrence; any other error at the first. */
-    int want = strstr(err->msg, "duplicate id") != NULL ? 2 : 1;
-    for (int32_t i = 0, seen = 0; i < spec->n_node; ++i) {
-        if (strcmp(spec->node[i].id, err->field) == 0 && ++seen == want) {
-            snprintf(path, sizeof path, "graph.nodes[%d]", (int)i);
-            memcpy(err->field, path, sizeof err->field);
-            return;
-        }
-    }
-}
-
 static int shape_text_err(err_t *err, const char *field, const char *fmt, const char *id,
                           const tensor_shape_t *shape)
 {
@@ -130,7 +105,7 @@ static int bind_inputs(const cJSON *inputs, const ad_graph_spec_t *spec, ad_grap
     }
     if ((rc = ad_graph_bind(g, rows > 0 ? rows : 1, err)) < 0) {
         request_note_flag(err, "limit of", "--max-params");
-        node_field(spec, err);
+        ad_graph_spec_error_path(spec, "graph", err);
         goto out;
     }
     for (int32_t i = 0; i < spec->n_node; ++i) {
@@ -287,7 +262,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     /* Every value the evaluation holds, intermediate results too, within --max-params. */
     if ((rc = ad_graph_build_capped(&spec, lim->max_graph_nodes, lim->max_params, &g, err)) < 0) {
         request_note_flag(err, "limit of", "--max-params");
-        node_field(&spec, err);
+        ad_graph_spec_error_path(&spec, "graph", err);
         goto out;
     }
 
@@ -331,7 +306,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
     }
 
     if ((rc = ad_forward(g, err)) < 0) {
-        node_field(&spec, err);
+        ad_graph_spec_error_path(&spec, "graph", err);
         goto out;
     }
 
@@ -354,7 +329,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
             goto out;
         }
         if ((rc = ad_backward(g, out_node, err)) < 0) {
-            node_field(&spec, err);
+            ad_graph_spec_error_path(&spec, "graph", err);
             goto out;
         }
         for (int32_t k = 0; k < n_wrt; ++k) {
@@ -375,7 +350,7 @@ static int graphs_eval(http_req_t *req, err_t *err)
             goto out;
         }
         if ((rc = ad_jacobian(g, jac_of, jac_wrt, jac, err)) < 0) {
-            node_field(&spec, err);
+            ad_graph_spec_error_path(&spec, "graph", err);
             goto out;
         }
         if ((rc = add_item(ans, "jacobian", jacobian_encode(jac, jac_rows, jac_cols), err)) < 0)

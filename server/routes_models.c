@@ -113,14 +113,8 @@ static int check_graph_size(const app_limits_t *lim, const model_spec_t *spec, e
     int rc = ad_graph_build_capped(&spec->graph, lim->max_graph_nodes, 2 * lim->max_params, &g,
                                    err);
     ad_graph_free(g);
-    if (rc < 0 && strstr(err->msg, "limit of") != NULL) {
-        /* Name the node by its place in the request, as codec and model.c do. */
-        for (int32_t i = 0; i < spec->graph.n_node; ++i) {
-            if (strcmp(spec->graph.node[i].id, err->field) == 0) {
-                snprintf(err->field, sizeof err->field, "graph.nodes[%d]", (int)i);
-                break;
-            }
-        }
+    if (rc < 0) {
+        ad_graph_spec_error_path(&spec->graph, "graph", err);
         request_note_flag(err, "limit of", "2 x --max-params");
     }
     return rc;

@@ -160,15 +160,14 @@ START_TEST(golden_graph_cases)
 }
 END_TEST
 
-/* One bad request: exact status, error code and field; the daemon still answers after it. */
-static void expect_error(const char *content_type, const char *body, long want_status,
-                         const char *want_code, const char *want_field)
+/* One bad request to `path`: exact status, error code and field; the daemon still answers
+ * after it. */
+static void expect_error_at(const char *path, const char *content_type, const char *body,
+                            long want_status, const char *want_code, const char *want_field)
 {
     long status = 0;
     char *resp = NULL;
-    ck_assert_int_eq(it_request("POST", "/v1/graphs/eval", content_type, body, &status, &resp,
-                                NULL),
-                     0);
+    ck_assert_int_eq(it_request("POST", path, content_type, body, &status, &resp, NULL), 0);
     ck_assert_msg(status == want_status, "%.200s: status %ld, expected %ld (%s)", body, status,
                   want_status, resp != NULL ? resp : "");
     cJSON *j = cJSON_Parse(resp);
@@ -193,8 +192,54 @@ static void expect_error(const char *content_type, const char *body, long want_s
     cJSON_Delete(h);
 }
 
+static void expect_error(const char *content_type, const char *body, long want_status,
+                         const char *want_code, const char *want_field)
+{
+    expect_error_at("/v1/graphs/eval", content_type, body, want_status, want_code, want_field);
+}
+
 #define JSON "application/json"
 #define X_IN "{\"id\":\"x\",\"op\":\"input\",\"shape\":[]}"
+
+/* A graph model's graph is refused as /v1/graphs/eval refuses it, naming the same place. */
+static void expect_model_error(const char *nodes, const char *want_field)
+{
+    char eval[2048], model[2048];
+    snprintf(eval, sizeof eval, "{\"graph\":{\"nodes\":[%s],\"output\":\"L\"}}", nodes);
+    snprintf(model, sizeof model, "{\"kind\":\"graph\",\"graph\":{\"nodes\":[%s],"
+             "\"output\":\"L\"}}", nodes);
+    expect_error(JSON, eval, 400, "invalid_argument", want_field);
+    expect_error_at("/v1/models", JSON, model, 400, "invalid_argument", want_field);
+}
+
+#define XY_IN "{\"id\":\"x\",\"op\":\"input\",\"shape\":[null,2]}," \
+              "{\"id\":\"y\",\"op\":\"input\",\"shape\":[null,1]},"
+
+START_TEST(model_graph_errors_name_the_node)
+{
+    /* matmul [null,2] x [1,3]: inner dimensions differ */
+    expect_model_error(XY_IN "{\"id\":\"W\",\"op\":\"param\",\"shape\":[1,3]},"
+                       "{\"id\":\"d\",\"op\":\"matmul\",\"inputs\":[\"x\",\"W\"]},"
+                       "{\"id\":\"L\",\"op\":\"l2_loss\",\"inputs\":[\"d\",\"y\"]}",
+                       "graph.nodes[3]");
+    /* an unknown input */
+    expect_model_error(XY_IN "{\"id\":\"d\",\"op\":\"neg\",\"inputs\":[\"nope\"]},"
+                       "{\"id\":\"L\",\"op\":\"l2_loss\",\"inputs\":[\"d\",\"y\"]}",
+                       "graph.nodes[2]");
+    /* a cycle d -> e -> d */
+    expect_model_error(XY_IN "{\"id\":\"d\",\"op\":\"add\",\"inputs\":[\"x\",\"e\"]},"
+                       "{\"id\":\"e\",\"op\":\"neg\",\"inputs\":[\"d\"]},"
+                       "{\"id\":\"L\",\"op\":\"l2_loss\",\"inputs\":[\"d\",\"y\"]}",
+                       "graph.nodes[2]");
+    /* an empty dimension, in a param and in an input */
+    expect_model_error(XY_IN "{\"id\":\"W\",\"op\":\"param\",\"shape\":[2,0]},"
+                       "{\"id\":\"L\",\"op\":\"l2_loss\",\"inputs\":[\"x\",\"y\"]}",
+                       "graph.nodes[2].shape[1]");
+    expect_model_error("{\"id\":\"x\",\"op\":\"input\",\"shape\":[null,0]},"
+                       "{\"id\":\"L\",\"op\":\"sum\",\"inputs\":[\"x\"]}",
+                       "graph.nodes[0].shape[1]");
+}
+END_TEST
 
 START_TEST(bad_graphs)
 {
@@ -345,6 +390,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, golden_graph_cases);
     tcase_add_test(tc, bad_graphs);
+    tcase_add_test(tc, model_graph_errors_name_the_node);
     tcase_add_test(tc, too_many_nodes);
     suite_add_tcase(s, tc);
     return it_run(s);
