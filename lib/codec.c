@@ -330,6 +330,30 @@ cJSON *codec_number(double v)
     return j;
 }
 
+int codec_exact_numbers(cJSON *j)
+{
+    for (cJSON *c = j != NULL ? j->child : NULL; c != NULL; c = c->next) {
+        if (!cJSON_IsNumber(c)) {
+            if (codec_exact_numbers(c) < 0)
+                return ERR_NOMEM;
+            continue;
+        }
+        /* In place, as codec_number() makes it: a raw item keeps its key and its value, and
+         * cJSON_Delete() frees the text (cJSON's default allocator, malloc). */
+        char buf[40];
+        if (isfinite(c->valuedouble))
+            codec_format_double(c->valuedouble, buf, sizeof buf);
+        else
+            strcpy(buf, "null");
+        char *text = strdup(buf);
+        if (text == NULL)
+            return ERR_NOMEM;
+        c->type = cJSON_Raw;
+        c->valuestring = text;
+    }
+    return 0;
+}
+
 /* An integer; cJSON prints integers below 10^15 exactly, so those stay plain number items. */
 cJSON *codec__int(int64_t v)
 {

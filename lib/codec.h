@@ -181,4 +181,9 @@ int codec_format_double(double v, char *buf, size_t size);
 /* A finite double as a JSON number that round-trips exactly (cJSON prints %1.15g then %1.17g). */
 cJSON *codec_number(double v);
 
+/* Turn every number in the tree `j` (a parsed document, say) into codec_number()'s item, so
+ * that printing it gives back exactly the doubles it holds. 0, or ERR_NOMEM with the tree
+ * partly converted (still valid, still the same values). */
+int codec_exact_numbers(cJSON *j);
+
 #endif /* ND_CODEC_H */

@@ -511,9 +511,12 @@ cJSON *jobs_job_json(const store_job_t *job)
     cJSON_AddItemToObject(o, "progress", p);
     p = NULL;
     if (job->result_json != NULL) {
+        /* The stored text's numbers are exact; cJSON would print some of them 1 ulp off. */
         cJSON *r = cJSON_Parse(job->result_json);
-        if (r == NULL)
+        if (r == NULL || codec_exact_numbers(r) < 0) {
+            cJSON_Delete(r);
             goto fail;
+        }
         cJSON_AddItemToObject(o, "result", r);
     }
     if (job->error != NULL && cJSON_AddStringToObject(o, "error", job->error) == NULL)

@@ -146,7 +146,8 @@ static int train_post(http_req_t *req, err_t *err)
         return rc;
     }
     if (async) {
-        char *text = cJSON_PrintUnformatted(body);
+        /* The job runs from this text, on any replica: its numbers must be the request's. */
+        char *text = codec_exact_numbers(body) == 0 ? cJSON_PrintUnformatted(body) : NULL;
         cJSON_Delete(body);
         if (text == NULL)
             return err_set(err, ERR_NOMEM, "out of memory");

@@ -325,6 +325,61 @@ START_TEST(request_bounds_up_front)
 }
 END_TEST
 
+/* "key": value of a JSON text, as printed (new). */
+static char *printed_value(const char *text, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *at = strstr(text, pat);
+    ck_assert_msg(at != NULL, "no %s in %s", key, text);
+    at += strlen(pat);
+    return strndup(at, strcspn(at, ",}"));
+}
+
+/* A job runs the request as sent, and answers its result as computed: a learning rate that
+ * cJSON would print as 0.3 trains as 0.30000000000000004, and every number of the result is
+ * the sync call's to the last bit. */
+START_TEST(async_numbers_are_exact)
+{
+    int64_t a = small_model();
+    char path[96];
+    snprintf(path, sizeof path, "/v1/models/%lld/fork", (long long)a);
+    cJSON *fork = it_call("POST", path, "{}", 201);
+    int64_t b = (int64_t)it_num(fork, "id");
+    cJSON_Delete(fork);
+    static const char req[] = "{\"steps\":7,\"learning_rate\":0.30000000000000004,"
+                              "\"batch_size\":5,\"seed\":3%s}";
+    char body[160];
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)a);
+    snprintf(body, sizeof body, req, "");
+    char *sync = NULL;
+    long status = 0;
+    ck_assert_int_eq(it_request("POST", path, "application/json", body, &status, &sync, NULL), 0);
+    ck_assert_int_eq(status, 200);
+    snprintf(body, sizeof body, req, ",\"async\":true");
+    int64_t job = submit(b, body, 202);
+    cJSON_Delete(job_wait(job, "succeeded", 30000));
+    snprintf(path, sizeof path, "/v1/jobs/%lld", (long long)job);
+    char *async = it_get_text(path);
+    static const char *const keys[] = {"loss_before", "loss_after"};
+    for (size_t i = 0; i < 2; ++i) {
+        char *s = printed_value(sync, keys[i]), *j = printed_value(async, keys[i]);
+        ck_assert_msg(strcmp(s, j) == 0, "%s: sync %s, job %s", keys[i], s, j);
+        free(s);
+        free(j);
+    }
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)a);
+    char *pa = it_get_text(path);
+    snprintf(path, sizeof path, "/v1/models/%lld/parameters", (long long)b);
+    char *pb = it_get_text(path);
+    ck_assert_str_eq(pa, pb);
+    free(pa);
+    free(pb);
+    free(sync);
+    free(async);
+}
+END_TEST
+
 START_TEST(async_lifecycle)
 {
     int64_t id = small_model();
@@ -1159,6 +1214,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, async_lifecycle);
+    tcase_add_test(tc, async_numbers_are_exact);
     tcase_add_test(tc, request_bounds_up_front);
     tcase_add_test(tc, cancel_and_conflicts);
     tcase_add_test(tc, cancel_lbfgs_job);

@@ -295,6 +295,33 @@ START_TEST(test_number_round_trips_exactly)
 }
 END_TEST
 
+/* A parsed document printed again keeps every double, keys and nesting included; cJSON alone
+ * prints 0.30000000000000004 as 0.3. */
+START_TEST(test_exact_numbers_reprint_a_document)
+{
+    static const char doc[] =
+        "{\"learning_rate\":0.30000000000000004,\"steps\":7,\"a\":[0.6927934659557711,"
+        "{\"b\":-1e-300,\"c\":[1.7976931348623157e308,0.1]}],\"s\":\"0.3\",\"t\":true}";
+    cJSON *j = parse_ok(doc);
+    char *plain = cJSON_PrintUnformatted(j);
+    ck_assert_ptr_null(strstr(plain, "0.30000000000000004"));   /* what this guards against */
+    free(plain);
+    ck_assert_int_eq(codec_exact_numbers(j), 0);
+    char *text = cJSON_PrintUnformatted(j);
+    ck_assert_ptr_nonnull(strstr(text, "\"learning_rate\":0.30000000000000004,\"steps\":7,"));
+    cJSON *back = parse_ok(text), *orig = parse_ok(doc);
+    ck_assert(cJSON_Compare(back, orig, 1));
+    const double *a = &cJSON_GetObjectItemCaseSensitive(back, "learning_rate")->valuedouble;
+    ck_assert(*a == 0.30000000000000004);
+    const cJSON *b0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(back, "a"), 0);
+    ck_assert(b0->valuedouble == 0.6927934659557711);
+    free(text);
+    cJSON_Delete(orig);
+    cJSON_Delete(back);
+    cJSON_Delete(j);
+}
+END_TEST
+
 /* ---- spec --------------------------------------------------------------------------------- */
 
 START_TEST(test_spec_decode_full)
@@ -1564,6 +1591,7 @@ static Suite *codec_suite(void)
     tcase_add_test(tc, test_parse_errors_name_offset_and_line);
     tcase_add_test(tc, test_parse_depth_limit);
     tcase_add_test(tc, test_number_round_trips_exactly);
+    tcase_add_test(tc, test_exact_numbers_reprint_a_document);
     tcase_add_test(tc, test_spec_decode_full);
     tcase_add_test(tc, test_spec_errors_name_the_field);
     tcase_add_test(tc, test_spec_round_trip);
