@@ -277,7 +277,7 @@ static int name_listed(const char *list, const char *name, size_t n)
     return 0;
 }
 
-enum query_fault { QUERY_FAULT_UNKNOWN = 0, QUERY_FAULT_NUL, QUERY_FAULT_TWICE };
+enum query_fault { QUERY_FAULT_UNKNOWN = 0, QUERY_FAULT_NUL, QUERY_FAULT_TWICE, QUERY_FAULT_EMPTY };
 
 /* A route takes a handful of parameters; more than this many accepted ones in one request
  * means one of them is repeated. */
@@ -309,10 +309,13 @@ static enum MHD_Result query_scan_one(void *cls, enum MHD_ValueKind kind, const 
 {
     query_scan_t *q = cls;
     (void)kind;
-    if (key == NULL || key_size == 0)
+    /* An empty segment ("?&a=1") names nothing and is skipped; "?=1" is a value of no name. */
+    if (key == NULL || (key_size == 0 && value == NULL))
         return MHD_YES;
     /* Decoded values are C strings to every reader: a "%00" would silently cut them. */
-    if (strlen(key) != key_size || (value != NULL && strlen(value) != value_size))
+    if (key_size == 0)
+        q->fault = QUERY_FAULT_EMPTY;
+    else if (strlen(key) != key_size || (value != NULL && strlen(value) != value_size))
         q->fault = QUERY_FAULT_NUL;
     else if (!name_listed(q->accepted, key, key_size))
         q->fault = QUERY_FAULT_UNKNOWN;
@@ -337,6 +340,10 @@ static int query_check(const http_req_t *req, err_t *err)
     if (q.fault == QUERY_FAULT_NUL)
         return err_set_field(err, ERR_INVAL, q.bad, "query parameter '%.60s' holds an encoded "
                              "NUL byte (%%00)", q.bad);
+    if (q.fault == QUERY_FAULT_EMPTY)
+        return err_set_field(err, ERR_INVAL, "query", "a query parameter has a value but no "
+                             "name (\"?=...\"): %s %s takes %s", r->method, r->pattern,
+                             r->query != NULL ? r->query : "none");
     if (q.fault == QUERY_FAULT_TWICE)
         return err_set_field(err, ERR_INVAL, q.bad, "query parameter '%.60s' is given twice",
                              q.bad);

@@ -79,6 +79,24 @@ static int decode_json(http_req_t *req, int32_t n_x, int32_t n_y, codec_batch_t 
     return rc;
 }
 
+/* The query parameters of one body format: `takes` lists those of `all` it accepts. A listed
+ * one it does not take is refused by name, so a CSV option on a raw body never passes as
+ * if it had been read. */
+static int query_only(http_req_t *req, const char *const takes[], const char *format,
+                      err_t *err)
+{
+    static const char *const all[] = {"label_columns", "header", "rows", "cols", NULL};
+    for (int i = 0; all[i] != NULL; ++i) {
+        int taken = 0;
+        for (int k = 0; takes[k] != NULL && !taken; ++k)
+            taken = strcmp(takes[k], all[i]) == 0;
+        if (!taken && http_query(req, all[i]) != NULL)
+            return err_set_field(err, ERR_INVAL, all[i], "query parameter '%s' does not apply "
+                                 "to %s bodies", all[i], format);
+    }
+    return 0;
+}
+
 /* ?split= (train when absent), for every content type. */
 static int query_split(http_req_t *req, int32_t *split, err_t *err)
 {
@@ -119,7 +137,10 @@ static void ingest_free(void *state)
 
 static int csv_begin(http_req_t *req, ingest_t *in, err_t *err)
 {
-    int rc = query_label_columns(req, in->n_y, err);
+    static const char *const takes[] = {"label_columns", "header", NULL};
+    int rc = query_only(req, takes, "text/csv", err);
+    if (rc == 0)
+        rc = query_label_columns(req, in->n_y, err);
     if (rc < 0)
         return rc;
     int64_t max = app_of(req)->limits.max_batch_rows;
@@ -154,7 +175,10 @@ static int raw_begin(http_req_t *req, ingest_t *in, err_t *err)
 {
     int64_t rows = 0, cols = 0;
     int32_t n_x = in->n_x, n_y = in->n_y;
-    int rc = query_label_columns(req, n_y, err);
+    static const char *const takes[] = {"label_columns", "rows", "cols", NULL};
+    int rc = query_only(req, takes, "application/octet-stream", err);
+    if (rc == 0)
+        rc = query_label_columns(req, n_y, err);
     if (rc < 0)
         return rc;
     if (http_query(req, "rows") == NULL)
@@ -427,7 +451,9 @@ static int batch_create(http_req_t *req, err_t *err)
     int rc = registry_write_begin(app->registry, id, REGISTRY_SHORT, err);
     if (rc < 0)
         return rc;
-    if ((rc = query_split(req, &split, err)) < 0)
+    static const char *const json_takes[] = {NULL};
+    if ((rc = query_split(req, &split, err)) < 0 ||
+        (in == NULL && (rc = query_only(req, json_takes, "application/json", err)) < 0))
         goto out;
     if ((rc = registry_read_begin(app->registry, id, &m, err)) < 0)
         goto out;

@@ -982,6 +982,10 @@ START_TEST(unknown_query)
     raw_call_invalid("GET", "/v1/models?limit=1%00000", "limit");
     /* A repeated parameter is refused, not read as whichever came first. */
     raw_call_invalid("GET", "/v1/models?limit=2&limit=3", "limit");
+    /* A value without a name is refused; an empty segment names nothing and is skipped. */
+    raw_call_invalid("GET", "/v1/cluster?=x", "query");
+    raw_call_invalid("GET", "/v1/models?limit=2&=3", "query");
+    it_call_free("GET", "/v1/models?&limit=2", NULL, 200);
     snprintf(path, sizeof path, "/v1/models/%lld/export?format=onnx&format=json", (long long)id);
     raw_call_invalid("GET", path, "format");
     snprintf(path, sizeof path, "/v1/models/%lld/export?fmt=json", (long long)id);

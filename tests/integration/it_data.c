@@ -479,6 +479,28 @@ START_TEST(unknown_and_methods)
     snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches/abc", id);
     check_error("DELETE", path, NULL, NULL, 404, "not_found", NULL);
     ck_assert_int_eq(model_rows(other), 1);
+    /* Each format takes its own query parameters; another format's is refused by name, and
+     * nothing is stored. */
+    static const struct {
+        const char *query, *ctype, *field;
+    } foreign[] = {
+        {"?label_columns=1", JSON, "label_columns"}, {"?header=true", JSON, "header"},
+        {"?rows=1&cols=3", JSON, "rows"},            {"?rows=1", CSV, "rows"},
+        {"?cols=3", CSV, "cols"},                    {"?rows=1&cols=3&header=bogus", RAW, "header"},
+    };
+    static const double one_row[3] = {1, 2, 3};
+    char *raw_row = le_doubles(one_row, 3);
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; ++i) {
+        snprintf(path, sizeof path, "/v1/models/%" PRId64 "/batches%s", other, foreign[i].query);
+        const int raw = strcmp(foreign[i].ctype, RAW) == 0;
+        const char *body = raw ? raw_row
+                           : strcmp(foreign[i].ctype, CSV) == 0 ? "1,2,3\n"
+                                                                : "{\"x\":[[1,2]],\"y\":[3]}";
+        check_error_len("POST", path, foreign[i].ctype, body, raw ? 24 : 0, 400,
+                        "invalid_argument", foreign[i].field);
+    }
+    free(raw_row);
+    ck_assert_int_eq(model_rows(other), 1);
 
     static const struct {
         const char *method, *path, *allow;
