@@ -607,13 +607,27 @@ static int auth_required(const http_req_t *req)
     return srv->cfg.protect_all && strcmp(req->path, "/healthz") != 0;
 }
 
+static enum MHD_Result count_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+        ++*(int *)cls;
+    return MHD_YES;
+}
+
 /* 0 when the request may proceed; else an answer (401) has been set. Runs on the headers, so a
- * client without a token never gets to upload a body. The header's value is never logged. */
+ * client without a token never gets to upload a body. The header's value is never logged.
+ * Authorization is one value (RFC 9110 section 11.6.2): with two, neither is taken, as a proxy
+ * in front may have checked the other one. */
 static int check_auth(http_req_t *req)
 {
     if (!auth_required(req))
         return 0;
-    const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    int n_auth = 0;
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_authorization, &n_auth);
+    const char *h = n_auth == 1 ? http_header(req, MHD_HTTP_HEADER_AUTHORIZATION) : NULL;
     if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
         const char *tok = h + 7;
         while (*tok == ' ')
@@ -623,9 +637,10 @@ static int check_auth(http_req_t *req)
     }
     http_set_header(req, "WWW-Authenticate", "Bearer");
     http__reply_error_status(req, 401, 0,
-                       h == NULL ? "missing Authorization: Bearer token"
-                                 : "invalid token in Authorization: Bearer",
-                       NULL);
+                             n_auth > 1   ? "more than one Authorization header"
+                             : h == NULL ? "missing Authorization: Bearer token"
+                                         : "invalid token in Authorization: Bearer",
+                             NULL);
     return -1;
 }
 

@@ -215,6 +215,22 @@ START_TEST(v1_needs_a_valid_token)
     expect_401("GET", "/v1/models", "Bearer ", NULL);
     expect_401("GET", "/v1/models", "Bearer " TOK_ENV_1 "," TOK_ENV_2, NULL);
     expect_401("GET", "/v1/models", TOK_FILE_1, NULL);
+    /* Two Authorization headers, in either order: neither is taken. */
+    static const char *const valid_then_bad[] = {"Authorization: Bearer " TOK_FILE_1,
+                                                 "Authorization: Bearer nope", NULL};
+    static const char *const bad_then_valid[] = {"Authorization: Bearer nope",
+                                                 "Authorization: Bearer " TOK_FILE_1, NULL};
+    static const char *const valid_twice[] = {"Authorization: Bearer " TOK_FILE_1,
+                                              "Authorization: Bearer " TOK_FILE_1, NULL};
+    const char *const *twice[] = {valid_then_bad, bad_then_valid, valid_twice};
+    for (size_t i = 0; i < sizeof twice / sizeof twice[0]; ++i) {
+        it_call_t c = {.method = "GET", .path = "/v1/models", .headers = twice[i]};
+        it_resp_t r;
+        ck_assert_int_eq(it_do(&c, &r), 0);
+        ck_assert_msg(r.status == 401, "two Authorization headers (%zu): %ld", i, r.status);
+        ck_assert_ptr_nonnull(strstr(r.body, "more than one Authorization header"));
+        it_resp_free(&r);
+    }
     /* Every /v1/ path, known or not, any method, with a body or without. */
     expect_401("GET", "/v1/models/1", NULL, NULL);
     expect_401("DELETE", "/v1/models/1", "Bearer nope", NULL);
