@@ -416,6 +416,46 @@ static int json_error(err_t *err, const char *text, size_t len, size_t off, cons
                    line, col);
 }
 
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The end of the JSON number at t[p] (RFC 8259 section 6: -?(0|[1-9][0-9]*)(.[0-9]+)?
+ * ([eE][+-]?[0-9]+)?), or 0 when it is not one: cJSON's strtod would take "01", "2." and
+ * "1.e5" as well. */
+static size_t json_number_end(const char *t, size_t len, size_t p)
+{
+    if (t[p] == '-')
+        ++p;
+    if (p == len || !is_digit(t[p]))
+        return 0;
+    if (t[p] == '0')
+        ++p;
+    else
+        while (p < len && is_digit(t[p]))
+            ++p;
+    if (p < len && t[p] == '.') {
+        if (++p == len || !is_digit(t[p]))
+            return 0;
+        while (p < len && is_digit(t[p]))
+            ++p;
+    }
+    if (p < len && (t[p] == 'e' || t[p] == 'E')) {
+        ++p;
+        if (p < len && (t[p] == '+' || t[p] == '-'))
+            ++p;
+        if (p == len || !is_digit(t[p]))
+            return 0;
+        while (p < len && is_digit(t[p]))
+            ++p;
+    }
+    if (p < len && (is_digit(t[p]) || t[p] == '.' || t[p] == 'e' || t[p] == 'E' ||
+                    t[p] == '+' || t[p] == '-'))
+        return 0;
+    return p;
+}
+
 int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t *err)
 {
     *out = NULL;
@@ -434,8 +474,8 @@ int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t 
      * scan tracks strings, and reports an unterminated one with its start offset (cJSON would
      * point at the end of the body). It also refuses what cJSON lets through: control
      * characters, raw in a string or anywhere outside one (cJSON skips them as white space),
-     * and \u0000, which would silently cut a C string short. UTF-8 is checked where strings
-     * are used, so the error can name the field. */
+     * \u0000, which would silently cut a C string short, and numbers outside JSON's grammar.
+     * UTF-8 is checked where strings are used, so the error can name the field. */
     int depth = 0, in_string = 0;
     size_t string_start = 0;
     for (size_t p = first; p < len; ++p) {
@@ -468,6 +508,11 @@ int codec_parse(const char *text, size_t len, int max_depth, cJSON **out, err_t 
             }
         } else if ((c == ']' || c == '}') && depth > 0) {
             --depth;
+        } else if (c == '-' || is_digit(c)) {
+            size_t end = json_number_end(text, len, p);
+            if (end == 0)
+                return json_error(err, text, len, p, "invalid JSON: malformed number");
+            p = end - 1;
         }
     }
     if (in_string)

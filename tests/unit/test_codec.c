@@ -188,7 +188,25 @@ START_TEST(test_parse_errors_name_offset_and_line)
         {"{\"a\": \"ends in backslash\\", "unterminated string"},
         {"nul", "invalid JSON"},
         {"\x01{}", "control character"},
+        /* Numbers outside JSON's grammar, which strtod would read. */
+        {"{\"a\":02}", "malformed number at byte offset 5"},
+        {"[2.]", "malformed number at byte offset 1"},
+        {"[1.e1]", "malformed number"},
+        {"[-01]", "malformed number"},
+        {"[00]", "malformed number"},
+        {"[-]", "malformed number"},
+        {"[.5]", "invalid JSON"},
+        {"[+1]", "invalid JSON"},
+        {"[1e]", "malformed number"},
+        {"[1e+]", "malformed number"},
+        {"[1E5.0]", "malformed number"},
+        {"[0x10]", "invalid JSON"},
     };
+    /* ...and numbers that are JSON, strings that merely look like bad ones. */
+    static const char *const fine[] = {"[0, -0, 0.5, -0.5e-7, 1E+300, 10, 123.456e2]",
+                                       "{\"a\":\"02\",\"2.\":[1.5]}", "-1", "0"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; ++i)
+        cJSON_Delete(parse_ok(fine[i]));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
         cJSON *j = NULL;
         err_t err = {0};
