@@ -10,7 +10,7 @@
 #include "codec.h"
 #include "numparse.h"
 
-#define CODEC_CSV_FIELD_MAX 128                 /* longest CSV number text */
+#define CODEC_CSV_FIELD_MAX 128    /* a field text quoted in errors (numbers have no limit) */
 
 static int is_csv_space(char c)
 {
@@ -47,8 +47,13 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
 {
     char field[32], buf[CODEC_CSV_FIELD_MAX];
     size_t n = (size_t)(fe - fs);
-    if (n < sizeof buf && numparse_decimal(fs, n, out) && isfinite(*out))
+    /* Any length, as JSON takes it: 0.000...0001e400 is a number, however many zeros. */
+    double v = 0.0;
+    const int parsed = n > 0 && numparse_decimal(fs, n, &v);
+    if (parsed && isfinite(v)) {
+        *out = v;
         return 0;
+    }
     if (n > 0 && n < sizeof buf) {
         memcpy(buf, fs, n);
         buf[n] = '\0';
@@ -60,11 +65,11 @@ static int csv_number(const char *fs, const char *fe, int64_t line, int64_t col,
                              (long long)line, (long long)col);
     if (n >= sizeof buf)
         return err_set_field(err, ERR_INVAL, field,
-                             "line %lld: column %lld is not a number (%zu characters long)",
-                             (long long)line, (long long)col, n);
+                             "line %lld: column %lld is not a %snumber (%zu characters long)",
+                             (long long)line, (long long)col, parsed ? "finite " : "", n);
     /* Name overflow, nan and inf apart from plain garbage. */
     char *end = NULL;
-    double v = strtod(buf, &end);
+    v = strtod(buf, &end);
     if (*end == '\0' && !isfinite(v))
         return err_set_field(err, ERR_INVAL, field,
                              "line %lld: column %lld (\"%.40s\") is not a finite number",
@@ -238,7 +243,7 @@ static void csv_line(codec_csv_stream_t *s, const char *ls, const char *le)
         double v;
         size_t k;
         if (nf < cols && rc == 0 && (k = numparse_prefix(f, (size_t)(le - f), &v)) > 0 &&
-            k < CODEC_CSV_FIELD_MAX && (f + k == le || f[k] == ',')) {
+            (f + k == le || f[k] == ',')) {
             if (nf < n_x)
                 xr[nf] = v;
             else

@@ -1266,19 +1266,30 @@ START_TEST(test_csv_errors)
         ck_assert_ptr_null(b.x);
         ck_assert_ptr_null(b.y);
     }
-    /* A number text of 128 characters or more is refused whatever it is worth (a value read up
-     * to its comma must not slip past that rule): 0...05 is 5, but too long. */
-    char text[256];
+    /* A number has no length limit, as in JSON: 0...05 with 128 zeros is 5, and 0.(399 zeros)1
+     * e399 is 0.1, read by the field or by its prefix. */
+    char text[1024];
     int n = snprintf(text, sizeof text, "1,2,0\n1,%0128d,0\n", 5);
     ck_assert_int_lt(n, (int)sizeof text);
     codec_batch_t b;
     err_t err = {0};
-    int rc = csv_str(text, 2, 1, -1, 0, &b, &err);
-    assert_err(rc, &err, ERR_INVAL, "line 2", "column 2 is not a number (128 characters long)",
-               text);
-    snprintf(text, sizeof text, "1,2,0\n1,%0127d,0\n", 5);
     ck_assert_int_eq(csv_str(text, 2, 1, -1, 0, &b, &err), 0);
     ck_assert(b.rows == 2 && b.x[3] == 5.0);
+    codec_batch_free(&b);
+    n = snprintf(text, sizeof text, "1,0.%0400de399,0\n", 1);
+    ck_assert_int_lt(n, (int)sizeof text);
+    ck_assert_int_eq(csv_str(text, 2, 1, -1, 0, &b, &err), 0);
+    ck_assert(b.rows == 1 && b.x[1] == 0.1);
+    codec_batch_free(&b);
+    /* Long texts that are not numbers, or not finite ones, say how long they are. */
+    n = snprintf(text, sizeof text, "1,%0200dx,0\n", 5);
+    ck_assert_int_eq(csv_str(text, 2, 1, 0, 0, &b, &err), ERR_INVAL);
+    ck_assert_msg(strstr(err.msg, "column 2 is not a number (201 characters long)") != NULL,
+                  "%s", err.msg);
+    n = snprintf(text, sizeof text, "1,1%0200de400,0\n", 0);
+    ck_assert_int_eq(csv_str(text, 2, 1, 0, 0, &b, &err), ERR_INVAL);
+    ck_assert_msg(strstr(err.msg, "column 2 is not a finite number (205 characters long)") != NULL,
+                  "%s", err.msg);
     codec_batch_free(&b);
 }
 END_TEST
