@@ -316,3 +316,22 @@ int db_failed_unreachable(void)
 {
     return tl_failed_unreachable;
 }
+
+/* The calling thread's last failure was a lock held past the busy timeout (db_failed_busy). */
+static _Thread_local int tl_failed_busy;
+
+void db_note_busy(int busy)
+{
+    tl_failed_busy = busy;
+}
+
+int db_failed_busy(void)
+{
+    return tl_failed_busy;
+}
+
+void db_failed_busy_clear(void)
+{
+    tl_failed_busy = 0;
+    tl_failed_unreachable = 0;
+}

@@ -108,7 +108,9 @@ extern const db_driver_t db_pg_driver;         /* db_pg.c: postgresql:// or post
 int db_pg_address(const char *path);
 
 /* A driver records whether the calling thread's last failure was the server out of reach
- * (db_failed_unreachable). */
+ * (db_failed_unreachable), and whether it was only a lock another writer held past the busy
+ * timeout (db_failed_busy). */
 void db_note_unreachable(int unreachable);
+void db_note_busy(int busy);
 
 #endif /* ND_DB_DRIVER_H */

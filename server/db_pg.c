@@ -118,6 +118,9 @@ static int pg_fail(PGconn *pg, const PGresult *res, const char *what, err_t *err
         msg = one_line(PQerrorMessage(pg), line, sizeof line);
     db_note_unreachable(state == NULL || PQstatus(pg) != CONNECTION_OK ||
                         strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0);
+    /* lock_not_available: the session's lock_timeout (the busy timeout) ran out waiting for
+     * another writer, as SQLITE_BUSY does; the same work may succeed later. */
+    db_note_busy(state != NULL && PQstatus(pg) == CONNECTION_OK && strcmp(state, "55P03") == 0);
     if (state == NULL || PQstatus(pg) != CONNECTION_OK)
         return err_set(err, ERR_UNAVAILABLE, "database unreachable while %s: %s", what, msg);
     if (strcmp(state, "23505") == 0)
@@ -173,6 +176,7 @@ static PGconn *session_open(pg_db_t *d, err_t *err)
         return NULL;
     }
     if (PQstatus(pg) != CONNECTION_OK) {
+        db_note_busy(0);
         db_note_unreachable(1);
         err_set(err, ERR_UNAVAILABLE, "cannot connect to the database: %s",
                 one_line(PQerrorMessage(pg), line, sizeof line));
@@ -238,6 +242,7 @@ static int conn_ensure(pg_conn_t *c, err_t *err)
     if (c->tx_open) {
         if (PQstatus(c->pg) == CONNECTION_OK)
             return 0;
+        db_note_busy(0);
         db_note_unreachable(1);
         return err_set(err, ERR_UNAVAILABLE, "database connection lost in a transaction");
     }

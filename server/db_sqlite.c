@@ -59,9 +59,6 @@ struct sq_db {
     pthread_t ckpt_thread;
 };
 
-/* The calling thread's last failure was a lock held past the busy timeout (db_failed_busy). */
-static _Thread_local int tl_failed_busy;
-
 static void sq_thread_end(db_t *base);
 static void sq_rollback(db_conn_t *base);
 static int conn_get(sq_db_t *d, sq_conn_t **out, err_t *err);
@@ -150,7 +147,7 @@ errno_only:
  */
 static int sqlite_fail(sqlite3 *db, int rc, const char *what, err_t *err)
 {
-    tl_failed_busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+    db_note_busy((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED);
     const char *detail = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     if ((rc & 0xff) == SQLITE_IOERR && db != NULL) {
         char cause[160];
@@ -487,16 +484,7 @@ static const void *sq_column_blob(db_stmt_t *st, int col, int64_t *bytes)
     return p;
 }
 
-int db_failed_busy(void)
-{
-    return tl_failed_busy;
-}
 
-void db_failed_busy_clear(void)
-{
-    tl_failed_busy = 0;
-    db_note_unreachable(0);
-}
 
 static int64_t sq_changes(db_conn_t *base)
 {

@@ -115,6 +115,56 @@ START_TEST(outage_answers_503_then_recovers)
 }
 END_TEST
 
+/* A training run whose commit finds the write lock held by another writer past the busy
+ * timeout (PostgreSQL's lock_timeout) waits and commits later, as on SQLite: it neither fails
+ * nor stops. A second replica on the same database, with a busy timeout of 200 ms, runs the
+ * job while a session outside holds neurond's write lock for 1.5 s. */
+START_TEST(run_waits_out_a_held_write_lock)
+{
+    /* A small rate: the run must not diverge and end on its own. */
+    ck_assert_int_eq(it_create_model("{\"kind\":\"linear\",\"inputs\":2,\"optimizer\":"
+                                     "{\"method\":\"sgd\",\"learning_rate\":0.001}}"), 1);
+    it_call_free("POST", "/v1/models/1/batches", batch, 201);
+    it_daemon_t d2;
+    static const char *const env[] = {"NEUROND_BUSY_TIMEOUT_MS=200", NULL};
+    static const char *const extra[] = {"--job-lease", "3", NULL};
+    it_opts_t o = {.db = d.db, .env = env, .extra = extra};
+    ck_assert_msg(it_start_opts(&d2, it_exe, &o) == 0, "the second replica did not start");
+    cJSON *job = it_call("POST", "/v1/models/1/train",
+                         "{\"steps\":1000000000,\"history_every\":0,\"async\":true}", 202);
+    const int id = (int)it_num(job, "id");
+    cJSON_Delete(job);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%d", id);
+    it_sleep_ms(300);
+    PGconn *pg = PQconnectdb(d.db);
+    ck_assert_msg(PQstatus(pg) == CONNECTION_OK, "%s", PQerrorMessage(pg));
+    PGresult *res = PQexec(pg, "BEGIN; SELECT pg_advisory_xact_lock(1852142948, 1)");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    it_sleep_ms(1500);
+    job = it_call("GET", path, NULL, 200);
+    ck_assert_str_eq(cJSON_GetObjectItem(job, "status")->valuestring, "running");
+    cJSON_Delete(job);
+    res = PQexec(pg, "COMMIT");
+    PQclear(res);
+    PQfinish(pg);
+    /* Committing again: the step moves on past what it was when the lock went. */
+    cJSON *m = it_call("GET", "/v1/models/1", NULL, 200);
+    const double held = it_num(m, "step");
+    cJSON_Delete(m);
+    it_sleep_ms(1000);
+    m = it_call("GET", "/v1/models/1", NULL, 200);
+    ck_assert(it_num(m, "step") > held);
+    cJSON_Delete(m);
+    job = it_call("GET", path, NULL, 200);
+    ck_assert_str_eq(cJSON_GetObjectItem(job, "status")->valuestring, "running");
+    cJSON_Delete(job);
+    it_call_free("DELETE", path, NULL, 202);
+    it_cleanup(&d2);
+}
+END_TEST
+
 /* The outputs of model 1 for `body`, as text. New string. */
 static char *predict_text(const char *body)
 {
@@ -223,6 +273,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, outage_answers_503_then_recovers);
     tcase_add_test(tc, second_replica_shares_the_database);
+    tcase_add_test(tc, run_waits_out_a_held_write_lock);
     tcase_add_test(tc, dead_replicas_half_work_purged);
     tcase_add_test(tc, schema_newer_than_binary_refuses);
     tcase_add_test(tc, backup_is_pg_dump);
