@@ -55,7 +55,14 @@ static void *sync_run_main(void *arg)
     err_t err = {0};
     train_result_t res;
     int rc = trainer_run(app, &sr->o, &res, &err);
-    if (rc < 0 && res.steps_run > 0) {
+    if (rc == ERR_CONFLICT && res.steps_run > 0) {
+        /* Fenced: another replica took the model over, so what this run committed is not
+         * what the model now is, and a result would misstate its step. 409, saying how far
+         * this run got. */
+        size_t used = strlen(err.msg);
+        snprintf(err.msg + used, sizeof err.msg - used, "; this call committed %" PRId64
+                 " steps before, up to step %" PRId64, res.steps_run, res.step);
+    } else if (rc < 0 && res.steps_run > 0) {
         /* Steps were committed before the run had to stop: an error would tell the client
          * that nothing happened, and its retry would train them twice. Answer what the model
          * now is (stopped "cancelled"); the log keeps the reason. */

@@ -1091,6 +1091,50 @@ START_TEST(paused_replica_is_fenced)
 }
 END_TEST
 
+/* A synchronous call on a replica paused past its lease: another replica trains the model
+ * meanwhile, and the woken call's next commit finds its lease gone. It answers 409, not a
+ * result with a step the model has left behind, and the model stays as the other replica
+ * left it. */
+START_TEST(paused_sync_call_is_fenced)
+{
+    const int a = 0, b = 1;
+    int64_t id = net_model_on(a, 6);
+    sync_train_t run;
+    sync_run_start(&run, a, id, 6.0);
+    it_sleep_ms(500);                       /* a commit or so into the run */
+    ck_assert_int_eq(kill(replica_pid(a), SIGSTOP), 0);
+    const int64_t paused = it_now_ms();
+    char path[96], *answer = NULL;
+    snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
+    long status = 0;
+    for (;;) {                              /* 409 until the paused run's lease runs out */
+        status = it_http_thread(targets[b].url, "POST", path, "{\"steps\":3}", &answer);
+        if (status != 409)
+            break;
+        free(answer);
+        answer = NULL;
+        ck_assert_msg(it_now_ms() - paused < 4 * LEASE_MS, "the lease was never taken over");
+        it_sleep_ms(100);
+    }
+    ck_assert_msg(status == 200, "training on replica %d: %ld %s", b + 1, status, answer);
+    cJSON *res = cJSON_Parse(answer);
+    const int64_t step = (int64_t)it_num(res, "step");
+    cJSON_Delete(res);
+    free(answer);
+    ck_assert_int_eq(kill(replica_pid(a), SIGCONT), 0);
+    pthread_join(run.thread, NULL);
+    ck_assert_msg(run.status == 409 && strstr(run.answer, "lost its lease") != NULL,
+                  "the fenced call answered %ld %s", run.status, run.answer);
+    free(run.answer);
+    it_sleep_ms(500);                       /* the woken replica's commits would be in */
+    char *model = model_text_on(b, "/v1/models/%lld", id);
+    cJSON *mj = cJSON_Parse(model);
+    ck_assert_int_eq((int64_t)it_num(mj, "step"), step);
+    cJSON_Delete(mj);
+    free(model);
+}
+END_TEST
+
 START_TEST(cancel_through_another_replica)
 {
     static watched_t w;
@@ -1218,6 +1262,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(fo, 90);
     tcase_add_test(fo, kill9_job_resumes_on_another_replica);
     tcase_add_test(fo, paused_replica_is_fenced);
+    tcase_add_test(fo, paused_sync_call_is_fenced);
     tcase_add_test(fo, cancel_through_another_replica);
     tcase_add_test(fo, events_on_every_replica);
     suite_add_tcase(s, fo);
