@@ -141,6 +141,13 @@ static const char *job_end_status(const job_t *jb, const train_result_t *res, co
     return "failed";
 }
 
+/* trainer_opts_t.hands_back: this end puts the job back in the queue. */
+static int job_hands_back(void *ctx, const train_result_t *res)
+{
+    const char *error = NULL;
+    return strcmp(job_end_status(ctx, res, &error), "queued") == 0;
+}
+
 /* store_job_finish() for this replica; a job another replica took over is left alone. */
 static int job_finish(job_t *jb, const char *status, const char *result, const char *error,
                       err_t *err)
@@ -242,7 +249,7 @@ static void *job_main(void *arg)
                         .record_end = job_record_end, .end_committed = job_end_committed,
                         .on_end = job_end, .end_ctx = jb,
                         .resume = jb->resumed ? &jb->resume : NULL,
-                        .handed_over = &jb->handed_over};
+                        .handed_over = &jb->handed_over, .hands_back = job_hands_back};
     train_result_t res;
     err_t err = {0};
     trainer_run(app, &o, &res, &err);

@@ -477,9 +477,14 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
             *err = r.commit_err;
         goto out;
     }
+    const int hands_back = o->hands_back != NULL && o->hands_back(o->end_ctx, res);
+    if (hands_back && o->req.history_every > 0 && r.n_rows > 0 &&
+        r.rows[r.n_rows - 1].step == res->step - 1 &&
+        r.rows[r.n_rows - 1].step % o->req.history_every != 0)
+        --r.n_rows;   /* recorded as the call's last step, which it is not */
     /* With history_every > 1 a rollback can make an unrecorded row the call's last update;
      * the last step of every call is recorded (docs/api.md "GET /v1/models/{id}/history"). */
-    if (o->req.history_every > 0 && r.have_last && !r.last.recorded &&
+    if (!hands_back && o->req.history_every > 0 && r.have_last && !r.last.recorded &&
         r.last.step == res->step - 1) {
         r.last.recorded = 1;
         if ((rc = rows_push(&r, &r.last)) < 0) {

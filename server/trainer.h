@@ -68,6 +68,10 @@ typedef struct trainer_opts {
     /* Set (by record_end or on_end) when the run's end is not the call's: the job went back to
      * the queue, or another replica took it over. Its streams then get no `done`. May be NULL. */
     const atomic_int *handed_over;
+    /* Asked before the final commit: 1 when this end (`res`) will hand the call back to the
+     * queue, so its last step is not the call's last and gets no history row of its own (the
+     * rows stay those of an uninterrupted call). May be NULL: the run's end is the call's. */
+    int (*hands_back)(void *ctx, const train_result_t *res);
 } trainer_opts_t;
 
 /*

@@ -1091,6 +1091,43 @@ START_TEST(paused_replica_is_fenced)
 }
 END_TEST
 
+/* A replica asked to stop (SIGTERM) puts its running job back in the queue, and another one
+ * resumes it: the job ends as an uninterrupted one, with the same history. With history_every
+ * 7 the step where the first replica stopped is not the call's last, so it has no row of its
+ * own (unless it falls on a multiple of 7, one time in 7). */
+START_TEST(sigterm_hands_the_job_back)
+{
+    watched_t w;
+    w.model = net_model_on(BALANCER, 8);
+    w.reference = fork_on(BALANCER, w.model);
+    job_request(steps_per_second(BALANCER, w.model), 5.0, w.request, sizeof w.request);
+    char *every = strstr(w.request, "\"history_every\":1");
+    ck_assert_ptr_nonnull(every);
+    every[strlen("\"history_every\":")] = '7';
+    w.job = submit_on(BALANCER, w.model, w.request);
+    w.runner = job_wait_running(BALANCER, w.job);
+    w.other = (w.runner + 1) % N_REPLICAS;
+    it_sleep_ms(1000);
+    int64_t at_stop = 0;
+    signal_runner_until_moved(&w, SIGTERM, &at_stop);
+    int64_t again = submit_on(w.other, w.reference, w.request);
+    cJSON *ja = job_wait_end(w.other, w.job, 60000), *jb = job_wait_end(w.other, again, 60000);
+    expect_succeeded(ja, "the job handed back");
+    expect_succeeded(jb, "the reference job");
+    const cJSON *replica = get(ja, "replica");
+    ck_assert_msg(cJSON_IsNumber(replica) && replica_of((int64_t)replica->valuedouble) != w.runner,
+                  "the job did not move to another replica");
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    char *pa = model_text_on(w.other, "/v1/models/%lld/parameters", w.model);
+    char *pb = model_text_on(w.other, "/v1/models/%lld/parameters", w.reference);
+    ck_assert_msg(strcmp(pa, pb) == 0, "the final parameters differ");
+    free(pa);
+    free(pb);
+    expect_same_history(w.other, w.model, w.reference);
+}
+END_TEST
+
 /* A synchronous call on a replica paused past its lease: another replica trains the model
  * meanwhile, and the woken call's next commit finds its lease gone. It answers 409, not a
  * result with a step the model has left behind, and the model stays as the other replica
@@ -1263,6 +1300,7 @@ int main(int argc, char **argv)
     tcase_add_test(fo, kill9_job_resumes_on_another_replica);
     tcase_add_test(fo, paused_replica_is_fenced);
     tcase_add_test(fo, paused_sync_call_is_fenced);
+    tcase_add_test(fo, sigterm_hands_the_job_back);
     tcase_add_test(fo, cancel_through_another_replica);
     tcase_add_test(fo, events_on_every_replica);
     suite_add_tcase(s, fo);
