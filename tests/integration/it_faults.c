@@ -938,7 +938,7 @@ END_TEST
 
 /* Run a second neurond on the database `db`, its stderr to `log`; its wait status. One that is
  * still running after 5 s started serving: it is killed and the status says SIGKILL. */
-static int run_second(const char *log, const char *db)
+static int run_second_on(const char *log, const char *db, const char *port)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -950,7 +950,7 @@ static int run_second(const char *log, const char *db)
             _exit(127);
         dup2(fd, STDERR_FILENO);
         dup2(null, STDOUT_FILENO);
-        execl(it_exe, it_exe, "--port", "0", "--db", db, (char *)NULL);
+        execl(it_exe, it_exe, "--port", port, "--db", db, (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -963,6 +963,27 @@ static int run_second(const char *log, const char *db)
     }
     return status;
 }
+
+static int run_second(const char *log, const char *db)
+{
+    return run_second_on(log, db, "0");
+}
+
+/* A second neurond on the first one's port, with a database of its own, refuses to start
+ * (exit 1): requests to the port must not be shared between two unrelated daemons. */
+START_TEST(second_daemon_on_a_taken_port_refused)
+{
+    start_default();
+    char log[PATH_MAX + 32], db[PATH_MAX + 32], port[16];
+    snprintf(log, sizeof log, "%s/second.log", d.dir);
+    snprintf(db, sizeof db, "%s/other.db", d.dir);
+    snprintf(port, sizeof port, "%d", d.port);
+    int status = run_second_on(log, db, port);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "second daemon on port %s: wait status %d (expected exit 1)", port, status);
+    it_call_free("GET", "/v1/models", NULL, 200);   /* the first one still answers */
+}
+END_TEST
 
 /* A second neurond on the same database file refuses to start (exit 1, a message naming the
  * other daemon), and the first one's running job goes on untouched: not marked interrupted,
@@ -1158,6 +1179,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(te, NULL, teardown);
     tcase_set_timeout(te, 120);
     tcase_add_test(te, second_daemon_refused);
+    tcase_add_test(te, second_daemon_on_a_taken_port_refused);
     tcase_add_test(te, half_fork_purged);
     suite_add_tcase(s, te);
     TCase *tr = it_separate_case(s, "readonly");
