@@ -29,8 +29,10 @@ static const embedded_file_t *embedded_find(const char *path)
  * between every request answers from the last result without taking a lock. When the result
  * is a second old, the first request to notice refreshes it and the others keep answering the
  * previous result meanwhile, so a slow probe (an fsync on a busy disk) stalls one request, not
- * every server thread. The 200 body is printed once and sent without a copy, for as long as the
- * replica keeps the id it shows.
+ * every server thread. A check that has not answered within a second (a hung database server,
+ * a stalled disk) makes the others answer 503 until it does: the previous result no longer
+ * says anything, and a load balancer must take the replica out. The 200 body is printed once
+ * and sent without a copy, for as long as the replica keeps the id it shows.
  */
 #define HEALTH_TTL_NS 1000000000LL
 
@@ -40,6 +42,7 @@ static struct {
     _Atomic int64_t at_ns;               /* when the result was taken; 0 = never */
     atomic_int ok;
     atomic_int refreshing;
+    _Atomic int64_t refresh_ns;          /* when the check in progress started */
     err_t err;                           /* why not ok (mu) */
     char *ok_body;                       /* {"status":"ok",...}; kept for the process's life */
     _Atomic size_t ok_len;               /* 0 until ok_body is set */
@@ -86,8 +89,20 @@ static int meta_healthz(http_req_t *req, err_t *err)
     if (at == 0 || atomic_load(&health.store) != (const void *)app->store) {
         health_probe(app);                   /* the first request waits for a real answer */
     } else if (health_now_ns() - at >= HEALTH_TTL_NS && !atomic_exchange(&health.refreshing, 1)) {
+        atomic_store(&health.refresh_ns, health_now_ns());
         health_probe(app);
         atomic_store(&health.refreshing, 0);
+    }
+    int64_t waited = atomic_load(&health.refreshing)
+                         ? health_now_ns() - atomic_load(&health.refresh_ns) : 0;
+    if (waited >= HEALTH_TTL_NS) {
+        char msg[ERR_MSG_MAX];
+        snprintf(msg, sizeof msg, "the database has not answered a check for %.1f s",
+                 (double)waited / 1e9);
+        cJSON *body = health_body(app, atomic_load(&app->replica_id), 0, msg);
+        if (body == NULL)
+            return err_set(err, ERR_NOMEM, "out of memory");
+        return http_reply_json(req, 503, body);
     }
     if (atomic_load(&health.ok)) {
         size_t len = atomic_load(&health.ok_len);

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,50 @@ START_TEST(run_waits_out_a_held_write_lock)
 }
 END_TEST
 
+typedef struct probe {
+    pthread_t thread;
+    char base[64];
+    long status;
+    char *answer;
+} probe_t;
+
+static void *probe_main(void *arg)
+{
+    probe_t *p = arg;
+    p->status = it_http_thread(p->base, "GET", "/healthz", NULL, &p->answer);
+    return NULL;
+}
+
+/* A hung server (every process of it stopped) holds the health check: the request that made
+ * it waits, and after a second the others answer 503 instead of the last result, so a load
+ * balancer takes the replica out. Once the server runs again, 200. */
+START_TEST(healthz_unavailable_while_the_server_hangs)
+{
+    long status = 0;
+    cJSON *h = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    cJSON_Delete(h);
+    it_sleep_ms(1100);                      /* the next probe makes a new check */
+    pg_server("NEUROND_TEST_PG_PAUSE");
+    probe_t waiting = {0};
+    snprintf(waiting.base, sizeof waiting.base, "http://127.0.0.1:%d", d.port);
+    ck_assert_int_eq(pthread_create(&waiting.thread, NULL, probe_main, &waiting), 0);
+    it_sleep_ms(1500);
+    h = it_json("GET", "/healthz", NULL, &status);
+    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(h, "message"));
+    ck_assert_msg(status == 503 && msg != NULL && strstr(msg, "has not answered") != NULL,
+                  "healthz during the hang: %ld %s", status, msg != NULL ? msg : "");
+    ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(h, "status")), "unavailable");
+    cJSON_Delete(h);
+    pg_server("NEUROND_TEST_PG_RESUME");
+    pthread_join(waiting.thread, NULL);
+    free(waiting.answer);
+    h = it_json("GET", "/healthz", NULL, &status);
+    ck_assert_int_eq(status, 200);
+    cJSON_Delete(h);
+}
+END_TEST
+
 /* The outputs of model 1 for `body`, as text. New string. */
 static char *predict_text(const char *body)
 {
@@ -274,6 +319,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, outage_answers_503_then_recovers);
     tcase_add_test(tc, second_replica_shares_the_database);
     tcase_add_test(tc, run_waits_out_a_held_write_lock);
+    tcase_add_test(tc, healthz_unavailable_while_the_server_hangs);
     tcase_add_test(tc, dead_replicas_half_work_purged);
     tcase_add_test(tc, schema_newer_than_binary_refuses);
     tcase_add_test(tc, backup_is_pg_dump);
