@@ -645,6 +645,26 @@ long it_http_thread(const char *base, const char *method, const char *path, cons
     return status;
 }
 
+static void *async_main(void *arg)
+{
+    it_async_t *a = arg;
+    a->status = it_http_thread(a->base, a->method, a->path, a->body[0] != '\0' ? a->body : NULL,
+                               &a->answer);
+    return NULL;
+}
+
+void it_async_start(it_async_t *a)
+{
+    a->status = 0;
+    a->answer = NULL;
+    ck_assert_int_eq(pthread_create(&a->thread, NULL, async_main, a), 0);
+}
+
+void it_async_join(it_async_t *a)
+{
+    ck_assert_int_eq(pthread_join(a->thread, NULL), 0);
+}
+
 void it_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

@@ -203,6 +203,22 @@ long it_post_thread(const char *path, const char *body, char **answer);
 long it_http_thread(const char *base, const char *method, const char *path, const char *body,
                     char **answer);
 
+/* A call of it_http_thread() on a thread of its own, for a request that waits while the test
+ * goes on: fill base, method, path and body ("" for none), it_async_start(), later
+ * it_async_join(); then status and answer (new: free()). */
+typedef struct it_async {
+    pthread_t thread;
+    const char *base;
+    const char *method;
+    char path[160];
+    char body[256];
+    long status;
+    char *answer;
+} it_async_t;
+
+void it_async_start(it_async_t *a);
+void it_async_join(it_async_t *a);
+
 /* POST `req` (an async train request) to model `model_id` of the current daemon, which must
  * answer 202: the new job's id. */
 int64_t it_submit_job(int64_t model_id, const char *req);

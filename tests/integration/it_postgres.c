@@ -6,7 +6,6 @@
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,20 +165,6 @@ START_TEST(run_waits_out_a_held_write_lock)
 }
 END_TEST
 
-typedef struct probe {
-    pthread_t thread;
-    char base[64];
-    long status;
-    char *answer;
-} probe_t;
-
-static void *probe_main(void *arg)
-{
-    probe_t *p = arg;
-    p->status = it_http_thread(p->base, "GET", "/healthz", NULL, &p->answer);
-    return NULL;
-}
-
 /* A hung server (every process of it stopped) holds the health check: the request that made
  * it waits, and after a second the others answer 503 instead of the last result, so a load
  * balancer takes the replica out. Once the server runs again, 200. */
@@ -191,9 +176,10 @@ START_TEST(healthz_unavailable_while_the_server_hangs)
     cJSON_Delete(h);
     it_sleep_ms(1100);                      /* the next probe makes a new check */
     pg_server("NEUROND_TEST_PG_PAUSE");
-    probe_t waiting = {0};
-    snprintf(waiting.base, sizeof waiting.base, "http://127.0.0.1:%d", d.port);
-    ck_assert_int_eq(pthread_create(&waiting.thread, NULL, probe_main, &waiting), 0);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", d.port);
+    it_async_t waiting = {.base = base, .method = "GET", .path = "/healthz"};
+    it_async_start(&waiting);
     it_sleep_ms(1500);
     h = it_json("GET", "/healthz", NULL, &status);
     const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(h, "message"));
@@ -202,7 +188,7 @@ START_TEST(healthz_unavailable_while_the_server_hangs)
     ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(h, "status")), "unavailable");
     cJSON_Delete(h);
     pg_server("NEUROND_TEST_PG_RESUME");
-    pthread_join(waiting.thread, NULL);
+    it_async_join(&waiting);
     free(waiting.answer);
     h = it_json("GET", "/healthz", NULL, &status);
     ck_assert_int_eq(status, 200);

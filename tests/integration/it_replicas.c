@@ -536,22 +536,6 @@ START_TEST(read_your_writes)
 }
 END_TEST
 
-typedef struct sync_train {
-    pthread_t thread;
-    const char *url;
-    char path[96];
-    char body[128];
-    long status;
-    char *answer;
-} sync_train_t;
-
-static void *sync_train_main(void *arg)
-{
-    sync_train_t *s = arg;
-    s->status = it_http_thread(s->url, "POST", s->path, s->body, &s->answer);
-    return NULL;
-}
-
 /* The model's "status" read through target `t`. */
 static int model_training_on(int t, int64_t id)
 {
@@ -565,16 +549,17 @@ static int model_training_on(int t, int64_t id)
 
 /* Start a synchronous mini-batch run of about `seconds` on model `id` through target `t`, on a
  * thread, and return once `t` shows the model training: the steps it was asked for. */
-static int64_t sync_run_start(sync_train_t *run, int t, int64_t id, double seconds)
+static int64_t sync_run_start(it_async_t *run, int t, int64_t id, double seconds)
 {
     int64_t steps = (int64_t)(steps_per_second(t, id) * seconds) + 1;
     memset(run, 0, sizeof *run);
-    run->url = targets[t].url;
+    run->base = targets[t].url;
+    run->method = "POST";
     snprintf(run->path, sizeof run->path, "/v1/models/%lld/train", (long long)id);
     snprintf(run->body, sizeof run->body,
              "{\"steps\":%" PRId64 ",\"batch_size\":32,\"seed\":1,\"history_every\":10}",
              steps);
-    ck_assert_int_eq(pthread_create(&run->thread, NULL, sync_train_main, run), 0);
+    it_async_start(run);
     int64_t end = it_now_ms() + 10000;
     while (!model_training_on(t, id)) {
         ck_assert_msg(it_now_ms() < end, "the run on %s did not start", targets[t].url);
@@ -599,7 +584,7 @@ START_TEST(writes_conflict_while_another_replica_trains)
     free(listing);
     /* A synchronous run on A of about five seconds: long enough for every write below even
      * when the machine has got faster or less loaded since the calibration. */
-    static sync_train_t run;
+    static it_async_t run;
     int64_t steps = sync_run_start(&run, a, id, 5.0);
     /* Every write, through B, C and the balancer: 409 conflict. */
     char *rows = net_rows(2);
@@ -631,7 +616,7 @@ START_TEST(writes_conflict_while_another_replica_trains)
     }
     ck_assert_msg(model_training_on(a, id), "the run on A ended before every write was tried: "
                   "the checks above prove nothing");
-    pthread_join(run.thread, NULL);
+    it_async_join(&run);
     ck_assert_msg(run.status == 200, "train on A: %ld %s", run.status, run.answer);
     cJSON *result = cJSON_Parse(run.answer);
     ck_assert_int_eq((int64_t)it_num(result, "step"), steps);
@@ -662,14 +647,14 @@ START_TEST(model_status_same_on_every_replica)
 {
     const int a = 0;
     int64_t id = net_model_on(a, 8);
-    static sync_train_t run;
+    static it_async_t run;
     sync_run_start(&run, a, id, 3.0);
     /* While A trains the model, every replica and the balancer say so. */
     for (int t = 1; t < N_TARGETS; ++t)
         ck_assert_msg(model_training_on(t, id), "%s shows the model training on A as idle",
                       targets[t].url);
     ck_assert_msg(model_training_on(a, id), "the run on A ended before every replica was read");
-    pthread_join(run.thread, NULL);
+    it_async_join(&run);
     ck_assert_msg(run.status == 200, "train on A: %ld %s", run.status, run.answer);
     free(run.answer);
     for (int t = 0; t < N_TARGETS; ++t)
@@ -974,6 +959,7 @@ START_TEST(postgresql_restart_under_a_job)
         ck_assert_int_eq(replica_pid(r), pids[r]);
         ck_assert_int_eq(kill(pids[r], 0), 0);
     }
+    ck_assert_msg(wait_healthy(BALANCER, 10000) == 200, "the balancer takes no replica back");
     atomic_store(&p.stop, 1);
     pthread_join(p.thread, NULL);
     note("postgresql_restart: %d answers while polling, %d of them 503\n", p.answers,
@@ -1003,6 +989,9 @@ START_TEST(postgresql_paused_under_a_job)
          (long long)(it_now_ms() - paused), o.runner + 1);
     for (int r = 0; r < N_REPLICAS; ++r)
         ck_assert_msg(wait_healthy(r, 10000) == 200, "replica %d stays unhealthy", r + 1);
+    /* The hung check made every replica's /healthz 503 after a second: the balancer took them
+     * all out, and takes them back after its next checks. */
+    ck_assert_msg(wait_healthy(BALANCER, 10000) == 200, "the balancer takes no replica back");
     outage_job_end(&o, "the job under the pause");
 }
 END_TEST
@@ -1136,7 +1125,7 @@ START_TEST(paused_sync_call_is_fenced)
 {
     const int a = 0, b = 1;
     int64_t id = net_model_on(a, 6);
-    sync_train_t run;
+    it_async_t run;
     sync_run_start(&run, a, id, 6.0);
     it_sleep_ms(500);                       /* a commit or so into the run */
     ck_assert_int_eq(kill(replica_pid(a), SIGSTOP), 0);
@@ -1159,7 +1148,7 @@ START_TEST(paused_sync_call_is_fenced)
     cJSON_Delete(res);
     free(answer);
     ck_assert_int_eq(kill(replica_pid(a), SIGCONT), 0);
-    pthread_join(run.thread, NULL);
+    it_async_join(&run);
     ck_assert_msg(run.status == 409 && strstr(run.answer, "lost its lease") != NULL,
                   "the fenced call answered %ld %s", run.status, run.answer);
     free(run.answer);
