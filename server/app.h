@@ -56,6 +56,7 @@ typedef struct app {
                                 /step) stop at their next step boundary, committed */
     datacache_t *data_cache; /* stored rows kept between train calls (datacache.h) */
     struct sessions *sessions; /* training state kept between train calls (sessions.h) */
+    struct health *health;   /* the database check behind /healthz (health.h) */
 } app_t;
 
 /* The app_t of the server handling `req`. Borrowed. */

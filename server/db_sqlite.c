@@ -279,6 +279,15 @@ static int conn_open(db_t *base, db_conn_t **out, err_t *err)
         *out = &c->base;
         return 0;
     }
+    /* A file that cannot be opened for writing (read-only or immutable for now) is opened
+     * read-only by SQLite, and the connection would stay so after the file is writable again:
+     * kept for later threads, it would fail their writes for the process's life. */
+    if (sqlite3_db_readonly(c->db, "main") == 1) {
+        err_set(err, ERR_UNAVAILABLE, "storage is read-only: cannot open database '%s' for "
+                "writing", d->path);
+        conn_free(&c->base);
+        return ERR_UNAVAILABLE;
+    }
     sqlite3_wal_hook(c->db, wal_committed, d);
     /* journal_mode first: it must run outside a transaction, and reading the header is also the
      * first point where a file that is not a database is detected. */

@@ -24,6 +24,7 @@
 #include "graph.h"
 #include "http.h"
 #include "events.h"
+#include "health.h"
 #include "jobs.h"
 #include "log.h"
 #include "model.h"
@@ -797,8 +798,9 @@ int main(int argc, char **argv)
      * (relay.h): listening before the server starts, so no announcement is missed. */
     if ((!store_address_is_file(cfg.db) &&
          relay_new(store, app.events, &app.replica_id, &app.relay, &err) < 0) ||
-        http_server_start(&hc, &srv, &err) < 0) {
+        health_start(store, &app.health, &err) < 0 || http_server_start(&hc, &srv, &err) < 0) {
         fprintf(stderr, "neurond: %s\n", err.msg);
+        health_stop(app.health);
         relay_free(app.relay);
         events_free(app.events);
         jobs_free(jobs);
@@ -851,6 +853,7 @@ int main(int argc, char **argv)
     events_shutdown(app.events);
     relay_stop(app.relay);     /* no more events from other replicas; ours are still announced */
     http_server_stop(srv);     /* stop accepting, finish running requests, end streams */
+    health_stop(app.health);   /* no probe reads it now */
     replica_stop(replica);     /* leaves the cluster view now, not after the lease */
     events_free(app.events);   /* drop the event streams' references */
     relay_free(app.relay);

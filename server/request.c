@@ -80,6 +80,18 @@ int request_check_work(const app_limits_t *lim, const model_t *m, int32_t rows,
     return rc;
 }
 
+int request_check_train_work(const app_limits_t *lim, const model_t *m, int32_t rows,
+                             int batched, err_t *err)
+{
+    int rc = request_check_work(lim, m, rows, "batch_size", err);
+    if (rc < 0 && batched) {
+        size_t used = strlen(err->msg);
+        snprintf(err->msg + used, sizeof err->msg - used, "; a smaller batch_size does not "
+                 "lower it: every call evaluates the loss on all stored rows at once");
+    }
+    return rc;
+}
+
 int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, int64_t max,
                              err_t *err)
 {

@@ -78,6 +78,12 @@ int request_graph_leaf_limit(const ad_graph_spec_t *spec, const char *prefix, in
 int request_check_work(const app_limits_t *lim, const model_t *m, int32_t rows,
                        const char *field, err_t *err);
 
+/* request_check_work() for a train call on `rows` stored rows, naming "batch_size": every call
+ * evaluates its loss on all of them at once, which a mini-batch (`batched`) does not change,
+ * and the message says so. */
+int request_check_train_work(const app_limits_t *lim, const model_t *m, int32_t rows,
+                             int batched, err_t *err);
+
 /* When err->msg contains `needle`, append " (<flag>)": lib reports a limit, the server knows
  * which flag sets it. */
 void request_note_flag(err_t *err, const char *needle, const char *flag);

@@ -11,6 +11,7 @@
 
 #include "app.h"
 #include "embedded.h"
+#include "health.h"
 #include "http.h"
 #include "metrics.h"
 #include "routes.h"
@@ -25,48 +26,18 @@ static const embedded_file_t *embedded_find(const char *path)
 }
 
 /*
- * GET /healthz. The database probe (store_ping(): a tiny write) runs at most once a second; in
- * between every request answers from the last result without taking a lock. When the result
- * is a second old, the first request to notice refreshes it and the others keep answering the
- * previous result meanwhile, so a slow probe (an fsync on a busy disk) stalls one request, not
- * every server thread. A check that has not answered within a second (a hung database server,
- * a stalled disk) makes the others answer 503 until it does: the previous result no longer
- * says anything, and a load balancer must take the replica out. The 200 body is printed once
- * and sent without a copy, for as long as the replica keeps the id it shows.
+ * GET /healthz: the last database check's result (health.h), which never waits for a check. A
+ * check that has not answered within a second (a hung database server, a stalled disk) makes
+ * the probes answer 503 until it does: the previous result no longer says anything, and a load
+ * balancer must take the replica out. The 200 body is printed once and sent without a copy,
+ * for as long as the replica keeps the id it shows.
  */
-#define HEALTH_TTL_NS 1000000000LL
-
 static struct {
-    pthread_mutex_t mu;                  /* the error message; building ok_body */
-    _Atomic(const void *) store;         /* the store the result belongs to */
-    _Atomic int64_t at_ns;               /* when the result was taken; 0 = never */
-    atomic_int ok;
-    atomic_int refreshing;
-    _Atomic int64_t refresh_ns;          /* when the check in progress started */
-    err_t err;                           /* why not ok (mu) */
+    pthread_mutex_t mu;                  /* building ok_body */
     char *ok_body;                       /* {"status":"ok",...}; kept for the process's life */
     _Atomic size_t ok_len;               /* 0 until ok_body is set */
     _Atomic int64_t ok_replica;          /* the replica id ok_body shows */
-} health = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static int64_t health_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void health_probe(app_t *app)
-{
-    err_t e = {0};
-    int ok = store_ping(app->store, &e) == 0;
-    pthread_mutex_lock(&health.mu);
-    health.err = e;
-    atomic_store(&health.store, (const void *)app->store);
-    atomic_store(&health.ok, ok);
-    atomic_store(&health.at_ns, health_now_ns());
-    pthread_mutex_unlock(&health.mu);
-}
+} ok_reply = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static cJSON *health_body(const app_t *app, int64_t replica_id, int ok, const char *msg)
 {
@@ -85,61 +56,43 @@ static cJSON *health_body(const app_t *app, int64_t replica_id, int ok, const ch
 static int meta_healthz(http_req_t *req, err_t *err)
 {
     app_t *app = app_of(req);
-    int64_t at = atomic_load(&health.at_ns);
-    if (at == 0 || atomic_load(&health.store) != (const void *)app->store) {
-        health_probe(app);                   /* the first request waits for a real answer */
-    } else if (health_now_ns() - at >= HEALTH_TTL_NS && !atomic_exchange(&health.refreshing, 1)) {
-        atomic_store(&health.refresh_ns, health_now_ns());
-        health_probe(app);
-        atomic_store(&health.refreshing, 0);
-    }
-    int64_t waited = atomic_load(&health.refreshing)
-                         ? health_now_ns() - atomic_load(&health.refresh_ns) : 0;
-    if (waited >= HEALTH_TTL_NS) {
-        char msg[ERR_MSG_MAX];
-        snprintf(msg, sizeof msg, "the database has not answered a check for %.1f s",
-                 (double)waited / 1e9);
-        cJSON *body = health_body(app, atomic_load(&app->replica_id), 0, msg);
-        if (body == NULL)
-            return err_set(err, ERR_NOMEM, "out of memory");
-        return http_reply_json(req, 503, body);
-    }
-    if (atomic_load(&health.ok)) {
-        size_t len = atomic_load(&health.ok_len);
+    health_report_t hr;
+    health_read(app->health, &hr);
+    if (hr.waiting_ns >= HEALTH_TTL_NS)
+        snprintf(hr.msg, sizeof hr.msg, "the database has not answered a check for %.1f s",
+                 (double)hr.waiting_ns / 1e9);
+    if (hr.ok && hr.waiting_ns < HEALTH_TTL_NS) {
+        size_t len = atomic_load(&ok_reply.ok_len);
         if (len == 0) {
-            pthread_mutex_lock(&health.mu);
+            pthread_mutex_lock(&ok_reply.mu);
             /* Not before the replica is registered: the body would keep replica 0. */
-            if (health.ok_body == NULL && atomic_load(&app->replica_id) > 0) {
+            if (ok_reply.ok_body == NULL && atomic_load(&app->replica_id) > 0) {
                 int64_t replica_id = atomic_load(&app->replica_id);
                 cJSON *body = health_body(app, replica_id, 1, NULL);
-                health.ok_body = body != NULL ? cJSON_PrintUnformatted(body) : NULL;
+                ok_reply.ok_body = body != NULL ? cJSON_PrintUnformatted(body) : NULL;
                 cJSON_Delete(body);
-                atomic_store(&health.ok_replica, replica_id);
-                if (health.ok_body != NULL)
-                    atomic_store(&health.ok_len, strlen(health.ok_body));
+                atomic_store(&ok_reply.ok_replica, replica_id);
+                if (ok_reply.ok_body != NULL)
+                    atomic_store(&ok_reply.ok_len, strlen(ok_reply.ok_body));
             }
-            len = atomic_load(&health.ok_len);
-            pthread_mutex_unlock(&health.mu);
+            len = atomic_load(&ok_reply.ok_len);
+            pthread_mutex_unlock(&ok_reply.mu);
             if (len == 0 && atomic_load(&app->replica_id) > 0)
                 return err_set(err, ERR_NOMEM, "out of memory");
         }
         /* A replica taken for dead registers again under a new id (replica.h): from then on the
          * printed body, which answers may still be sending, is out of date. */
         int64_t replica_id = atomic_load(&app->replica_id);
-        if (len == 0 || atomic_load(&health.ok_replica) != replica_id) {
+        if (len == 0 || atomic_load(&ok_reply.ok_replica) != replica_id) {
             cJSON *body = health_body(app, replica_id, 1, NULL);
             if (body == NULL)
                 return err_set(err, ERR_NOMEM, "out of memory");
             return http_reply_json(req, 200, body);
         }
-        return http_reply_static(req, 200, "application/json; charset=utf-8", health.ok_body,
+        return http_reply_static(req, 200, "application/json; charset=utf-8", ok_reply.ok_body,
                                  len);
     }
-    char msg[ERR_MSG_MAX];
-    pthread_mutex_lock(&health.mu);
-    snprintf(msg, sizeof msg, "%s", health.err.msg);
-    pthread_mutex_unlock(&health.mu);
-    cJSON *body = health_body(app, atomic_load(&app->replica_id), 0, msg);
+    cJSON *body = health_body(app, atomic_load(&app->replica_id), 0, hr.msg);
     if (body == NULL)
         return err_set(err, ERR_NOMEM, "out of memory");
     return http_reply_json(req, 503, body);

@@ -97,13 +97,8 @@ static int check_model(app_t *app, int64_t id, const train_req_t *req, int64_t r
     if (model_spec(m)->optimizer.method == OPTIM_METHOD_LBFGS && !full && updates)
         rc = err_set_field(err, ERR_INVAL, "batch_size",
                            "lbfgs trains on the full batch: leave batch_size null");
-    if (rc == 0 && rows > 0 && rows <= INT32_MAX &&
-        (rc = request_check_work(&app->limits, m, (int32_t)rows, "batch_size", err)) < 0 &&
-        req->batch_size > 0) {
-        size_t used = strlen(err->msg);
-        snprintf(err->msg + used, sizeof err->msg - used, "; a smaller batch_size does not "
-                 "lower it: every call evaluates the loss on all stored rows at once");
-    }
+    if (rc == 0 && rows > 0 && rows <= INT32_MAX)
+        rc = request_check_train_work(&app->limits, m, (int32_t)rows, req->batch_size > 0, err);
     if (rc == 0 && val_rows > 0 && val_rows <= INT32_MAX)
         rc = request_check_work(&app->limits, m, (int32_t)val_rows, "split", err);
     registry_read_end(app->registry, id);

@@ -429,15 +429,11 @@ static int run(app_t *app, const trainer_opts_t *o, train_result_t *res, int *st
         goto out;
     /* The largest evaluation of a call is over all its rows, whatever the batch: loss_after is
      * the loss on every row, in one pass (a graph model's loss need not split into parts). */
-    if ((rc = request_check_work(&app->limits, r.m, data.rows,
-                                 o->batch != NULL ? "x" : "batch_size", err)) < 0) {
-        if (o->batch == NULL && o->req.batch_size > 0) {
-            size_t used = strlen(err->msg);
-            snprintf(err->msg + used, sizeof err->msg - used, "; a smaller batch_size does "
-                     "not lower it: every call evaluates the loss on all stored rows at once");
-        }
+    rc = o->batch != NULL
+             ? request_check_work(&app->limits, r.m, data.rows, "x", err)
+             : request_check_train_work(&app->limits, r.m, data.rows, o->req.batch_size > 0, err);
+    if (rc < 0)
         goto out;
-    }
     *started = 1;
     if (fresh) {
         /* An inline batch (/step) is validated on the stored validation rows too. */
