@@ -34,6 +34,9 @@ fi
 started=0
 stop() {
   if [ "$started" -eq 1 ]; then
+    # A test that failed while the server was paused (NEUROND_TEST_PG_PAUSE) left it stopped,
+    # and a stopped server ignores pg_ctl: let it run first.
+    if [ -x "$dir/signal-server" ]; then "$dir/signal-server" CONT >/dev/null 2>&1 || true; fi
     "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   rm -rf "$dir"
