@@ -313,44 +313,40 @@ int codec_format_double(double v, char *buf, size_t size)
 }
 
 /* cJSON 1.7.15 prints %1.15g whenever it reads back within ~2 ulp (an approximate compare), so
- * about one double in six would not round-trip; we print the text ourselves as a raw item. */
+ * about one double in six would not round-trip; we print the text ourselves as a raw item.
+ * Turns number item `c` into that, in place (its key and value stay): JSON null when the value
+ * is not finite. cJSON_Delete() frees the text (cJSON's default allocator, malloc). */
+static int number_exact(cJSON *c)
+{
+    if (!isfinite(c->valuedouble)) {
+        c->type = cJSON_NULL;
+        return 0;
+    }
+    char buf[40];
+    codec_format_double(c->valuedouble, buf, sizeof buf);
+    char *text = strdup(buf);
+    if (text == NULL)
+        return ERR_NOMEM;
+    c->type = cJSON_Raw;
+    c->valuestring = text;
+    return 0;
+}
+
 cJSON *codec_number(double v)
 {
-    if (!isfinite(v))
-        return cJSON_CreateNull();
-    char buf[40];
-    codec_format_double(v, buf, sizeof buf);
-    cJSON *j = cJSON_CreateRaw(buf);
-    if (j != NULL) {
-        j->valuedouble = v;
-        j->valueint = v >= (double)INT32_MAX ? INT32_MAX
-                      : v <= (double)INT32_MIN ? INT32_MIN
-                                               : (int)v;
+    cJSON *j = cJSON_CreateNumber(v);
+    if (j != NULL && number_exact(j) < 0) {
+        cJSON_Delete(j);
+        return NULL;
     }
     return j;
 }
 
 int codec_exact_numbers(cJSON *j)
 {
-    for (cJSON *c = j != NULL ? j->child : NULL; c != NULL; c = c->next) {
-        if (!cJSON_IsNumber(c)) {
-            if (codec_exact_numbers(c) < 0)
-                return ERR_NOMEM;
-            continue;
-        }
-        /* In place, as codec_number() makes it: a raw item keeps its key and its value, and
-         * cJSON_Delete() frees the text (cJSON's default allocator, malloc). */
-        char buf[40];
-        if (isfinite(c->valuedouble))
-            codec_format_double(c->valuedouble, buf, sizeof buf);
-        else
-            strcpy(buf, "null");
-        char *text = strdup(buf);
-        if (text == NULL)
+    for (cJSON *c = j != NULL ? j->child : NULL; c != NULL; c = c->next)
+        if ((cJSON_IsNumber(c) ? number_exact(c) : codec_exact_numbers(c)) < 0)
             return ERR_NOMEM;
-        c->type = cJSON_Raw;
-        c->valuestring = text;
-    }
     return 0;
 }
 

@@ -97,6 +97,16 @@ int train_req_validate(const train_req_t *req, err_t *err)
     return 0;
 }
 
+int train_req_check_method(const train_req_t *req, int64_t rows, int32_t method, err_t *err)
+{
+    const int full = req->batch_size == 0 || req->batch_size >= rows;
+    const int updates = req->epochs > 0 || req->steps > 0;
+    if (method == OPTIM_METHOD_LBFGS && !full && updates)
+        return err_set_field(err, ERR_INVAL, "batch_size",
+                             "lbfgs trains on the full batch: leave batch_size null");
+    return 0;
+}
+
 int train_req_steps(const train_req_t *req, int64_t rows, int64_t global_step, int64_t *steps,
                     err_t *err)
 {
@@ -406,12 +416,10 @@ int train_run_from(train_ctx_t *t, const train_req_t *req, const train_resume_t 
     const int64_t s0 = resume != NULL ? resume->start_step : *global_step;
     int64_t steps = 0;
     if ((rc = train_req_steps(req, rows, s0, &steps, err)) < 0 ||
-        (rc = optim_state_check(t->o, *global_step, err)) < 0)
+        (rc = optim_state_check(t->o, *global_step, err)) < 0 ||
+        (rc = train_req_check_method(req, rows, optim_cfg(t->o)->method, err)) < 0)
         return rc;
     const int lbfgs = optim_cfg(t->o)->method == OPTIM_METHOD_LBFGS;
-    if (lbfgs && !full && steps > 0)
-        return err_set_field(err, ERR_INVAL, "batch_size",
-                             "lbfgs trains on the full batch: leave batch_size null");
     /* The call's base rate; the schedule turns it into the rate of each global step. */
     const double base_lr =
         isnan(req->learning_rate) ? optim_cfg(t->o)->learning_rate : req->learning_rate;

@@ -129,6 +129,11 @@ int train_req_validate(const train_req_t *req, err_t *err);
 int train_req_steps(const train_req_t *req, int64_t rows, int64_t global_step, int64_t *steps,
                     err_t *err);
 
+/* What the optimizer `method` (enum optim_method) allows of a call on `rows` rows: lbfgs takes
+ * the full batch, so a call that updates with a smaller batch_size is ERR_INVAL naming
+ * "batch_size". Checked up front and by train_run(), as train_req_steps(). */
+int train_req_check_method(const train_req_t *req, int64_t rows, int32_t method, err_t *err);
+
 /* Stop reason <-> name ("max_steps", "tolerance", "target_loss", "converged", "diverged",
  * "cancelled"). */
 const char *train_stop_name(int32_t stop);

@@ -493,8 +493,6 @@ static const void *sq_column_blob(db_stmt_t *st, int col, int64_t *bytes)
     return p;
 }
 
-
-
 static int64_t sq_changes(db_conn_t *base)
 {
     sq_conn_t *c = (sq_conn_t *)base;

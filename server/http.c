@@ -607,13 +607,19 @@ static int auth_required(const http_req_t *req)
     return srv->cfg.protect_all && strcmp(req->path, "/healthz") != 0;
 }
 
-static enum MHD_Result count_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
-                                           const char *value)
+/* The request's Authorization headers: how many, and the first one's value. */
+typedef struct auth_scan {
+    int n;
+    const char *value;
+} auth_scan_t;
+
+static enum MHD_Result scan_authorization(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          const char *value)
 {
+    auth_scan_t *a = cls;
     (void)kind;
-    (void)value;
-    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
-        ++*(int *)cls;
+    if (key != NULL && strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0 && a->n++ == 0)
+        a->value = value;
     return MHD_YES;
 }
 
@@ -625,9 +631,9 @@ static int check_auth(http_req_t *req)
 {
     if (!auth_required(req))
         return 0;
-    int n_auth = 0;
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_authorization, &n_auth);
-    const char *h = n_auth == 1 ? http_header(req, MHD_HTTP_HEADER_AUTHORIZATION) : NULL;
+    auth_scan_t auth = {0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, scan_authorization, &auth);
+    const char *h = auth.n == 1 ? auth.value : NULL;
     if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
         const char *tok = h + 7;
         while (*tok == ' ')
@@ -637,7 +643,7 @@ static int check_auth(http_req_t *req)
     }
     http_set_header(req, "WWW-Authenticate", "Bearer");
     http__reply_error_status(req, 401, 0,
-                             n_auth > 1   ? "more than one Authorization header"
+                             auth.n > 1  ? "more than one Authorization header"
                              : h == NULL ? "missing Authorization: Bearer token"
                                          : "invalid token in Authorization: Bearer",
                              NULL);

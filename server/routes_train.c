@@ -92,11 +92,7 @@ static int check_model(app_t *app, int64_t id, const train_req_t *req, int64_t r
     int rc = registry_read_begin(app->registry, id, &m, err);
     if (rc < 0)
         return rc;
-    const int full = req->batch_size == 0 || req->batch_size >= rows;
-    const int updates = req->epochs > 0 || req->steps > 0;
-    if (model_spec(m)->optimizer.method == OPTIM_METHOD_LBFGS && !full && updates)
-        rc = err_set_field(err, ERR_INVAL, "batch_size",
-                           "lbfgs trains on the full batch: leave batch_size null");
+    rc = train_req_check_method(req, rows, model_spec(m)->optimizer.method, err);
     if (rc == 0 && rows > 0 && rows <= INT32_MAX)
         rc = request_check_train_work(&app->limits, m, (int32_t)rows, req->batch_size > 0, err);
     if (rc == 0 && val_rows > 0 && val_rows <= INT32_MAX)

@@ -60,6 +60,14 @@ static int run_command(const char *cmd, char *out, size_t size)
     return pclose(p);
 }
 
+/* The status of GET /healthz now. */
+static long healthz_status(void)
+{
+    long status = 0;
+    cJSON_Delete(it_json("GET", "/healthz", NULL, &status));
+    return status;
+}
+
 static void expect_error(const char *method, const char *path, const char *body, long want,
                          const char *code)
 {
@@ -88,10 +96,7 @@ START_TEST(outage_answers_503_then_recovers)
     expect_error("POST", "/v1/models/1/train", "{\"steps\":5}", 503, "unavailable");
     expect_error("POST", "/v1/models", model_spec, 503, "unavailable");
     it_sleep_ms(1100);       /* /healthz checks the database at most once a second */
-    long status = 0;
-    cJSON *h = it_json("GET", "/healthz", NULL, &status);
-    ck_assert_int_eq(status, 503);
-    cJSON_Delete(h);
+    ck_assert_int_eq(healthz_status(), 503);
 
     pg_server("NEUROND_TEST_PG_START");
     /* Back without a restart of the daemon, and nothing committed lost: step 5. */
@@ -109,9 +114,7 @@ START_TEST(outage_answers_503_then_recovers)
         ck_assert_int_eq((int)it_num(cJSON_GetArrayItem(rows, i), "step"), i);
     cJSON_Delete(hist);
     it_sleep_ms(1100);
-    h = it_json("GET", "/healthz", NULL, &status);
-    ck_assert_int_eq(status, 200);
-    cJSON_Delete(h);
+    ck_assert_int_eq(healthz_status(), 200);
 }
 END_TEST
 
@@ -170,10 +173,7 @@ END_TEST
  * result, so a load balancer takes the replica out. Once the server runs again, 200. */
 START_TEST(healthz_unavailable_while_the_server_hangs)
 {
-    long status = 0;
-    cJSON *h = it_json("GET", "/healthz", NULL, &status);
-    ck_assert_int_eq(status, 200);
-    cJSON_Delete(h);
+    ck_assert_int_eq(healthz_status(), 200);
     it_sleep_ms(1100);                      /* the next probe makes a new check */
     pg_server("NEUROND_TEST_PG_PAUSE");
     char base[64];
@@ -181,7 +181,8 @@ START_TEST(healthz_unavailable_while_the_server_hangs)
     it_async_t waiting = {.base = base, .method = "GET", .path = "/healthz"};
     it_async_start(&waiting);
     it_sleep_ms(1500);
-    h = it_json("GET", "/healthz", NULL, &status);
+    long status = 0;
+    cJSON *h = it_json("GET", "/healthz", NULL, &status);
     const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(h, "message"));
     ck_assert_msg(status == 503 && msg != NULL && strstr(msg, "has not answered") != NULL,
                   "healthz during the hang: %ld %s", status, msg != NULL ? msg : "");
@@ -192,13 +193,8 @@ START_TEST(healthz_unavailable_while_the_server_hangs)
                   waiting.answer);
     free(waiting.answer);
     pg_server("NEUROND_TEST_PG_RESUME");
-    for (int64_t end = it_now_ms() + 5000;; it_sleep_ms(100)) {
-        h = it_json("GET", "/healthz", NULL, &status);
-        cJSON_Delete(h);
-        if (status == 200)
-            break;
+    for (int64_t end = it_now_ms() + 5000; (status = healthz_status()) != 200; it_sleep_ms(100))
         ck_assert_msg(it_now_ms() < end, "/healthz still %ld after the server resumed", status);
-    }
 }
 END_TEST
 

@@ -183,6 +183,15 @@ static cJSON *job_wait(int64_t job, const char *status, int timeout_ms)
     }
 }
 
+/* Wait for `job` to succeed: its result's steps_run. */
+static int64_t job_steps_run(int64_t job)
+{
+    cJSON *j = job_wait(job, "succeeded", 30000);
+    int64_t steps = (int64_t)it_num(get(j, "result"), "steps_run");
+    cJSON_Delete(j);
+    return steps;
+}
+
 /* Poll until the job has committed at least one chunk (progress.step > 0). */
 static void job_wait_progress(int64_t job)
 {
@@ -204,6 +213,15 @@ static cJSON *model_get(int64_t id)
     char path[64];
     snprintf(path, sizeof path, "/v1/models/%lld", (long long)id);
     return it_call("GET", path, NULL, 200);
+}
+
+/* The model's "step" as GET /v1/models/{id} shows it now. */
+static int64_t model_step(int64_t id)
+{
+    cJSON *m = model_get(id);
+    int64_t step = (int64_t)it_num(m, "step");
+    cJSON_Delete(m);
+    return step;
 }
 
 /* The last history row's step, -1 when there is none (pages through everything). */
@@ -302,9 +320,7 @@ START_TEST(request_bounds_up_front)
     cJSON *jobs = it_call("GET", path, NULL, 200);
     ck_assert_int_eq(cJSON_GetArraySize(get(jobs, "jobs")), 0);
     cJSON_Delete(jobs);
-    cJSON *m = model_get(id);
-    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
-    cJSON_Delete(m);
+    ck_assert_int_eq(model_step(id), 0);
     /* null is the full batch. */
     snprintf(path, sizeof path, "/v1/models/%lld/train", (long long)id);
     cJSON *j = it_call("POST", path, "{\"epochs\":2,\"batch_size\":null}", 200);
@@ -316,12 +332,8 @@ START_TEST(request_bounds_up_front)
     ck_assert_int_eq((int64_t)it_num(j, "step"), 2);
     cJSON_Delete(j);
     int64_t job = submit(id, "{\"epochs\":0,\"async\":true}", 202);
-    j = job_wait(job, "succeeded", 30000);
-    ck_assert_int_eq((int64_t)it_num(get(j, "result"), "steps_run"), 0);
-    cJSON_Delete(j);
-    m = model_get(id);
-    ck_assert_int_eq((int64_t)it_num(m, "step"), 2);
-    cJSON_Delete(m);
+    ck_assert_int_eq(job_steps_run(job), 0);
+    ck_assert_int_eq(model_step(id), 2);
 }
 END_TEST
 
@@ -564,17 +576,11 @@ START_TEST(queue_waits_for_a_slot)
     j = job_get(jc);
     ck_assert_str_eq(get(j, "status")->valuestring, "cancelled");
     cJSON_Delete(j);
-    cJSON *m = model_get(c);
-    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
-    cJSON_Delete(m);
+    ck_assert_int_eq(model_step(c), 0);
 
     cancel_and_wait(ja);
-    j = job_wait(jb, "succeeded", 30000);
-    ck_assert_int_eq((int64_t)it_num(get(j, "result"), "steps_run"), 5);
-    cJSON_Delete(j);
-    m = model_get(b);
-    ck_assert_int_eq((int64_t)it_num(m, "step"), 5);
-    cJSON_Delete(m);
+    ck_assert_int_eq(job_steps_run(jb), 5);
+    ck_assert_int_eq(model_step(b), 5);
 }
 END_TEST
 
@@ -990,9 +996,7 @@ START_TEST(queries)
     expect_error("POST", path, "{\"x\":[[1]],\"y\":[0.5]}", 400, "invalid_argument");
     expect_error("POST", path, "{\"x\":[[1]],\"y\":[1],\"learning_rate\":-1}", 400,
                  "invalid_argument");
-    cJSON *m = model_get(c);
-    ck_assert_int_eq((int64_t)it_num(m, "step"), 0);
-    cJSON_Delete(m);
+    ck_assert_int_eq(model_step(c), 0);
     snprintf(path, sizeof path, "/v1/models/%lld/boundary", (long long)c);
     it_call_free("GET", path, NULL, 200);
     int64_t s = it_create_model("{\"kind\":\"softmax\",\"inputs\":2,\"classes\":3}");
